@@ -1,0 +1,18 @@
+export * from "./queue.js";
+export * from "./blob-store.js";
+export * from "./job-store.js";
+export * from "./key-store.js";
+
+import type { Queue } from "./queue.js";
+import type { BlobStore } from "./blob-store.js";
+import type { JobStore } from "./job-store.js";
+import type { KeyStore } from "./key-store.js";
+
+/** One family of adapters: everything the API and the workers need from the outside world. */
+export interface Ports {
+  queue: Queue;
+  blobs: BlobStore;
+  jobs: JobStore;
+  keys: KeyStore;
+  close(): Promise<void>;
+}

@@ -1,0 +1,47 @@
+import type { JobRecord, JobStatus, JobProgress } from "../schemas/job.js";
+
+/**
+ * The JobStore port. Every state transition is conditional on the current version (and,
+ * optionally, status), so a redelivered stage message can neither move a job backwards nor
+ * finish it twice. Local family: SQLite. AWS family: DynamoDB conditional writes.
+ */
+export interface JobCondition {
+  /** The update applies only if the stored version equals this. */
+  version?: number;
+  /** The update applies only if the stored status is one of these. */
+  status?: readonly JobStatus[];
+}
+
+export type JobPatch = Partial<Omit<JobRecord, "id" | "version" | "ownerKeyId" | "createdAt">>;
+
+export interface ListJobsOptions {
+  limit: number;
+  /** Opaque cursor from a previous page. */
+  cursor?: string;
+  status?: JobStatus;
+}
+
+export interface JobPage {
+  jobs: JobRecord[];
+  nextCursor?: string;
+}
+
+export interface JobStore {
+  /** Creates the job; returns false if a job with this id already exists. */
+  create(job: JobRecord): Promise<boolean>;
+  get(id: string): Promise<JobRecord | null>;
+  /**
+   * Applies `patch` if `condition` holds, bumping `version` and `updatedAt`.
+   * Returns the updated record, or null when the condition failed (or the job does not exist).
+   */
+  update(id: string, condition: JobCondition, patch: JobPatch): Promise<JobRecord | null>;
+  /**
+   * Records denoising progress without bumping the version (progress is frequent and must not
+   * race with cancel or finish). Applies only while the job is `running`.
+   */
+  setProgress(id: string, progress: JobProgress): Promise<void>;
+  listByOwner(ownerKeyId: string, options: ListJobsOptions): Promise<JobPage>;
+  /** Jobs in `queued` state created before the given job, for queue position. */
+  countQueuedBefore(job: Pick<JobRecord, "id" | "createdAt">): Promise<number>;
+  close?(): Promise<void>;
+}

@@ -1,0 +1,67 @@
+import type { RenderPlan } from "../plan/render-plan.js";
+
+export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "canceled", "expired"] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+export const TERMINAL_STATUSES: readonly JobStatus[] = ["succeeded", "failed", "canceled", "expired"];
+export const isTerminal = (s: JobStatus): boolean => TERMINAL_STATUSES.includes(s);
+
+export type StageKind = "base" | "refine";
+
+export interface JobProgress {
+  /** Index of the stage running or last run. */
+  stage: number;
+  stageKind: StageKind;
+  /** Denoising steps done in this stage. */
+  step: number;
+  /** Denoising steps this stage runs. */
+  steps: number;
+}
+
+export interface JobImage {
+  index: number;
+  key: string;
+  width: number;
+  height: number;
+  seed: number;
+  format: "png" | "webp" | "jpeg";
+  bytes: number;
+}
+
+export interface JobError {
+  /** Machine-readable, stable (see docs/errors.md). */
+  code: string;
+  /** A sentence for a person: what happened and what to do. */
+  message: string;
+}
+
+export interface StageTiming {
+  stage: number;
+  kind: StageKind;
+  /** Worker that ran the stage. */
+  worker?: string;
+  startedAt: string;
+  finishedAt?: string;
+  seconds?: number;
+}
+
+export interface JobRecord {
+  id: string;
+  ownerKeyId: string;
+  status: JobStatus;
+  /** Bumped by every conditional update. */
+  version: number;
+  createdAt: string;
+  updatedAt: string;
+  startedAt?: string;
+  finishedAt?: string;
+  plan: RenderPlan;
+  progress?: JobProgress;
+  images: JobImage[];
+  error?: JobError;
+  cancelRequested?: boolean;
+  stageTimings: StageTiming[];
+  /** Not started by then → `expired` (ISO time). */
+  deadlineAt?: string;
+  /** Epoch seconds after which the record and its outputs may be deleted (DynamoDB TTL). */
+  expiresAt?: number;
+}

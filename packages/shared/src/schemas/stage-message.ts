@@ -1,0 +1,31 @@
+import { z } from "zod";
+
+/**
+ * A stage message on the queue: small, versioned JSON. Output keys are deterministic so a
+ * re-run stage overwrites the same blob and a finished stage is recognised without recomputing.
+ * The plan itself is read from the job record (immutable once planned).
+ */
+export const stageMessageSchema = z
+  .object({
+    v: z.literal(1),
+    jobId: z.string().min(1),
+    stage: z.number().int().min(0),
+    kind: z.enum(["base", "refine"]),
+    /** Blob key of the latents this stage reads (absent for stage 0). */
+    inputKey: z.string().min(1).optional(),
+    /** Blob key this stage writes: latents for a hand-over stage, a prefix for images. */
+    outputKey: z.string().min(1),
+    /** W3C trace context of the submit request. */
+    traceparent: z.string().optional(),
+  })
+  .strict();
+
+export type StageMessage = z.infer<typeof stageMessageSchema>;
+
+export const blobKeys = {
+  latents: (jobId: string, stage: number) => `jobs/${jobId}/stage-${stage}.latents`,
+  imagesPrefix: (jobId: string) => `jobs/${jobId}/images/`,
+  image: (jobId: string, index: number, ext: string) => `jobs/${jobId}/images/${index}.${ext}`,
+};
+
+export const queueForStage = (kind: "base" | "refine"): string => `kiln-${kind}`;
