@@ -5,3 +5,6 @@ export * from "./schemas/render-request.js";
 export * from "./schemas/stage-message.js";
 export * from "./plan/render-plan.js";
 export * from "./plan/stage-planner.js";
+export * from "./config.js";
+export * from "./latents/latent-codec.js";
+export * from "./latents/float16.js";

@@ -1,0 +1,120 @@
+import { z } from "zod";
+import { KilnError } from "./errors.js";
+
+const csv = <T extends string>(values: readonly [T, ...T[]]) =>
+  z
+    .string()
+    .transform((s) => s.split(",").map((x) => x.trim()).filter(Boolean))
+    .pipe(z.array(z.enum(values)).min(1, `list at least one of ${values.join(", ")}`));
+
+const boolish = z
+  .enum(["1", "0", "true", "false", "yes", "no"], { message: "use true or false" })
+  .transform((v) => v === "1" || v === "true" || v === "yes");
+
+/**
+ * Kiln's configuration: one typed object read from `KILN_*` environment variables (and `PORT`),
+ * validated once at start-up. Every variable is documented in README.md's configuration table.
+ */
+const configSchema = z.object({
+  KILN_BACKEND: z.enum(["local", "aws"]).default("local"),
+  KILN_DATA_DIR: z.string().min(1).default("./.kiln"),
+  PORT: z.coerce.number().int().min(0).max(65535).default(8787),
+  KILN_HOST: z.string().default("127.0.0.1"),
+  KILN_PUBLIC_URL: z.string().url().optional(),
+  KILN_URL_SECRET: z.string().min(16, "must be at least 16 characters").optional(),
+  KILN_MODEL_DIR: z.string().min(1).optional(),
+  KILN_REFINER_DIR: z.string().min(1).optional(),
+  KILN_PROVIDERS: csv(["tensorrt", "cuda", "cpu"] as const).default(["cpu"]),
+  KILN_DEVICE_ID: z.coerce.number().int().min(0).default(0),
+  KILN_STAGES: csv(["base", "refine"] as const).default(["base", "refine"]),
+  KILN_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(1),
+  KILN_VISIBILITY_SECONDS: z.coerce.number().int().min(5).max(43_200).default(60),
+  KILN_DRAIN_SECONDS: z.coerce.number().int().min(0).max(3600).default(25),
+  KILN_MAX_RECEIVES: z.coerce.number().int().min(1).max(1000).default(5),
+  KILN_WORKER_PORT: z.coerce.number().int().min(0).max(65535).default(0),
+  KILN_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
+  KILN_DOWNLOAD_URL_SECONDS: z.coerce.number().int().min(60).max(7 * 86_400).default(3600),
+  KILN_RETENTION_HOURS: z.coerce.number().min(1 / 60).max(24 * 365).default(24),
+  KILN_MAX_SIDE: z.coerce.number().int().min(64).max(8192).default(2048),
+  KILN_MIN_SIDE: z.coerce.number().int().min(8).max(8192).default(256),
+  KILN_MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(64 * 1024),
+  KILN_AWS_REGION: z.string().default("us-east-1"),
+  KILN_AWS_ENDPOINT: z.string().url().optional(),
+  KILN_QUEUE_PREFIX: z.string().default(""),
+  KILN_BUCKET: z.string().optional(),
+  KILN_TABLE: z.string().optional(),
+  KILN_TINY_MODELS: boolish.default(true),
+});
+
+export type KilnConfigEnv = z.infer<typeof configSchema>;
+
+export interface KilnConfig {
+  backend: "local" | "aws";
+  dataDir: string;
+  port: number;
+  host: string;
+  /** Base URL clients reach the API at; used in links and local download URLs. */
+  publicUrl: string;
+  /** Secret signing local download URLs; generated per data dir when not set. */
+  urlSecret?: string;
+  modelDir?: string;
+  refinerDir?: string;
+  /** Generate and use the tiny test models when no model dir is configured. */
+  allowTinyModels: boolean;
+  providers: ("tensorrt" | "cuda" | "cpu")[];
+  deviceId: number;
+  stages: ("base" | "refine")[];
+  workerConcurrency: number;
+  visibilitySeconds: number;
+  drainSeconds: number;
+  maxReceives: number;
+  workerPort: number;
+  logLevel: KilnConfigEnv["KILN_LOG_LEVEL"];
+  downloadUrlSeconds: number;
+  retentionHours: number;
+  limits: { minSide: number; maxSide: number; maxBodyBytes: number };
+  aws: { region: string; endpoint?: string; queuePrefix: string; bucket?: string; table?: string };
+}
+
+/** Reads and validates the configuration; throws one KilnError listing every bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): KilnConfig {
+  const picked = Object.fromEntries(
+    Object.entries(env).filter(([k, v]) => (k.startsWith("KILN_") || k === "PORT") && v !== undefined && v !== ""),
+  );
+  const parsed = configSchema.safeParse(picked);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join(".")}=${JSON.stringify(picked[String(i.path[0])] ?? "")}: ${i.message}`);
+    throw new KilnError("config_invalid", `Kiln's configuration is invalid; fix these environment variables:\n${lines.join("\n")}`);
+  }
+  const e = parsed.data;
+  if (e.KILN_MIN_SIDE > e.KILN_MAX_SIDE) {
+    throw new KilnError("config_invalid", `KILN_MIN_SIDE (${e.KILN_MIN_SIDE}) must not exceed KILN_MAX_SIDE (${e.KILN_MAX_SIDE}).`);
+  }
+  if (e.KILN_BACKEND === "aws" && (!e.KILN_BUCKET || !e.KILN_TABLE)) {
+    throw new KilnError("config_invalid", "KILN_BACKEND=aws needs KILN_BUCKET and KILN_TABLE (or SST resource links).");
+  }
+  return {
+    backend: e.KILN_BACKEND,
+    dataDir: e.KILN_DATA_DIR,
+    port: e.PORT,
+    host: e.KILN_HOST,
+    publicUrl: (e.KILN_PUBLIC_URL ?? `http://${e.KILN_HOST === "0.0.0.0" ? "127.0.0.1" : e.KILN_HOST}:${e.PORT}`).replace(/\/$/, ""),
+    urlSecret: e.KILN_URL_SECRET,
+    modelDir: e.KILN_MODEL_DIR,
+    refinerDir: e.KILN_REFINER_DIR,
+    allowTinyModels: e.KILN_TINY_MODELS,
+    providers: e.KILN_PROVIDERS,
+    deviceId: e.KILN_DEVICE_ID,
+    stages: e.KILN_STAGES,
+    workerConcurrency: e.KILN_WORKER_CONCURRENCY,
+    visibilitySeconds: e.KILN_VISIBILITY_SECONDS,
+    drainSeconds: e.KILN_DRAIN_SECONDS,
+    maxReceives: e.KILN_MAX_RECEIVES,
+    workerPort: e.KILN_WORKER_PORT,
+    logLevel: e.KILN_LOG_LEVEL,
+    downloadUrlSeconds: e.KILN_DOWNLOAD_URL_SECONDS,
+    retentionHours: e.KILN_RETENTION_HOURS,
+    limits: { minSide: e.KILN_MIN_SIDE, maxSide: e.KILN_MAX_SIDE, maxBodyBytes: e.KILN_MAX_BODY_BYTES },
+    aws: { region: e.KILN_AWS_REGION, endpoint: e.KILN_AWS_ENDPOINT, queuePrefix: e.KILN_QUEUE_PREFIX, bucket: e.KILN_BUCKET, table: e.KILN_TABLE },
+  };
+}

@@ -1,0 +1,2 @@
+// Node-only helpers of the shared package (entry points and adapters import these; the API core does not).
+export * from "./logging.js";
