@@ -8,3 +8,6 @@ export * from "./plan/stage-planner.js";
 export * from "./config.js";
 export * from "./latents/latent-codec.js";
 export * from "./latents/float16.js";
+export * from "./api-keys.js";
+export * from "./orchestration/stage-dispatch.js";
+export * from "./orchestration/dead-letters.js";

@@ -31,7 +31,8 @@ export interface JobStore {
   create(job: JobRecord): Promise<boolean>;
   get(id: string): Promise<JobRecord | null>;
   /**
-   * Applies `patch` if `condition` holds, bumping `version` and `updatedAt`.
+   * Applies `patch` if `condition` holds, bumping `version` and `updatedAt`. Top-level fields of the
+   * patch replace the stored ones; an optional field present with the value `undefined` is removed.
    * Returns the updated record, or null when the condition failed (or the job does not exist).
    */
   update(id: string, condition: JobCondition, patch: JobPatch): Promise<JobRecord | null>;

@@ -21,8 +21,9 @@ export interface KeyStore {
   getByPrefix(prefix: string): Promise<KeyRecord | null>;
   get(id: string): Promise<KeyRecord | null>;
   list(): Promise<KeyRecord[]>;
+  /** True if this call revoked the key; false if there is no such key or it was already revoked (the first time stands). */
   revoke(id: string, at: string): Promise<boolean>;
-  /** Atomically adds `by` to the named counter and returns the new value. */
+  /** Atomically adds `by` to the named counter and returns the new value. `expiresAt` is epoch seconds. */
   incrementCounter(name: string, by: number, expiresAt?: number): Promise<number>;
   close?(): Promise<void>;
 }

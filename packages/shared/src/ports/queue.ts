@@ -28,7 +28,7 @@ export interface ReceiveOptions {
   visibilitySeconds: number;
   /** Long-poll: wait up to this many seconds for a message (0 = return at once). */
   waitSeconds?: number;
-  /** Aborts a long poll early (drain on SIGTERM). */
+  /** Aborts a long poll early (drain on SIGTERM); the receive then resolves with no messages. */
   signal?: AbortSignal;
 }
 

@@ -59,6 +59,8 @@ export interface JobRecord {
   images: JobImage[];
   error?: JobError;
   cancelRequested?: boolean;
+  /** Times a stage found its input latents missing or corrupt and re-ran the producing stage. */
+  recoveries?: number;
   stageTimings: StageTiming[];
   /** Not started by then → `expired` (ISO time). */
   deadlineAt?: string;

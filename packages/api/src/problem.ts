@@ -1,0 +1,56 @@
+import type { Context } from "hono";
+import { KilnError } from "@kiln/shared";
+
+/** RFC 9457 problem details: every error Kiln's API returns has this shape. */
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: string;
+  [extra: string]: unknown;
+}
+
+export const PROBLEM_CONTENT_TYPE = "application/problem+json";
+
+export function problem(status: number, code: string, detail: string, extra: Record<string, unknown> = {}): Response {
+  const body: Problem = { type: `https://kiln.dev/problems/${code}`, title: titleFor(status), status, detail, code, ...extra };
+  return new Response(JSON.stringify(body), { status, headers: { "content-type": PROBLEM_CONTENT_TYPE } });
+}
+
+export function problemFromError(e: unknown): Response {
+  if (e instanceof KilnError) return problem(e.status >= 400 ? e.status : 500, e.code, e.message, e.details ?? {});
+  return problem(500, "internal_error", "Kiln hit an unexpected error; the request was not completed. Retry, and report it if it persists.");
+}
+
+/** zod issues → one entry per offending field, with the rule it broke. */
+export function validationProblem(issues: readonly { path: readonly PropertyKey[]; message: string; code?: string; keys?: readonly string[] }[], where = "body"): Response {
+  const errors = issues.flatMap((i) =>
+    i.code === "unrecognized_keys" && i.keys
+      ? i.keys.map((k) => ({ field: k, message: `unknown field "${k}"; remove it (see GET /openapi.json for the accepted fields)` }))
+      : [{ field: i.path.map(String).join(".") || where, message: i.message }],
+  );
+  const detail = errors.map((e) => `${e.field}: ${e.message}`).join("; ");
+  return problem(400, "invalid_request", `The request ${where} is invalid — ${detail}.`, { errors });
+}
+
+function titleFor(status: number): string {
+  return (
+    {
+      400: "Bad Request",
+      401: "Unauthorized",
+      403: "Forbidden",
+      404: "Not Found",
+      405: "Method Not Allowed",
+      409: "Conflict",
+      410: "Gone",
+      413: "Content Too Large",
+      415: "Unsupported Media Type",
+      422: "Unprocessable Content",
+      429: "Too Many Requests",
+      500: "Internal Server Error",
+      503: "Service Unavailable",
+    }[status] ?? "Error"
+  );
+}
+

@@ -1,0 +1,63 @@
+import fs from "node:fs";
+import path from "node:path";
+
+/** A small HTTP client of Kiln's public API, used by `kiln render` and the start-up demo. */
+export interface RenderJob {
+  id: string;
+  status: string;
+  seed: number;
+  progress: { stage: number; stage_kind: string; step: number; steps: number; stages: number };
+  images: { url: string; width: number; height: number; seed: number; format: string }[];
+  error?: { code: string; message: string };
+}
+
+async function call(url: string, key: string, init: RequestInit = {}): Promise<unknown> {
+  const res = await fetch(url, { ...init, headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...(init.headers ?? {}) } });
+  const body = (await res.json()) as { detail?: string };
+  if (!res.ok) throw new Error(`${init.method ?? "GET"} ${url} → ${res.status}: ${body.detail ?? JSON.stringify(body)}`);
+  return body;
+}
+
+export async function renderAndWait(
+  baseUrl: string,
+  key: string,
+  request: Record<string, unknown>,
+  onProgress?: (job: RenderJob) => void,
+  timeoutMs = 30 * 60_000,
+): Promise<RenderJob> {
+  const created = (await call(`${baseUrl}/v1/renders`, key, { method: "POST", body: JSON.stringify(request) })) as { id: string };
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const job = (await call(`${baseUrl}/v1/renders/${created.id}`, key)) as RenderJob;
+    onProgress?.(job);
+    if (["succeeded", "failed", "canceled", "expired"].includes(job.status)) return job;
+    if (Date.now() > deadline) throw new Error(`render ${created.id} did not finish within ${timeoutMs / 1000} s (status ${job.status})`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+export async function saveImages(job: RenderJob, outPath: string): Promise<string[]> {
+  const files: string[] = [];
+  for (const [i, image] of job.images.entries()) {
+    const res = await fetch(image.url);
+    if (!res.ok) throw new Error(`download of image ${i} failed: ${res.status}`);
+    const ext = image.format === "jpeg" ? "jpg" : image.format;
+    const file = job.images.length === 1 ? outPath.replace(/\.(png|webp|jpe?g)$/i, "") + `.${ext}` : outPath.replace(/\.(png|webp|jpe?g)$/i, "") + `-${i}.${ext}`;
+    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    fs.writeFileSync(file, Buffer.from(await res.arrayBuffer()));
+    files.push(file);
+  }
+  return files;
+}
+
+/** One line on stderr, redrawn in place on a terminal: `[stage 2/2 refine] ███████░░░ 7/10`. */
+export function progressLine(job: RenderJob): string {
+  const p = job.progress;
+  const width = 24;
+  const done = p.steps ? Math.round((p.step / p.steps) * width) : 0;
+  return `${job.id} ${job.status.padEnd(9)} [stage ${p.stage + 1}/${p.stages} ${p.stage_kind}] ${"█".repeat(done)}${"░".repeat(width - done)} ${p.step}/${p.steps}`;
+}
+
+export function printProgress(job: RenderJob): void {
+  if (process.stderr.isTTY) process.stderr.write(`\r${progressLine(job)}`);
+}

@@ -1,0 +1,36 @@
+/**
+ * Classifier-free guidance over a UNet batch laid out as [negative × n, positive × n]:
+ * `noise = u + g·(c − u)`, then diffusers' `rescale_noise_cfg` when `rescale` > 0
+ * (std over every axis but batch, unbiased; `out = φ·cfg·(std_c/std_cfg) + (1−φ)·cfg`).
+ * Writes into `out` ([n, …]) so the denoise loop allocates nothing per step.
+ */
+export function applyGuidance(modelOutput: Float32Array, n: number, scale: number, rescale: number, out: Float32Array): Float32Array {
+  const per = out.length / n;
+  const half = per * n;
+  for (let i = 0; i < half; i++) {
+    const u = modelOutput[i]!;
+    out[i] = u + scale * (modelOutput[half + i]! - u);
+  }
+  if (rescale > 0) {
+    for (let b = 0; b < n; b++) {
+      const start = b * per;
+      const stdPos = std(modelOutput, half + start, per);
+      const stdCfg = std(out, start, per);
+      const factor = stdCfg > 0 ? rescale * (stdPos / stdCfg) + (1 - rescale) : 1;
+      for (let i = start; i < start + per; i++) out[i] = out[i]! * factor;
+    }
+  }
+  return out;
+}
+
+function std(x: Float32Array, start: number, count: number): number {
+  let mean = 0;
+  for (let i = start; i < start + count; i++) mean += x[i]!;
+  mean /= count;
+  let sq = 0;
+  for (let i = start; i < start + count; i++) {
+    const d = x[i]! - mean;
+    sq += d * d;
+  }
+  return Math.sqrt(sq / (count - 1));
+}

@@ -1,0 +1,160 @@
+import * as ort from "onnxruntime-node";
+import type { Logger } from "@kiln/shared/node";
+import { truncationMessage, type ClipTokenizer, type Truncation } from "./tokenizer/clip-tokenizer.js";
+import { idsTensor, type LoadedSession } from "../onnx/tensors.js";
+
+/**
+ * SDXL prompt encoding, as diffusers' `encode_prompt`:
+ * per-token embeddings are the penultimate hidden state (`hidden_states[-(clip_skip + 2)]`) of each
+ * text encoder, concatenated on the last axis (base: 768 + 1280 = 2048; refiner: 1280 from
+ * `text_encoder_2` alone); the pooled embedding is `text_embeds` of `text_encoder_2`.
+ */
+export interface PromptEmbeddings {
+  /** [tokens, width] row-major (tokens = 77 × windows). */
+  hidden: Float32Array;
+  tokens: number;
+  width: number;
+  /** [1280] */
+  pooled: Float32Array;
+}
+
+export interface TextEncoderPair {
+  tokenizer?: ClipTokenizer;
+  textEncoder?: LoadedSession;
+  tokenizer2: ClipTokenizer;
+  textEncoder2: LoadedSession;
+}
+
+export interface EncodeOptions {
+  clipSkip?: number;
+  longPrompt: boolean;
+  weighting: boolean;
+  /** Long mode: encode at least this many 75-token windows (so negative and positive line up). */
+  minWindows?: number;
+}
+
+export function hiddenStateName(session: LoadedSession, clipSkip = 0): string {
+  const count = session.outputs.filter((o) => /^hidden_states\.\d+$/.test(o.name)).length;
+  const index = count - 2 - clipSkip;
+  if (index < 0) throw new RangeError(`clip_skip ${clipSkip} is more than this text encoder's ${count - 1} layers`);
+  return `hidden_states.${index}`;
+}
+
+/** Token ids and per-token weights for one prompt on one tokenizer, as windows of 77. */
+function tokenize(tokenizer: ClipTokenizer, text: string, options: EncodeOptions, logger?: Logger): { windows: Int32Array[]; weights?: Float32Array[] } {
+  const minWindows = options.minWindows ?? 1;
+  if (options.longPrompt) {
+    if (!options.weighting) return { windows: tokenizer.encodeLong(text, minWindows) };
+    const windows = tokenizer.encodeWeightedLong(text, minWindows);
+    return { windows: windows.map((w) => w.ids), weights: windows.map((w) => w.weights) };
+  }
+  const encoded: { ids: Int32Array; weights?: Float32Array; truncated?: Truncation } = options.weighting ? tokenizer.encodeWeighted(text) : tokenizer.encode(text);
+  if (encoded.truncated) {
+    logger?.warn(
+      { droppedText: encoded.truncated.droppedText, tokens: encoded.truncated.tokenCount },
+      `${truncationMessage(encoded.truncated)} (set long_prompt: true to keep it)`,
+    );
+  }
+  return { windows: [encoded.ids], weights: encoded.weights ? [encoded.weights] : undefined };
+}
+
+async function runEncoder(
+  session: LoadedSession,
+  windows: Int32Array[],
+  outputName: string,
+  wantPooled: boolean,
+): Promise<{ hidden: Float32Array; width: number; pooled?: Float32Array }> {
+  const feeds = { input_ids: idsTensor(session, "input_ids", windows) };
+  const fetches = wantPooled ? [outputName, "text_embeds"] : [outputName];
+  const out = await session.session.run(feeds, fetches);
+  const hidden = out[outputName] as ort.Tensor;
+  const width = hidden.dims[hidden.dims.length - 1]!;
+  const pooledAll = wantPooled ? (out.text_embeds!.data as Float32Array) : undefined;
+  // Long prompts: the pooled embedding comes from the first window, as compel does.
+  return { hidden: hidden.data as Float32Array, width, pooled: pooledAll?.slice(0, pooledAll.length / windows.length) };
+}
+
+/** A1111-style weighting: scale each token's embedding, then restore the original mean. */
+function applyTokenWeights(hidden: Float32Array, width: number, weights: Float32Array): void {
+  let before = 0;
+  for (let i = 0; i < hidden.length; i++) before += hidden[i]!;
+  for (let t = 0; t < weights.length; t++) {
+    const w = weights[t]!;
+    if (w === 1) continue;
+    for (let j = t * width; j < (t + 1) * width; j++) hidden[j] = hidden[j]! * w;
+  }
+  let after = 0;
+  for (let i = 0; i < hidden.length; i++) after += hidden[i]!;
+  if (after !== 0 && before !== 0) {
+    const k = before / after;
+    for (let i = 0; i < hidden.length; i++) hidden[i] = hidden[i]! * k;
+  }
+}
+
+export async function encodePrompt(
+  pair: TextEncoderPair,
+  prompt: string,
+  prompt2: string,
+  options: EncodeOptions,
+  logger?: Logger,
+): Promise<PromptEmbeddings> {
+  const parts: { hidden: Float32Array; width: number }[] = [];
+  let pooled: Float32Array | undefined;
+  let tokens = 0;
+  const encoders: [ClipTokenizer | undefined, LoadedSession | undefined, string, boolean][] = [
+    [pair.tokenizer, pair.textEncoder, prompt, false],
+    [pair.tokenizer2, pair.textEncoder2, prompt2, true],
+  ];
+  for (const [tokenizer, session, text, isSecond] of encoders) {
+    if (!tokenizer || !session) continue;
+    const { windows, weights } = tokenize(tokenizer, text, options, logger);
+    const result = await runEncoder(session, windows, hiddenStateName(session, options.clipSkip), isSecond);
+    weights?.forEach((w, i) => applyTokenWeights(result.hidden.subarray(i * 77 * result.width, (i + 1) * 77 * result.width), result.width, w));
+    parts.push(result);
+    tokens = windows.length * 77;
+    if (isSecond) pooled = result.pooled;
+  }
+  const width = parts.reduce((a, p) => a + p.width, 0);
+  const hidden = new Float32Array(tokens * width);
+  let offset = 0;
+  for (const part of parts) {
+    for (let t = 0; t < tokens; t++) hidden.set(part.hidden.subarray(t * part.width, (t + 1) * part.width), t * width + offset);
+    offset += part.width;
+  }
+  return { hidden, tokens, width, pooled: pooled! };
+}
+
+export function zeroEmbeddings(like: PromptEmbeddings): PromptEmbeddings {
+  return { hidden: new Float32Array(like.hidden.length), tokens: like.tokens, width: like.width, pooled: new Float32Array(like.pooled.length) };
+}
+
+/**
+ * Positive and negative embeddings for a render. With `forceZerosForEmptyPrompt` (the base model's
+ * `model_index.json`) and no negative prompt, the negative embeddings are zeros, as diffusers does;
+ * the refiner encodes "" instead.
+ */
+export async function encodePromptPair(
+  pair: TextEncoderPair,
+  prompts: { prompt: string; prompt2?: string; negativePrompt?: string; negativePrompt2?: string },
+  options: EncodeOptions & { forceZerosForEmptyPrompt: boolean; guided: boolean },
+  logger?: Logger,
+): Promise<{ positive: PromptEmbeddings; negative?: PromptEmbeddings }> {
+  const positive = await encodePrompt(pair, prompts.prompt, prompts.prompt2 ?? prompts.prompt, options, logger);
+  if (!options.guided) return { positive };
+  const negativePrompt = prompts.negativePrompt ?? "";
+  const noNegative = negativePrompt === "" && (prompts.negativePrompt2 ?? "") === "";
+  if (noNegative && options.forceZerosForEmptyPrompt) return { positive, negative: zeroEmbeddings(positive) };
+  const negative = await encodePrompt(
+    pair,
+    negativePrompt,
+    prompts.negativePrompt2 ?? negativePrompt,
+    { ...options, minWindows: positive.tokens / 77 },
+    logger,
+  );
+  if (negative.tokens !== positive.tokens) {
+    // Long mode: the longer of the two sets the window count; re-encode the positive to match.
+    const longer = await encodePrompt(pair, prompts.prompt, prompts.prompt2 ?? prompts.prompt, { ...options, minWindows: negative.tokens / 77 }, logger);
+    return { positive: longer, negative };
+  }
+  return { positive, negative };
+}

@@ -1,0 +1,122 @@
+import {
+  checkIndex,
+  checkStepInputs,
+  commonSettings,
+  schedulerMisuse,
+  unsupportedSetting,
+  type CommonSettings,
+  type Scheduler,
+  type SchedulerConfig,
+} from "./scheduler.js";
+import { roundHalfEven, spacedTimesteps, trainSchedule, type TrainSchedule } from "./noise-schedule.js";
+
+const f32 = Math.fround;
+
+/**
+ * diffusers' `DDIMScheduler` with η = 0 (deterministic): x₀ = (x − √(1−ᾱ_t)·ε)/√ᾱ_t, optionally clipped, then
+ * x' = √ᾱ_prev·x₀ + √(1−ᾱ_prev)·ε on VP latents. As in diffusers, the previous timestep is always
+ * t − T/N (integer division), whatever the spacing, and below 0 ᾱ_prev is 1 (`set_alpha_to_one`) or ᾱ_0.
+ */
+export class DdimScheduler implements Scheduler {
+  readonly name = "ddim" as const;
+  readonly order = 1;
+  readonly initNoiseSigma = 1;
+  readonly latentSpace = "vp" as const;
+  private readonly settings: CommonSettings;
+  private readonly train: TrainSchedule;
+  private readonly finalAlphaCumprod: number;
+  private readonly clipRange: number | undefined;
+  private ts: Float64Array = new Float64Array(0);
+  private stride = 0;
+  private index = 0;
+
+  constructor(config: SchedulerConfig) {
+    this.settings = commonSettings(config, "leading");
+    if (config.thresholding) throw unsupportedSetting("thresholding", true, [false]);
+    const s = this.settings;
+    this.train = trainSchedule(s.betaSchedule, s.betaStart, s.betaEnd, s.numTrainTimesteps);
+    this.finalAlphaCumprod = (config.set_alpha_to_one ?? true) ? 1 : this.train.alphasCumprod[0]!;
+    this.clipRange = (config.clip_sample ?? true) ? (config.clip_sample_range ?? 1) : undefined;
+  }
+
+  get timesteps(): Float64Array {
+    return this.ts;
+  }
+  get stepIndex(): number {
+    return this.index;
+  }
+
+  setTimesteps(numInferenceSteps: number): void {
+    const { numTrainTimesteps: T, spacing, stepsOffset } = this.settings;
+    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1 || numInferenceSteps > T) {
+      throw schedulerMisuse(`ddim: ${numInferenceSteps} inference steps is outside 1…${T}.`);
+    }
+    const ts = spacedTimesteps(spacing, numInferenceSteps, T, stepsOffset);
+    if (spacing === "linspace") ts.forEach((t, i) => (ts[i] = roundHalfEven(t)));
+    if (ts[0]! > T - 1) throw schedulerMisuse(`ddim: timestep ${ts[0]} (steps_offset ${stepsOffset}) is past the ${T} training timesteps.`);
+    this.ts = ts;
+    this.stride = Math.floor(T / numInferenceSteps);
+    this.index = 0;
+  }
+
+  setBeginIndex(index: number): void {
+    checkIndex(this, index, true);
+    this.index = index;
+  }
+
+  scaleModelInput(sample: Float32Array): Float32Array {
+    return sample;
+  }
+
+  step(modelOutput: Float32Array, sample: Float32Array): Float32Array {
+    checkStepInputs(this, modelOutput, sample);
+    const t = this.ts[this.index]!;
+    const alphaT = this.alphaCumprodAt(t);
+    const alphaPrev = this.alphaCumprodAt(t - this.stride);
+    const sqrtAlpha = f32(Math.sqrt(alphaT));
+    const sqrtBeta = f32(Math.sqrt(f32(1 - alphaT)));
+    const sqrtAlphaPrev = f32(Math.sqrt(alphaPrev));
+    const direction = f32(Math.sqrt(f32(1 - alphaPrev)));
+    const hi = this.clipRange ?? Infinity;
+    const lo = -hi;
+    // x₀ = a·x + b·m and ε = c·x + d·m: ε-prediction (1/√ᾱ, −√(1−ᾱ)/√ᾱ; 0, 1), v-prediction (√ᾱ, −√(1−ᾱ); √(1−ᾱ), √ᾱ).
+    const v = this.settings.predictionType === "v_prediction";
+    const a = v ? sqrtAlpha : 1 / sqrtAlpha;
+    const b = v ? -sqrtBeta : -sqrtBeta / sqrtAlpha;
+    const c = v ? sqrtBeta : 0;
+    const d = v ? sqrtAlpha : 1;
+    const out = new Float32Array(sample.length);
+    for (let i = 0; i < out.length; i++) {
+      const x = sample[i]!;
+      const m = modelOutput[i]!;
+      const x0 = Math.min(hi, Math.max(lo, a * x + b * m));
+      out[i] = sqrtAlphaPrev * x0 + direction * (c * x + d * m);
+    }
+    this.index++;
+    return out;
+  }
+
+  /** DDPM forward noising at the timestep of `timestepIndex`: √ᾱ_t·x₀ + √(1−ᾱ_t)·ε. */
+  addNoise(original: Float32Array, noise: Float32Array, timestepIndex: number): Float32Array {
+    checkIndex(this, timestepIndex, false);
+    if (noise.length !== original.length) throw schedulerMisuse(`ddim: ${noise.length} noise values for ${original.length} latents.`);
+    const alpha = this.alphaCumprodAt(this.ts[timestepIndex]!);
+    const a = f32(Math.sqrt(alpha));
+    const b = f32(Math.sqrt(f32(1 - alpha)));
+    const out = new Float32Array(original.length);
+    for (let i = 0; i < out.length; i++) out[i] = a * original[i]! + b * noise[i]!;
+    return out;
+  }
+
+  /** The σ of the latents step `index` consumes: that of its timestep, or after the last step, of t − T/N. */
+  sigmaAt(index: number): number {
+    checkIndex(this, index, true);
+    const t = index === 0 ? this.ts[0]! : this.ts[index - 1]! - this.stride;
+    const alpha = this.alphaCumprodAt(t);
+    return f32(Math.sqrt(f32(f32(1 - alpha) / alpha)));
+  }
+
+  private alphaCumprodAt(t: number): number {
+    return t >= 0 ? this.train.alphasCumprod[t]! : this.finalAlphaCumprod;
+  }
+}

@@ -1,0 +1,66 @@
+import fs from "node:fs";
+import path from "node:path";
+import { createHash } from "node:crypto";
+import { loadModelFolder, type LoadModelFolderOptions, type ModelFolder, type ModelRole } from "../models/model-folder.js";
+import type { LoadedSession } from "../onnx/tensors.js";
+import { ClipTokenizer } from "./tokenizer/clip-tokenizer.js";
+import { parseSchedulerConfig } from "./schedulers/index.js";
+import type { SchedulerConfig } from "./schedulers/scheduler.js";
+import type { TextEncoderPair } from "./prompt-encoder.js";
+import { SDXL_VAE_SCALING_FACTOR } from "./vae-decoder.js";
+
+/** A loaded SDXL model folder: validated sessions, tokenizers, scheduler config and the flags the pipeline needs. */
+export interface SdxlModel {
+  /** Folder name, reported in image metadata. */
+  name: string;
+  dir: string;
+  role: ModelRole;
+  isTinyTestModel: boolean;
+  encoders: TextEncoderPair;
+  unet: LoadedSession;
+  unetEmbedWidth: number;
+  timeIdsWidth: 5 | 6;
+  vaeDecoder: LoadedSession;
+  vaeScalingFactor: number;
+  schedulerConfig: SchedulerConfig;
+  schedulerConfigHash: string;
+  forceZerosForEmptyPrompt: boolean;
+  providers: string[];
+  folder: ModelFolder;
+  release(): Promise<void>;
+}
+
+export async function loadSdxlModel(dir: string, role: ModelRole, options: LoadModelFolderOptions): Promise<SdxlModel> {
+  const folder = await loadModelFolder(dir, role, options);
+  const schedulerFile = path.join(folder.dir, "scheduler", "scheduler_config.json");
+  const schedulerConfig = parseSchedulerConfig(JSON.parse(folder.schedulerConfigJson), schedulerFile);
+  const tokenizer = folder.tokenizerDirs.tokenizer ? await ClipTokenizer.fromFolder(folder.tokenizerDirs.tokenizer) : undefined;
+  const tokenizer2 = await ClipTokenizer.fromFolder(folder.tokenizerDirs.tokenizer2);
+  const sessions = folder.sessions;
+  return {
+    name: path.basename(folder.dir),
+    dir: folder.dir,
+    role,
+    isTinyTestModel: folder.isTinyTestModel,
+    encoders: { tokenizer, textEncoder: sessions.textEncoder, tokenizer2, textEncoder2: sessions.textEncoder2 },
+    unet: sessions.unet,
+    unetEmbedWidth: folder.unet.embedWidth,
+    timeIdsWidth: folder.unet.timeIdsWidth,
+    vaeDecoder: sessions.vaeDecoder,
+    vaeScalingFactor: readVaeScalingFactor(folder.dir),
+    schedulerConfig,
+    schedulerConfigHash: createHash("sha256").update(folder.schedulerConfigJson).digest("hex").slice(0, 16),
+    forceZerosForEmptyPrompt: folder.index.force_zeros_for_empty_prompt !== false && folder.index.requires_aesthetics_score !== true,
+    providers: [...new Set(Object.values(sessions).filter(Boolean).map((s) => (s as LoadedSession).provider))],
+    folder,
+    release: () => folder.release(),
+  };
+}
+
+/** `vae_decoder/config.json`'s `scaling_factor` when the export ships it (0.13025 for SDXL). */
+function readVaeScalingFactor(dir: string): number {
+  const file = path.join(dir, "vae_decoder", "config.json");
+  if (!fs.existsSync(file)) return SDXL_VAE_SCALING_FACTOR;
+  const value = (JSON.parse(fs.readFileSync(file, "utf8")) as { scaling_factor?: unknown }).scaling_factor;
+  return typeof value === "number" && value > 0 ? value : SDXL_VAE_SCALING_FACTOR;
+}

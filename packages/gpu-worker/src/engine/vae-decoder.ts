@@ -1,0 +1,59 @@
+import * as ort from "onnxruntime-node";
+import { KilnError } from "@kiln/shared";
+import { floatTensor, outputAsFloat32, type LoadedSession } from "../onnx/tensors.js";
+import { firstNonFinite } from "./latent-ops.js";
+
+/** SDXL's VAE scaling factor (`vae/config.json` `scaling_factor`), used when the export has no config. */
+export const SDXL_VAE_SCALING_FACTOR = 0.13025;
+
+export interface DecodedImage {
+  width: number;
+  height: number;
+  /** RGB, 8 bits per channel, row-major (HWC). */
+  rgb: Uint8Array;
+}
+
+/**
+ * Decodes latents image by image (a 1024² SDXL VAE decode is memory hungry, and batching buys little).
+ * Output in [−1, 1] → `round((x/2 + 0.5)·255)` clamped. A NaN or Inf — the stock SDXL VAE overflows in
+ * fp16 — fails the job with `vae_non_finite` instead of returning a black image.
+ */
+export async function decodeLatentsToImages(
+  vae: LoadedSession,
+  latents: Float32Array,
+  shape: readonly number[],
+  scalingFactor: number,
+): Promise<DecodedImage[]> {
+  const [n, c, h, w] = shape as [number, number, number, number];
+  const per = c * h * w;
+  const images: DecodedImage[] = [];
+  for (let b = 0; b < n; b++) {
+    const scaled = new Float32Array(per);
+    for (let i = 0; i < per; i++) scaled[i] = latents[b * per + i]! / scalingFactor;
+    const out = await vae.session.run({ latent_sample: floatTensor(vae, "latent_sample", scaled, [1, c, h, w]) });
+    const sample = out.sample as ort.Tensor;
+    const pixels = outputAsFloat32(sample);
+    const bad = firstNonFinite(pixels);
+    if (bad >= 0) {
+      throw new KilnError(
+        "vae_non_finite",
+        `The VAE decoder produced ${pixels[bad]} at value ${bad} of image ${b}: the stock SDXL VAE overflows in fp16. Use an fp32 VAE or an fp16-fixed one (madebyollin/sdxl-vae-fp16-fix).`,
+      );
+    }
+    const [, , H, W] = sample.dims as [number, number, number, number];
+    images.push({ width: W, height: H, rgb: chwToRgb8(pixels, H, W) });
+  }
+  return images;
+}
+
+export function chwToRgb8(x: Float32Array, h: number, w: number): Uint8Array {
+  const plane = h * w;
+  const rgb = new Uint8Array(plane * 3);
+  for (let p = 0; p < plane; p++) {
+    for (let ch = 0; ch < 3; ch++) {
+      const v = Math.round((x[ch * plane + p]! / 2 + 0.5) * 255);
+      rgb[p * 3 + ch] = v < 0 ? 0 : v > 255 ? 255 : v;
+    }
+  }
+  return rgb;
+}

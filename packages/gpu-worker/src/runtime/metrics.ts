@@ -1,0 +1,19 @@
+import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** Prometheus metrics of one worker, served at `GET /metrics`. */
+export function createWorkerMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const seconds = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+  return {
+    registry,
+    queueWait: new Histogram({ name: "kiln_queue_wait_seconds", help: "Time a stage message waited in its queue before this worker claimed it", labelNames: ["kind"], buckets: seconds, registers: [registry] }),
+    stageSeconds: new Histogram({ name: "kiln_stage_seconds", help: "Wall time of a stage on this worker", labelNames: ["kind", "outcome"], buckets: seconds, registers: [registry] }),
+    unetSeconds: new Histogram({ name: "kiln_unet_seconds", help: "Time inside UNet session.run per stage", labelNames: ["kind"], buckets: seconds, registers: [registry] }),
+    handoffSeconds: new Histogram({ name: "kiln_handoff_seconds", help: "Latents put + next-stage enqueue", labelNames: ["kind"], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: [registry] }),
+    steps: new Counter({ name: "kiln_denoise_steps_total", help: "Denoising steps run", labelNames: ["kind"], registers: [registry] }),
+    failures: new Counter({ name: "kiln_stage_failures_total", help: "Stage failures by code", labelNames: ["kind", "code"], registers: [registry] }),
+  };
+}
+
+export type WorkerMetrics = ReturnType<typeof createWorkerMetrics>;

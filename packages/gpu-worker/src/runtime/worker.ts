@@ -1,0 +1,151 @@
+import os from "node:os";
+import { describeError, failDeadLetteredJobs, queueForStage, type Ports, type StageKind } from "@kiln/shared";
+import type { Logger } from "@kiln/shared/node";
+import { runStageMessage, type StageOutcome } from "./stage-runner.js";
+import type { StageExecutor } from "./stage-executor.js";
+import { createWorkerMetrics, type WorkerMetrics } from "./metrics.js";
+
+export interface WorkerOptions {
+  ports: Ports;
+  execute: StageExecutor;
+  logger: Logger;
+  /** Stage kinds this worker serves (`KILN_STAGES`). */
+  stages: StageKind[];
+  concurrency: number;
+  visibilitySeconds: number;
+  maxReceives: number;
+  /** Long-poll wait per receive call. */
+  pollWaitSeconds?: number;
+  /** How often to sweep the dead-letter queues for jobs to fail. */
+  deadLetterSweepMs?: number;
+  cancelPollMs?: number;
+  workerId?: string;
+  metrics?: WorkerMetrics;
+}
+
+export interface WorkerStatus {
+  workerId: string;
+  stages: StageKind[];
+  state: "starting" | "running" | "draining" | "stopped";
+  lastPollAt?: string;
+  lastPollError?: string;
+  current: { jobId: string; stage: number; kind: StageKind; since: string }[];
+  completed: Partial<Record<StageOutcome, number>>;
+}
+
+/**
+ * The worker runtime: claims stage messages (refine before base, so work in progress finishes before
+ * new work starts), runs them with a visibility heartbeat, and drains on SIGTERM — stop polling,
+ * let running stages finish within the grace period, else stop them at the next step and release
+ * their messages for another worker.
+ */
+export class Worker {
+  readonly metrics: WorkerMetrics;
+  readonly status: WorkerStatus;
+  private readonly pollAbort = new AbortController();
+  private readonly drainAbort = new AbortController();
+  private loops: Promise<void>[] = [];
+  private sweeper?: NodeJS.Timeout;
+
+  constructor(private readonly options: WorkerOptions) {
+    this.metrics = options.metrics ?? createWorkerMetrics();
+    this.status = {
+      workerId: options.workerId ?? `${os.hostname()}-${process.pid}`,
+      stages: options.stages,
+      state: "starting",
+      current: [],
+      completed: {},
+    };
+  }
+
+  start(): void {
+    this.status.state = "running";
+    for (let i = 0; i < this.options.concurrency; i++) this.loops.push(this.loop());
+    const sweep = () =>
+      failDeadLetteredJobs(this.options.ports, this.options.stages)
+        .then((ids) => ids.length && this.options.logger.warn({ jobIds: ids }, "failed jobs whose stage messages were dead-lettered"))
+        .catch((e) => this.options.logger.warn({ err: describeError(e) }, "dead-letter sweep failed"));
+    this.sweeper = setInterval(sweep, this.options.deadLetterSweepMs ?? 15_000);
+    void sweep();
+  }
+
+  /** Stops polling and waits for running stages; after `graceSeconds` they are stopped and released. */
+  async drain(graceSeconds: number): Promise<void> {
+    if (this.status.state === "stopped") return;
+    this.status.state = "draining";
+    this.options.logger.info({ graceSeconds, running: this.status.current.length }, "draining: no new work; finishing or releasing the current stages");
+    clearInterval(this.sweeper);
+    this.pollAbort.abort();
+    const grace = setTimeout(() => this.drainAbort.abort(), graceSeconds * 1000);
+    await Promise.allSettled(this.loops);
+    clearTimeout(grace);
+    this.status.state = "stopped";
+  }
+
+  private async loop(): Promise<void> {
+    const { ports, logger } = this.options;
+    const order = (["refine", "base"] as const).filter((k) => this.options.stages.includes(k));
+    while (!this.pollAbort.signal.aborted) {
+      let claimed = false;
+      for (const [i, kind] of order.entries()) {
+        if (this.pollAbort.signal.aborted) break;
+        // Only the last queue in priority order long-polls, so a waiting refine stage is seen quickly.
+        const wait = i === order.length - 1 ? (this.options.pollWaitSeconds ?? (order.length > 1 ? 1 : 10)) : 0;
+        let messages;
+        try {
+          messages = await ports.queue.receive(queueForStage(kind), {
+            max: 1,
+            visibilitySeconds: this.options.visibilitySeconds,
+            waitSeconds: wait,
+            signal: this.pollAbort.signal,
+          });
+          this.status.lastPollAt = new Date().toISOString();
+          this.status.lastPollError = undefined;
+        } catch (e) {
+          if (this.pollAbort.signal.aborted) break;
+          this.status.lastPollError = describeError(e);
+          logger.warn({ err: describeError(e), kind }, "receive failed; backing off");
+          await sleep(1000 + Math.random() * 1000, this.pollAbort.signal);
+          continue;
+        }
+        for (const message of messages) {
+          claimed = true;
+          const body = message.body as { jobId?: string; stage?: number };
+          const current = { jobId: String(body?.jobId), stage: Number(body?.stage), kind, since: new Date().toISOString() };
+          this.status.current.push(current);
+          try {
+            const outcome = await runStageMessage(
+              {
+                ports,
+                execute: this.options.execute,
+                logger,
+                metrics: this.metrics,
+                workerId: this.status.workerId,
+                visibilitySeconds: this.options.visibilitySeconds,
+                maxReceives: this.options.maxReceives,
+                cancelPollMs: this.options.cancelPollMs,
+                drainSignal: this.drainAbort.signal,
+              },
+              message,
+            );
+            this.status.completed[outcome] = (this.status.completed[outcome] ?? 0) + 1;
+          } catch (e) {
+            // The store or queue failed mid-stage: leave the message to reappear after its visibility timeout.
+            logger.error({ err: describeError(e), jobId: current.jobId }, "stage run failed against the queue or stores; the message will be redelivered");
+            await sleep(1000, this.pollAbort.signal);
+          } finally {
+            this.status.current = this.status.current.filter((c) => c !== current);
+          }
+        }
+        if (claimed) break;
+      }
+    }
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+  });
+}

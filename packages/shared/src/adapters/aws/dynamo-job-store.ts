@@ -1,0 +1,241 @@
+/**
+ * JobStore on DynamoDB. A job is one item whose attributes are the JobRecord's fields (so
+ * conditions and updates address `status` and `version` directly), plus the layout keys from
+ * dynamo-table.ts. Every transition is one conditional UpdateItem: no read-modify-write.
+ *
+ * Consistency: `get` reads strongly; `listByOwner` and `countQueuedBefore` read GSIs, which on
+ * real DynamoDB are eventually consistent (a job created a moment ago may be missing for a
+ * fraction of a second). dynalite's indexes are immediate.
+ */
+import { GetCommand, PutCommand, QueryCommand, UpdateCommand, type DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
+import { KilnError } from "../../errors.js";
+import type { JobCondition, JobPage, JobPatch, JobStore, ListJobsOptions } from "../../ports/job-store.js";
+import type { JobProgress, JobRecord } from "../../schemas/job.js";
+import {
+  GSI_BY_OWNER,
+  GSI_QUEUED,
+  QUEUED_PARTITION,
+  createdSortKey,
+  isConditionalCheckFailed,
+  jobKey,
+  ownerPartition,
+  stripLayout,
+} from "./dynamo-table.js";
+
+/** Fixed at creation (the index keys derive from them) or set by the store itself. */
+const IMMUTABLE_FIELDS = new Set(["id", "version", "ownerKeyId", "createdAt", "updatedAt"]);
+/** Fields every record has; `undefined` for one of these in a patch means "leave as is". */
+const REQUIRED_FIELDS = new Set(["status", "plan", "images", "stageTimings"]);
+const MAX_PAGE = 1000;
+
+export interface DynamoJobStoreOptions {
+  /** Epoch ms; stamps `updatedAt`. */
+  now?: () => number;
+}
+
+export class DynamoJobStore implements JobStore {
+  private readonly now: () => number;
+
+  constructor(
+    private readonly doc: DynamoDBDocumentClient,
+    private readonly table: string,
+    options: DynamoJobStoreOptions = {},
+  ) {
+    this.now = options.now ?? Date.now;
+  }
+
+  async create(job: JobRecord): Promise<boolean> {
+    const sortKey = createdSortKey(job.createdAt, job.id);
+    try {
+      await this.doc.send(
+        new PutCommand({
+          TableName: this.table,
+          Item: {
+            ...job,
+            ...jobKey(job.id),
+            [GSI_BY_OWNER.partitionKey]: ownerPartition(job.ownerKeyId),
+            [GSI_BY_OWNER.sortKey]: sortKey,
+            [GSI_QUEUED.sortKey]: sortKey,
+            ...(job.status === "queued" ? { [GSI_QUEUED.partitionKey]: QUEUED_PARTITION } : {}),
+          },
+          ConditionExpression: "attribute_not_exists(pk)",
+        }),
+      );
+      return true;
+    } catch (e) {
+      if (isConditionalCheckFailed(e)) return false;
+      throw e;
+    }
+  }
+
+  async get(id: string): Promise<JobRecord | null> {
+    const { Item } = await this.doc.send(new GetCommand({ TableName: this.table, Key: jobKey(id), ConsistentRead: true }));
+    return Item ? stripLayout<JobRecord>(Item) : null;
+  }
+
+  async update(id: string, condition: JobCondition, patch: JobPatch): Promise<JobRecord | null> {
+    // "status is one of none" can never hold.
+    if (condition.status && condition.status.length === 0) return null;
+
+    const names: Record<string, string> = { "#version": "version", "#updatedAt": "updatedAt" };
+    const values: Record<string, unknown> = { ":one": 1, ":updatedAt": new Date(this.now()).toISOString() };
+    const sets = ["#version = #version + :one", "#updatedAt = :updatedAt"];
+    const removes: string[] = [];
+
+    let n = 0;
+    for (const [field, value] of Object.entries(patch)) {
+      if (IMMUTABLE_FIELDS.has(field) || (value === undefined && REQUIRED_FIELDS.has(field))) continue;
+      const name = `#f${n}`;
+      names[name] = field;
+      // An optional field present with the value undefined is cleared (`{ error: undefined }`).
+      if (value === undefined) removes.push(name);
+      else {
+        values[`:f${n}`] = value;
+        sets.push(`${name} = :f${n}`);
+      }
+      n++;
+    }
+    if (patch.status !== undefined) {
+      names["#queued"] = GSI_QUEUED.partitionKey;
+      if (patch.status === "queued") {
+        values[":queued"] = QUEUED_PARTITION;
+        sets.push("#queued = :queued");
+      } else removes.push("#queued");
+    }
+
+    const conditions = ["attribute_exists(pk)"];
+    if (condition.version !== undefined) {
+      values[":expectedVersion"] = condition.version;
+      conditions.push("#version = :expectedVersion");
+    }
+    if (condition.status) {
+      names["#status"] = "status";
+      const placeholders = condition.status.map((status, i) => {
+        values[`:s${i}`] = status;
+        return `:s${i}`;
+      });
+      conditions.push(`#status IN (${placeholders.join(", ")})`);
+    }
+
+    try {
+      const { Attributes } = await this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: jobKey(id),
+          UpdateExpression: `SET ${sets.join(", ")}${removes.length ? ` REMOVE ${removes.join(", ")}` : ""}`,
+          ConditionExpression: conditions.join(" AND "),
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+          ReturnValues: "ALL_NEW",
+        }),
+      );
+      return Attributes ? stripLayout<JobRecord>(Attributes) : null;
+    } catch (e) {
+      if (isConditionalCheckFailed(e)) return null;
+      throw e;
+    }
+  }
+
+  async setProgress(id: string, progress: JobProgress): Promise<void> {
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: jobKey(id),
+          UpdateExpression: "SET #progress = :progress",
+          ConditionExpression: "attribute_exists(pk) AND #status = :running",
+          ExpressionAttributeNames: { "#progress": "progress", "#status": "status" },
+          ExpressionAttributeValues: { ":progress": progress, ":running": "running" },
+        }),
+      );
+    } catch (e) {
+      // Progress for a job that is no longer running is stale news, not an error.
+      if (!isConditionalCheckFailed(e)) throw e;
+    }
+  }
+
+  /**
+   * Newest first. The cursor is the last returned job's index sort key, so a page resumes with
+   * `gsi1sk < cursor`. A `status` filter is applied after DynamoDB reads the items, so it costs a
+   * read of every job of the owner between two matches (fine for per-key histories).
+   */
+  async listByOwner(ownerKeyId: string, options: ListJobsOptions): Promise<JobPage> {
+    if (!Number.isInteger(options.limit) || options.limit < 1 || options.limit > MAX_PAGE) {
+      throw new KilnError("list_limit_invalid", `limit must be a whole number from 1 to ${MAX_PAGE} (got ${options.limit}).`, { status: 400 });
+    }
+    const before = options.cursor === undefined ? undefined : decodeCursor(options.cursor);
+    const names: Record<string, string> = { "#pk": GSI_BY_OWNER.partitionKey };
+    const values: Record<string, unknown> = { ":owner": ownerPartition(ownerKeyId) };
+    let keyCondition = "#pk = :owner";
+    if (before !== undefined) {
+      names["#sk"] = GSI_BY_OWNER.sortKey;
+      values[":before"] = before;
+      keyCondition += " AND #sk < :before";
+    }
+    let filter: string | undefined;
+    if (options.status) {
+      names["#status"] = "status";
+      values[":status"] = options.status;
+      filter = "#status = :status";
+    }
+
+    const items: Record<string, unknown>[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    // One item past the page tells whether another page exists.
+    do {
+      const page = await this.doc.send(
+        new QueryCommand({
+          TableName: this.table,
+          IndexName: GSI_BY_OWNER.name,
+          KeyConditionExpression: keyCondition,
+          FilterExpression: filter,
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+          ScanIndexForward: false,
+          Limit: options.limit + 1 - items.length,
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      items.push(...(page.Items ?? []));
+      startKey = page.LastEvaluatedKey;
+    } while (startKey && items.length <= options.limit);
+
+    const jobs = items.slice(0, options.limit);
+    const last = jobs.at(-1);
+    return {
+      jobs: jobs.map((item) => stripLayout<JobRecord>(item)),
+      nextCursor: items.length > options.limit && last ? encodeCursor(String(last[GSI_BY_OWNER.sortKey])) : undefined,
+    };
+  }
+
+  async countQueuedBefore(job: Pick<JobRecord, "id" | "createdAt">): Promise<number> {
+    let count = 0;
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const page = await this.doc.send(
+        new QueryCommand({
+          TableName: this.table,
+          IndexName: GSI_QUEUED.name,
+          KeyConditionExpression: "#pk = :queued AND #sk < :before",
+          ExpressionAttributeNames: { "#pk": GSI_QUEUED.partitionKey, "#sk": GSI_QUEUED.sortKey },
+          ExpressionAttributeValues: { ":queued": QUEUED_PARTITION, ":before": createdSortKey(job.createdAt, job.id) },
+          Select: "COUNT",
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      count += page.Count ?? 0;
+      startKey = page.LastEvaluatedKey;
+    } while (startKey);
+    return count;
+  }
+}
+
+const encodeCursor = (sortKey: string): string => Buffer.from(sortKey, "utf8").toString("base64url");
+
+function decodeCursor(cursor: string): string {
+  const sortKey = Buffer.from(cursor, "base64url").toString("utf8");
+  if (!sortKey.includes("#") || encodeCursor(sortKey) !== cursor) {
+    throw new KilnError("cursor_invalid", "The page cursor is not one this server issued; start again without a cursor.", { status: 400 });
+  }
+  return sortKey;
+}

@@ -1,0 +1,55 @@
+import type { Ports } from "../ports/index.js";
+import { deadLetterQueueOf } from "../ports/queue.js";
+import { isTerminal } from "../schemas/job.js";
+import { queueForStage, stageMessageSchema } from "../schemas/stage-message.js";
+
+export const DEAD_LETTER_CODES = ["stage_dead_lettered", "stage_failed_repeatedly"] as const;
+
+/**
+ * A message lands in a dead-letter queue after `maxReceives` failed deliveries — including when the
+ * worker died on the last one and could not say so. This sweep marks such jobs `failed` with a clear
+ * code, so no job waits forever in `running`. The dead letters stay for `kiln dlq list|replay`.
+ */
+export async function failDeadLetteredJobs(ports: Ports, kinds: readonly ("base" | "refine")[], now = new Date()): Promise<string[]> {
+  const failed: string[] = [];
+  for (const kind of kinds) {
+    for (const message of await ports.queue.peekDeadLetters(queueForStage(kind), { max: 10 })) {
+      const parsed = stageMessageSchema.safeParse(message.body);
+      if (!parsed.success) continue;
+      const job = await ports.jobs.get(parsed.data.jobId);
+      if (!job || isTerminal(job.status)) continue;
+      const updated = await ports.jobs.update(
+        job.id,
+        { version: job.version },
+        {
+          status: "failed",
+          finishedAt: now.toISOString(),
+          error: {
+            code: "stage_dead_lettered",
+            message: `Stage ${parsed.data.stage} (${kind}) failed on each of its ${message.receiveCount} deliveries and was moved to the dead-letter queue ${deadLetterQueueOf(queueForStage(kind))}. An operator can inspect it with \`kiln dlq list\` and re-run it with \`kiln dlq replay\`.`,
+          },
+        },
+      );
+      if (updated) failed.push(job.id);
+    }
+  }
+  return failed;
+}
+
+/**
+ * Re-drives dead letters of one stage kind: jobs they failed go back to `queued` (so the stage is
+ * not skipped as finished), then the messages return to the queue with a fresh receive count.
+ */
+export async function replayDeadLetters(ports: Ports, kind: "base" | "refine", now = new Date()): Promise<{ requeuedJobs: string[]; messages: number }> {
+  const requeuedJobs: string[] = [];
+  for (const message of await ports.queue.peekDeadLetters(queueForStage(kind), { max: 1000 })) {
+    const parsed = stageMessageSchema.safeParse(message.body);
+    if (!parsed.success) continue;
+    const job = await ports.jobs.get(parsed.data.jobId);
+    if (!job || job.status !== "failed" || !DEAD_LETTER_CODES.includes(job.error?.code as (typeof DEAD_LETTER_CODES)[number])) continue;
+    const updated = await ports.jobs.update(job.id, { version: job.version, status: ["failed"] }, { status: "queued", error: undefined, finishedAt: undefined, updatedAt: now.toISOString() });
+    if (updated) requeuedJobs.push(job.id);
+  }
+  const messages = await ports.queue.redrive(queueForStage(kind));
+  return { requeuedJobs, messages };
+}

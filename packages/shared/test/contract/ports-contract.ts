@@ -1,0 +1,487 @@
+/**
+ * The one contract every family of ports passes. A family's test file calls
+ * `describePortsContract(name, open)`; each case gets a fresh family from `open()`.
+ *
+ * What `open()` must return:
+ * - empty stores: no messages, blobs, jobs, keys or counters;
+ * - the queues `kiln-base` and `kiln-refine` with their dead-letter queues (`deadLetterQueueOf`),
+ *   redriving after `CONTRACT_MAX_RECEIVES` receives.
+ * After each case the suite calls `ports.close()` and then `cleanup()`.
+ *
+ * Timing cases run on real time with 1–2 s visibility windows; `visibilityGranularitySeconds`
+ * is how late a family may make an expired message visible again (a stand-in that scans its
+ * timers once a second says 1).
+ */
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { planRender } from "../../src/plan/stage-planner.js";
+import { deadLetterQueueOf } from "../../src/ports/index.js";
+import type { KeyRecord, Ports, QueueMessage } from "../../src/ports/index.js";
+import type { JobRecord, JobStatus } from "../../src/schemas/job.js";
+import { renderRequestSchema } from "../../src/schemas/render-request.js";
+
+export const CONTRACT_MAX_RECEIVES = 2;
+export const CONTRACT_QUEUES = ["kiln-base", "kiln-refine"] as const;
+
+export interface OpenedPorts {
+  ports: Ports;
+  cleanup(): Promise<void>;
+}
+
+export interface PortsContractOptions {
+  visibilityGranularitySeconds?: number;
+}
+
+const Q = CONTRACT_QUEUES[0];
+const OTHER_Q = CONTRACT_QUEUES[1];
+const DLQ = deadLetterQueueOf(Q);
+
+export function describePortsContract(
+  familyName: string,
+  open: () => Promise<OpenedPorts>,
+  options: PortsContractOptions = {},
+): void {
+  const lateMs = (options.visibilityGranularitySeconds ?? 0) * 1000;
+  /** Long enough for a message that became visible to be seen by a family with coarse timers. */
+  const settleSeconds = 1 + (options.visibilityGranularitySeconds ?? 0);
+
+  describe(`${familyName} ports contract`, () => {
+    let opened: OpenedPorts;
+    beforeEach(async () => {
+      opened = await open();
+    });
+    afterEach(async () => {
+      await opened.ports.close();
+      await opened.cleanup();
+    });
+    const queue = () => opened.ports.queue;
+    const blobs = () => opened.ports.blobs;
+    const jobs = () => opened.ports.jobs;
+    const keys = () => opened.ports.keys;
+
+    describe("queue", () => {
+      it("sends, receives and acknowledges a message", async () => {
+        const before = Date.now();
+        const body = { jobId: "job-1", stage: 0, nested: { list: [1, 2.5, "three"], flag: true, none: null } };
+        const id = await queue().send(Q, body);
+        const [message, ...rest] = await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds });
+        assert.equal(rest.length, 0);
+        assert.ok(message, "the message was delivered");
+        assert.equal(message.id, id);
+        assert.deepEqual(message.body, body);
+        assert.equal(message.receiveCount, 1);
+        assert.equal(typeof message.receipt, "string");
+        assert.ok(message.receipt.length > 0);
+        assert.ok(Math.abs(message.sentAt - before) < 5_000, `sentAt ${message.sentAt} is the send time (~${before})`);
+        assert.deepEqual(message.attributes, {});
+
+        await queue().ack(Q, message.receipt);
+        assert.deepEqual(await queue().depth(Q), { visible: 0, inFlight: 0, delayed: 0 });
+        assert.deepEqual(await queue().receive(Q, { visibilitySeconds: 30 }), []);
+      });
+
+      it("carries attributes beside the body", async () => {
+        const attributes = { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tenant: "a b/c=d" };
+        await queue().send(Q, "plain string body", { attributes });
+        const [message] = await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds });
+        assert.equal(message?.body, "plain string body");
+        assert.deepEqual(message?.attributes, attributes);
+      });
+
+      it("keeps queues apart", async () => {
+        await queue().send(Q, { for: Q });
+        assert.deepEqual(await queue().receive(OTHER_Q, { visibilitySeconds: 30, waitSeconds: 1 }), []);
+        const [message] = await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds });
+        assert.deepEqual(message?.body, { for: Q });
+      });
+
+      it("delivers at most `max` messages per receive", async () => {
+        for (let i = 0; i < 3; i++) await queue().send(Q, { i });
+        const first = await queue().receive(Q, { max: 2, visibilitySeconds: 30, waitSeconds: settleSeconds });
+        assert.ok(first.length >= 1 && first.length <= 2, `got ${first.length} messages for max 2`);
+        const all = [...first];
+        while (all.length < 3) {
+          const more = await queue().receive(Q, { max: 2, visibilitySeconds: 30, waitSeconds: settleSeconds });
+          if (more.length === 0) break;
+          all.push(...more);
+        }
+        assert.deepEqual(all.map((m) => (m.body as { i: number }).i).sort(), [0, 1, 2]);
+      });
+
+      it("redelivers a message whose visibility timeout lapsed, counting the receive", async () => {
+        const id = await queue().send(Q, { n: 1 });
+        const [first] = await queue().receive(Q, { visibilitySeconds: 1, waitSeconds: settleSeconds });
+        assert.equal(first?.receiveCount, 1);
+        assert.deepEqual(await queue().receive(Q, { visibilitySeconds: 1 }), [], "hidden while in flight");
+        await sleep(1_000 + lateMs + 200);
+        const [second] = await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds });
+        assert.equal(second?.id, id);
+        assert.equal(second?.receiveCount, 2);
+        assert.notEqual(second?.receipt, first?.receipt, "each delivery has its own receipt");
+      });
+
+      it("keeps an extended message hidden past its first timeout", async () => {
+        await queue().send(Q, { n: 1 });
+        const receivedAt = Date.now();
+        const [message] = await queue().receive(Q, { visibilitySeconds: 1, waitSeconds: settleSeconds });
+        assert.ok(message);
+        await sleep(400);
+        await queue().extend(Q, message.receipt, 3 + 2 * (options.visibilityGranularitySeconds ?? 0));
+        await sleep(Math.max(0, receivedAt + 1_000 + lateMs + 300 - Date.now()));
+        assert.deepEqual(await queue().receive(Q, { visibilitySeconds: 30 }), [], "still hidden after the original timeout");
+        assert.equal((await queue().depth(Q)).inFlight, 1);
+        await queue().ack(Q, message.receipt);
+        assert.deepEqual(await queue().depth(Q), { visible: 0, inFlight: 0, delayed: 0 }, "the receipt still held after extend");
+      });
+
+      it("makes a released message visible at once with release(0)", async () => {
+        const id = await queue().send(Q, { n: 1 });
+        const [first] = await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds });
+        assert.ok(first);
+        const releasedAt = Date.now();
+        await queue().release(Q, first.receipt, 0);
+        const [again] = await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds });
+        assert.equal(again?.id, id);
+        assert.equal(again?.receiveCount, 2);
+        assert.ok(Date.now() - releasedAt < 30_000 / 2, "well before the 30 s visibility would have lapsed");
+      });
+
+      it("keeps a message released with a delay hidden", async () => {
+        await queue().send(Q, { n: 1 });
+        const [first] = await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds });
+        assert.ok(first);
+        await queue().release(Q, first.receipt, 60);
+        assert.deepEqual(await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: 1 }), []);
+      });
+
+      it("delays a message sent with delaySeconds", async () => {
+        await queue().send(Q, { late: true }, { delaySeconds: 1 });
+        assert.deepEqual(await queue().receive(Q, { visibilitySeconds: 30 }), []);
+        assert.equal((await queue().depth(Q)).delayed, 1);
+        await sleep(1_000 + lateMs);
+        const [message] = await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds });
+        assert.deepEqual(message?.body, { late: true });
+      });
+
+      it("returns from a long poll as soon as a message arrives", async () => {
+        const started = Date.now();
+        const polling = queue().receive(Q, { visibilitySeconds: 30, waitSeconds: 5 });
+        await sleep(300);
+        await queue().send(Q, { woke: true });
+        const messages = await polling;
+        const elapsed = Date.now() - started;
+        assert.deepEqual(messages.map((m) => m.body), [{ woke: true }]);
+        assert.ok(elapsed >= 250 && elapsed < 3_000 + lateMs, `long poll took ${elapsed} ms`);
+      });
+
+      it("waits out an empty long poll and returns nothing", async () => {
+        const started = Date.now();
+        assert.deepEqual(await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: 1 }), []);
+        const elapsed = Date.now() - started;
+        assert.ok(elapsed >= 900 && elapsed < 5_000, `empty long poll took ${elapsed} ms`);
+      });
+
+      it("ends a long poll early, with no messages, when its signal aborts", async () => {
+        const controller = new AbortController();
+        const started = Date.now();
+        const polling = queue().receive(Q, { visibilitySeconds: 30, waitSeconds: 10, signal: controller.signal });
+        await sleep(200);
+        controller.abort();
+        assert.deepEqual(await polling, []);
+        assert.ok(Date.now() - started < 3_000, `aborted long poll took ${Date.now() - started} ms`);
+        await queue().send(Q, { after: "abort" });
+        const [message] = await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds });
+        assert.deepEqual(message?.body, { after: "abort" }, "the queue still works after an abort");
+      });
+
+      it("never gives one message to two concurrent receivers", async () => {
+        for (let i = 0; i < 10; i++) await queue().send(Q, { i });
+        const consume = async (): Promise<QueueMessage[]> => {
+          const got: QueueMessage[] = [];
+          for (;;) {
+            const batch = await queue().receive(Q, { max: 2, visibilitySeconds: 30, waitSeconds: 1 });
+            if (batch.length === 0) return got;
+            got.push(...batch);
+          }
+        };
+        const [a, b] = await Promise.all([consume(), consume()]);
+        const all = [...a, ...b];
+        assert.equal(all.length, 10, `received ${all.length} deliveries of 10 messages`);
+        assert.equal(new Set(all.map((m) => m.id)).size, 10);
+        assert.deepEqual(all.map((m) => (m.body as { i: number }).i).sort((x, y) => x - y), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert.ok(all.every((m) => m.receiveCount === 1));
+      });
+
+      it("counts visible, in-flight and delayed messages", async () => {
+        await queue().send(Q, { n: 1 });
+        await queue().send(Q, { n: 2 });
+        await queue().send(Q, { n: 3 }, { delaySeconds: 60 });
+        assert.equal((await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds })).length, 1);
+        assert.deepEqual(await queue().depth(Q), { visible: 1, inFlight: 1, delayed: 1 });
+        assert.deepEqual(await queue().depth(OTHER_Q), { visible: 0, inFlight: 0, delayed: 0 });
+      });
+
+      it(`dead-letters a message after ${CONTRACT_MAX_RECEIVES} receives; peek does not consume; redrive restores it`, async () => {
+        const attributes = { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" };
+        await queue().send(Q, { poison: true }, { attributes });
+        for (let n = 1; n <= CONTRACT_MAX_RECEIVES; n++) {
+          const [message] = await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds });
+          assert.equal(message?.receiveCount, n);
+          await queue().release(Q, message!.receipt, 0);
+        }
+        assert.deepEqual(await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds }), [], "not delivered again");
+        assert.equal((await queue().depth(DLQ)).visible, 1, "moved to the dead-letter queue");
+        assert.deepEqual(await queue().depth(Q), { visible: 0, inFlight: 0, delayed: 0 });
+
+        for (let peek = 0; peek < 2; peek++) {
+          const dead = await queue().peekDeadLetters(Q);
+          assert.equal(dead.length, 1, `peek ${peek + 1} sees the dead letter`);
+          assert.deepEqual(dead[0]?.body, { poison: true });
+          assert.deepEqual(dead[0]?.attributes, attributes);
+        }
+
+        assert.equal(await queue().redrive(Q), 1);
+        assert.deepEqual(await queue().peekDeadLetters(Q), []);
+        const [back] = await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds });
+        assert.deepEqual(back?.body, { poison: true });
+        assert.deepEqual(back?.attributes, attributes);
+        assert.equal(back?.receiveCount, 1, "a redriven message starts a fresh count");
+      });
+    });
+
+    describe("blobs", () => {
+      const bytes = Uint8Array.from({ length: 256 }, (_, i) => i);
+
+      it("puts, gets and heads a blob", async () => {
+        assert.deepEqual(await blobs().put("jobs/j1/stage-0.latents", bytes, { contentType: "application/octet-stream" }), {
+          created: true,
+        });
+        assert.deepEqual(Buffer.from((await blobs().get("jobs/j1/stage-0.latents"))!), Buffer.from(bytes));
+        assert.deepEqual(await blobs().head("jobs/j1/stage-0.latents"), { size: 256, contentType: "application/octet-stream" });
+      });
+
+      it("stores an empty blob", async () => {
+        await blobs().put("jobs/j1/empty", new Uint8Array(0));
+        assert.equal((await blobs().get("jobs/j1/empty"))?.length, 0);
+        assert.equal((await blobs().head("jobs/j1/empty"))?.size, 0);
+      });
+
+      it("overwrites a blob put again without ifAbsent", async () => {
+        await blobs().put("jobs/j1/images/0.png", bytes, { contentType: "image/png" });
+        assert.deepEqual(await blobs().put("jobs/j1/images/0.png", Uint8Array.of(9, 9), { contentType: "image/png" }), {
+          created: true,
+        });
+        assert.deepEqual(Buffer.from((await blobs().get("jobs/j1/images/0.png"))!), Buffer.from([9, 9]));
+      });
+
+      it("answers null for a missing blob and ignores deleting one", async () => {
+        assert.equal(await blobs().get("jobs/none/x.png"), null);
+        assert.equal(await blobs().head("jobs/none/x.png"), null);
+        await blobs().delete("jobs/none/x.png");
+      });
+
+      it("lists keys by string prefix, sorted, and forgets deleted ones", async () => {
+        for (const key of ["jobs/a/2.png", "jobs/a/1.png", "jobs/ab/1.png", "other/x"]) await blobs().put(key, bytes);
+        assert.deepEqual(await blobs().list("jobs/a/"), ["jobs/a/1.png", "jobs/a/2.png"]);
+        assert.deepEqual(await blobs().list("jobs/a"), ["jobs/a/1.png", "jobs/a/2.png", "jobs/ab/1.png"]);
+        assert.deepEqual(await blobs().list("nothing/"), []);
+        await blobs().delete("jobs/a/1.png");
+        assert.equal(await blobs().get("jobs/a/1.png"), null);
+        assert.deepEqual(await blobs().list("jobs/a/"), ["jobs/a/2.png"]);
+      });
+
+      it("writes only if absent when asked, where supported", async (t) => {
+        if (!blobs().supportsConditionalPut) {
+          t.skip(`${familyName} cannot enforce ifAbsent atomically`);
+          return;
+        }
+        assert.deepEqual(await blobs().put("jobs/j2/once", bytes, { ifAbsent: true }), { created: true });
+        assert.deepEqual(await blobs().put("jobs/j2/once", Uint8Array.of(1), { ifAbsent: true }), { created: false });
+        assert.deepEqual(Buffer.from((await blobs().get("jobs/j2/once"))!), Buffer.from(bytes), "the first write stands");
+      });
+
+      it("makes a download URL naming the key", async () => {
+        await blobs().put("jobs/j3/images/0.png", bytes, { contentType: "image/png" });
+        const url = await blobs().downloadUrl("jobs/j3/images/0.png", { expiresSeconds: 300, filename: "render.png" });
+        assert.ok(URL.canParse(url), `${url} is a URL`);
+        assert.ok(url.includes("jobs/j3/images/0.png"), `${url} names the key`);
+      });
+    });
+
+    describe("jobs", () => {
+      const plan = planRender(renderRequestSchema().parse({ prompt: "a lighthouse on a cliff at dusk", mode: "ensemble", seed: 7 }), 7);
+      const base = Date.parse("2024-05-01T12:00:00.000Z");
+      const makeJob = (id: string, ownerKeyId: string, secondsAfterBase: number, status: JobStatus = "queued"): JobRecord => {
+        const at = new Date(base + secondsAfterBase * 1000).toISOString();
+        return { id, ownerKeyId, status, version: 1, createdAt: at, updatedAt: at, plan, images: [], stageTimings: [] };
+      };
+      /** What a record looks like after any store: no keys whose value is undefined. */
+      const stored = (job: JobRecord): JobRecord => JSON.parse(JSON.stringify(job)) as JobRecord;
+
+      it("creates a job once; a second create with the same id changes nothing", async () => {
+        const job = { ...makeJob("job-a", "key-1", 0), deadlineAt: "2024-05-01T13:00:00.000Z", expiresAt: 1_714_600_000 };
+        assert.equal(await jobs().create(job), true);
+        assert.equal(await jobs().create({ ...job, status: "failed", version: 9 }), false);
+        assert.deepEqual(await jobs().get("job-a"), stored(job));
+        assert.equal(await jobs().get("job-missing"), null);
+      });
+
+      it("applies an update only when version and status match, bumping version and updatedAt", async () => {
+        const job = makeJob("job-b", "key-1", 0);
+        await jobs().create(job);
+        const startedAt = new Date().toISOString();
+        const running = await jobs().update("job-b", { version: 1, status: ["queued"] }, { status: "running", startedAt });
+        assert.ok(running, "the condition held");
+        assert.equal(running.status, "running");
+        assert.equal(running.version, 2);
+        assert.equal(running.startedAt, startedAt);
+        assert.ok(Date.parse(running.updatedAt) > Date.parse(job.updatedAt), "updatedAt moved");
+        assert.deepEqual(
+          { id: running.id, ownerKeyId: running.ownerKeyId, createdAt: running.createdAt, plan: running.plan },
+          stored({ id: job.id, ownerKeyId: job.ownerKeyId, createdAt: job.createdAt, plan: job.plan } as JobRecord),
+        );
+        assert.deepEqual(await jobs().get("job-b"), running);
+
+        assert.equal(await jobs().update("job-b", { version: 1 }, { status: "failed" }), null, "stale version");
+        assert.equal(await jobs().update("job-b", { version: 2, status: ["queued"] }, { status: "failed" }), null, "wrong status");
+        assert.equal(await jobs().update("job-missing", {}, { status: "failed" }), null, "no such job");
+        assert.equal((await jobs().get("job-b"))?.version, 2, "failed conditions change nothing");
+
+        const canceled = await jobs().update("job-b", { status: ["queued", "running"] }, { status: "canceled" });
+        assert.equal(canceled?.status, "canceled");
+        assert.equal(canceled?.version, 3);
+        assert.equal(await jobs().update("job-b", { status: [] }, { status: "failed" }), null, "an empty status list never matches");
+      });
+
+      it("replaces patched fields and removes those patched to undefined", async () => {
+        await jobs().create(makeJob("job-c", "key-1", 0, "running"));
+        const error = { code: "model_missing", message: "The refiner is not installed; run kiln models pull." };
+        const failed = await jobs().update("job-c", {}, { status: "failed", error, stageTimings: [{ stage: 0, kind: "base", startedAt: "2024-05-01T12:00:01.000Z" }] });
+        assert.deepEqual(failed?.error, error);
+        assert.equal(failed?.stageTimings.length, 1);
+        const retried = await jobs().update("job-c", { version: 2 }, { status: "queued", error: undefined });
+        assert.ok(retried);
+        assert.equal("error" in retried, false, "error cleared");
+        assert.equal(retried.stageTimings.length, 1, "fields not in the patch stay");
+        assert.deepEqual(await jobs().get("job-c"), retried);
+      });
+
+      it("records progress only while running, without bumping the version", async () => {
+        await jobs().create(makeJob("job-d", "key-1", 0));
+        const progress = { stage: 0, stageKind: "base" as const, step: 3, steps: 24 };
+        await jobs().setProgress("job-d", progress);
+        assert.equal((await jobs().get("job-d"))?.progress, undefined, "not while queued");
+
+        await jobs().update("job-d", { version: 1 }, { status: "running" });
+        await jobs().setProgress("job-d", progress);
+        const running = await jobs().get("job-d");
+        assert.deepEqual(running?.progress, progress);
+        assert.equal(running?.version, 2);
+
+        await jobs().update("job-d", { version: 2 }, { status: "succeeded" });
+        await jobs().setProgress("job-d", { ...progress, step: 9 });
+        assert.deepEqual((await jobs().get("job-d"))?.progress, progress, "not after finishing");
+        await jobs().setProgress("job-missing", progress);
+      });
+
+      it("lists an owner's jobs newest first, across pages, with a status filter", async () => {
+        const statusOf = (i: number): JobStatus => (i % 3 === 0 ? "succeeded" : "queued");
+        for (let i = 0; i < 7; i++) await jobs().create(makeJob(`job-${i}`, "key-1", i, statusOf(i)));
+        await jobs().create(makeJob("other-0", "key-2", 3));
+        await jobs().create(makeJob("other-1", "key-2", 10));
+
+        const pages: JobRecord[][] = [];
+        let cursor: string | undefined;
+        do {
+          const page = await jobs().listByOwner("key-1", { limit: 3, cursor });
+          pages.push(page.jobs);
+          cursor = page.nextCursor;
+          assert.ok(pages.length <= 3, "pagination ends");
+        } while (cursor);
+        assert.deepEqual(pages.map((p) => p.length), [3, 3, 1]);
+        assert.deepEqual(pages.flat().map((j) => j.id), ["job-6", "job-5", "job-4", "job-3", "job-2", "job-1", "job-0"]);
+
+        const succeeded: string[] = [];
+        cursor = undefined;
+        for (let i = 0; i < 10; i++) {
+          const page = await jobs().listByOwner("key-1", { limit: 2, status: "succeeded", cursor });
+          succeeded.push(...page.jobs.map((j) => j.id));
+          cursor = page.nextCursor;
+          if (!cursor) break;
+        }
+        assert.equal(cursor, undefined, "filtered pagination ends");
+        assert.deepEqual(succeeded, ["job-6", "job-3", "job-0"]);
+        assert.deepEqual((await jobs().listByOwner("key-3", { limit: 5 })).jobs, []);
+      });
+
+      it("pages through jobs created at the same instant without skipping or repeating", async () => {
+        for (const id of ["tie-a", "tie-b", "tie-c"]) await jobs().create(makeJob(id, "key-1", 0));
+        const seen: string[] = [];
+        let cursor: string | undefined;
+        for (let i = 0; i < 5; i++) {
+          const page = await jobs().listByOwner("key-1", { limit: 1, cursor });
+          seen.push(...page.jobs.map((j) => j.id));
+          cursor = page.nextCursor;
+          if (!cursor) break;
+        }
+        assert.deepEqual([...seen].sort(), ["tie-a", "tie-b", "tie-c"]);
+      });
+
+      it("counts queued jobs of every owner created before a job", async () => {
+        await jobs().create(makeJob("q-0", "key-1", 0, "running"));
+        await jobs().create(makeJob("q-1", "key-1", 1));
+        await jobs().create(makeJob("q-2", "key-2", 2));
+        await jobs().create(makeJob("q-3", "key-1", 3, "succeeded"));
+        const last = makeJob("q-4", "key-1", 4);
+        await jobs().create(last);
+        assert.equal(await jobs().countQueuedBefore(last), 2);
+        assert.equal(await jobs().countQueuedBefore(makeJob("q-1", "key-1", 1)), 0);
+      });
+    });
+
+    describe("keys", () => {
+      const makeKey = (id: string, prefix: string): KeyRecord => ({
+        id,
+        prefix,
+        name: `key ${id}`,
+        scopes: ["render"],
+        hash: "ab".repeat(32),
+        createdAt: "2024-05-01T12:00:00.000Z",
+      });
+
+      it("stores, finds, lists and revokes keys", async () => {
+        const first = makeKey("key-1", "p1a2b3c4");
+        const admin = { ...makeKey("key-2", "p9z8y7x6"), scopes: ["render", "admin"] as KeyRecord["scopes"] };
+        await keys().insert(first);
+        await keys().insert(admin);
+        assert.deepEqual(await keys().getByPrefix("p1a2b3c4"), first);
+        assert.deepEqual(await keys().get("key-2"), admin);
+        assert.equal(await keys().getByPrefix("nope"), null);
+        assert.equal(await keys().get("nope"), null);
+        assert.deepEqual((await keys().list()).map((k) => k.id).sort(), ["key-1", "key-2"]);
+
+        const at = "2024-06-01T00:00:00.000Z";
+        assert.equal(await keys().revoke("key-1", at), true);
+        assert.equal((await keys().getByPrefix("p1a2b3c4"))?.revokedAt, at);
+        assert.equal(await keys().revoke("key-1", "2024-07-01T00:00:00.000Z"), false, "already revoked");
+        assert.equal((await keys().get("key-1"))?.revokedAt, at, "the first revocation stands");
+        assert.equal(await keys().revoke("nope", at), false);
+        assert.equal((await keys().get("key-2"))?.revokedAt, undefined);
+      });
+
+      it("increments a counter atomically under 50 concurrent increments", async () => {
+        const results = await Promise.all(Array.from({ length: 50 }, () => keys().incrementCounter("usage:key-1:2024-05-01", 1)));
+        assert.deepEqual([...results].sort((a, b) => a - b), Array.from({ length: 50 }, (_, i) => i + 1));
+        assert.equal(await keys().incrementCounter("usage:key-1:2024-05-01", 5), 55);
+        assert.equal(await keys().incrementCounter("usage:key-2:2024-05-01", 2), 2, "counters are separate");
+      });
+
+      it("accepts a counter expiry in epoch seconds", async () => {
+        const expiresAt = Math.floor(Date.now() / 1000) + 3600;
+        assert.equal(await keys().incrementCounter("rate:key-1", 1, expiresAt), 1);
+        assert.equal(await keys().incrementCounter("rate:key-1", 1, expiresAt), 2);
+      });
+    });
+  });
+}
