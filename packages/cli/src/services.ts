@@ -37,7 +37,8 @@ export async function startWorkerService(config: KilnConfig, ports: Ports, logge
     async stop() {
       await worker.drain(config.drainSeconds);
       await new Promise<void>((r) => health.close(() => r()));
-      for (const m of Object.values(loaded)) await m?.release();
+      // Models passed in belong to the caller (tests share them across stacks).
+      if (!models) for (const m of Object.values(loaded)) await m?.release();
     },
   };
 }

@@ -69,8 +69,8 @@ export async function loadModels(config: KilnConfig, logger: Logger): Promise<Mo
     const root = path.join(config.dataDir, "models");
     baseDir = path.join(root, "tiny-sdxl-base");
     refinerDir ??= path.join(root, "tiny-sdxl-refiner");
-    if (!fs.existsSync(path.join(baseDir, "model_index.json"))) await writeTinyModel(baseDir, { role: "base" });
-    if (!fs.existsSync(path.join(refinerDir, "model_index.json"))) await writeTinyModel(refinerDir, { role: "refiner" });
+    if (!fs.existsSync(path.join(baseDir, "model_index.json"))) writeTinyModel(baseDir, { role: "base" });
+    if (!fs.existsSync(path.join(refinerDir, "model_index.json"))) writeTinyModel(refinerDir, { role: "refiner" });
     logger.warn(
       { baseDir, refinerDir },
       "KILN_MODEL_DIR is not set: using Kiln's tiny test models. The pipeline is real but the weights are random — images are noise. Set KILN_MODEL_DIR (and KILN_REFINER_DIR) to an SDXL ONNX export for real images.",

@@ -114,6 +114,31 @@ describe("local family", () => {
       await ports.queue.ack(Q, again!.receipt);
     });
 
+    it("redrives at most `max` dead letters, oldest first", async () => {
+      const strict = open(tempDir(), { now: () => clock, maxReceives: 1 });
+      for (let i = 0; i < 3; i++) await strict.queue.send(Q, { i });
+      for (let i = 0; i < 3; i++) {
+        const [message] = await strict.queue.receive(Q, { visibilitySeconds: 10 });
+        await strict.queue.release(Q, message!.receipt, 0);
+      }
+      assert.deepEqual(await strict.queue.receive(Q, { visibilitySeconds: 10 }), []);
+      assert.equal((await strict.queue.peekDeadLetters(Q)).length, 3);
+      assert.equal(await strict.queue.redrive(Q, { max: 2 }), 2);
+      assert.deepEqual((await strict.queue.peekDeadLetters(Q)).map((m) => m.body), [{ i: 2 }]);
+      assert.deepEqual((await strict.queue.receive(Q, { max: 10, visibilitySeconds: 10 })).map((m) => m.body), [{ i: 0 }, { i: 1 }]);
+      await strict.close();
+    });
+
+    it("ends pending long polls, with no messages, when the ports close", async () => {
+      const closing = open(tempDir());
+      const started = Date.now();
+      const polling = closing.queue.receive(Q, { visibilitySeconds: 10, waitSeconds: 10 });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await closing.close();
+      assert.deepEqual(await polling, []);
+      assert.ok(Date.now() - started < 2_000);
+    });
+
     it("rejects arguments SQS would reject", async () => {
       await rejectsWithCode(ports.queue.receive(Q, { visibilitySeconds: 10, max: 11 }), "queue_receive_invalid");
       await rejectsWithCode(ports.queue.send(Q, { n: 1 }, { delaySeconds: 901 }), "queue_argument_invalid");
@@ -128,12 +153,13 @@ describe("local family", () => {
       for (let i = 0; i < 40; i++) await a.queue.send(Q, { i });
       const drain = async (p: Ports): Promise<string[]> => {
         const ids: string[] = [];
-        for (;;) {
+        while (ids.length <= 40) {
           const batch = await p.queue.receive(Q, { max: 3, visibilitySeconds: 60 });
-          if (batch.length === 0) return ids;
+          if (batch.length === 0) break;
           ids.push(...batch.map((m) => m.id));
           await new Promise((resolve) => setImmediate(resolve));
         }
+        return ids;
       };
       const [fromA, fromB] = await Promise.all([drain(a), drain(b)]);
       assert.equal(fromA.length + fromB.length, 40);
@@ -252,6 +278,9 @@ describe("local family", () => {
  * Starts `count` Node processes that each open the data dir, wait until all are ready, then
  * drain the queue (a millisecond of "work" per message, so they interleave) and print the ids.
  */
+/** More than any correct run delivers; a queue that redelivers stops here instead of hanging. */
+const MAX_WORKER_DELIVERIES = 1000;
+
 async function runWorkerProcesses(dataDir: string, count: number): Promise<string[][]> {
   const script = `
     const { openLocalPorts } = await import(${JSON.stringify(pathToFileURL(localIndex).href)});
@@ -259,7 +288,7 @@ async function runWorkerProcesses(dataDir: string, count: number): Promise<strin
     process.stdout.write("ready\\n");
     await new Promise((resolve) => process.stdin.once("data", resolve));
     const ids = [];
-    for (;;) {
+    while (ids.length <= ${MAX_WORKER_DELIVERIES}) {
       const batch = await ports.queue.receive(${JSON.stringify(Q)}, { max: 2, visibilitySeconds: 60 });
       if (batch.length === 0) break;
       for (const m of batch) {

@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { loadModelFolder, type LoadModelFolderOptions, type ModelFolder, type ModelRole } from "../models/model-folder.js";
 import type { LoadedSession } from "../onnx/tensors.js";
 import { ClipTokenizer } from "./tokenizer/clip-tokenizer.js";
-import { parseSchedulerConfig } from "./schedulers/index.js";
+import { parseSchedulerConfigText } from "./schedulers/index.js";
 import type { SchedulerConfig } from "./schedulers/scheduler.js";
 import type { TextEncoderPair } from "./prompt-encoder.js";
 import { SDXL_VAE_SCALING_FACTOR } from "./vae-decoder.js";
@@ -33,7 +33,7 @@ export interface SdxlModel {
 export async function loadSdxlModel(dir: string, role: ModelRole, options: LoadModelFolderOptions): Promise<SdxlModel> {
   const folder = await loadModelFolder(dir, role, options);
   const schedulerFile = path.join(folder.dir, "scheduler", "scheduler_config.json");
-  const schedulerConfig = parseSchedulerConfig(JSON.parse(folder.schedulerConfigJson), schedulerFile);
+  const schedulerConfig = parseSchedulerConfigText(folder.schedulerConfigJson, schedulerFile);
   const tokenizer = folder.tokenizerDirs.tokenizer ? await ClipTokenizer.fromFolder(folder.tokenizerDirs.tokenizer) : undefined;
   const tokenizer2 = await ClipTokenizer.fromFolder(folder.tokenizerDirs.tokenizer2);
   const sessions = folder.sessions;

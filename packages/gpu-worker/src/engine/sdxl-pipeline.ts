@@ -4,7 +4,7 @@ import type { Logger } from "@kiln/shared/node";
 import { createScheduler, convertLatentSpace } from "./schedulers/index.js";
 import type { Scheduler } from "./schedulers/scheduler.js";
 import { ensembleSplit, sdeditStart } from "./stage-split.js";
-import { initialNoise, NoiseSource } from "./noise.js";
+import { drawNoise, NoiseSource } from "./noise.js";
 import { encodePromptPair, type PromptEmbeddings } from "./prompt-encoder.js";
 import { timeIds } from "./conditioning.js";
 import { applyGuidance } from "./guidance.js";
@@ -26,7 +26,7 @@ export type StageResult =
   | { kind: "latents"; latents: Latents; unetSeconds: number; steps: number }
   | { kind: "images"; images: EncodedImage[]; unetSeconds: number; steps: number };
 
-/** Noise for a stage after the first (SDEdit re-noising, ancestral steps): its own stream per stage. */
+/** Seed of an image's noise stream in a stage: `seed + i` in the first stage (torch-compatible), mixed per later stage. */
 export const stageNoiseSeed = (seed: number, stage: number): number => (stage === 0 ? seed : (seed + Math.imul(stage, 0x9e3779b1)) >>> 0);
 
 /** The slice of the schedule a stage runs, by diffusers' `denoising_start`/`denoising_end`/`strength` rules. */
@@ -67,24 +67,22 @@ export async function runStage(
   const { begin, end } = stageSchedule(scheduler, plan, stage);
   scheduler.setBeginIndex(begin);
 
-  // 3. Prepare latents.
+  // 3. Prepare latents. One generator per image (seed + i), as diffusers with a list of generators: the
+  // first stage draws the initial noise from it and keeps drawing (ancestral steps); later stages get
+  // their own stream per image so a stage re-run on another worker draws the same noise.
+  const generators = Array.from({ length: n }, (_, i) => new NoiseSource(stageNoiseSeed(plan.seed + i, stage.index)));
   let shape: number[];
   let latents: Float32Array;
-  const stageNoise = new NoiseSource(stageNoiseSeed(plan.seed, stage.index));
   if (!input) {
     shape = [n, 4, plan.height / 8, plan.width / 8];
-    const per = 4 * shape[2]! * shape[3]!;
-    latents = new Float32Array(n * per);
-    for (let i = 0; i < n; i++) {
-      const noise = initialNoise(plan.seed, i, shape.slice(1));
-      for (let j = 0; j < per; j++) latents[i * per + j] = noise[j]! * scheduler.initNoiseSigma;
-    }
+    latents = drawNoise(generators, new Float32Array(n * 4 * shape[2]! * shape[3]!));
+    for (let j = 0; j < latents.length; j++) latents[j] = latents[j]! * scheduler.initNoiseSigma;
   } else if (stage.strength !== undefined) {
     // SDEdit: the input is fully denoised (σ = 0, where both latent spaces agree); upscale, then re-noise to `strength`.
     const size = outputSize(plan);
     shape = [n, 4, size.height / 8, size.width / 8];
     const x0 = shape[2] === input.shape[2] && shape[3] === input.shape[3] ? input.data : resizeLatentsBilinear(input.data, input.shape, shape[2]!, shape[3]!);
-    latents = scheduler.addNoise(x0, stageNoise.randn(x0.length), begin);
+    latents = scheduler.addNoise(x0, drawNoise(generators, new Float32Array(x0.length)), begin);
   } else {
     // Ensemble of experts: continue from the noisy latents as they are, converted if the families differ.
     shape = [...input.shape];
@@ -133,7 +131,7 @@ export async function runStage(
     unetSeconds += (performance.now() - started) / 1000;
     const predicted = outputAsFloat32(out.out_sample as ort.Tensor);
     const noisePred = guided ? applyGuidance(predicted, n, plan.guidanceScale, plan.guidanceRescale, guidedNoise) : predicted;
-    latents = scheduler.step(noisePred, latents, stageNoise);
+    latents = scheduler.step(noisePred, latents, generators);
     hooks.onStep?.(i - begin + 1, steps, latents, shape);
   }
   const bad = firstNonFinite(latents);

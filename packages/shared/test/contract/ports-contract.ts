@@ -199,11 +199,13 @@ export function describePortsContract(
         for (let i = 0; i < 10; i++) await queue().send(Q, { i });
         const consume = async (): Promise<QueueMessage[]> => {
           const got: QueueMessage[] = [];
-          for (;;) {
+          // Bounded, so a queue that redelivers in-flight messages fails the test instead of hanging it.
+          for (let i = 0; i < 15; i++) {
             const batch = await queue().receive(Q, { max: 2, visibilitySeconds: 30, waitSeconds: 1 });
             if (batch.length === 0) return got;
             got.push(...batch);
           }
+          return got;
         };
         const [a, b] = await Promise.all([consume(), consume()]);
         const all = [...a, ...b];

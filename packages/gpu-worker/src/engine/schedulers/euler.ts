@@ -1,4 +1,5 @@
 import type { SchedulerName } from "@kiln/shared";
+import { drawNoise } from "../noise.js";
 import {
   checkIndex,
   checkStepInputs,
@@ -11,7 +12,6 @@ import {
   type SchedulerConfig,
   type StepNoise,
 } from "./scheduler.js";
-import { drawNoise } from "../noise.js";
 import { interpAtTimesteps, karrasSigmas, sigmaToT, spacedTimesteps, trainSchedule, type TrainSchedule } from "./noise-schedule.js";
 
 const f32 = Math.fround;
@@ -33,9 +33,10 @@ export abstract class VeScheduler implements Scheduler {
   abstract readonly name: SchedulerName;
   readonly order = 1;
   readonly latentSpace = "ve" as const;
-  protected readonly settings: CommonSettings;
-  protected readonly train: TrainSchedule;
-  protected sigmas: Float32Array;
+  private readonly settings: CommonSettings;
+  private readonly train: TrainSchedule;
+  /** σ per schedule index, plus the final σ. */
+  private sigmas: Float32Array = new Float32Array(0);
   private ts: Float64Array = new Float64Array(0);
   private index = 0;
   private initSigma: number;
@@ -48,7 +49,6 @@ export abstract class VeScheduler implements Scheduler {
     this.settings = commonSettings(config, "linspace");
     const s = this.settings;
     this.train = trainSchedule(s.betaSchedule, s.betaStart, s.betaEnd, s.numTrainTimesteps);
-    this.sigmas = this.train.sigmas;
     this.initSigma = this.noiseSigmaFor(this.train.sigmas[this.train.sigmas.length - 1]!);
   }
 
@@ -67,17 +67,17 @@ export abstract class VeScheduler implements Scheduler {
     if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1 || numInferenceSteps > T) {
       throw schedulerMisuse(`${this.name}: ${numInferenceSteps} inference steps is outside 1…${T}.`);
     }
-    let ts = spacedTimesteps(spacing, numInferenceSteps, T, stepsOffset);
+    // diffusers keeps these timesteps (and hands them to the UNet) as float32.
+    let ts = spacedTimesteps(spacing, numInferenceSteps, T, stepsOffset).map(f32);
     let sig = interpAtTimesteps(ts, this.train.sigmas);
     if (this.options.karras) {
       sig = karrasSigmas(this.options.sigmaMin ?? sig[sig.length - 1]!, this.options.sigmaMax ?? sig[0]!, numInferenceSteps);
-      ts = sig.map((s) => sigmaToT(s, this.train.logSigmas));
+      ts = sig.map((s) => f32(sigmaToT(s, this.train.logSigmas)));
     }
     const sigmas = new Float32Array(sig.length + 1);
     sigmas.set(sig);
     sigmas[sig.length] = this.options.finalSigma === "zero" ? 0 : this.train.sigmas[0]!;
-    // diffusers hands float32 timesteps to the UNet.
-    this.ts = ts.map(f32);
+    this.ts = ts;
     this.sigmas = sigmas;
     this.index = 0;
     let max = 0;
@@ -169,7 +169,7 @@ export class EulerScheduler extends VeScheduler {
 }
 
 /** The Euler-only settings (`EulerDiscreteScheduler.__init__`), checked for what Kiln implements. */
-export function eulerScheduleOptions(config: SchedulerConfig, karras: boolean): VeScheduleOptions {
+function eulerScheduleOptions(config: SchedulerConfig, karras: boolean): VeScheduleOptions {
   supportedSetting("interpolation_type", config.interpolation_type, "linear", ["linear"]);
   supportedSetting("timestep_type", config.timestep_type, "discrete", ["discrete"]);
   if (config.use_exponential_sigmas) throw unsupportedSetting("use_exponential_sigmas", true, [false]);

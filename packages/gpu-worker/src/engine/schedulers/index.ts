@@ -6,6 +6,7 @@ import { EulerScheduler } from "./euler.js";
 import { commonSettings, schedulerConfigSchema, unsupportedSetting, type LatentSpace, type Scheduler, type SchedulerConfig } from "./scheduler.js";
 
 export type { LatentSpace, Scheduler, SchedulerConfig, SchedulerName, StepNoise } from "./scheduler.js";
+export { schedulerConfigSchema } from "./scheduler.js";
 export { DdimScheduler, DpmSolverPlusPlus2MScheduler, EulerAncestralScheduler, EulerScheduler };
 
 /** The diffusers classes Kiln implements, by the name its API uses for them. */
@@ -59,7 +60,7 @@ export function parseSchedulerConfig(json: unknown, file: string): SchedulerConf
 }
 
 const NON_FINITE = /([:[,]\s*)(-?Infinity|NaN)(?=\s*[,}\]])/g;
-const NON_FINITE_TAG = "\u0000kiln-non-finite:";
+const NON_FINITE_TAG = "__kiln_non_finite__:";
 
 /**
  * Parses the text of a `scheduler_config.json`. Python's json module writes `-Infinity` (DPM-Solver's

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import { KilnError } from "../../errors.js";
 import { deadLetterQueueOf } from "../../ports/queue.js";
@@ -37,9 +38,11 @@ const DEFAULT_PEEK = 10;
  * UPDATE … RETURNING the claimed rows with a fresh receipt each), so two processes never
  * receive the same message within one visibility window.
  *
- * Receipts are strict, stricter than SQS: a receipt names one delivery. Once the message has been
- * released or received again, ack/extend/release with the old receipt is a silent no-op, so a
- * worker that lost its lease cannot delete or prolong the delivery another worker now holds.
+ * Receipts are strict: a receipt names one delivery. Once the message has been released or
+ * received again, ack/extend/release with the old receipt is a silent no-op, so a worker that lost
+ * its lease cannot delete or prolong the delivery another worker now holds. SQS promises less (an
+ * old receipt handle "might" still delete the message), so the contract suite does not test this
+ * and Kiln's correctness rests on the JobStore's conditional transitions, not on receipts.
  */
 export class SqliteQueue implements Queue {
   private readonly now: () => number;
@@ -69,6 +72,8 @@ export class SqliteQueue implements Queue {
     this.maxReceives = options.maxReceives;
     this.now = options.now ?? Date.now;
     this.pollIntervalMs = options.pollIntervalMs ?? 100;
+    // Every concurrent long poll listens on `closing`; that many listeners is expected, not a leak.
+    setMaxListeners(0, this.closing.signal);
 
     this.insertStmt = db.prepare<[string, string, string, string, number, number]>(
       "INSERT INTO queue_messages (id, queue, body, attributes, sent_at, visible_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -83,7 +88,7 @@ export class SqliteQueue implements Queue {
     this.claimStmt = db.prepare<{ queue: string; now: number; max: number; until: number }, MessageRow & { seq: number }>(
       `UPDATE queue_messages
        SET receive_count = receive_count + 1, visible_at = @until, receipt = lower(hex(randomblob(16)))
-       WHERE seq IN (SELECT seq FROM queue_messages WHERE queue = @queue ORDER BY seq LIMIT @max)
+       WHERE seq IN (SELECT seq FROM queue_messages WHERE queue = @queue AND visible_at <= @now ORDER BY seq LIMIT @max)
        RETURNING seq, id, body, attributes, sent_at, receive_count, receipt`,
     );
     this.extendStmt = db.prepare<[number, string, string]>(
@@ -150,20 +155,31 @@ export class SqliteQueue implements Queue {
     const waitSeconds = options.waitSeconds ?? 0;
     checkSeconds("waitSeconds", waitSeconds, MAX_WAIT_SECONDS);
 
-    const stop = options.signal ? AbortSignal.any([options.signal, this.closing.signal]) : this.closing.signal;
-    // Real time, not the injected clock: a test clock that stands still must not make the wait endless.
-    const deadline = Date.now() + waitSeconds * 1000;
-    for (;;) {
-      if (stop.aborted) return [];
-      if (this.anyVisibleStmt.get(queue, this.now()) !== undefined) {
-        const rows = this.claimTx.immediate(queue, max, options.visibilitySeconds);
-        if (rows.length > 0) return rows.sort((a, b) => a.seq - b.seq).map((row) => toMessage<T>(row));
+    if (options.signal?.aborted || this.closing.signal.aborted) return [];
+    // One controller per call, unhooked when the call ends (AbortSignal.any leaks on Node 20 when
+    // one source, like `closing`, lives as long as the process).
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    this.closing.signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      // Real time, not the injected clock: a test clock that stands still must not make the wait endless.
+      const deadline = Date.now() + waitSeconds * 1000;
+      for (;;) {
+        if (stop.signal.aborted) return [];
+        if (this.anyVisibleStmt.get(queue, this.now()) !== undefined) {
+          const rows = this.claimTx.immediate(queue, max, options.visibilitySeconds);
+          if (rows.length > 0) return rows.sort((a, b) => a.seq - b.seq).map((row) => toMessage<T>(row));
+        }
+        const left = deadline - Date.now();
+        if (left <= 0) return [];
+        await sleep(Math.min(this.pollIntervalMs, left), undefined, { signal: stop.signal }).catch((e: unknown) => {
+          if ((e as Error).name !== "AbortError") throw e;
+        });
       }
-      const left = deadline - Date.now();
-      if (left <= 0) return [];
-      await sleep(Math.min(this.pollIntervalMs, left), undefined, { signal: stop }).catch((e: unknown) => {
-        if ((e as Error).name !== "AbortError") throw e;
-      });
+    } finally {
+      options.signal?.removeEventListener("abort", onAbort);
+      this.closing.signal.removeEventListener("abort", onAbort);
     }
   }
 
