@@ -23,8 +23,9 @@ export async function renderAndWait(
   key: string,
   request: Record<string, unknown>,
   onProgress?: (job: RenderJob) => void,
-  timeoutMs = 30 * 60_000,
+  options: { timeoutMs?: number; pollMs?: number } = {},
 ): Promise<RenderJob> {
+  const timeoutMs = options.timeoutMs ?? 30 * 60_000;
   const created = (await call(`${baseUrl}/v1/renders`, key, { method: "POST", body: JSON.stringify(request) })) as { id: string };
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -32,7 +33,7 @@ export async function renderAndWait(
     onProgress?.(job);
     if (["succeeded", "failed", "canceled", "expired"].includes(job.status)) return job;
     if (Date.now() > deadline) throw new Error(`render ${created.id} did not finish within ${timeoutMs / 1000} s (status ${job.status})`);
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, options.pollMs ?? 200));
   }
 }
 

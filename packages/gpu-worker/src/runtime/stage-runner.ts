@@ -10,6 +10,8 @@ import {
   queueForStage,
   stageMessage,
   stageMessageSchema,
+  type JobEventSink,
+  type JobEventType,
   type JobRecord,
   type Latents,
   type Ports,
@@ -34,6 +36,8 @@ export interface StageRunnerOptions {
   progressIntervalMs?: number;
   /** Aborted when the worker's drain grace period runs out: the stage stops and its message is released. */
   drainSignal?: AbortSignal;
+  /** Told of every stored transition (webhooks). */
+  events?: JobEventSink;
   now?: () => Date;
 }
 
@@ -103,21 +107,22 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
   }
   const stage = job.plan.stages[message.stage];
   if (!stage || stage.kind !== message.kind) {
-    await failJob(ports, job, new KilnError("stage_message_mismatch", `The stage message names stage ${message.stage} (${message.kind}), which the job's plan does not have.`), now);
+    await failJob(options, job, new KilnError("stage_message_mismatch", `The stage message names stage ${message.stage} (${message.kind}), which the job's plan does not have.`), now, log);
     await ack();
     return "failed";
   }
   if (job.cancelRequested) {
-    await finishAs(ports, job, "canceled", now);
+    await finishAs(options, job, "canceled", now, log);
     await ack();
     return "canceled";
   }
   if (job.status === "queued" && job.deadlineAt && Date.parse(job.deadlineAt) < now().getTime()) {
-    await ports.jobs.update(job.id, { version: job.version, status: ["queued"] }, {
+    const expired = await ports.jobs.update(job.id, { version: job.version, status: ["queued"] }, {
       status: "expired",
       finishedAt: now().toISOString(),
       error: { code: "deadline_passed", message: `The job was not started before its deadline (${job.deadlineAt}); it never ran. Submit it again with a later deadline_seconds.` },
     });
+    emit(options, "expired", expired, log);
     await ack();
     return "expired";
   }
@@ -147,6 +152,7 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
     await ports.queue.release(queueName, delivery.receipt, 0);
     return "released";
   }
+  if (!job.startedAt) emit(options, "started", running, log);
   job = running;
 
   let input: Latents | undefined;
@@ -179,7 +185,9 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
         const t = Date.now();
         if (step === steps || t - lastProgress >= (options.progressIntervalMs ?? 250)) {
           lastProgress = t;
-          ports.jobs.setProgress(job!.id, { stage: stage.index, stageKind: stage.kind, step, steps }).catch((e) => log.warn({ err: describeError(e) }, "could not record progress"));
+          const progress = { stage: stage.index, stageKind: stage.kind, step, steps };
+          ports.jobs.setProgress(job!.id, progress).catch((e) => log.warn({ err: describeError(e) }, "could not record progress"));
+          emit(options, "progress", { ...job!, progress }, log);
         }
       },
     });
@@ -214,6 +222,7 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
       progress: { stage: stage.index, stageKind: stage.kind, step: result.steps, steps: result.steps },
     });
     await ack();
+    emit(options, "succeeded", done, log);
     metrics?.stageSeconds.observe({ kind: stage.kind, outcome: "succeeded" }, timing.seconds);
     if (!done) {
       log.info("job was finished or canceled by someone else while this stage ran; its images are not attached");
@@ -225,7 +234,7 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
     const reason = stop.signal.aborted && stop.signal.reason instanceof StageStop ? stop.signal.reason.reason : undefined;
     if (reason === "canceled") {
       const fresh = await ports.jobs.get(job.id);
-      if (fresh && !isTerminal(fresh.status)) await finishAs(ports, fresh, "canceled", now);
+      if (fresh && !isTerminal(fresh.status)) await finishAs(options, fresh, "canceled", now, log);
       await ack();
       log.info("stage stopped: the job was canceled");
       return "canceled";
@@ -240,6 +249,11 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
     clearInterval(cancelWatch);
     options.drainSignal?.removeEventListener("abort", onDrain);
   }
+}
+
+function emit(options: StageRunnerOptions, type: JobEventType, job: JobRecord | null | undefined, log: Logger): void {
+  if (!job || !options.events) return;
+  options.events({ type, job, at: new Date().toISOString() }).catch((e) => log.warn({ err: describeError(e), event: type }, "job event not delivered"));
 }
 
 async function readLatents(ports: Ports, key: string): Promise<Latents | undefined> {
@@ -268,7 +282,7 @@ async function recoverProducer(
   options.metrics?.failures.inc({ kind: message.kind, code: error.code });
   const recoveries = job.recoveries ?? 0;
   if (error.code === "latents_version_unsupported" || recoveries >= MAX_RECOVERIES) {
-    await failJob(ports, job, error, now);
+    await failJob(options, job, error, now, log);
     await ports.queue.ack(queueName, delivery.receipt);
     return "failed";
   }
@@ -296,17 +310,18 @@ async function handleFailure(
   const permanent = isKilnError(error) && !error.retryable;
   if (permanent) {
     log.error({ code, err: describeError(error) }, "stage failed; the job fails (retrying cannot help)");
-    await failJob(ports, job, error as KilnError, now);
+    await failJob(options, job, error as KilnError, now, log);
     await ports.queue.ack(queueName, delivery.receipt);
     return "failed";
   }
   if (delivery.receiveCount >= options.maxReceives) {
     log.error({ code, err: describeError(error) }, "stage failed on its last allowed delivery; the job fails and the message goes to the dead-letter queue");
     await failJob(
-      ports,
+      options,
       job,
       new KilnError("stage_failed_repeatedly", `Stage ${message.stage} (${message.kind}) failed on all ${delivery.receiveCount} attempts; last error: ${describeError(error)}. An operator can re-run it with \`kiln dlq replay\` once the cause is fixed.`),
       now,
+      log,
     );
     await ports.queue.release(queueName, delivery.receipt, 0);
     return "failed";
@@ -317,18 +332,20 @@ async function handleFailure(
   return "retry";
 }
 
-async function failJob(ports: Ports, job: JobRecord, error: KilnError, now: () => Date): Promise<void> {
-  await ports.jobs.update(job.id, { status: ["queued", "running"] }, {
+async function failJob(options: StageRunnerOptions, job: JobRecord, error: KilnError, now: () => Date, log: Logger): Promise<void> {
+  const failed = await options.ports.jobs.update(job.id, { status: ["queued", "running"] }, {
     status: "failed",
     finishedAt: now().toISOString(),
     error: { code: error.code, message: error.message },
   });
+  emit(options, "failed", failed, log);
 }
 
-async function finishAs(ports: Ports, job: JobRecord, status: "canceled", now: () => Date): Promise<void> {
-  await ports.jobs.update(job.id, { status: ["queued", "running"] }, {
+async function finishAs(options: StageRunnerOptions, job: JobRecord, status: "canceled", now: () => Date, log: Logger): Promise<void> {
+  const canceled = await options.ports.jobs.update(job.id, { status: ["queued", "running"] }, {
     status,
     finishedAt: now().toISOString(),
     error: { code: "canceled", message: "The job was canceled at its owner's request." },
   });
+  emit(options, status, canceled, log);
 }

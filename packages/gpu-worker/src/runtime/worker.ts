@@ -1,5 +1,5 @@
 import os from "node:os";
-import { describeError, failDeadLetteredJobs, queueForStage, type Ports, type StageKind } from "@kiln/shared";
+import { describeError, failDeadLetteredJobs, queueForStage, type JobEventSink, type Ports, type StageKind } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
 import { runStageMessage, type StageOutcome } from "./stage-runner.js";
 import type { StageExecutor } from "./stage-executor.js";
@@ -21,6 +21,7 @@ export interface WorkerOptions {
   cancelPollMs?: number;
   workerId?: string;
   metrics?: WorkerMetrics;
+  events?: JobEventSink;
 }
 
 export interface WorkerStatus {
@@ -125,6 +126,7 @@ export class Worker {
                 maxReceives: this.options.maxReceives,
                 cancelPollMs: this.options.cancelPollMs,
                 drainSignal: this.drainAbort.signal,
+                events: this.options.events,
               },
               message,
             );

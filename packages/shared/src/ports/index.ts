@@ -2,11 +2,13 @@ export * from "./queue.js";
 export * from "./blob-store.js";
 export * from "./job-store.js";
 export * from "./key-store.js";
+export * from "./worker-registry.js";
 
 import type { Queue } from "./queue.js";
 import type { BlobStore } from "./blob-store.js";
 import type { JobStore } from "./job-store.js";
 import type { KeyStore } from "./key-store.js";
+import type { WorkerRegistry } from "./worker-registry.js";
 
 /** One family of adapters: everything the API and the workers need from the outside world. */
 export interface Ports {
@@ -14,5 +16,7 @@ export interface Ports {
   blobs: BlobStore;
   jobs: JobStore;
   keys: KeyStore;
+  /** Optional until both families implement it; absent means "unknown" in waiting reasons. */
+  workers?: WorkerRegistry;
   close(): Promise<void>;
 }

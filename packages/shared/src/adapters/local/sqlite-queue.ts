@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
-import { setTimeout as sleep } from "node:timers/promises";
 import { KilnError } from "../../errors.js";
 import { deadLetterQueueOf } from "../../ports/queue.js";
 import type { Queue, QueueDepth, QueueMessage, QueueName, ReceiveOptions, SendOptions } from "../../ports/queue.js";
@@ -48,6 +47,8 @@ export class SqliteQueue implements Queue {
   private readonly now: () => number;
   private readonly maxReceives: number;
   private readonly pollIntervalMs: number;
+  /** Long polls waiting in this process, per queue: a send here wakes them at once instead of at the next poll. */
+  private readonly waiters = new Map<QueueName, Set<() => void>>();
   private readonly closing = new AbortController();
 
   private readonly insertStmt;
@@ -139,6 +140,7 @@ export class SqliteQueue implements Queue {
     const id = randomUUID();
     const now = this.now();
     this.insertStmt.run(id, queue, text, attributes, now, now + delaySeconds * 1000);
+    if (delaySeconds === 0) this.wake(queue);
     return id;
   }
 
@@ -173,14 +175,33 @@ export class SqliteQueue implements Queue {
         }
         const left = deadline - Date.now();
         if (left <= 0) return [];
-        await sleep(Math.min(this.pollIntervalMs, left), undefined, { signal: stop.signal }).catch((e: unknown) => {
-          if ((e as Error).name !== "AbortError") throw e;
-        });
+        await this.waitForWork(queue, Math.min(this.pollIntervalMs, left), stop.signal);
       }
     } finally {
       options.signal?.removeEventListener("abort", onAbort);
       this.closing.signal.removeEventListener("abort", onAbort);
     }
+  }
+
+  private wake(queue: QueueName): void {
+    for (const resolve of this.waiters.get(queue) ?? []) resolve();
+  }
+
+  /** Sleeps until the poll interval passes, a send in this process wakes the queue, or the call is aborted. */
+  private waitForWork(queue: QueueName, ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      let set = this.waiters.get(queue);
+      if (!set) this.waiters.set(queue, (set = new Set()));
+      const done = () => {
+        clearTimeout(timer);
+        set!.delete(done);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      set.add(done);
+      signal.addEventListener("abort", done, { once: true });
+    });
   }
 
   async extend(queue: QueueName, receipt: string, visibilitySeconds: number): Promise<void> {
@@ -195,6 +216,7 @@ export class SqliteQueue implements Queue {
   async release(queue: QueueName, receipt: string, delaySeconds = 0): Promise<void> {
     checkSeconds("delaySeconds", delaySeconds, MAX_VISIBILITY_SECONDS);
     this.releaseStmt.run(this.now() + delaySeconds * 1000, queue, receipt);
+    if (delaySeconds === 0) this.wake(queue);
   }
 
   /** A released message waiting out its delay counts as delayed, not in flight: nobody holds it. */

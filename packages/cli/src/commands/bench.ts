@@ -1,0 +1,21 @@
+import os from "node:os";
+
+/**
+ * `kiln bench [name …]` — Kiln's benchmarks. Each prints its figures as a Markdown table, with the
+ * machine and date, ready for docs/benchmarks.md. Speed is measured here, never asserted in tests.
+ */
+const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Promise<string> }> }> = {
+  render: { summary: "time to image, 256×256 ensemble on the tiny models, and the share outside session.run", load: () => import("../bench/render-bench.js") },
+};
+
+export async function run(argv: string[]): Promise<void> {
+  const names = argv.length ? argv : Object.keys(BENCHES);
+  for (const name of names) {
+    if (!BENCHES[name]) throw new Error(`unknown benchmark "${name}"; choose from ${Object.keys(BENCHES).join(", ")}`);
+  }
+  console.log(`Machine: ${os.cpus()[0]?.model ?? "unknown CPU"}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()} ${os.arch()}. Date: ${new Date().toISOString().slice(0, 10)}.\n`);
+  for (const name of names) {
+    console.error(`running ${name} …`);
+    console.log(`## ${name}\n\n${await (await BENCHES[name]!.load()).run()}\n`);
+  }
+}
