@@ -31,7 +31,7 @@ const configSchema = z.object({
   KILN_VISIBILITY_SECONDS: z.coerce.number().int().min(5).max(43_200).default(60),
   KILN_DRAIN_SECONDS: z.coerce.number().int().min(0).max(3600).default(25),
   KILN_MAX_RECEIVES: z.coerce.number().int().min(1).max(1000).default(5),
-  KILN_WORKER_PORT: z.coerce.number().int().min(0).max(65535).default(0),
+  KILN_WORKER_PORT: z.coerce.number().int().min(0).max(65535).default(8788),
   KILN_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
   KILN_DOWNLOAD_URL_SECONDS: z.coerce.number().int().min(60).max(7 * 86_400).default(3600),
   KILN_RETENTION_HOURS: z.coerce.number().min(1 / 60).max(24 * 365).default(24),

@@ -31,6 +31,8 @@ export interface OpenedPorts {
 
 export interface PortsContractOptions {
   visibilityGranularitySeconds?: number;
+  /** False for families whose BlobStore cannot enforce `ifAbsent` (S3 stand-ins); the case is skipped. */
+  conditionalPut?: boolean;
 }
 
 const Q = CONTRACT_QUEUES[0];
@@ -293,11 +295,10 @@ export function describePortsContract(
         assert.deepEqual(await blobs().list("jobs/a/"), ["jobs/a/2.png"]);
       });
 
-      it("writes only if absent when asked, where supported", async (t) => {
-        if (!blobs().supportsConditionalPut) {
-          t.skip(`${familyName} cannot enforce ifAbsent atomically`);
-          return;
-        }
+      // Skipped at declaration: on Node 20 a test that skips itself mid-run loses its afterEach.
+      const conditionalSkip = options.conditionalPut === false ? `${familyName} cannot enforce ifAbsent atomically` : false;
+      it("writes only if absent when asked, where supported", { skip: conditionalSkip }, async () => {
+        assert.equal(blobs().supportsConditionalPut, true);
         assert.deepEqual(await blobs().put("jobs/j2/once", bytes, { ifAbsent: true }), { created: true });
         assert.deepEqual(await blobs().put("jobs/j2/once", Uint8Array.of(1), { ifAbsent: true }), { created: false });
         assert.deepEqual(Buffer.from((await blobs().get("jobs/j2/once"))!), Buffer.from(bytes), "the first write stands");

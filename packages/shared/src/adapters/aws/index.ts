@@ -12,8 +12,8 @@ import { DynamoKeyStore } from "./dynamo-key-store.js";
 import { S3BlobStore } from "./s3-blob-store.js";
 import { QueueUrlResolver, SqsQueue } from "./sqs-queue.js";
 
-export { DynamoJobStore } from "./dynamo-job-store.js";
-export { DynamoKeyStore } from "./dynamo-key-store.js";
+export { DynamoJobStore, type DynamoJobStoreOptions } from "./dynamo-job-store.js";
+export { DynamoKeyStore, type DynamoKeyStoreOptions } from "./dynamo-key-store.js";
 export { S3BlobStore, ensureBucket, MULTIPART_PART_SIZE, DEFAULT_MULTIPART_THRESHOLD, type S3BlobStoreOptions } from "./s3-blob-store.js";
 export { SqsQueue, QueueUrlResolver, ensureQueues } from "./sqs-queue.js";
 export * from "./dynamo-table.js";
@@ -41,6 +41,8 @@ export interface AwsPortsOptions {
   maxReceives: number;
   /** Bodies above this many bytes go to S3 as multipart uploads. */
   multipartThreshold?: number;
+  /** Epoch ms for `updatedAt` stamps and counter expiry; SQS and S3 keep their own time. */
+  now?: () => number;
 }
 
 export interface AwsClients {
@@ -50,7 +52,9 @@ export interface AwsClients {
 }
 
 /** The three SDK clients as the ports use them; exposed for setup (`ensureQueues`, `ensureBucket`, `ensureTable`). */
-export function createAwsClients(options: Omit<AwsPortsOptions, "bucket" | "table" | "maxReceives">): AwsClients {
+export function createAwsClients(
+  options: Pick<AwsPortsOptions, "region" | "endpoint" | "sqsEndpoint" | "s3Endpoint" | "dynamoEndpoint" | "credentials">,
+): AwsClients {
   const common = { region: options.region, ...(options.credentials ? { credentials: options.credentials } : {}) };
   const s3Endpoint = options.s3Endpoint ?? options.endpoint;
   return {
@@ -70,8 +74,8 @@ export function openAwsPorts(options: AwsPortsOptions): Ports {
   return {
     queue: new SqsQueue(clients.sqs, new QueueUrlResolver(clients.sqs, { prefix: options.queuePrefix, urls: options.queueUrls })),
     blobs: new S3BlobStore(clients.s3, { bucket: options.bucket, multipartThreshold: options.multipartThreshold }),
-    jobs: new DynamoJobStore(doc, options.table),
-    keys: new DynamoKeyStore(doc, options.table),
+    jobs: new DynamoJobStore(doc, options.table, { now: options.now }),
+    keys: new DynamoKeyStore(doc, options.table, { now: options.now }),
     async close() {
       clients.sqs.destroy();
       clients.s3.destroy();
