@@ -38,6 +38,8 @@ const configSchema = z.object({
   KILN_MAX_SIDE: z.coerce.number().int().min(64).max(8192).default(2048),
   KILN_MIN_SIDE: z.coerce.number().int().min(8).max(8192).default(256),
   KILN_MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(64 * 1024),
+  KILN_MAX_PIXELS: z.coerce.number().int().min(64 * 64).default(2048 * 2048),
+  KILN_MAX_RETENTION_HOURS: z.coerce.number().min(1 / 60).max(24 * 365).default(24 * 30),
   KILN_AWS_REGION: z.string().default("us-east-1"),
   KILN_AWS_ENDPOINT: z.string().url().optional(),
   KILN_QUEUE_PREFIX: z.string().default(""),
@@ -72,7 +74,7 @@ export interface KilnConfig {
   logLevel: KilnConfigEnv["KILN_LOG_LEVEL"];
   downloadUrlSeconds: number;
   retentionHours: number;
-  limits: { minSide: number; maxSide: number; maxBodyBytes: number };
+  limits: { minSide: number; maxSide: number; maxBodyBytes: number; maxPixels: number; maxRetentionHours: number };
   aws: { region: string; endpoint?: string; queuePrefix: string; bucket?: string; table?: string };
 }
 
@@ -89,6 +91,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const e = parsed.data;
   if (e.KILN_MIN_SIDE > e.KILN_MAX_SIDE) {
     throw new KilnError("config_invalid", `KILN_MIN_SIDE (${e.KILN_MIN_SIDE}) must not exceed KILN_MAX_SIDE (${e.KILN_MAX_SIDE}).`);
+  }
+  if (e.KILN_RETENTION_HOURS > e.KILN_MAX_RETENTION_HOURS) {
+    throw new KilnError("config_invalid", `KILN_RETENTION_HOURS (${e.KILN_RETENTION_HOURS}) must not exceed KILN_MAX_RETENTION_HOURS (${e.KILN_MAX_RETENTION_HOURS}).`);
   }
   if (e.KILN_BACKEND === "aws" && (!e.KILN_BUCKET || !e.KILN_TABLE)) {
     throw new KilnError("config_invalid", "KILN_BACKEND=aws needs KILN_BUCKET and KILN_TABLE (or SST resource links).");
@@ -114,7 +119,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: e.KILN_LOG_LEVEL,
     downloadUrlSeconds: e.KILN_DOWNLOAD_URL_SECONDS,
     retentionHours: e.KILN_RETENTION_HOURS,
-    limits: { minSide: e.KILN_MIN_SIDE, maxSide: e.KILN_MAX_SIDE, maxBodyBytes: e.KILN_MAX_BODY_BYTES },
+    limits: {
+      minSide: e.KILN_MIN_SIDE,
+      maxSide: e.KILN_MAX_SIDE,
+      maxBodyBytes: e.KILN_MAX_BODY_BYTES,
+      maxPixels: e.KILN_MAX_PIXELS,
+      maxRetentionHours: e.KILN_MAX_RETENTION_HOURS,
+    },
     aws: { region: e.KILN_AWS_REGION, endpoint: e.KILN_AWS_ENDPOINT, queuePrefix: e.KILN_QUEUE_PREFIX, bucket: e.KILN_BUCKET, table: e.KILN_TABLE },
   };
 }

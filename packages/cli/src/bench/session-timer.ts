@@ -10,7 +10,8 @@ export function timeSessions(models: ModelSet): { totalMs(): number; reset(): vo
   const seen = new Set<ort.InferenceSession>();
   for (const model of Object.values(models)) {
     if (!model) continue;
-    for (const loaded of Object.values(model.folder.sessions)) {
+    const { textEncoder, textEncoder2, unet, vaeDecoder } = model.folder.sessions;
+    for (const loaded of [textEncoder, textEncoder2, unet, vaeDecoder]) {
       if (!loaded || seen.has(loaded.session)) continue;
       seen.add(loaded.session);
       const original = loaded.session.run.bind(loaded.session) as (...a: unknown[]) => Promise<ort.InferenceSession.ReturnType>;

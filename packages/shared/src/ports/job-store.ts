@@ -44,5 +44,13 @@ export interface JobStore {
   listByOwner(ownerKeyId: string, options: ListJobsOptions): Promise<JobPage>;
   /** Jobs in `queued` state created before the given job, for queue position. */
   countQueuedBefore(job: Pick<JobRecord, "id" | "createdAt">): Promise<number>;
+  /**
+   * Up to `limit` jobs whose `expiresAt` (epoch seconds) is before `nowSeconds`, for the retention
+   * sweep. On DynamoDB, TTL deletes such records by itself (within days); this finds the ones it
+   * has not reached yet so their blobs can go first.
+   */
+  listExpired(nowSeconds: number, limit: number): Promise<JobRecord[]>;
+  /** Deletes the record; deleting a missing job is a no-op. */
+  delete(id: string): Promise<void>;
   close?(): Promise<void>;
 }

@@ -13,6 +13,8 @@ export interface RenderLimits {
   maxSide: number;
   maxPixels: number;
   maxPromptChars: number;
+  /** Upper bound of `retention_hours` (KILN_MAX_RETENTION_HOURS); 30 days when absent. */
+  maxRetentionHours?: number;
 }
 
 export const DEFAULT_RENDER_LIMITS: RenderLimits = {
@@ -69,16 +71,24 @@ export function renderRequestSchema(limits: RenderLimits = DEFAULT_RENDER_LIMITS
       negative_aesthetic_score: z.number().min(0).max(10).default(2.5),
       output_format: z.enum(OUTPUT_FORMATS).default("png"),
       output_quality: z.number().int().min(1).max(100).default(90),
-      deadline_seconds: z.number().int().min(1).max(86_400).optional(),
-      retention_hours: z.number().min(1 / 60).max(24 * 30).optional(),
+      deadline_seconds: z.number().int().min(1).max(86_400).optional().openapi({ description: "Not started within this many seconds → `expired`, never run." }),
+      retention_hours: z
+        .number()
+        .min(1 / 60)
+        .max(limits.maxRetentionHours ?? 24 * 30)
+        .optional()
+        .openapi({ description: "Hours the outputs are kept after the job ends; the server's default when absent." }),
     })
     .strict()
     .superRefine((body, ctx) => {
-      if (body.width * body.height > limits.maxPixels) {
+      // The budget applies to the images the job produces: an SDEdit latent upscale grows them.
+      const scale = body.mode === "sdedit" ? body.hires_scale : 1;
+      const pixels = Math.round((body.width / 8) * scale) * 8 * Math.round((body.height / 8) * scale) * 8;
+      if (pixels > limits.maxPixels) {
         ctx.addIssue({
           code: "custom",
           path: ["width"],
-          message: `width × height must be at most ${limits.maxPixels} pixels (got ${body.width * body.height})`,
+          message: `width × height${scale === 1 ? "" : " × hires_scale²"} must be at most ${limits.maxPixels} pixels (got ${pixels})`,
         });
       }
     });

@@ -7,7 +7,7 @@
  * real DynamoDB are eventually consistent (a job created a moment ago may be missing for a
  * fraction of a second). dynalite's indexes are immediate.
  */
-import { GetCommand, PutCommand, QueryCommand, UpdateCommand, type DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
+import { DeleteCommand, GetCommand, PutCommand, QueryCommand, ScanCommand, UpdateCommand, type DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
 import { KilnError } from "../../errors.js";
 import type { JobCondition, JobPage, JobPatch, JobStore, ListJobsOptions } from "../../ports/job-store.js";
 import type { JobProgress, JobRecord } from "../../schemas/job.js";
@@ -231,6 +231,33 @@ export class DynamoJobStore implements JobStore {
       startKey = page.LastEvaluatedKey;
     } while (startKey);
     return count;
+  }
+
+  /**
+   * A filtered Scan of the whole table, so it is meant for a periodic sweep, not a request path.
+   * TTL deletes the records by itself; the sweep exists for the blobs, which TTL does not touch.
+   */
+  async listExpired(nowSeconds: number, limit: number): Promise<JobRecord[]> {
+    const items: Record<string, unknown>[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const page = await this.doc.send(
+        new ScanCommand({
+          TableName: this.table,
+          FilterExpression: "begins_with(#pk, :job) AND #expiresAt < :now",
+          ExpressionAttributeNames: { "#pk": "pk", "#expiresAt": "expiresAt" },
+          ExpressionAttributeValues: { ":job": "JOB#", ":now": nowSeconds },
+          ExclusiveStartKey: startKey,
+        }),
+      );
+      items.push(...(page.Items ?? []));
+      startKey = page.LastEvaluatedKey;
+    } while (startKey && items.length < limit);
+    return items.slice(0, limit).map((item) => stripLayout<JobRecord>(item));
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.doc.send(new DeleteCommand({ TableName: this.table, Key: jobKey(id) }));
   }
 }
 

@@ -30,6 +30,8 @@ export class SqliteJobStore implements JobStore {
   private readonly getStmt;
   private readonly progressStmt;
   private readonly countQueuedStmt;
+  private readonly expiredStmt;
+  private readonly deleteStmt;
   /** update and listByOwner build their SQL from the patch and filters; each shape is prepared once. */
   private readonly statements = new Map<string, Statement<unknown[], unknown>>();
 
@@ -51,6 +53,11 @@ export class SqliteJobStore implements JobStore {
         `SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND (created_ms < @ms OR (created_ms = @ms AND id < @id))`,
       )
       .pluck();
+    // A sweep every few minutes reads the table once; no index on expiresAt is worth its writes.
+    this.expiredStmt = db.prepare<[number, number], JobRow>(
+      "SELECT record FROM jobs WHERE json_extract(record, '$.expiresAt') < ? ORDER BY created_ms LIMIT ?",
+    );
+    this.deleteStmt = db.prepare<[string]>("DELETE FROM jobs WHERE id = ?");
   }
 
   async create(job: JobRecord): Promise<boolean> {
@@ -151,6 +158,14 @@ export class SqliteJobStore implements JobStore {
 
   async countQueuedBefore(job: Pick<JobRecord, "id" | "createdAt">): Promise<number> {
     return this.countQueuedStmt.get({ ms: createdMs(job.createdAt), id: job.id }) ?? 0;
+  }
+
+  async listExpired(nowSeconds: number, limit: number): Promise<JobRecord[]> {
+    return this.expiredStmt.all(nowSeconds, limit).map((row) => JSON.parse(row.record) as JobRecord);
+  }
+
+  async delete(id: string): Promise<void> {
+    this.deleteStmt.run(id);
   }
 }
 
