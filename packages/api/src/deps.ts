@@ -1,8 +1,9 @@
-import type { KeyRecord, Ports, RenderLimits } from "@kiln/shared";
+import type { JobEventSink, KeyRecord, Ports, RenderLimits } from "@kiln/shared";
 
 /** What the API needs from its host: the ports of one family and a few settings. Web-standard only. */
 export interface ApiDeps {
   ports: Ports;
+  /** Base URL for links; empty means "the origin the request arrived at" (Lambda without KILN_PUBLIC_URL). */
   publicUrl: string;
   limits: RenderLimits;
   maxBodyBytes: number;
@@ -12,8 +13,33 @@ export interface ApiDeps {
   serveFiles?: { verify(key: string, expires: string, sig: string): Promise<boolean> };
   /** Reports whether the API can accept renders (ports reachable, config loaded). */
   ready?: () => Promise<boolean>;
+  /** Told when the API itself moves a job (cancel of a queued job, deadline expiry); webhooks listen here. */
+  events?: JobEventSink;
+  /** Timing knobs; the defaults suit a long-running Node server. */
+  timing?: Partial<ApiTiming>;
   now?: () => Date;
   log?: (level: "info" | "warn" | "error", obj: Record<string, unknown>, msg: string) => void;
 }
+
+export interface ApiTiming {
+  /** How often waits and event streams re-read the job (no pub/sub, so it works on both families). */
+  pollMs: number;
+  /** Longest wait of `POST /v1/images/generations` before it cancels the job and answers 504. */
+  syncWaitSeconds: number;
+  /** An event stream ends after this long; clients reconnect with Last-Event-ID (Lambda: under its timeout). */
+  eventStreamSeconds: number;
+  /** SSE comment lines this often keep proxies from closing an idle stream. */
+  heartbeatMs: number;
+  /** Progress events at most this often per stream (the last step of a stage always goes out). */
+  progressEveryMs: number;
+}
+
+export const DEFAULT_TIMING: ApiTiming = {
+  pollMs: 250,
+  syncWaitSeconds: 300,
+  eventStreamSeconds: 900,
+  heartbeatMs: 15_000,
+  progressEveryMs: 500,
+};
 
 export type ApiEnv = { Variables: { key: KeyRecord; requestId: string } };

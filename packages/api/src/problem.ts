@@ -49,7 +49,9 @@ function titleFor(status: number): string {
       422: "Unprocessable Content",
       429: "Too Many Requests",
       500: "Internal Server Error",
+      502: "Bad Gateway",
       503: "Service Unavailable",
+      504: "Gateway Timeout",
     }[status] ?? "Error"
   );
 }

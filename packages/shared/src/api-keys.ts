@@ -1,4 +1,5 @@
-import type { KeyRecord, KeyScope, KeyStore } from "./ports/key-store.js";
+import { KilnError } from "./errors.js";
+import type { KeyLimits, KeyRecord, KeyScope, KeyStore } from "./ports/key-store.js";
 
 /**
  * API keys: `kiln_<prefix>_<secret>`. The prefix is public and indexes the record; the whole key is
@@ -26,7 +27,32 @@ export function randomId(bytes = 16): string {
   return toHex(crypto.getRandomValues(new Uint8Array(bytes)));
 }
 
-export async function createApiKey(store: KeyStore, options: { name: string; scopes: KeyScope[]; now?: Date }): Promise<{ key: string; record: KeyRecord }> {
+/** A Standard Webhooks signing secret: `whsec_` + base64 of 32 random bytes. */
+export function generateWebhookSecret(): string {
+  return `whsec_${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))))}`;
+}
+
+/** Throws `limits_invalid` naming the first bad field; the stores trust what passes. */
+export function validateKeyLimits(limits: KeyLimits): void {
+  const checks: [keyof KeyLimits, (v: number) => boolean, string][] = [
+    ["requestsPerSecond", (v) => Number.isFinite(v) && v >= 0 && v <= 100_000, "a number from 0 (no limit) to 100000"],
+    ["burst", (v) => Number.isInteger(v) && v >= 1 && v <= 1_000_000, "a whole number from 1 to 1000000"],
+    ["concurrentJobs", (v) => Number.isInteger(v) && v >= 0 && v <= 1_000_000, "a whole number from 0 (no limit) to 1000000"],
+    ["imagesPerDay", (v) => Number.isInteger(v) && v >= 0 && v <= 1_000_000_000, "a whole number from 0 (no limit) to 1000000000"],
+  ];
+  for (const [field, ok, rule] of checks) {
+    const value = limits[field];
+    if (value !== undefined && !ok(value)) {
+      throw new KilnError("limits_invalid", `The key limit ${field} must be ${rule} (got ${value}).`, { status: 400 });
+    }
+  }
+}
+
+/** Creates a key with its own webhook signing secret; the returned `key` is the only copy of the key. */
+export async function createApiKey(
+  store: KeyStore,
+  options: { name: string; scopes: KeyScope[]; limits?: KeyLimits; now?: Date },
+): Promise<{ key: string; record: KeyRecord }> {
   const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
   const prefix = Array.from(crypto.getRandomValues(new Uint8Array(10)), (b) => alphabet[b % alphabet.length]).join("");
   const key = `kiln_${prefix}_${base64url(crypto.getRandomValues(new Uint8Array(32)))}`;
@@ -37,7 +63,12 @@ export async function createApiKey(store: KeyStore, options: { name: string; sco
     scopes: options.scopes,
     hash: await sha256Hex(key),
     createdAt: (options.now ?? new Date()).toISOString(),
+    webhookSecret: generateWebhookSecret(),
   };
+  if (options.limits && Object.keys(options.limits).length > 0) {
+    validateKeyLimits(options.limits);
+    record.limits = options.limits;
+  }
   await store.insert(record);
   return { key, record };
 }

@@ -46,6 +46,18 @@ const configSchema = z.object({
   KILN_BUCKET: z.string().optional(),
   KILN_TABLE: z.string().optional(),
   KILN_TINY_MODELS: boolish.default(true),
+  KILN_RATE_LIMIT_RPS: z.coerce.number().min(0).max(100_000).default(0),
+  KILN_RATE_LIMIT_BURST: z.coerce.number().int().min(1).max(1_000_000).optional(),
+  KILN_CONCURRENT_JOBS: z.coerce.number().int().min(0).max(1_000_000).default(0),
+  KILN_IMAGES_PER_DAY: z.coerce.number().int().min(0).max(1_000_000_000).default(0),
+  KILN_WEBHOOK_ALLOW_PRIVATE: boolish.default(false),
+  KILN_WEBHOOK_ALLOWED_HOSTS: z
+    .string()
+    .transform((s) => s.split(",").map((x) => x.trim().toLowerCase()).filter(Boolean))
+    .default([]),
+  KILN_WEBHOOK_RETRY_HOURS: z.coerce.number().min(1 / 60).max(72).default(24),
+  KILN_WEBHOOK_BACKOFF_SECONDS: z.coerce.number().int().min(1).max(900).default(5),
+  KILN_WEBHOOK_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(60).default(10),
 });
 
 export type KilnConfigEnv = z.infer<typeof configSchema>;

@@ -1,54 +1,104 @@
-import { OpenAPIHono, createRoute, z } from "@hono/zod-openapi";
-import { renderRequestSchema } from "@kiln/shared";
-import type { ApiDeps, ApiEnv } from "../deps.js";
-import { requireKey } from "../middleware/auth.js";
-import { problem, validationProblem } from "../problem.js";
-import { jobView, jobViewSchema } from "../render-view.js";
-import { submitRender } from "../render-service.js";
+import { createRoute, z } from "@hono/zod-openapi";
+import { JOB_STATUSES, isKilnError, isTerminal, renderRequestSchema } from "@kiln/shared";
+import { apiRouter, problems } from "../openapi.js";
+import { MAX_PREFER_WAIT_SECONDS, preferWait } from "../prefer.js";
+import { problem } from "../problem.js";
+import { cancelRender, submitRender, waitForEnd } from "../render-service.js";
+import { jobViewSchema } from "../render-view.js";
+import type { ApiRuntime } from "../runtime.js";
 
-const problemSchema = z
-  .object({ type: z.string(), title: z.string(), status: z.number(), detail: z.string(), code: z.string() })
-  .passthrough()
-  .openapi("Problem");
-const problemResponse = (description: string) => ({ description, content: { "application/problem+json": { schema: problemSchema } } });
+const idParam = z.object({ id: z.string().min(1).max(64).openapi({ param: { name: "id", in: "path" }, example: "job_0123456789abcdef01234567" }) });
+const security = [{ bearer: [] }];
+const renderJson = { content: { "application/json": { schema: jobViewSchema } } };
 
-export function renderRoutes(deps: ApiDeps) {
-  const app = new OpenAPIHono<ApiEnv>({
-    defaultHook: (result) => (result.success ? undefined : validationProblem(result.error.issues)),
-  });
+const listQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(100).default(20).openapi({ param: { name: "limit", in: "query" }, description: "Page size, 1–100." }),
+  cursor: z.string().min(1).max(1024).optional().openapi({ param: { name: "cursor", in: "query" }, description: "`next_cursor` of the previous page." }),
+  status: z.enum(JOB_STATUSES).optional().openapi({ param: { name: "status", in: "query" } }),
+});
+
+const listSchema = z
+  .object({
+    data: z.array(jobViewSchema),
+    next_cursor: z.string().optional(),
+    links: z.object({ next: z.string().optional() }),
+  })
+  .openapi("RenderList");
+
+/** `/v1/renders`: submit (optionally waiting), list, read and cancel the calling key's renders. */
+export function renderRoutes(rt: ApiRuntime) {
+  const { deps } = rt;
+  const app = apiRouter();
   const bodySchema = renderRequestSchema(deps.limits).openapi("RenderRequest");
-  const now = () => deps.now?.() ?? new Date();
-
-  app.use("/v1/renders", requireKey(deps));
-  app.use("/v1/renders/*", requireKey(deps));
 
   app.openapi(
     createRoute({
       method: "post",
       path: "/v1/renders",
       summary: "Submit a render",
-      security: [{ bearer: [] }],
-      request: { body: { required: true, content: { "application/json": { schema: bodySchema } } } },
+      description: `Answers 202 with the queued job. With \`Prefer: wait=N\` (N ≤ ${MAX_PREFER_WAIT_SECONDS}) it holds the request until the job ends, answering 201 with the finished job (whatever its outcome) and \`Preference-Applied: wait=N\`; if the job is still going after N seconds, 202 as usual.`,
+      security,
+      request: {
+        headers: z.object({ prefer: z.string().optional().openapi({ param: { name: "Prefer", in: "header" }, example: "wait=30" }) }),
+        body: { required: true, content: { "application/json": { schema: bodySchema } } },
+      },
       responses: {
-        202: {
-          description: "Accepted: the job is queued",
-          content: { "application/json": { schema: z.object({ id: z.string(), status: z.string(), links: z.object({ self: z.string() }) }) } },
-        },
-        400: problemResponse("The body is invalid; `errors` names each field"),
-        401: problemResponse("Missing or unknown API key"),
+        201: { description: "Created and already ended (only with `Prefer: wait`)", ...renderJson },
+        202: { description: "Accepted: the job is queued or running", ...renderJson },
+        ...problems(400, 401, 403, 413, 415),
       },
     }),
     async (c) => {
-      const request = c.req.valid("json");
-      const job = await submitRender(deps.ports, {
+      const wait = preferWait(c.req.header("prefer"));
+      if (wait.error) {
+        return problem(400, "invalid_request", `The Prefer header is invalid — ${wait.error}.`, { errors: [{ field: "header.prefer", message: wait.error }] }) as never;
+      }
+      let job = await submitRender(deps.ports, {
         ownerKeyId: c.get("key").id,
-        request,
-        now: now(),
+        request: c.req.valid("json"),
+        now: rt.now(),
         retentionHours: deps.retentionHours,
         traceparent: c.req.header("traceparent"),
       });
-      const self = `${deps.publicUrl}/v1/renders/${job.id}`;
-      return c.json({ id: job.id, status: job.status, seed: job.plan.seed, links: { self } }, 202, { Location: self });
+      const headers: Record<string, string> = { Location: `${rt.base(c)}/v1/renders/${job.id}` };
+      if (wait.seconds) {
+        job = await waitForEnd(deps.ports, job, { ...rt.moveOptions(), timeoutMs: wait.seconds * 1000, pollMs: rt.timing.pollMs, signal: c.req.raw.signal, clock: () => rt.now() });
+        rt.book.observe(job);
+        headers["Preference-Applied"] = `wait=${wait.seconds}`;
+      }
+      return c.json(await rt.view(c, job), isTerminal(job.status) ? 201 : 202, headers);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/v1/renders",
+      summary: "List your renders",
+      description: "The calling key's renders, newest first, a page at a time. The list view leaves out queue position, waiting reason and ETA (GET one render for those).",
+      security,
+      request: { query: listQuery },
+      responses: { 200: { description: "A page of renders", content: { "application/json": { schema: listSchema } } }, ...problems(400, 401, 403) },
+    }),
+    async (c) => {
+      const { limit, cursor, status } = c.req.valid("query");
+      let page;
+      try {
+        page = await deps.ports.jobs.listByOwner(c.get("key").id, { limit, cursor, status });
+      } catch (e) {
+        if (isKilnError(e) && e.code === "cursor_invalid") {
+          return problem(400, "invalid_request", `The request query is invalid — cursor: ${e.message}`, { errors: [{ field: "cursor", message: e.message }] }) as never;
+        }
+        throw e;
+      }
+      const data = await Promise.all(page.jobs.map(async (job) => rt.view(c, await rt.settle(job))));
+      let next: string | undefined;
+      if (page.nextCursor) {
+        const q = new URLSearchParams({ limit: String(limit), cursor: page.nextCursor });
+        if (status) q.set("status", status);
+        next = `${rt.base(c)}/v1/renders?${q}`;
+      }
+      return c.json({ data, next_cursor: page.nextCursor, links: { next } }, 200);
     },
   );
 
@@ -57,19 +107,41 @@ export function renderRoutes(deps: ApiDeps) {
       method: "get",
       path: "/v1/renders/{id}",
       summary: "Get a render",
-      security: [{ bearer: [] }],
-      request: { params: z.object({ id: z.string().min(1).max(64) }) },
+      description: "While queued: `queue_position` and `waiting_reason` (no capacity vs busy workers). While queued or running: `eta`.",
+      security,
+      request: { params: idParam },
+      responses: { 200: { description: "The render", ...renderJson }, ...problems(400, 401, 403, 404) },
+    }),
+    async (c) => {
+      const job = await rt.ownJob(c, c.req.valid("param").id);
+      if (job instanceof Response) return job as never;
+      return c.json(await rt.view(c, job, await rt.insight(job)), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: "delete",
+      path: "/v1/renders/{id}",
+      summary: "Cancel a render",
+      description:
+        "A queued render ends `canceled` at once (200). A running one is marked `cancel_requested` (202) and stops at its next denoising step, in whichever stage it is; GET it or stream its events to see it end. An ended render cannot be canceled (409).",
+      security,
+      request: { params: idParam },
       responses: {
-        200: { description: "The job", content: { "application/json": { schema: jobViewSchema } } },
-        404: problemResponse("No such job for this key"),
+        200: { description: "Canceled", ...renderJson },
+        202: { description: "Cancel requested; the running stage stops at its next step", ...renderJson },
+        ...problems(400, 401, 403, 404, 409),
       },
     }),
     async (c) => {
-      const { id } = c.req.valid("param");
-      const job = await deps.ports.jobs.get(id);
-      // Another key's job is indistinguishable from a missing one.
-      if (!job || job.ownerKeyId !== c.get("key").id) return problem(404, "not_found", `No render ${id} for this API key.`) as never;
-      return c.json(await jobView(job, deps.ports.blobs, deps.publicUrl, deps.downloadUrlSeconds), 200);
+      const own = await rt.ownJob(c, c.req.valid("param").id);
+      if (own instanceof Response) return own as never;
+      const { job, outcome } = await cancelRender(deps.ports, own, rt.moveOptions());
+      if (outcome === "ended") {
+        return problem(409, "not_cancelable", `Render ${job.id} already ended (${job.status}); there is nothing to cancel.`, { render_status: job.status }) as never;
+      }
+      return c.json(await rt.view(c, job), outcome === "canceled" ? 200 : 202);
     },
   );
 

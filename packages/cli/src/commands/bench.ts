@@ -6,6 +6,10 @@ import os from "node:os";
  */
 const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Promise<string> }> }> = {
   render: { summary: "time to image, 256×256 ensemble on the tiny models, and the share outside session.run", load: () => import("../bench/render-bench.js") },
+  "step-overhead": {
+    summary: "CPU cost per denoising step outside session.run at 1024² (real tensor sizes), per scheduler, n = 1 and 4",
+    load: () => import("../bench/step-overhead-bench.js"),
+  },
 };
 
 export async function run(argv: string[]): Promise<void> {

@@ -21,6 +21,14 @@ const TWO_POW_M53 = 2 ** -53;
 const TWO_PI = 2 * Math.PI;
 const f32 = Math.fround;
 
+/** A generator's full state, to continue its stream elsewhere (another thread) with the same values. */
+export interface NoiseState {
+  seed: number;
+  state: Uint32Array;
+  next: number;
+  cachedNormal: number | undefined;
+}
+
 export class NoiseSource {
   readonly seed: number;
   private readonly state = new Uint32Array(N);
@@ -38,6 +46,19 @@ export class NoiseSource {
       const prev = s[i - 1]!;
       s[i] = Math.imul(1812433253, prev ^ (prev >>> 30)) + i;
     }
+  }
+
+  snapshot(): NoiseState {
+    return { seed: this.seed, state: this.state.slice(), next: this.next, cachedNormal: this.cachedNormal };
+  }
+
+  /** A generator that continues from `snapshot()`: it draws what the snapshotted one would have drawn next. */
+  static restore(snapshot: NoiseState): NoiseSource {
+    const source = new NoiseSource(snapshot.seed);
+    source.state.set(snapshot.state);
+    source.next = snapshot.next;
+    source.cachedNormal = snapshot.cachedNormal;
+    return source;
   }
 
   /** `torch.randn(count)` continuing this generator's stream. */

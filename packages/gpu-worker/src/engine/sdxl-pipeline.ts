@@ -23,8 +23,8 @@ export interface StageHooks {
 }
 
 export type StageResult =
-  | { kind: "latents"; latents: Latents; unetSeconds: number; steps: number }
-  | { kind: "images"; images: EncodedImage[]; unetSeconds: number; steps: number };
+  | { kind: "latents"; latents: Latents; unetSeconds: number; denoiseSeconds: number; steps: number }
+  | { kind: "images"; images: EncodedImage[]; unetSeconds: number; denoiseSeconds: number; steps: number };
 
 /** Seed of an image's noise stream in a stage: `seed + i` in the first stage (torch-compatible), mixed per later stage. */
 export const stageNoiseSeed = (seed: number, stage: number): number => (stage === 0 ? seed : (seed + Math.imul(stage, 0x9e3779b1)) >>> 0);
@@ -116,6 +116,7 @@ export async function runStage(
   const guidedNoise = new Float32Array(per);
   const steps = end - begin;
   let unetSeconds = 0;
+  const denoiseStarted = performance.now();
   for (let i = begin; i < end; i++) {
     hooks.signal?.throwIfAborted();
     const scaled = scheduler.scaleModelInput(latents);
@@ -134,6 +135,7 @@ export async function runStage(
     latents = scheduler.step(noisePred, latents, generators);
     hooks.onStep?.(i - begin + 1, steps, latents, shape);
   }
+  const denoiseSeconds = (performance.now() - denoiseStarted) / 1000;
   const bad = firstNonFinite(latents);
   if (bad >= 0) {
     throw new KilnError("latents_non_finite", `Denoising produced ${latents[bad]} in the latents; the model or its precision is broken (try fp32 or another scheduler).`);
@@ -144,6 +146,7 @@ export async function runStage(
     return {
       kind: "latents",
       unetSeconds,
+      denoiseSeconds,
       steps,
       latents: {
         shape,
@@ -169,7 +172,7 @@ export async function runStage(
   for (let i = 0; i < decoded.length; i++) {
     images.push(await encodeImage(decoded[i]!, plan.outputFormat, plan.outputQuality, generationParameters(plan, model, i, scheduler.name)));
   }
-  return { kind: "images", images, unetSeconds, steps };
+  return { kind: "images", images, unetSeconds, denoiseSeconds, steps };
 }
 
 /** [negative × n, positive × n] (or [positive × n] without guidance) for the UNet's conditioning inputs. */

@@ -1,5 +1,5 @@
 import * as ort from "onnxruntime-node";
-import { float16BitsToFloat32, toFloat16 } from "@kiln/shared";
+import { float16BitsToFloat32, float32ToFloat16Bits, toFloat16 } from "@kiln/shared";
 import type { IoSpec, LoadedSession } from "./session-factory.js";
 
 export type { LoadedSession } from "./session-factory.js";
@@ -28,31 +28,83 @@ export function floatTensor(s: LoadedSession, name: string, data: Float32Array, 
   return new ort.Tensor("float32", data, dims);
 }
 
-/** The UNet's `timestep`: rank 0 or 1 (length 1 or batch), float or int64, as the export declares. */
-export function timestepTensor(s: LoadedSession, t: number, batch: number): ort.Tensor {
-  const spec = inputSpec(s, "timestep");
-  const rank = spec.shape?.length ?? 1;
-  const fixed = spec.shape?.[0];
-  const length = rank === 0 ? 1 : typeof fixed === "number" ? fixed : batch;
-  const dims = rank === 0 ? [] : [length];
-  switch (spec.dtype) {
-    case "int64":
-      return new ort.Tensor("int64", new BigInt64Array(length).fill(BigInt(Math.round(t))), dims);
-    case "int32":
-      return new ort.Tensor("int32", new Int32Array(length).fill(Math.round(t)), dims);
-    case "float16":
-      return new ort.Tensor("float16", toFloat16(new Float32Array(length).fill(t)), dims);
-    default:
-      return new ort.Tensor("float32", new Float32Array(length).fill(t), dims);
+/**
+ * A float input fed from one buffer on every run of a loop: write `values`, call `sync()`, run. The tensor
+ * object and its buffer are made once (the binding reads the buffer at each run); an fp16 export gets the
+ * values converted into a fixed buffer of bits, not a new one per run.
+ */
+export class FloatFeed {
+  readonly values: Float32Array;
+  readonly tensor: ort.Tensor;
+  private readonly bits: Uint16Array | undefined;
+
+  constructor(s: LoadedSession, name: string, dims: readonly number[], values?: Float32Array) {
+    this.values = values ?? new Float32Array(dims.reduce((a, b) => a * b, 1));
+    const fp16 = inputSpec(s, name).dtype === "float16";
+    this.bits = fp16 ? new Uint16Array(this.values.length) : undefined;
+    this.tensor = this.bits ? new ort.Tensor("float16", this.bits, dims) : new ort.Tensor("float32", this.values, dims);
+    this.sync();
+  }
+
+  /** Makes the tensor hold `values` (a no-op for fp32 inputs, which share the buffer). */
+  sync(): void {
+    const { bits, values } = this;
+    if (bits) for (let i = 0; i < values.length; i++) bits[i] = float32ToFloat16Bits(values[i]!);
   }
 }
 
-/** Reads a float output as fp32 whatever the export's dtype. */
-export function outputAsFloat32(t: ort.Tensor): Float32Array {
+/** The UNet's `timestep` as one reusable tensor: rank 0 or 1 (length 1 or batch), float or int, as the export declares. */
+export class TimestepFeed {
+  readonly tensor: ort.Tensor;
+  private readonly write: (t: number) => void;
+
+  constructor(s: LoadedSession, batch: number) {
+    const spec = inputSpec(s, "timestep");
+    const rank = spec.shape?.length ?? 1;
+    const fixed = spec.shape?.[0];
+    const length = rank === 0 ? 1 : typeof fixed === "number" ? fixed : batch;
+    const dims = rank === 0 ? [] : [length];
+    switch (spec.dtype) {
+      case "int64": {
+        const data = new BigInt64Array(length);
+        this.tensor = new ort.Tensor("int64", data, dims);
+        this.write = (t) => data.fill(BigInt(Math.round(t)));
+        break;
+      }
+      case "int32": {
+        const data = new Int32Array(length);
+        this.tensor = new ort.Tensor("int32", data, dims);
+        this.write = (t) => data.fill(Math.round(t));
+        break;
+      }
+      case "float16": {
+        const data = new Uint16Array(length);
+        this.tensor = new ort.Tensor("float16", data, dims);
+        this.write = (t) => data.fill(float32ToFloat16Bits(t));
+        break;
+      }
+      default: {
+        const data = new Float32Array(length);
+        this.tensor = new ort.Tensor("float32", data, dims);
+        this.write = (t) => data.fill(t);
+      }
+    }
+  }
+
+  set(t: number): void {
+    this.write(t);
+  }
+}
+
+/**
+ * Reads a float output as fp32 whatever the export's dtype. fp32 outputs are returned as they are;
+ * fp16 ones are converted into `into` when given (a loop's fixed buffer), else into a new array.
+ */
+export function outputAsFloat32(t: ort.Tensor, into?: Float32Array): Float32Array {
   if (t.type === "float32") return t.data as Float32Array;
   if (t.type === "float16") {
     const bits = t.data as Uint16Array;
-    const out = new Float32Array(bits.length);
+    const out = into && into.length === bits.length ? into : new Float32Array(bits.length);
     for (let i = 0; i < bits.length; i++) out[i] = float16BitsToFloat32(bits[i]!);
     return out;
   }

@@ -45,9 +45,9 @@ export interface JobStore {
   /** Jobs in `queued` state created before the given job, for queue position. */
   countQueuedBefore(job: Pick<JobRecord, "id" | "createdAt">): Promise<number>;
   /**
-   * Up to `limit` jobs whose `expiresAt` (epoch seconds) is before `nowSeconds`, for the retention
-   * sweep. On DynamoDB, TTL deletes such records by itself (within days); this finds the ones it
-   * has not reached yet so their blobs can go first.
+   * Up to `limit` ended jobs (succeeded, failed, canceled, expired) whose `expiresAt` (epoch
+   * seconds) is before `nowSeconds`, for the retention sweep. On DynamoDB, TTL deletes such records
+   * by itself (within days); this finds the ones it has not reached yet so their blobs can go first.
    */
   listExpired(nowSeconds: number, limit: number): Promise<JobRecord[]>;
   /** Deletes the record; deleting a missing job is a no-op. */

@@ -1,4 +1,5 @@
 import type { RenderPlan } from "../plan/render-plan.js";
+import type { JobEventType } from "./job-event.js";
 
 export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "canceled", "expired"] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
@@ -66,4 +67,12 @@ export interface JobRecord {
   deadlineAt?: string;
   /** Epoch seconds after which the record and its outputs may be deleted (DynamoDB TTL). */
   expiresAt?: number;
+  /** Where this job's events are POSTed (signed with the owner key's webhook secret). */
+  webhook?: WebhookTarget;
+}
+
+export interface WebhookTarget {
+  url: string;
+  /** Absent: every event but `progress`. */
+  events?: JobEventType[];
 }

@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { JOB_EVENT_TYPES } from "./job-event.js";
 
 export const RENDER_MODES = ["base", "ensemble", "sdedit"] as const;
 export const SCHEDULER_NAMES = ["euler", "euler_a", "dpmpp_2m", "ddim"] as const;
@@ -29,6 +30,37 @@ const multipleOf8 = (field: string) =>
     .number()
     .int(`${field} must be a whole number of pixels`)
     .refine((v) => v % 8 === 0, { message: `${field} must be a multiple of 8 (the VAE works on 8×8 blocks)` });
+
+const webhookUrl = z
+  .string()
+  .max(2048, "webhook.url must be at most 2048 characters")
+  .refine(
+    (value) => {
+      try {
+        const url = new URL(value);
+        return (url.protocol === "https:" || url.protocol === "http:") && url.hostname !== "";
+      } catch {
+        return false;
+      }
+    },
+    { message: "webhook.url must be an absolute http(s) URL" },
+  );
+
+/** Where to POST this job's events, and which (default: all but `progress`). */
+export const webhookTargetSchema = z
+  .object({
+    url: webhookUrl.openapi({ example: "https://example.com/kiln-hook" }),
+    events: z
+      .array(z.enum(JOB_EVENT_TYPES))
+      .min(1, "list at least one event, or leave events out for every event but progress")
+      .refine((list) => new Set(list).size === list.length, { message: "list each event once" })
+      .optional(),
+  })
+  .strict()
+  .openapi("WebhookTarget", {
+    description:
+      "Signed per Standard Webhooks with the API key's `whsec_` secret; retried with exponential backoff for up to 24 h. See docs/api-keys-quotas-webhooks.md.",
+  });
 
 const sizePair = z.tuple([z.number().int().positive(), z.number().int().positive()]);
 

@@ -17,7 +17,7 @@ import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { planRender } from "../../src/plan/stage-planner.js";
 import { deadLetterQueueOf } from "../../src/ports/index.js";
-import type { KeyRecord, Ports, QueueMessage } from "../../src/ports/index.js";
+import type { IdempotencyRecord, KeyRecord, Ports, QueueMessage } from "../../src/ports/index.js";
 import type { JobRecord, JobStatus } from "../../src/schemas/job.js";
 import { renderRequestSchema } from "../../src/schemas/render-request.js";
 
@@ -484,6 +484,110 @@ export function describePortsContract(
         const expiresAt = Math.floor(Date.now() / 1000) + 3600;
         assert.equal(await keys().incrementCounter("rate:key-1", 1, expiresAt), 1);
         assert.equal(await keys().incrementCounter("rate:key-1", 1, expiresAt), 2);
+      });
+
+      it("keeps a key's limits and webhook secret", async () => {
+        const key: KeyRecord = {
+          ...makeKey("key-l", "plimits1"),
+          limits: { requestsPerSecond: 2.5, burst: 5, concurrentJobs: 3, imagesPerDay: 100 },
+          webhookSecret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        };
+        await keys().insert(key);
+        assert.deepEqual(await keys().get("key-l"), key);
+        assert.deepEqual(await keys().getByPrefix("plimits1"), key);
+        const partial: KeyRecord = { ...makeKey("key-p", "plimits2"), limits: { imagesPerDay: 0 } };
+        await keys().insert(partial);
+        assert.deepEqual(await keys().get("key-p"), partial);
+      });
+
+      describe("token buckets", () => {
+        // Whole seconds from the real clock: stores sweep lapsed buckets by their own clock.
+        const t0 = Math.floor(Date.now() / 1000) * 1000;
+
+        it("allows a burst, refuses the next request with the wait until a token, and refills at the rate", async () => {
+          const take = (at: number) => keys().takeToken("rps:key-1", 2, 3, at);
+          assert.deepEqual(await take(t0), { allowed: true, remaining: 2, retryAfterMs: 0, resetMs: 500 });
+          assert.deepEqual(await take(t0), { allowed: true, remaining: 1, retryAfterMs: 0, resetMs: 1000 });
+          assert.deepEqual(await take(t0), { allowed: true, remaining: 0, retryAfterMs: 0, resetMs: 1500 });
+          assert.deepEqual(await take(t0), { allowed: false, remaining: 0, retryAfterMs: 500, resetMs: 1500 }, "a denied take costs nothing");
+          assert.deepEqual(await take(t0 + 200), { allowed: false, remaining: 0, retryAfterMs: 300, resetMs: 1300 });
+          assert.equal((await take(t0 + 500)).allowed, true, "one token back after 1/rate seconds");
+          assert.equal((await take(t0 + 500)).allowed, false);
+          const full = await take(t0 + 10_000);
+          assert.deepEqual(full, { allowed: true, remaining: 2, retryAfterMs: 0, resetMs: 500 }, "a bucket never holds more than its burst");
+          assert.equal((await keys().takeToken("rps:key-2", 2, 3, t0 + 500)).remaining, 2, "buckets are separate");
+        });
+
+        it("lets exactly `burst` of 20 concurrent takes through", async () => {
+          const results = await Promise.all(Array.from({ length: 20 }, () => keys().takeToken("rps:busy", 0.001, 5, t0)));
+          assert.equal(results.filter((r) => r.allowed).length, 5);
+          assert.deepEqual(results.filter((r) => r.allowed).map((r) => r.remaining).sort(), [0, 1, 2, 3, 4]);
+        });
+
+        it("follows a rate change on the same bucket", async () => {
+          assert.equal((await keys().takeToken("rps:change", 1, 1, t0)).allowed, true);
+          assert.equal((await keys().takeToken("rps:change", 1, 1, t0 + 100)).allowed, false);
+          assert.equal((await keys().takeToken("rps:change", 10, 1, t0 + 100)).allowed, false, "the old debt is still owed");
+          assert.equal((await keys().takeToken("rps:change", 10, 2, t0 + 100)).allowed, true, "a larger burst makes room");
+        });
+      });
+
+      describe("idempotency records", () => {
+        const t0 = Math.floor(Date.now() / 1000) * 1000;
+        const claim = (id: string, token: string, over: Partial<IdempotencyRecord> = {}): IdempotencyRecord => ({
+          id,
+          fingerprint: "f1",
+          state: "pending",
+          token,
+          lockedUntil: t0 + 60_000,
+          expiresAt: t0 / 1000 + 86_400,
+          createdAt: new Date(t0).toISOString(),
+          ...over,
+        });
+
+        it("creates a claim once, completes it only with its token, and returns the completed record", async () => {
+          const first = claim("idem-1", "tok-a");
+          assert.equal(await keys().putIdempotency(first, t0), null, "created");
+          assert.deepEqual(await keys().putIdempotency(claim("idem-1", "tok-b", { fingerprint: "f2" }), t0 + 10), first, "the live claim wins");
+          assert.deepEqual(await keys().getIdempotency("idem-1", t0), first);
+          assert.equal(await keys().completeIdempotency("idem-1", "tok-b", { jobId: "job-x" }), false, "another token cannot complete it");
+          const response = { status: 202, body: '{"id":"job-1"}', location: "http://127.0.0.1/v1/renders/job-1" };
+          assert.equal(await keys().completeIdempotency("idem-1", "tok-a", { response, jobId: "job-1" }), true);
+          assert.equal(await keys().completeIdempotency("idem-1", "tok-a", { jobId: "job-2" }), false, "only a pending claim completes");
+          const done = { ...first, state: "completed" as const, response, jobId: "job-1" };
+          assert.deepEqual(await keys().getIdempotency("idem-1", t0), done);
+          assert.deepEqual(await keys().putIdempotency(claim("idem-1", "tok-c"), t0 + 120_000), done, "a completed record does not lapse with its lock");
+          assert.equal(await keys().releaseIdempotency("idem-1", "tok-a"), false, "a completed record is not released");
+          assert.equal(await keys().getIdempotency("idem-2", t0), null);
+        });
+
+        it("releases a claim for its holder only, after which the key is free", async () => {
+          await keys().putIdempotency(claim("idem-r", "tok-a"), t0);
+          assert.equal(await keys().releaseIdempotency("idem-r", "tok-b"), false);
+          assert.equal(await keys().releaseIdempotency("idem-r", "tok-a"), true);
+          assert.equal(await keys().getIdempotency("idem-r", t0), null);
+          assert.equal(await keys().putIdempotency(claim("idem-r", "tok-b"), t0), null);
+        });
+
+        it("lets a claim be taken over once its lock lapsed, and a record be replaced once it expired", async () => {
+          await keys().putIdempotency(claim("idem-l", "tok-a"), t0);
+          assert.equal(await keys().putIdempotency(claim("idem-l", "tok-b"), t0 + 60_000), null, "the holder is presumed dead");
+          assert.equal(await keys().completeIdempotency("idem-l", "tok-a", { jobId: "late" }), false, "the old holder lost it");
+          assert.equal((await keys().getIdempotency("idem-l", t0 + 60_000))?.token, "tok-b");
+
+          await keys().putIdempotency(claim("idem-e", "tok-a", { lockedUntil: t0 + 3_600_000, expiresAt: t0 / 1000 + 60 }), t0);
+          await keys().completeIdempotency("idem-e", "tok-a", { jobId: "job-e" });
+          assert.equal(await keys().getIdempotency("idem-e", t0 + 60_000), null, "expired after expiresAt");
+          assert.equal(await keys().putIdempotency(claim("idem-e", "tok-b", { fingerprint: "other" }), t0 + 60_000), null);
+          assert.equal((await keys().getIdempotency("idem-e", t0 + 60_000))?.fingerprint, "other");
+        });
+
+        it("gives one of 20 concurrent claims the key; the others see the winner", async () => {
+          const results = await Promise.all(Array.from({ length: 20 }, (_, i) => keys().putIdempotency(claim("idem-c", `tok-${i}`), t0)));
+          const winners = results.map((r, i) => (r === null ? i : -1)).filter((i) => i >= 0);
+          assert.equal(winners.length, 1);
+          for (const r of results) if (r) assert.equal(r.token, `tok-${winners[0]}`);
+        });
       });
     });
   });

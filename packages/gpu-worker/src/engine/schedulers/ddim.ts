@@ -2,11 +2,13 @@ import {
   checkIndex,
   checkStepInputs,
   commonSettings,
+  stepOutput,
   schedulerMisuse,
   unsupportedSetting,
   type CommonSettings,
   type Scheduler,
   type SchedulerConfig,
+  type StepNoise,
 } from "./scheduler.js";
 import { roundHalfEven, spacedTimesteps, trainSchedule, type TrainSchedule } from "./noise-schedule.js";
 
@@ -68,8 +70,13 @@ export class DdimScheduler implements Scheduler {
     return sample;
   }
 
-  step(modelOutput: Float32Array, sample: Float32Array): Float32Array {
+  modelInputScale(): number {
+    return 1;
+  }
+
+  step(modelOutput: Float32Array, sample: Float32Array, _noise?: StepNoise, into?: Float32Array): Float32Array {
     checkStepInputs(this, modelOutput, sample);
+    const out = stepOutput(this, sample, into);
     const t = this.ts[this.index]!;
     const alphaT = this.alphaCumprodAt(t);
     const alphaPrev = this.alphaCumprodAt(t - this.stride);
@@ -85,7 +92,6 @@ export class DdimScheduler implements Scheduler {
     const b = v ? -sqrtBeta : -sqrtBeta / sqrtAlpha;
     const c = v ? sqrtBeta : 0;
     const d = v ? sqrtAlpha : 1;
-    const out = new Float32Array(sample.length);
     for (let i = 0; i < out.length; i++) {
       const x = sample[i]!;
       const m = modelOutput[i]!;

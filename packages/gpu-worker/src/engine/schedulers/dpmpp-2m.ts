@@ -2,12 +2,14 @@ import {
   checkIndex,
   checkStepInputs,
   commonSettings,
+  stepOutput,
   schedulerMisuse,
   supportedSetting,
   unsupportedSetting,
   type CommonSettings,
   type Scheduler,
   type SchedulerConfig,
+  type StepNoise,
 } from "./scheduler.js";
 import { arange, interpAtTimesteps, karrasSigmas, linspace, roundHalfEven, sigmaToT, trainSchedule, type TrainSchedule } from "./noise-schedule.js";
 
@@ -112,8 +114,13 @@ export class DpmSolverPlusPlus2MScheduler implements Scheduler {
     return sample;
   }
 
-  step(modelOutput: Float32Array, sample: Float32Array): Float32Array {
+  modelInputScale(): number {
+    return 1;
+  }
+
+  step(modelOutput: Float32Array, sample: Float32Array, _noise?: StepNoise, into?: Float32Array): Float32Array {
     checkStepInputs(this, modelOutput, sample);
+    const out = stepOutput(this, sample, into);
     const i = this.index;
     const len = this.ts.length;
     const lowerOrderFinal = i === len - 1 && (this.eulerAtFinal || (this.lowerOrderFinal && len < 15) || this.finalSigma === "zero");
@@ -125,7 +132,7 @@ export class DpmSolverPlusPlus2MScheduler implements Scheduler {
     } else [this.previousX0, this.currentX0] = [this.currentX0, this.previousX0];
 
     const firstOrder = this.solverOrder === 1 || this.lowerOrderNums < 1 || lowerOrderFinal;
-    const out = this.update(modelOutput, sample, i, firstOrder);
+    this.update(modelOutput, sample, i, firstOrder, out);
     if (this.lowerOrderNums < this.solverOrder) this.lowerOrderNums++;
     this.index++;
     return out;
@@ -164,7 +171,7 @@ export class DpmSolverPlusPlus2MScheduler implements Scheduler {
    * second order (midpoint):  x' = (σ_t/σ_s)·x − α_t(e^(−h) − 1)·(D0 + D1/2), D0 = x₀, D1 = (x₀ − x₀_prev)/r0,
    * with h = λ_t − λ_s and r0 = (λ_s − λ_prev)/h.
    */
-  private update(modelOutput: Float32Array, sample: Float32Array, i: number, firstOrder: boolean): Float32Array {
+  private update(modelOutput: Float32Array, sample: Float32Array, i: number, firstOrder: boolean, out: Float32Array): void {
     const s = vp(this.sigmas[i]!);
     const t = vp(this.sigmas[i + 1]!);
     const h = t.lambda - s.lambda;
@@ -183,13 +190,11 @@ export class DpmSolverPlusPlus2MScheduler implements Scheduler {
     const b = v ? -s.sigmaT : -s.sigmaT / s.alpha;
     const x0 = this.currentX0;
     const prev = this.previousX0;
-    const out = new Float32Array(sample.length);
     for (let k = 0; k < out.length; k++) {
       const x = sample[k]!;
       const p = a * x + b * modelOutput[k]!;
       x0[k] = p;
       out[k] = cSample * x - cX0 * p + cPrev * prev[k]!;
     }
-    return out;
   }
 }

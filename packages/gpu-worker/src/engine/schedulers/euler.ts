@@ -4,6 +4,7 @@ import {
   checkIndex,
   checkStepInputs,
   commonSettings,
+  stepOutput,
   schedulerMisuse,
   supportedSetting,
   unsupportedSetting,
@@ -91,12 +92,17 @@ export abstract class VeScheduler implements Scheduler {
   }
 
   scaleModelInput(sample: Float32Array): Float32Array {
-    checkIndex(this, this.index, false);
-    const sigma = this.sigmas[this.index]!;
-    const inv = 1 / f32(Math.sqrt(f32(f32(sigma * sigma) + 1)));
+    const inv = this.modelInputScale();
     const out = new Float32Array(sample.length);
     for (let i = 0; i < sample.length; i++) out[i] = sample[i]! * inv;
     return out;
+  }
+
+  /** 1/√(σ²+1) at the current step. */
+  modelInputScale(): number {
+    checkIndex(this, this.index, false);
+    const sigma = this.sigmas[this.index]!;
+    return 1 / f32(Math.sqrt(f32(f32(sigma * sigma) + 1)));
   }
 
   /**
@@ -104,8 +110,9 @@ export abstract class VeScheduler implements Scheduler {
    * two (three) coefficients and one pass; they are computed in double, which keeps diffusers' test sums to
    * their printed precision.
    */
-  step(modelOutput: Float32Array, sample: Float32Array, noise?: StepNoise): Float32Array {
+  step(modelOutput: Float32Array, sample: Float32Array, noise?: StepNoise, into?: Float32Array): Float32Array {
     checkStepInputs(this, modelOutput, sample);
+    const out = stepOutput(this, sample, into);
     const sigma = this.sigmas[this.index]!;
     const { to, up } = this.descent(sigma, this.sigmas[this.index + 1]!);
     // x₀ = a·x + b·m: ε-prediction a = 1, b = −σ; v-prediction a = 1/(σ²+1), b = −σ/√(σ²+1).
@@ -115,17 +122,25 @@ export abstract class VeScheduler implements Scheduler {
     const k = (to - sigma) / sigma;
     const cSample = 1 + k - k * a;
     const cModel = -k * b;
-    const out = new Float32Array(sample.length);
     if (this.ancestral) {
-      if (!noise) throw schedulerMisuse(`${this.name}: step needs a noise source.`);
-      if (this.noiseBuffer.length !== sample.length) this.noiseBuffer = new Float32Array(sample.length);
-      const z = drawNoise(noise, this.noiseBuffer);
+      const z = this.stepNoise(noise, sample.length);
       for (let i = 0; i < out.length; i++) out[i] = cSample * sample[i]! + cModel * modelOutput[i]! + up * z[i]!;
     } else {
       for (let i = 0; i < out.length; i++) out[i] = cSample * sample[i]! + cModel * modelOutput[i]!;
     }
     this.index++;
     return out;
+  }
+
+  /** The step's unit noise: drawn already, or drawn now from the sources into a buffer kept between steps. */
+  private stepNoise(noise: StepNoise | undefined, length: number): Float32Array {
+    if (!noise) throw schedulerMisuse(`${this.name}: step needs a noise source.`);
+    if (noise instanceof Float32Array) {
+      if (noise.length !== length) throw schedulerMisuse(`${this.name}: ${noise.length} noise values for ${length} latents.`);
+      return noise;
+    }
+    if (this.noiseBuffer.length !== length) this.noiseBuffer = new Float32Array(length);
+    return drawNoise(noise, this.noiseBuffer);
   }
 
   addNoise(original: Float32Array, noise: Float32Array, timestepIndex: number): Float32Array {

@@ -11,8 +11,11 @@ export type { SchedulerName };
  */
 export type LatentSpace = "ve" | "vp";
 
-/** Noise for stochastic steps: one source for the whole batch, or one per image (the batch split evenly). */
-export type StepNoise = NoiseSource | readonly NoiseSource[];
+/**
+ * Noise for stochastic steps: one source for the whole batch, one per image (the batch split evenly), or the
+ * values already drawn from those sources (the pipeline draws them on a helper thread while the UNet runs).
+ */
+export type StepNoise = NoiseSource | readonly NoiseSource[] | Float32Array;
 
 /**
  * One diffusion scheduler, after diffusers' `SchedulerMixin`: `setTimesteps`, then per step
@@ -35,8 +38,14 @@ export interface Scheduler {
   setBeginIndex(index: number): void;
   /** The UNet input for the current step. Never modifies `sample`; schedulers that do not scale return `sample` itself. */
   scaleModelInput(sample: Float32Array): Float32Array;
-  /** Consumes the UNet output for the current step and returns the next latents in a new array; advances `stepIndex`. */
-  step(modelOutput: Float32Array, sample: Float32Array, noise?: StepNoise): Float32Array;
+  /** The factor `scaleModelInput` multiplies the current step's sample by (1 when it does not scale), so callers can fuse it. */
+  modelInputScale(): number;
+  /**
+   * Consumes the UNet output for the current step and returns the next latents; advances `stepIndex`. They are
+   * written to `out` when given — which may be `sample` itself, as every value is read before it is written —
+   * else to a new array.
+   */
+  step(modelOutput: Float32Array, sample: Float32Array, noise?: StepNoise, out?: Float32Array): Float32Array;
   /** Noises clean latents to the level of schedule index `timestepIndex` (diffusers' `add_noise`), in a new array. */
   addNoise(original: Float32Array, noise: Float32Array, timestepIndex: number): Float32Array;
   /** The VE σ of the latents that step `index` consumes (`index === timesteps.length`: after the last step). */
@@ -152,6 +161,13 @@ export function checkStepInputs(scheduler: Scheduler, modelOutput: Float32Array,
   if (modelOutput.length !== sample.length) {
     throw schedulerMisuse(`${scheduler.name}: the model output has ${modelOutput.length} values but the sample ${sample.length}.`);
   }
+}
+
+/** `out`, checked to fit `sample`, or a new array. */
+export function stepOutput(scheduler: Scheduler, sample: Float32Array, out: Float32Array | undefined): Float32Array {
+  if (!out) return new Float32Array(sample.length);
+  if (out.length !== sample.length) throw schedulerMisuse(`${scheduler.name}: an output of ${out.length} values for a sample of ${sample.length}.`);
+  return out;
 }
 
 export function checkIndex(scheduler: Scheduler, index: number, allowEnd: boolean): void {

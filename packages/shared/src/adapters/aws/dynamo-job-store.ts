@@ -244,9 +244,9 @@ export class DynamoJobStore implements JobStore {
       const page = await this.doc.send(
         new ScanCommand({
           TableName: this.table,
-          FilterExpression: "begins_with(#pk, :job) AND #expiresAt < :now",
-          ExpressionAttributeNames: { "#pk": "pk", "#expiresAt": "expiresAt" },
-          ExpressionAttributeValues: { ":job": "JOB#", ":now": nowSeconds },
+          FilterExpression: "begins_with(#pk, :job) AND #expiresAt < :now AND #status IN (:s0, :s1, :s2, :s3)",
+          ExpressionAttributeNames: { "#pk": "pk", "#expiresAt": "expiresAt", "#status": "status" },
+          ExpressionAttributeValues: { ":job": "JOB#", ":now": nowSeconds, ":s0": "succeeded", ":s1": "failed", ":s2": "canceled", ":s3": "expired" },
           ExclusiveStartKey: startKey,
         }),
       );

@@ -9,7 +9,9 @@
  */
 import { DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand, type DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
 import { KilnError } from "../../errors.js";
-import type { KeyRecord, KeyStore } from "../../ports/key-store.js";
+import type { IdempotencyRecord, KeyRecord, KeyStore, TokenResult } from "../../ports/key-store.js";
+import { allowedResult, bucketWindow, deniedResult } from "../../token-bucket.js";
+import { isLiveIdempotency } from "../../idempotency-record.js";
 import {
   GSI_BY_OWNER,
   KEYS_PARTITION,
@@ -17,10 +19,17 @@ import {
   apiKeyKey,
   counterKey,
   createdSortKey,
+  idempotencyKey,
   isConditionalCheckFailed,
   keyPrefixKey,
+  rateBucketKey,
   stripLayout,
 } from "./dynamo-table.js";
+
+/** A bucket item outlives its last refill by this long before TTL may delete it (a full bucket is no item). */
+const BUCKET_GRACE_SECONDS = 60;
+/** Writes that lose a race re-read and retry; this many rounds means something else keeps changing the item. */
+const MAX_ROUNDS = 5;
 
 export interface DynamoKeyStoreOptions {
   /** Epoch ms; decides when counters have expired. */
@@ -179,6 +188,131 @@ export class DynamoKeyStore implements KeyStore {
         // Another increment restarted the counter first: add to its new value.
         if (!isConditionalCheckFailed(e)) throw e;
       }
+    }
+  }
+
+  /**
+   * GCRA in at most two conditional writes and no read on the allowed path: an idle bucket is
+   * (re)started with SET, a bucket in use moves its TAT by one interval with ADD as long as that
+   * stays within the burst. Only a denial reads the item, to say when to retry.
+   */
+  async takeToken(bucket: string, ratePerSecond: number, burst: number, nowMs: number): Promise<TokenResult> {
+    const w = bucketWindow(ratePerSecond, burst, nowMs);
+    const names = { "#tat": "tat", "#expiresAt": TTL_ATTRIBUTE };
+    const expiresAt = Math.ceil(w.ceilingUs / 1e6) + BUCKET_GRACE_SECONDS;
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      try {
+        await this.doc.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: rateBucketKey(bucket),
+            UpdateExpression: "SET #tat = :start, #expiresAt = :expiresAt",
+            ConditionExpression: "attribute_not_exists(#tat) OR #tat <= :now",
+            ExpressionAttributeNames: names,
+            ExpressionAttributeValues: { ":start": w.nowUs + w.intervalUs, ":now": w.nowUs, ":expiresAt": expiresAt },
+          }),
+        );
+        return allowedResult(w, w.nowUs + w.intervalUs);
+      } catch (e) {
+        if (!isConditionalCheckFailed(e)) throw e;
+      }
+      try {
+        const { Attributes } = await this.doc.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: rateBucketKey(bucket),
+            UpdateExpression: "ADD #tat :interval SET #expiresAt = :expiresAt",
+            ConditionExpression: "#tat > :now AND #tat <= :last",
+            ExpressionAttributeNames: names,
+            ExpressionAttributeValues: { ":interval": w.intervalUs, ":now": w.nowUs, ":last": w.ceilingUs - w.intervalUs, ":expiresAt": expiresAt },
+            ReturnValues: "UPDATED_NEW",
+          }),
+        );
+        return allowedResult(w, Number(Attributes?.tat));
+      } catch (e) {
+        if (!isConditionalCheckFailed(e)) throw e;
+      }
+      const { Item } = await this.doc.send(new GetCommand({ TableName: this.table, Key: rateBucketKey(bucket), ConsistentRead: true }));
+      const tat = Item?.tat === undefined ? undefined : Number(Item.tat);
+      if (tat !== undefined && tat > w.ceilingUs - w.intervalUs) return deniedResult(w, tat);
+      // The bucket moved between the writes and the read; decide again.
+    }
+    throw new KilnError("rate_limit_contended", `The rate bucket ${bucket} kept changing under this request; retry it.`, { status: 503, retryable: true });
+  }
+
+  async putIdempotency(record: IdempotencyRecord, nowMs: number): Promise<IdempotencyRecord | null> {
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      try {
+        await this.doc.send(
+          new PutCommand({
+            TableName: this.table,
+            Item: { ...record, ...idempotencyKey(record.id) },
+            ConditionExpression: "attribute_not_exists(pk) OR #expiresAt <= :nowS OR (#state = :pending AND #lockedUntil <= :nowMs)",
+            ExpressionAttributeNames: { "#expiresAt": TTL_ATTRIBUTE, "#state": "state", "#lockedUntil": "lockedUntil" },
+            ExpressionAttributeValues: { ":nowS": Math.floor(nowMs / 1000), ":pending": "pending", ":nowMs": nowMs },
+          }),
+        );
+        return null;
+      } catch (e) {
+        if (!isConditionalCheckFailed(e)) throw e;
+      }
+      const existing = await this.getIdempotency(record.id, nowMs);
+      if (existing) return existing;
+      // Released or lapsed between the write and the read: claim again.
+    }
+    throw new KilnError("idempotency_contended", "The Idempotency-Key record kept changing under this request; retry it.", { status: 409, retryable: true });
+  }
+
+  async getIdempotency(id: string, nowMs: number): Promise<IdempotencyRecord | null> {
+    const { Item } = await this.doc.send(new GetCommand({ TableName: this.table, Key: idempotencyKey(id), ConsistentRead: true }));
+    if (!Item) return null;
+    const record = stripLayout<IdempotencyRecord>(Item);
+    return isLiveIdempotency(record, nowMs) ? record : null;
+  }
+
+  async completeIdempotency(id: string, token: string, result: Pick<IdempotencyRecord, "response" | "jobId">): Promise<boolean> {
+    const names: Record<string, string> = { "#state": "state", "#token": "token" };
+    const values: Record<string, unknown> = { ":completed": "completed", ":pending": "pending", ":token": token };
+    const sets = ["#state = :completed"];
+    for (const field of ["response", "jobId"] as const) {
+      if (result[field] === undefined) continue;
+      names[`#${field}`] = field;
+      values[`:${field}`] = result[field];
+      sets.push(`#${field} = :${field}`);
+    }
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: idempotencyKey(id),
+          UpdateExpression: `SET ${sets.join(", ")}`,
+          ConditionExpression: "#token = :token AND #state = :pending",
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+        }),
+      );
+      return true;
+    } catch (e) {
+      if (isConditionalCheckFailed(e)) return false;
+      throw e;
+    }
+  }
+
+  async releaseIdempotency(id: string, token: string): Promise<boolean> {
+    try {
+      await this.doc.send(
+        new DeleteCommand({
+          TableName: this.table,
+          Key: idempotencyKey(id),
+          ConditionExpression: "#token = :token AND #state = :pending",
+          ExpressionAttributeNames: { "#state": "state", "#token": "token" },
+          ExpressionAttributeValues: { ":token": token, ":pending": "pending" },
+        }),
+      );
+      return true;
+    } catch (e) {
+      if (isConditionalCheckFailed(e)) return false;
+      throw e;
     }
   }
 }

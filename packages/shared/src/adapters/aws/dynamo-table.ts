@@ -8,6 +8,8 @@
  * | API key       | `KEY#<id>`           | `KEY`       | `KEYS` / `<createdAt>#<id>`       | –                                   |
  * | key prefix    | `KEYPREFIX#<prefix>` | `KEYPREFIX` | –                                 | –                                   |
  * | usage counter | `COUNTER#<name>`     | `COUNTER`   | –                                 | –                                   |
+ * | rate bucket   | `RATE#<bucket>`      | `RATE`      | –                                 | –                                   |
+ * | idempotency   | `IDEMPOTENCY#<id>`   | `IDEMPOTENCY` | –                               | –                                   |
  */
 import {
   CreateTableCommand,
@@ -50,6 +52,8 @@ export const jobKey = (id: string) => ({ pk: `JOB#${id}`, sk: "JOB" });
 export const apiKeyKey = (id: string) => ({ pk: `KEY#${id}`, sk: "KEY" });
 export const keyPrefixKey = (prefix: string) => ({ pk: `KEYPREFIX#${prefix}`, sk: "KEYPREFIX" });
 export const counterKey = (name: string) => ({ pk: `COUNTER#${name}`, sk: "COUNTER" });
+export const rateBucketKey = (bucket: string) => ({ pk: `RATE#${bucket}`, sk: "RATE" });
+export const idempotencyKey = (id: string) => ({ pk: `IDEMPOTENCY#${id}`, sk: "IDEMPOTENCY" });
 export const ownerPartition = (keyId: string) => `OWNER#${keyId}`;
 /**
  * Sort key for "created at, then id". The time is normalised to `toISOString()` form (fixed

@@ -55,6 +55,25 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX counters_by_expiry ON counters (expires_at) WHERE expires_at IS NOT NULL;
   `,
+  `
+  ALTER TABLE api_keys ADD COLUMN limits TEXT;
+  ALTER TABLE api_keys ADD COLUMN webhook_secret TEXT;
+
+  -- Token buckets as GCRA: one theoretical arrival time (epoch µs) per bucket.
+  CREATE TABLE rate_buckets (
+    bucket TEXT PRIMARY KEY,
+    tat INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+  );
+  CREATE INDEX rate_buckets_by_expiry ON rate_buckets (expires_at);
+
+  CREATE TABLE idempotency (
+    id TEXT PRIMARY KEY,
+    record TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+  );
+  CREATE INDEX idempotency_by_expiry ON idempotency (expires_at);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -55,7 +55,7 @@ export class SqliteJobStore implements JobStore {
       .pluck();
     // A sweep every few minutes reads the table once; no index on expiresAt is worth its writes.
     this.expiredStmt = db.prepare<[number, number], JobRow>(
-      "SELECT record FROM jobs WHERE json_extract(record, '$.expiresAt') < ? ORDER BY created_ms LIMIT ?",
+      "SELECT record FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled', 'expired') AND json_extract(record, '$.expiresAt') < ? ORDER BY created_ms LIMIT ?",
     );
     this.deleteStmt = db.prepare<[string]>("DELETE FROM jobs WHERE id = ?");
   }
