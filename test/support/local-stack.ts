@@ -5,7 +5,7 @@ import { createApiKey, loadConfig, type KilnConfig, type Ports } from "@kiln/sha
 import { createLogger } from "@kiln/shared/node";
 import { loadSdxlModel, writeTinyModels, type ModelSet } from "@kiln/gpu-worker";
 import { openPorts } from "../../packages/cli/src/stack.js";
-import { startApiService, startWorkerService, type Service } from "../../packages/cli/src/services.js";
+import { startApiService, startWebhookService, startWorkerService, type Service } from "../../packages/cli/src/services.js";
 import type { Worker } from "@kiln/gpu-worker";
 
 let tinyRoot: { base: string; refiner: string } | undefined;
@@ -57,7 +57,8 @@ export async function startLocalStack(options: { worker?: boolean; env?: Record<
   if (models) {
     const w = await startWorkerService(config, ports, logger, models);
     worker = w.worker;
-    services.push(w);
+    // As `kiln worker` does: the webhook dispatcher runs beside the worker.
+    services.push(w, startWebhookService(config, ports, logger));
   }
   const { key } = await createApiKey(ports.keys, { name: "test", scopes: ["render", "admin"] });
   return {

@@ -1,4 +1,5 @@
 import type { JobEventSink, KeyRecord, Ports, RenderLimits } from "@kiln/shared";
+import type { EffectiveLimits, WebhookSubmitPolicy } from "./render-admission.js";
 
 /** What the API needs from its host: the ports of one family and a few settings. Web-standard only. */
 export interface ApiDeps {
@@ -13,6 +14,10 @@ export interface ApiDeps {
   serveFiles?: { verify(key: string, expires: string, sig: string): Promise<boolean> };
   /** Reports whether the API can accept renders (ports reachable, config loaded). */
   ready?: () => Promise<boolean>;
+  /** Limits of keys whose record does not set them (config `KILN_RATE_LIMIT_RPS` …); absent: none. */
+  keyLimits?: EffectiveLimits;
+  /** Where webhooks may point; absent: public addresses only, and no DNS check at submit. */
+  webhooks?: WebhookSubmitPolicy;
   /** Told when the API itself moves a job (cancel of a queued job, deadline expiry); webhooks listen here. */
   events?: JobEventSink;
   /** Timing knobs; the defaults suit a long-running Node server. */
@@ -24,6 +29,11 @@ export interface ApiDeps {
 export interface ApiTiming {
   /** How often waits and event streams re-read the job (no pub/sub, so it works on both families). */
   pollMs: number;
+  /**
+   * `Prefer: wait=N` waits at most this long (≤ 60) and says so in Preference-Applied: behind API
+   * Gateway, whose integrations time out after 30 s, the Lambda entry lowers it.
+   */
+  preferWaitCapSeconds: number;
   /** Longest wait of `POST /v1/images/generations` before it cancels the job and answers 504. */
   syncWaitSeconds: number;
   /** An event stream ends after this long; clients reconnect with Last-Event-ID (Lambda: under its timeout). */
@@ -36,6 +46,7 @@ export interface ApiTiming {
 
 export const DEFAULT_TIMING: ApiTiming = {
   pollMs: 250,
+  preferWaitCapSeconds: 60,
   syncWaitSeconds: 300,
   eventStreamSeconds: 900,
   heartbeatMs: 15_000,

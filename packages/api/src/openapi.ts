@@ -27,6 +27,8 @@ const STANDARD_PROBLEMS = {
   409: "The resource is in a state that does not allow this",
   413: "The body is larger than the server accepts",
   415: "The body is not `application/json`",
+  422: "The request conflicts with an earlier one (an Idempotency-Key reused with another body)",
+  429: "Over a rate limit or quota; see `Retry-After`, `RateLimit` and `RateLimit-Policy`",
   504: "The render did not finish in time; it was canceled",
 } as const;
 

@@ -1,5 +1,6 @@
 import type { Context } from "hono";
 import { KilnError } from "@kiln/shared";
+import { LimitExceededError } from "./limit-exceeded.js";
 
 /** RFC 9457 problem details: every error Kiln's API returns has this shape. */
 export interface Problem {
@@ -13,12 +14,13 @@ export interface Problem {
 
 export const PROBLEM_CONTENT_TYPE = "application/problem+json";
 
-export function problem(status: number, code: string, detail: string, extra: Record<string, unknown> = {}): Response {
+export function problem(status: number, code: string, detail: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}): Response {
   const body: Problem = { type: `https://kiln.dev/problems/${code}`, title: titleFor(status), status, detail, code, ...extra };
-  return new Response(JSON.stringify(body), { status, headers: { "content-type": PROBLEM_CONTENT_TYPE } });
+  return new Response(JSON.stringify(body), { status, headers: { ...headers, "content-type": PROBLEM_CONTENT_TYPE } });
 }
 
 export function problemFromError(e: unknown): Response {
+  if (e instanceof LimitExceededError) return problem(e.status, e.code, e.message, e.details ?? {}, e.headers);
   if (e instanceof KilnError) return problem(e.status >= 400 ? e.status : 500, e.code, e.message, e.details ?? {});
   return problem(500, "internal_error", "Kiln hit an unexpected error; the request was not completed. Retry, and report it if it persists.");
 }

@@ -11,7 +11,9 @@ import {
   type Ports,
   type RenderRequest,
 } from "@kiln/shared";
+import { admitRender, type RenderAdmission } from "./render-admission.js";
 import { expiresAtOnEnd } from "./retention.js";
+import { sleep } from "./sleep.js";
 
 /**
  * Submitting a render, whatever the channel (HTTP, Slack, Discord, batch): plan it, write the job
@@ -20,7 +22,15 @@ import { expiresAtOnEnd } from "./retention.js";
  */
 export async function submitRender(
   ports: Ports,
-  input: { ownerKeyId: string; request: RenderRequest; now: Date; retentionHours: number; traceparent?: string },
+  input: {
+    ownerKeyId: string;
+    request: RenderRequest;
+    now: Date;
+    retentionHours: number;
+    traceparent?: string;
+    /** The key's quotas and webhook policy; absent for trusted internal callers. */
+    admission?: RenderAdmission;
+  },
 ): Promise<JobRecord> {
   const seed = input.request.seed ?? crypto.getRandomValues(new Uint32Array(1))[0]!;
   const plan = planRender(input.request, seed);
@@ -38,8 +48,9 @@ export async function submitRender(
     stageTimings: [],
     deadlineAt: input.request.deadline_seconds ? new Date(input.now.getTime() + input.request.deadline_seconds * 1000).toISOString() : undefined,
     expiresAt: Math.ceil(input.now.getTime() / 1000 + retention * 3600),
+    ...(input.request.webhook ? { webhook: input.request.webhook } : {}),
   };
-  await ports.jobs.create(job);
+  await admitRender(ports, input.admission, input.request, input.now, () => ports.jobs.create(job));
   await enqueueStage(ports.queue, stageMessage(job.id, plan, 0, input.traceparent));
   return job;
 }
@@ -109,13 +120,6 @@ export async function cancelRender(ports: Ports, job: JobRecord, options: JobMov
   }
   throw new KilnError("cancel_conflict", `Render ${job.id} kept changing state while being canceled; send the DELETE again.`, { status: 409, retryable: true });
 }
-
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal?.aborted) return resolve();
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
-  });
 
 /**
  * Re-reads the job every `pollMs` until it ends, `timeoutMs` passes or `signal` aborts; returns

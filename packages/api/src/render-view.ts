@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { retentionEnd } from "./retention.js";
 import { JOB_STATUSES, RENDER_MODES, isTerminal, outputSize, type BlobStore, type JobRecord } from "@kiln/shared";
 
 export const WAITING_CODES = ["unknown", "no_workers", "workers_silent", "workers_busy", "next_in_line"] as const;
@@ -51,7 +52,7 @@ export const jobViewSchema = z
     ),
     cancel_requested: z.boolean().optional().openapi({ description: "A running job stops at its next denoising step." }),
     deadline_at: z.string().optional(),
-    expires_at: z.string().optional().openapi({ description: "Outputs may be deleted after this time." }),
+    expires_at: z.string().optional().openapi({ description: "Once the job has ended: its outputs and record may be deleted after this time." }),
     images: z.array(z.object({ url: z.string(), width: z.number().int(), height: z.number().int(), seed: z.number().int(), format: z.string() })),
     error: z.object({ code: z.string(), message: z.string() }).optional(),
     links: z.object({ self: z.string(), events: z.string(), cancel: z.string().optional() }),
@@ -79,6 +80,7 @@ export async function jobView(job: JobRecord, ctx: ViewContext, insight: JobInsi
   const progress = job.progress ?? { stage: 0, stageKind: first.kind, step: 0, steps: 0 };
   const size = outputSize(job.plan);
   const self = `${ctx.base}/v1/renders/${job.id}`;
+  const retention = retentionEnd(job);
   return {
     id: job.id,
     status: job.status,
@@ -104,7 +106,7 @@ export async function jobView(job: JobRecord, ctx: ViewContext, insight: JobInsi
     })),
     cancel_requested: job.cancelRequested,
     deadline_at: job.deadlineAt,
-    expires_at: job.expiresAt === undefined ? undefined : new Date(job.expiresAt * 1000).toISOString(),
+    expires_at: retention === undefined ? undefined : new Date(retention * 1000).toISOString(),
     images: await Promise.all(
       job.images.map(async (img) => ({
         url: await ctx.blobs.downloadUrl(img.key, { expiresSeconds: ctx.urlSeconds, filename: `${job.id}-${img.index}.${img.format === "jpeg" ? "jpg" : img.format}` }),

@@ -1,7 +1,11 @@
+import os from "node:os";
+import { randomBytes } from "node:crypto";
 import type { KilnConfig, Ports } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
-import { serveOnNode, closeServer } from "@kiln/api/node";
-import { sdxlExecutor, startHealthServer, Worker, type ModelSet } from "@kiln/gpu-worker";
+import { serveOnNode, closeServer, startRetentionSweep } from "@kiln/api/node";
+import { webhookEventSinkFromConfig } from "@kiln/api/config";
+import { WebhookDispatcher } from "@kiln/api/webhook-dispatcher";
+import { eventLogSink, fanOutEvents, sdxlExecutor, startHealthServer, Worker, type ModelSet } from "@kiln/gpu-worker";
 import { buildApi, loadModels } from "./stack.js";
 
 export interface Service {
@@ -12,19 +16,33 @@ export interface Service {
 export async function startApiService(config: KilnConfig, ports: Ports, logger: Logger): Promise<Service & { port: number }> {
   const { server, port } = await serveOnNode(buildApi(config, ports, logger), { port: config.port, host: config.host });
   logger.info({ url: config.publicUrl, port }, "API listening");
-  return { name: "api", port, stop: () => closeServer(server) };
+  // On AWS, DynamoDB TTL and the bucket's lifecycle rule do this; a local data dir needs the API to.
+  const sweep = config.backend === "local" ? startRetentionSweep(ports, { log: (level, obj, msg) => logger[level](obj, msg) }) : undefined;
+  return {
+    name: "api",
+    port,
+    async stop() {
+      await sweep?.stop();
+      await closeServer(server);
+    },
+  };
 }
 
 export async function startWorkerService(config: KilnConfig, ports: Ports, logger: Logger, models?: ModelSet): Promise<Service & { worker: Worker }> {
   const loaded = models ?? (await loadModels(config, logger));
+  const workerId = `${os.hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+  const sinks = [webhookEventSinkFromConfig(config, ports, (level, obj, msg) => logger[level](obj, msg))];
+  if (config.eventLog) sinks.push(eventLogSink(config.eventLog, workerId));
   const worker = new Worker({
     ports,
     execute: sdxlExecutor(loaded),
     logger,
+    workerId,
     stages: config.stages,
     concurrency: config.workerConcurrency,
     visibilitySeconds: config.visibilitySeconds,
     maxReceives: config.maxReceives,
+    events: fanOutEvents(sinks),
   });
   worker.start();
   const info = Object.fromEntries(Object.entries(loaded).map(([role, m]) => [role, { dir: m!.dir, providers: m!.providers, tiny: m!.isTinyTestModel }]));
@@ -43,13 +61,37 @@ export async function startWorkerService(config: KilnConfig, ports: Ports, logge
   };
 }
 
+/**
+ * Delivers the webhooks queued by workers and the API. Runs beside every worker (and in
+ * `kiln start`); any number may share the queue, and deliveries survive restarts in it.
+ */
+export function startWebhookService(config: KilnConfig, ports: Ports, logger: Logger): Service {
+  const dispatcher = new WebhookDispatcher({
+    ports,
+    logger: logger.child({ component: "webhooks" }),
+    policy: { allowPrivate: config.webhooks.allowPrivate, allowedHosts: config.webhooks.allowedHosts },
+    retryWindowMs: config.webhooks.retryHours * 3_600_000,
+    backoffBaseSeconds: config.webhooks.backoffSeconds,
+    timeoutMs: config.webhooks.timeoutSeconds * 1000,
+  });
+  dispatcher.start();
+  return { name: "webhooks", stop: () => dispatcher.stop() };
+}
+
 /** On SIGTERM/SIGINT: drain workers, close servers and ports, exit 0. */
-export function stopOnSignals(services: Service[], ports: Ports, logger: Logger): void {
+export function stopOnSignals(services: Service[], ports: Ports, logger: Logger, hardStopSeconds?: number): void {
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, "shutting down");
+    if (hardStopSeconds !== undefined) {
+      // A stop that hangs (a store unreachable past every retry) must not outlive the orchestrator's patience silently.
+      setTimeout(() => {
+        logger.error({ hardStopSeconds }, "shutdown did not finish in time; exiting with running work left to its visibility timeout");
+        process.exit(1);
+      }, hardStopSeconds * 1000).unref();
+    }
     for (const s of [...services].reverse()) await s.stop().catch((e) => logger.error({ err: String(e), service: s.name }, "stop failed"));
     await ports.close();
     process.exit(0);

@@ -1,56 +1,17 @@
 import fs from "node:fs";
 import path from "node:path";
-import { randomBytes } from "node:crypto";
-import { DEFAULT_RENDER_LIMITS, type KilnConfig, type Ports } from "@kiln/shared";
-import { openLocalPorts } from "@kiln/shared/local";
-import { openAwsPorts } from "@kiln/shared/aws";
-import { verifyDownloadSignature } from "@kiln/shared/signed-url";
+import type { KilnConfig, Ports } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
 import { createApp, type ApiDeps } from "@kiln/api";
+import { apiDeps as apiDepsFromConfig } from "@kiln/api/config";
 import { loadSdxlModel, writeTinyModel, type SdxlModel, type ModelSet } from "@kiln/gpu-worker";
 
-/** The local family signs download URLs with a per-data-dir secret unless one is configured. */
-export function localUrlSecret(config: KilnConfig): string {
-  if (config.urlSecret) return config.urlSecret;
-  const file = path.join(config.dataDir, "url-secret");
-  if (!fs.existsSync(file)) {
-    fs.mkdirSync(config.dataDir, { recursive: true });
-    try {
-      fs.writeFileSync(file, randomBytes(32).toString("hex"), { mode: 0o600, flag: "wx" });
-    } catch (e) {
-      // Another process sharing the data dir wrote it first; use theirs.
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-    }
-  }
-  return fs.readFileSync(file, "utf8").trim();
-}
-
-export function openPorts(config: KilnConfig): Ports {
-  if (config.backend === "aws") {
-    return openAwsPorts({
-      region: config.aws.region,
-      endpoint: config.aws.endpoint,
-      queuePrefix: config.aws.queuePrefix,
-      bucket: config.aws.bucket!,
-      table: config.aws.table!,
-      maxReceives: config.maxReceives,
-    });
-  }
-  return openLocalPorts({ dataDir: config.dataDir, publicBaseUrl: config.publicUrl, urlSecret: localUrlSecret(config), maxReceives: config.maxReceives });
-}
+// Ports and API settings from config live with the API, so its Lambda entry can share them.
+export { localUrlSecret } from "@kiln/api/config";
+export { openPorts } from "@kiln/api/ports";
 
 export function apiDeps(config: KilnConfig, ports: Ports, logger: Logger): ApiDeps {
-  const secret = config.backend === "local" ? localUrlSecret(config) : undefined;
-  return {
-    ports,
-    publicUrl: config.publicUrl,
-    limits: { ...DEFAULT_RENDER_LIMITS, minSide: config.limits.minSide, maxSide: config.limits.maxSide },
-    maxBodyBytes: config.limits.maxBodyBytes,
-    downloadUrlSeconds: config.downloadUrlSeconds,
-    retentionHours: config.retentionHours,
-    serveFiles: secret ? { verify: (key, expires, sig) => verifyDownloadSignature(key, expires, sig, secret, Date.now()) } : undefined,
-    log: (level, obj, msg) => logger[level](obj, msg),
-  };
+  return apiDepsFromConfig(config, ports, (level, obj, msg) => logger[level](obj, msg));
 }
 
 export const buildApi = (config: KilnConfig, ports: Ports, logger: Logger) => createApp(apiDeps(config, ports, logger));

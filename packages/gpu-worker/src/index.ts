@@ -7,3 +7,6 @@ export { runStageMessage, type StageOutcome } from "./runtime/stage-runner.js";
 export { Worker, type WorkerOptions, type WorkerStatus } from "./runtime/worker.js";
 export { startHealthServer } from "./runtime/health-server.js";
 export { createWorkerMetrics } from "./runtime/metrics.js";
+export { eventLogSink, fanOutEvents, type EventLogLine } from "./runtime/event-log.js";
+export { nullExecutor } from "./runtime/null-executor.js";
+export { BestEffortWrites } from "./runtime/best-effort-writes.js";

@@ -303,20 +303,4 @@ describe("tiny SDXL models", () => {
     const encoded = await encoder.run({ sample: new ort.Tensor("float32", floats(image), [2, 3, 256, 256]) });
     assert.deepEqual(encoded.latent_sample.dims, [2, 4, 32, 32]);
   });
-
-  it("measures the tiny UNet at 1024×1024, B=2, on CPU", async (t) => {
-    const unet = await open(base, "unet");
-    const feeds = unetFeeds({ batch: 2, size: 128, embedWidth: 2048, timeIdsWidth: 6 });
-    await unet.run(feeds);
-    const times: number[] = [];
-    for (let i = 0; i < 10; i++) {
-      const started = performance.now();
-      await unet.run(feeds);
-      times.push(performance.now() - started);
-    }
-    times.sort((a, b) => a - b);
-    const median = times[5];
-    t.diagnostic(`tiny UNet session.run, B=2, latents 128×128, embeddings 77×2048: median ${median.toFixed(2)} ms (min ${times[0].toFixed(2)})`);
-    assert.ok(median < 250, `tiny UNet took ${median} ms; it must stay cheap enough for end-to-end tests`);
-  });
 });

@@ -327,10 +327,3 @@ describe("ClipTokenizer.fromFolder", () => {
   });
 });
 
-test("encode takes well under a millisecond per prompt", () => {
-  const n = 2000;
-  const start = performance.now();
-  for (let i = 0; i < n; i++) clipL.encode(`a photo of an astronaut riding a horse on mars, highly detailed, trending ${i}`);
-  const perPrompt = (performance.now() - start) / n;
-  assert.ok(perPrompt < 1, `${perPrompt} ms per prompt`);
-});

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { KilnError } from "./errors.js";
+import { readSstLinks, SST_LINKS } from "./sst-links.js";
 
 const csv = <T extends string>(values: readonly [T, ...T[]]) =>
   z
@@ -10,6 +11,13 @@ const csv = <T extends string>(values: readonly [T, ...T[]]) =>
 const boolish = z
   .enum(["1", "0", "true", "false", "yes", "no"], { message: "use true or false" })
   .transform((v) => v === "1" || v === "true" || v === "yes");
+
+/** `kiln-base=https://sqs…/kiln-base,kiln-base-dlq=…`: logical queue name → SQS queue URL. */
+const queueUrls = z
+  .string()
+  .transform((s) => s.split(",").map((x) => x.trim()).filter(Boolean))
+  .pipe(z.array(z.string().regex(/^[A-Za-z0-9_-]+=https?:\/\/\S+$/, "use name=url pairs separated by commas")))
+  .transform((pairs) => Object.fromEntries(pairs.map((p) => [p.slice(0, p.indexOf("=")), p.slice(p.indexOf("=") + 1)])));
 
 /**
  * Kiln's configuration: one typed object read from `KILN_*` environment variables (and `PORT`),
@@ -28,7 +36,7 @@ const configSchema = z.object({
   KILN_DEVICE_ID: z.coerce.number().int().min(0).default(0),
   KILN_STAGES: csv(["base", "refine"] as const).default(["base", "refine"]),
   KILN_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(1),
-  KILN_VISIBILITY_SECONDS: z.coerce.number().int().min(5).max(43_200).default(60),
+  KILN_VISIBILITY_SECONDS: z.coerce.number().int().min(2).max(43_200).default(60),
   KILN_DRAIN_SECONDS: z.coerce.number().int().min(0).max(3600).default(25),
   KILN_MAX_RECEIVES: z.coerce.number().int().min(1).max(1000).default(5),
   KILN_WORKER_PORT: z.coerce.number().int().min(0).max(65535).default(8788),
@@ -42,6 +50,11 @@ const configSchema = z.object({
   KILN_MAX_RETENTION_HOURS: z.coerce.number().min(1 / 60).max(24 * 365).default(24 * 30),
   KILN_AWS_REGION: z.string().default("us-east-1"),
   KILN_AWS_ENDPOINT: z.string().url().optional(),
+  KILN_SQS_ENDPOINT: z.string().url().optional(),
+  KILN_S3_ENDPOINT: z.string().url().optional(),
+  KILN_DYNAMO_ENDPOINT: z.string().url().optional(),
+  KILN_QUEUE_URLS: queueUrls.optional(),
+  KILN_EVENT_LOG: z.string().min(1).optional(),
   KILN_QUEUE_PREFIX: z.string().default(""),
   KILN_BUCKET: z.string().optional(),
   KILN_TABLE: z.string().optional(),
@@ -87,7 +100,34 @@ export interface KilnConfig {
   downloadUrlSeconds: number;
   retentionHours: number;
   limits: { minSide: number; maxSide: number; maxBodyBytes: number; maxPixels: number; maxRetentionHours: number };
-  aws: { region: string; endpoint?: string; queuePrefix: string; bucket?: string; table?: string };
+  aws: {
+    region: string;
+    /** One endpoint for SQS, S3 and DynamoDB (a stand-in); the per-service ones win over it. */
+    endpoint?: string;
+    sqsEndpoint?: string;
+    s3Endpoint?: string;
+    dynamoEndpoint?: string;
+    queuePrefix: string;
+    /** Logical queue name → URL, from KILN_QUEUE_URLS or SST links; others are found by GetQueueUrl(prefix + name). */
+    queueUrls: Record<string, string>;
+    bucket?: string;
+    table?: string;
+  };
+  /** Worker: append every stored job transition as one JSON line to this file (an audit trail). */
+  eventLog?: string;
+  /** Defaults for keys whose record does not set a limit; 0 = no limit (burst is at least 1). */
+  keyLimits: { requestsPerSecond: number; burst: number; concurrentJobs: number; imagesPerDay: number };
+  webhooks: {
+    /** Deliver to private, loopback and link-local addresses too (tests, closed networks). */
+    allowPrivate: boolean;
+    /** Host names, IP addresses or CIDR ranges allowed even when they are private. */
+    allowedHosts: string[];
+    /** Give up on a delivery this long after its first attempt. */
+    retryHours: number;
+    /** Wait after the first failed attempt; doubles per attempt (capped at an hour). */
+    backoffSeconds: number;
+    timeoutSeconds: number;
+  };
 }
 
 /** Reads and validates the configuration; throws one KilnError listing every bad variable. */
@@ -107,8 +147,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (e.KILN_RETENTION_HOURS > e.KILN_MAX_RETENTION_HOURS) {
     throw new KilnError("config_invalid", `KILN_RETENTION_HOURS (${e.KILN_RETENTION_HOURS}) must not exceed KILN_MAX_RETENTION_HOURS (${e.KILN_MAX_RETENTION_HOURS}).`);
   }
-  if (e.KILN_BACKEND === "aws" && (!e.KILN_BUCKET || !e.KILN_TABLE)) {
-    throw new KilnError("config_invalid", "KILN_BACKEND=aws needs KILN_BUCKET and KILN_TABLE (or SST resource links).");
+  const linked = readSstLinks(env);
+  const bucket = e.KILN_BUCKET ?? linked.bucket;
+  const table = e.KILN_TABLE ?? linked.table;
+  if (e.KILN_BACKEND === "aws" && (!bucket || !table)) {
+    throw new KilnError(
+      "config_invalid",
+      `KILN_BACKEND=aws needs KILN_BUCKET and KILN_TABLE, or the SST links ${SST_LINKS.bucket} and ${SST_LINKS.table} (environment variables SST_RESOURCE_${SST_LINKS.bucket} and SST_RESOURCE_${SST_LINKS.table}).`,
+    );
   }
   return {
     backend: e.KILN_BACKEND,
@@ -138,6 +184,30 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxPixels: e.KILN_MAX_PIXELS,
       maxRetentionHours: e.KILN_MAX_RETENTION_HOURS,
     },
-    aws: { region: e.KILN_AWS_REGION, endpoint: e.KILN_AWS_ENDPOINT, queuePrefix: e.KILN_QUEUE_PREFIX, bucket: e.KILN_BUCKET, table: e.KILN_TABLE },
+    aws: {
+      region: e.KILN_AWS_REGION,
+      endpoint: e.KILN_AWS_ENDPOINT,
+      sqsEndpoint: e.KILN_SQS_ENDPOINT,
+      s3Endpoint: e.KILN_S3_ENDPOINT,
+      dynamoEndpoint: e.KILN_DYNAMO_ENDPOINT,
+      queuePrefix: e.KILN_QUEUE_PREFIX,
+      queueUrls: { ...linked.queueUrls, ...e.KILN_QUEUE_URLS },
+      bucket,
+      table,
+    },
+    eventLog: e.KILN_EVENT_LOG,
+    keyLimits: {
+      requestsPerSecond: e.KILN_RATE_LIMIT_RPS,
+      burst: e.KILN_RATE_LIMIT_BURST ?? Math.max(1, Math.ceil(2 * e.KILN_RATE_LIMIT_RPS)),
+      concurrentJobs: e.KILN_CONCURRENT_JOBS,
+      imagesPerDay: e.KILN_IMAGES_PER_DAY,
+    },
+    webhooks: {
+      allowPrivate: e.KILN_WEBHOOK_ALLOW_PRIVATE,
+      allowedHosts: e.KILN_WEBHOOK_ALLOWED_HOSTS,
+      retryHours: e.KILN_WEBHOOK_RETRY_HOURS,
+      backoffSeconds: e.KILN_WEBHOOK_BACKOFF_SECONDS,
+      timeoutSeconds: e.KILN_WEBHOOK_TIMEOUT_SECONDS,
+    },
   };
 }

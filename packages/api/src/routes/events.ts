@@ -4,6 +4,7 @@ import { blobKeys, describeError, isTerminal, type JobRecord } from "@kiln/share
 import { END_ID, compareKeys, parseEventId, positionId, progressId, stageId, type EventKey } from "../event-ids.js";
 import { latentPreview } from "../latent-preview.js";
 import { apiRouter, problems } from "../openapi.js";
+import { sleep } from "../sleep.js";
 import type { ApiRuntime } from "../runtime.js";
 
 interface OutEvent {
@@ -37,7 +38,7 @@ export function eventRoutes(rt: ApiRuntime) {
       request: {
         params: z.object({ id: z.string().min(1).max(64).openapi({ param: { name: "id", in: "path" } }) }),
         query: z.object({ previews: z.enum(["true", "false"]).optional().openapi({ param: { name: "previews", in: "query" } }) }),
-        headers: z.object({ "last-event-id": z.string().optional().openapi({ param: { name: "Last-Event-ID", in: "header" } }) }),
+        headers: z.object({ "last-event-id": z.string().optional().openapi({ description: "Resume after this event id." }) }),
       },
       responses: {
         200: { description: "An event stream", content: { "text/event-stream": { schema: z.string() } } },
@@ -111,18 +112,26 @@ export function eventRoutes(rt: ApiRuntime) {
       if (previews) {
         for (const t of job.stageTimings) {
           if (!t.finishedAt || previewed.has(t.stage) || job.plan.stages[t.stage]?.output !== "latents") continue;
-          previewed.add(t.stage);
           const preview = await latentPreview(deps.ports.blobs, blobKeys.latents(job.id, t.stage)).catch((e) => {
             deps.log?.("warn", { err: describeError(e), jobId: job.id }, "latents preview failed");
-            return undefined;
+            return null;
           });
+          // The worker records the hand-over and stores the latents at the same time: a blob not
+          // there yet is looked for again at the next poll, while the render goes on.
+          if (preview === undefined && !isTerminal(job.status)) continue;
+          previewed.add(t.stage);
           if (preview) out.push({ event: "preview", data: preview });
         }
       }
       const ended = isTerminal(job.status);
       if (ended && later(END_ID)) out.push({ event: job.status, id: END_ID, data: await rt.view(c, job) });
 
-      for (const e of out) {
+      // Ids go out in their order (one poll can see a stage start and an older step), previews
+      // before the end; anything not after what was already sent is dropped, so nothing repeats.
+      const keyed = out.filter((e) => e.id).sort((a, b) => compareKeys(parseEventId(a.id)!, parseEventId(b.id)!));
+      const ordered = [...keyed.filter((e) => e.id !== END_ID), ...out.filter((e) => !e.id), ...keyed.filter((e) => e.id === END_ID)];
+      for (const e of ordered) {
+        if (e.id && e.event !== "position" && !later(e.id)) continue;
         await stream.writeSSE({ event: e.event, id: e.id, data: JSON.stringify(e.data) });
         if (e.id) cursor = parseEventId(e.id);
         lastWrite = Date.now();
@@ -132,10 +141,7 @@ export function eventRoutes(rt: ApiRuntime) {
         await stream.write(": keep-alive\n\n");
         lastWrite = Date.now();
       }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, pollMs);
-        wake.signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
-      });
+      await sleep(pollMs, wake.signal);
       const fresh = await deps.ports.jobs.get(job.id);
       if (!fresh) break;
       job = fresh;

@@ -3,6 +3,7 @@ import { encodeBase64 } from "hono/utils/encode";
 import { renderRequestSchema, type JobRecord } from "@kiln/shared";
 import { apiRouter, problems } from "../openapi.js";
 import { problem, validationProblem } from "../problem.js";
+import { renderAdmission } from "../render-admission.js";
 import { cancelRender, submitRender, waitForEnd } from "../render-service.js";
 import type { ApiRuntime } from "../runtime.js";
 
@@ -90,7 +91,13 @@ export function openAiImageRoutes(rt: ApiRuntime) {
       if (!parsed.success) {
         return validationProblem(parsed.error.issues.map((i) => ({ ...i, path: [FIELD_OF[String(i.path[0])] ?? String(i.path[0])] }))) as never;
       }
-      const submitted = await submitRender(deps.ports, { ownerKeyId: c.get("key").id, request: parsed.data, now: rt.now(), retentionHours: deps.retentionHours });
+      const submitted = await submitRender(deps.ports, {
+        ownerKeyId: c.get("key").id,
+        request: parsed.data,
+        now: rt.now(),
+        retentionHours: deps.retentionHours,
+        admission: renderAdmission(c.get("key"), deps),
+      });
       const signal = c.req.raw.signal;
       const job = await waitForEnd(deps.ports, submitted, { ...rt.moveOptions(), timeoutMs: rt.timing.syncWaitSeconds * 1000, pollMs: rt.timing.pollMs, signal, clock: () => rt.now() });
       rt.book.observe(job);

@@ -4,6 +4,7 @@ import { apiRouter, problems } from "../openapi.js";
 import { MAX_PREFER_WAIT_SECONDS, preferWait } from "../prefer.js";
 import { problem } from "../problem.js";
 import { cancelRender, submitRender, waitForEnd } from "../render-service.js";
+import { renderAdmission } from "../render-admission.js";
 import { jobViewSchema } from "../render-view.js";
 import type { ApiRuntime } from "../runtime.js";
 
@@ -36,16 +37,23 @@ export function renderRoutes(rt: ApiRuntime) {
       method: "post",
       path: "/v1/renders",
       summary: "Submit a render",
-      description: `Answers 202 with the queued job. With \`Prefer: wait=N\` (N ≤ ${MAX_PREFER_WAIT_SECONDS}) it holds the request until the job ends, answering 201 with the finished job (whatever its outcome) and \`Preference-Applied: wait=N\`; if the job is still going after N seconds, 202 as usual.`,
+      description: `Answers 202 with the queued job. With \`Prefer: wait=N\` (N ≤ ${MAX_PREFER_WAIT_SECONDS}) it holds the request until the job ends, answering 201 with the finished job (whatever its outcome) and \`Preference-Applied: wait=N\` (a deployment may cap N lower, e.g. 25 s behind API Gateway; the header tells the wait applied); if the job is still going after N seconds, 202 as usual.`,
       security,
       request: {
-        headers: z.object({ prefer: z.string().optional().openapi({ param: { name: "Prefer", in: "header" }, example: "wait=30" }) }),
+        headers: z.object({
+          prefer: z.string().optional().openapi({ example: "wait=30", description: "`wait=N`: hold the request up to N seconds (≤ 60) for the job to end." }),
+          "idempotency-key": z.string().optional().openapi({
+            example: "8e03978e-40d5-43e8-bc93-6894a57f9324",
+            description: "Retry-safe submits: the same key with the same body within 24 h answers 200 with the first response (`Idempotent-Replayed: true`) instead of creating another job; with another body, 422.",
+          }),
+        }),
         body: { required: true, content: { "application/json": { schema: bodySchema } } },
       },
       responses: {
         201: { description: "Created and already ended (only with `Prefer: wait`)", ...renderJson },
         202: { description: "Accepted: the job is queued or running", ...renderJson },
-        ...problems(400, 401, 403, 413, 415),
+        200: { description: "A replay: the first response to this Idempotency-Key and body (`Idempotent-Replayed: true`)", ...renderJson },
+        ...problems(400, 401, 403, 409, 413, 415, 422, 429),
       },
     }),
     async (c) => {
@@ -56,15 +64,17 @@ export function renderRoutes(rt: ApiRuntime) {
       let job = await submitRender(deps.ports, {
         ownerKeyId: c.get("key").id,
         request: c.req.valid("json"),
+        admission: renderAdmission(c.get("key"), deps),
         now: rt.now(),
         retentionHours: deps.retentionHours,
         traceparent: c.req.header("traceparent"),
       });
       const headers: Record<string, string> = { Location: `${rt.base(c)}/v1/renders/${job.id}` };
       if (wait.seconds) {
-        job = await waitForEnd(deps.ports, job, { ...rt.moveOptions(), timeoutMs: wait.seconds * 1000, pollMs: rt.timing.pollMs, signal: c.req.raw.signal, clock: () => rt.now() });
+        const seconds = Math.min(wait.seconds, rt.timing.preferWaitCapSeconds);
+        job = await waitForEnd(deps.ports, job, { ...rt.moveOptions(), timeoutMs: seconds * 1000, pollMs: rt.timing.pollMs, signal: c.req.raw.signal, clock: () => rt.now() });
         rt.book.observe(job);
-        headers["Preference-Applied"] = `wait=${wait.seconds}`;
+        headers["Preference-Applied"] = `wait=${seconds}`;
       }
       return c.json(await rt.view(c, job), isTerminal(job.status) ? 201 : 202, headers);
     },

@@ -5,6 +5,11 @@ import os from "node:os";
  * machine and date, ready for docs/benchmarks.md. Speed is measured here, never asserted in tests.
  */
 const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Promise<string> }> }> = {
+  handoff: {
+    summary: "per-hand-over overhead of the worker runtime with a null model, local and AWS (stand-ins on loopback), as a ratio to the raw queue+blob floor",
+    load: () => import("../bench/handoff-bench.js"),
+  },
+  api: { summary: "authenticated POST /v1/renders on the local family vs a bare Hono GET, 50 connections (autocannon)", load: () => import("../bench/api-bench.js") },
   render: { summary: "time to image, 256×256 ensemble on the tiny models, and the share outside session.run", load: () => import("../bench/render-bench.js") },
   "step-overhead": {
     summary: "CPU cost per denoising step outside session.run at 1024² (real tensor sizes), per scheduler, n = 1 and 4",

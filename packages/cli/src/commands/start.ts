@@ -3,7 +3,7 @@ import path from "node:path";
 import { createApiKey, loadConfig, verifyApiKey, type KilnConfig, type Ports } from "@kiln/shared";
 import { createLogger, type Logger } from "@kiln/shared/node";
 import { openPorts } from "../stack.js";
-import { startApiService, startWorkerService, stopOnSignals } from "../services.js";
+import { startApiService, startWebhookService, startWorkerService, stopOnSignals } from "../services.js";
 import { printProgress, renderAndWait, saveImages } from "../render-client.js";
 
 /**
@@ -17,7 +17,7 @@ export async function run(): Promise<void> {
   const ports = openPorts(config);
   const api = await startApiService(config, ports, logger);
   const worker = await startWorkerService(config, ports, logger);
-  stopOnSignals([api, worker], ports, logger);
+  stopOnSignals([api, worker, startWebhookService(config, ports, logger)], ports, logger);
 
   const key = await localKey(config, ports);
   const usingTiny = !config.modelDir;

@@ -1,11 +1,12 @@
 import { loadConfig } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
 import { openPorts } from "../stack.js";
-import { startWorkerService, stopOnSignals } from "../services.js";
+import { startWebhookService, startWorkerService, stopOnSignals } from "../services.js";
 
 export async function run(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger({ level: config.logLevel, name: "kiln-worker" });
   const ports = openPorts(config);
-  stopOnSignals([await startWorkerService(config, ports, logger)], ports, logger);
+  // Drain grace, then up to the stores' retry window (30 s) to release or record what was stopped.
+  stopOnSignals([await startWorkerService(config, ports, logger), startWebhookService(config, ports, logger)], ports, logger, config.drainSeconds + 45);
 }

@@ -1,4 +1,19 @@
 /**
+ * The UNet's sample input for one step: the latents divided by the scheduler's input divisor (`scale_model_input`)
+ * in the first `latents.length` values of `out`, copied into the second half when `out` is twice as long (CFG: the
+ * [negative, positive] halves see the same latents). The copies are native `set`s; only a divisor other than 1
+ * costs a pass in JavaScript.
+ */
+export function fillModelInput(latents: Float32Array, divisor: number, out: Float32Array): Float32Array {
+  const per = latents.length;
+  if (out.length !== per && out.length !== 2 * per) throw new RangeError(`a model input of ${out.length} values for ${per} latents`);
+  if (divisor === 1) out.set(latents);
+  else for (let i = 0; i < per; i++) out[i] = latents[i]! / divisor;
+  if (out.length === 2 * per) out.copyWithin(per, 0, per);
+  return out;
+}
+
+/**
  * Classifier-free guidance over a UNet batch laid out as [negative × n, positive × n]:
  * `noise = u + g·(c − u)`, then diffusers' `rescale_noise_cfg` when `rescale` > 0
  * (std over every axis but batch, unbiased; `out = φ·cfg·(std_c/std_cfg) + (1−φ)·cfg`).

@@ -1,6 +1,5 @@
 import { Worker } from "node:worker_threads";
 import { KilnError } from "@kiln/shared";
-import type { Logger } from "@kiln/shared/node";
 import type { NoiseSource } from "./noise.js";
 
 /**
@@ -111,13 +110,18 @@ export class NoiseStream {
   }
 }
 
+/** The part of a logger the helper uses (pino's and the session factory's both fit). */
+interface WarnLogger {
+  warn(obj: object, msg: string): void;
+}
+
 let starting: Promise<NoiseHelper | undefined> | undefined;
 
 /**
  * The process's noise helper, started on first use (model loading starts it, so renders do not wait).
  * Resolves to undefined when it cannot start; callers then draw on the main thread.
  */
-export function noiseHelper(logger?: Logger): Promise<NoiseHelper | undefined> {
+export function noiseHelper(logger?: WarnLogger): Promise<NoiseHelper | undefined> {
   starting ??= startHelper(logger);
   return starting.then((helper) => {
     if (helper?.alive) return helper;
@@ -126,7 +130,7 @@ export function noiseHelper(logger?: Logger): Promise<NoiseHelper | undefined> {
   });
 }
 
-function startHelper(logger?: Logger): Promise<NoiseHelper | undefined> {
+function startHelper(logger?: WarnLogger): Promise<NoiseHelper | undefined> {
   const noiseModule = import.meta.resolve("./noise.js");
   const tsxApi = noiseModule.endsWith(".ts") ? import.meta.resolve("tsx/esm/api") : undefined;
   return new Promise((resolve) => {

@@ -1,7 +1,7 @@
 import * as ort from "onnxruntime-node";
 import type { Logger } from "@kiln/shared/node";
 import { truncationMessage, type ClipTokenizer, type Truncation } from "./tokenizer/clip-tokenizer.js";
-import { idsTensor, type LoadedSession } from "../onnx/tensors.js";
+import { idsTensor, outputAsFloat32, type LoadedSession } from "../onnx/tensors.js";
 
 /**
  * SDXL prompt encoding, as diffusers' `encode_prompt`:
@@ -69,9 +69,9 @@ async function runEncoder(
   const out = await session.session.run(feeds, fetches);
   const hidden = out[outputName] as ort.Tensor;
   const width = hidden.dims[hidden.dims.length - 1]!;
-  const pooledAll = wantPooled ? (out.text_embeds!.data as Float32Array) : undefined;
+  const pooledAll = wantPooled ? outputAsFloat32(out.text_embeds as ort.Tensor) : undefined;
   // Long prompts: the pooled embedding comes from the first window, as compel does.
-  return { hidden: hidden.data as Float32Array, width, pooled: pooledAll?.slice(0, pooledAll.length / windows.length) };
+  return { hidden: outputAsFloat32(hidden), width, pooled: pooledAll?.slice(0, pooledAll.length / windows.length) };
 }
 
 /** A1111-style weighting: scale each token's embedding, then restore the original mean. */
@@ -91,6 +91,11 @@ function applyTokenWeights(hidden: Float32Array, width: number, weights: Float32
   }
 }
 
+/**
+ * One prompt through the model's text encoders: `prompt` to `text_encoder` (CLIP-L, base only), `prompt2` to
+ * `text_encoder_2` (OpenCLIP bigG), their per-token embeddings concatenated on the last axis. Both encoders
+ * must see the same number of windows: long mode passes `minWindows` for that (see `encodePromptPair`).
+ */
 export async function encodePrompt(
   pair: TextEncoderPair,
   prompt: string,
@@ -100,28 +105,37 @@ export async function encodePrompt(
 ): Promise<PromptEmbeddings> {
   const parts: { hidden: Float32Array; width: number }[] = [];
   let pooled: Float32Array | undefined;
-  let tokens = 0;
-  const encoders: [ClipTokenizer | undefined, LoadedSession | undefined, string, boolean][] = [
-    [pair.tokenizer, pair.textEncoder, prompt, false],
-    [pair.tokenizer2, pair.textEncoder2, prompt2, true],
-  ];
-  for (const [tokenizer, session, text, isSecond] of encoders) {
-    if (!tokenizer || !session) continue;
+  let tokens: number | undefined;
+  for (const [tokenizer, session, text, isSecond] of encoderInputs(pair, prompt, prompt2)) {
     const { windows, weights } = tokenize(tokenizer, text, options, logger);
+    if (tokens !== undefined && tokens !== windows.length * 77) {
+      throw new RangeError(`the text encoders got ${tokens / 77} and ${windows.length} windows; pass minWindows in long mode`);
+    }
+    tokens = windows.length * 77;
     const result = await runEncoder(session, windows, hiddenStateName(session, options.clipSkip), isSecond);
     weights?.forEach((w, i) => applyTokenWeights(result.hidden.subarray(i * 77 * result.width, (i + 1) * 77 * result.width), result.width, w));
     parts.push(result);
-    tokens = windows.length * 77;
     if (isSecond) pooled = result.pooled;
   }
   const width = parts.reduce((a, p) => a + p.width, 0);
-  const hidden = new Float32Array(tokens * width);
+  const hidden = new Float32Array(tokens! * width);
   let offset = 0;
   for (const part of parts) {
-    for (let t = 0; t < tokens; t++) hidden.set(part.hidden.subarray(t * part.width, (t + 1) * part.width), t * width + offset);
+    for (let t = 0; t < tokens!; t++) hidden.set(part.hidden.subarray(t * part.width, (t + 1) * part.width), t * width + offset);
     offset += part.width;
   }
-  return { hidden, tokens, width, pooled: pooled! };
+  return { hidden, tokens: tokens!, width, pooled: pooled! };
+}
+
+/** (tokenizer, encoder, text, is text_encoder_2) for each text encoder the model has. */
+function encoderInputs(pair: TextEncoderPair, prompt: string, prompt2: string): [ClipTokenizer, LoadedSession, string, boolean][] {
+  const first: [ClipTokenizer, LoadedSession, string, boolean][] = pair.tokenizer && pair.textEncoder ? [[pair.tokenizer, pair.textEncoder, prompt, false]] : [];
+  return [...first, [pair.tokenizer2, pair.textEncoder2, prompt2, true]];
+}
+
+/** Long mode: the windows a text needs on a tokenizer (at least one). */
+function windowsNeeded(tokenizer: ClipTokenizer, text: string, weighting: boolean): number {
+  return weighting ? tokenizer.encodeWeightedLong(text).length : tokenizer.encodeLong(text).length;
 }
 
 export function zeroEmbeddings(like: PromptEmbeddings): PromptEmbeddings {
@@ -129,9 +143,15 @@ export function zeroEmbeddings(like: PromptEmbeddings): PromptEmbeddings {
 }
 
 /**
- * Positive and negative embeddings for a render. With `forceZerosForEmptyPrompt` (the base model's
- * `model_index.json`) and no negative prompt, the negative embeddings are zeros, as diffusers does;
- * the refiner encodes "" instead.
+ * Positive and negative embeddings for a render, by diffusers' `encode_prompt` rules:
+ * - `prompt_2` defaults to `prompt` and `negative_prompt_2` to `negative_prompt` (empty strings too: Python's `or`);
+ * - with `forceZerosForEmptyPrompt` (the base model's `model_index.json`) and no `negative_prompt` at all, the
+ *   negative embeddings and pooled embedding are zeros — even when `negative_prompt_2` is set, as in diffusers;
+ *   an explicit "" is encoded. The refiner sets it false and encodes "";
+ * - the negative prompt is encoded at the penultimate layer whatever `clip_skip` says (diffusers applies
+ *   `clip_skip` to the positive prompt only);
+ * - long mode (A1111/compel): every text gets as many 75-token windows as the longest one needs, on either
+ *   tokenizer, so the two encoders concatenate and the [negative, positive] batch lines up window by window.
  */
 export async function encodePromptPair(
   pair: TextEncoderPair,
@@ -139,22 +159,25 @@ export async function encodePromptPair(
   options: EncodeOptions & { forceZerosForEmptyPrompt: boolean; guided: boolean },
   logger?: Logger,
 ): Promise<{ positive: PromptEmbeddings; negative?: PromptEmbeddings }> {
-  const positive = await encodePrompt(pair, prompts.prompt, prompts.prompt2 ?? prompts.prompt, options, logger);
-  if (!options.guided) return { positive };
-  const negativePrompt = prompts.negativePrompt ?? "";
-  const noNegative = negativePrompt === "" && (prompts.negativePrompt2 ?? "") === "";
-  if (noNegative && options.forceZerosForEmptyPrompt) return { positive, negative: zeroEmbeddings(positive) };
-  const negative = await encodePrompt(
-    pair,
-    negativePrompt,
-    prompts.negativePrompt2 ?? negativePrompt,
-    { ...options, minWindows: positive.tokens / 77 },
-    logger,
-  );
-  if (negative.tokens !== positive.tokens) {
-    // Long mode: the longer of the two sets the window count; re-encode the positive to match.
-    const longer = await encodePrompt(pair, prompts.prompt, prompts.prompt2 ?? prompts.prompt, { ...options, minWindows: negative.tokens / 77 }, logger);
-    return { positive: longer, negative };
+  const prompt2 = prompts.prompt2 || prompts.prompt;
+  const zeroNegative = prompts.negativePrompt === undefined && options.forceZerosForEmptyPrompt;
+  if (options.guided && zeroNegative && prompts.negativePrompt2) {
+    logger?.warn("negative_prompt_2 is ignored without negative_prompt on a model with force_zeros_for_empty_prompt (diffusers does the same)");
   }
+  const encodeNegative = options.guided && !zeroNegative;
+  const negativePrompt = prompts.negativePrompt ?? "";
+  const negativePrompt2 = prompts.negativePrompt2 || negativePrompt;
+
+  let minWindows = options.minWindows ?? 1;
+  if (options.longPrompt) {
+    const texts: [string, string][] = encodeNegative ? [[prompts.prompt, prompt2], [negativePrompt, negativePrompt2]] : [[prompts.prompt, prompt2]];
+    for (const [text, text2] of texts) {
+      for (const [tokenizer, , t] of encoderInputs(pair, text, text2)) minWindows = Math.max(minWindows, windowsNeeded(tokenizer, t, options.weighting));
+    }
+  }
+  const positive = await encodePrompt(pair, prompts.prompt, prompt2, { ...options, minWindows }, logger);
+  if (!options.guided) return { positive };
+  if (zeroNegative) return { positive, negative: zeroEmbeddings(positive) };
+  const negative = await encodePrompt(pair, negativePrompt, negativePrompt2, { ...options, clipSkip: undefined, minWindows }, logger);
   return { positive, negative };
 }

@@ -8,6 +8,7 @@ import { parseSchedulerConfigText } from "./schedulers/index.js";
 import type { SchedulerConfig } from "./schedulers/scheduler.js";
 import type { TextEncoderPair } from "./prompt-encoder.js";
 import { SDXL_VAE_SCALING_FACTOR } from "./vae-decoder.js";
+import { noiseHelper } from "./noise-helper.js";
 
 /** A loaded SDXL model folder: validated sessions, tokenizers, scheduler config and the flags the pipeline needs. */
 export interface SdxlModel {
@@ -31,6 +32,8 @@ export interface SdxlModel {
 }
 
 export async function loadSdxlModel(dir: string, role: ModelRole, options: LoadModelFolderOptions): Promise<SdxlModel> {
+  // Started alongside the sessions so the first ancestral render does not wait for the helper thread.
+  void noiseHelper(options.logger);
   const folder = await loadModelFolder(dir, role, options);
   const schedulerFile = path.join(folder.dir, "scheduler", "scheduler_config.json");
   const schedulerConfig = parseSchedulerConfigText(folder.schedulerConfigJson, schedulerFile);

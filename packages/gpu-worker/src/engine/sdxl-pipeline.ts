@@ -5,23 +5,28 @@ import { createScheduler, convertLatentSpace } from "./schedulers/index.js";
 import type { Scheduler } from "./schedulers/scheduler.js";
 import { ensembleSplit, sdeditStart } from "./stage-split.js";
 import { drawNoise, NoiseSource } from "./noise.js";
+import { noiseHelper } from "./noise-helper.js";
 import { encodePromptPair, type PromptEmbeddings } from "./prompt-encoder.js";
-import { timeIds } from "./conditioning.js";
-import { applyGuidance } from "./guidance.js";
+import { stageTimeIdInputs, timeIds } from "./conditioning.js";
+import { applyGuidance, fillModelInput } from "./guidance.js";
 import { firstNonFinite, resizeLatentsBilinear } from "./latent-ops.js";
 import { decodeLatentsToImages } from "./vae-decoder.js";
 import { encodeImage, type EncodedImage } from "./image-encoder.js";
-import { floatTensor, outputAsFloat32, timestepTensor } from "../onnx/tensors.js";
+import { FloatFeed, TimestepFeed, outputAsFloat32 } from "../onnx/tensors.js";
 import type { SdxlModel } from "./sdxl-model.js";
 
 export interface StageHooks {
-  /** Called after every denoising step with the steps done and the steps this stage runs. */
+  /**
+   * Called after every denoising step with the steps done and the steps this stage runs. `latents` is the
+   * loop's own buffer, updated in place by the next step: copy it to keep it.
+   */
   onStep?(step: number, steps: number, latents: Float32Array, shape: readonly number[]): void;
   /** Checked between steps: aborting stops the stage at the next step boundary (cancel, drain). */
   signal?: AbortSignal;
   logger?: Logger;
 }
 
+/** `unetSeconds`: time in the UNet's `session.run`; `denoiseSeconds`: the whole denoising loop, UNet included. */
 export type StageResult =
   | { kind: "latents"; latents: Latents; unetSeconds: number; denoiseSeconds: number; steps: number }
   | { kind: "images"; images: EncodedImage[]; unetSeconds: number; denoiseSeconds: number; steps: number };
@@ -40,10 +45,13 @@ export function stageSchedule(scheduler: Scheduler, plan: RenderPlan, stage: Sta
   return { begin, end };
 }
 
+const UNET_FETCHES = ["out_sample"];
+
 /**
- * Runs one stage of an SDXL render, in diffusers' order:
- * 1. check inputs → 2. prepare timesteps → 3. prepare latents → 4. encode prompts →
- * 5. denoise (CFG over a [negative, positive] batch) → 6. hand latents over, or decode and encode images.
+ * Runs one stage of an SDXL render, in the order of diffusers' SDXL pipelines:
+ * 1. check inputs → 2. encode prompts → 3. prepare timesteps → 4. prepare latents →
+ * 5. prepare the UNet's conditioning → 6. denoise (CFG over a [negative, positive] batch) →
+ * 7. hand the latents over, or decode and encode the images.
  */
 export async function runStage(
   model: SdxlModel,
@@ -53,6 +61,7 @@ export async function runStage(
 ): Promise<StageResult> {
   const { plan, stage } = job;
   const n = plan.n;
+  // diffusers' `do_classifier_free_guidance`.
   const guided = plan.guidanceScale > 1;
 
   // 1. Check inputs.
@@ -61,36 +70,7 @@ export async function runStage(
     throw new KilnError("latents_shape_mismatch", `The latents hold ${input.shape[0]} images but the plan asks for ${n}; the producing stage must run again.`, { retryable: true });
   }
 
-  // 2. Prepare timesteps.
-  const scheduler = createScheduler(model.schedulerConfig, { name: plan.scheduler, karras: plan.karras });
-  scheduler.setTimesteps(plan.steps);
-  const { begin, end } = stageSchedule(scheduler, plan, stage);
-  scheduler.setBeginIndex(begin);
-
-  // 3. Prepare latents. One generator per image (seed + i), as diffusers with a list of generators: the
-  // first stage draws the initial noise from it and keeps drawing (ancestral steps); later stages get
-  // their own stream per image so a stage re-run on another worker draws the same noise.
-  const generators = Array.from({ length: n }, (_, i) => new NoiseSource(stageNoiseSeed(plan.seed + i, stage.index)));
-  let shape: number[];
-  let latents: Float32Array;
-  if (!input) {
-    shape = [n, 4, plan.height / 8, plan.width / 8];
-    latents = drawNoise(generators, new Float32Array(n * 4 * shape[2]! * shape[3]!));
-    for (let j = 0; j < latents.length; j++) latents[j] = latents[j]! * scheduler.initNoiseSigma;
-  } else if (stage.strength !== undefined) {
-    // SDEdit: the input is fully denoised (σ = 0, where both latent spaces agree); upscale, then re-noise to `strength`.
-    const size = outputSize(plan);
-    shape = [n, 4, size.height / 8, size.width / 8];
-    const x0 = shape[2] === input.shape[2] && shape[3] === input.shape[3] ? input.data : resizeLatentsBilinear(input.data, input.shape, shape[2]!, shape[3]!);
-    latents = scheduler.addNoise(x0, drawNoise(generators, new Float32Array(x0.length)), begin);
-  } else {
-    // Ensemble of experts: continue from the noisy latents as they are, converted if the families differ.
-    shape = [...input.shape];
-    latents = input.meta.latentSpace === scheduler.latentSpace ? input.data : convertLatentSpace(input.data, input.meta.sigma, input.meta.latentSpace, scheduler.latentSpace);
-  }
-  const [, , h, w] = shape as [number, number, number, number];
-
-  // 4. Encode prompts.
+  // 2. Encode prompts.
   const { positive, negative } = await encodePromptPair(
     model.encoders,
     { prompt: plan.prompt, prompt2: plan.prompt2, negativePrompt: plan.negativePrompt, negativePrompt2: plan.negativePrompt2 },
@@ -100,40 +80,79 @@ export async function runStage(
   if (positive.width !== model.unetEmbedWidth) {
     throw new KilnError("model_mismatch", `The text encoders of ${model.dir} give ${positive.width}-wide embeddings but its UNet takes ${model.unetEmbedWidth}.`);
   }
+
+  // 3. Prepare timesteps: the full schedule, then this stage's slice of it.
+  const scheduler = createScheduler(model.schedulerConfig, { name: plan.scheduler, karras: plan.karras });
+  scheduler.setTimesteps(plan.steps);
+  const { begin, end } = stageSchedule(scheduler, plan, stage);
+  scheduler.setBeginIndex(begin);
+
+  // 4. Prepare latents. One generator per image (seed + i), as diffusers with a list of generators: the
+  // first stage draws the initial noise from it and keeps drawing (ancestral steps); later stages get
+  // their own stream per image so a stage re-run on another worker draws the same noise. The loop
+  // steps `latents` in place, so it is always a fresh array, never the caller's input.
+  const generators = Array.from({ length: n }, (_, i) => new NoiseSource(stageNoiseSeed(plan.seed + i, stage.index)));
+  let shape: number[];
+  let latents: Float32Array;
+  if (!input) {
+    shape = [n, 4, plan.height / 8, plan.width / 8];
+    latents = drawNoise(generators, new Float32Array(n * 4 * shape[2]! * shape[3]!));
+    for (let j = 0; j < latents.length; j++) latents[j] = latents[j]! * scheduler.initNoiseSigma;
+  } else if (stage.strength !== undefined) {
+    // SDEdit: the input is fully denoised (σ = 0, where both latent spaces agree); upscale as A1111's
+    // "Latent" hires fix does (bilinear, no antialias), then re-noise to `strength` at timesteps[begin].
+    const size = outputSize(plan);
+    shape = [n, 4, size.height / 8, size.width / 8];
+    const x0 = shape[2] === input.shape[2] && shape[3] === input.shape[3] ? input.data : resizeLatentsBilinear(input.data, input.shape, shape[2]!, shape[3]!);
+    latents = scheduler.addNoise(x0, drawNoise(generators, new Float32Array(x0.length)), begin);
+  } else {
+    // Ensemble of experts: continue from the noisy latents as they are, re-expressed if the families differ.
+    shape = [...input.shape];
+    latents = convertLatentSpace(input.data, input.meta.sigma, input.meta.latentSpace, scheduler.latentSpace);
+  }
+  const [, , h, w] = shape as [number, number, number, number];
+
+  // 5. Prepare the UNet's inputs: conditioning batched [negative × n, positive × n] (diffusers' order), and
+  // one reusable tensor for the sample and one for the timestep, rewritten in place every step.
+  const unet = model.unet;
   const batch = guided ? 2 * n : n;
   const conditioning = batchedConditioning(positive, negative, n);
-  const unet = model.unet;
-  const target: [number, number] = [h * 8, w * 8];
-  const feedsFixed = {
-    encoder_hidden_states: floatTensor(unet, "encoder_hidden_states", conditioning.hidden, [batch, positive.tokens, positive.width]),
-    text_embeds: floatTensor(unet, "text_embeds", conditioning.pooled, [batch, positive.pooled.length]),
-    time_ids: floatTensor(unet, "time_ids", timeIds(plan, model.timeIdsWidth, n, guided, stage.hiresScale && stage.hiresScale !== 1 ? target : undefined), [batch, model.timeIdsWidth]),
+  const sample = new FloatFeed(unet, "sample", [batch, 4, h, w]);
+  const timestep = new TimestepFeed(unet, batch);
+  const feeds = {
+    sample: sample.tensor,
+    timestep: timestep.tensor,
+    encoder_hidden_states: new FloatFeed(unet, "encoder_hidden_states", [batch, positive.tokens, positive.width], conditioning.hidden).tensor,
+    text_embeds: new FloatFeed(unet, "text_embeds", [batch, positive.pooled.length], conditioning.pooled).tensor,
+    time_ids: new FloatFeed(unet, "time_ids", [batch, model.timeIdsWidth], timeIds(stageTimeIdInputs(plan, [h * 8, w * 8]), model.timeIdsWidth, n, guided)).tensor,
   };
 
-  // 5. Denoise.
-  const per = latents.length;
-  const sampleBuffer = new Float32Array(guided ? 2 * per : per);
-  const guidedNoise = new Float32Array(per);
+  // 6. Denoise. Nothing is allocated per step on our side: the sample is scaled in one pass and copied natively
+  // into the second CFG half, guidance writes into a fixed buffer, the scheduler steps `latents` in place, and
+  // ancestral noise is drawn on a helper thread while the UNet runs (else on this thread, with the same values).
+  const guidedNoise = guided ? new Float32Array(latents.length) : undefined;
+  const fp16Output = unet.outputs.find((o) => o.name === "out_sample")?.dtype === "float16" ? new Float32Array(batch * latents.length / n) : undefined;
+  const noise = scheduler.stochastic ? (await noiseHelper(hooks.logger))?.open(generators, latents.length) : undefined;
   const steps = end - begin;
   let unetSeconds = 0;
   const denoiseStarted = performance.now();
-  for (let i = begin; i < end; i++) {
-    hooks.signal?.throwIfAborted();
-    const scaled = scheduler.scaleModelInput(latents);
-    sampleBuffer.set(scaled, 0);
-    if (guided) sampleBuffer.set(scaled, per);
-    const feeds = {
-      ...feedsFixed,
-      sample: floatTensor(unet, "sample", sampleBuffer, [batch, 4, h, w]),
-      timestep: timestepTensor(unet, scheduler.timesteps[i]!, batch),
-    };
-    const started = performance.now();
-    const out = await unet.session.run(feeds, ["out_sample"]);
-    unetSeconds += (performance.now() - started) / 1000;
-    const predicted = outputAsFloat32(out.out_sample as ort.Tensor);
-    const noisePred = guided ? applyGuidance(predicted, n, plan.guidanceScale, plan.guidanceRescale, guidedNoise) : predicted;
-    latents = scheduler.step(noisePred, latents, generators);
-    hooks.onStep?.(i - begin + 1, steps, latents, shape);
+  try {
+    for (let i = begin; i < end; i++) {
+      hooks.signal?.throwIfAborted();
+      noise?.request();
+      fillModelInput(latents, scheduler.modelInputDivisor(), sample.values);
+      sample.sync();
+      timestep.set(scheduler.timesteps[i]!);
+      const started = performance.now();
+      const out = await unet.session.run(feeds, UNET_FETCHES);
+      unetSeconds += (performance.now() - started) / 1000;
+      const predicted = outputAsFloat32(out.out_sample as ort.Tensor, fp16Output);
+      const noisePred = guidedNoise ? applyGuidance(predicted, n, plan.guidanceScale, plan.guidanceRescale, guidedNoise) : predicted;
+      scheduler.step(noisePred, latents, noise ? noise.take() : generators, latents);
+      hooks.onStep?.(i - begin + 1, steps, latents, shape);
+    }
+  } finally {
+    noise?.close();
   }
   const denoiseSeconds = (performance.now() - denoiseStarted) / 1000;
   const bad = firstNonFinite(latents);
@@ -141,7 +160,7 @@ export async function runStage(
     throw new KilnError("latents_non_finite", `Denoising produced ${latents[bad]} in the latents; the model or its precision is broken (try fp32 or another scheduler).`);
   }
 
-  // 6. Hand over or decode.
+  // 7. Hand over (unscaled scheduler-space latents, diffusers' `output_type="latent"`) or decode.
   if (stage.output === "latents") {
     return {
       kind: "latents",
@@ -189,23 +208,28 @@ function batchedConditioning(positive: PromptEmbeddings, negative: PromptEmbeddi
 
 const SAMPLER_NAMES: Record<string, string> = { euler: "Euler", euler_a: "Euler a", dpmpp_2m: "DPM++ 2M", ddim: "DDIM" };
 
-/** The A1111 `parameters` text, so tools that read it show how the image was made. */
+/**
+ * The A1111 `parameters` text, so tools that read it show how the image was made. As A1111 writes it, `Size` is
+ * the first pass's size (a latent upscale shows as `Hires upscale`), and `Clip skip` counts from the last layer
+ * (A1111's 2 is SDXL's default penultimate layer, diffusers' `clip_skip` 0), so it is `clip_skip + 2`.
+ */
 export function generationParameters(plan: RenderPlan, model: SdxlModel, imageIndex: number, scheduler: string): string {
-  const size = outputSize(plan);
+  const hires = plan.mode === "sdedit" && plan.hiresScale !== 1;
   const fields: [string, string | number | undefined][] = [
     ["Steps", plan.steps],
     ["Sampler", SAMPLER_NAMES[scheduler] ?? scheduler],
     ["Schedule type", plan.karras ? "Karras" : undefined],
     ["CFG scale", plan.guidanceScale],
     ["Seed", plan.seed + imageIndex],
-    ["Size", `${size.width}x${size.height}`],
+    ["Size", `${plan.width}x${plan.height}`],
     ["Model", model.name],
     ["Mode", plan.mode],
     ["Refiner switch at", plan.mode === "ensemble" ? plan.highNoiseFrac : undefined],
     ["Denoising strength", plan.mode === "sdedit" ? plan.strength : undefined],
-    ["Hires upscale", plan.mode === "sdedit" && plan.hiresScale !== 1 ? plan.hiresScale : undefined],
+    ["Hires upscale", hires ? plan.hiresScale : undefined],
+    ["Hires upscaler", hires ? "Latent" : undefined],
     ["CFG rescale", plan.guidanceRescale || undefined],
-    ["Clip skip", plan.clipSkip],
+    ["Clip skip", plan.clipSkip ? plan.clipSkip + 2 : undefined],
     ["Version", "Kiln"],
   ];
   const line = fields.filter(([, v]) => v !== undefined).map(([k, v]) => `${k}: ${v}`).join(", ");

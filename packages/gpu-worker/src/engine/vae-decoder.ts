@@ -26,10 +26,12 @@ export async function decodeLatentsToImages(
 ): Promise<DecodedImage[]> {
   const [n, c, h, w] = shape as [number, number, number, number];
   const per = c * h * w;
+  // torch divides a float32 tensor by a Python float in float32.
+  const factor = Math.fround(scalingFactor);
   const images: DecodedImage[] = [];
   for (let b = 0; b < n; b++) {
     const scaled = new Float32Array(per);
-    for (let i = 0; i < per; i++) scaled[i] = latents[b * per + i]! / scalingFactor;
+    for (let i = 0; i < per; i++) scaled[i] = latents[b * per + i]! / factor;
     const out = await vae.session.run({ latent_sample: floatTensor(vae, "latent_sample", scaled, [1, c, h, w]) });
     const sample = out.sample as ort.Tensor;
     const pixels = outputAsFloat32(sample);
@@ -46,13 +48,21 @@ export async function decodeLatentsToImages(
   return images;
 }
 
+/**
+ * CHW floats in [−1, 1] to HWC bytes as diffusers' image processor does it, in float32:
+ * `(x/2 + 0.5).clamp(0, 1)`, then numpy's `(x·255).round()` — halves to even.
+ */
 export function chwToRgb8(x: Float32Array, h: number, w: number): Uint8Array {
+  const f32 = Math.fround;
   const plane = h * w;
   const rgb = new Uint8Array(plane * 3);
   for (let p = 0; p < plane; p++) {
     for (let ch = 0; ch < 3; ch++) {
-      const v = Math.round((x[ch * plane + p]! / 2 + 0.5) * 255);
-      rgb[p * 3 + ch] = v < 0 ? 0 : v > 255 ? 255 : v;
+      const unit = f32(x[ch * plane + p]! / 2 + 0.5);
+      const scaled = f32((unit < 0 ? 0 : unit > 1 ? 1 : unit) * 255);
+      let v = Math.round(scaled);
+      if (v - scaled === 0.5 && v % 2 === 1) v -= 1;
+      rgb[p * 3 + ch] = v;
     }
   }
   return rgb;

@@ -34,6 +34,8 @@ export interface TinyModelOptions {
    * Default true.
    */
   unetExternalData?: boolean;
+  /** The VAE decoder outputs NaN, as the stock SDXL VAE does when it overflows in fp16 (tests of the NaN guard). */
+  vaeDecoderEmitsNaN?: boolean;
 }
 
 export const DEFAULT_TINY_SEED = 1;
@@ -368,7 +370,7 @@ function unetGraph(spec: UnetSpec): GraphBuilder {
 }
 
 /** 1×1 conv 4→3 (scaled for latents divided by the 0.13025 scaling factor), linear ×8 upsampling, 3×3 conv, tanh. */
-function vaeDecoderGraph(w: Weights): GraphBuilder {
+function vaeDecoderGraph(w: Weights, emitNaN = false): GraphBuilder {
   const g = new GraphBuilder("tiny_vae_decoder");
   const latents = g.input("latent_sample", FLOAT, ["batch_size", LATENT_CHANNELS, "latent_height", "latent_width"]);
   const mixed = g.op("Conv", [
@@ -386,7 +388,8 @@ function vaeDecoderGraph(w: Weights): GraphBuilder {
     [up, g.floats("smooth_weight", [3, 3, 3, 3], w.uniform(81, 0.25)), g.floats("smooth_bias", [3], w.uniform(3, 0.05))],
     [attr.ints("kernel_shape", [3, 3]), attr.ints("pads", [1, 1, 1, 1])],
   );
-  g.op("Tanh", [smooth], [], "sample");
+  if (emitNaN) g.op("Add", [g.op("Tanh", [smooth]), g.floats("overflow", [], [NaN])], [], "sample");
+  else g.op("Tanh", [smooth], [], "sample");
   g.output("sample", FLOAT, ["batch_size", 3, "height", "width"]);
   return g;
 }
@@ -554,7 +557,7 @@ export function writeTinyModel(dir: string, options: TinyModelOptions): void {
   );
 
   writeJson(path.join(dir, "vae_decoder", "config.json"), VAE_CONFIG);
-  writeOnnx(path.join(dir, "vae_decoder"), vaeDecoderGraph(new Weights(seed, "vae_decoder")));
+  writeOnnx(path.join(dir, "vae_decoder"), vaeDecoderGraph(new Weights(seed, "vae_decoder"), options.vaeDecoderEmitsNaN));
   writeJson(path.join(dir, "vae_encoder", "config.json"), VAE_CONFIG);
   writeOnnx(path.join(dir, "vae_encoder"), vaeEncoderGraph(new Weights(seed, "vae_encoder")));
 }

@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 /** Prometheus metrics of one worker, served at `GET /metrics`. */
 export function createWorkerMetrics() {
@@ -13,6 +13,12 @@ export function createWorkerMetrics() {
     handoffSeconds: new Histogram({ name: "kiln_handoff_seconds", help: "Latents put + next-stage enqueue", labelNames: ["kind"], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: [registry] }),
     steps: new Counter({ name: "kiln_denoise_steps_total", help: "Denoising steps run", labelNames: ["kind"], registers: [registry] }),
     failures: new Counter({ name: "kiln_stage_failures_total", help: "Stage failures by code", labelNames: ["kind", "code"], registers: [registry] }),
+    stageRuns: new Counter({ name: "kiln_stage_deliveries_total", help: "Stage deliveries handled, by outcome (handed-over, succeeded, stale, retry, released, …)", labelNames: ["kind", "outcome"], registers: [registry] }),
+    stepsPerSecond: new Gauge({ name: "kiln_steps_per_second", help: "Denoising steps per second of the last stage run (wall time of the stage)", labelNames: ["kind"], registers: [registry] }),
+    ioRetries: new Counter({ name: "kiln_io_retries_total", help: "Queue or store calls retried after a transient failure", labelNames: ["operation"], registers: [registry] }),
+    pollErrors: new Counter({ name: "kiln_poll_errors_total", help: "Receive calls that failed", labelNames: ["kind"], registers: [registry] }),
+    lastPoll: new Gauge({ name: "kiln_last_poll_timestamp_seconds", help: "When this worker last received from a queue successfully (epoch seconds)", registers: [registry] }),
+    busy: new Gauge({ name: "kiln_stages_running", help: "Stages running on this worker now", registers: [registry] }),
   };
 }
 

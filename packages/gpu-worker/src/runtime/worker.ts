@@ -4,6 +4,8 @@ import type { Logger } from "@kiln/shared/node";
 import { runStageMessage, type StageOutcome } from "./stage-runner.js";
 import type { StageExecutor } from "./stage-executor.js";
 import { createWorkerMetrics, type WorkerMetrics } from "./metrics.js";
+import { PollBeat } from "./poll-beat.js";
+import { BestEffortWrites } from "./best-effort-writes.js";
 
 export interface WorkerOptions {
   ports: Ports;
@@ -19,6 +21,10 @@ export interface WorkerOptions {
   /** How often to sweep the dead-letter queues for jobs to fail. */
   deadLetterSweepMs?: number;
   cancelPollMs?: number;
+  /** How long a failing queue or store call is retried in place (see StageRunnerOptions.ioRetryMs). */
+  ioRetryMs?: number;
+  /** Registry writes are coalesced to at most one per this many ms (plus one per change of load). */
+  beatIntervalMs?: number;
   workerId?: string;
   metrics?: WorkerMetrics;
   events?: JobEventSink;
@@ -47,6 +53,8 @@ export class Worker {
   private readonly drainAbort = new AbortController();
   private loops: Promise<void>[] = [];
   private sweeper?: NodeJS.Timeout;
+  private readonly beat: PollBeat;
+  private readonly bestEffort: BestEffortWrites;
 
   constructor(private readonly options: WorkerOptions) {
     this.metrics = options.metrics ?? createWorkerMetrics();
@@ -57,6 +65,8 @@ export class Worker {
       current: [],
       completed: {},
     };
+    this.bestEffort = new BestEffortWrites(options.logger);
+    this.beat = new PollBeat(options.ports.workers, this.status, this.bestEffort, options.beatIntervalMs);
   }
 
   start(): void {
@@ -86,6 +96,7 @@ export class Worker {
   private async loop(): Promise<void> {
     const { ports, logger } = this.options;
     const order = (["refine", "base"] as const).filter((k) => this.options.stages.includes(k));
+    let pollFailures = 0;
     while (!this.pollAbort.signal.aborted) {
       let claimed = false;
       for (const [i, kind] of order.entries()) {
@@ -100,13 +111,20 @@ export class Worker {
             waitSeconds: wait,
             signal: this.pollAbort.signal,
           });
-          this.status.lastPollAt = new Date().toISOString();
+          const at = Date.now();
+          this.status.lastPollAt = new Date(at).toISOString();
           this.status.lastPollError = undefined;
+          this.metrics.lastPoll.set(at / 1000);
+          pollFailures = 0;
+          this.beat.record(this.status.current.length + messages.length, at);
         } catch (e) {
           if (this.pollAbort.signal.aborted) break;
           this.status.lastPollError = describeError(e);
-          logger.warn({ err: describeError(e), kind }, "receive failed; backing off");
-          await sleep(1000 + Math.random() * 1000, this.pollAbort.signal);
+          this.metrics.pollErrors.inc({ kind });
+          // Exponential, so a fleet does not hammer a queue that is down; capped so recovery is noticed soon.
+          const backoffMs = Math.min(15_000, 500 * 2 ** pollFailures++) * (0.75 + Math.random() * 0.5);
+          logger.warn({ err: describeError(e), kind, retryInMs: Math.round(backoffMs) }, "receive failed; backing off");
+          await sleep(backoffMs, this.pollAbort.signal);
           continue;
         }
         for (const message of messages) {
@@ -114,6 +132,7 @@ export class Worker {
           const body = message.body as { jobId?: string; stage?: number };
           const current = { jobId: String(body?.jobId), stage: Number(body?.stage), kind, since: new Date().toISOString() };
           this.status.current.push(current);
+          this.metrics.busy.set(this.status.current.length);
           try {
             const outcome = await runStageMessage(
               {
@@ -125,6 +144,8 @@ export class Worker {
                 visibilitySeconds: this.options.visibilitySeconds,
                 maxReceives: this.options.maxReceives,
                 cancelPollMs: this.options.cancelPollMs,
+                ioRetryMs: this.options.ioRetryMs,
+                bestEffort: this.bestEffort,
                 drainSignal: this.drainAbort.signal,
                 events: this.options.events,
               },
@@ -137,6 +158,7 @@ export class Worker {
             await sleep(1000, this.pollAbort.signal);
           } finally {
             this.status.current = this.status.current.filter((c) => c !== current);
+            this.metrics.busy.set(this.status.current.length);
           }
         }
         if (claimed) break;

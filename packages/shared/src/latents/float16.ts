@@ -40,14 +40,38 @@ export function float16BitsToFloat32(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
+/** Same rounding as float32ToFloat16Bits, reading the float bits in place (this runs on every hand-over). */
 export function toFloat16(values: Float32Array): Uint16Array {
   const out = new Uint16Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = float32ToFloat16Bits(values[i]!);
+  const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  for (let i = 0; i < words.length; i++) {
+    const x = words[i]!;
+    const exp = (x >>> 23) & 0xff;
+    const e = exp - 112;
+    // Normal halves take the fast path; zeros, subnormals, overflow, Inf and NaN the exact one.
+    if (e > 0 && e < 0x1f) {
+      const mant = x & 0x7fffff;
+      let bits = ((x >>> 16) & 0x8000) | (e << 10) | (mant >>> 13);
+      const rest = mant & 0x1fff;
+      if (rest > 0x1000 || (rest === 0x1000 && bits & 1)) bits++;
+      out[i] = bits;
+    } else {
+      out[i] = float32ToFloat16Bits(values[i]!);
+    }
+  }
   return out;
 }
 
+let halfToFloat: Float32Array | undefined;
+
+/** Every one of the 65,536 halves looked up in a table built once (256 KiB). */
 export function fromFloat16(bits: Uint16Array): Float32Array {
+  if (!halfToFloat) {
+    halfToFloat = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) halfToFloat[h] = float16BitsToFloat32(h);
+  }
+  const table = halfToFloat;
   const out = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) out[i] = float16BitsToFloat32(bits[i]!);
+  for (let i = 0; i < bits.length; i++) out[i] = table[bits[i]!]!;
   return out;
 }

@@ -18,6 +18,8 @@ export async function failDeadLetteredJobs(ports: Ports, kinds: readonly ("base"
       if (!parsed.success) continue;
       const job = await ports.jobs.get(parsed.data.jobId);
       if (!job || isTerminal(job.status)) continue;
+      // A duplicate of a stage the job has moved past says nothing about the job.
+      if (job.progress && job.progress.stage > parsed.data.stage) continue;
       const updated = await ports.jobs.update(
         job.id,
         { version: job.version },

@@ -16,7 +16,7 @@ export interface Ports {
   blobs: BlobStore;
   jobs: JobStore;
   keys: KeyStore;
-  /** Optional until both families implement it; absent means "unknown" in waiting reasons. */
+  /** Both families provide it; a host without it makes waiting reasons say "unknown". */
   workers?: WorkerRegistry;
   close(): Promise<void>;
 }

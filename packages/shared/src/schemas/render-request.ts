@@ -110,9 +110,13 @@ export function renderRequestSchema(limits: RenderLimits = DEFAULT_RENDER_LIMITS
         .max(limits.maxRetentionHours ?? 24 * 30)
         .optional()
         .openapi({ description: "Hours the outputs are kept after the job ends; the server's default when absent." }),
+      webhook: webhookTargetSchema.optional(),
     })
     .strict()
     .superRefine((body, ctx) => {
+      if (body.karras && body.scheduler === "ddim") {
+        ctx.addIssue({ code: "custom", path: ["karras"], message: "karras is not supported with scheduler ddim (DDIM has no Karras sigma schedule); use euler, euler_a or dpmpp_2m, or drop karras" });
+      }
       // The budget applies to the images the job produces: an SDEdit latent upscale grows them.
       const scale = body.mode === "sdedit" ? body.hires_scale : 1;
       const pixels = Math.round((body.width / 8) * scale) * 8 * Math.round((body.height / 8) * scale) * 8;

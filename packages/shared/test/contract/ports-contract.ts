@@ -528,7 +528,7 @@ export function describePortsContract(
           assert.equal((await keys().takeToken("rps:change", 1, 1, t0)).allowed, true);
           assert.equal((await keys().takeToken("rps:change", 1, 1, t0 + 100)).allowed, false);
           assert.equal((await keys().takeToken("rps:change", 10, 1, t0 + 100)).allowed, false, "the old debt is still owed");
-          assert.equal((await keys().takeToken("rps:change", 10, 2, t0 + 100)).allowed, true, "a larger burst makes room");
+          assert.equal((await keys().takeToken("rps:change", 10, 10, t0 + 100)).allowed, true, "a larger burst makes room");
         });
       });
 
@@ -571,14 +571,14 @@ export function describePortsContract(
 
         it("lets a claim be taken over once its lock lapsed, and a record be replaced once it expired", async () => {
           await keys().putIdempotency(claim("idem-l", "tok-a"), t0);
-          assert.equal(await keys().putIdempotency(claim("idem-l", "tok-b"), t0 + 60_000), null, "the holder is presumed dead");
+          assert.equal(await keys().putIdempotency(claim("idem-l", "tok-b", { lockedUntil: t0 + 120_000 }), t0 + 60_000), null, "the holder is presumed dead");
           assert.equal(await keys().completeIdempotency("idem-l", "tok-a", { jobId: "late" }), false, "the old holder lost it");
           assert.equal((await keys().getIdempotency("idem-l", t0 + 60_000))?.token, "tok-b");
 
           await keys().putIdempotency(claim("idem-e", "tok-a", { lockedUntil: t0 + 3_600_000, expiresAt: t0 / 1000 + 60 }), t0);
           await keys().completeIdempotency("idem-e", "tok-a", { jobId: "job-e" });
           assert.equal(await keys().getIdempotency("idem-e", t0 + 60_000), null, "expired after expiresAt");
-          assert.equal(await keys().putIdempotency(claim("idem-e", "tok-b", { fingerprint: "other" }), t0 + 60_000), null);
+          assert.equal(await keys().putIdempotency(claim("idem-e", "tok-b", { fingerprint: "other", lockedUntil: t0 + 120_000 }), t0 + 60_000), null);
           assert.equal((await keys().getIdempotency("idem-e", t0 + 60_000))?.fingerprint, "other");
         });
 
@@ -588,6 +588,34 @@ export function describePortsContract(
           assert.equal(winners.length, 1);
           for (const r of results) if (r) assert.equal(r.token, `tok-${winners[0]}`);
         });
+      });
+    });
+
+    describe("workers", () => {
+      const registry = () => {
+        assert.ok(opened.ports.workers, "the family provides a worker registry");
+        return opened.ports.workers;
+      };
+
+      it("lists workers that beat since a time, newest first, with their stages and load", async () => {
+        const t = Date.now();
+        await registry().heartbeat({ workerId: "w-old", stages: ["base"], lastPollAt: t - 120_000, busy: 0 });
+        await registry().heartbeat({ workerId: "w-base", stages: ["base"], lastPollAt: t - 2_000, busy: 1 });
+        await registry().heartbeat({ workerId: "w-both", stages: ["base", "refine"], lastPollAt: t - 1_000, busy: 0 });
+        assert.deepEqual(await registry().list(t - 60_000), [
+          { workerId: "w-both", stages: ["base", "refine"], lastPollAt: t - 1_000, busy: 0 },
+          { workerId: "w-base", stages: ["base"], lastPollAt: t - 2_000, busy: 1 },
+        ]);
+        assert.deepEqual((await registry().list(t - 200_000)).map((b) => b.workerId), ["w-both", "w-base", "w-old"]);
+        assert.deepEqual(await registry().list(t + 1), []);
+      });
+
+      it("keeps one entry per worker, and a late beat does not roll a newer one back", async () => {
+        const t = Date.now();
+        await registry().heartbeat({ workerId: "w-1", stages: ["refine"], lastPollAt: t - 5_000, busy: 0 });
+        await registry().heartbeat({ workerId: "w-1", stages: ["refine"], lastPollAt: t, busy: 2 });
+        await registry().heartbeat({ workerId: "w-1", stages: ["refine"], lastPollAt: t - 3_000, busy: 0 });
+        assert.deepEqual(await registry().list(t - 60_000), [{ workerId: "w-1", stages: ["refine"], lastPollAt: t, busy: 2 }]);
       });
     });
   });

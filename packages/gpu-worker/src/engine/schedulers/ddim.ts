@@ -23,6 +23,7 @@ export class DdimScheduler implements Scheduler {
   readonly name = "ddim" as const;
   readonly order = 1;
   readonly initNoiseSigma = 1;
+  readonly stochastic = false;
   readonly latentSpace = "vp" as const;
   private readonly settings: CommonSettings;
   private readonly train: TrainSchedule;
@@ -70,7 +71,7 @@ export class DdimScheduler implements Scheduler {
     return sample;
   }
 
-  modelInputScale(): number {
+  modelInputDivisor(): number {
     return 1;
   }
 
@@ -84,19 +85,25 @@ export class DdimScheduler implements Scheduler {
     const sqrtBeta = f32(Math.sqrt(f32(1 - alphaT)));
     const sqrtAlphaPrev = f32(Math.sqrt(alphaPrev));
     const direction = f32(Math.sqrt(f32(1 - alphaPrev)));
-    const hi = this.clipRange ?? Infinity;
-    const lo = -hi;
+    const clip = this.clipRange;
     // x₀ = a·x + b·m and ε = c·x + d·m: ε-prediction (1/√ᾱ, −√(1−ᾱ)/√ᾱ; 0, 1), v-prediction (√ᾱ, −√(1−ᾱ); √(1−ᾱ), √ᾱ).
     const v = this.settings.predictionType === "v_prediction";
     const a = v ? sqrtAlpha : 1 / sqrtAlpha;
     const b = v ? -sqrtBeta : -sqrtBeta / sqrtAlpha;
     const c = v ? sqrtBeta : 0;
     const d = v ? sqrtAlpha : 1;
-    for (let i = 0; i < out.length; i++) {
-      const x = sample[i]!;
-      const m = modelOutput[i]!;
-      const x0 = Math.min(hi, Math.max(lo, a * x + b * m));
-      out[i] = sqrtAlphaPrev * x0 + direction * (c * x + d * m);
+    if (clip === undefined) {
+      // Unclipped, x' is linear in (x, m): one multiply-add pair per value.
+      const cx = sqrtAlphaPrev * a + direction * c;
+      const cm = sqrtAlphaPrev * b + direction * d;
+      for (let i = 0; i < out.length; i++) out[i] = cx * sample[i]! + cm * modelOutput[i]!;
+    } else {
+      for (let i = 0; i < out.length; i++) {
+        const x = sample[i]!;
+        const m = modelOutput[i]!;
+        const x0 = Math.min(clip, Math.max(-clip, a * x + b * m));
+        out[i] = sqrtAlphaPrev * x0 + direction * (c * x + d * m);
+      }
     }
     this.index++;
     return out;

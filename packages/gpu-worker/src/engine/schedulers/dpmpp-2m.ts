@@ -32,6 +32,7 @@ export class DpmSolverPlusPlus2MScheduler implements Scheduler {
   readonly name = "dpmpp_2m" as const;
   readonly order = 1;
   readonly initNoiseSigma = 1;
+  readonly stochastic = false;
   readonly latentSpace = "vp" as const;
   private readonly settings: CommonSettings;
   private readonly train: TrainSchedule;
@@ -114,7 +115,7 @@ export class DpmSolverPlusPlus2MScheduler implements Scheduler {
     return sample;
   }
 
-  modelInputScale(): number {
+  modelInputDivisor(): number {
     return 1;
   }
 

@@ -11,7 +11,7 @@ const f32 = Math.fround;
  */
 export class EulerAncestralScheduler extends VeScheduler {
   readonly name = "euler_a" as const;
-  protected readonly ancestral = true;
+  readonly stochastic = true;
 
   constructor(config: SchedulerConfig, karras: boolean) {
     super(config, { karras, finalSigma: "zero" });

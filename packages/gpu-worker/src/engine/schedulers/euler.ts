@@ -92,17 +92,17 @@ export abstract class VeScheduler implements Scheduler {
   }
 
   scaleModelInput(sample: Float32Array): Float32Array {
-    const inv = this.modelInputScale();
+    const divisor = this.modelInputDivisor();
     const out = new Float32Array(sample.length);
-    for (let i = 0; i < sample.length; i++) out[i] = sample[i]! * inv;
+    for (let i = 0; i < sample.length; i++) out[i] = sample[i]! / divisor;
     return out;
   }
 
-  /** 1/√(σ²+1) at the current step. */
-  modelInputScale(): number {
+  /** √(σ²+1) at the current step, in float32 as torch computes it (the sample is divided by it, as diffusers does). */
+  modelInputDivisor(): number {
     checkIndex(this, this.index, false);
     const sigma = this.sigmas[this.index]!;
-    return 1 / f32(Math.sqrt(f32(f32(sigma * sigma) + 1)));
+    return f32(Math.sqrt(f32(f32(sigma * sigma) + 1)));
   }
 
   /**
@@ -122,7 +122,7 @@ export abstract class VeScheduler implements Scheduler {
     const k = (to - sigma) / sigma;
     const cSample = 1 + k - k * a;
     const cModel = -k * b;
-    if (this.ancestral) {
+    if (this.stochastic) {
       const z = this.stepNoise(noise, sample.length);
       for (let i = 0; i < out.length; i++) out[i] = cSample * sample[i]! + cModel * modelOutput[i]! + up * z[i]!;
     } else {
@@ -158,7 +158,7 @@ export abstract class VeScheduler implements Scheduler {
   }
 
   /** Whether each step adds fresh noise (and so draws from the noise source, even when σ_up is 0). */
-  protected abstract readonly ancestral: boolean;
+  abstract readonly stochastic: boolean;
 
   /** Where a step from σ towards σ_next lands deterministically (σ_to) and how much noise it then adds (σ_up). */
   protected abstract descent(sigma: number, sigmaNext: number): { to: number; up: number };
@@ -172,7 +172,7 @@ export abstract class VeScheduler implements Scheduler {
 /** diffusers' `EulerDiscreteScheduler` (Karras et al. 2022, Algorithm 2, without churn). */
 export class EulerScheduler extends VeScheduler {
   readonly name = "euler" as const;
-  protected readonly ancestral = false;
+  readonly stochastic = false;
 
   constructor(config: SchedulerConfig, karras: boolean) {
     super(config, eulerScheduleOptions(config, karras));

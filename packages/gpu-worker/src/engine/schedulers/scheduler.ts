@@ -38,8 +38,10 @@ export interface Scheduler {
   setBeginIndex(index: number): void;
   /** The UNet input for the current step. Never modifies `sample`; schedulers that do not scale return `sample` itself. */
   scaleModelInput(sample: Float32Array): Float32Array;
-  /** The factor `scaleModelInput` multiplies the current step's sample by (1 when it does not scale), so callers can fuse it. */
-  modelInputScale(): number;
+  /** What `scaleModelInput` divides the current step's sample by (1 when it does not scale), so callers can fuse it. */
+  modelInputDivisor(): number;
+  /** Whether `step` adds fresh noise (and so needs the `noise` argument). */
+  readonly stochastic: boolean;
   /**
    * Consumes the UNet output for the current step and returns the next latents; advances `stepIndex`. They are
    * written to `out` when given — which may be `sample` itself, as every value is read before it is written —

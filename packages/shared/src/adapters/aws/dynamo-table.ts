@@ -10,6 +10,7 @@
  * | usage counter | `COUNTER#<name>`     | `COUNTER`   | –                                 | –                                   |
  * | rate bucket   | `RATE#<bucket>`      | `RATE`      | –                                 | –                                   |
  * | idempotency   | `IDEMPOTENCY#<id>`   | `IDEMPOTENCY` | –                               | –                                   |
+ * | worker beat   | `WORKERS`            | `WORKER#<id>` | –                               | –                                   |
  */
 import {
   CreateTableCommand,
@@ -54,6 +55,9 @@ export const keyPrefixKey = (prefix: string) => ({ pk: `KEYPREFIX#${prefix}`, sk
 export const counterKey = (name: string) => ({ pk: `COUNTER#${name}`, sk: "COUNTER" });
 export const rateBucketKey = (bucket: string) => ({ pk: `RATE#${bucket}`, sk: "RATE" });
 export const idempotencyKey = (id: string) => ({ pk: `IDEMPOTENCY#${id}`, sk: "IDEMPOTENCY" });
+/** Every worker's last beat in one partition: one Query lists the fleet (a few writes per worker per minute). */
+export const WORKERS_PARTITION = "WORKERS";
+export const workerBeatKey = (workerId: string) => ({ pk: WORKERS_PARTITION, sk: `WORKER#${workerId}` });
 export const ownerPartition = (keyId: string) => `OWNER#${keyId}`;
 /**
  * Sort key for "created at, then id". The time is normalised to `toISOString()` form (fixed

@@ -6,14 +6,18 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
+import type { KilnConfig } from "../../config.js";
+import { KilnError } from "../../errors.js";
 import type { Ports } from "../../ports/index.js";
 import { DynamoJobStore } from "./dynamo-job-store.js";
 import { DynamoKeyStore } from "./dynamo-key-store.js";
+import { DynamoWorkerRegistry } from "./dynamo-worker-registry.js";
 import { S3BlobStore } from "./s3-blob-store.js";
 import { QueueUrlResolver, SqsQueue } from "./sqs-queue.js";
 
 export { DynamoJobStore, type DynamoJobStoreOptions } from "./dynamo-job-store.js";
 export { DynamoKeyStore, type DynamoKeyStoreOptions } from "./dynamo-key-store.js";
+export { DynamoWorkerRegistry } from "./dynamo-worker-registry.js";
 export { S3BlobStore, ensureBucket, MULTIPART_PART_SIZE, DEFAULT_MULTIPART_THRESHOLD, type S3BlobStoreOptions } from "./s3-blob-store.js";
 export { SqsQueue, QueueUrlResolver, ensureQueues } from "./sqs-queue.js";
 export * from "./dynamo-table.js";
@@ -67,6 +71,30 @@ export function createAwsClients(
   };
 }
 
+/**
+ * The AWS family's options from Kiln's configuration (KILN_* and SST links). Credentials come from
+ * the SDK's default chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or the instance or
+ * task role.
+ */
+export function awsPortsOptionsFromConfig(config: KilnConfig): AwsPortsOptions {
+  const { aws } = config;
+  if (!aws.bucket || !aws.table) {
+    throw new KilnError("config_invalid", "The AWS family needs a bucket and a table: set KILN_BUCKET and KILN_TABLE, or deploy with SST, which links them.");
+  }
+  return {
+    region: aws.region,
+    endpoint: aws.endpoint,
+    sqsEndpoint: aws.sqsEndpoint,
+    s3Endpoint: aws.s3Endpoint,
+    dynamoEndpoint: aws.dynamoEndpoint,
+    queuePrefix: aws.queuePrefix,
+    queueUrls: aws.queueUrls,
+    bucket: aws.bucket,
+    table: aws.table,
+    maxReceives: config.maxReceives,
+  };
+}
+
 export function openAwsPorts(options: AwsPortsOptions): Ports {
   const clients = createAwsClients(options);
   // Records carry optional fields as `undefined`; DynamoDB has no such value, so they are dropped.
@@ -76,6 +104,7 @@ export function openAwsPorts(options: AwsPortsOptions): Ports {
     blobs: new S3BlobStore(clients.s3, { bucket: options.bucket, multipartThreshold: options.multipartThreshold }),
     jobs: new DynamoJobStore(doc, options.table, { now: options.now }),
     keys: new DynamoKeyStore(doc, options.table, { now: options.now }),
+    workers: new DynamoWorkerRegistry(doc, options.table),
     async close() {
       clients.sqs.destroy();
       clients.s3.destroy();

@@ -5,6 +5,7 @@ import { openSqliteDatabase } from "./sqlite-database.js";
 import { SqliteJobStore } from "./sqlite-job-store.js";
 import { SqliteKeyStore } from "./sqlite-key-store.js";
 import { SqliteQueue } from "./sqlite-queue.js";
+import { SqliteWorkerRegistry } from "./sqlite-worker-registry.js";
 
 export { FileBlobStore, validateKey } from "./file-blob-store.js";
 export type { FileBlobStoreOptions } from "./file-blob-store.js";
@@ -16,6 +17,7 @@ export { SqliteKeyStore } from "./sqlite-key-store.js";
 export type { SqliteKeyStoreOptions } from "./sqlite-key-store.js";
 export { SqliteQueue } from "./sqlite-queue.js";
 export type { SqliteQueueOptions } from "./sqlite-queue.js";
+export { SqliteWorkerRegistry } from "./sqlite-worker-registry.js";
 
 export interface LocalPortsOptions {
   /** Holds `kiln.db` and `blobs/`; the API and every worker on the machine share it. */
@@ -42,6 +44,7 @@ export function openLocalPorts(options: LocalPortsOptions): Ports {
       blobs: new FileBlobStore({ dataDir, publicBaseUrl: options.publicBaseUrl, urlSecret: options.urlSecret, now }),
       jobs: new SqliteJobStore(db, { now }),
       keys: new SqliteKeyStore(db, { now }),
+      workers: new SqliteWorkerRegistry(db),
       async close() {
         await queue.close();
         db.close();

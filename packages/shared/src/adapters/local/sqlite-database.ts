@@ -74,6 +74,16 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX idempotency_by_expiry ON idempotency (expires_at);
   `,
+  `
+  -- One row per worker, overwritten by its (coalesced) poll beats.
+  CREATE TABLE worker_beats (
+    worker_id TEXT PRIMARY KEY,
+    stages TEXT NOT NULL,
+    last_poll_at INTEGER NOT NULL,
+    busy INTEGER NOT NULL
+  );
+  CREATE INDEX worker_beats_by_poll ON worker_beats (last_poll_at);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

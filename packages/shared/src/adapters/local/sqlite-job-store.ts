@@ -3,6 +3,7 @@ import type { JobCondition, JobPage, JobPatch, JobStore, ListJobsOptions } from 
 import type { JobProgress, JobRecord } from "../../schemas/job.js";
 import type { Statement } from "better-sqlite3";
 import type { SqliteDatabase } from "./sqlite-database.js";
+import { writeBatchOf } from "./sqlite-write-batch.js";
 
 export interface SqliteJobStoreOptions {
   /** Epoch ms; stamps `updatedAt`. */
@@ -61,7 +62,10 @@ export class SqliteJobStore implements JobStore {
   }
 
   async create(job: JobRecord): Promise<boolean> {
-    const info = this.insertStmt.run(job.id, job.ownerKeyId, job.status, job.version, createdMs(job.createdAt), JSON.stringify(job));
+    const ms = createdMs(job.createdAt);
+    const record = JSON.stringify(job);
+    // Submits are the API's hot path: concurrent ones share a commit (see sqlite-write-batch.ts).
+    const info = await writeBatchOf(this.db).run(() => this.insertStmt.run(job.id, job.ownerKeyId, job.status, job.version, ms, record));
     return info.changes === 1;
   }
 

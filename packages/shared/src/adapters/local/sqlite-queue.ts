@@ -4,6 +4,7 @@ import { KilnError } from "../../errors.js";
 import { deadLetterQueueOf } from "../../ports/queue.js";
 import type { Queue, QueueDepth, QueueMessage, QueueName, ReceiveOptions, SendOptions } from "../../ports/queue.js";
 import type { SqliteDatabase } from "./sqlite-database.js";
+import { writeBatchOf, type SqliteWriteBatch } from "./sqlite-write-batch.js";
 
 export interface SqliteQueueOptions {
   /** A message already received this many times goes to `<queue>-dlq` instead of being delivered again. */
@@ -63,6 +64,8 @@ export class SqliteQueue implements Queue {
   private readonly peekStmt;
   private readonly claimTx;
 
+  private readonly writes: SqliteWriteBatch;
+
   constructor(db: SqliteDatabase, options: SqliteQueueOptions) {
     if (!Number.isInteger(options.maxReceives) || options.maxReceives < 1) {
       throw new KilnError(
@@ -76,6 +79,7 @@ export class SqliteQueue implements Queue {
     // Every concurrent long poll listens on `closing`; that many listeners is expected, not a leak.
     setMaxListeners(0, this.closing.signal);
 
+    this.writes = writeBatchOf(db);
     this.insertStmt = db.prepare<[string, string, string, string, number, number]>(
       "INSERT INTO queue_messages (id, queue, body, attributes, sent_at, visible_at) VALUES (?, ?, ?, ?, ?, ?)",
     );
@@ -139,7 +143,8 @@ export class SqliteQueue implements Queue {
     }
     const id = randomUUID();
     const now = this.now();
-    this.insertStmt.run(id, queue, text, attributes, now, now + delaySeconds * 1000);
+    // Concurrent sends share a commit (see sqlite-write-batch.ts).
+    await this.writes.run(() => this.insertStmt.run(id, queue, text, attributes, now, now + delaySeconds * 1000));
     if (delaySeconds === 0) this.wake(queue);
     return id;
   }

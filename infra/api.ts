@@ -1,0 +1,30 @@
+/**
+ * The HTTP API on Lambda (hono/aws-lambda, packages/api/src/entry/lambda.ts) behind a function URL.
+ * Resources are linked (SST_RESOURCE_* for `Resource.X`) and also passed as KILN_* settings, so
+ * Kiln's config reads them however SST delivers links to functions.
+ */
+import { bucket, RETENTION_DAYS } from "./storage";
+import { base, refine, webhooks } from "./queues";
+import { table } from "./table";
+import { urlSecret } from "./secrets";
+
+const queueUrls = $interpolate`kiln-base=${base.queue.url},kiln-base-dlq=${base.dlq.url},kiln-refine=${refine.queue.url},kiln-refine-dlq=${refine.dlq.url},kiln-webhooks=${webhooks.queue.url},kiln-webhooks-dlq=${webhooks.dlq.url}`;
+
+export const api = new sst.aws.Function("KilnApi", {
+  handler: "packages/api/src/entry/lambda.handler",
+  runtime: "nodejs20.x",
+  memory: "1024 MB",
+  timeout: "30 seconds",
+  url: true,
+  link: [bucket, table, base.queue, base.dlq, refine.queue, refine.dlq, webhooks.queue, webhooks.dlq, urlSecret],
+  environment: {
+    KILN_BACKEND: "aws",
+    KILN_BUCKET: bucket.name,
+    KILN_TABLE: table.name,
+    KILN_QUEUE_URLS: queueUrls,
+    KILN_RETENTION_HOURS: String(Math.min(24, RETENTION_DAYS * 24)),
+    KILN_URL_SECRET: urlSecret.value,
+  },
+});
+
+export { queueUrls };

@@ -1,0 +1,40 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { DOCS_HTML } from "../docs-page.js";
+import { apiRouter } from "../openapi.js";
+import { problem, PROBLEM_CONTENT_TYPE } from "../problem.js";
+import type { ApiRuntime } from "../runtime.js";
+import { problemSchema } from "../openapi.js";
+
+/** Health and the human-facing reference. */
+export function systemRoutes(rt: ApiRuntime) {
+  const app = apiRouter();
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/healthz",
+      summary: "Health",
+      responses: {
+        200: { description: "Ready", content: { "application/json": { schema: z.object({ status: z.literal("ok") }) } } },
+        503: { description: "Starting or a port is unreachable", content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } } },
+      },
+    }),
+    async (c) => {
+      const ready = (await rt.deps.ready?.()) ?? true;
+      return ready ? c.json({ status: "ok" as const }, 200) : (problem(503, "not_ready", "Kiln is starting; retry in a moment.") as never);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: "get",
+      path: "/docs",
+      summary: "API reference (HTML)",
+      description: "Renders GET /openapi.json in the browser, with a request panel per route. Self-contained: loads nothing from the internet.",
+      responses: { 200: { description: "An HTML page", content: { "text/html": { schema: z.string() } } } },
+    }),
+    (c) => c.html(DOCS_HTML) as never,
+  );
+
+  return app;
+}

@@ -1,0 +1,260 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import sharp from "sharp";
+import { createApiKey, type Ports } from "@kiln/shared";
+import { createLogger } from "@kiln/shared/node";
+import { sdxlExecutor, Worker } from "@kiln/gpu-worker";
+import { sweepExpiredJobs } from "@kiln/api";
+import { createLambdaHandler, type LambdaHandler } from "@kiln/api/lambda";
+import { openStandinPorts, startAwsStandins, type AwsStandins } from "../../packages/shared/test/support/aws-standins.js";
+import { download, loadTinyModels } from "../support/local-stack.js";
+
+/**
+ * The API on the AWS family (fauxqs for SQS and S3, dynalite for DynamoDB) through its Lambda
+ * handler, invoked with API Gateway HTTP API (payload 2.0) and Function URL events built as AWS
+ * documents them, and configured from KILN_* variables as a deployed function is.
+ */
+
+/**
+ * One endpoint for all three services, as KILN_AWS_ENDPOINT offers: DynamoDB calls (X-Amz-Target
+ * DynamoDB_*) go to dynalite, SQS and S3 calls to fauxqs.
+ */
+async function startEndpointRouter(standins: AwsStandins): Promise<{ url: string; close(): Promise<void> }> {
+  const fauxqs = new URL(standins.sqsEndpoint);
+  const dynamo = new URL(standins.dynamoEndpoint);
+  const server = http.createServer((req, res) => {
+    const target = String(req.headers["x-amz-target"] ?? "").startsWith("DynamoDB") ? dynamo : fauxqs;
+    const upstream = http.request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    upstream.on("error", () => res.destroy());
+    req.pipe(upstream);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+type Kind = "apigw" | "url";
+
+/** An HTTP API (payload format 2.0) or Function URL event for one request. */
+function lambdaEvent(kind: Kind, method: string, target: string, options: { headers?: Record<string, string>; body?: string; base64?: boolean } = {}) {
+  const url = new URL(target, "https://placeholder");
+  const domainName = kind === "apigw" ? "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com" : "abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.on.aws";
+  const query = Object.fromEntries(url.searchParams);
+  const body = options.body === undefined ? undefined : options.base64 ? Buffer.from(options.body).toString("base64") : options.body;
+  return {
+    version: "2.0",
+    routeKey: "$default",
+    rawPath: url.pathname,
+    rawQueryString: url.search.slice(1),
+    headers: {
+      host: domainName,
+      "user-agent": "curl/8.5.0",
+      "x-amzn-trace-id": "Root=1-5e7b6c3f-0123456789abcdef01234567",
+      "x-forwarded-for": "203.0.113.7",
+      "x-forwarded-port": "443",
+      "x-forwarded-proto": "https",
+      ...(body !== undefined ? { "content-length": String(Buffer.byteLength(options.body!)) } : {}),
+      ...options.headers,
+    },
+    queryStringParameters: Object.keys(query).length ? query : undefined,
+    requestContext: {
+      accountId: kind === "apigw" ? "123456789012" : "anonymous",
+      apiId: domainName.split(".")[0],
+      domainName,
+      domainPrefix: domainName.split(".")[0],
+      http: { method, path: url.pathname, protocol: "HTTP/1.1", sourceIp: "203.0.113.7", userAgent: "curl/8.5.0" },
+      requestId: `req-${Math.random().toString(16).slice(2)}`,
+      routeKey: "$default",
+      stage: "$default",
+      time: "26/Nov/2026:06:00:00 +0000",
+      timeEpoch: Date.now(),
+      ...(kind === "apigw" ? {} : { authentication: null }),
+    },
+    body,
+    isBase64Encoded: options.base64 ?? false,
+    ...(kind === "apigw" ? {} : { pathParameters: null, stageVariables: null }),
+  };
+}
+
+interface LambdaResult {
+  statusCode: number;
+  headers: Record<string, string>;
+  body: string;
+  isBase64Encoded: boolean;
+}
+
+describe("API on the AWS family through the Lambda handler", () => {
+  let standins: AwsStandins;
+  let router: { url: string; close(): Promise<void> };
+  let ports: Ports;
+  let handler: LambdaHandler;
+  let key: string;
+  let worker: Worker;
+  const savedEnv = { ...process.env };
+
+  before(async () => {
+    standins = await startAwsStandins();
+    ports = (await openStandinPorts(standins, { queues: ["kiln-base", "kiln-refine"], maxReceives: 3, bucket: "kiln-api", table: "kiln-api" })).ports;
+    router = await startEndpointRouter(standins);
+    // The SDK's default credential chain reads these, as it would on Lambda.
+    process.env.AWS_ACCESS_KEY_ID = standins.credentials.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = standins.credentials.secretAccessKey;
+    handler = createLambdaHandler(
+      { KILN_BACKEND: "aws", KILN_AWS_ENDPOINT: router.url, KILN_AWS_REGION: standins.region, KILN_BUCKET: "kiln-api", KILN_TABLE: "kiln-api", KILN_MIN_SIDE: "64", KILN_LOG_LEVEL: "silent" },
+      { preferWaitCapSeconds: 25, syncWaitSeconds: 25, eventStreamSeconds: 20, pollMs: 100 },
+    );
+    key = (await createApiKey(ports.keys, { name: "lambda", scopes: ["render"] })).key;
+    worker = new Worker({
+      ports,
+      execute: sdxlExecutor(await loadTinyModels()),
+      logger: createLogger({ level: "silent" }),
+      stages: ["base", "refine"],
+      concurrency: 1,
+      visibilitySeconds: 30,
+      maxReceives: 3,
+      cancelPollMs: 200,
+    });
+    worker.start();
+  });
+  after(async () => {
+    await worker.drain(0);
+    await ports.close();
+    await router.close();
+    await standins.stop();
+    process.env = savedEnv;
+  });
+
+  async function invoke(kind: Kind, method: string, target: string, body?: unknown, headers: Record<string, string> = {}, base64 = false) {
+    const text = body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body);
+    const event = lambdaEvent(kind, method, target, {
+      headers: { authorization: `Bearer ${key}`, ...(text !== undefined ? { "content-type": "application/json" } : {}), ...headers },
+      body: text,
+      base64,
+    });
+    const res = (await handler(event as never)) as LambdaResult;
+    const raw = res.isBase64Encoded ? Buffer.from(res.body, "base64").toString("utf8") : res.body;
+    let json: any;
+    try {
+      json = JSON.parse(raw);
+    } catch {
+      json = undefined;
+    }
+    return { ...res, raw, json };
+  }
+
+  it("submits through API Gateway with Prefer: wait and answers 201 with the finished render and links on the request's domain", async () => {
+    const res = await invoke("apigw", "POST", "/v1/renders", { prompt: "a cloud", mode: "ensemble", width: 64, height: 64, steps: 6, seed: 1 }, { prefer: "wait=20" });
+    assert.equal(res.statusCode, 201, res.raw);
+    assert.equal(res.headers["preference-applied"], "wait=20");
+    assert.equal(res.json.status, "succeeded");
+    assert.match(res.json.links.self, /^https:\/\/a1b2c3d4e5\.execute-api\.us-east-1\.amazonaws\.com\/v1\/renders\/job_/);
+    assert.equal(res.headers.location, res.json.links.self);
+    const png = await download(res.json.images[0].url);
+    assert.equal((await sharp(png).metadata()).width, 64, "the presigned S3 URL serves the image");
+  });
+
+  it("caps Prefer: wait at the deployment's limit and says so", async () => {
+    const res = await invoke("url", "POST", "/v1/renders", { prompt: "capped", mode: "base", width: 64, height: 64, steps: 2 }, { prefer: "wait=60" });
+    assert.ok([201, 202].includes(res.statusCode), res.raw);
+    assert.equal(res.headers["preference-applied"], "wait=25");
+  });
+
+  it("reads, lists and cancels through a Function URL, with a base64-encoded body too", async () => {
+    const created = await invoke("url", "POST", "/v1/renders", { prompt: "listed", mode: "base", width: 64, height: 64, steps: 2, deadline_seconds: 600 }, {}, true);
+    assert.equal(created.statusCode, 202, created.raw);
+    assert.match(created.json.links.self, /lambda-url\.us-east-1\.on\.aws/);
+    const got = await invoke("url", "GET", `/v1/renders/${created.json.id}`);
+    assert.equal(got.statusCode, 200);
+    assert.equal(got.json.id, created.json.id);
+    assert.ok(["queued", "running", "succeeded"].includes(got.json.status));
+    const page = await invoke("url", "GET", "/v1/renders?limit=2");
+    assert.equal(page.statusCode, 200);
+    assert.equal(page.json.data.length, 2);
+    assert.equal(page.json.data[0].id, created.json.id, "newest first");
+    const next = await invoke("url", "GET", page.json.links.next.replace(/^https:\/\/[^/]+/, ""));
+    assert.equal(next.statusCode, 200);
+    assert.ok(next.json.data.every((j: { id: string }) => !page.json.data.some((p: { id: string }) => p.id === j.id)), "pages do not overlap");
+    const done = await invoke("url", "GET", `/v1/renders?status=succeeded&limit=100`);
+    assert.ok(done.json.data.every((j: { status: string }) => j.status === "succeeded"));
+  });
+
+  it("cancels a running render on the AWS family: it stops at the next step", async () => {
+    const created = await invoke("apigw", "POST", "/v1/renders", { prompt: "long", mode: "base", width: 1024, height: 1024, steps: 150 });
+    assert.equal(created.statusCode, 202);
+    const deadline = Date.now() + 60_000;
+    let view;
+    do {
+      view = (await invoke("apigw", "GET", `/v1/renders/${created.json.id}`)).json;
+      if (view.progress.step >= 1 || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 50));
+    } while (true);
+    assert.equal(view.status, "running");
+    const canceled = await invoke("apigw", "DELETE", `/v1/renders/${created.json.id}`);
+    assert.equal(canceled.statusCode, 202, canceled.raw);
+    let end;
+    do {
+      end = (await invoke("apigw", "GET", `/v1/renders/${created.json.id}`)).json;
+      await new Promise((r) => setTimeout(r, 100));
+    } while (!["canceled", "succeeded", "failed"].includes(end.status) && Date.now() < deadline);
+    assert.equal(end.status, "canceled");
+    assert.ok(end.progress.step < end.progress.steps);
+    const again = await invoke("apigw", "DELETE", `/v1/renders/${created.json.id}`);
+    assert.equal(again.statusCode, 409);
+    assert.equal(again.headers["content-type"], "application/problem+json");
+  });
+
+  it("answers the OpenAI Images subset synchronously", async () => {
+    const res = await invoke("url", "POST", "/v1/images/generations", { prompt: "a kettle", size: "64x64", response_format: "b64_json" });
+    assert.equal(res.statusCode, 200, res.raw);
+    assert.equal((await sharp(Buffer.from(res.json.data[0].b64_json, "base64")).metadata()).format, "png");
+  });
+
+  it("streams a finished render's events as one buffered response", async () => {
+    const created = await invoke("apigw", "POST", "/v1/renders", { prompt: "streamed", mode: "base", width: 64, height: 64, steps: 2 }, { prefer: "wait=20" });
+    assert.equal(created.statusCode, 201);
+    const res = await invoke("apigw", "GET", `/v1/renders/${created.json.id}/events`);
+    assert.equal(res.statusCode, 200);
+    assert.match(res.headers["content-type"] ?? "", /^text\/event-stream/);
+    assert.match(res.raw, /event: succeeded\ndata: \{.*\}\nid: end\n\n$/s);
+    assert.equal((await invoke("apigw", "GET", `/v1/renders/${created.json.id}/events`, undefined, { "last-event-id": "end" })).statusCode, 204);
+  });
+
+  it("answers errors as problem+json through both event types", async () => {
+    for (const kind of ["apigw", "url"] as const) {
+      const unauth = (await handler(lambdaEvent(kind, "GET", "/v1/renders") as never)) as LambdaResult;
+      assert.equal(unauth.statusCode, 401);
+      assert.equal(unauth.headers["content-type"], "application/problem+json");
+      const invalid = await invoke(kind, "POST", "/v1/renders", { prompt: "x", width: 100, steps: 500 });
+      assert.equal(invalid.statusCode, 400);
+      assert.deepEqual(invalid.json.errors.map((e: { field: string }) => e.field).sort(), ["steps", "width"]);
+      const media = await invoke(kind, "POST", "/v1/renders", "prompt=x", { "content-type": "text/plain" });
+      assert.equal(media.statusCode, 415);
+      assert.equal((await invoke(kind, "GET", "/v1/renders/job_nope")).statusCode, 404);
+    }
+    const spec = await invoke("url", "GET", "/openapi.json");
+    assert.equal(spec.json.servers[0].url, "https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.on.aws");
+  });
+
+  it("sweeps expired outputs on the AWS family: S3 objects, then the DynamoDB record", async () => {
+    const id = "job_aws_sweep";
+    const created = "2020-01-01T00:00:00.000Z";
+    const plan = (await ports.jobs.listByOwner((await ports.keys.list())[0]!.id, { limit: 1 })).jobs[0]!.plan;
+    await ports.jobs.create({ id, ownerKeyId: "key_x", status: "succeeded", version: 1, createdAt: created, updatedAt: created, finishedAt: created, plan, images: [], stageTimings: [], expiresAt: Date.parse(created) / 1000 + 60 });
+    await ports.blobs.put(`jobs/${id}/images/0.png`, Uint8Array.of(1));
+    const result = await sweepExpiredJobs(ports, { now: new Date() });
+    assert.deepEqual(result.deletedJobs, [id], "only the job past its retention; this run's renders stay");
+    assert.equal(await ports.jobs.get(id), null);
+    assert.deepEqual(await ports.blobs.list(`jobs/${id}/`), []);
+  });
+});
