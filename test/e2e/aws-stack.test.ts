@@ -9,7 +9,18 @@ import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import sharp from "sharp";
 import { GetQueueUrlCommand } from "@aws-sdk/client-sqs";
-import { createApiKey, SST_LINKS } from "@kiln/shared";
+import {
+  createApiKey,
+  deadLetterQueueOf,
+  DEFAULT_RENDER_LIMITS,
+  planRender,
+  queueForStage,
+  renderRequestSchema,
+  SST_LINKS,
+  stageMessage,
+  type JobRecord,
+} from "@kiln/shared";
+import { handler as deadLetterSweep } from "../../packages/cli/src/cron/dead-letter-sweep.js";
 import { createAwsClients } from "@kiln/shared/aws";
 import { openStandinPorts, startAwsStandins, type AwsStandins } from "../../packages/shared/test/support/aws-standins.js";
 import { killAllWorkers, spawnKiln, spawnWorker, type ChildKiln, type ChildWorker } from "../support/durability-harness.js";
@@ -30,6 +41,7 @@ describe("kiln api + kiln worker on the AWS family", { timeout: 120_000 }, () =>
   let worker: ChildWorker;
   let url: string;
   let key: string;
+  let cronEnv: Record<string, string>;
 
   before(async () => {
     standins = await startAwsStandins();
@@ -47,6 +59,7 @@ describe("kiln api + kiln worker on the AWS family", { timeout: 120_000 }, () =>
     clients.dynamo.destroy();
     const credentials = { AWS_ACCESS_KEY_ID: standins.credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: standins.credentials.secretAccessKey };
     const endpoints = { KILN_SQS_ENDPOINT: standins.sqsEndpoint, KILN_S3_ENDPOINT: standins.s3Endpoint, KILN_DYNAMO_ENDPOINT: standins.dynamoEndpoint };
+    cronEnv = { KILN_BACKEND: "aws", KILN_LOG_LEVEL: "silent", ...endpoints, ...credentials, KILN_BUCKET: names.bucket, KILN_TABLE: names.table, KILN_QUEUE_PREFIX: "cron-" };
     const port = await freePort();
     url = `http://127.0.0.1:${port}`;
     [api, worker] = await Promise.all([
@@ -106,6 +119,29 @@ describe("kiln api + kiln worker on the AWS family", { timeout: 120_000 }, () =>
   it("the worker beats into the DynamoDB worker registry the API reads", async () => {
     const beats = await ports.workers!.list(Date.now() - 60_000);
     assert.ok(beats.some((b) => b.workerId.startsWith(worker.idPrefix) && b.stages.includes("refine")), JSON.stringify(beats));
+  });
+
+  it("the dead-letter cron handler fails a job whose stage message was dead-lettered", async () => {
+    const plan = planRender(renderRequestSchema(DEFAULT_RENDER_LIMITS).parse({ prompt: "lost", width: 256, height: 256 }), 1);
+    const at = new Date().toISOString();
+    const job: JobRecord = { id: "job_deadletter", ownerKeyId: "k", status: "running", version: 1, createdAt: at, updatedAt: at, plan, images: [], stageTimings: [] };
+    await ports.jobs.create(job);
+    // Queues of their own, so the running worker's own sweep cannot get there first.
+    const { ports: cronPorts } = await openStandinPorts(standins, { queues: ["kiln-base", "kiln-refine"], maxReceives: 3, bucket: "kiln-stack", table: "kiln-stack", queuePrefix: "cron-" });
+    // As SQS's redrive policy leaves it after the last delivery died with its worker.
+    await cronPorts.queue.send(deadLetterQueueOf(queueForStage("base")), stageMessage(job.id, plan, 0));
+    await cronPorts.close();
+    const saved = { ...process.env };
+    Object.assign(process.env, cronEnv);
+    try {
+      assert.deepEqual(await deadLetterSweep(), { failed: [job.id] });
+    } finally {
+      for (const k of Object.keys(cronEnv)) if (saved[k] === undefined) delete process.env[k];
+      Object.assign(process.env, saved);
+    }
+    const failed = await ports.jobs.get(job.id);
+    assert.equal(failed?.status, "failed");
+    assert.equal(failed?.error?.code, "stage_dead_lettered");
   });
 
   it("the worker serves /healthz on the AWS family", async () => {

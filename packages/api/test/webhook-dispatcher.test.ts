@@ -83,7 +83,7 @@ describe("webhook dispatcher", () => {
     const attempts = await receiver.waitFor(3);
     const ids = new Set(attempts.map((a) => a.headers["webhook-id"]));
     assert.equal(ids.size, 1, "one webhook-id across retries");
-    assert.match([...ids][0] as string, /^msg_[0-9a-f]{32}$/);
+    assert.match([...ids][0] as string, /^msg_\w+_succeeded$/, "derived from the job and the event, so a repeated event keeps its id");
     for (const a of attempts) {
       assert.ok(verifyStandardWebhook(secret, a.headers, a.body), "signature verifies independently");
       assert.equal(a.body, attempts[0]!.body, "the same bytes every time");
@@ -228,12 +228,13 @@ describe("webhook event sink", () => {
 
     const picky = { ...plain, id: "job_b", webhook: { url: "https://example.com/h", events: ["failed" as const, "progress" as const] } };
     await sink({ type: "succeeded", job: picky, at });
+    const atStep = (step: number) => ({ ...picky, progress: { stage: 0, stageKind: "base" as const, step, steps: 10 } });
     for (let i = 0; i < 5; i++) {
-      await sink({ type: "progress", job: picky, at });
+      await sink({ type: "progress", job: atStep(i + 1), at });
       clock += 300;
     }
     clock += 1_000;
-    await sink({ type: "progress", job: picky, at });
+    await sink({ type: "progress", job: atStep(9), at });
     await sink({ type: "failed", job: { ...picky, status: "failed" }, at });
     const deliveries = await queued();
     assert.deepEqual(deliveries.map((d) => d.event), ["progress", "progress", "failed"], "progress at most every 2 s");
@@ -244,5 +245,8 @@ describe("webhook event sink", () => {
     assert.equal(deliveries[2]!.keyId, "key_test");
     assert.equal(deliveries[2]!.attempt, 1);
     assert.equal(new Set(deliveries.map((d) => d.id)).size, 3, "each event has its own webhook-id");
+    await sink({ type: "failed", job: { ...picky, status: "failed" }, at });
+    const repeated = await queued();
+    assert.equal(repeated.at(-1)!.id, deliveries[2]!.id, "a repeated event (at-least-once transitions) keeps its webhook-id");
   });
 });

@@ -1,4 +1,4 @@
-import { isTerminal, randomId, type BlobStore, type JobEvent, type JobEventSink, type JobEventType, type Queue } from "@kiln/shared";
+import { isTerminal, type BlobStore, type JobEvent, type JobEventSink, type JobEventType, type Queue } from "@kiln/shared";
 import { jobView } from "../render-view.js";
 
 /** Deliveries wait here between attempts; the queue makes them survive restarts. */
@@ -76,7 +76,9 @@ export function webhookEventSink(options: WebhookSinkOptions): JobEventSink {
     const data = await jobView(event.job, { blobs: options.blobs, base: options.publicUrl.replace(/\/+$/, ""), urlSeconds: options.downloadUrlSeconds });
     const delivery: WebhookDelivery = {
       v: 1,
-      id: `msg_${randomId(16)}`,
+      // Derived from the event, not random: the worker reports transitions at least once (again after a
+      // crash between storing and acknowledging), and receivers drop repeats by webhook-id.
+      id: webhookIdFor(event),
       keyId: event.job.ownerKeyId,
       jobId: event.job.id,
       url: target.url,
@@ -98,4 +100,11 @@ export function webhookEventSink(options: WebhookSinkOptions): JobEventSink {
       }
     }
   };
+}
+
+/** `msg_<job>_<event>`, plus `_<stage>_<step>` for progress: one id per event, stable across emissions and retries. */
+export function webhookIdFor(event: JobEvent): string {
+  const job = event.job.id.replace(/^job_/, "");
+  const progress = event.type === "progress" && event.job.progress ? `_${event.job.progress.stage}_${event.job.progress.step}` : "";
+  return `msg_${job}_${event.type}${progress}`;
 }
