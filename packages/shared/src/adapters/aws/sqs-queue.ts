@@ -17,6 +17,7 @@ import {
   type SQSClient,
 } from "@aws-sdk/client-sqs";
 import { KilnError } from "../../errors.js";
+import { MAX_BATCH, MAX_DELAY_SECONDS, MAX_MESSAGE_BYTES, MAX_VISIBILITY_SECONDS, MAX_WAIT_SECONDS as MAX_POLL_SECONDS, checkCount, checkSeconds } from "../../ports/queue-limits.js";
 import {
   deadLetterQueueOf,
   type Queue,
@@ -27,13 +28,6 @@ import {
   type SendOptions,
 } from "../../ports/queue.js";
 
-/** SQS caps one long poll at 20 s; longer waits are a loop of polls. */
-const MAX_POLL_SECONDS = 20;
-const MAX_BATCH = 10;
-// The local family's bounds (SQS's classic ones), so a message that works on one family works on both.
-const MAX_MESSAGE_BYTES = 256 * 1024;
-const MAX_DELAY_SECONDS = 900;
-const MAX_VISIBILITY_SECONDS = 43_200;
 /** Visibility while a redrive holds a dead letter between its send and its delete. */
 const REDRIVE_VISIBILITY_SECONDS = 30;
 /** Dead letters are kept for SQS's maximum, 14 days, so an operator has time to look. */
@@ -304,18 +298,6 @@ async function ignoreStaleReceipt(request: Promise<unknown>): Promise<void> {
   }
 }
 
-function checkSeconds(name: string, value: number, max: number): void {
-  if (!Number.isFinite(value) || value < 0 || value > max) {
-    throw new KilnError("queue_argument_invalid", `${name} must be between 0 and ${max} seconds (got ${value}).`);
-  }
-}
-
-function checkCount(max: number): number {
-  if (!Number.isInteger(max) || max < 1) {
-    throw new KilnError("queue_argument_invalid", `max must be a whole number of at least 1 (got ${max}).`);
-  }
-  return max;
-}
 
 function toQueueMessage<T>(message: Message): QueueMessage<T> {
   const attributes: Record<string, string> = {};

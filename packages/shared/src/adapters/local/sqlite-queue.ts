@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { KilnError } from "../../errors.js";
+import { MAX_DELAY_SECONDS, MAX_MESSAGE_BYTES, MAX_VISIBILITY_SECONDS, MAX_WAIT_SECONDS, checkCount, checkSeconds } from "../../ports/queue-limits.js";
 import { deadLetterQueueOf } from "../../ports/queue.js";
 import type { Queue, QueueDepth, QueueMessage, QueueName, ReceiveOptions, SendOptions } from "../../ports/queue.js";
 import type { SqliteDatabase } from "./sqlite-database.js";
@@ -24,11 +25,6 @@ interface MessageRow {
   receipt: string | null;
 }
 
-// The same bounds as SQS, so a message that works locally also works on AWS.
-const MAX_MESSAGE_BYTES = 256 * 1024;
-const MAX_DELAY_SECONDS = 900;
-const MAX_VISIBILITY_SECONDS = 43_200;
-const MAX_WAIT_SECONDS = 20;
 const DEFAULT_PEEK = 10;
 
 /**
@@ -260,15 +256,3 @@ function toMessage<T>(row: MessageRow): QueueMessage<T> {
   };
 }
 
-function checkSeconds(name: string, value: number, max: number): void {
-  if (!Number.isFinite(value) || value < 0 || value > max) {
-    throw new KilnError("queue_argument_invalid", `${name} must be between 0 and ${max} seconds (got ${value}).`);
-  }
-}
-
-function checkCount(max: number): number {
-  if (!Number.isInteger(max) || max < 1) {
-    throw new KilnError("queue_argument_invalid", `max must be a whole number of at least 1 (got ${max}).`);
-  }
-  return max;
-}
