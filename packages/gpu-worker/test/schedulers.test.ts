@@ -12,6 +12,7 @@ import {
   type SchedulerName,
 } from "../src/engine/schedulers/index.js";
 import { trainSchedule } from "../src/engine/schedulers/noise-schedule.js";
+import { SDXL_SCHEDULER_CONFIG } from "../src/models/tiny-models.js";
 
 const f32 = Math.fround;
 
@@ -93,25 +94,8 @@ const DPM_TEST = {
 };
 const DDIM_TEST = { _class_name: "DDIMScheduler", num_train_timesteps: 1000, beta_start: 0.0001, beta_end: 0.02, beta_schedule: "linear", clip_sample: true };
 
-/** stabilityai/stable-diffusion-xl-base-1.0 scheduler/scheduler_config.json. */
-const SDXL = {
-  _class_name: "EulerDiscreteScheduler",
-  _diffusers_version: "0.19.0.dev0",
-  beta_end: 0.012,
-  beta_schedule: "scaled_linear",
-  beta_start: 0.00085,
-  clip_sample: false,
-  interpolation_type: "linear",
-  num_train_timesteps: 1000,
-  prediction_type: "epsilon",
-  sample_max_value: 1.0,
-  set_alpha_to_one: false,
-  skip_prk_steps: true,
-  steps_offset: 1,
-  timestep_spacing: "leading",
-  trained_betas: null,
-  use_karras_sigmas: false,
-};
+// stabilityai/stable-diffusion-xl-base-1.0 scheduler/scheduler_config.json, as the tiny models ship it.
+const SDXL = SDXL_SCHEDULER_CONFIG;
 const sdxl = (): SchedulerConfig => parseSchedulerConfig(SDXL, "scheduler_config.json");
 
 const random = (seed: number, n: number): Float32Array => new NoiseSource(seed).randn(n);

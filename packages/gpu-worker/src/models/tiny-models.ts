@@ -413,7 +413,7 @@ function vaeEncoderGraph(w: Weights): GraphBuilder {
 // Folder contents.
 
 /** SDXL 1.0's `scheduler/scheduler_config.json` (base and refiner ship the same one). */
-const SCHEDULER_CONFIG = {
+export const SDXL_SCHEDULER_CONFIG = {
   _class_name: "EulerDiscreteScheduler",
   _diffusers_version: "0.19.0.dev0",
   beta_end: 0.012,
@@ -530,7 +530,7 @@ export function writeTinyModel(dir: string, options: TinyModelOptions): void {
 
   fs.mkdirSync(dir, { recursive: true });
   writeJson(path.join(dir, "model_index.json"), modelIndex(role));
-  writeJson(path.join(dir, "scheduler", "scheduler_config.json"), SCHEDULER_CONFIG);
+  writeJson(path.join(dir, "scheduler", "scheduler_config.json"), SDXL_SCHEDULER_CONFIG);
 
   if (role === "base") {
     writeClipTokenizerFolder(path.join(dir, "tokenizer"), "clip-l");
