@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { KilnError, planRender, renderRequestSchema, type RenderRequestInput, type SchedulerName } from "@kiln/shared";
 import { createScheduler, parseSchedulerConfig } from "../src/engine/schedulers/index.js";
 import { stageSchedule } from "../src/engine/sdxl-pipeline.js";
+import { SDXL_SCHEDULER_CONFIG } from "../src/models/tiny-models.js";
 
 /**
  * The slices of the schedule each stage runs, through `stageSchedule` as the pipeline calls it, for SDXL's
@@ -13,16 +14,7 @@ import { stageSchedule } from "../src/engine/sdxl-pipeline.js";
  * - ensemble: cutoff = round(1000 − frac·1000); the base runs the t ≥ cutoff, the refiner the rest (order 1);
  * - SDEdit: begin = N − ⌊N·strength⌋, noise added at timesteps[begin].
  */
-const SDXL = {
-  _class_name: "EulerDiscreteScheduler",
-  beta_start: 0.00085,
-  beta_end: 0.012,
-  beta_schedule: "scaled_linear",
-  num_train_timesteps: 1000,
-  prediction_type: "epsilon",
-  steps_offset: 1,
-  timestep_spacing: "leading",
-};
+const SDXL = SDXL_SCHEDULER_CONFIG;
 
 function scheduleFor(name: SchedulerName, body: Partial<RenderRequestInput>, karras?: boolean) {
   const plan = planRender(renderRequestSchema().parse({ prompt: "x", ...body }), 1);

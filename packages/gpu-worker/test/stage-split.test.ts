@@ -3,17 +3,9 @@ import assert from "node:assert/strict";
 import { KilnError } from "@kiln/shared";
 import { createScheduler, parseSchedulerConfig } from "../src/engine/schedulers/index.js";
 import { ensembleSplit, sdeditStart } from "../src/engine/stage-split.js";
+import { SDXL_SCHEDULER_CONFIG } from "../src/models/tiny-models.js";
 
-const SDXL = {
-  _class_name: "EulerDiscreteScheduler",
-  beta_start: 0.00085,
-  beta_end: 0.012,
-  beta_schedule: "scaled_linear",
-  num_train_timesteps: 1000,
-  prediction_type: "epsilon",
-  steps_offset: 1,
-  timestep_spacing: "leading",
-};
+const SDXL = SDXL_SCHEDULER_CONFIG;
 
 function eulerSdxl(steps: number) {
   const s = createScheduler(parseSchedulerConfig(SDXL, "scheduler_config.json"));
