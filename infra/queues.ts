@@ -13,7 +13,10 @@ const DLQ_RETENTION = "14 days";
 
 function stageQueue(name: string) {
   const dlq = new sst.aws.Queue(`${name}Dlq`, { transform: { queue: { messageRetentionSeconds: 14 * 24 * 3600 } } });
-  const queue = new sst.aws.Queue(`${name}Queue`, { visibilityTimeout: VISIBILITY, dlq: { queue: dlq.arn, retry: MAX_RECEIVES } });
+  const queue = new sst.aws.Queue(`${name}Queue`, {
+    visibilityTimeout: VISIBILITY,
+    dlq: { queue: dlq.arn, retry: MAX_RECEIVES },
+  });
   return { queue, dlq };
 }
 

@@ -13,6 +13,11 @@ new aws.s3.BucketLifecycleConfigurationV2("KilnBucketRetention", {
   bucket: bucket.name,
   rules: [
     { id: "expire-job-outputs", status: "Enabled", filter: { prefix: "jobs/" }, expiration: { days: RETENTION_DAYS } },
-    { id: "abort-stale-multipart", status: "Enabled", filter: { prefix: "" }, abortIncompleteMultipartUpload: { daysAfterInitiation: 1 } },
+    {
+      id: "abort-stale-multipart",
+      status: "Enabled",
+      filter: { prefix: "" },
+      abortIncompleteMultipartUpload: { daysAfterInitiation: 1 },
+    },
   ],
 });

@@ -27,9 +27,14 @@ const config = {
 
 const vpc = new sst.aws.Vpc("KilnVpc", { nat: "ec2" });
 
-export const repository = new aws.ecr.Repository("KilnWorkerImage", { forceDelete: $app.stage !== "production", imageScanningConfiguration: { scanOnPush: true } });
+export const repository = new aws.ecr.Repository("KilnWorkerImage", {
+  forceDelete: $app.stage !== "production",
+  imageScanningConfiguration: { scanOnPush: true },
+});
 
-export const cluster = new aws.ecs.Cluster("KilnGpuCluster", { settings: [{ name: "containerInsights", value: "enabled" }] });
+export const cluster = new aws.ecs.Cluster("KilnGpuCluster", {
+  settings: [{ name: "containerInsights", value: "enabled" }],
+});
 
 // --- instances -------------------------------------------------------------------------------
 const instanceRole = new aws.iam.Role("KilnGpuInstanceRole", {
@@ -48,7 +53,9 @@ const instanceSecurityGroup = new aws.ec2.SecurityGroup("KilnGpuInstances", {
   egress: [{ protocol: "-1", fromPort: 0, toPort: 0, cidrBlocks: ["0.0.0.0/0"] }],
 });
 
-const gpuAmi = aws.ssm.getParameterOutput({ name: "/aws/service/ecs/optimized-ami/amazon-linux-2/gpu/recommended/image_id" });
+const gpuAmi = aws.ssm.getParameterOutput({
+  name: "/aws/service/ecs/optimized-ami/amazon-linux-2/gpu/recommended/image_id",
+});
 
 const userData = $interpolate`#!/bin/bash
 set -euo pipefail
@@ -70,7 +77,12 @@ const launchTemplate = new aws.ec2.LaunchTemplate("KilnGpuLaunchTemplate", {
   userData: userData.apply((s) => Buffer.from(s).toString("base64")),
   metadataOptions: { httpTokens: "required", httpEndpoint: "enabled", httpPutResponseHopLimit: 2 },
   // SDXL base + refiner ONNX exports are ~20 GB; TensorRT engines add more.
-  blockDeviceMappings: [{ deviceName: "/dev/xvda", ebs: { volumeSize: 200, volumeType: "gp3", deleteOnTermination: "true", encrypted: "true" } }],
+  blockDeviceMappings: [
+    {
+      deviceName: "/dev/xvda",
+      ebs: { volumeSize: 200, volumeType: "gp3", deleteOnTermination: "true", encrypted: "true" },
+    },
+  ],
 });
 
 const autoScalingGroup = new aws.autoscaling.Group("KilnGpuInstances", {
@@ -116,14 +128,31 @@ const taskRole = new aws.iam.Role("KilnWorkerTaskRole", {
         Statement: [
           {
             Effect: "Allow",
-            Action: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+            Action: [
+              "sqs:ReceiveMessage",
+              "sqs:DeleteMessage",
+              "sqs:ChangeMessageVisibility",
+              "sqs:SendMessage",
+              "sqs:GetQueueAttributes",
+              "sqs:GetQueueUrl",
+            ],
             Resource: queues.map((q) => q.arn),
           },
-          { Effect: "Allow", Action: ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"], Resource: [$interpolate`${bucket.arn}/*`] },
+          {
+            Effect: "Allow",
+            Action: ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+            Resource: [$interpolate`${bucket.arn}/*`],
+          },
           { Effect: "Allow", Action: ["s3:ListBucket"], Resource: [bucket.arn] },
           {
             Effect: "Allow",
-            Action: ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"],
+            Action: [
+              "dynamodb:GetItem",
+              "dynamodb:PutItem",
+              "dynamodb:UpdateItem",
+              "dynamodb:DeleteItem",
+              "dynamodb:Query",
+            ],
             Resource: [table.arn, $interpolate`${table.arn}/index/*`],
           },
         ],
@@ -138,12 +167,30 @@ const logGroup = new aws.cloudwatch.LogGroup("KilnWorkerLogs", { retentionInDays
 const links = [
   { name: `SST_RESOURCE_${SST_LINKS.bucket}`, value: $jsonStringify({ name: bucket.name, type: "sst.aws.Bucket" }) },
   { name: `SST_RESOURCE_${SST_LINKS.table}`, value: $jsonStringify({ name: table.name, type: "sst.aws.Dynamo" }) },
-  { name: `SST_RESOURCE_${SST_LINKS.queues["kiln-base"]}`, value: $jsonStringify({ url: base.queue.url, type: "sst.aws.Queue" }) },
-  { name: `SST_RESOURCE_${SST_LINKS.queues["kiln-base-dlq"]}`, value: $jsonStringify({ url: base.dlq.url, type: "sst.aws.Queue" }) },
-  { name: `SST_RESOURCE_${SST_LINKS.queues["kiln-refine"]}`, value: $jsonStringify({ url: refine.queue.url, type: "sst.aws.Queue" }) },
-  { name: `SST_RESOURCE_${SST_LINKS.queues["kiln-refine-dlq"]}`, value: $jsonStringify({ url: refine.dlq.url, type: "sst.aws.Queue" }) },
-  { name: `SST_RESOURCE_${SST_LINKS.queues["kiln-webhooks"]}`, value: $jsonStringify({ url: webhooks.queue.url, type: "sst.aws.Queue" }) },
-  { name: `SST_RESOURCE_${SST_LINKS.queues["kiln-webhooks-dlq"]}`, value: $jsonStringify({ url: webhooks.dlq.url, type: "sst.aws.Queue" }) },
+  {
+    name: `SST_RESOURCE_${SST_LINKS.queues["kiln-base"]}`,
+    value: $jsonStringify({ url: base.queue.url, type: "sst.aws.Queue" }),
+  },
+  {
+    name: `SST_RESOURCE_${SST_LINKS.queues["kiln-base-dlq"]}`,
+    value: $jsonStringify({ url: base.dlq.url, type: "sst.aws.Queue" }),
+  },
+  {
+    name: `SST_RESOURCE_${SST_LINKS.queues["kiln-refine"]}`,
+    value: $jsonStringify({ url: refine.queue.url, type: "sst.aws.Queue" }),
+  },
+  {
+    name: `SST_RESOURCE_${SST_LINKS.queues["kiln-refine-dlq"]}`,
+    value: $jsonStringify({ url: refine.dlq.url, type: "sst.aws.Queue" }),
+  },
+  {
+    name: `SST_RESOURCE_${SST_LINKS.queues["kiln-webhooks"]}`,
+    value: $jsonStringify({ url: webhooks.queue.url, type: "sst.aws.Queue" }),
+  },
+  {
+    name: `SST_RESOURCE_${SST_LINKS.queues["kiln-webhooks-dlq"]}`,
+    value: $jsonStringify({ url: webhooks.dlq.url, type: "sst.aws.Queue" }),
+  },
 ];
 
 const HEALTH_PORT = 8788;
@@ -186,13 +233,25 @@ export const taskDefinition = new aws.ecs.TaskDefinition("KilnGpuWorker", {
         { sourceVolume: "engine-cache", containerPath: "/cache" },
       ],
       healthCheck: {
-        command: ["CMD", "node", "-e", `fetch("http://127.0.0.1:${HEALTH_PORT}/healthz").then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))`],
+        command: [
+          "CMD",
+          "node",
+          "-e",
+          `fetch("http://127.0.0.1:${HEALTH_PORT}/healthz").then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))`,
+        ],
         interval: 30,
         timeout: 5,
         retries: 3,
         startPeriod: 300,
       },
-      logConfiguration: { logDriver: "awslogs", options: { "awslogs-group": logGroup.name, "awslogs-region": aws.getRegionOutput().name, "awslogs-stream-prefix": "worker" } },
+      logConfiguration: {
+        logDriver: "awslogs",
+        options: {
+          "awslogs-group": logGroup.name,
+          "awslogs-region": aws.getRegionOutput().name,
+          "awslogs-stream-prefix": "worker",
+        },
+      },
     },
   ]),
 });
@@ -224,7 +283,14 @@ const target = new aws.appautoscaling.Target("KilnGpuWorkersScaling", {
 const visible = (id: string, queueName: $util.Output<string>) => ({
   id,
   returnData: false,
-  metricStat: { stat: "Sum", metric: { namespace: "AWS/SQS", metricName: "ApproximateNumberOfMessagesVisible", dimensions: [{ name: "QueueName", value: queueName }] } },
+  metricStat: {
+    stat: "Sum",
+    metric: {
+      namespace: "AWS/SQS",
+      metricName: "ApproximateNumberOfMessagesVisible",
+      dimensions: [{ name: "QueueName", value: queueName }],
+    },
+  },
 });
 
 /** (waiting base + waiting refine stages) / running workers, kept near `backlogPerWorker`. */
@@ -246,10 +312,22 @@ new aws.appautoscaling.Policy("KilnBacklogPerWorker", {
           returnData: false,
           metricStat: {
             stat: "Average",
-            metric: { namespace: "ECS/ContainerInsights", metricName: "RunningTaskCount", dimensions: [{ name: "ClusterName", value: cluster.name }, { name: "ServiceName", value: service.name }] },
+            metric: {
+              namespace: "ECS/ContainerInsights",
+              metricName: "RunningTaskCount",
+              dimensions: [
+                { name: "ClusterName", value: cluster.name },
+                { name: "ServiceName", value: service.name },
+              ],
+            },
           },
         },
-        { id: "backlog", expression: "(base + refine) / MAX([workers, 1])", label: "Stages waiting per worker", returnData: true },
+        {
+          id: "backlog",
+          expression: "(base + refine) / MAX([workers, 1])",
+          label: "Stages waiting per worker",
+          returnData: true,
+        },
       ],
     },
   },
@@ -264,13 +342,23 @@ const wakeUp = new aws.appautoscaling.Policy("KilnWakeFromZero", {
   serviceNamespace: target.serviceNamespace,
   scalableDimension: target.scalableDimension,
   resourceId: target.resourceId,
-  stepScalingPolicyConfiguration: { adjustmentType: "ExactCapacity", cooldown: 60, stepAdjustments: [{ metricIntervalLowerBound: "0", scalingAdjustment: Math.max(1, config.minWorkers) }] },
+  stepScalingPolicyConfiguration: {
+    adjustmentType: "ExactCapacity",
+    cooldown: 60,
+    stepAdjustments: [{ metricIntervalLowerBound: "0", scalingAdjustment: Math.max(1, config.minWorkers) }],
+  },
 });
 
 const alarmVisible = (id: string, queueName: $util.Output<string>) => ({
   id,
   returnData: false,
-  metric: { namespace: "AWS/SQS", metricName: "ApproximateNumberOfMessagesVisible", dimensions: { QueueName: queueName }, stat: "Sum", period: 60 },
+  metric: {
+    namespace: "AWS/SQS",
+    metricName: "ApproximateNumberOfMessagesVisible",
+    dimensions: { QueueName: queueName },
+    stat: "Sum",
+    period: 60,
+  },
 });
 
 new aws.cloudwatch.MetricAlarm("KilnStagesWaitingWithNoWorker", {
@@ -283,9 +371,20 @@ new aws.cloudwatch.MetricAlarm("KilnStagesWaitingWithNoWorker", {
     {
       id: "workers",
       returnData: false,
-      metric: { namespace: "ECS/ContainerInsights", metricName: "RunningTaskCount", dimensions: { ClusterName: cluster.name, ServiceName: service.name }, stat: "Average", period: 60 },
+      metric: {
+        namespace: "ECS/ContainerInsights",
+        metricName: "RunningTaskCount",
+        dimensions: { ClusterName: cluster.name, ServiceName: service.name },
+        stat: "Average",
+        period: 60,
+      },
     },
-    { id: "waitingWithoutWorker", expression: "IF(workers < 1, base + refine, 0)", label: "Stages waiting while no worker runs", returnData: true },
+    {
+      id: "waitingWithoutWorker",
+      expression: "IF(workers < 1, base + refine, 0)",
+      label: "Stages waiting while no worker runs",
+      returnData: true,
+    },
   ],
   alarmActions: [wakeUp.arn],
 });

@@ -40,18 +40,23 @@ const phases = [files.filter((f) => !isolated(f)), files.filter(isolated)].filte
 const totals = { pass: 0, fail: 0, skipped: 0 };
 let status = 0;
 for (const phase of phases) {
-  const child = spawn(process.execPath, ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=600000", ...phase], {
-    cwd: root,
-    stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, KILN_LOG_LEVEL: process.env.KILN_LOG_LEVEL ?? "silent" },
-  });
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=600000", ...phase],
+    {
+      cwd: root,
+      stdio: ["ignore", "pipe", "inherit"],
+      env: { ...process.env, KILN_LOG_LEVEL: process.env.KILN_LOG_LEVEL ?? "silent" },
+    },
+  );
   let out = "";
   child.stdout.on("data", (chunk) => {
     process.stdout.write(chunk);
     out += chunk;
   });
   const code = await new Promise((resolve) => child.on("close", (c) => resolve(c ?? 1)));
-  for (const key of Object.keys(totals)) totals[key] += Number(out.match(new RegExp(`^# ${key} (\\d+)$`, "m"))?.[1] ?? 0);
+  for (const key of Object.keys(totals))
+    totals[key] += Number(out.match(new RegExp(`^# ${key} (\\d+)$`, "m"))?.[1] ?? 0);
   if (code !== 0) status = code;
 }
 // One closing line over both phases.

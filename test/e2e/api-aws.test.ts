@@ -8,7 +8,11 @@ import { createLogger } from "@kiln/shared/node";
 import { sdxlExecutor, Worker } from "@kiln/gpu-worker";
 import { sweepExpiredJobs } from "@kiln/api";
 import { createLambdaHandler, type LambdaHandler } from "@kiln/api/lambda";
-import { openStandinPorts, startAwsStandins, type AwsStandins } from "../../packages/shared/test/support/aws-standins.js";
+import {
+  openStandinPorts,
+  startAwsStandins,
+  type AwsStandins,
+} from "../../packages/shared/test/support/aws-standins.js";
 import { download, loadTinyModels } from "../support/local-stack.js";
 
 /**
@@ -26,10 +30,13 @@ async function startEndpointRouter(standins: AwsStandins): Promise<{ url: string
   const dynamo = new URL(standins.dynamoEndpoint);
   const server = http.createServer((req, res) => {
     const target = String(req.headers["x-amz-target"] ?? "").startsWith("DynamoDB") ? dynamo : fauxqs;
-    const upstream = http.request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (up) => {
-      res.writeHead(up.statusCode ?? 502, up.headers);
-      up.pipe(res);
-    });
+    const upstream = http.request(
+      { host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers },
+      (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      },
+    );
     upstream.on("error", () => res.destroy());
     req.pipe(upstream);
   });
@@ -47,11 +54,24 @@ async function startEndpointRouter(standins: AwsStandins): Promise<{ url: string
 type Kind = "apigw" | "url";
 
 /** An HTTP API (payload format 2.0) or Function URL event for one request. */
-function lambdaEvent(kind: Kind, method: string, target: string, options: { headers?: Record<string, string>; body?: string; base64?: boolean } = {}) {
+function lambdaEvent(
+  kind: Kind,
+  method: string,
+  target: string,
+  options: { headers?: Record<string, string>; body?: string; base64?: boolean } = {},
+) {
   const url = new URL(target, "https://placeholder");
-  const domainName = kind === "apigw" ? "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com" : "abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.on.aws";
+  const domainName =
+    kind === "apigw"
+      ? "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"
+      : "abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.on.aws";
   const query = Object.fromEntries(url.searchParams);
-  const body = options.body === undefined ? undefined : options.base64 ? Buffer.from(options.body).toString("base64") : options.body;
+  const body =
+    options.body === undefined
+      ? undefined
+      : options.base64
+        ? Buffer.from(options.body).toString("base64")
+        : options.body;
   return {
     version: "2.0",
     routeKey: "$default",
@@ -105,13 +125,28 @@ describe("API on the AWS family through the Lambda handler", () => {
 
   before(async () => {
     standins = await startAwsStandins();
-    ports = (await openStandinPorts(standins, { queues: ["kiln-base", "kiln-refine"], maxReceives: 3, bucket: "kiln-api", table: "kiln-api" })).ports;
+    ports = (
+      await openStandinPorts(standins, {
+        queues: ["kiln-base", "kiln-refine"],
+        maxReceives: 3,
+        bucket: "kiln-api",
+        table: "kiln-api",
+      })
+    ).ports;
     router = await startEndpointRouter(standins);
     // The SDK's default credential chain reads these, as it would on Lambda.
     process.env.AWS_ACCESS_KEY_ID = standins.credentials.accessKeyId;
     process.env.AWS_SECRET_ACCESS_KEY = standins.credentials.secretAccessKey;
     handler = createLambdaHandler(
-      { KILN_BACKEND: "aws", KILN_AWS_ENDPOINT: router.url, KILN_AWS_REGION: standins.region, KILN_BUCKET: "kiln-api", KILN_TABLE: "kiln-api", KILN_MIN_SIDE: "64", KILN_LOG_LEVEL: "silent" },
+      {
+        KILN_BACKEND: "aws",
+        KILN_AWS_ENDPOINT: router.url,
+        KILN_AWS_REGION: standins.region,
+        KILN_BUCKET: "kiln-api",
+        KILN_TABLE: "kiln-api",
+        KILN_MIN_SIDE: "64",
+        KILN_LOG_LEVEL: "silent",
+      },
       { preferWaitCapSeconds: 25, syncWaitSeconds: 25, eventStreamSeconds: 20, pollMs: 100 },
     );
     key = (await createApiKey(ports.keys, { name: "lambda", scopes: ["render"] })).key;
@@ -135,10 +170,21 @@ describe("API on the AWS family through the Lambda handler", () => {
     process.env = savedEnv;
   });
 
-  async function invoke(kind: Kind, method: string, target: string, body?: unknown, headers: Record<string, string> = {}, base64 = false) {
+  async function invoke(
+    kind: Kind,
+    method: string,
+    target: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+    base64 = false,
+  ) {
     const text = body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body);
     const event = lambdaEvent(kind, method, target, {
-      headers: { authorization: `Bearer ${key}`, ...(text !== undefined ? { "content-type": "application/json" } : {}), ...headers },
+      headers: {
+        authorization: `Bearer ${key}`,
+        ...(text !== undefined ? { "content-type": "application/json" } : {}),
+        ...headers,
+      },
       body: text,
       base64,
     });
@@ -154,24 +200,46 @@ describe("API on the AWS family through the Lambda handler", () => {
   }
 
   it("submits through API Gateway with Prefer: wait and answers 201 with the finished render and links on the request's domain", async () => {
-    const res = await invoke("apigw", "POST", "/v1/renders", { prompt: "a cloud", mode: "ensemble", width: 64, height: 64, steps: 6, seed: 1 }, { prefer: "wait=20" });
+    const res = await invoke(
+      "apigw",
+      "POST",
+      "/v1/renders",
+      { prompt: "a cloud", mode: "ensemble", width: 64, height: 64, steps: 6, seed: 1 },
+      { prefer: "wait=20" },
+    );
     assert.equal(res.statusCode, 201, res.raw);
     assert.equal(res.headers["preference-applied"], "wait=20");
     assert.equal(res.json.status, "succeeded");
-    assert.match(res.json.links.self, /^https:\/\/a1b2c3d4e5\.execute-api\.us-east-1\.amazonaws\.com\/v1\/renders\/job_/);
+    assert.match(
+      res.json.links.self,
+      /^https:\/\/a1b2c3d4e5\.execute-api\.us-east-1\.amazonaws\.com\/v1\/renders\/job_/,
+    );
     assert.equal(res.headers.location, res.json.links.self);
     const png = await download(res.json.images[0].url);
     assert.equal((await sharp(png).metadata()).width, 64, "the presigned S3 URL serves the image");
   });
 
   it("caps Prefer: wait at the deployment's limit and says so", async () => {
-    const res = await invoke("url", "POST", "/v1/renders", { prompt: "capped", mode: "base", width: 64, height: 64, steps: 2 }, { prefer: "wait=60" });
+    const res = await invoke(
+      "url",
+      "POST",
+      "/v1/renders",
+      { prompt: "capped", mode: "base", width: 64, height: 64, steps: 2 },
+      { prefer: "wait=60" },
+    );
     assert.ok([201, 202].includes(res.statusCode), res.raw);
     assert.equal(res.headers["preference-applied"], "wait=25");
   });
 
   it("reads, lists and cancels through a Function URL, with a base64-encoded body too", async () => {
-    const created = await invoke("url", "POST", "/v1/renders", { prompt: "listed", mode: "base", width: 64, height: 64, steps: 2, deadline_seconds: 600 }, {}, true);
+    const created = await invoke(
+      "url",
+      "POST",
+      "/v1/renders",
+      { prompt: "listed", mode: "base", width: 64, height: 64, steps: 2, deadline_seconds: 600 },
+      {},
+      true,
+    );
     assert.equal(created.statusCode, 202, created.raw);
     assert.match(created.json.links.self, /lambda-url\.us-east-1\.on\.aws/);
     const got = await invoke("url", "GET", `/v1/renders/${created.json.id}`);
@@ -184,13 +252,22 @@ describe("API on the AWS family through the Lambda handler", () => {
     assert.equal(page.json.data[0].id, created.json.id, "newest first");
     const next = await invoke("url", "GET", page.json.links.next.replace(/^https:\/\/[^/]+/, ""));
     assert.equal(next.statusCode, 200);
-    assert.ok(next.json.data.every((j: { id: string }) => !page.json.data.some((p: { id: string }) => p.id === j.id)), "pages do not overlap");
+    assert.ok(
+      next.json.data.every((j: { id: string }) => !page.json.data.some((p: { id: string }) => p.id === j.id)),
+      "pages do not overlap",
+    );
     const done = await invoke("url", "GET", `/v1/renders?status=succeeded&limit=100`);
     assert.ok(done.json.data.every((j: { status: string }) => j.status === "succeeded"));
   });
 
   it("cancels a running render on the AWS family: it stops at the next step", async () => {
-    const created = await invoke("apigw", "POST", "/v1/renders", { prompt: "long", mode: "base", width: 1024, height: 1024, steps: 150 });
+    const created = await invoke("apigw", "POST", "/v1/renders", {
+      prompt: "long",
+      mode: "base",
+      width: 1024,
+      height: 1024,
+      steps: 150,
+    });
     assert.equal(created.statusCode, 202);
     const deadline = Date.now() + 60_000;
     let view;
@@ -215,19 +292,33 @@ describe("API on the AWS family through the Lambda handler", () => {
   });
 
   it("answers the OpenAI Images subset synchronously", async () => {
-    const res = await invoke("url", "POST", "/v1/images/generations", { prompt: "a kettle", size: "64x64", response_format: "b64_json" });
+    const res = await invoke("url", "POST", "/v1/images/generations", {
+      prompt: "a kettle",
+      size: "64x64",
+      response_format: "b64_json",
+    });
     assert.equal(res.statusCode, 200, res.raw);
     assert.equal((await sharp(Buffer.from(res.json.data[0].b64_json, "base64")).metadata()).format, "png");
   });
 
   it("streams a finished render's events as one buffered response", async () => {
-    const created = await invoke("apigw", "POST", "/v1/renders", { prompt: "streamed", mode: "base", width: 64, height: 64, steps: 2 }, { prefer: "wait=20" });
+    const created = await invoke(
+      "apigw",
+      "POST",
+      "/v1/renders",
+      { prompt: "streamed", mode: "base", width: 64, height: 64, steps: 2 },
+      { prefer: "wait=20" },
+    );
     assert.equal(created.statusCode, 201);
     const res = await invoke("apigw", "GET", `/v1/renders/${created.json.id}/events`);
     assert.equal(res.statusCode, 200);
     assert.match(res.headers["content-type"] ?? "", /^text\/event-stream/);
     assert.match(res.raw, /event: succeeded\ndata: \{.*\}\nid: end\n\n$/s);
-    assert.equal((await invoke("apigw", "GET", `/v1/renders/${created.json.id}/events`, undefined, { "last-event-id": "end" })).statusCode, 204);
+    assert.equal(
+      (await invoke("apigw", "GET", `/v1/renders/${created.json.id}/events`, undefined, { "last-event-id": "end" }))
+        .statusCode,
+      204,
+    );
   });
 
   it("answers errors as problem+json through both event types", async () => {
@@ -250,7 +341,19 @@ describe("API on the AWS family through the Lambda handler", () => {
     const id = "job_aws_sweep";
     const created = "2020-01-01T00:00:00.000Z";
     const plan = (await ports.jobs.listByOwner((await ports.keys.list())[0]!.id, { limit: 1 })).jobs[0]!.plan;
-    await ports.jobs.create({ id, ownerKeyId: "key_x", status: "succeeded", version: 1, createdAt: created, updatedAt: created, finishedAt: created, plan, images: [], stageTimings: [], expiresAt: Date.parse(created) / 1000 + 60 });
+    await ports.jobs.create({
+      id,
+      ownerKeyId: "key_x",
+      status: "succeeded",
+      version: 1,
+      createdAt: created,
+      updatedAt: created,
+      finishedAt: created,
+      plan,
+      images: [],
+      stageTimings: [],
+      expiresAt: Date.parse(created) / 1000 + 60,
+    });
     await ports.blobs.put(`jobs/${id}/images/0.png`, Uint8Array.of(1));
     const result = await sweepExpiredJobs(ports, { now: new Date() });
     assert.deepEqual(result.deletedJobs, [id], "only the job past its retention; this run's renders stay");

@@ -21,7 +21,10 @@ function assertIncreasingIds(events: SseEvent[], after?: string) {
     if (e.id === undefined) continue;
     const key = parseEventId(e.id)!;
     assert.ok(key, `issued id ${e.id}`);
-    assert.ok(compareKeys(key, last) > 0, `${e.id} comes after ${JSON.stringify(last)}: ${events.map((x) => `${x.event}#${x.id}`).join(" ")}`);
+    assert.ok(
+      compareKeys(key, last) > 0,
+      `${e.id} comes after ${JSON.stringify(last)}: ${events.map((x) => `${x.event}#${x.id}`).join(" ")}`,
+    );
     last = key;
   }
 }
@@ -46,7 +49,9 @@ describe("render events over SSE", () => {
 
   it("streams position, stage, progress and the terminal event, and resumes after a reconnect without repeats or losses", async () => {
     const ahead = (await api(stack, "POST", "/v1/renders", { prompt: "ahead", width: 64, height: 64 })).json;
-    const job = (await api(stack, "POST", "/v1/renders", { prompt: "watched", mode: "ensemble", width: 64, height: 64, steps: 10 })).json;
+    const job = (
+      await api(stack, "POST", "/v1/renders", { prompt: "watched", mode: "ensemble", width: 64, height: 64, steps: 10 })
+    ).json;
 
     const first = await events(job.id);
     assert.equal(first.status, 200);
@@ -64,7 +69,12 @@ describe("render events over SSE", () => {
     assert.equal(JSON.parse(p2.data).position, before.position - 1);
 
     const t0 = new Date().toISOString();
-    await move(stack.ports, job.id, () => ({ status: "running", startedAt: t0, stageTimings: [{ stage: 0, kind: "base", startedAt: t0, worker: "sim" }], progress: { stage: 0, stageKind: "base", step: 0, steps: 8 } }));
+    await move(stack.ports, job.id, () => ({
+      status: "running",
+      startedAt: t0,
+      stageTimings: [{ stage: 0, kind: "base", startedAt: t0, worker: "sim" }],
+      progress: { stage: 0, stageKind: "base", step: 0, steps: 8 },
+    }));
     const stage0 = (await first.next())!;
     assert.deepEqual([stage0.event, stage0.id], ["stage", "r.0.0"]);
     assert.equal(JSON.parse(stage0.data).worker, "sim");
@@ -76,8 +86,18 @@ describe("render events over SSE", () => {
     // While the client is away: stage 0 ends, stage 1 runs, the job succeeds.
     await stack.ports.jobs.setProgress(job.id, { stage: 0, stageKind: "base", step: 8, steps: 8 });
     const t1 = new Date().toISOString();
-    await move(stack.ports, job.id, (j) => ({ stageTimings: [{ ...j.stageTimings[0]!, finishedAt: t1, seconds: 0.1 }, { stage: 1, kind: "refine", startedAt: t1 }], progress: { stage: 1, stageKind: "refine", step: 2, steps: 2 } }));
-    await move(stack.ports, job.id, (j) => ({ status: "succeeded", finishedAt: new Date().toISOString(), stageTimings: [j.stageTimings[0]!, { ...j.stageTimings[1]!, finishedAt: new Date().toISOString(), seconds: 0.1 }] }));
+    await move(stack.ports, job.id, (j) => ({
+      stageTimings: [
+        { ...j.stageTimings[0]!, finishedAt: t1, seconds: 0.1 },
+        { stage: 1, kind: "refine", startedAt: t1 },
+      ],
+      progress: { stage: 1, stageKind: "refine", step: 2, steps: 2 },
+    }));
+    await move(stack.ports, job.id, (j) => ({
+      status: "succeeded",
+      finishedAt: new Date().toISOString(),
+      stageTimings: [j.stageTimings[0]!, { ...j.stageTimings[1]!, finishedAt: new Date().toISOString(), seconds: 0.1 }],
+    }));
 
     const resumed = await events(job.id, { "last-event-id": progress.id! });
     const rest = await resumed.rest();
@@ -95,13 +115,28 @@ describe("render events over SSE", () => {
     const again = await events(job.id, { "last-event-id": "end" });
     assert.equal(again.status, 204, "a client that has the terminal event is told to stop");
     const late = await events(job.id, { "last-event-id": "r.1.0" });
-    assert.deepEqual((await late.rest()).map((e) => e.id), ["r.1.2", "end"]);
+    assert.deepEqual(
+      (await late.rest()).map((e) => e.id),
+      ["r.1.2", "end"],
+    );
     const fresh = await events(job.id, { "last-event-id": "garbage" });
-    assert.deepEqual((await fresh.rest()).map((e) => e.id), ["r.0.0", "r.1.0", "r.1.2", "end"], "an unknown id starts over");
+    assert.deepEqual(
+      (await fresh.rest()).map((e) => e.id),
+      ["r.0.0", "r.1.0", "r.1.2", "end"],
+      "an unknown id starts over",
+    );
   });
 
   it("sends ids in order when one poll sees a new stage and an older stage's step", async () => {
-    const job = (await api(stack, "POST", "/v1/renders", { prompt: "odd record", mode: "ensemble", width: 64, height: 64, steps: 10 })).json;
+    const job = (
+      await api(stack, "POST", "/v1/renders", {
+        prompt: "odd record",
+        mode: "ensemble",
+        width: 64,
+        height: 64,
+        steps: 10,
+      })
+    ).json;
     const t = new Date().toISOString();
     await move(stack.ports, job.id, () => ({
       status: "running",
@@ -115,18 +150,25 @@ describe("render events over SSE", () => {
     const s = await events(job.id, { "last-event-id": "r.0.3" });
     const first = [(await s.next())!, (await s.next())!];
     s.close();
-    assert.deepEqual(first.map((e) => e.id), ["r.0.8", "r.1.0"]);
+    assert.deepEqual(
+      first.map((e) => e.id),
+      ["r.0.8", "r.1.0"],
+    );
   });
 
   it("never loses the terminal event of a job that ends while no client is connected", async () => {
-    const job = (await api(stack, "POST", "/v1/renders", { prompt: "canceled while away", width: 64, height: 64 })).json;
+    const job = (await api(stack, "POST", "/v1/renders", { prompt: "canceled while away", width: 64, height: 64 }))
+      .json;
     const s = await events(job.id);
     const position = (await s.next())!;
     s.close();
     await api(stack, "DELETE", `/v1/renders/${job.id}`);
     const back = await events(job.id, { "last-event-id": position.id! });
     const rest = await back.rest();
-    assert.deepEqual(rest.map((e) => `${e.event}#${e.id}`), ["canceled#end"]);
+    assert.deepEqual(
+      rest.map((e) => `${e.event}#${e.id}`),
+      ["canceled#end"],
+    );
     assert.equal(JSON.parse(rest[0]!.data).error.code, "canceled");
   });
 
@@ -148,21 +190,35 @@ describe("render events: heartbeats and stream length", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-sse-"));
     const config = loadConfig({ KILN_DATA_DIR: dir, KILN_MIN_SIDE: "64" });
     const ports = openPorts(config);
-    const app = createApp({ ...apiDeps(config, ports), timing: { heartbeatMs: 100, eventStreamSeconds: 1, pollMs: 50 } });
+    const app = createApp({
+      ...apiDeps(config, ports),
+      timing: { heartbeatMs: 100, eventStreamSeconds: 1, pollMs: 50 },
+    });
     const { server, port } = await serveOnNode(app, { port: 0, host: "127.0.0.1" });
     try {
       const { key } = await createApiKey(ports.keys, { name: "t", scopes: ["render"] });
       const auth = { authorization: `Bearer ${key}` };
-      const created = await fetch(`http://127.0.0.1:${port}/v1/renders`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ prompt: "idle", width: 64, height: 64 }) });
+      const created = await fetch(`http://127.0.0.1:${port}/v1/renders`, {
+        method: "POST",
+        headers: { ...auth, "content-type": "application/json" },
+        body: JSON.stringify({ prompt: "idle", width: 64, height: 64 }),
+      });
       const { id } = (await created.json()) as { id: string };
       const started = Date.now();
       const s = await openSse(`http://127.0.0.1:${port}/v1/renders/${id}/events`, auth);
       const all = await s.rest(5000);
       const took = Date.now() - started;
       assert.ok(took >= 900 && took < 3000, `the server ended the stream after ${took} ms`);
-      assert.deepEqual(all.map((e) => e.event), ["position"], "the position is told once while it does not change");
+      assert.deepEqual(
+        all.map((e) => e.event),
+        ["position"],
+        "the position is told once while it does not change",
+      );
       assert.ok(s.comments.filter((c) => c === "keep-alive").length >= 3, `heartbeats: ${s.comments}`);
-      const resumed = await openSse(`http://127.0.0.1:${port}/v1/renders/${id}/events`, { ...auth, "last-event-id": all[0]!.id! });
+      const resumed = await openSse(`http://127.0.0.1:${port}/v1/renders/${id}/events`, {
+        ...auth,
+        "last-event-id": all[0]!.id!,
+      });
       assert.deepEqual(await resumed.rest(5000), [], "nothing new to tell");
     } finally {
       await closeServer(server);
@@ -180,8 +236,20 @@ describe("render events with a real worker", () => {
   after(() => stack.stop());
 
   it("streams an ensemble render to its end with a preview of the hand-over latents", async () => {
-    const job = (await api(stack, "POST", "/v1/renders", { prompt: "a lighthouse", mode: "ensemble", width: 128, height: 96, steps: 12, n: 2, seed: 9 })).json;
-    const s = await openSse(`${stack.url}/v1/renders/${job.id}/events?previews=true`, { authorization: `Bearer ${stack.key}` });
+    const job = (
+      await api(stack, "POST", "/v1/renders", {
+        prompt: "a lighthouse",
+        mode: "ensemble",
+        width: 128,
+        height: 96,
+        steps: 12,
+        n: 2,
+        seed: 9,
+      })
+    ).json;
+    const s = await openSse(`${stack.url}/v1/renders/${job.id}/events?previews=true`, {
+      authorization: `Bearer ${stack.key}`,
+    });
     const all = await s.rest();
     assertIncreasingIds(all);
     const names = all.map((e) => e.event);

@@ -21,7 +21,13 @@ describe("idempotent submits", () => {
     const before = await jobCount();
     const first = await api(stack, "POST", "/v1/renders", body, { "idempotency-key": "order-1" });
     assert.equal(first.status, 202, first.text);
-    const replay = await api(stack, "POST", "/v1/renders", JSON.stringify({ seed: 3, steps: 2, height: 64, width: 64, prompt: body.prompt }), { "idempotency-key": "order-1" });
+    const replay = await api(
+      stack,
+      "POST",
+      "/v1/renders",
+      JSON.stringify({ seed: 3, steps: 2, height: 64, width: 64, prompt: body.prompt }),
+      { "idempotency-key": "order-1" },
+    );
     assert.equal(replay.status, 200);
     assert.equal(replay.headers.get("idempotent-replayed"), "true");
     assert.equal(replay.json.id, first.json.id);
@@ -37,7 +43,9 @@ describe("idempotent submits", () => {
 
   it("creates one job for 20 concurrent duplicates", async () => {
     const before = await jobCount();
-    const responses = await Promise.all(Array.from({ length: 20 }, () => api(stack, "POST", "/v1/renders", body, { "idempotency-key": "burst-1" })));
+    const responses = await Promise.all(
+      Array.from({ length: 20 }, () => api(stack, "POST", "/v1/renders", body, { "idempotency-key": "burst-1" })),
+    );
     assert.deepEqual(new Set(responses.map((r) => r.json.id)).size, 1, "every answer names the same job");
     assert.equal(responses.filter((r) => r.status === 202).length, 1);
     assert.equal(responses.filter((r) => r.status === 200).length, 19);
@@ -45,7 +53,11 @@ describe("idempotent submits", () => {
   });
 
   it("scopes keys to the API key, and stores no failed attempt", async () => {
-    const { key } = await createApiKey(stack.ports.keys, { name: "second", scopes: ["render"], limits: { concurrentJobs: 1 } });
+    const { key } = await createApiKey(stack.ports.keys, {
+      name: "second",
+      scopes: ["render"],
+      limits: { concurrentJobs: 1 },
+    });
     const second = { ...stack, key };
     const mine = await api(second, "POST", "/v1/renders", body, { "idempotency-key": "order-1" });
     assert.equal(mine.status, 202, "another API key's order-1 is a new key");
@@ -57,7 +69,10 @@ describe("idempotent submits", () => {
     assert.equal((await api(second, "DELETE", `/v1/renders/${mine.json.id}`)).status, 200);
     const accepted = await api(second, "POST", "/v1/renders", body, { "idempotency-key": "retry-me" });
     assert.equal(accepted.status, 202, "neither the 400 nor the 429 was remembered");
-    assert.equal((await api(second, "POST", "/v1/renders", body, { "idempotency-key": "retry-me" })).json.id, accepted.json.id);
+    assert.equal(
+      (await api(second, "POST", "/v1/renders", body, { "idempotency-key": "retry-me" })).json.id,
+      accepted.json.id,
+    );
   });
 
   it("rejects a malformed Idempotency-Key as problem+json naming the header", async () => {

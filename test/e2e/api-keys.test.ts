@@ -12,7 +12,11 @@ describe("API keys over HTTP", () => {
   const as = (key: string): LocalStack => ({ ...stack, key });
 
   it("creates a key shown once, with its webhook secret and limits, that works at once", async () => {
-    const created = await api(stack, "POST", "/v1/keys", { name: "ci", scopes: ["render"], limits: { images_per_day: 50, requests_per_second: 2.5 } });
+    const created = await api(stack, "POST", "/v1/keys", {
+      name: "ci",
+      scopes: ["render"],
+      limits: { images_per_day: 50, requests_per_second: 2.5 },
+    });
     assert.equal(created.status, 201, created.text);
     const body = created.json;
     assert.match(body.key, /^kiln_[a-z0-9]{10}_[A-Za-z0-9_-]{43}$/);
@@ -20,7 +24,11 @@ describe("API keys over HTTP", () => {
     assert.match(body.webhook_secret, /^whsec_[A-Za-z0-9+/]{43}=$/);
     assert.match(body.id, /^key_[0-9a-f]{16}$/);
     assert.deepEqual(body.scopes, ["render"]);
-    assert.deepEqual(body.limits, { requests_per_second: 2.5, burst: 5, concurrent_jobs: 7, images_per_day: 50 }, "own limits, the rest from the config");
+    assert.deepEqual(
+      body.limits,
+      { requests_per_second: 2.5, burst: 5, concurrent_jobs: 7, images_per_day: 50 },
+      "own limits, the rest from the config",
+    );
     assert.equal(created.headers.get("location"), `${stack.url}/v1/keys/${body.id}`);
     assert.equal(created.headers.get("cache-control"), "no-store");
 
@@ -32,8 +40,16 @@ describe("API keys over HTTP", () => {
     const listed = await api(stack, "GET", "/v1/keys");
     assert.equal(listed.status, 200);
     const mine = listed.json.data.find((k: { id: string }) => k.id === body.id);
-    assert.deepEqual(mine, { id: body.id, name: "ci", prefix: body.prefix, scopes: ["render"], limits: body.limits, created_at: body.created_at });
-    for (const secret of [body.key, body.webhook_secret, stored!.hash]) assert.ok(!listed.text.includes(secret), "listings never show keys, hashes or secrets");
+    assert.deepEqual(mine, {
+      id: body.id,
+      name: "ci",
+      prefix: body.prefix,
+      scopes: ["render"],
+      limits: body.limits,
+      created_at: body.created_at,
+    });
+    for (const secret of [body.key, body.webhook_secret, stored!.hash])
+      assert.ok(!listed.text.includes(secret), "listings never show keys, hashes or secrets");
     assert.deepEqual((await api(stack, "GET", `/v1/keys/${body.id}`)).json, mine);
   });
 
@@ -79,7 +95,11 @@ describe("API keys over HTTP", () => {
     const own = await api(as(render.key), "GET", `/v1/keys/${render.id}/webhook-secret`);
     assert.equal(own.status, 200);
     assert.deepEqual(own.json, { webhook_secret: render.webhook_secret });
-    assert.deepEqual((await api(stack, "GET", `/v1/keys/${other.id}/webhook-secret`)).json, { webhook_secret: other.webhook_secret }, "an admin reads any");
+    assert.deepEqual(
+      (await api(stack, "GET", `/v1/keys/${other.id}/webhook-secret`)).json,
+      { webhook_secret: other.webhook_secret },
+      "an admin reads any",
+    );
 
     const anonymous = await fetch(`${stack.url}/v1/keys`);
     assert.equal(anonymous.status, 401);
@@ -117,7 +137,11 @@ describe("API keys over HTTP", () => {
     assert.match(JSON.stringify(doc.components.schemas.ApiKeyCreated), /"webhook_secret"/);
     assert.ok(doc.components.schemas.KeyLimits.properties.images_per_day);
     assert.ok(doc.paths["/v1/renders"].post.responses["429"], "submits document their 429");
-    assert.ok(doc.paths["/v1/renders"].post.parameters.some((p: { name: string }) => p.name.toLowerCase() === "idempotency-key"));
+    assert.ok(
+      doc.paths["/v1/renders"].post.parameters.some(
+        (p: { name: string }) => p.name.toLowerCase() === "idempotency-key",
+      ),
+    );
     assert.ok(doc.components.schemas.RenderRequest.properties.webhook, "render requests take a webhook");
   });
 });

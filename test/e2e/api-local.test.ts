@@ -6,7 +6,14 @@ import { api, download, startLocalStack, waitForJob, type LocalStack } from "../
 
 /** The public API over real HTTP on the local family: happy paths, errors and limits of every endpoint. */
 
-async function call(stack: LocalStack, key: string, method: string, pathname: string, body?: unknown, headers: Record<string, string> = {}) {
+async function call(
+  stack: LocalStack,
+  key: string,
+  method: string,
+  pathname: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+) {
   return api({ ...stack, key }, method, pathname, body, headers);
 }
 
@@ -28,7 +35,13 @@ describe("API with a worker (local family)", () => {
   after(() => stack.stop());
 
   it("POST with Prefer: wait answers 201 with the finished render and Preference-Applied", async () => {
-    const res = await api(stack, "POST", "/v1/renders", { prompt: "a kiln", mode: "base", width: 64, height: 64, steps: 4, seed: 3, retention_hours: 2 }, { prefer: "wait=30" });
+    const res = await api(
+      stack,
+      "POST",
+      "/v1/renders",
+      { prompt: "a kiln", mode: "base", width: 64, height: 64, steps: 4, seed: 3, retention_hours: 2 },
+      { prefer: "wait=30" },
+    );
     assert.equal(res.status, 201, res.text);
     assert.equal(res.headers.get("preference-applied"), "wait=30");
     assert.match(res.headers.get("location") ?? "", new RegExp(`/v1/renders/${res.json.id}$`));
@@ -44,10 +57,19 @@ describe("API with a worker (local family)", () => {
   });
 
   it("GET of a finished render has per-stage timings and no queue fields", async () => {
-    const created = await api(stack, "POST", "/v1/renders", { prompt: "two stages", width: 64, height: 64, steps: 6 }, { prefer: "wait=30" });
+    const created = await api(
+      stack,
+      "POST",
+      "/v1/renders",
+      { prompt: "two stages", width: 64, height: 64, steps: 6 },
+      { prefer: "wait=30" },
+    );
     assert.equal(created.status, 201);
     const job = (await api(stack, "GET", `/v1/renders/${created.json.id}`)).json;
-    assert.deepEqual(job.stage_timings.map((t: { kind: string }) => t.kind), ["base", "refine"]);
+    assert.deepEqual(
+      job.stage_timings.map((t: { kind: string }) => t.kind),
+      ["base", "refine"],
+    );
     for (const t of job.stage_timings) assert.ok(Date.parse(t.finished_at) >= Date.parse(t.started_at));
     assert.equal(job.queue_position, undefined);
     assert.equal(job.waiting_reason, undefined);
@@ -55,9 +77,19 @@ describe("API with a worker (local family)", () => {
 
   it("DELETE stops a running render in its refine stage at the next step", async () => {
     // The base runs 10% of 150 steps, the refiner the rest: long enough to cancel mid-refine.
-    const created = await api(stack, "POST", "/v1/renders", { prompt: "long refine", width: 2048, height: 2048, steps: 150, high_noise_frac: 0.1 });
+    const created = await api(stack, "POST", "/v1/renders", {
+      prompt: "long refine",
+      width: 2048,
+      height: 2048,
+      steps: 150,
+      high_noise_frac: 0.1,
+    });
     assert.equal(created.status, 202);
-    const refining = await waitForJob(stack, created.json.id, (j) => (j.progress.stage === 1 && j.progress.step >= 1) || ["succeeded", "failed"].includes(j.status));
+    const refining = await waitForJob(
+      stack,
+      created.json.id,
+      (j) => (j.progress.stage === 1 && j.progress.step >= 1) || ["succeeded", "failed"].includes(j.status),
+    );
     assert.equal(refining.status, "running", "the render was still refining when canceled");
     const canceled = await api(stack, "DELETE", `/v1/renders/${created.json.id}`);
     assert.equal(canceled.status, 202, canceled.text);
@@ -81,8 +113,17 @@ describe("API with a worker (local family)", () => {
       "x-stainless-lang": "js",
       "x-stainless-retry-count": "0",
     };
-    const post = (body: unknown) => fetch(`${stack.url}/v1/images/generations`, { method: "POST", headers, body: JSON.stringify(body) });
-    const res = await post({ model: "dall-e-3", prompt: "a teapot", n: 2, size: "128x64", quality: "hd", style: "vivid", user: "u1" });
+    const post = (body: unknown) =>
+      fetch(`${stack.url}/v1/images/generations`, { method: "POST", headers, body: JSON.stringify(body) });
+    const res = await post({
+      model: "dall-e-3",
+      prompt: "a teapot",
+      n: 2,
+      size: "128x64",
+      quality: "hd",
+      style: "vivid",
+      user: "u1",
+    });
     assert.equal(res.status, 200);
     const body = (await res.json()) as { created: number; data: { url: string }[] };
     assert.ok(Math.abs(body.created - Date.now() / 1000) < 120);
@@ -91,7 +132,14 @@ describe("API with a worker (local family)", () => {
     assert.deepEqual([meta.format, meta.width, meta.height], ["png", 128, 64]);
     assert.match(res.headers.get("x-kiln-render-id") ?? "", /^job_/);
 
-    const b64 = await post({ prompt: "a teapot", size: "64x64", response_format: "b64_json", output_format: "jpeg", output_compression: 80, model: null });
+    const b64 = await post({
+      prompt: "a teapot",
+      size: "64x64",
+      response_format: "b64_json",
+      output_format: "jpeg",
+      output_compression: 80,
+      model: null,
+    });
     assert.equal(b64.status, 200);
     const [item] = ((await b64.json()) as { data: { b64_json: string; url?: string }[] }).data;
     assert.equal(item!.url, undefined);
@@ -104,16 +152,31 @@ describe("API with a worker (local family)", () => {
     assert.equal(bad.json.error.param, "size");
     assert.equal(bad.json.error.type, "invalid_request_error");
     assert.match(bad.json.error.message, /multiple of 8/);
-    for (const body of [{ prompt: "x", size: "1024" }, { prompt: "x", n: 5 }, { prompt: "x", stream: true }, { prompt: "x", response_format: "png" }, { prompt: "x", extra: 1 }, {}]) {
+    for (const body of [
+      { prompt: "x", size: "1024" },
+      { prompt: "x", n: 5 },
+      { prompt: "x", stream: true },
+      { prompt: "x", response_format: "png" },
+      { prompt: "x", extra: 1 },
+      {},
+    ]) {
       const res = await api(stack, "POST", "/v1/images/generations", body);
       assertProblem(res, 400);
       assert.equal(typeof res.json.error.message, "string", JSON.stringify(body));
     }
-    const unauth = await fetch(`${stack.url}/v1/images/generations`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+    const unauth = await fetch(`${stack.url}/v1/images/generations`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
     const problem = (await unauth.json()) as any;
     assert.equal(unauth.status, 401);
     assert.equal(problem.error.type, "authentication_error");
-    const notJson = await fetch(`${stack.url}/v1/images/generations`, { method: "POST", headers: { authorization: `Bearer ${stack.key}`, "content-type": "text/plain" }, body: "prompt" });
+    const notJson = await fetch(`${stack.url}/v1/images/generations`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.key}`, "content-type": "text/plain" },
+      body: "prompt",
+    });
     assert.equal(notJson.status, 415);
     assert.equal(((await notJson.json()) as any).error.code, "unsupported_media_type");
   });
@@ -123,7 +186,10 @@ describe("API without a worker (local family): queue, list, cancel, deadlines, l
   let stack: LocalStack;
   let otherKey: string;
   before(async () => {
-    stack = await startLocalStack({ worker: false, env: { KILN_MAX_PIXELS: String(1024 * 1024), KILN_MAX_RETENTION_HOURS: "48", KILN_MAX_BODY_BYTES: "8192" } });
+    stack = await startLocalStack({
+      worker: false,
+      env: { KILN_MAX_PIXELS: String(1024 * 1024), KILN_MAX_RETENTION_HOURS: "48", KILN_MAX_BODY_BYTES: "8192" },
+    });
     otherKey = (await createApiKey(stack.ports.keys, { name: "other", scopes: ["render"] })).key;
   });
   after(() => stack.stop());
@@ -172,11 +238,17 @@ describe("API without a worker (local family): queue, list, cancel, deadlines, l
     const job = (await api(stack, "POST", "/v1/renders", small)).json;
     const workers = stack.ports.workers;
     const beats = [{ workerId: "gpu-1", stages: ["base" as const], lastPollAt: Date.now() - 120_000, busy: 0 }];
-    stack.ports.workers = { heartbeat: async () => {}, list: async (since: number) => beats.filter((b) => b.lastPollAt >= since) };
+    stack.ports.workers = {
+      heartbeat: async () => {},
+      list: async (since: number) => beats.filter((b) => b.lastPollAt >= since),
+    };
     try {
       let view = (await api(stack, "GET", `/v1/renders/${job.id}`)).json;
       assert.equal(view.waiting_reason.code, "workers_silent");
-      assert.match(view.waiting_reason.message, /No worker for the base stage has polled in 1[12]\d s \(last seen: gpu-1\)/);
+      assert.match(
+        view.waiting_reason.message,
+        /No worker for the base stage has polled in 1[12]\d s \(last seen: gpu-1\)/,
+      );
       beats[0]!.lastPollAt = Date.now();
       view = (await api(stack, "GET", `/v1/renders/${job.id}`)).json;
       assert.equal(view.waiting_reason.code, view.queue_position > 0 ? "workers_busy" : "next_in_line");
@@ -203,8 +275,16 @@ describe("API without a worker (local family): queue, list, cancel, deadlines, l
     }
     assert.deepEqual(seen, [...ids].reverse());
     const canceled = await call(stack, key, "GET", "/v1/renders?status=canceled");
-    assert.deepEqual(canceled.json.data.map((j: { id: string }) => j.id), [ids[1]]);
-    assert.equal((await call(stack, otherKey, "GET", "/v1/renders?limit=100")).json.data.some((j: { id: string }) => ids.includes(j.id)), false);
+    assert.deepEqual(
+      canceled.json.data.map((j: { id: string }) => j.id),
+      [ids[1]],
+    );
+    assert.equal(
+      (await call(stack, otherKey, "GET", "/v1/renders?limit=100")).json.data.some((j: { id: string }) =>
+        ids.includes(j.id),
+      ),
+      false,
+    );
     assertProblem(await call(stack, key, "GET", "/v1/renders?limit=0"), 400, ["limit"]);
     assertProblem(await call(stack, key, "GET", "/v1/renders?limit=101"), 400, ["limit"]);
     assertProblem(await call(stack, key, "GET", "/v1/renders?status=done"), 400, ["status"]);
@@ -266,10 +346,17 @@ describe("API without a worker (local family): queue, list, cancel, deadlines, l
 
   it("answers 413 past the body limit, 415 for non-JSON, 400 for broken JSON and 401/404 as problems", async () => {
     assertProblem(await api(stack, "POST", "/v1/renders", { ...small, prompt: "y".repeat(9000) }), 413, ["body"]);
-    const form = await fetch(`${stack.url}/v1/renders`, { method: "POST", headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/x-www-form-urlencoded" }, body: "prompt=x" });
+    const form = await fetch(`${stack.url}/v1/renders`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/x-www-form-urlencoded" },
+      body: "prompt=x",
+    });
     assert.equal(form.status, 415);
     assert.equal(form.headers.get("content-type"), "application/problem+json");
-    assert.deepEqual(((await form.json()) as any).errors.map((e: { field: string }) => e.field), ["header.content-type"]);
+    assert.deepEqual(
+      ((await form.json()) as any).errors.map((e: { field: string }) => e.field),
+      ["header.content-type"],
+    );
     assertProblem(await api(stack, "POST", "/v1/renders", "[1,"), 400);
     assertProblem(await api(stack, "POST", "/v1/renders", "[]"), 400);
     assertProblem(await call(stack, "kiln_nope", "GET", "/v1/renders"), 401);
@@ -280,7 +367,9 @@ describe("API without a worker (local family): queue, list, cancel, deadlines, l
   it("serves an OpenAPI 3.1 document covering every route with its problem responses, and a self-contained /docs page", async () => {
     const spec = (await api(stack, "GET", "/openapi.json")).json;
     assert.equal(spec.openapi, "3.1.0");
-    const ops = Object.entries(spec.paths as Record<string, Record<string, any>>).flatMap(([p, item]) => Object.entries(item).map(([m, op]) => [`${m.toUpperCase()} ${p}`, op] as [string, any]));
+    const ops = Object.entries(spec.paths as Record<string, Record<string, any>>).flatMap(([p, item]) =>
+      Object.entries(item).map(([m, op]) => [`${m.toUpperCase()} ${p}`, op] as [string, any]),
+    );
     const names = ops.map(([n]) => n);
     for (const route of [
       "POST /v1/renders",
@@ -296,8 +385,10 @@ describe("API without a worker (local family): queue, list, cancel, deadlines, l
       assert.ok(names.includes(route), `${route} in ${names}`);
     }
     for (const [name, op] of ops) {
-      if (op.security) assert.ok(op.responses["401"]?.content["application/problem+json"], `${name} documents 401 as a problem`);
-      if (["POST /v1/renders", "POST /v1/images/generations"].includes(name)) for (const s of ["400", "413", "415"]) assert.ok(op.responses[s], `${name} documents ${s}`);
+      if (op.security)
+        assert.ok(op.responses["401"]?.content["application/problem+json"], `${name} documents 401 as a problem`);
+      if (["POST /v1/renders", "POST /v1/images/generations"].includes(name))
+        for (const s of ["400", "413", "415"]) assert.ok(op.responses[s], `${name} documents ${s}`);
     }
     assert.equal(spec.components.schemas.RenderRequest.additionalProperties, false);
     assert.equal(spec.components.schemas.RenderRequest.properties.steps.maximum, 150);

@@ -4,7 +4,14 @@ import { createApiKey, type KeyLimits } from "@kiln/shared";
 import { api, startLocalStack, type LocalStack } from "../support/local-stack.js";
 
 const RATE_LIMIT = /^"kiln-rps";r=(\d+);t=(\d+)$/;
-const render = (n = 1, extra: Record<string, unknown> = {}) => ({ prompt: "quota", width: 64, height: 64, steps: 2, n, ...extra });
+const render = (n = 1, extra: Record<string, unknown> = {}) => ({
+  prompt: "quota",
+  width: 64,
+  height: 64,
+  steps: 2,
+  n,
+  ...extra,
+});
 
 /**
  * Rate limits and quotas per key on the local family, over HTTP. No worker runs, so submitted
@@ -54,7 +61,11 @@ describe("rate limits and quotas", () => {
 
     const other = await keyWith({ requestsPerSecond: 1, burst: 3 });
     assert.equal((await api(other, "GET", "/v1/renders")).status, 200, "buckets are per key");
-    assert.equal((await api(stack, "GET", "/v1/renders")).headers.get("ratelimit"), null, "unlimited keys carry no RateLimit fields");
+    assert.equal(
+      (await api(stack, "GET", "/v1/renders")).headers.get("ratelimit"),
+      null,
+      "unlimited keys carry no RateLimit fields",
+    );
   });
 
   it("caps queued-plus-running jobs per key, and frees the slot when a job ends", async () => {
@@ -87,7 +98,11 @@ describe("rate limits and quotas", () => {
   it("counts images per UTC day, refuses what does not fit, and counts only accepted renders", async () => {
     const client = await keyWith({ imagesPerDay: 5 });
     assert.equal((await api(client, "POST", "/v1/renders", render(2))).status, 202);
-    assert.equal((await api(client, "POST", "/v1/renders", render(2, { steps: 0 }))).status, 400, "an invalid render counts nothing");
+    assert.equal(
+      (await api(client, "POST", "/v1/renders", render(2, { steps: 0 }))).status,
+      400,
+      "an invalid render counts nothing",
+    );
     assert.equal((await api(client, "POST", "/v1/renders", render(2))).status, 202);
     const over = await api(client, "POST", "/v1/renders", render(2));
     assert.equal(over.status, 429);
@@ -132,8 +147,13 @@ describe("rate limit defaults from the configuration", () => {
     assert.equal(second.status, 429);
     assert.equal(second.headers.get("retry-after"), "2");
 
-    const { key } = await createApiKey(stack.ports.keys, { name: "own", scopes: ["render"], limits: { requestsPerSecond: 0, concurrentJobs: 0 } });
+    const { key } = await createApiKey(stack.ports.keys, {
+      name: "own",
+      scopes: ["render"],
+      limits: { requestsPerSecond: 0, concurrentJobs: 0 },
+    });
     const own = { ...stack, key };
-    for (let i = 0; i < 3; i++) assert.equal((await api(own, "POST", "/v1/renders", render())).status, 202, "a key's own 0 means no limit");
+    for (let i = 0; i < 3; i++)
+      assert.equal((await api(own, "POST", "/v1/renders", render())).status, 202, "a key's own 0 means no limit");
   });
 });

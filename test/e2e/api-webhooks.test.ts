@@ -4,7 +4,12 @@ import { sha256Hex } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
 import { startWebhookService, type Service } from "../../packages/cli/src/services.js";
 import { api, download, startLocalStack, waitForJob, type LocalStack } from "../support/local-stack.js";
-import { startWebhookReceiver, verifyStandardWebhook, type ReceivedWebhook, type WebhookReceiver } from "../support/webhook-receiver.js";
+import {
+  startWebhookReceiver,
+  verifyStandardWebhook,
+  type ReceivedWebhook,
+  type WebhookReceiver,
+} from "../support/webhook-receiver.js";
 
 const small = { prompt: "a hook", width: 64, height: 64, steps: 3, mode: "base" };
 const typeOf = (r: ReceivedWebhook) => JSON.parse(r.body).type as string;
@@ -37,13 +42,23 @@ describe("webhooks from renders", () => {
     await settle(300);
     assert.equal(receiver.received.length, 3, "two events, one of them twice");
 
-    for (const r of got) assert.ok(verifyStandardWebhook(secret, r.headers, r.body), `signature of ${typeOf(r)} verifies`);
-    assert.equal(verifyStandardWebhook(secret.replace(/^whsec_./, "whsec_A"), got[0]!.headers, got[0]!.body), false, "not with another secret");
+    for (const r of got)
+      assert.ok(verifyStandardWebhook(secret, r.headers, r.body), `signature of ${typeOf(r)} verifies`);
+    assert.equal(
+      verifyStandardWebhook(secret.replace(/^whsec_./, "whsec_A"), got[0]!.headers, got[0]!.body),
+      false,
+      "not with another secret",
+    );
     const byId = new Map<string, ReceivedWebhook[]>();
-    for (const r of got) byId.set(r.headers["webhook-id"] as string, [...(byId.get(r.headers["webhook-id"] as string) ?? []), r]);
+    for (const r of got)
+      byId.set(r.headers["webhook-id"] as string, [...(byId.get(r.headers["webhook-id"] as string) ?? []), r]);
     assert.equal(byId.size, 2);
     const retried = [...byId.values()].find((rs) => rs.length === 2)!;
-    assert.deepEqual(retried.map((r) => r.status), [500, 204], "the failed attempt was retried under its webhook-id");
+    assert.deepEqual(
+      retried.map((r) => r.status),
+      [500, 204],
+      "the failed attempt was retried under its webhook-id",
+    );
     assert.equal(retried[0]!.body, retried[1]!.body);
     assert.deepEqual(new Set(got.map(typeOf)), new Set(["render.started", "render.succeeded"]));
 
@@ -58,13 +73,20 @@ describe("webhooks from renders", () => {
   it("sends only the events a webhook lists, progress included when asked", async () => {
     await receiver.close();
     receiver = await startWebhookReceiver();
-    const only = await api(client, "POST", "/v1/renders", { ...small, webhook: { url: receiver.url, events: ["succeeded"] } });
+    const only = await api(client, "POST", "/v1/renders", {
+      ...small,
+      webhook: { url: receiver.url, events: ["succeeded"] },
+    });
     await waitForJob(client, only.json.id);
     await receiver.waitFor(1);
     await settle(500);
     assert.deepEqual(receiver.received.map(typeOf), ["render.succeeded"]);
 
-    const withProgress = await api(client, "POST", "/v1/renders", { ...small, steps: 12, webhook: { url: receiver.url, events: ["progress", "failed", "succeeded"] } });
+    const withProgress = await api(client, "POST", "/v1/renders", {
+      ...small,
+      steps: 12,
+      webhook: { url: receiver.url, events: ["progress", "failed", "succeeded"] },
+    });
     await waitForJob(client, withProgress.json.id);
     await receiver.waitFor(3);
     await settle(500);
@@ -135,22 +157,42 @@ describe("webhook URLs refused at submit", () => {
     const bad = await api(stack, "POST", "/v1/renders", { ...small, webhook: { url: "ftp://example.com/x" } });
     assert.equal(bad.status, 400);
     assert.equal(bad.json.errors[0].field, "webhook.url");
-    const unknown = await api(stack, "POST", "/v1/renders", { ...small, webhook: { url: "https://93.184.216.34/h", events: ["done"] } });
+    const unknown = await api(stack, "POST", "/v1/renders", {
+      ...small,
+      webhook: { url: "https://93.184.216.34/h", events: ["done"] },
+    });
     assert.equal(unknown.status, 400);
     assert.match(unknown.json.errors[0].field, /^webhook\.events/);
-    const accepted = await api(stack, "POST", "/v1/renders", { ...small, webhook: { url: "https://93.184.216.34/hook", events: ["failed"] } });
+    const accepted = await api(stack, "POST", "/v1/renders", {
+      ...small,
+      webhook: { url: "https://93.184.216.34/hook", events: ["failed"] },
+    });
     assert.equal(accepted.status, 202, "a public address is accepted");
-    assert.deepEqual((await stack.ports.jobs.get(accepted.json.id))?.webhook, { url: "https://93.184.216.34/hook", events: ["failed"] });
+    assert.deepEqual((await stack.ports.jobs.get(accepted.json.id))?.webhook, {
+      url: "https://93.184.216.34/hook",
+      events: ["failed"],
+    });
   });
 
   it("refuses a webhook for a key that has no signing secret", async () => {
     // A key stored before keys had webhook secrets.
     const legacyKey = `kiln_legacy0000_${"L".repeat(43)}`;
-    await stack.ports.keys.insert({ id: "key_legacy", prefix: "legacy0000", name: "legacy", scopes: ["render"], hash: await sha256Hex(legacyKey), createdAt: new Date().toISOString() });
+    await stack.ports.keys.insert({
+      id: "key_legacy",
+      prefix: "legacy0000",
+      name: "legacy",
+      scopes: ["render"],
+      hash: await sha256Hex(legacyKey),
+      createdAt: new Date().toISOString(),
+    });
     const legacy = { ...stack, key: legacyKey };
     const res = await api(legacy, "POST", "/v1/renders", { ...small, webhook: { url: "https://93.184.216.34/hook" } });
     assert.equal(res.status, 400, res.text);
     assert.equal(res.json.code, "webhook_secret_missing");
-    assert.equal((await api(legacy, "POST", "/v1/renders", small)).status, 202, "the key still renders without a webhook");
+    assert.equal(
+      (await api(legacy, "POST", "/v1/renders", small)).status,
+      202,
+      "the key still renders without a webhook",
+    );
   });
 });

@@ -22,8 +22,18 @@ import {
 } from "@kiln/shared";
 import { handler as deadLetterSweep } from "../../packages/cli/src/cron/dead-letter-sweep.js";
 import { createAwsClients } from "@kiln/shared/aws";
-import { openStandinPorts, startAwsStandins, type AwsStandins } from "../../packages/shared/test/support/aws-standins.js";
-import { killAllWorkers, spawnKiln, spawnWorker, type ChildKiln, type ChildWorker } from "../support/durability-harness.js";
+import {
+  openStandinPorts,
+  startAwsStandins,
+  type AwsStandins,
+} from "../../packages/shared/test/support/aws-standins.js";
+import {
+  killAllWorkers,
+  spawnKiln,
+  spawnWorker,
+  type ChildKiln,
+  type ChildWorker,
+} from "../support/durability-harness.js";
 import type { Ports } from "@kiln/shared";
 
 const freePort = () =>
@@ -47,19 +57,40 @@ describe("kiln api + kiln worker on the AWS family", { timeout: 120_000 }, () =>
     standins = await startAwsStandins();
     const names = { bucket: "kiln-stack", table: "kiln-stack", queuePrefix: "stack-" };
     let options;
-    ({ ports, options } = await openStandinPorts(standins, { queues: ["kiln-base", "kiln-refine", "kiln-webhooks"], maxReceives: 3, ...names }));
+    ({ ports, options } = await openStandinPorts(standins, {
+      queues: ["kiln-base", "kiln-refine", "kiln-webhooks"],
+      maxReceives: 3,
+      ...names,
+    }));
     ({ key } = await createApiKey(ports.keys, { name: "aws-stack", scopes: ["render", "admin"] }));
     const clients = createAwsClients(options);
     const queueUrls: Record<string, string> = {};
     for (const queue of Object.keys(SST_LINKS.queues)) {
-      queueUrls[queue] = (await clients.sqs.send(new GetQueueUrlCommand({ QueueName: `${names.queuePrefix}${queue}` }))).QueueUrl!;
+      queueUrls[queue] = (
+        await clients.sqs.send(new GetQueueUrlCommand({ QueueName: `${names.queuePrefix}${queue}` }))
+      ).QueueUrl!;
     }
     clients.sqs.destroy();
     clients.s3.destroy();
     clients.dynamo.destroy();
-    const credentials = { AWS_ACCESS_KEY_ID: standins.credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: standins.credentials.secretAccessKey };
-    const endpoints = { KILN_SQS_ENDPOINT: standins.sqsEndpoint, KILN_S3_ENDPOINT: standins.s3Endpoint, KILN_DYNAMO_ENDPOINT: standins.dynamoEndpoint };
-    cronEnv = { KILN_BACKEND: "aws", KILN_LOG_LEVEL: "silent", ...endpoints, ...credentials, KILN_BUCKET: names.bucket, KILN_TABLE: names.table, KILN_QUEUE_PREFIX: "cron-" };
+    const credentials = {
+      AWS_ACCESS_KEY_ID: standins.credentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: standins.credentials.secretAccessKey,
+    };
+    const endpoints = {
+      KILN_SQS_ENDPOINT: standins.sqsEndpoint,
+      KILN_S3_ENDPOINT: standins.s3Endpoint,
+      KILN_DYNAMO_ENDPOINT: standins.dynamoEndpoint,
+    };
+    cronEnv = {
+      KILN_BACKEND: "aws",
+      KILN_LOG_LEVEL: "silent",
+      ...endpoints,
+      ...credentials,
+      KILN_BUCKET: names.bucket,
+      KILN_TABLE: names.table,
+      KILN_QUEUE_PREFIX: "cron-",
+    };
     const port = await freePort();
     url = `http://127.0.0.1:${port}`;
     [api, worker] = await Promise.all([
@@ -74,12 +105,25 @@ describe("kiln api + kiln worker on the AWS family", { timeout: 120_000 }, () =>
           // As SST injects links: no KILN_BUCKET/KILN_TABLE/KILN_QUEUE_PREFIX, only resource JSON.
           [`SST_RESOURCE_${SST_LINKS.bucket}`]: JSON.stringify({ name: names.bucket, type: "sst.aws.Bucket" }),
           [`SST_RESOURCE_${SST_LINKS.table}`]: JSON.stringify({ name: names.table, type: "sst.aws.Dynamo" }),
-          ...Object.fromEntries(Object.entries(SST_LINKS.queues).map(([queue, link]) => [`SST_RESOURCE_${link}`, JSON.stringify({ url: queueUrls[queue], type: "sst.aws.Queue" })])),
+          ...Object.fromEntries(
+            Object.entries(SST_LINKS.queues).map(([queue, link]) => [
+              `SST_RESOURCE_${link}`,
+              JSON.stringify({ url: queueUrls[queue], type: "sst.aws.Queue" }),
+            ]),
+          ),
         },
         "API listening",
       ),
       spawnWorker({
-        env: { KILN_BACKEND: "aws", ...endpoints, ...credentials, KILN_BUCKET: names.bucket, KILN_TABLE: names.table, KILN_QUEUE_PREFIX: names.queuePrefix, KILN_VISIBILITY_SECONDS: "10" },
+        env: {
+          KILN_BACKEND: "aws",
+          ...endpoints,
+          ...credentials,
+          KILN_BUCKET: names.bucket,
+          KILN_TABLE: names.table,
+          KILN_QUEUE_PREFIX: names.queuePrefix,
+          KILN_VISIBILITY_SECONDS: "10",
+        },
       }),
     ]);
   });
@@ -99,10 +143,21 @@ describe("kiln api + kiln worker on the AWS family", { timeout: 120_000 }, () =>
   };
 
   it("renders through the HTTP API to a presigned S3 download", async () => {
-    const created = await call("POST", "/v1/renders", { prompt: "a harbour at night", mode: "ensemble", width: 128, height: 128, steps: 8, seed: 3 });
-    assert.equal(created.status, 202, `${JSON.stringify(created.json)}; API errors: ${JSON.stringify(api.logs.filter((l) => Number(l.level) >= 50))}`);
+    const created = await call("POST", "/v1/renders", {
+      prompt: "a harbour at night",
+      mode: "ensemble",
+      width: 128,
+      height: 128,
+      steps: 8,
+      seed: 3,
+    });
+    assert.equal(
+      created.status,
+      202,
+      `${JSON.stringify(created.json)}; API errors: ${JSON.stringify(api.logs.filter((l) => Number(l.level) >= 50))}`,
+    );
     let job: any;
-    for (const deadline = Date.now() + 60_000; ; ) {
+    for (const deadline = Date.now() + 60_000; ;) {
       job = (await call("GET", `/v1/renders/${created.json.id}`)).json;
       if (["succeeded", "failed", "canceled", "expired"].includes(job.status)) break;
       assert.ok(Date.now() < deadline, `job still ${job.status}`);
@@ -118,16 +173,38 @@ describe("kiln api + kiln worker on the AWS family", { timeout: 120_000 }, () =>
 
   it("the worker beats into the DynamoDB worker registry the API reads", async () => {
     const beats = await ports.workers!.list(Date.now() - 60_000);
-    assert.ok(beats.some((b) => b.workerId.startsWith(worker.idPrefix) && b.stages.includes("refine")), JSON.stringify(beats));
+    assert.ok(
+      beats.some((b) => b.workerId.startsWith(worker.idPrefix) && b.stages.includes("refine")),
+      JSON.stringify(beats),
+    );
   });
 
   it("the dead-letter cron handler fails a job whose stage message was dead-lettered", async () => {
-    const plan = planRender(renderRequestSchema(DEFAULT_RENDER_LIMITS).parse({ prompt: "lost", width: 256, height: 256 }), 1);
+    const plan = planRender(
+      renderRequestSchema(DEFAULT_RENDER_LIMITS).parse({ prompt: "lost", width: 256, height: 256 }),
+      1,
+    );
     const at = new Date().toISOString();
-    const job: JobRecord = { id: "job_deadletter", ownerKeyId: "k", status: "running", version: 1, createdAt: at, updatedAt: at, plan, images: [], stageTimings: [] };
+    const job: JobRecord = {
+      id: "job_deadletter",
+      ownerKeyId: "k",
+      status: "running",
+      version: 1,
+      createdAt: at,
+      updatedAt: at,
+      plan,
+      images: [],
+      stageTimings: [],
+    };
     await ports.jobs.create(job);
     // Queues of their own, so the running worker's own sweep cannot get there first.
-    const { ports: cronPorts } = await openStandinPorts(standins, { queues: ["kiln-base", "kiln-refine"], maxReceives: 3, bucket: "kiln-stack", table: "kiln-stack", queuePrefix: "cron-" });
+    const { ports: cronPorts } = await openStandinPorts(standins, {
+      queues: ["kiln-base", "kiln-refine"],
+      maxReceives: 3,
+      bucket: "kiln-stack",
+      table: "kiln-stack",
+      queuePrefix: "cron-",
+    });
     // As SQS's redrive policy leaves it after the last delivery died with its worker.
     await cronPorts.queue.send(deadLetterQueueOf(queueForStage("base")), stageMessage(job.id, plan, 0));
     await cronPorts.close();
@@ -145,7 +222,11 @@ describe("kiln api + kiln worker on the AWS family", { timeout: 120_000 }, () =>
   });
 
   it("the worker serves /healthz on the AWS family", async () => {
-    const health = (await (await fetch(`${worker.healthUrl}/healthz`)).json()) as { state: string; lastPollAt: string; models: Record<string, { providers: string[] }> };
+    const health = (await (await fetch(`${worker.healthUrl}/healthz`)).json()) as {
+      state: string;
+      lastPollAt: string;
+      models: Record<string, { providers: string[] }>;
+    };
     assert.equal(health.state, "running");
     assert.ok(Date.now() - Date.parse(health.lastPollAt) < 15_000);
     assert.deepEqual(Object.keys(health.models).sort(), ["base", "refiner"]);

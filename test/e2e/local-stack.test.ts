@@ -1,7 +1,14 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import sharp from "sharp";
-import { decodeLatents, encodeLatents, failDeadLetteredJobs, planRender, queueForStage, renderRequestSchema } from "@kiln/shared";
+import {
+  decodeLatents,
+  encodeLatents,
+  failDeadLetteredJobs,
+  planRender,
+  queueForStage,
+  renderRequestSchema,
+} from "@kiln/shared";
 import { readPngText, runStage } from "@kiln/gpu-worker";
 import { api, download, startLocalStack, waitForJob, type LocalStack } from "../support/local-stack.js";
 
@@ -29,7 +36,15 @@ describe("local stack, end to end", () => {
     ["sdedit", { hires_scale: 1.5 }, [192, 144]],
   ] as const) {
     it(`renders a ${mode} job ${JSON.stringify(extra)} to a real PNG of the right size`, async () => {
-      const job = await render({ prompt: "a red fox in snow", mode, width: 128, height: 96, steps: 8, seed: 5, ...extra });
+      const job = await render({
+        prompt: "a red fox in snow",
+        mode,
+        width: 128,
+        height: 96,
+        steps: 8,
+        seed: 5,
+        ...extra,
+      });
       assert.equal(job.mode, mode);
       assert.equal(job.images.length, 1);
       const png = await download(job.images[0].url);
@@ -38,20 +53,46 @@ describe("local stack, end to end", () => {
       assert.deepEqual([meta.width, meta.height], size);
       assert.deepEqual([job.images[0].width, job.images[0].height], size);
       const stats = await sharp(png).stats();
-      assert.ok(stats.channels.some((c) => c.stdev > 1), "the image is not a flat colour");
-      assert.match(readPngText(png).parameters ?? "", /^a red fox in snow\n.*Steps: 8, Sampler: Euler, CFG scale: 5, Seed: 5, Size: /s);
+      assert.ok(
+        stats.channels.some((c) => c.stdev > 1),
+        "the image is not a flat colour",
+      );
+      assert.match(
+        readPngText(png).parameters ?? "",
+        /^a red fox in snow\n.*Steps: 8, Sampler: Euler, CFG scale: 5, Seed: 5, Size: /s,
+      );
       assert.equal(job.progress.step, job.progress.steps);
       assert.equal(job.progress.stage, mode === "base" ? 0 : 1);
     });
   }
 
   it("renders n images in one job with seeds seed+i, in webp and jpeg too", async () => {
-    const job = await render({ prompt: "a boat", mode: "base", width: 64, height: 64, steps: 4, seed: 100, n: 2, output_format: "webp" });
-    assert.deepEqual(job.images.map((i: { seed: number }) => i.seed), [100, 101]);
+    const job = await render({
+      prompt: "a boat",
+      mode: "base",
+      width: 64,
+      height: 64,
+      steps: 4,
+      seed: 100,
+      n: 2,
+      output_format: "webp",
+    });
+    assert.deepEqual(
+      job.images.map((i: { seed: number }) => i.seed),
+      [100, 101],
+    );
     const [a, b] = await Promise.all(job.images.map((i: { url: string }) => download(i.url)));
     assert.equal((await sharp(a!).metadata()).format, "webp");
     assert.notDeepEqual(a, b);
-    const jpeg = await render({ prompt: "a boat", mode: "base", width: 64, height: 64, steps: 4, seed: 100, output_format: "jpeg" });
+    const jpeg = await render({
+      prompt: "a boat",
+      mode: "base",
+      width: 64,
+      height: 64,
+      steps: 4,
+      seed: 100,
+      output_format: "jpeg",
+    });
     assert.equal((await sharp(await download(jpeg.images[0].url)).metadata()).format, "jpeg");
   });
 
@@ -68,20 +109,33 @@ describe("local stack, end to end", () => {
     const job = await render(body);
     const viaQueue = await download(job.images[0].url);
 
-    const plan = planRender(renderRequestSchema({ minSide: 64, maxSide: 2048, maxPixels: 2048 * 2048, maxPromptChars: 4000 }).parse(body), 77);
+    const plan = planRender(
+      renderRequestSchema({ minSide: 64, maxSide: 2048, maxPixels: 2048 * 2048, maxPromptChars: 4000 }).parse(body),
+      77,
+    );
     const models = stack.models!;
     const base = await runStage(models.base!, { jobId: job.id, plan, stage: plan.stages[0]! }, undefined);
     assert.equal(base.kind, "latents");
     // The hand-over goes through the same fp16 codec in memory, without the queue or the blob store.
-    const handed = await decodeLatents(await encodeLatents(base.kind === "latents" ? base.latents : (undefined as never)));
+    const handed = await decodeLatents(
+      await encodeLatents(base.kind === "latents" ? base.latents : (undefined as never)),
+    );
     const refined = await runStage(models.refiner!, { jobId: job.id, plan, stage: plan.stages[1]! }, handed);
     assert.equal(refined.kind, "images");
     assert.ok(Buffer.from(refined.kind === "images" ? refined.images[0]!.bytes : []).equals(viaQueue));
   });
 
   it("answers 401 problem+json without a valid key", async () => {
-    for (const auth of [undefined, "Bearer nope", "Bearer kiln_aaaaaaaaaa_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]) {
-      const res = await fetch(`${stack.url}/v1/renders`, { method: "POST", headers: { "content-type": "application/json", ...(auth ? { authorization: auth } : {}) }, body: "{}" });
+    for (const auth of [
+      undefined,
+      "Bearer nope",
+      "Bearer kiln_aaaaaaaaaa_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ]) {
+      const res = await fetch(`${stack.url}/v1/renders`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...(auth ? { authorization: auth } : {}) },
+        body: "{}",
+      });
       assert.equal(res.status, 401);
       assert.equal(res.headers.get("content-type"), "application/problem+json");
       assert.equal(((await res.json()) as { code: string }).code, "unauthorized");
@@ -89,11 +143,18 @@ describe("local stack, end to end", () => {
   });
 
   it("answers 400 problem+json naming each offending field", async () => {
-    const res = await api(stack, "POST", "/v1/renders", { prompt: "", width: 100, steps: 500, mode: "turbo", surprise: 1 });
+    const res = await api(stack, "POST", "/v1/renders", {
+      prompt: "",
+      width: 100,
+      steps: 500,
+      mode: "turbo",
+      surprise: 1,
+    });
     assert.equal(res.status, 400);
     assert.equal(res.headers.get("content-type"), "application/problem+json");
     const fields = res.json.errors.map((e: { field: string }) => e.field);
-    for (const f of ["prompt", "width", "steps", "mode", "surprise"]) assert.ok(fields.includes(f), `${f} in ${fields}`);
+    for (const f of ["prompt", "width", "steps", "mode", "surprise"])
+      assert.ok(fields.includes(f), `${f} in ${fields}`);
     const bad = await api(stack, "POST", "/v1/renders", "{not json");
     assert.equal(bad.status, 400);
     assert.equal(bad.headers.get("content-type"), "application/problem+json");
@@ -124,7 +185,8 @@ describe("local stack, queue semantics", () => {
     for (let receive = 1; receive <= 3; receive++) {
       let got: Awaited<ReturnType<typeof stack.ports.queue.receive>> = [];
       const deadline = Date.now() + 5000;
-      while (got.length === 0 && Date.now() < deadline) got = await stack.ports.queue.receive(queue, { visibilitySeconds: 1, waitSeconds: 1 });
+      while (got.length === 0 && Date.now() < deadline)
+        got = await stack.ports.queue.receive(queue, { visibilitySeconds: 1, waitSeconds: 1 });
       assert.equal(got.length, 1, `delivery ${receive}`);
       assert.equal(got[0]!.receiveCount, receive);
       assert.equal((got[0]!.body as { jobId: string }).jobId, created.json.id);

@@ -24,7 +24,11 @@ import {
 import { openLocalPorts } from "@kiln/shared/local";
 import { runStage } from "@kiln/gpu-worker";
 import type { EventLogLine } from "@kiln/gpu-worker";
-import { openStandinPorts, startAwsStandins, type AwsStandins } from "../../packages/shared/test/support/aws-standins.js";
+import {
+  openStandinPorts,
+  startAwsStandins,
+  type AwsStandins,
+} from "../../packages/shared/test/support/aws-standins.js";
 import { loadTinyModels, tinyModelDirs } from "./local-stack.js";
 import { startTcpProxy, type TcpProxy } from "./tcp-proxy.js";
 
@@ -81,7 +85,12 @@ export async function startFamily(name: FamilyName): Promise<Family> {
     };
     if (!standins) {
       const dataDir = path.join(dir, "data");
-      const ports = openLocalPorts({ dataDir, publicBaseUrl: "http://127.0.0.1:9", urlSecret: "durability-test-secret-0123456789", maxReceives });
+      const ports = openLocalPorts({
+        dataDir,
+        publicBaseUrl: "http://127.0.0.1:9",
+        urlSecret: "durability-test-secret-0123456789",
+        maxReceives,
+      });
       return {
         family: name,
         ports,
@@ -96,8 +105,15 @@ export async function startFamily(name: FamilyName): Promise<Family> {
       };
     }
     const names = { bucket: `kiln-ns${n}`, table: `kiln-ns${n}`, queuePrefix: `ns${n}-` };
-    const { ports } = await openStandinPorts(standins, { queues: QUEUES, maxReceives, visibilitySeconds: options.visibilitySeconds, ...names });
-    const proxies = options.proxied ? [await startTcpProxy(standins.sqsEndpoint), await startTcpProxy(standins.dynamoEndpoint)] : undefined;
+    const { ports } = await openStandinPorts(standins, {
+      queues: QUEUES,
+      maxReceives,
+      visibilitySeconds: options.visibilitySeconds,
+      ...names,
+    });
+    const proxies = options.proxied
+      ? [await startTcpProxy(standins.sqsEndpoint), await startTcpProxy(standins.dynamoEndpoint)]
+      : undefined;
     const sqs = proxies ? proxies[0]!.url : standins.sqsEndpoint;
     return {
       family: name,
@@ -146,7 +162,12 @@ const children = new Set<ChildProcess>();
 
 /** Kills every worker this process started and has not seen exit. */
 export async function killAllWorkers(): Promise<void> {
-  const exits = [...children].map((child) => new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve(null) : child.once("exit", resolve))));
+  const exits = [...children].map(
+    (child) =>
+      new Promise((resolve) =>
+        child.exitCode !== null || child.signalCode !== null ? resolve(null) : child.once("exit", resolve),
+      ),
+  );
   for (const child of children) child.kill("SIGKILL");
   await Promise.all(exits);
 }
@@ -166,9 +187,17 @@ export interface ChildKiln extends Omit<ChildWorker, "healthUrl"> {
 }
 
 /** Runs `kiln <command>` as a child process with only the given KILN_/AWS_/SST_ settings, until it logs `readyMessage`. */
-export async function spawnKiln(command: string, env: Record<string, string>, readyMessage: string): Promise<ChildKiln> {
+export async function spawnKiln(
+  command: string,
+  env: Record<string, string>,
+  readyMessage: string,
+): Promise<ChildKiln> {
   const models = tinyModelDirs();
-  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("KILN_") && !k.startsWith("AWS_") && !k.startsWith("SST_")));
+  const inherited = Object.fromEntries(
+    Object.entries(process.env).filter(
+      ([k]) => !k.startsWith("KILN_") && !k.startsWith("AWS_") && !k.startsWith("SST_"),
+    ),
+  );
   const child = spawn(process.execPath, [KILN_BIN, command], {
     cwd: ROOT,
     env: {
@@ -197,8 +226,22 @@ export async function spawnKiln(command: string, env: Record<string, string>, re
   let ready: Record<string, unknown>;
   try {
     ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`kiln ${command} (${child.pid}) did not log "${readyMessage}" within 90 s; output: ${other.join("\n")}`)), 90_000);
-      void exited.then(({ code, signal }) => reject(new Error(`kiln ${command} (${child.pid}) exited (${code ?? signal}) before "${readyMessage}"; output: ${other.join("\n")}`)));
+      const timer = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `kiln ${command} (${child.pid}) did not log "${readyMessage}" within 90 s; output: ${other.join("\n")}`,
+            ),
+          ),
+        90_000,
+      );
+      void exited.then(({ code, signal }) =>
+        reject(
+          new Error(
+            `kiln ${command} (${child.pid}) exited (${code ?? signal}) before "${readyMessage}"; output: ${other.join("\n")}`,
+          ),
+        ),
+      );
       for (const stream of [child.stdout!, child.stderr!]) {
         readline.createInterface({ input: stream }).on("line", (line) => {
           let entry: Record<string, unknown>;
@@ -250,7 +293,11 @@ export async function submitJob(ports: Ports, body: Record<string, unknown>): Pr
  * process, stores `spoil(blob)` under the stage's key, records the hand-over and enqueues stage 1,
  * as the runtime does.
  */
-export async function handOverDamaged(ports: Ports, body: Record<string, unknown>, spoil: (blob: Uint8Array) => Uint8Array): Promise<JobRecord> {
+export async function handOverDamaged(
+  ports: Ports,
+  body: Record<string, unknown>,
+  spoil: (blob: Uint8Array) => Uint8Array,
+): Promise<JobRecord> {
   const job = await createJob(ports, body);
   const models = await (tinyModels ??= loadTinyModels());
   const stage = job.plan.stages[0]!;
@@ -258,12 +305,16 @@ export async function handOverDamaged(ports: Ports, body: Record<string, unknown
   if (result.kind !== "latents") throw new Error("stage 0 of this body does not hand over");
   await ports.blobs.put(blobKeys.latents(job.id, 0), spoil(await encodeLatents(result.latents)));
   const at = new Date().toISOString();
-  const running = await ports.jobs.update(job.id, { version: job.version }, {
-    status: "running",
-    startedAt: at,
-    progress: { stage: 0, stageKind: stage.kind, step: result.steps, steps: result.steps },
-    stageTimings: [{ stage: 0, kind: stage.kind, worker: "test-producer", startedAt: at, finishedAt: at }],
-  });
+  const running = await ports.jobs.update(
+    job.id,
+    { version: job.version },
+    {
+      status: "running",
+      startedAt: at,
+      progress: { stage: 0, stageKind: stage.kind, step: result.steps, steps: result.steps },
+      stageTimings: [{ stage: 0, kind: stage.kind, worker: "test-producer", startedAt: at, finishedAt: at }],
+    },
+  );
   await enqueueStage(ports.queue, stageMessage(job.id, job.plan, 1));
   return running!;
 }
@@ -328,7 +379,12 @@ export function eventLog(ns: Namespace): EventLogLine[] {
     .map((l) => JSON.parse(l) as EventLogLine);
 }
 
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 60_000, intervalMs = 20): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | null | false>,
+  timeoutMs = 60_000,
+  intervalMs = 20,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
@@ -338,11 +394,21 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   }
 }
 
-export const waitForJob = (ns: Namespace, id: string, until: (job: JobRecord) => boolean, what: string, timeoutMs = 60_000) =>
-  waitFor(what, async () => {
-    const job = await ns.ports.jobs.get(id);
-    return job && until(job) ? job : undefined;
-  }, timeoutMs);
+export const waitForJob = (
+  ns: Namespace,
+  id: string,
+  until: (job: JobRecord) => boolean,
+  what: string,
+  timeoutMs = 60_000,
+) =>
+  waitFor(
+    what,
+    async () => {
+      const job = await ns.ports.jobs.get(id);
+      return job && until(job) ? job : undefined;
+    },
+    timeoutMs,
+  );
 
 export const isEnded = (job: JobRecord) => ["succeeded", "failed", "canceled", "expired"].includes(job.status);
 

@@ -5,7 +5,12 @@ import { createApiKey, loadConfig, type KilnConfig, type Ports } from "@kiln/sha
 import { createLogger } from "@kiln/shared/node";
 import { loadSdxlModel, writeTinyModels, type ModelSet } from "@kiln/gpu-worker";
 import { openPorts } from "../../packages/cli/src/stack.js";
-import { startApiService, startWebhookService, startWorkerService, type Service } from "../../packages/cli/src/services.js";
+import {
+  startApiService,
+  startWebhookService,
+  startWorkerService,
+  type Service,
+} from "../../packages/cli/src/services.js";
 import type { Worker } from "@kiln/gpu-worker";
 
 let tinyRoot: { base: string; refiner: string } | undefined;
@@ -19,7 +24,10 @@ export function tinyModelDirs(): { base: string; refiner: string } {
 export async function loadTinyModels(): Promise<ModelSet> {
   const dirs = tinyModelDirs();
   const options = { providers: ["cpu" as const], logger: createLogger({ level: "silent" }) };
-  return { base: await loadSdxlModel(dirs.base, "base", options), refiner: await loadSdxlModel(dirs.refiner, "refiner", options) };
+  return {
+    base: await loadSdxlModel(dirs.base, "base", options),
+    refiner: await loadSdxlModel(dirs.refiner, "refiner", options),
+  };
 }
 
 export interface LocalStack {
@@ -36,7 +44,9 @@ export interface LocalStack {
  * The real local stack in this process: SQLite queue and stores, blob files, the Hono API on an
  * ephemeral loopback port, and (unless `worker: false`) one worker on the tiny ONNX models.
  */
-export async function startLocalStack(options: { worker?: boolean; env?: Record<string, string>; models?: ModelSet } = {}): Promise<LocalStack> {
+export async function startLocalStack(
+  options: { worker?: boolean; env?: Record<string, string>; models?: ModelSet } = {},
+): Promise<LocalStack> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-stack-"));
   const logger = createLogger({ level: process.env.KILN_TEST_LOG ?? "silent" });
   // Port 0 binds an ephemeral port; the public URL must name the real one, so bind first.
@@ -49,7 +59,14 @@ export async function startLocalStack(options: { worker?: boolean; env?: Record<
         });
       }),
   );
-  const config = loadConfig({ KILN_DATA_DIR: dataDir, PORT: String(probe), KILN_WORKER_PORT: "0", KILN_MIN_SIDE: "64", KILN_VISIBILITY_SECONDS: "10", ...options.env });
+  const config = loadConfig({
+    KILN_DATA_DIR: dataDir,
+    PORT: String(probe),
+    KILN_WORKER_PORT: "0",
+    KILN_MIN_SIDE: "64",
+    KILN_VISIBILITY_SECONDS: "10",
+    ...options.env,
+  });
   const ports = openPorts(config);
   const services: Service[] = [await startApiService(config, ports, logger)];
   let worker: Worker | undefined;
@@ -76,7 +93,13 @@ export async function startLocalStack(options: { worker?: boolean; env?: Record<
   };
 }
 
-export async function api(stack: LocalStack, method: string, pathname: string, body?: unknown, headers: Record<string, string> = {}) {
+export async function api(
+  stack: LocalStack,
+  method: string,
+  pathname: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+) {
   const res = await fetch(`${stack.url}${pathname}`, {
     method,
     headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/json", ...headers },
@@ -92,7 +115,12 @@ export async function api(stack: LocalStack, method: string, pathname: string, b
   return { status: res.status, headers: res.headers, json, text };
 }
 
-export async function waitForJob(stack: LocalStack, id: string, until: (job: any) => boolean = (j) => ["succeeded", "failed", "canceled", "expired"].includes(j.status), timeoutMs = 120_000): Promise<any> {
+export async function waitForJob(
+  stack: LocalStack,
+  id: string,
+  until: (job: any) => boolean = (j) => ["succeeded", "failed", "canceled", "expired"].includes(j.status),
+  timeoutMs = 120_000,
+): Promise<any> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const { json } = await api(stack, "GET", `/v1/renders/${id}`);

@@ -44,7 +44,8 @@ export async function startWebhookReceiver(statusFor: (n: number) => number = ()
     async waitFor(count, timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       while (received.length < count) {
-        if (Date.now() > deadline) throw new Error(`the receiver got ${received.length} of ${count} webhooks within ${timeoutMs} ms`);
+        if (Date.now() > deadline)
+          throw new Error(`the receiver got ${received.length} of ${count} webhooks within ${timeoutMs} ms`);
         await new Promise<void>((resolve) => {
           waiters.push(resolve);
           setTimeout(resolve, 100);
@@ -67,7 +68,12 @@ export async function startWebhookReceiver(statusFor: (n: number) => number = ()
  * space-separated `v1,<base64>` entries, any one of which may match; the timestamp must be within
  * five minutes of now.
  */
-export function verifyStandardWebhook(secret: string, headers: http.IncomingHttpHeaders, body: string, nowSeconds = Math.floor(Date.now() / 1000)): boolean {
+export function verifyStandardWebhook(
+  secret: string,
+  headers: http.IncomingHttpHeaders,
+  body: string,
+  nowSeconds = Math.floor(Date.now() / 1000),
+): boolean {
   const id = headers["webhook-id"];
   const timestamp = headers["webhook-timestamp"];
   const signatures = headers["webhook-signature"];

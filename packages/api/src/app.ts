@@ -35,9 +35,14 @@ export function createApp(deps: ApiDeps) {
     bodyLimit({
       maxSize: deps.maxBodyBytes,
       onError: () =>
-        problem(413, "body_too_large", `The request body is larger than ${deps.maxBodyBytes} bytes; send a smaller one.`, {
-          errors: [{ field: "body", message: `must be at most ${deps.maxBodyBytes} bytes` }],
-        }),
+        problem(
+          413,
+          "body_too_large",
+          `The request body is larger than ${deps.maxBodyBytes} bytes; send a smaller one.`,
+          {
+            errors: [{ field: "body", message: `must be at most ${deps.maxBodyBytes} bytes` }],
+          },
+        ),
     }),
   );
   app.use("*", requireJsonBody());
@@ -52,28 +57,43 @@ export function createApp(deps: ApiDeps) {
   app.route("/", fileRoutes(deps));
   app.route("/", keyRoutes(deps));
 
-  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer", description: "A Kiln API key (`kiln keys create`)." });
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
+    type: "http",
+    scheme: "bearer",
+    description: "A Kiln API key (`kiln keys create`).",
+  });
   if (deps.serveFiles) {
     // Served by a plain route (its path is a wildcard); documented here by hand.
     app.openAPIRegistry.registerPath({
       method: "get",
       path: "/v1/files/{key}",
       summary: "Download an output (signed URL)",
-      description: "The links in `images[].url` on the local family. No API key: the `expires` and `sig` query values authorise the download.",
+      description:
+        "The links in `images[].url` on the local family. No API key: the `expires` and `sig` query values authorise the download.",
       request: {
         params: z.object({ key: z.string().openapi({ param: { name: "key", in: "path" } }) }),
         query: z.object({ expires: z.string(), sig: z.string(), filename: z.string().optional() }),
       },
       responses: {
-        200: { description: "The file", content: { "image/png": { schema: z.string().openapi({ format: "binary" }) } } },
+        200: {
+          description: "The file",
+          content: { "image/png": { schema: z.string().openapi({ format: "binary" }) } },
+        },
         403: { description: "Invalid or expired link", content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } } },
-        404: { description: "Deleted after its retention period", content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } } },
+        404: {
+          description: "Deleted after its retention period",
+          content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } },
+        },
       },
     });
   }
   app.doc31("/openapi.json", (c) => ({
     openapi: "3.1.0",
-    info: { title: "Kiln", version: "0.1.0", description: "Self-hostable SDXL render service. Every error is application/problem+json (RFC 9457)." },
+    info: {
+      title: "Kiln",
+      version: "0.1.0",
+      description: "Self-hostable SDXL render service. Every error is application/problem+json (RFC 9457).",
+    },
     servers: [{ url: rt.base(c) }],
   }));
 
@@ -81,9 +101,14 @@ export function createApp(deps: ApiDeps) {
   app.onError((err, c) => {
     if (err instanceof HTTPException && err.status < 500) {
       // Hono's validators throw these for unreadable bodies (malformed JSON and the like).
-      return problem(err.status, err.status === 400 ? "invalid_body" : "bad_request", `${err.message}; send a JSON object as described in GET /openapi.json.`, {
-        errors: [{ field: "body", message: err.message }],
-      });
+      return problem(
+        err.status,
+        err.status === 400 ? "invalid_body" : "bad_request",
+        `${err.message}; send a JSON object as described in GET /openapi.json.`,
+        {
+          errors: [{ field: "body", message: err.message }],
+        },
+      );
     }
     deps.log?.("error", { err: String(err), stack: (err as Error).stack, path: c.req.path }, "request failed");
     return problemFromError(err);

@@ -8,7 +8,8 @@ import type { JobRecord, RenderPlan, StageKind, StagePlan } from "@kiln/shared";
 export function stageWork(plan: RenderPlan, stage: StagePlan): number {
   let steps = plan.steps;
   if (stage.denoisingEnd !== undefined) steps = Math.max(1, Math.round(plan.steps * stage.denoisingEnd));
-  else if (stage.denoisingStart !== undefined) steps = Math.max(1, plan.steps - Math.round(plan.steps * stage.denoisingStart));
+  else if (stage.denoisingStart !== undefined)
+    steps = Math.max(1, plan.steps - Math.round(plan.steps * stage.denoisingStart));
   else if (stage.strength !== undefined) steps = Math.max(1, Math.floor(plan.steps * stage.strength));
   const scale = stage.hiresScale ?? 1;
   return steps * ((plan.width * scale * plan.height * scale) / 1e6) * plan.n;
@@ -68,7 +69,10 @@ export interface EtaInput {
  * live workers), then each remaining stage. A running stage with progress extrapolates its own
  * pace; other stages use the book. Undefined when some needed stage has no estimate.
  */
-export function estimateEta(book: StageTimingBook, input: EtaInput): { seconds: number; at: string; basis: string } | undefined {
+export function estimateEta(
+  book: StageTimingBook,
+  input: EtaInput,
+): { seconds: number; at: string; basis: string } | undefined {
   const { job, now } = input;
   const stages = job.plan.stages;
   let seconds = 0;
@@ -106,7 +110,8 @@ export function estimateEta(book: StageTimingBook, input: EtaInput): { seconds: 
     basis.push(`${input.queuePosition} job(s) ahead assumed like this one, shared by ${workers} worker(s)`);
   }
   const kinds = [...new Set(stages.slice(from).map((s) => s.kind))];
-  if (kinds.length) basis.push(`median pace of ${kinds.map((k) => `${book.sampleCount(k)} recent ${k} stage(s)`).join(" and ")}`);
+  if (kinds.length)
+    basis.push(`median pace of ${kinds.map((k) => `${book.sampleCount(k)} recent ${k} stage(s)`).join(" and ")}`);
   seconds = Math.round(seconds * 10) / 10;
   return { seconds, at: new Date(now.getTime() + seconds * 1000).toISOString(), basis: basis.join("; ") };
 }

@@ -32,7 +32,8 @@ export function latentsToRgb(latents: Latents, index = 0): { width: number; heig
   for (let p = 0; p < plane; p++) {
     for (let k = 0; k < 3; k++) {
       let v = SDXL_LATENT_RGB_BIAS[k]!;
-      for (let ch = 0; ch < 4; ch++) v += latents.data[base + ch * plane + p]! * scale * SDXL_LATENT_RGB_FACTORS[ch]![k]!;
+      for (let ch = 0; ch < 4; ch++)
+        v += latents.data[base + ch * plane + p]! * scale * SDXL_LATENT_RGB_FACTORS[ch]![k]!;
       rgb[p * 3 + k] = Math.round(Math.min(1, Math.max(0, (v + 1) / 2)) * 255);
     }
   }
@@ -63,5 +64,12 @@ export async function latentPreview(blobs: BlobStore, key: string): Promise<Late
     size = { width, height };
     images.push(`data:image/png;base64,${encodeBase64((await encodePng(width, height, rgb)).buffer as ArrayBuffer)}`);
   }
-  return { stage: latents.meta.stage, sigma: latents.meta.sigma, step_index: latents.meta.stepIndex, steps: latents.meta.steps, ...size, images };
+  return {
+    stage: latents.meta.stage,
+    sigma: latents.meta.sigma,
+    step_index: latents.meta.stepIndex,
+    steps: latents.meta.steps,
+    ...size,
+    images,
+  };
 }

@@ -20,7 +20,12 @@ export function rateLimitField(policy: LimitPolicy, remaining: number, resetSeco
 }
 
 /** The headers of a 429 for `policy`: when to retry and what the policy is. */
-export function limitHeaders(policy: LimitPolicy, remaining: number, retryAfterSeconds: number, resetSeconds?: number): Record<string, string> {
+export function limitHeaders(
+  policy: LimitPolicy,
+  remaining: number,
+  retryAfterSeconds: number,
+  resetSeconds?: number,
+): Record<string, string> {
   return {
     "retry-after": String(Math.max(1, Math.ceil(retryAfterSeconds))),
     "ratelimit-policy": rateLimitPolicyField(policy),

@@ -17,7 +17,10 @@ export const problemSchema = z
   .passthrough()
   .openapi("Problem", { description: "RFC 9457 problem details; every error Kiln answers has this shape." });
 
-const problemResponse = (description: string) => ({ description, content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } } });
+const problemResponse = (description: string) => ({
+  description,
+  content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } },
+});
 
 const STANDARD_PROBLEMS = {
   400: "The request is invalid; `errors` names each field and the rule it broke",
@@ -33,8 +36,13 @@ const STANDARD_PROBLEMS = {
 } as const;
 
 /** Problem responses for a route's OpenAPI entry, by status. */
-export function problems<S extends keyof typeof STANDARD_PROBLEMS>(...statuses: S[]): Record<S, ReturnType<typeof problemResponse>> {
-  return Object.fromEntries(statuses.map((s) => [s, problemResponse(STANDARD_PROBLEMS[s])])) as Record<S, ReturnType<typeof problemResponse>>;
+export function problems<S extends keyof typeof STANDARD_PROBLEMS>(
+  ...statuses: S[]
+): Record<S, ReturnType<typeof problemResponse>> {
+  return Object.fromEntries(statuses.map((s) => [s, problemResponse(STANDARD_PROBLEMS[s])])) as Record<
+    S,
+    ReturnType<typeof problemResponse>
+  >;
 }
 
 const TARGET_NAMES: Record<string, string> = { json: "body", query: "query", param: "path", header: "header" };
@@ -42,6 +50,7 @@ const TARGET_NAMES: Record<string, string> = { json: "body", query: "query", par
 /** A router whose zod validation failures answer problem+json naming each field (body, query or path). */
 export function apiRouter() {
   return new OpenAPIHono<ApiEnv>({
-    defaultHook: (result) => (result.success ? undefined : validationProblem(result.error.issues, TARGET_NAMES[result.target] ?? result.target)),
+    defaultHook: (result) =>
+      result.success ? undefined : validationProblem(result.error.issues, TARGET_NAMES[result.target] ?? result.target),
   });
 }

@@ -36,7 +36,8 @@ async function zlib(bytes: Uint8Array): Promise<Uint8Array> {
 
 /** `rgb` holds width × height × 3 bytes, row by row. */
 export async function encodePng(width: number, height: number, rgb: Uint8Array): Promise<Uint8Array> {
-  if (rgb.length !== width * height * 3) throw new RangeError(`expected ${width * height * 3} RGB bytes, got ${rgb.length}`);
+  if (rgb.length !== width * height * 3)
+    throw new RangeError(`expected ${width * height * 3} RGB bytes, got ${rgb.length}`);
   const raw = new Uint8Array((width * 3 + 1) * height);
   for (let y = 0; y < height; y++) raw.set(rgb.subarray(y * width * 3, (y + 1) * width * 3), y * (width * 3 + 1) + 1);
   const header = new Uint8Array(13);
@@ -44,7 +45,12 @@ export async function encodePng(width: number, height: number, rgb: Uint8Array):
   view.setUint32(0, width);
   view.setUint32(4, height);
   header.set([8, 2, 0, 0, 0], 8); // 8-bit, truecolour, deflate, no filter method extras, no interlace
-  const parts = [Uint8Array.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a), chunk("IHDR", header), chunk("IDAT", await zlib(raw)), chunk("IEND", new Uint8Array(0))];
+  const parts = [
+    Uint8Array.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a),
+    chunk("IHDR", header),
+    chunk("IDAT", await zlib(raw)),
+    chunk("IEND", new Uint8Array(0)),
+  ];
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
   for (const p of parts) {

@@ -11,7 +11,13 @@ export function parsePrefer(header: string | undefined): Map<string, string> {
     const eq = pref!.indexOf("=");
     const name = (eq < 0 ? pref! : pref!.slice(0, eq)).trim().toLowerCase();
     if (!name || out.has(name)) continue;
-    const value = eq < 0 ? "" : pref!.slice(eq + 1).trim().replace(/^"(.*)"$/, "$1");
+    const value =
+      eq < 0
+        ? ""
+        : pref!
+            .slice(eq + 1)
+            .trim()
+            .replace(/^"(.*)"$/, "$1");
     out.set(name, value);
   }
   return out;
@@ -28,6 +34,9 @@ export function preferWait(header: string | undefined): { seconds?: number; erro
   if (wait === undefined) return {};
   if (!/^\d{1,6}$/.test(wait)) return { error: `wait must be a whole number of seconds (got "${wait}")` };
   const seconds = Number(wait);
-  if (seconds > MAX_PREFER_WAIT_SECONDS) return { error: `wait must be at most ${MAX_PREFER_WAIT_SECONDS} seconds (got ${seconds}); poll GET /v1/renders/{id} or stream its events for longer jobs` };
+  if (seconds > MAX_PREFER_WAIT_SECONDS)
+    return {
+      error: `wait must be at most ${MAX_PREFER_WAIT_SECONDS} seconds (got ${seconds}); poll GET /v1/renders/{id} or stream its events for longer jobs`,
+    };
   return { seconds };
 }

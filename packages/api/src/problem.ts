@@ -14,22 +14,45 @@ export interface Problem {
 
 export const PROBLEM_CONTENT_TYPE = "application/problem+json";
 
-export function problem(status: number, code: string, detail: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}): Response {
-  const body: Problem = { type: `https://kiln.dev/problems/${code}`, title: titleFor(status), status, detail, code, ...extra };
+export function problem(
+  status: number,
+  code: string,
+  detail: string,
+  extra: Record<string, unknown> = {},
+  headers: Record<string, string> = {},
+): Response {
+  const body: Problem = {
+    type: `https://kiln.dev/problems/${code}`,
+    title: titleFor(status),
+    status,
+    detail,
+    code,
+    ...extra,
+  };
   return new Response(JSON.stringify(body), { status, headers: { ...headers, "content-type": PROBLEM_CONTENT_TYPE } });
 }
 
 export function problemFromError(e: unknown): Response {
   if (e instanceof LimitExceededError) return problem(e.status, e.code, e.message, e.details ?? {}, e.headers);
   if (e instanceof KilnError) return problem(e.status >= 400 ? e.status : 500, e.code, e.message, e.details ?? {});
-  return problem(500, "internal_error", "Kiln hit an unexpected error; the request was not completed. Retry, and report it if it persists.");
+  return problem(
+    500,
+    "internal_error",
+    "Kiln hit an unexpected error; the request was not completed. Retry, and report it if it persists.",
+  );
 }
 
 /** zod issues → one entry per offending field, with the rule it broke. */
-export function validationProblem(issues: readonly { path: readonly PropertyKey[]; message: string; code?: string; keys?: readonly string[] }[], where = "body"): Response {
+export function validationProblem(
+  issues: readonly { path: readonly PropertyKey[]; message: string; code?: string; keys?: readonly string[] }[],
+  where = "body",
+): Response {
   const errors = issues.flatMap((i) =>
     i.code === "unrecognized_keys" && i.keys
-      ? i.keys.map((k) => ({ field: k, message: `unknown field "${k}"; remove it (see GET /openapi.json for the accepted fields)` }))
+      ? i.keys.map((k) => ({
+          field: k,
+          message: `unknown field "${k}"; remove it (see GET /openapi.json for the accepted fields)`,
+        }))
       : [{ field: i.path.map(String).join(".") || where, message: i.message }],
   );
   const detail = errors.map((e) => `${e.field}: ${e.message}`).join("; ");
@@ -57,4 +80,3 @@ function titleFor(status: number): string {
     }[status] ?? "Error"
   );
 }
-

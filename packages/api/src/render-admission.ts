@@ -17,7 +17,8 @@ export function effectiveLimits(key: KeyRecord, defaults: EffectiveLimits = NO_L
   const own = key.limits ?? {};
   const requestsPerSecond = own.requestsPerSecond ?? defaults.requestsPerSecond;
   // A key that sets its own rate but no burst gets twice its rate, as the config default does.
-  const burst = own.burst ?? (own.requestsPerSecond !== undefined ? Math.max(1, Math.ceil(2 * requestsPerSecond)) : defaults.burst);
+  const burst =
+    own.burst ?? (own.requestsPerSecond !== undefined ? Math.max(1, Math.ceil(2 * requestsPerSecond)) : defaults.burst);
   return {
     requestsPerSecond,
     burst,
@@ -43,7 +44,10 @@ export interface RenderAdmission {
   webhooks: WebhookSubmitPolicy;
 }
 
-export function renderAdmission(key: KeyRecord, options: { keyLimits?: EffectiveLimits; webhooks?: WebhookSubmitPolicy }): RenderAdmission {
+export function renderAdmission(
+  key: KeyRecord,
+  options: { keyLimits?: EffectiveLimits; webhooks?: WebhookSubmitPolicy },
+): RenderAdmission {
   return {
     keyId: key.id,
     limits: effectiveLimits(key, options.keyLimits),
@@ -65,13 +69,21 @@ const IN_FLIGHT_TTL_SECONDS = 300;
  * limit it throws a 429 `LimitExceededError`; a rejected or failed create gives back what it took.
  * Without an admission (trusted internal callers) it just runs `create`.
  */
-export async function admitRender<T>(ports: Ports, admission: RenderAdmission | undefined, request: RenderRequest, now: Date, create: () => Promise<T>): Promise<T> {
+export async function admitRender<T>(
+  ports: Ports,
+  admission: RenderAdmission | undefined,
+  request: RenderRequest,
+  now: Date,
+  create: () => Promise<T>,
+): Promise<T> {
   if (!admission) return create();
   if (request.webhook) await checkWebhookTarget(admission, request.webhook.url);
   const { keyId, limits } = admission;
-  const releaseSlot = limits.concurrentJobs > 0 ? await claimJobSlot(ports, keyId, limits.concurrentJobs, now) : undefined;
+  const releaseSlot =
+    limits.concurrentJobs > 0 ? await claimJobSlot(ports, keyId, limits.concurrentJobs, now) : undefined;
   try {
-    const refund = limits.imagesPerDay > 0 ? await takeDailyImages(ports, keyId, request.n, limits.imagesPerDay, now) : undefined;
+    const refund =
+      limits.imagesPerDay > 0 ? await takeDailyImages(ports, keyId, request.n, limits.imagesPerDay, now) : undefined;
     try {
       return await create();
     } catch (e) {
@@ -127,7 +139,13 @@ async function countActiveJobs(ports: Ports, keyId: string, cap: number): Promis
 }
 
 /** Adds the render's images to the key's count for the UTC day; over the quota it takes them back and throws. */
-async function takeDailyImages(ports: Ports, keyId: string, images: number, limit: number, now: Date): Promise<() => Promise<void>> {
+async function takeDailyImages(
+  ports: Ports,
+  keyId: string,
+  images: number,
+  limit: number,
+  now: Date,
+): Promise<() => Promise<void>> {
   const day = now.toISOString().slice(0, 10);
   const nextMidnight = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1);
   const name = `images:${keyId}:${day}`;
@@ -146,15 +164,24 @@ async function takeDailyImages(ports: Ports, keyId: string, images: number, limi
       images > limit
         ? `This API key may request at most ${limit} image${limit === 1 ? "" : "s"} a day, fewer than the ${images} this render asks for; lower n.`
         : `This API key has used ${Math.min(before, limit)} of its ${limit} images for today (UTC) and this render asks for ${images}; the count resets at ${new Date(nextMidnight).toISOString()}.`;
-    throw new LimitExceededError("images_per_day_exceeded", detail, limitHeaders(policy, Math.max(0, limit - before), secondsLeft, secondsLeft), policy);
+    throw new LimitExceededError(
+      "images_per_day_exceeded",
+      detail,
+      limitHeaders(policy, Math.max(0, limit - before), secondsLeft, secondsLeft),
+      policy,
+    );
   }
   return refund;
 }
 
 async function checkWebhookTarget(admission: RenderAdmission, raw: string): Promise<void> {
   if (!admission.hasWebhookSecret) {
-    const message = "this API key has no webhook signing secret (it predates webhooks); create a new key to use webhooks";
-    throw new KilnError("webhook_secret_missing", `The webhook cannot be signed: ${message}.`, { status: 400, details: { errors: [{ field: "webhook", message }] } });
+    const message =
+      "this API key has no webhook signing secret (it predates webhooks); create a new key to use webhooks";
+    throw new KilnError("webhook_secret_missing", `The webhook cannot be signed: ${message}.`, {
+      status: 400,
+      details: { errors: [{ field: "webhook", message }] },
+    });
   }
   const policy = admission.webhooks;
   const url = new URL(raw);
@@ -171,6 +198,9 @@ async function checkWebhookTarget(admission: RenderAdmission, raw: string): Prom
     reason ??= addresses.map((a) => addressRefusal(host, a, policy)).find((r) => r !== null) ?? null;
   }
   if (reason) {
-    throw new KilnError("webhook_url_refused", `webhook.url is refused: ${reason}.`, { status: 400, details: { errors: [{ field: "webhook.url", message: reason }] } });
+    throw new KilnError("webhook_url_refused", `webhook.url is refused: ${reason}.`, {
+      status: 400,
+      details: { errors: [{ field: "webhook.url", message: reason }] },
+    });
   }
 }

@@ -46,7 +46,9 @@ export async function submitRender(
     plan,
     images: [],
     stageTimings: [],
-    deadlineAt: input.request.deadline_seconds ? new Date(input.now.getTime() + input.request.deadline_seconds * 1000).toISOString() : undefined,
+    deadlineAt: input.request.deadline_seconds
+      ? new Date(input.now.getTime() + input.request.deadline_seconds * 1000).toISOString()
+      : undefined,
     expiresAt: Math.ceil(input.now.getTime() / 1000 + retention * 3600),
     ...(input.request.webhook ? { webhook: input.request.webhook } : {}),
   };
@@ -62,7 +64,9 @@ export interface JobMoveOptions {
 }
 
 function emit(options: JobMoveOptions, type: JobEventType, job: JobRecord): void {
-  options.events?.({ type, job, at: options.now.toISOString() }).catch((e) => options.log?.("warn", { err: String(e), event: type, jobId: job.id }, "job event not delivered"));
+  options
+    .events?.({ type, job, at: options.now.toISOString() })
+    .catch((e) => options.log?.("warn", { err: String(e), event: type, jobId: job.id }, "job event not delivered"));
 }
 
 /**
@@ -72,12 +76,19 @@ function emit(options: JobMoveOptions, type: JobEventType, job: JobRecord): void
  */
 export async function expireIfOverdue(ports: Ports, job: JobRecord, options: JobMoveOptions): Promise<JobRecord> {
   if (job.status !== "queued" || !job.deadlineAt || Date.parse(job.deadlineAt) > options.now.getTime()) return job;
-  const expired = await ports.jobs.update(job.id, { status: ["queued"] }, {
-    status: "expired",
-    finishedAt: options.now.toISOString(),
-    expiresAt: expiresAtOnEnd(job, options.now),
-    error: { code: "deadline_passed", message: `The job was not started before its deadline (${job.deadlineAt}); it never ran. Submit it again with a later deadline_seconds.` },
-  });
+  const expired = await ports.jobs.update(
+    job.id,
+    { status: ["queued"] },
+    {
+      status: "expired",
+      finishedAt: options.now.toISOString(),
+      expiresAt: expiresAtOnEnd(job, options.now),
+      error: {
+        code: "deadline_passed",
+        message: `The job was not started before its deadline (${job.deadlineAt}); it never ran. Submit it again with a later deadline_seconds.`,
+      },
+    },
+  );
   if (expired) {
     emit(options, "expired", expired);
     return expired;
@@ -92,19 +103,27 @@ export type CancelOutcome = "canceled" | "requested" | "ended";
  * running one gets `cancelRequested`, which the worker running any of its stages notices and
  * stops at the next denoising step. An ended job is left as it is (`ended`).
  */
-export async function cancelRender(ports: Ports, job: JobRecord, options: JobMoveOptions): Promise<{ job: JobRecord; outcome: CancelOutcome }> {
+export async function cancelRender(
+  ports: Ports,
+  job: JobRecord,
+  options: JobMoveOptions,
+): Promise<{ job: JobRecord; outcome: CancelOutcome }> {
   let current = job;
   // A queued job may start between the read and the write; each retry re-reads it.
   for (let attempt = 0; attempt < 3; attempt++) {
     if (isTerminal(current.status)) return { job: current, outcome: "ended" };
     if (current.status === "queued") {
-      const canceled = await ports.jobs.update(current.id, { status: ["queued"] }, {
-        status: "canceled",
-        cancelRequested: true,
-        finishedAt: options.now.toISOString(),
-        expiresAt: expiresAtOnEnd(current, options.now),
-        error: { code: "canceled", message: "The job was canceled at its owner's request." },
-      });
+      const canceled = await ports.jobs.update(
+        current.id,
+        { status: ["queued"] },
+        {
+          status: "canceled",
+          cancelRequested: true,
+          finishedAt: options.now.toISOString(),
+          expiresAt: expiresAtOnEnd(current, options.now),
+          error: { code: "canceled", message: "The job was canceled at its owner's request." },
+        },
+      );
       if (canceled) {
         emit(options, "canceled", canceled);
         return { job: canceled, outcome: "canceled" };
@@ -118,7 +137,11 @@ export async function cancelRender(ports: Ports, job: JobRecord, options: JobMov
     if (!fresh) throw new KilnError("not_found", `Render ${current.id} no longer exists.`, { status: 404 });
     current = fresh;
   }
-  throw new KilnError("cancel_conflict", `Render ${job.id} kept changing state while being canceled; send the DELETE again.`, { status: 409, retryable: true });
+  throw new KilnError(
+    "cancel_conflict",
+    `Render ${job.id} kept changing state while being canceled; send the DELETE again.`,
+    { status: 409, retryable: true },
+  );
 }
 
 /**

@@ -36,10 +36,23 @@ export const jobViewSchema = z
     width: z.number().int().openapi({ description: "Width of the output images." }),
     height: z.number().int(),
     n: z.number().int(),
-    progress: z.object({ stage: z.number().int(), stage_kind: z.enum(["base", "refine"]), step: z.number().int(), steps: z.number().int(), stages: z.number().int() }),
-    queue_position: z.number().int().optional().openapi({ description: "Queued jobs ahead of this one (while queued; GET of one render only)." }),
+    progress: z.object({
+      stage: z.number().int(),
+      stage_kind: z.enum(["base", "refine"]),
+      step: z.number().int(),
+      steps: z.number().int(),
+      stages: z.number().int(),
+    }),
+    queue_position: z
+      .number()
+      .int()
+      .optional()
+      .openapi({ description: "Queued jobs ahead of this one (while queued; GET of one render only)." }),
     waiting_reason: waitingReasonSchema.optional(),
-    eta: etaSchema.nullable().optional().openapi({ description: "null when there are no recent finished stages to estimate from." }),
+    eta: etaSchema
+      .nullable()
+      .optional()
+      .openapi({ description: "null when there are no recent finished stages to estimate from." }),
     stage_timings: z.array(
       z.object({
         stage: z.number().int(),
@@ -50,10 +63,24 @@ export const jobViewSchema = z
         seconds: z.number().optional(),
       }),
     ),
-    cancel_requested: z.boolean().optional().openapi({ description: "A running job stops at its next denoising step." }),
+    cancel_requested: z
+      .boolean()
+      .optional()
+      .openapi({ description: "A running job stops at its next denoising step." }),
     deadline_at: z.string().optional(),
-    expires_at: z.string().optional().openapi({ description: "Once the job has ended: its outputs and record may be deleted after this time." }),
-    images: z.array(z.object({ url: z.string(), width: z.number().int(), height: z.number().int(), seed: z.number().int(), format: z.string() })),
+    expires_at: z
+      .string()
+      .optional()
+      .openapi({ description: "Once the job has ended: its outputs and record may be deleted after this time." }),
+    images: z.array(
+      z.object({
+        url: z.string(),
+        width: z.number().int(),
+        height: z.number().int(),
+        seed: z.number().int(),
+        format: z.string(),
+      }),
+    ),
     error: z.object({ code: z.string(), message: z.string() }).optional(),
     links: z.object({ self: z.string(), events: z.string(), cancel: z.string().optional() }),
   })
@@ -92,7 +119,13 @@ export async function jobView(job: JobRecord, ctx: ViewContext, insight: JobInsi
     width: size.width,
     height: size.height,
     n: job.plan.n,
-    progress: { stage: progress.stage, stage_kind: progress.stageKind, step: progress.step, steps: progress.steps, stages: job.plan.stages.length },
+    progress: {
+      stage: progress.stage,
+      stage_kind: progress.stageKind,
+      step: progress.step,
+      steps: progress.steps,
+      stages: job.plan.stages.length,
+    },
     queue_position: insight.queuePosition,
     waiting_reason: insight.waitingReason,
     eta: insight.eta,
@@ -109,7 +142,10 @@ export async function jobView(job: JobRecord, ctx: ViewContext, insight: JobInsi
     expires_at: retention === undefined ? undefined : new Date(retention * 1000).toISOString(),
     images: await Promise.all(
       job.images.map(async (img) => ({
-        url: await ctx.blobs.downloadUrl(img.key, { expiresSeconds: ctx.urlSeconds, filename: `${job.id}-${img.index}.${img.format === "jpeg" ? "jpg" : img.format}` }),
+        url: await ctx.blobs.downloadUrl(img.key, {
+          expiresSeconds: ctx.urlSeconds,
+          filename: `${job.id}-${img.index}.${img.format === "jpeg" ? "jpg" : img.format}`,
+        }),
         width: img.width,
         height: img.height,
         seed: img.seed,

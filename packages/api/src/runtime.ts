@@ -38,7 +38,8 @@ export class ApiRuntime {
   async ownJob(c: Context<ApiEnv>, id: string): Promise<JobRecord | Response> {
     const job = await this.deps.ports.jobs.get(id);
     // Another key's job is indistinguishable from a missing one.
-    if (!job || job.ownerKeyId !== c.get("key").id) return problem(404, "not_found", `No render ${id} for this API key.`);
+    if (!job || job.ownerKeyId !== c.get("key").id)
+      return problem(404, "not_found", `No render ${id} for this API key.`);
     return this.settle(job);
   }
 
@@ -50,7 +51,11 @@ export class ApiRuntime {
   }
 
   view(c: Context, job: JobRecord, insight?: JobInsight): Promise<JobView> {
-    return jobView(job, { blobs: this.deps.ports.blobs, base: this.base(c), urlSeconds: this.deps.downloadUrlSeconds }, insight);
+    return jobView(
+      job,
+      { blobs: this.deps.ports.blobs, base: this.base(c), urlSeconds: this.deps.downloadUrlSeconds },
+      insight,
+    );
   }
 
   /** Queue position, waiting reason and ETA: a few reads, so only for views of one job. */

@@ -27,7 +27,8 @@ export function waitingStage(job: JobRecord): { index: number; kind: StageKind }
   return timing?.finishedAt && next ? { index: next.index, kind: next.kind } : undefined;
 }
 
-const alive = (beat: WorkerBeat, nowMs: number) => nowMs - beat.lastPollAt <= (beat.busy > 0 ? BUSY_LIVENESS_MS : IDLE_LIVENESS_MS);
+const alive = (beat: WorkerBeat, nowMs: number) =>
+  nowMs - beat.lastPollAt <= (beat.busy > 0 ? BUSY_LIVENESS_MS : IDLE_LIVENESS_MS);
 
 /**
  * Says why a job waits, telling "no capacity" (no worker for the stage has polled recently, so

@@ -11,8 +11,20 @@ function finished(id: string, base: number, refine: number, request = {}) {
       id,
       status: "succeeded",
       stageTimings: [
-        { stage: 0, kind: "base", startedAt: "2030-01-01T00:00:00Z", finishedAt: "2030-01-01T00:00:10Z", seconds: base },
-        { stage: 1, kind: "refine", startedAt: "2030-01-01T00:00:10Z", finishedAt: "2030-01-01T00:00:12Z", seconds: refine },
+        {
+          stage: 0,
+          kind: "base",
+          startedAt: "2030-01-01T00:00:00Z",
+          finishedAt: "2030-01-01T00:00:10Z",
+          seconds: base,
+        },
+        {
+          stage: 1,
+          kind: "refine",
+          startedAt: "2030-01-01T00:00:10Z",
+          finishedAt: "2030-01-01T00:00:12Z",
+          seconds: refine,
+        },
       ],
     },
   );
@@ -42,7 +54,12 @@ describe("ETA", () => {
     for (const [i, base] of [8, 8, 80].entries()) book.observe(finished(`j${i}`, base, 2));
     book.observe(finished("j0", 800, 2)); // the same job again is not a new sample
     const half = jobRecord({ mode: "ensemble", width: 1024, height: 512, steps: 40 });
-    const eta = estimateEta(book, { job: half, now: new Date("2030-01-01T00:00:00Z"), queuePosition: 4, workersForFirstStage: 2 })!;
+    const eta = estimateEta(book, {
+      job: half,
+      now: new Date("2030-01-01T00:00:00Z"),
+      queuePosition: 4,
+      workersForFirstStage: 2,
+    })!;
     // own: 4 + 1 s; ahead: 4 jobs × 4 s of base work / 2 workers.
     assert.equal(eta.seconds, 5 + 8);
     assert.match(eta.basis, /4 job\(s\) ahead/);
@@ -53,7 +70,11 @@ describe("ETA", () => {
     book.observe(finished("a", 8, 2));
     const running = jobRecord(
       { mode: "ensemble", width: 1024, height: 1024, steps: 40 },
-      { status: "running", progress: { stage: 0, stageKind: "base", step: 8, steps: 32 }, stageTimings: [{ stage: 0, kind: "base", startedAt: "2030-01-01T00:00:00Z" }] },
+      {
+        status: "running",
+        progress: { stage: 0, stageKind: "base", step: 8, steps: 32 },
+        stageTimings: [{ stage: 0, kind: "base", startedAt: "2030-01-01T00:00:00Z" }],
+      },
     );
     // 8 steps in 4 s → 24 more steps take 12 s, then the refine stage's 2 s.
     const eta = estimateEta(book, { job: running, now: new Date("2030-01-01T00:00:04Z") })!;

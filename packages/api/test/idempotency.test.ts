@@ -14,7 +14,14 @@ after(() => {
   for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
 });
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const keyRecord = (id: string): KeyRecord => ({ id, prefix: id, name: id, scopes: ["render"], hash: "h", createdAt: "2030-01-01T00:00:00.000Z" });
+const keyRecord = (id: string): KeyRecord => ({
+  id,
+  prefix: id,
+  name: id,
+  scopes: ["render"],
+  hash: "h",
+  createdAt: "2030-01-01T00:00:00.000Z",
+});
 
 describe("Idempotency-Key middleware", () => {
   let ports: Ports;
@@ -26,7 +33,12 @@ describe("Idempotency-Key middleware", () => {
   beforeEach(() => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-idem-"));
     tempDirs.push(dir);
-    ports = openLocalPorts({ dataDir: dir, publicBaseUrl: "http://127.0.0.1", urlSecret: "s".repeat(16), maxReceives: 5 });
+    ports = openLocalPorts({
+      dataDir: dir,
+      publicBaseUrl: "http://127.0.0.1",
+      urlSecret: "s".repeat(16),
+      maxReceives: 5,
+    });
     clock = undefined;
     runs = 0;
     answer = { status: 202, delayMs: 0 };
@@ -48,7 +60,11 @@ describe("Idempotency-Key middleware", () => {
       return c.json({ id: `job_${n}`, echo: body }, answer.status as 202, { Location: `http://x/r/job_${n}` });
     });
     return (body: unknown, headers: Record<string, string> = {}) =>
-      hono.request("/r", { method: "POST", headers: { "content-type": "application/json", ...headers }, body: typeof body === "string" ? body : JSON.stringify(body) });
+      hono.request("/r", {
+        method: "POST",
+        headers: { "content-type": "application/json", ...headers },
+        body: typeof body === "string" ? body : JSON.stringify(body),
+      });
   }
 
   it("hashes bodies canonically: key order and spacing do not matter, values do", () => {
@@ -60,7 +76,9 @@ describe("Idempotency-Key middleware", () => {
   it("runs the route once for 20 concurrent duplicates; the others wait and replay its answer", async () => {
     answer = { status: 202, delayMs: 150 };
     const post = app();
-    const responses = await Promise.all(Array.from({ length: 20 }, () => post({ prompt: "same" }, { "idempotency-key": "k-1" })));
+    const responses = await Promise.all(
+      Array.from({ length: 20 }, () => post({ prompt: "same" }, { "idempotency-key": "k-1" })),
+    );
     assert.equal(runs, 1, "one job");
     const statuses = responses.map((r) => r.status).sort();
     assert.deepEqual(statuses, [200, ...Array(18).fill(200), 202].sort());
@@ -78,8 +96,16 @@ describe("Idempotency-Key middleware", () => {
     const reused = await post({ prompt: "b" }, { "idempotency-key": "k-2" });
     assert.equal(reused.status, 422);
     assert.equal(((await reused.json()) as { code: string }).code, "idempotency_key_reused");
-    assert.equal((await post('{"prompt":  "a"}', { "idempotency-key": '"k-2"' })).status, 200, "the structured-field form names the same key");
-    assert.equal((await post({ prompt: "a" }, { "idempotency-key": "k-2", "x-key": "key_b" })).status, 202, "another API key's k-2 is another key");
+    assert.equal(
+      (await post('{"prompt":  "a"}', { "idempotency-key": '"k-2"' })).status,
+      200,
+      "the structured-field form names the same key",
+    );
+    assert.equal(
+      (await post({ prompt: "a" }, { "idempotency-key": "k-2", "x-key": "key_b" })).status,
+      202,
+      "another API key's k-2 is another key",
+    );
     assert.equal(runs, 2);
   });
 
@@ -99,7 +125,11 @@ describe("Idempotency-Key middleware", () => {
     clock = t0;
     assert.equal((await post({ prompt: "a" }, { "idempotency-key": "k-4" })).status, 202);
     clock = t0 + 24 * 3_600_000 - 1_000;
-    assert.equal((await post({ prompt: "a" }, { "idempotency-key": "k-4" })).status, 200, "still remembered just before 24 h");
+    assert.equal(
+      (await post({ prompt: "a" }, { "idempotency-key": "k-4" })).status,
+      200,
+      "still remembered just before 24 h",
+    );
     clock = t0 + 24 * 3_600_000;
     const fresh = await post({ prompt: "b" }, { "idempotency-key": "k-4" });
     assert.equal(fresh.status, 202, "after 24 h the key is free, even for another body");

@@ -9,13 +9,32 @@ import { FileBlobStore } from "@kiln/shared/local";
 import { encodePng } from "../src/png.js";
 import { SDXL_LATENT_RGB_BIAS, SDXL_LATENT_RGB_FACTORS, latentPreview, latentsToRgb } from "../src/latent-preview.js";
 
-function latents(batch: number, h: number, w: number, fill: (b: number, c: number, p: number) => number, meta: Partial<Latents["meta"]> = {}): Latents {
+function latents(
+  batch: number,
+  h: number,
+  w: number,
+  fill: (b: number, c: number, p: number) => number,
+  meta: Partial<Latents["meta"]> = {},
+): Latents {
   const data = new Float32Array(batch * 4 * h * w);
-  for (let b = 0; b < batch; b++) for (let c = 0; c < 4; c++) for (let p = 0; p < h * w; p++) data[((b * 4 + c) * h * w) + p] = fill(b, c, p);
+  for (let b = 0; b < batch; b++)
+    for (let c = 0; c < 4; c++) for (let p = 0; p < h * w; p++) data[(b * 4 + c) * h * w + p] = fill(b, c, p);
   return {
     shape: [batch, 4, h, w],
     data,
-    meta: { jobId: "job_x", stage: 0, scheduler: "euler", schedulerConfigHash: "h", latentSpace: "ve", stepIndex: 8, steps: 10, timestep: 200, sigma: 0.5, seed: 1, ...meta },
+    meta: {
+      jobId: "job_x",
+      stage: 0,
+      scheduler: "euler",
+      schedulerConfigHash: "h",
+      latentSpace: "ve",
+      stepIndex: 8,
+      steps: 10,
+      timestep: 200,
+      sigma: 0.5,
+      seed: 1,
+      ...meta,
+    },
   };
 }
 
@@ -33,7 +52,8 @@ describe("latent previews", () => {
       assert.deepEqual([width, height], [3, 2]);
       for (let p = 0; p < 6; p++) {
         const values = [0, 1, 2, 3].map((c) => l.data[(b * 4 + c) * 6 + p]!);
-        for (let k = 0; k < 3; k++) assert.equal(rgb[p * 3 + k], expectedByte(values, k), `item ${b} pixel ${p} channel ${k}`);
+        for (let k = 0; k < 3; k++)
+          assert.equal(rgb[p * 3 + k], expectedByte(values, k), `item ${b} pixel ${p} channel ${k}`);
       }
     }
   });
@@ -65,7 +85,10 @@ describe("latent previews", () => {
       await blobs.put("jobs/job_x/stage-0.latents", await encodeLatents(l));
       const preview = await latentPreview(blobs, "jobs/job_x/stage-0.latents");
       assert.ok(preview);
-      assert.deepEqual([preview.stage, preview.width, preview.height, preview.images.length, preview.sigma], [0, 6, 4, 2, 0.5]);
+      assert.deepEqual(
+        [preview.stage, preview.width, preview.height, preview.images.length, preview.sigma],
+        [0, 6, 4, 2, 0.5],
+      );
       const png = Buffer.from(preview.images[1]!.replace(/^data:image\/png;base64,/, ""), "base64");
       // fp16 transport rounds the latents slightly, so compare with the decoded blob's own mapping.
       const { data } = await sharp(png).raw().toBuffer({ resolveWithObject: true });

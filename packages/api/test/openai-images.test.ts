@@ -15,7 +15,12 @@ describe("POST /v1/images/generations when the render does not succeed", () => {
   let headers: Record<string, string>;
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-openai-"));
-    ports = openLocalPorts({ dataDir: dir, publicBaseUrl: "http://127.0.0.1:1", urlSecret: "s".repeat(32), maxReceives: 3 });
+    ports = openLocalPorts({
+      dataDir: dir,
+      publicBaseUrl: "http://127.0.0.1:1",
+      urlSecret: "s".repeat(32),
+      maxReceives: 3,
+    });
     app = createApp({
       ports,
       publicUrl: "http://kiln.test",
@@ -25,14 +30,22 @@ describe("POST /v1/images/generations when the render does not succeed", () => {
       retentionHours: 1,
       timing: { syncWaitSeconds: 0.4, pollMs: 20 },
     });
-    headers = { authorization: `Bearer ${(await createApiKey(ports.keys, { name: "t", scopes: ["render"] })).key}`, "content-type": "application/json" };
+    headers = {
+      authorization: `Bearer ${(await createApiKey(ports.keys, { name: "t", scopes: ["render"] })).key}`,
+      "content-type": "application/json",
+    };
   });
   after(async () => {
     await ports.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const generate = () => app.request("/v1/images/generations", { method: "POST", headers, body: JSON.stringify({ prompt: "a teapot", size: "64x64" }) });
+  const generate = () =>
+    app.request("/v1/images/generations", {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ prompt: "a teapot", size: "64x64" }),
+    });
 
   it("times out with 504 and cancels the render nobody will collect", async () => {
     const res = await generate();
@@ -47,8 +60,14 @@ describe("POST /v1/images/generations when the render does not succeed", () => {
   it("reports a failed render as 500 with the render's own error, and a canceled one as 409", async () => {
     const finish = (status: "failed" | "canceled") =>
       setTimeout(async () => {
-        const [queued] = (await ports.jobs.listByOwner((await ports.keys.list())[0]!.id, { limit: 1, status: "queued" })).jobs;
-        await ports.jobs.update(queued!.id, { status: ["queued"] }, { status, error: { code: "unet_nan", message: "The UNet produced NaN." } });
+        const [queued] = (
+          await ports.jobs.listByOwner((await ports.keys.list())[0]!.id, { limit: 1, status: "queued" })
+        ).jobs;
+        await ports.jobs.update(
+          queued!.id,
+          { status: ["queued"] },
+          { status, error: { code: "unet_nan", message: "The UNet produced NaN." } },
+        );
       }, 100);
     finish("failed");
     const failed = await generate();

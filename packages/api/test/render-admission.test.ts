@@ -24,7 +24,8 @@ const key = (limits?: KeyRecord["limits"], webhookSecret: string | null = "whsec
   ...(limits ? { limits } : {}),
   ...(webhookSecret ? { webhookSecret } : {}),
 });
-const request = (extra: Record<string, unknown> = {}) => renderRequestSchema().parse({ prompt: "p", width: 64, height: 64, ...extra });
+const request = (extra: Record<string, unknown> = {}) =>
+  renderRequestSchema().parse({ prompt: "p", width: 64, height: 64, ...extra });
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe("render admission", () => {
@@ -32,16 +33,35 @@ describe("render admission", () => {
   beforeEach(() => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-admission-"));
     tempDirs.push(dir);
-    ports = openLocalPorts({ dataDir: dir, publicBaseUrl: "http://127.0.0.1", urlSecret: "s".repeat(16), maxReceives: 5 });
+    ports = openLocalPorts({
+      dataDir: dir,
+      publicBaseUrl: "http://127.0.0.1",
+      urlSecret: "s".repeat(16),
+      maxReceives: 5,
+    });
   });
   afterEach(() => ports.close());
 
   it("takes each limit from the key, else from the defaults, with a burst of twice the key's own rate", () => {
     const defaults = { requestsPerSecond: 10, burst: 30, concurrentJobs: 4, imagesPerDay: 100 };
     assert.deepEqual(effectiveLimits(key(), defaults), defaults);
-    assert.deepEqual(effectiveLimits(key({ requestsPerSecond: 2.5 }), defaults), { ...defaults, requestsPerSecond: 2.5, burst: 5 });
-    assert.deepEqual(effectiveLimits(key({ requestsPerSecond: 2, burst: 9, imagesPerDay: 0 }), defaults), { ...defaults, requestsPerSecond: 2, burst: 9, imagesPerDay: 0 });
-    assert.deepEqual(effectiveLimits(key({ concurrentJobs: 1 })), { requestsPerSecond: 0, burst: 1, concurrentJobs: 1, imagesPerDay: 0 });
+    assert.deepEqual(effectiveLimits(key({ requestsPerSecond: 2.5 }), defaults), {
+      ...defaults,
+      requestsPerSecond: 2.5,
+      burst: 5,
+    });
+    assert.deepEqual(effectiveLimits(key({ requestsPerSecond: 2, burst: 9, imagesPerDay: 0 }), defaults), {
+      ...defaults,
+      requestsPerSecond: 2,
+      burst: 9,
+      imagesPerDay: 0,
+    });
+    assert.deepEqual(effectiveLimits(key({ concurrentJobs: 1 })), {
+      requestsPerSecond: 0,
+      burst: 1,
+      concurrentJobs: 1,
+      imagesPerDay: 0,
+    });
   });
 
   it("holds the concurrency limit when submits interleave between counting and writing", async () => {
@@ -62,7 +82,9 @@ describe("render admission", () => {
       ),
     );
     assert.equal(results.filter((r) => r.status === "fulfilled").length, 3);
-    for (const r of results) if (r.status === "rejected") assert.ok(r.reason instanceof LimitExceededError && r.reason.code === "concurrent_jobs_exceeded");
+    for (const r of results)
+      if (r.status === "rejected")
+        assert.ok(r.reason instanceof LimitExceededError && r.reason.code === "concurrent_jobs_exceeded");
     assert.equal(await ports.keys.incrementCounter("submitting:key_adm", 0), 0, "every submit gave its place back");
   });
 
@@ -74,19 +96,56 @@ describe("render admission", () => {
       }),
       /store down/,
     );
-    assert.equal(await admitRender(ports, admission, request({ n: 3 }), new Date(), async () => "created"), "created", "the failed render's images were refunded");
+    assert.equal(
+      await admitRender(ports, admission, request({ n: 3 }), new Date(), async () => "created"),
+      "created",
+      "the failed render's images were refunded",
+    );
   });
 
   it("refuses a webhook the key cannot sign or the policy forbids, before taking any quota", async () => {
     const create = async () => "created";
     const hook = (url: string) => request({ webhook: { url } });
-    await assert.rejects(admitRender(ports, renderAdmission(key(undefined, null), {}), hook("https://example.com/h"), new Date(), create), /webhook_secret_missing|no webhook signing secret/);
-    const strict = renderAdmission(key({ imagesPerDay: 1 }), { webhooks: { allowPrivate: false, allowedHosts: [], resolveHost: async (host) => (host === "evil.test" ? ["10.0.0.9"] : host === "gone.test" ? [] : ["93.184.216.34"]) } });
-    await assert.rejects(admitRender(ports, strict, hook("http://127.0.0.1/h"), new Date(), create), (e: unknown) => (e as { code?: string }).code === "webhook_url_refused");
-    await assert.rejects(admitRender(ports, strict, hook("http://evil.test/h"), new Date(), create), /evil\.test \(10\.0\.0\.9\) is a private address/);
-    await assert.rejects(admitRender(ports, strict, hook("http://gone.test/h"), new Date(), create), /does not resolve/);
-    assert.equal(await admitRender(ports, strict, hook("https://hooks.example.com/h"), new Date(), create), "created", "the refusals took no images");
-    const flaky = renderAdmission(key(), { webhooks: { allowPrivate: false, allowedHosts: [], resolveHost: async () => Promise.reject(new Error("EAI_AGAIN")) } });
-    assert.equal(await admitRender(ports, flaky, hook("https://hooks.example.com/h"), new Date(), create), "created", "a DNS hiccup defers the check to delivery");
+    await assert.rejects(
+      admitRender(ports, renderAdmission(key(undefined, null), {}), hook("https://example.com/h"), new Date(), create),
+      /webhook_secret_missing|no webhook signing secret/,
+    );
+    const strict = renderAdmission(key({ imagesPerDay: 1 }), {
+      webhooks: {
+        allowPrivate: false,
+        allowedHosts: [],
+        resolveHost: async (host) =>
+          host === "evil.test" ? ["10.0.0.9"] : host === "gone.test" ? [] : ["93.184.216.34"],
+      },
+    });
+    await assert.rejects(
+      admitRender(ports, strict, hook("http://127.0.0.1/h"), new Date(), create),
+      (e: unknown) => (e as { code?: string }).code === "webhook_url_refused",
+    );
+    await assert.rejects(
+      admitRender(ports, strict, hook("http://evil.test/h"), new Date(), create),
+      /evil\.test \(10\.0\.0\.9\) is a private address/,
+    );
+    await assert.rejects(
+      admitRender(ports, strict, hook("http://gone.test/h"), new Date(), create),
+      /does not resolve/,
+    );
+    assert.equal(
+      await admitRender(ports, strict, hook("https://hooks.example.com/h"), new Date(), create),
+      "created",
+      "the refusals took no images",
+    );
+    const flaky = renderAdmission(key(), {
+      webhooks: {
+        allowPrivate: false,
+        allowedHosts: [],
+        resolveHost: async () => Promise.reject(new Error("EAI_AGAIN")),
+      },
+    });
+    assert.equal(
+      await admitRender(ports, flaky, hook("https://hooks.example.com/h"), new Date(), create),
+      "created",
+      "a DNS hiccup defers the check to delivery",
+    );
   });
 });

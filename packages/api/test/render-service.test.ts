@@ -18,7 +18,12 @@ describe("render service: moves the API makes itself", () => {
   };
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-service-"));
-    ports = openLocalPorts({ dataDir: dir, publicBaseUrl: "http://127.0.0.1:1", urlSecret: "s".repeat(32), maxReceives: 3 });
+    ports = openLocalPorts({
+      dataDir: dir,
+      publicBaseUrl: "http://127.0.0.1:1",
+      urlSecret: "s".repeat(32),
+      maxReceives: 3,
+    });
   });
   after(async () => {
     await ports.close();
@@ -35,7 +40,10 @@ describe("render service: moves the API makes itself", () => {
     assert.equal(after.status, "canceled");
     assert.equal(after.finishedAt, now.toISOString());
     assert.equal(after.expiresAt, now.getTime() / 1000 + 3600);
-    assert.deepEqual(events.map((e) => [e.type, e.job.id]), [["canceled", "job_q"]]);
+    assert.deepEqual(
+      events.map((e) => [e.type, e.job.id]),
+      [["canceled", "job_q"]],
+    );
     assert.equal((await cancelRender(ports, after, { now, events: sink })).outcome, "ended");
     assert.equal(events.length, 1);
   });
@@ -58,12 +66,21 @@ describe("render service: moves the API makes itself", () => {
     events.length = 0;
     const job = jobRecord({}, { id: "job_d", deadlineAt: "2030-01-01T00:00:10Z" });
     await ports.jobs.create(job);
-    assert.equal((await expireIfOverdue(ports, job, { now: new Date("2030-01-01T00:00:09Z"), events: sink })).status, "queued");
+    assert.equal(
+      (await expireIfOverdue(ports, job, { now: new Date("2030-01-01T00:00:09Z"), events: sink })).status,
+      "queued",
+    );
     const expired = await expireIfOverdue(ports, job, { now: new Date("2030-01-01T00:00:11Z"), events: sink });
     assert.equal(expired.status, "expired");
     assert.equal(expired.error?.code, "deadline_passed");
-    assert.equal((await expireIfOverdue(ports, job, { now: new Date("2030-01-01T00:00:12Z"), events: sink })).status, "expired");
-    assert.deepEqual(events.map((e) => e.type), ["expired"]);
+    assert.equal(
+      (await expireIfOverdue(ports, job, { now: new Date("2030-01-01T00:00:12Z"), events: sink })).status,
+      "expired",
+    );
+    assert.deepEqual(
+      events.map((e) => e.type),
+      ["expired"],
+    );
   });
 
   it("waits until the job ends, the time runs out, or the caller goes away", async () => {
@@ -77,19 +94,44 @@ describe("render service: moves the API makes itself", () => {
     const t2 = Date.now();
     await waitForEnd(ports, job, { now: new Date(), timeoutMs: 10_000, pollMs: 1000, signal: abort.signal });
     assert.ok(Date.now() - t2 < 500, "an aborted wait returns at once");
-    setTimeout(() => void ports.jobs.update(job.id, { status: ["queued"] }, { status: "failed", error: { code: "x", message: "y" } }), 50);
+    setTimeout(
+      () =>
+        void ports.jobs.update(
+          job.id,
+          { status: ["queued"] },
+          { status: "failed", error: { code: "x", message: "y" } },
+        ),
+      50,
+    );
     assert.equal((await waitForEnd(ports, job, { now: new Date(), timeoutMs: 10_000, pollMs: 20 })).status, "failed");
   });
 
   it("DELETE through the app tells the deps' event sink", async () => {
     events.length = 0;
-    const app = createApp({ ports, publicUrl: "http://kiln.test", limits: { minSide: 64, maxSide: 2048, maxPixels: 2048 * 2048, maxPromptChars: 4000 }, maxBodyBytes: 65536, downloadUrlSeconds: 600, retentionHours: 1, events: sink });
+    const app = createApp({
+      ports,
+      publicUrl: "http://kiln.test",
+      limits: { minSide: 64, maxSide: 2048, maxPixels: 2048 * 2048, maxPromptChars: 4000 },
+      maxBodyBytes: 65536,
+      downloadUrlSeconds: 600,
+      retentionHours: 1,
+      events: sink,
+    });
     const { key } = await createApiKey(ports.keys, { name: "t", scopes: ["render"] });
     const headers = { authorization: `Bearer ${key}`, "content-type": "application/json" };
-    const created = (await (await app.request("/v1/renders", { method: "POST", headers, body: JSON.stringify({ prompt: "x", width: 64, height: 64 }) })).json()) as { id: string; links: { self: string } };
+    const created = (await (
+      await app.request("/v1/renders", {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ prompt: "x", width: 64, height: 64 }),
+      })
+    ).json()) as { id: string; links: { self: string } };
     assert.equal(created.links.self, `http://kiln.test/v1/renders/${created.id}`);
     const res = await app.request(`/v1/renders/${created.id}`, { method: "DELETE", headers });
     assert.equal(res.status, 200);
-    assert.deepEqual(events.map((e) => [e.type, e.job.id]), [["canceled", created.id]]);
+    assert.deepEqual(
+      events.map((e) => [e.type, e.job.id]),
+      [["canceled", created.id]],
+    );
   });
 });

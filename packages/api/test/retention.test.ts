@@ -19,13 +19,27 @@ describe("retention", () => {
 
   it("sweeps ended jobs past retention (blobs, then record) and leaves the rest", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-sweep-"));
-    const ports = openLocalPorts({ dataDir: dir, publicBaseUrl: "http://127.0.0.1:1", urlSecret: "s".repeat(32), maxReceives: 3 });
+    const ports = openLocalPorts({
+      dataDir: dir,
+      publicBaseUrl: "http://127.0.0.1:1",
+      urlSecret: "s".repeat(32),
+      maxReceives: 3,
+    });
     try {
       const jobs = {
-        old: jobRecord({}, { id: "job_old", status: "succeeded", expiresAt: T0 + 3600, finishedAt: "2030-01-01T00:10:00Z" }),
-        slow: jobRecord({}, { id: "job_slow", status: "failed", expiresAt: T0 + 3600, finishedAt: "2030-01-01T05:00:00Z" }),
+        old: jobRecord(
+          {},
+          { id: "job_old", status: "succeeded", expiresAt: T0 + 3600, finishedAt: "2030-01-01T00:10:00Z" },
+        ),
+        slow: jobRecord(
+          {},
+          { id: "job_slow", status: "failed", expiresAt: T0 + 3600, finishedAt: "2030-01-01T05:00:00Z" },
+        ),
         running: jobRecord({}, { id: "job_running", status: "running", expiresAt: T0 + 3600 }),
-        fresh: jobRecord({}, { id: "job_fresh", status: "succeeded", expiresAt: T0 + 100 * 3600, finishedAt: "2030-01-01T00:10:00Z" }),
+        fresh: jobRecord(
+          {},
+          { id: "job_fresh", status: "succeeded", expiresAt: T0 + 100 * 3600, finishedAt: "2030-01-01T00:10:00Z" },
+        ),
       };
       for (const job of Object.values(jobs)) {
         await ports.jobs.create(job);

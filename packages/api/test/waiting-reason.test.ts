@@ -4,7 +4,12 @@ import { waitingReason, waitingStage } from "../src/waiting-reason.js";
 import { fakeRegistry, jobRecord } from "./fixtures.js";
 
 const NOW = Date.parse("2030-01-01T01:00:00Z");
-const beat = (workerId: string, stages: ("base" | "refine")[], agoSeconds: number, busy = 0) => ({ workerId, stages, lastPollAt: NOW - agoSeconds * 1000, busy });
+const beat = (workerId: string, stages: ("base" | "refine")[], agoSeconds: number, busy = 0) => ({
+  workerId,
+  stages,
+  lastPollAt: NOW - agoSeconds * 1000,
+  busy,
+});
 
 describe("waiting reason", () => {
   it("is unknown without a worker registry", async () => {
@@ -20,7 +25,12 @@ describe("waiting reason", () => {
   });
 
   it("says how long workers for the stage have been silent, naming the last one seen", async () => {
-    const { reason } = await waitingReason(fakeRegistry([beat("w1", ["base"], 300), beat("w2", ["base", "refine"], 95)]), "base", 2, NOW);
+    const { reason } = await waitingReason(
+      fakeRegistry([beat("w1", ["base"], 300), beat("w2", ["base", "refine"], 95)]),
+      "base",
+      2,
+      NOW,
+    );
     assert.equal(reason.code, "workers_silent");
     assert.match(reason.message, /has polled in 95 s \(last seen: w2\)/);
   });
@@ -45,10 +55,19 @@ describe("waiting reason", () => {
     assert.deepEqual(waitingStage(jobRecord({ mode: "ensemble" })), { index: 0, kind: "base" });
     const handedOver = jobRecord(
       { mode: "ensemble" },
-      { status: "running", progress: { stage: 0, stageKind: "base", step: 24, steps: 24 }, stageTimings: [{ stage: 0, kind: "base", startedAt: "2030-01-01T00:00:01Z", finishedAt: "2030-01-01T00:00:03Z", seconds: 2 }] },
+      {
+        status: "running",
+        progress: { stage: 0, stageKind: "base", step: 24, steps: 24 },
+        stageTimings: [
+          { stage: 0, kind: "base", startedAt: "2030-01-01T00:00:01Z", finishedAt: "2030-01-01T00:00:03Z", seconds: 2 },
+        ],
+      },
     );
     assert.deepEqual(waitingStage(handedOver), { index: 1, kind: "refine" });
-    const running = { ...handedOver, stageTimings: [{ stage: 0, kind: "base" as const, startedAt: "2030-01-01T00:00:01Z" }] };
+    const running = {
+      ...handedOver,
+      stageTimings: [{ stage: 0, kind: "base" as const, startedAt: "2030-01-01T00:00:01Z" }],
+    };
     assert.equal(waitingStage(running), undefined);
     assert.equal(waitingStage({ ...handedOver, status: "succeeded" }), undefined);
   });

@@ -12,7 +12,8 @@ describe("webhook address policy", () => {
     assert.deepEqual(parseIp("::ffff:127.0.0.1"), parseIp("::ffff:7f00:1"));
     assert.deepEqual(parseIp("fe80::1%eth0"), parseIp("fe80::1"));
     assert.equal(parseIp("2001:db8::1")?.value, (0x20010db8n << 96n) | 1n);
-    for (const bad of ["256.0.0.1", "1.2.3", "example.com", "1::2::3", "12345::", "::g", "1:2:3:4:5:6:7:8:9", ""]) assert.equal(parseIp(bad), null, bad);
+    for (const bad of ["256.0.0.1", "1.2.3", "example.com", "1::2::3", "12345::", "::g", "1:2:3:4:5:6:7:8:9", ""])
+      assert.equal(parseIp(bad), null, bad);
   });
 
   it("names the non-public ranges, including IPv4 hidden in IPv6 forms", () => {
@@ -48,21 +49,44 @@ describe("webhook address policy", () => {
   });
 
   it("refuses literal private hosts and odd URLs before any DNS, and allows public ones", () => {
-    for (const url of ["http://127.0.0.1:8080/x", "http://10.0.0.5/", "http://169.254.169.254/latest/meta-data/", "http://[::1]/", "http://0x7f.1/", "http://2130706433/"]) {
+    for (const url of [
+      "http://127.0.0.1:8080/x",
+      "http://10.0.0.5/",
+      "http://169.254.169.254/latest/meta-data/",
+      "http://[::1]/",
+      "http://0x7f.1/",
+      "http://2130706433/",
+    ]) {
       assert.match(webhookUrlRefusal(new URL(url), strict) ?? "", /address; Kiln does not deliver/, url);
     }
     assert.match(webhookUrlRefusal(new URL("ftp://example.com/x"), strict) ?? "", /use http or https/);
     assert.match(webhookUrlRefusal(new URL("https://user:pw@example.com/x"), strict) ?? "", /credentials/);
     assert.equal(webhookUrlRefusal(new URL("https://93.184.216.34/hook"), strict), null);
-    assert.equal(webhookUrlRefusal(new URL("https://hooks.example.com/hook"), strict), null, "names are judged after DNS");
+    assert.equal(
+      webhookUrlRefusal(new URL("https://hooks.example.com/hook"), strict),
+      null,
+      "names are judged after DNS",
+    );
   });
 
   it("lets the configuration allow private targets wholesale or by host, address or range", () => {
     assert.equal(addressRefusal("127.0.0.1", "127.0.0.1", { allowPrivate: true, allowedHosts: [] }), null);
-    assert.equal(addressRefusal("hooks.internal", "10.0.0.7", { allowPrivate: false, allowedHosts: ["hooks.internal"] }), null);
-    assert.equal(addressRefusal("other.internal", "10.0.0.7", { allowPrivate: false, allowedHosts: ["10.0.0.0/24"] }), null);
-    assert.match(addressRefusal("other.internal", "10.0.1.7", { allowPrivate: false, allowedHosts: ["10.0.0.0/24"] }) ?? "", /other\.internal \(10\.0\.1\.7\) is a private address/);
+    assert.equal(
+      addressRefusal("hooks.internal", "10.0.0.7", { allowPrivate: false, allowedHosts: ["hooks.internal"] }),
+      null,
+    );
+    assert.equal(
+      addressRefusal("other.internal", "10.0.0.7", { allowPrivate: false, allowedHosts: ["10.0.0.0/24"] }),
+      null,
+    );
+    assert.match(
+      addressRefusal("other.internal", "10.0.1.7", { allowPrivate: false, allowedHosts: ["10.0.0.0/24"] }) ?? "",
+      /other\.internal \(10\.0\.1\.7\) is a private address/,
+    );
     assert.equal(addressRefusal("::1", "::1", { allowPrivate: false, allowedHosts: ["::1"] }), null);
-    assert.match(addressRefusal("a.example", "127.0.0.1", { allowPrivate: false, allowedHosts: ["b.example"] }) ?? "", /loopback/);
+    assert.match(
+      addressRefusal("a.example", "127.0.0.1", { allowPrivate: false, allowedHosts: ["b.example"] }) ?? "",
+      /loopback/,
+    );
   });
 });

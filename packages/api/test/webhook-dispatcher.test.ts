@@ -9,7 +9,11 @@ import { openLocalPorts } from "@kiln/shared/local";
 import { createLogger } from "@kiln/shared/node";
 import { WebhookDispatcher, type WebhookDispatcherOptions } from "../src/webhooks/dispatcher.js";
 import { WEBHOOK_QUEUE, webhookEventSink, type WebhookDelivery } from "../src/webhooks/events.js";
-import { startWebhookReceiver, verifyStandardWebhook, type WebhookReceiver } from "../../../test/support/webhook-receiver.js";
+import {
+  startWebhookReceiver,
+  verifyStandardWebhook,
+  type WebhookReceiver,
+} from "../../../test/support/webhook-receiver.js";
 import { jobRecord } from "./fixtures.js";
 
 const tempDirs: string[] = [];
@@ -18,7 +22,13 @@ after(() => {
 });
 
 function openPorts(dir: string, now?: () => number): Ports {
-  return openLocalPorts({ dataDir: dir, publicBaseUrl: "http://127.0.0.1:1", urlSecret: "s".repeat(16), maxReceives: 5, now });
+  return openLocalPorts({
+    dataDir: dir,
+    publicBaseUrl: "http://127.0.0.1:1",
+    urlSecret: "s".repeat(16),
+    maxReceives: 5,
+    now,
+  });
 }
 
 const realLookup = dns.lookup;
@@ -57,17 +67,38 @@ describe("webhook dispatcher", () => {
   });
 
   function dispatcher(options: Partial<WebhookDispatcherOptions> = {}, on: Ports = ports): WebhookDispatcher {
-    const d = new WebhookDispatcher({ ports: on, logger, policy: allowAll, retryWindowMs: 24 * 3_600_000, backoffBaseSeconds: 1, timeoutMs: 5_000, pollWaitSeconds: 1, ...options });
+    const d = new WebhookDispatcher({
+      ports: on,
+      logger,
+      policy: allowAll,
+      retryWindowMs: 24 * 3_600_000,
+      backoffBaseSeconds: 1,
+      timeoutMs: 5_000,
+      pollWaitSeconds: 1,
+      ...options,
+    });
     d.start();
     dispatchers.push(d);
     return d;
   }
 
   const job = (url: string, patch: Partial<JobRecord> = {}) =>
-    jobRecord({ width: 64, height: 64 }, { id: "job_hook1", ownerKeyId: keyId, status: "succeeded", webhook: { url }, ...patch });
+    jobRecord(
+      { width: 64, height: 64 },
+      { id: "job_hook1", ownerKeyId: keyId, status: "succeeded", webhook: { url }, ...patch },
+    );
 
-  async function emit(url: string, type: JobEvent["type"] = "succeeded", patch: Partial<JobRecord> = {}): Promise<void> {
-    const sink = webhookEventSink({ queue: ports.queue, blobs: ports.blobs, publicUrl: "http://kiln.test", downloadUrlSeconds: 60 });
+  async function emit(
+    url: string,
+    type: JobEvent["type"] = "succeeded",
+    patch: Partial<JobRecord> = {},
+  ): Promise<void> {
+    const sink = webhookEventSink({
+      queue: ports.queue,
+      blobs: ports.blobs,
+      publicUrl: "http://kiln.test",
+      downloadUrlSeconds: 60,
+    });
     await sink({ type, job: job(url, patch), at: "2030-01-01T00:00:05.000Z" });
   }
 
@@ -83,13 +114,21 @@ describe("webhook dispatcher", () => {
     const attempts = await receiver.waitFor(3);
     const ids = new Set(attempts.map((a) => a.headers["webhook-id"]));
     assert.equal(ids.size, 1, "one webhook-id across retries");
-    assert.match([...ids][0] as string, /^msg_\w+_succeeded$/, "derived from the job and the event, so a repeated event keeps its id");
+    assert.match(
+      [...ids][0] as string,
+      /^msg_\w+_succeeded$/,
+      "derived from the job and the event, so a repeated event keeps its id",
+    );
     for (const a of attempts) {
       assert.ok(verifyStandardWebhook(secret, a.headers, a.body), "signature verifies independently");
       assert.equal(a.body, attempts[0]!.body, "the same bytes every time");
       assert.equal(a.headers["content-type"], "application/json");
     }
-    assert.equal(verifyStandardWebhook(secret, attempts[0]!.headers, attempts[0]!.body.replace("succeeded", "failed")), false, "the verifier can fail");
+    assert.equal(
+      verifyStandardWebhook(secret, attempts[0]!.headers, attempts[0]!.body.replace("succeeded", "failed")),
+      false,
+      "the verifier can fail",
+    );
     const [g1, g2] = [attempts[1]!.at - attempts[0]!.at, attempts[2]!.at - attempts[1]!.at];
     assert.ok(g1 >= 900, `first wait ${g1} ms ≈ 1 s`);
     assert.ok(g2 >= 1_900, `second wait ${g2} ms ≈ 2 s (doubled)`);
@@ -112,7 +151,11 @@ describe("webhook dispatcher", () => {
     assert.equal(receiver.received.length, 1, "nothing more while no dispatcher runs");
 
     ports = openPorts(dir);
-    assert.deepEqual(await ports.queue.depth(WEBHOOK_QUEUE), { visible: 0, inFlight: 0, delayed: 1 }, "the retry waits in the queue");
+    assert.deepEqual(
+      await ports.queue.depth(WEBHOOK_QUEUE),
+      { visible: 0, inFlight: 0, delayed: 1 },
+      "the retry waits in the queue",
+    );
     dispatcher();
     const [a, b] = await receiver.waitFor(2);
     assert.equal(b!.headers["webhook-id"], a!.headers["webhook-id"]);
@@ -125,8 +168,14 @@ describe("webhook dispatcher", () => {
     receiver = await startWebhookReceiver(() => 200);
     const port = new URL(receiver.url).port;
     // A resolver that answers loopback for rebind.test (as a rebinding DNS would at delivery time) and asks the system for the rest.
-    const rebinding = ((host: string, options: dns.LookupAllOptions, callback: (e: NodeJS.ErrnoException | null, a: dns.LookupAddress[]) => void) =>
-      host === "rebind.test" ? callback(null, [{ address: "127.0.0.1", family: 4 }]) : realLookup(host, options, callback)) as unknown as typeof dns.lookup;
+    const rebinding = ((
+      host: string,
+      options: dns.LookupAllOptions,
+      callback: (e: NodeJS.ErrnoException | null, a: dns.LookupAddress[]) => void,
+    ) =>
+      host === "rebind.test"
+        ? callback(null, [{ address: "127.0.0.1", family: 4 }])
+        : realLookup(host, options, callback)) as unknown as typeof dns.lookup;
     for (const url of [
       receiver.url,
       `http://10.0.0.1:${port}/hook`,
@@ -216,19 +265,36 @@ describe("webhook event sink", () => {
 
   it("queues only the events a job's webhook asked for (default: all but progress)", async () => {
     let clock = 1_000_000;
-    const sink = webhookEventSink({ queue: ports.queue, blobs: ports.blobs, publicUrl: "http://kiln.test/", downloadUrlSeconds: 60, now: () => clock });
+    const sink = webhookEventSink({
+      queue: ports.queue,
+      blobs: ports.blobs,
+      publicUrl: "http://kiln.test/",
+      downloadUrlSeconds: 60,
+      now: () => clock,
+    });
     const at = "2030-01-01T00:00:00.000Z";
     const plain = jobRecord({ width: 64, height: 64 }, { id: "job_a", status: "running" });
     await sink({ type: "started", job: plain, at });
     assert.deepEqual(await queued(), [], "no webhook, nothing queued");
 
     const hooked = { ...plain, webhook: { url: "https://example.com/h" } };
-    for (const type of ["started", "progress", "succeeded"] as const) await sink({ type, job: { ...hooked, status: type === "succeeded" ? "succeeded" : "running" }, at });
-    assert.deepEqual((await queued()).map((d) => d.event), ["started", "succeeded"]);
+    for (const type of ["started", "progress", "succeeded"] as const)
+      await sink({ type, job: { ...hooked, status: type === "succeeded" ? "succeeded" : "running" }, at });
+    assert.deepEqual(
+      (await queued()).map((d) => d.event),
+      ["started", "succeeded"],
+    );
 
-    const picky = { ...plain, id: "job_b", webhook: { url: "https://example.com/h", events: ["failed" as const, "progress" as const] } };
+    const picky = {
+      ...plain,
+      id: "job_b",
+      webhook: { url: "https://example.com/h", events: ["failed" as const, "progress" as const] },
+    };
     await sink({ type: "succeeded", job: picky, at });
-    const atStep = (step: number) => ({ ...picky, progress: { stage: 0, stageKind: "base" as const, step, steps: 10 } });
+    const atStep = (step: number) => ({
+      ...picky,
+      progress: { stage: 0, stageKind: "base" as const, step, steps: 10 },
+    });
     for (let i = 0; i < 5; i++) {
       await sink({ type: "progress", job: atStep(i + 1), at });
       clock += 300;
@@ -237,7 +303,11 @@ describe("webhook event sink", () => {
     await sink({ type: "progress", job: atStep(9), at });
     await sink({ type: "failed", job: { ...picky, status: "failed" }, at });
     const deliveries = await queued();
-    assert.deepEqual(deliveries.map((d) => d.event), ["progress", "progress", "failed"], "progress at most every 2 s");
+    assert.deepEqual(
+      deliveries.map((d) => d.event),
+      ["progress", "progress", "failed"],
+      "progress at most every 2 s",
+    );
     const body = JSON.parse(deliveries[2]!.body);
     assert.equal(body.type, "render.failed");
     assert.equal(body.data.id, "job_b");
@@ -247,6 +317,10 @@ describe("webhook event sink", () => {
     assert.equal(new Set(deliveries.map((d) => d.id)).size, 3, "each event has its own webhook-id");
     await sink({ type: "failed", job: { ...picky, status: "failed" }, at });
     const repeated = await queued();
-    assert.equal(repeated.at(-1)!.id, deliveries[2]!.id, "a repeated event (at-least-once transitions) keeps its webhook-id");
+    assert.equal(
+      repeated.at(-1)!.id,
+      deliveries[2]!.id,
+      "a repeated event (at-least-once transitions) keeps its webhook-id",
+    );
   });
 });

@@ -6,7 +6,12 @@ import { signWebhook, webhookHeaders } from "../src/webhooks/signature.js";
 describe("webhook signatures (Standard Webhooks)", () => {
   it("reproduces the specification's published test vector", async () => {
     // The vector the Standard Webhooks reference libraries test against.
-    const signature = await signWebhook("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, '{"test": 2432232314}');
+    const signature = await signWebhook(
+      "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+      "msg_p5jXN8AQM9LWM0D4loKWxJek",
+      1614265330,
+      '{"test": 2432232314}',
+    );
     assert.equal(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
   });
 

@@ -1,13 +1,25 @@
 import { isKilnError } from "@kiln/shared";
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv: string[]): Promise<void> }> }> = {
-  start: { summary: "run the API and one worker on the embedded default (renders a demo image first)", load: () => import("./commands/start.js") },
+  start: {
+    summary: "run the API and one worker on the embedded default (renders a demo image first)",
+    load: () => import("./commands/start.js"),
+  },
   api: { summary: "run the HTTP API alone", load: () => import("./commands/api.js") },
-  worker: { summary: "run a worker alone (several may share one data dir)", load: () => import("./commands/worker.js") },
+  worker: {
+    summary: "run a worker alone (several may share one data dir)",
+    load: () => import("./commands/worker.js"),
+  },
   keys: { summary: "create, list or revoke API keys", load: () => import("./commands/keys.js") },
-  models: { summary: "write Kiln's tiny test models (`kiln models tiny --out DIR`)", load: () => import("./commands/models.js") },
+  models: {
+    summary: "write Kiln's tiny test models (`kiln models tiny --out DIR`)",
+    load: () => import("./commands/models.js"),
+  },
   dlq: { summary: "list or replay dead-lettered stage messages", load: () => import("./commands/dlq.js") },
-  render: { summary: "submit a render to a running Kiln and save the images", load: () => import("./commands/render.js") },
+  render: {
+    summary: "submit a render to a running Kiln and save the images",
+    load: () => import("./commands/render.js"),
+  },
   bench: { summary: "run Kiln's benchmarks and print the figures", load: () => import("./commands/bench.js") },
 };
 

@@ -12,9 +12,13 @@ export interface RenderJob {
 }
 
 async function call(url: string, key: string, init: RequestInit = {}): Promise<unknown> {
-  const res = await fetch(url, { ...init, headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...(init.headers ?? {}) } });
+  const res = await fetch(url, {
+    ...init,
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...(init.headers ?? {}) },
+  });
   const body = (await res.json()) as { detail?: string };
-  if (!res.ok) throw new Error(`${init.method ?? "GET"} ${url} → ${res.status}: ${body.detail ?? JSON.stringify(body)}`);
+  if (!res.ok)
+    throw new Error(`${init.method ?? "GET"} ${url} → ${res.status}: ${body.detail ?? JSON.stringify(body)}`);
   return body;
 }
 
@@ -26,13 +30,16 @@ export async function renderAndWait(
   options: { timeoutMs?: number; pollMs?: number } = {},
 ): Promise<RenderJob> {
   const timeoutMs = options.timeoutMs ?? 30 * 60_000;
-  const created = (await call(`${baseUrl}/v1/renders`, key, { method: "POST", body: JSON.stringify(request) })) as { id: string };
+  const created = (await call(`${baseUrl}/v1/renders`, key, { method: "POST", body: JSON.stringify(request) })) as {
+    id: string;
+  };
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const job = (await call(`${baseUrl}/v1/renders/${created.id}`, key)) as RenderJob;
     onProgress?.(job);
     if (["succeeded", "failed", "canceled", "expired"].includes(job.status)) return job;
-    if (Date.now() > deadline) throw new Error(`render ${created.id} did not finish within ${timeoutMs / 1000} s (status ${job.status})`);
+    if (Date.now() > deadline)
+      throw new Error(`render ${created.id} did not finish within ${timeoutMs / 1000} s (status ${job.status})`);
     await new Promise((r) => setTimeout(r, options.pollMs ?? 200));
   }
 }
@@ -43,7 +50,10 @@ export async function saveImages(job: RenderJob, outPath: string): Promise<strin
     const res = await fetch(image.url);
     if (!res.ok) throw new Error(`download of image ${i} failed: ${res.status}`);
     const ext = image.format === "jpeg" ? "jpg" : image.format;
-    const file = job.images.length === 1 ? outPath.replace(/\.(png|webp|jpe?g)$/i, "") + `.${ext}` : outPath.replace(/\.(png|webp|jpe?g)$/i, "") + `-${i}.${ext}`;
+    const file =
+      job.images.length === 1
+        ? outPath.replace(/\.(png|webp|jpe?g)$/i, "") + `.${ext}`
+        : outPath.replace(/\.(png|webp|jpe?g)$/i, "") + `-${i}.${ext}`;
     fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
     fs.writeFileSync(file, Buffer.from(await res.arrayBuffer()));
     files.push(file);

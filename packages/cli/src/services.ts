@@ -13,11 +13,18 @@ export interface Service {
   stop(): Promise<void>;
 }
 
-export async function startApiService(config: KilnConfig, ports: Ports, logger: Logger): Promise<Service & { port: number }> {
+export async function startApiService(
+  config: KilnConfig,
+  ports: Ports,
+  logger: Logger,
+): Promise<Service & { port: number }> {
   const { server, port } = await serveOnNode(buildApi(config, ports, logger), { port: config.port, host: config.host });
   logger.info({ url: config.publicUrl, port }, "API listening");
   // On AWS, DynamoDB TTL and the bucket's lifecycle rule do this; a local data dir needs the API to.
-  const sweep = config.backend === "local" ? startRetentionSweep(ports, { log: (level, obj, msg) => logger[level](obj, msg) }) : undefined;
+  const sweep =
+    config.backend === "local"
+      ? startRetentionSweep(ports, { log: (level, obj, msg) => logger[level](obj, msg) })
+      : undefined;
   return {
     name: "api",
     port,
@@ -28,7 +35,12 @@ export async function startApiService(config: KilnConfig, ports: Ports, logger: 
   };
 }
 
-export async function startWorkerService(config: KilnConfig, ports: Ports, logger: Logger, models?: ModelSet): Promise<Service & { worker: Worker }> {
+export async function startWorkerService(
+  config: KilnConfig,
+  ports: Ports,
+  logger: Logger,
+  models?: ModelSet,
+): Promise<Service & { worker: Worker }> {
   const loaded = models ?? (await loadModels(config, logger));
   const workerId = `${os.hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const sinks = [webhookEventSinkFromConfig(config, ports, (level, obj, msg) => logger[level](obj, msg))];
@@ -45,10 +57,21 @@ export async function startWorkerService(config: KilnConfig, ports: Ports, logge
     events: fanOutEvents(sinks),
   });
   worker.start();
-  const info = Object.fromEntries(Object.entries(loaded).map(([role, m]) => [role, { dir: m!.dir, providers: m!.providers, tiny: m!.isTinyTestModel }]));
+  const info = Object.fromEntries(
+    Object.entries(loaded).map(([role, m]) => [
+      role,
+      { dir: m!.dir, providers: m!.providers, tiny: m!.isTinyTestModel },
+    ]),
+  );
   const health = await startHealthServer(worker, { models: info }, config.workerPort, config.host);
   const address = health.address();
-  logger.info({ stages: config.stages, health: typeof address === "object" && address ? `http://${config.host}:${address.port}/healthz` : undefined }, "worker polling");
+  logger.info(
+    {
+      stages: config.stages,
+      health: typeof address === "object" && address ? `http://${config.host}:${address.port}/healthz` : undefined,
+    },
+    "worker polling",
+  );
   return {
     name: "worker",
     worker,
@@ -88,11 +111,15 @@ export function stopOnSignals(services: Service[], ports: Ports, logger: Logger,
     if (hardStopSeconds !== undefined) {
       // A stop that hangs (a store unreachable past every retry) must not outlive the orchestrator's patience silently.
       setTimeout(() => {
-        logger.error({ hardStopSeconds }, "shutdown did not finish in time; exiting with running work left to its visibility timeout");
+        logger.error(
+          { hardStopSeconds },
+          "shutdown did not finish in time; exiting with running work left to its visibility timeout",
+        );
         process.exit(1);
       }, hardStopSeconds * 1000).unref();
     }
-    for (const s of [...services].reverse()) await s.stop().catch((e) => logger.error({ err: String(e), service: s.name }, "stop failed"));
+    for (const s of [...services].reverse())
+      await s.stop().catch((e) => logger.error({ err: String(e), service: s.name }, "stop failed"));
     await ports.close();
     process.exit(0);
   };

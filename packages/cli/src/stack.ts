@@ -25,7 +25,9 @@ export async function loadModels(config: KilnConfig, logger: Logger): Promise<Mo
   let refinerDir = config.refinerDir;
   if (!baseDir) {
     if (!config.allowTinyModels) {
-      throw new Error("KILN_MODEL_DIR is not set and KILN_TINY_MODELS=false: point KILN_MODEL_DIR at a diffusers SDXL ONNX folder.");
+      throw new Error(
+        "KILN_MODEL_DIR is not set and KILN_TINY_MODELS=false: point KILN_MODEL_DIR at a diffusers SDXL ONNX folder.",
+      );
     }
     const root = path.join(config.dataDir, "models");
     baseDir = path.join(root, "tiny-sdxl-base");
@@ -41,7 +43,8 @@ export async function loadModels(config: KilnConfig, logger: Logger): Promise<Mo
   const needBase = config.stages.includes("base") || !refinerDir;
   const models: ModelSet = {};
   if (needBase) models.base = await loadSdxlModel(baseDir, "base", options);
-  if (refinerDir && config.stages.includes("refine")) models.refiner = await loadSdxlModel(refinerDir, "refiner", options);
+  if (refinerDir && config.stages.includes("refine"))
+    models.refiner = await loadSdxlModel(refinerDir, "refiner", options);
   for (const m of Object.values(models) as SdxlModel[]) {
     logger.info({ role: m.role, dir: m.dir, providers: m.providers, tiny: m.isTinyTestModel }, "model loaded");
   }

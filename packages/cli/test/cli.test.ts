@@ -8,7 +8,11 @@ import path from "node:path";
 const bin = path.resolve(import.meta.dirname, "../bin/kiln.js");
 
 function kiln(args: string[], env: Record<string, string> = {}) {
-  return spawnSync(process.execPath, [bin, ...args], { encoding: "utf8", env: { ...process.env, KILN_LOG_LEVEL: "silent", ...env }, timeout: 60_000 });
+  return spawnSync(process.execPath, [bin, ...args], {
+    encoding: "utf8",
+    env: { ...process.env, KILN_LOG_LEVEL: "silent", ...env },
+    timeout: 60_000,
+  });
 }
 
 describe("kiln CLI", () => {
@@ -32,7 +36,10 @@ describe("kiln CLI", () => {
     const r = kiln(["keys", "create"], { KILN_DATA_DIR: dataDir });
     assert.equal(r.status, 1);
     assert.match(r.stderr, /--name/);
-    assert.match(kiln(["keys", "create", "--name", "x", "--scopes", "root"], { KILN_DATA_DIR: dataDir }).stderr, /unknown scope/);
+    assert.match(
+      kiln(["keys", "create", "--name", "x", "--scopes", "root"], { KILN_DATA_DIR: dataDir }).stderr,
+      /unknown scope/,
+    );
   });
 
   it("a bad configuration names the variable and exits 1", () => {

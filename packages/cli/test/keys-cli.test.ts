@@ -36,13 +36,36 @@ async function kiln(args: string[]): Promise<{ stdout: string; stderr: string; e
 
 describe("kiln keys: limits and webhook secrets", () => {
   it("creates a key with limits, prints its webhook secret on stderr, and reads it back by id", async () => {
-    const created = await kiln(["create", "--name", "metered", "--rps", "2.5", "--burst", "5", "--concurrent-jobs", "2", "--images-per-day", "100"]);
+    const created = await kiln([
+      "create",
+      "--name",
+      "metered",
+      "--rps",
+      "2.5",
+      "--burst",
+      "5",
+      "--concurrent-jobs",
+      "2",
+      "--images-per-day",
+      "100",
+    ]);
     assert.equal(created.error, undefined);
-    assert.match(created.stdout.trim().split("\n").pop()!, /^kiln_[a-z0-9]{10}_[A-Za-z0-9_-]{43}$/, "the key alone on the last stdout line");
-    const secret = /Webhook signing secret \(also: kiln keys webhook-secret (key_[0-9a-f]+)\): (whsec_\S+)/.exec(created.stderr);
+    assert.match(
+      created.stdout.trim().split("\n").pop()!,
+      /^kiln_[a-z0-9]{10}_[A-Za-z0-9_-]{43}$/,
+      "the key alone on the last stdout line",
+    );
+    const secret = /Webhook signing secret \(also: kiln keys webhook-secret (key_[0-9a-f]+)\): (whsec_\S+)/.exec(
+      created.stderr,
+    );
     assert.ok(secret, created.stderr);
 
-    const listed = JSON.parse((await kiln(["list", "--json"])).stdout) as { id: string; limits?: unknown; webhookSecret?: string; hash?: string }[];
+    const listed = JSON.parse((await kiln(["list", "--json"])).stdout) as {
+      id: string;
+      limits?: unknown;
+      webhookSecret?: string;
+      hash?: string;
+    }[];
     const key = listed.find((k) => k.id === secret[1])!;
     assert.deepEqual(key.limits, { requestsPerSecond: 2.5, burst: 5, concurrentJobs: 2, imagesPerDay: 100 });
     assert.equal(key.webhookSecret, undefined, "listings do not print secrets");
@@ -53,8 +76,14 @@ describe("kiln keys: limits and webhook secrets", () => {
   });
 
   it("rejects limits that are not numbers or out of range, and unknown keys", async () => {
-    assert.match((await kiln(["create", "--name", "x", "--rps", "fast"])).error?.message ?? "", /--rps must be a number/);
-    assert.match((await kiln(["create", "--name", "x", "--burst", "0"])).error?.message ?? "", /burst must be a whole number from 1/);
+    assert.match(
+      (await kiln(["create", "--name", "x", "--rps", "fast"])).error?.message ?? "",
+      /--rps must be a number/,
+    );
+    assert.match(
+      (await kiln(["create", "--name", "x", "--burst", "0"])).error?.message ?? "",
+      /burst must be a whole number from 1/,
+    );
     assert.match((await kiln(["webhook-secret", "key_missing"])).error?.message ?? "", /no key key_missing/);
     assert.match((await kiln(["frobnicate"])).error?.message ?? "", /webhook-secret KEY_ID/);
   });

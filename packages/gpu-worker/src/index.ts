@@ -1,5 +1,11 @@
 export { loadSdxlModel, type SdxlModel } from "./engine/sdxl-model.js";
-export { runStage, stageSchedule, generationParameters, type StageHooks, type StageResult } from "./engine/sdxl-pipeline.js";
+export {
+  runStage,
+  stageSchedule,
+  generationParameters,
+  type StageHooks,
+  type StageResult,
+} from "./engine/sdxl-pipeline.js";
 export { readPngText } from "./engine/image-encoder.js";
 export { writeTinyModel, writeTinyModels } from "./models/tiny-models.js";
 export { sdxlExecutor, type ModelSet, type StageExecutor } from "./runtime/stage-executor.js";

@@ -3,8 +3,10 @@ import assert from "node:assert/strict";
 import { planRender, renderRequestSchema, type RenderRequestInput } from "@kiln/shared";
 import { stageTimeIdInputs, timeIds } from "../src/engine/conditioning.js";
 
-const plan = (body: Partial<RenderRequestInput>) => planRender(renderRequestSchema().parse({ prompt: "x", ...body }), 1);
-const rows = (ids: Float32Array, width: number) => Array.from({ length: ids.length / width }, (_, i) => Array.from(ids.subarray(i * width, (i + 1) * width)));
+const plan = (body: Partial<RenderRequestInput>) =>
+  planRender(renderRequestSchema().parse({ prompt: "x", ...body }), 1);
+const rows = (ids: Float32Array, width: number) =>
+  Array.from({ length: ids.length / width }, (_, i) => Array.from(ids.subarray(i * width, (i + 1) * width)));
 
 describe("add_time_ids", () => {
   it("base defaults: [H, W, 0, 0, H, W] on every row, negative rows too", () => {
@@ -16,7 +18,13 @@ describe("add_time_ids", () => {
   });
 
   it("base: original_size, crops_coords_top_left and target_size as given, (height, width) order", () => {
-    const p = plan({ width: 1024, height: 1024, original_size: [512, 768], crops_coords_top_left: [16, 32], target_size: [1024, 896] });
+    const p = plan({
+      width: 1024,
+      height: 1024,
+      original_size: [512, 768],
+      crops_coords_top_left: [16, 32],
+      target_size: [1024, 896],
+    });
     const r = rows(timeIds(p, 6, 2, true), 6);
     assert.equal(r.length, 4);
     for (const x of r) assert.deepEqual(x, [512, 768, 16, 32, 1024, 896]);
@@ -61,15 +69,25 @@ describe("stageTimeIdInputs (SDEdit with a latent upscale)", () => {
   });
 
   it("sizes the request set stay; without an upscale nothing changes", () => {
-    const p = plan({ mode: "sdedit", width: 1024, height: 768, hires_scale: 1.5, original_size: [4096, 4096], crops_coords_top_left: [4, 4] });
+    const p = plan({
+      mode: "sdedit",
+      width: 1024,
+      height: 768,
+      hires_scale: 1.5,
+      original_size: [4096, 4096],
+      crops_coords_top_left: [4, 4],
+    });
     const inputs = stageTimeIdInputs(p, [1152, 1536]);
     assert.deepEqual(inputs.originalSize, [4096, 4096]);
     assert.deepEqual(inputs.targetSize, [1152, 1536]);
     assert.deepEqual(inputs.cropsCoordsTopLeft, [4, 4]);
     const same = stageTimeIdInputs(p, [768, 1024]);
-    assert.deepEqual([same.originalSize, same.targetSize], [
-      [4096, 4096],
-      [768, 1024],
-    ]);
+    assert.deepEqual(
+      [same.originalSize, same.targetSize],
+      [
+        [4096, 4096],
+        [768, 1024],
+      ],
+    );
   });
 });

@@ -4,7 +4,9 @@ import { applyGuidance, fillModelInput } from "../src/engine/guidance.js";
 
 const close = (actual: Float32Array, expected: number[], tol = 1e-5) => {
   assert.equal(actual.length, expected.length);
-  expected.forEach((e, i) => assert.ok(Math.abs(actual[i]! - e) <= tol * Math.max(1, Math.abs(e)), `[${i}]: ${actual[i]} vs ${e}`));
+  expected.forEach((e, i) =>
+    assert.ok(Math.abs(actual[i]! - e) <= tol * Math.max(1, Math.abs(e)), `[${i}]: ${actual[i]} vs ${e}`),
+  );
 };
 
 describe("classifier-free guidance over a [negative, positive] batch", () => {

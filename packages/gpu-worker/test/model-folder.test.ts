@@ -63,10 +63,29 @@ describe("loadModelFolder", () => {
       assert.equal(folder.isTinyTestModel, true);
       assert.equal(folder.index._class_name, "StableDiffusionXLPipeline");
       assert.equal(JSON.parse(folder.schedulerConfigJson)._class_name, "EulerDiscreteScheduler");
-      assert.deepEqual(folder.tokenizerDirs, { tokenizer: path.join(folder.dir, "tokenizer"), tokenizer2: path.join(folder.dir, "tokenizer_2") });
-      assert.deepEqual(folder.unet, { embedWidth: 2048, timeIdsWidth: 6, timestepDtype: "float32", timestepRank: 1, floatDtype: "float32" });
-      assert.deepEqual(folder.textEncoders.textEncoder, { inputIdsDtype: "int32", hiddenStateCount: 13, penultimateOutput: "hidden_states.11", width: 768 });
-      assert.deepEqual(folder.textEncoders.textEncoder2, { inputIdsDtype: "int32", hiddenStateCount: 33, penultimateOutput: "hidden_states.31", width: 1280 });
+      assert.deepEqual(folder.tokenizerDirs, {
+        tokenizer: path.join(folder.dir, "tokenizer"),
+        tokenizer2: path.join(folder.dir, "tokenizer_2"),
+      });
+      assert.deepEqual(folder.unet, {
+        embedWidth: 2048,
+        timeIdsWidth: 6,
+        timestepDtype: "float32",
+        timestepRank: 1,
+        floatDtype: "float32",
+      });
+      assert.deepEqual(folder.textEncoders.textEncoder, {
+        inputIdsDtype: "int32",
+        hiddenStateCount: 13,
+        penultimateOutput: "hidden_states.11",
+        width: 768,
+      });
+      assert.deepEqual(folder.textEncoders.textEncoder2, {
+        inputIdsDtype: "int32",
+        hiddenStateCount: 33,
+        penultimateOutput: "hidden_states.31",
+        width: 1280,
+      });
       assert.equal(folder.vaeDecoderDtype, "float32");
       assert.equal(folder.sessions.unet.provider, "cpu");
       assert.ok(folder.sessions.textEncoder && folder.sessions.textEncoder2 && folder.sessions.vaeDecoder);
@@ -122,7 +141,10 @@ describe("loadModelFolder", () => {
     await expectInvalid(garbled, "refiner", /model_index\.json is unreadable/);
 
     const notSdxl = copyOf(refiner);
-    fs.writeFileSync(path.join(notSdxl, "model_index.json"), JSON.stringify({ _class_name: "StableDiffusionPipeline" }));
+    fs.writeFileSync(
+      path.join(notSdxl, "model_index.json"),
+      JSON.stringify({ _class_name: "StableDiffusionPipeline" }),
+    );
     await expectInvalid(notSdxl, "refiner", /"StableDiffusionPipeline".*SDXL/);
   });
 
@@ -172,26 +194,49 @@ describe("loadModelFolder", () => {
 
   it("recognises a refiner given as the base and a base given as the refiner", async () => {
     await expectInvalid(refiner, "base", /looks like a refiner; set it as KILN_REFINER_DIR/);
-    await expectInvalid(base, "refiner", /takes 2048-wide encoder_hidden_states and 6 time_ids.*needs 1280 and 5: this looks like a base model; set it as KILN_MODEL_DIR/);
+    await expectInvalid(
+      base,
+      "refiner",
+      /takes 2048-wide encoder_hidden_states and 6 time_ids.*needs 1280 and 5: this looks like a base model; set it as KILN_MODEL_DIR/,
+    );
 
     // Index and layout say base, but the UNet is a refiner's: the UNet's widths decide.
     const mixed = copyOf(base);
     fs.rmSync(path.join(mixed, "unet"), { recursive: true });
     fs.cpSync(path.join(refiner, "unet"), path.join(mixed, "unet"), { recursive: true });
-    await expectInvalid(mixed, "base", /unet[/\\]model\.onnx takes 1280-wide encoder_hidden_states and 5 time_ids.*needs 2048 and 6: this looks like a refiner; set it as KILN_REFINER_DIR/);
+    await expectInvalid(
+      mixed,
+      "base",
+      /unet[/\\]model\.onnx takes 1280-wide encoder_hidden_states and 5 time_ids.*needs 2048 and 6: this looks like a refiner; set it as KILN_REFINER_DIR/,
+    );
   });
 
   it("rejects sessions whose names or widths are not SDXL's", async () => {
     const wrongVae = copyOf(refiner);
     fs.copyFileSync(path.join(refiner, "vae_encoder", "model.onnx"), path.join(wrongVae, "vae_decoder", "model.onnx"));
-    await expectInvalid(wrongVae, "refiner", /vae_decoder[/\\]model\.onnx has inputs \[sample\] \(missing latent_sample; unexpected sample\)/);
+    await expectInvalid(
+      wrongVae,
+      "refiner",
+      /vae_decoder[/\\]model\.onnx has inputs \[sample\] \(missing latent_sample; unexpected sample\)/,
+    );
 
     const swappedEncoders = copyOf(base);
-    fs.copyFileSync(path.join(base, "text_encoder_2", "model.onnx"), path.join(swappedEncoders, "text_encoder", "model.onnx"));
-    await expectInvalid(swappedEncoders, "base", /text_encoder[/\\]model\.onnx: hidden_states\.31 is 1280 wide; expected 768/);
+    fs.copyFileSync(
+      path.join(base, "text_encoder_2", "model.onnx"),
+      path.join(swappedEncoders, "text_encoder", "model.onnx"),
+    );
+    await expectInvalid(
+      swappedEncoders,
+      "base",
+      /text_encoder[/\\]model\.onnx: hidden_states\.31 is 1280 wide; expected 768/,
+    );
 
     const unetAsEncoder = copyOf(refiner);
     fs.cpSync(path.join(refiner, "unet"), path.join(unetAsEncoder, "text_encoder_2"), { recursive: true });
-    await expectInvalid(unetAsEncoder, "refiner", /text_encoder_2[/\\]model\.onnx has inputs \[.*\] \(missing input_ids; unexpected sample/);
+    await expectInvalid(
+      unetAsEncoder,
+      "refiner",
+      /text_encoder_2[/\\]model\.onnx has inputs \[.*\] \(missing input_ids; unexpected sample/,
+    );
   });
 });

@@ -42,7 +42,10 @@ describe("the step-noise helper thread", () => {
     b.request();
     assert.deepEqual(b.take(), new NoiseSource(2).randn(64));
     assert.deepEqual(a.take(), new NoiseSource(1).randn(64));
-    assert.throws(() => a.take(), (e: unknown) => e instanceof KilnError && e.code === "noise_helper_misuse");
+    assert.throws(
+      () => a.take(),
+      (e: unknown) => e instanceof KilnError && e.code === "noise_helper_misuse",
+    );
     a.close();
     b.close();
   });

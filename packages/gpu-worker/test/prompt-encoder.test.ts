@@ -7,7 +7,12 @@ import * as ort from "onnxruntime-node";
 import { createLogger } from "@kiln/shared/node";
 import { writeTinyModel } from "../src/models/tiny-models.js";
 import { loadSdxlModel, type SdxlModel } from "../src/engine/sdxl-model.js";
-import { encodePrompt, encodePromptPair, type PromptEmbeddings, type TextEncoderPair } from "../src/engine/prompt-encoder.js";
+import {
+  encodePrompt,
+  encodePromptPair,
+  type PromptEmbeddings,
+  type TextEncoderPair,
+} from "../src/engine/prompt-encoder.js";
 
 /** Embedding assembly as diffusers' `encode_prompt` does it, on the tiny models (real widths: 768 + 1280, pooled 1280). */
 
@@ -33,21 +38,34 @@ const plain = { longPrompt: false, weighting: false };
 const guidedBase = { ...plain, guided: true, forceZerosForEmptyPrompt: true };
 
 /** Runs one text encoder on one 77-token window and returns the named outputs. */
-async function encoderOutputs(pair: TextEncoderPair, second: boolean, text: string, names: string[]): Promise<Record<string, Float32Array>> {
+async function encoderOutputs(
+  pair: TextEncoderPair,
+  second: boolean,
+  text: string,
+  names: string[],
+): Promise<Record<string, Float32Array>> {
   const tokenizer = second ? pair.tokenizer2 : pair.tokenizer!;
   const session = second ? pair.textEncoder2 : pair.textEncoder!;
-  const out = await session.session.run({ input_ids: new ort.Tensor("int32", tokenizer.encode(text).ids, [1, 77]) }, names);
+  const out = await session.session.run(
+    { input_ids: new ort.Tensor("int32", tokenizer.encode(text).ids, [1, 77]) },
+    names,
+  );
   return Object.fromEntries(names.map((n) => [n, (out[n] as ort.Tensor).data as Float32Array]));
 }
 
 /** Token t's `width` values starting at column `from` of [tokens, e.width] embeddings. */
-const row = (e: PromptEmbeddings, t: number, from: number, width: number) => e.hidden.subarray(t * e.width + from, t * e.width + from + width);
+const row = (e: PromptEmbeddings, t: number, from: number, width: number) =>
+  e.hidden.subarray(t * e.width + from, t * e.width + from + width);
 
 const isZero = (x: Float32Array) => x.every((v) => v === 0);
 
 describe("base model (two encoders, 2048 wide)", () => {
   it("concatenates CLIP-L hidden_states.11 and bigG hidden_states.31 per token; pooled is bigG's text_embeds", async () => {
-    const { positive } = await encodePromptPair(base.encoders, { prompt: "a photo of a cat" }, { ...plain, guided: false, forceZerosForEmptyPrompt: true });
+    const { positive } = await encodePromptPair(
+      base.encoders,
+      { prompt: "a photo of a cat" },
+      { ...plain, guided: false, forceZerosForEmptyPrompt: true },
+    );
     assert.equal(positive.width, 2048);
     assert.equal(positive.tokens, 77);
     assert.equal(positive.hidden.length, 77 * 2048);
@@ -55,8 +73,16 @@ describe("base model (two encoders, 2048 wide)", () => {
     const l = await encoderOutputs(base.encoders, false, "a photo of a cat", ["hidden_states.11"]);
     const g = await encoderOutputs(base.encoders, true, "a photo of a cat", ["hidden_states.31", "text_embeds"]);
     for (const t of [0, 3, 76]) {
-      assert.deepEqual(row(positive, t, 0, 768), l["hidden_states.11"]!.subarray(t * 768, (t + 1) * 768), `token ${t}, CLIP-L`);
-      assert.deepEqual(row(positive, t, 768, 1280), g["hidden_states.31"]!.subarray(t * 1280, (t + 1) * 1280), `token ${t}, bigG`);
+      assert.deepEqual(
+        row(positive, t, 0, 768),
+        l["hidden_states.11"]!.subarray(t * 768, (t + 1) * 768),
+        `token ${t}, CLIP-L`,
+      );
+      assert.deepEqual(
+        row(positive, t, 768, 1280),
+        g["hidden_states.31"]!.subarray(t * 1280, (t + 1) * 1280),
+        `token ${t}, bigG`,
+      );
     }
     assert.deepEqual(positive.pooled, g.text_embeds);
   });
@@ -68,7 +94,10 @@ describe("base model (two encoders, 2048 wide)", () => {
     assert.equal(negative.pooled.length, 1280);
     assert.ok(isZero(negative.hidden) && isZero(negative.pooled));
     assert.ok(!isZero(positive.hidden));
-    assert.equal((await encodePromptPair(base.encoders, { prompt: "a cat" }, { ...guidedBase, guided: false })).negative, undefined);
+    assert.equal(
+      (await encodePromptPair(base.encoders, { prompt: "a cat" }, { ...guidedBase, guided: false })).negative,
+      undefined,
+    );
     // diffusers tests `negative_prompt is None`: negative_prompt_2 alone does not switch the zeros off.
     const only2 = await encodePromptPair(base.encoders, { prompt: "a cat", negativePrompt2: "blurry" }, guidedBase);
     assert.ok(isZero(only2.negative!.hidden));
@@ -82,17 +111,29 @@ describe("base model (two encoders, 2048 wide)", () => {
 
   it("prompt_2 goes to the second encoder only; an empty prompt_2 or negative_prompt_2 falls back (Python's `or`)", async () => {
     const same = await encodePrompt(base.encoders, "a cat", "a cat", plain);
-    const { positive } = await encodePromptPair(base.encoders, { prompt: "a cat", prompt2: "a dog" }, { ...guidedBase, guided: false });
+    const { positive } = await encodePromptPair(
+      base.encoders,
+      { prompt: "a cat", prompt2: "a dog" },
+      { ...guidedBase, guided: false },
+    );
     assert.deepEqual(row(positive, 2, 0, 768), row(same, 2, 0, 768), "CLIP-L still sees prompt");
     assert.notDeepEqual(row(positive, 2, 768, 1280), row(same, 2, 768, 1280), "bigG sees prompt_2");
     assert.notDeepEqual(positive.pooled, same.pooled);
-    const empty2 = await encodePromptPair(base.encoders, { prompt: "a cat", prompt2: "", negativePrompt: "blurry", negativePrompt2: "" }, guidedBase);
+    const empty2 = await encodePromptPair(
+      base.encoders,
+      { prompt: "a cat", prompt2: "", negativePrompt: "blurry", negativePrompt2: "" },
+      guidedBase,
+    );
     assert.deepEqual(empty2.positive, same);
     assert.deepEqual(empty2.negative, await encodePrompt(base.encoders, "blurry", "blurry", plain));
   });
 
   it("clip_skip moves the positive prompt one layer up per step; the negative stays at the penultimate layer, as diffusers", async () => {
-    const skipped = await encodePromptPair(base.encoders, { prompt: "a cat", negativePrompt: "blurry" }, { ...guidedBase, clipSkip: 1 });
+    const skipped = await encodePromptPair(
+      base.encoders,
+      { prompt: "a cat", negativePrompt: "blurry" },
+      { ...guidedBase, clipSkip: 1 },
+    );
     const l = await encoderOutputs(base.encoders, false, "a cat", ["hidden_states.10"]);
     const g = await encoderOutputs(base.encoders, true, "a cat", ["hidden_states.30"]);
     assert.deepEqual(row(skipped.positive, 1, 0, 768), l["hidden_states.10"]!.subarray(768, 1536));
@@ -118,7 +159,11 @@ describe("base model (two encoders, 2048 wide)", () => {
 
   it("long mode: a prompt_2 longer than prompt gives both encoders the longer window count", async () => {
     const long = Array.from({ length: 100 }, () => "lighthouse").join(" ");
-    const { positive } = await encodePromptPair(base.encoders, { prompt: "a cat", prompt2: long }, { ...guidedBase, guided: false, longPrompt: true });
+    const { positive } = await encodePromptPair(
+      base.encoders,
+      { prompt: "a cat", prompt2: long },
+      { ...guidedBase, guided: false, longPrompt: true },
+    );
     assert.equal(positive.tokens, 154);
     assert.equal(positive.hidden.length, 154 * 2048);
     // The second window of the CLIP-L half is an empty window (BOS, EOS, padding), not missing.
@@ -140,7 +185,10 @@ describe("base model (two encoders, 2048 wide)", () => {
         for (let t = 0; t < 77; t++) for (const v of row(e, t, from, width)) sum += v;
         return sum / (77 * width);
       };
-      assert.ok(Math.abs(mean(weighted) - mean(unweighted)) < 1e-6 * Math.max(1, Math.abs(mean(unweighted))), `encoder at ${from}: mean kept`);
+      assert.ok(
+        Math.abs(mean(weighted) - mean(unweighted)) < 1e-6 * Math.max(1, Math.abs(mean(unweighted))),
+        `encoder at ${from}: mean kept`,
+      );
     }
     // "red" (token 2) grew relative to "a" (token 1).
     const norm = (x: Float32Array) => Math.hypot(...x);

@@ -5,7 +5,14 @@ import { createScheduler, parseSchedulerConfig, type SchedulerName } from "../sr
 
 /** The pipeline steps latents in place and hands ancestral steps pre-drawn noise: both must change nothing. */
 const SDXL = parseSchedulerConfig(
-  { _class_name: "EulerDiscreteScheduler", beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear", steps_offset: 1, timestep_spacing: "leading" },
+  {
+    _class_name: "EulerDiscreteScheduler",
+    beta_start: 0.00085,
+    beta_end: 0.012,
+    beta_schedule: "scaled_linear",
+    steps_offset: 1,
+    timestep_spacing: "leading",
+  },
   "scheduler_config.json",
 );
 
@@ -42,7 +49,9 @@ describe("scheduler step buffers", () => {
   }
 
   it("only euler_a is stochastic", () => {
-    const stochastic = (["euler", "euler_a", "dpmpp_2m", "ddim"] as const).filter((name) => createScheduler(SDXL, { name }).stochastic);
+    const stochastic = (["euler", "euler_a", "dpmpp_2m", "ddim"] as const).filter(
+      (name) => createScheduler(SDXL, { name }).stochastic,
+    );
     assert.deepEqual(stochastic, ["euler_a"]);
   });
 
@@ -53,7 +62,11 @@ describe("scheduler step buffers", () => {
       s.setBeginIndex(3);
       const x = values(64, 5);
       const d = s.modelInputDivisor();
-      assert.deepEqual(s.scaleModelInput(x), x.map((v) => v / d), name);
+      assert.deepEqual(
+        s.scaleModelInput(x),
+        x.map((v) => v / d),
+        name,
+      );
       if (name.startsWith("euler")) assert.ok(d > 1, `${name}: √(σ²+1) > 1`);
       else assert.equal(d, 1, name);
     }

@@ -47,7 +47,10 @@ interface LoopOptions {
 }
 
 function fullLoop(config: Record<string, unknown>, options: LoopOptions): { sum: number; mean: number } {
-  const scheduler = createScheduler(parseSchedulerConfig(config, "test"), options.karras === undefined ? {} : { karras: options.karras });
+  const scheduler = createScheduler(
+    parseSchedulerConfig(config, "test"),
+    options.karras === undefined ? {} : { karras: options.karras },
+  );
   scheduler.setTimesteps(10);
   let sample = deterministic(false);
   if (options.eulerStyle) sample = sample.map((x) => x * scheduler.initNoiseSigma);
@@ -73,7 +76,13 @@ function assertOracle(result: { sum: number; mean: number }, sum: number | undef
   assert.ok(Math.abs(result.mean - mean) < 1e-3, `mean ${result.mean}, diffusers expects ${mean}`);
 }
 
-const EULER_TEST = { _class_name: "EulerDiscreteScheduler", num_train_timesteps: 1100, beta_start: 0.0001, beta_end: 0.02, beta_schedule: "linear" };
+const EULER_TEST = {
+  _class_name: "EulerDiscreteScheduler",
+  num_train_timesteps: 1100,
+  beta_start: 0.0001,
+  beta_end: 0.02,
+  beta_schedule: "linear",
+};
 const EULER_A_TEST = { ...EULER_TEST, _class_name: "EulerAncestralDiscreteScheduler" };
 const DPM_TEST = {
   _class_name: "DPMSolverMultistepScheduler",
@@ -92,7 +101,14 @@ const DPM_TEST = {
   variance_type: null,
   final_sigmas_type: "sigma_min",
 };
-const DDIM_TEST = { _class_name: "DDIMScheduler", num_train_timesteps: 1000, beta_start: 0.0001, beta_end: 0.02, beta_schedule: "linear", clip_sample: true };
+const DDIM_TEST = {
+  _class_name: "DDIMScheduler",
+  num_train_timesteps: 1000,
+  beta_start: 0.0001,
+  beta_end: 0.02,
+  beta_schedule: "linear",
+  clip_sample: true,
+};
 
 // stabilityai/stable-diffusion-xl-base-1.0 scheduler/scheduler_config.json, as the tiny models ship it.
 const SDXL = SDXL_SCHEDULER_CONFIG;
@@ -113,28 +129,48 @@ describe("diffusers' scheduler test oracles", () => {
   it("EulerDiscrete: full loop, v-prediction, Karras, and from add_noise", () => {
     assertOracle(fullLoop(EULER_TEST, { eulerStyle: true }), 10.0807, 0.0131);
     assertOracle(fullLoop({ ...EULER_TEST, prediction_type: "v_prediction" }, { eulerStyle: true }), 0.0002, 2.2676e-6);
-    assertOracle(fullLoop({ ...EULER_TEST, use_karras_sigmas: true }, { eulerStyle: true }), 124.52299499511719, 0.16213932633399963);
+    assertOracle(
+      fullLoop({ ...EULER_TEST, use_karras_sigmas: true }, { eulerStyle: true }),
+      124.52299499511719,
+      0.16213932633399963,
+    );
     assertOracle(fullLoop(EULER_TEST, { eulerStyle: true, noiseAt: 8 }), 57062.9297, 74.3007);
   });
 
   it("EulerAncestralDiscrete with torch.manual_seed(0) noise: full loop, v-prediction, from add_noise", () => {
     assertOracle(fullLoop(EULER_A_TEST, { eulerStyle: true }), 152.3192, 0.1983);
-    assertOracle(fullLoop({ ...EULER_A_TEST, prediction_type: "v_prediction" }, { eulerStyle: true }), 108.4439, 0.1412);
+    assertOracle(
+      fullLoop({ ...EULER_A_TEST, prediction_type: "v_prediction" }, { eulerStyle: true }),
+      108.4439,
+      0.1412,
+    );
     assertOracle(fullLoop(EULER_A_TEST, { eulerStyle: true, noiseAt: 8 }), 56163.0508, 73.129);
   });
 
   it("DPMSolverMultistep (dpmsolver++ midpoint, order 2): full loop, v-prediction, Karras + v, from add_noise", () => {
     assertOracle(fullLoop(DPM_TEST, { eulerStyle: false }), undefined, 0.3301);
     assertOracle(fullLoop({ ...DPM_TEST, prediction_type: "v_prediction" }, { eulerStyle: false }), undefined, 0.2251);
-    assertOracle(fullLoop({ ...DPM_TEST, prediction_type: "v_prediction", use_karras_sigmas: true }, { eulerStyle: false }), undefined, 0.2096);
+    assertOracle(
+      fullLoop({ ...DPM_TEST, prediction_type: "v_prediction", use_karras_sigmas: true }, { eulerStyle: false }),
+      undefined,
+      0.2096,
+    );
     assertOracle(fullLoop(DPM_TEST, { eulerStyle: false, noiseAt: 5 }), 318.4111, 0.4146);
   });
 
   it("DDIM (η = 0): full loop, v-prediction, set_alpha_to_one on/off, from add_noise", () => {
     assertOracle(fullLoop(DDIM_TEST, { eulerStyle: false }), 172.0067, 0.223967);
     assertOracle(fullLoop({ ...DDIM_TEST, prediction_type: "v_prediction" }, { eulerStyle: false }), 52.5302, 0.0684);
-    assertOracle(fullLoop({ ...DDIM_TEST, set_alpha_to_one: true, beta_start: 0.01 }, { eulerStyle: false }), 149.8295, 0.1951);
-    assertOracle(fullLoop({ ...DDIM_TEST, set_alpha_to_one: false, beta_start: 0.01 }, { eulerStyle: false }), 149.0784, 0.1941);
+    assertOracle(
+      fullLoop({ ...DDIM_TEST, set_alpha_to_one: true, beta_start: 0.01 }, { eulerStyle: false }),
+      149.8295,
+      0.1951,
+    );
+    assertOracle(
+      fullLoop({ ...DDIM_TEST, set_alpha_to_one: false, beta_start: 0.01 }, { eulerStyle: false }),
+      149.0784,
+      0.1941,
+    );
     assertOracle(fullLoop(DDIM_TEST, { eulerStyle: false, noiseAt: 8 }), 354.5418, 0.4616);
   });
 
@@ -156,7 +192,10 @@ describe("the SDXL schedule", () => {
     const s = createScheduler(sdxl());
     assert.equal(s.name, "euler");
     s.setTimesteps(40);
-    assert.deepEqual(Array.from(s.timesteps), Array.from({ length: 40 }, (_, i) => 976 - 25 * i));
+    assert.deepEqual(
+      Array.from(s.timesteps),
+      Array.from({ length: 40 }, (_, i) => 976 - 25 * i),
+    );
     assert.equal(s.sigmaAt(40), 0);
     const max = s.sigmaAt(0);
     assert.ok(Math.abs(s.initNoiseSigma - Math.sqrt(max * max + 1)) < 1e-5);
@@ -178,7 +217,10 @@ describe("the SDXL schedule", () => {
     const s = createScheduler(sdxl(), { name: "dpmpp_2m" });
     s.setTimesteps(30);
     // step ratio 1000 // 31 = 32, timesteps 30·32 … 1·32, + steps_offset 1
-    assert.deepEqual(Array.from(s.timesteps), Array.from({ length: 30 }, (_, i) => (30 - i) * 32 + 1));
+    assert.deepEqual(
+      Array.from(s.timesteps),
+      Array.from({ length: 30 }, (_, i) => (30 - i) * 32 + 1),
+    );
   });
 
   it("spaces trailing and linspace schedules as diffusers does", () => {
@@ -187,19 +229,27 @@ describe("the SDXL schedule", () => {
       s.setTimesteps(steps);
       return Array.from(s.timesteps);
     };
-    assert.deepEqual(at({ timestep_spacing: "trailing" }, "euler", 10), [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]);
+    assert.deepEqual(
+      at({ timestep_spacing: "trailing" }, "euler", 10),
+      [999, 899, 799, 699, 599, 499, 399, 299, 199, 99],
+    );
     assert.deepEqual(at({ timestep_spacing: "linspace" }, "ddim", 4), [999, 666, 333, 0]);
     // DPM-Solver spaces N + 1 points and drops the last: round(linspace(0, 999, 5)) = 0, 250, 500, 749, 999
     assert.deepEqual(at({ timestep_spacing: "linspace" }, "dpmpp_2m", 4), [999, 749, 500, 250]);
   });
 
   it("honours Karras sigma_min/sigma_max overrides and DPM-Solver's lambda_min_clipped", () => {
-    const karras = createScheduler(parseSchedulerConfig({ ...SDXL, use_karras_sigmas: true, sigma_min: 0.1, sigma_max: 10 }, "c.json"));
+    const karras = createScheduler(
+      parseSchedulerConfig({ ...SDXL, use_karras_sigmas: true, sigma_min: 0.1, sigma_max: 10 }, "c.json"),
+    );
     karras.setTimesteps(12);
     assert.ok(Math.abs(karras.sigmaAt(0) - 10) < 1e-5 && Math.abs(karras.sigmaAt(11) - 0.1) < 1e-6);
 
     const dpm = (clip?: number) => {
-      const s = createScheduler(parseSchedulerConfig({ ...SDXL, timestep_spacing: "linspace", lambda_min_clipped: clip }, "c.json"), { name: "dpmpp_2m" });
+      const s = createScheduler(
+        parseSchedulerConfig({ ...SDXL, timestep_spacing: "linspace", lambda_min_clipped: clip }, "c.json"),
+        { name: "dpmpp_2m" },
+      );
       s.setTimesteps(10);
       return s;
     };
@@ -334,7 +384,8 @@ describe("scheduler behaviour", () => {
     ddim.setTimesteps(30);
     const ac = trainSchedule("scaled_linear", 0.00085, 0.012, 1000).alphasCumprod[ddim.timesteps[7]!]!;
     const dd = ddim.addNoise(x0, z, 7);
-    for (let i = 0; i < n; i++) assert.ok(Math.abs(dd[i]! - (Math.sqrt(ac) * x0[i]! + Math.sqrt(1 - ac) * z[i]!)) < 1e-5);
+    for (let i = 0; i < n; i++)
+      assert.ok(Math.abs(dd[i]! - (Math.sqrt(ac) * x0[i]! + Math.sqrt(1 - ac) * z[i]!)) < 1e-5);
   });
 
   it("convertLatentSpace round-trips and always returns a new array", () => {
@@ -368,7 +419,8 @@ describe("scheduler configs", () => {
       ["DPMSolverMultistepScheduler", "dpmpp_2m"],
       ["DDIMScheduler", "ddim"],
     ];
-    for (const [cls, name] of cases) assert.equal(createScheduler(parseSchedulerConfig({ ...SDXL, _class_name: cls }, "c.json")).name, name);
+    for (const [cls, name] of cases)
+      assert.equal(createScheduler(parseSchedulerConfig({ ...SDXL, _class_name: cls }, "c.json")).name, name);
   });
 
   it("rejects an unknown class unless a scheduler is chosen", () => {
@@ -393,36 +445,91 @@ describe("scheduler configs", () => {
   });
 
   it("reads Python's -Infinity in the JSON text", () => {
-    const text = '{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -Infinity, "beta_schedule": "scaled_linear"}';
+    const text =
+      '{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -Infinity, "beta_schedule": "scaled_linear"}';
     const config = parseSchedulerConfigText(text, "scheduler_config.json");
     assert.equal(config.lambda_min_clipped, -Infinity);
-    assertKilnError(() => parseSchedulerConfigText("{not json", "scheduler_config.json"), "model_scheduler_invalid", "scheduler_config.json");
+    assertKilnError(
+      () => parseSchedulerConfigText("{not json", "scheduler_config.json"),
+      "model_scheduler_invalid",
+      "scheduler_config.json",
+    );
   });
 
   it("names the field, the value and what is supported for unsupported settings", () => {
-    const parse = (extra: Record<string, unknown>) => () => parseSchedulerConfig({ ...SDXL, ...extra }, "scheduler/scheduler_config.json");
-    assertKilnError(parse({ beta_schedule: "squaredcos_cap_v2" }), "model_scheduler_unsupported", "beta_schedule", "squaredcos_cap_v2", "scaled_linear", "scheduler/scheduler_config.json");
-    assertKilnError(parse({ prediction_type: "sample" }), "model_scheduler_unsupported", "prediction_type", "sample", "v_prediction");
-    assertKilnError(parse({ timestep_spacing: "karras" }), "model_scheduler_unsupported", "timestep_spacing", "trailing");
+    const parse = (extra: Record<string, unknown>) => () =>
+      parseSchedulerConfig({ ...SDXL, ...extra }, "scheduler/scheduler_config.json");
+    assertKilnError(
+      parse({ beta_schedule: "squaredcos_cap_v2" }),
+      "model_scheduler_unsupported",
+      "beta_schedule",
+      "squaredcos_cap_v2",
+      "scaled_linear",
+      "scheduler/scheduler_config.json",
+    );
+    assertKilnError(
+      parse({ prediction_type: "sample" }),
+      "model_scheduler_unsupported",
+      "prediction_type",
+      "sample",
+      "v_prediction",
+    );
+    assertKilnError(
+      parse({ timestep_spacing: "karras" }),
+      "model_scheduler_unsupported",
+      "timestep_spacing",
+      "trailing",
+    );
     assertKilnError(parse({ trained_betas: [0.1, 0.2] }), "model_scheduler_unsupported", "trained_betas");
     assertKilnError(parse({ rescale_betas_zero_snr: true }), "model_scheduler_unsupported", "rescale_betas_zero_snr");
 
     const create = (extra: Record<string, unknown>, name?: SchedulerName, karras?: boolean) => () =>
       createScheduler(parseSchedulerConfig({ ...SDXL, ...extra }, "c.json"), { name, karras });
-    assertKilnError(create({ interpolation_type: "log_linear" }), "model_scheduler_unsupported", "interpolation_type", "log_linear", "linear");
+    assertKilnError(
+      create({ interpolation_type: "log_linear" }),
+      "model_scheduler_unsupported",
+      "interpolation_type",
+      "log_linear",
+      "linear",
+    );
     assertKilnError(create({ use_exponential_sigmas: true }), "model_scheduler_unsupported", "use_exponential_sigmas");
     assertKilnError(create({}, "ddim", true), "model_scheduler_unsupported", "karras", "ddim");
     assertKilnError(create({ solver_order: 3 }, "dpmpp_2m"), "model_scheduler_unsupported", "solver_order", "3");
-    assertKilnError(create({ algorithm_type: "sde-dpmsolver++" }, "dpmpp_2m"), "model_scheduler_unsupported", "algorithm_type", "sde-dpmsolver++", "dpmsolver++");
-    assertKilnError(create({ solver_type: "heun" }, "dpmpp_2m"), "model_scheduler_unsupported", "solver_type", "heun", "midpoint");
+    assertKilnError(
+      create({ algorithm_type: "sde-dpmsolver++" }, "dpmpp_2m"),
+      "model_scheduler_unsupported",
+      "algorithm_type",
+      "sde-dpmsolver++",
+      "dpmsolver++",
+    );
+    assertKilnError(
+      create({ solver_type: "heun" }, "dpmpp_2m"),
+      "model_scheduler_unsupported",
+      "solver_type",
+      "heun",
+      "midpoint",
+    );
     assertKilnError(create({ thresholding: true }, "dpmpp_2m"), "model_scheduler_unsupported", "thresholding");
-    assertKilnError(create({ variance_type: "learned_range" }, "dpmpp_2m"), "model_scheduler_unsupported", "variance_type");
+    assertKilnError(
+      create({ variance_type: "learned_range" }, "dpmpp_2m"),
+      "model_scheduler_unsupported",
+      "variance_type",
+    );
     assertKilnError(create({ final_sigmas_type: "sigma_max" }), "model_scheduler_unsupported", "final_sigmas_type");
   });
 
   it("rejects malformed values, naming the file and the field", () => {
-    assertKilnError(() => parseSchedulerConfig({ ...SDXL, num_train_timesteps: "1000" }, "x/scheduler_config.json"), "model_scheduler_invalid", "x/scheduler_config.json", "num_train_timesteps");
-    assertKilnError(() => parseSchedulerConfig({ ...SDXL, steps_offset: -1 }, "c.json"), "model_scheduler_invalid", "steps_offset");
+    assertKilnError(
+      () => parseSchedulerConfig({ ...SDXL, num_train_timesteps: "1000" }, "x/scheduler_config.json"),
+      "model_scheduler_invalid",
+      "x/scheduler_config.json",
+      "num_train_timesteps",
+    );
+    assertKilnError(
+      () => parseSchedulerConfig({ ...SDXL, steps_offset: -1 }, "c.json"),
+      "model_scheduler_invalid",
+      "steps_offset",
+    );
     assertKilnError(() => parseSchedulerConfig(["not", "an", "object"], "c.json"), "model_scheduler_invalid");
   });
 });

@@ -4,7 +4,14 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import sharp from "sharp";
-import { KilnError, planRender, renderRequestSchema, type Latents, type RenderPlan, type RenderRequestInput } from "@kiln/shared";
+import {
+  KilnError,
+  planRender,
+  renderRequestSchema,
+  type Latents,
+  type RenderPlan,
+  type RenderRequestInput,
+} from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
 import { writeTinyModel } from "../src/models/tiny-models.js";
 import { loadSdxlModel, type SdxlModel } from "../src/engine/sdxl-model.js";
@@ -26,7 +33,15 @@ before(async () => {
   writeTinyModel(path.join(tmp, "refiner-dpm"), { role: "refiner" });
   const schedulerFile = path.join(tmp, "refiner-dpm", "scheduler", "scheduler_config.json");
   const config = JSON.parse(fs.readFileSync(schedulerFile, "utf8"));
-  fs.writeFileSync(schedulerFile, JSON.stringify({ ...config, _class_name: "DPMSolverMultistepScheduler", algorithm_type: "dpmsolver++", solver_order: 2 }));
+  fs.writeFileSync(
+    schedulerFile,
+    JSON.stringify({
+      ...config,
+      _class_name: "DPMSolverMultistepScheduler",
+      algorithm_type: "dpmsolver++",
+      solver_order: 2,
+    }),
+  );
   writeTinyModel(path.join(tmp, "nan-vae"), { role: "base", vaeDecoderEmitsNaN: true });
   models.base = await loadSdxlModel(path.join(tmp, "base"), "base", options);
   models.refiner = await loadSdxlModel(path.join(tmp, "refiner"), "refiner", options);
@@ -40,7 +55,10 @@ after(async () => {
 });
 
 const plan = (body: Partial<RenderRequestInput>, seed = 42): RenderPlan =>
-  planRender(renderRequestSchema().parse({ prompt: "a red fox in snow", width: 64, height: 64, steps: 6, ...body }), seed);
+  planRender(
+    renderRequestSchema().parse({ prompt: "a red fox in snow", width: 64, height: 64, steps: 6, ...body }),
+    seed,
+  );
 
 async function render(model: SdxlModel, p: RenderPlan, stage = 0, input?: Latents): Promise<StageResult> {
   return runStage(model, { jobId: "job_test", plan: p, stage: p.stages[stage]! }, input);
@@ -67,7 +85,10 @@ describe("runStage renders with every scheduler", () => {
   for (const c of cases) {
     it(`${c.scheduler}${"karras" in c ? " + karras" : ""}: finite latents, a 64×64 image, the same bytes for the same seed`, async () => {
       const body = { mode: "base" as const, ...c };
-      const latentPlan: RenderPlan = { ...plan(body), stages: [{ index: 0, kind: "base", model: "base", output: "latents" }] };
+      const latentPlan: RenderPlan = {
+        ...plan(body),
+        stages: [{ index: 0, kind: "base", model: "base", output: "latents" }],
+      };
       const latents = await render(models.base!, latentPlan);
       assert.equal(latents.kind, "latents");
       if (latents.kind !== "latents") return;
@@ -82,7 +103,10 @@ describe("runStage renders with every scheduler", () => {
       const meta = await sharp(a!.bytes).metadata();
       assert.deepEqual([meta.format, meta.width, meta.height], ["png", 64, 64]);
       const stats = await sharp(a!.bytes).stats();
-      assert.ok(stats.channels.some((ch) => ch.stdev > 1), "not a flat image");
+      assert.ok(
+        stats.channels.some((ch) => ch.stdev > 1),
+        "not a flat image",
+      );
       assert.ok(Buffer.from(a!.bytes).equals(Buffer.from(b!.bytes)), "same seed, same bytes");
       assert.ok(!(await pixels(a!.bytes)).equals(await pixels(other!.bytes)), "another seed, other pixels");
     });
@@ -98,7 +122,10 @@ describe("runStage renders with every scheduler", () => {
   });
 
   it("karras with ddim is refused by the engine too (a plan that did not come through the API check)", async () => {
-    await assert.rejects(render(models.base!, { ...plan({ mode: "base", scheduler: "ddim" }), karras: true }), (e: unknown) => e instanceof KilnError && /karras/.test(e.message));
+    await assert.rejects(
+      render(models.base!, { ...plan({ mode: "base", scheduler: "ddim" }), karras: true }),
+      (e: unknown) => e instanceof KilnError && /karras/.test(e.message),
+    );
   });
 });
 
@@ -143,7 +170,11 @@ describe("n images in one UNet batch", () => {
       for (let i = 0; i < 4; i++) {
         const [single] = images(await render(models.base!, plan({ mode: "base", scheduler, n: 1 }, 500 + i)));
         assert.ok((await pixels(batch[i]!.bytes)).equals(await pixels(single!.bytes)), `image ${i}`);
-        assert.equal(readPngText(batch[i]!.bytes).parameters, readPngText(single!.bytes).parameters, `image ${i}: parameters`);
+        assert.equal(
+          readPngText(batch[i]!.bytes).parameters,
+          readPngText(single!.bytes).parameters,
+          `image ${i}: parameters`,
+        );
       }
     });
   }
@@ -157,7 +188,8 @@ describe("n images in one UNet batch", () => {
     const four = await run(4);
     for (const n of [2, 3]) {
       const some = await run(n);
-      for (let i = 0; i < n; i++) assert.ok((await pixels(some[i]!.bytes)).equals(await pixels(four[i]!.bytes)), `n = ${n}, image ${i}`);
+      for (let i = 0; i < n; i++)
+        assert.ok((await pixels(some[i]!.bytes)).equals(await pixels(four[i]!.bytes)), `n = ${n}, image ${i}`);
     }
   });
 });
@@ -176,7 +208,18 @@ describe("VAE decode", () => {
 
 describe("generation parameters in the files", () => {
   it("PNG: an A1111-style `parameters` text chunk", async () => {
-    const p = plan({ mode: "base", negative_prompt: "blurry", scheduler: "dpmpp_2m", karras: true, guidance_scale: 6.5, clip_skip: 1, n: 2 }, 77);
+    const p = plan(
+      {
+        mode: "base",
+        negative_prompt: "blurry",
+        scheduler: "dpmpp_2m",
+        karras: true,
+        guidance_scale: 6.5,
+        clip_skip: 1,
+        n: 2,
+      },
+      77,
+    );
     const out = images(await render(models.base!, p));
     assert.equal(
       readPngText(out[1]!.bytes).parameters,
@@ -186,9 +229,15 @@ describe("generation parameters in the files", () => {
 
   it("the text names the refiner switch, the denoising strength and a latent upscale", () => {
     const model = models.base!;
-    assert.match(generationParameters(plan({ mode: "ensemble", high_noise_frac: 0.75 }), model, 0, "euler"), /Sampler: Euler, CFG scale: 5, Seed: 42, Size: 64x64, .*Refiner switch at: 0.75/);
+    assert.match(
+      generationParameters(plan({ mode: "ensemble", high_noise_frac: 0.75 }), model, 0, "euler"),
+      /Sampler: Euler, CFG scale: 5, Seed: 42, Size: 64x64, .*Refiner switch at: 0.75/,
+    );
     const sdedit = generationParameters(plan({ mode: "sdedit", strength: 0.4, hires_scale: 1.5 }), model, 0, "euler_a");
-    assert.match(sdedit, /Sampler: Euler a, .*Size: 64x64, .*Denoising strength: 0.4, Hires upscale: 1.5, Hires upscaler: Latent/);
+    assert.match(
+      sdedit,
+      /Sampler: Euler a, .*Size: 64x64, .*Denoising strength: 0.4, Hires upscale: 1.5, Hires upscaler: Latent/,
+    );
   });
 
   for (const format of ["webp", "jpeg"] as const) {

@@ -40,7 +40,8 @@ describe("createSession", () => {
       warns.map((w) => w.obj.provider),
       ["tensorrt", "cuda"],
     );
-    for (const w of warns) assert.ok(typeof w.obj.error === "string" && w.obj.error.length > 0, "each fallback names its reason");
+    for (const w of warns)
+      assert.ok(typeof w.obj.error === "string" && w.obj.error.length > 0, "each fallback names its reason");
     assert.match(warns[0].msg, /falling back to cuda/);
     const info = lines.find((l) => l.level === "info");
     assert.ok(info, "the final choice is logged");
@@ -107,6 +108,9 @@ describe("createSession", () => {
   });
 
   it("refuses an empty provider list", async () => {
-    await assert.rejects(createSession(unetPath, { providers: [] }), (e: unknown) => e instanceof KilnError && /KILN_PROVIDERS/.test(e.message));
+    await assert.rejects(
+      createSession(unetPath, { providers: [] }),
+      (e: unknown) => e instanceof KilnError && /KILN_PROVIDERS/.test(e.message),
+    );
   });
 });

@@ -58,7 +58,10 @@ describe("ensemble: base [0, end), refiner [begin, N)", () => {
         const end = stages[0]!.end;
         assert.equal(stages[1]!.begin, end, "order 1: the refiner starts where the base ends");
         assert.ok(end > 0 && end < steps);
-        assert.ok(timesteps[end - 1]! >= cutoff && timesteps[end]! < cutoff, `${timesteps[end - 1]} ≥ ${cutoff} > ${timesteps[end]}`);
+        assert.ok(
+          timesteps[end - 1]! >= cutoff && timesteps[end]! < cutoff,
+          `${timesteps[end - 1]} ≥ ${cutoff} > ${timesteps[end]}`,
+        );
       }
     });
   }

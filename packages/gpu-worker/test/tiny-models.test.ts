@@ -10,7 +10,9 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-tiny-"));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function listFiles(root: string): string[] {
-  return (fs.readdirSync(root, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(root, f)).isFile()).sort();
+  return (fs.readdirSync(root, { recursive: true }) as string[])
+    .filter((f) => fs.statSync(path.join(root, f)).isFile())
+    .sort();
 }
 
 function folderSize(root: string): number {
@@ -99,11 +101,19 @@ describe("tiny SDXL models", () => {
     ]) {
       const files = listFiles(first);
       assert.deepEqual(listFiles(second), files);
-      for (const f of files) assert.ok(fs.readFileSync(path.join(first, f)).equals(fs.readFileSync(path.join(second, f))), `${f} differs between runs`);
+      for (const f of files)
+        assert.ok(
+          fs.readFileSync(path.join(first, f)).equals(fs.readFileSync(path.join(second, f))),
+          `${f} differs between runs`,
+        );
     }
     const other = path.join(tmp, "seed8");
     writeTinyModel(other, { role: "base", seed: 8 });
-    assert.ok(!fs.readFileSync(path.join(base, "unet/model.onnx_data")).equals(fs.readFileSync(path.join(other, "unet/model.onnx_data"))));
+    assert.ok(
+      !fs
+        .readFileSync(path.join(base, "unet/model.onnx_data"))
+        .equals(fs.readFileSync(path.join(other, "unet/model.onnx_data"))),
+    );
     fs.rmSync(path.join(tmp, "b"), { recursive: true });
   });
 
@@ -121,7 +131,8 @@ describe("tiny SDXL models", () => {
     ];
     const baseFiles = listFiles(base);
     const refinerFiles = listFiles(refiner);
-    for (const f of [...common, "tokenizer/vocab.json", "tokenizer/merges.txt", "text_encoder/model.onnx"]) assert.ok(baseFiles.includes(f), `base lacks ${f}`);
+    for (const f of [...common, "tokenizer/vocab.json", "tokenizer/merges.txt", "text_encoder/model.onnx"])
+      assert.ok(baseFiles.includes(f), `base lacks ${f}`);
     for (const f of common) assert.ok(refinerFiles.includes(f), `refiner lacks ${f}`);
     assert.ok(!refinerFiles.some((f) => f.startsWith("tokenizer/") || f.startsWith("text_encoder/")));
 
@@ -138,7 +149,13 @@ describe("tiny SDXL models", () => {
 
     const scheduler = JSON.parse(fs.readFileSync(path.join(base, "scheduler/scheduler_config.json"), "utf8"));
     assert.deepEqual(
-      [scheduler._class_name, scheduler.beta_schedule, scheduler.beta_start, scheduler.beta_end, scheduler.num_train_timesteps],
+      [
+        scheduler._class_name,
+        scheduler.beta_schedule,
+        scheduler.beta_start,
+        scheduler.beta_end,
+        scheduler.num_train_timesteps,
+      ],
       ["EulerDiscreteScheduler", "scaled_linear", 0.00085, 0.012, 1000],
     );
     assert.deepEqual(
@@ -172,7 +189,10 @@ describe("tiny SDXL models", () => {
     assert.equal(o1["hidden_states.13"], undefined);
     assert.ok(maxAbsDiff(floats(o1["hidden_states.11"]), floats(o1["hidden_states.12"])) > 1e-3);
     assert.ok(maxAbsDiff(floats(o1["hidden_states.12"]), floats(o1.last_hidden_state)) > 1e-3);
-    assert.ok(maxAbsDiff(slice(o1["hidden_states.11"], 0), slice(o1["hidden_states.11"], 1)) > 1e-3, "prompts must differ");
+    assert.ok(
+      maxAbsDiff(slice(o1["hidden_states.11"], 0), slice(o1["hidden_states.11"], 1)) > 1e-3,
+      "prompts must differ",
+    );
     assert.ok(maxAbsDiff(slice(o1.pooler_output, 0), slice(o1.pooler_output, 1)) > 1e-3);
 
     const o2 = await te2.run({ input_ids: idsTensor([idsRow(catPhoto, 0), idsRow(dogPhoto, 0)]) });
@@ -188,7 +208,9 @@ describe("tiny SDXL models", () => {
     assert.ok(maxAbsDiff(slice(shorter.text_embeds, 0), slice(shorter.text_embeds, 1)) > 1e-3);
     // The first token's features see nothing after it (causal), like CLIP's.
     const firstToken = (t: ort.Tensor, b: number) => slice(t, b).subarray(0, 2 * 1280);
-    assert.ok(maxAbsDiff(firstToken(shorter["hidden_states.31"], 0), firstToken(shorter["hidden_states.31"], 1)) < 1e-6);
+    assert.ok(
+      maxAbsDiff(firstToken(shorter["hidden_states.31"], 0), firstToken(shorter["hidden_states.31"], 1)) < 1e-6,
+    );
   });
 
   it("text encoders accept int64 input_ids when generated so", async () => {
@@ -223,7 +245,11 @@ describe("tiny SDXL models", () => {
       timestep: new ort.Tensor("float32", Float32Array.from([21]), [1]),
       encoder_hidden_states: new ort.Tensor("float32", wave(2 * 77 * 2048, 4), [2, 77, 2048]),
       text_embeds: new ort.Tensor("float32", wave(2 * 1280, 5), [2, 1280]),
-      time_ids: new ort.Tensor("float32", Float32Array.from([512, 512, 64, 0, 256, 256, 512, 512, 64, 0, 256, 256]), [2, 6]),
+      time_ids: new ort.Tensor(
+        "float32",
+        Float32Array.from([512, 512, 64, 0, 256, 256, 512, 512, 64, 0, 256, 256]),
+        [2, 6],
+      ),
     };
     for (const [name, tensor] of Object.entries(changed)) {
       const out = floats((await unet.run({ ...feeds, [name]: tensor })).out_sample);
@@ -285,7 +311,10 @@ describe("tiny SDXL models", () => {
       x = Float32Array.from(x, (v, j) => v + eps[j] * (sigmas[i + 1] - sigma));
     }
     const { min, max } = range(x);
-    assert.ok(Number.isFinite(min) && Number.isFinite(max) && Math.abs(min) < 50 && Math.abs(max) < 50, `latents [${min}, ${max}]`);
+    assert.ok(
+      Number.isFinite(min) && Number.isFinite(max) && Math.abs(min) < 50 && Math.abs(max) < 50,
+      `latents [${min}, ${max}]`,
+    );
   });
 
   it("VAE decoder: ×8 upsampling to [-1, 1] with spatial structure; encoder ÷8", async () => {
@@ -296,7 +325,8 @@ describe("tiny SDXL models", () => {
     const { min, max } = range(floats(image));
     assert.ok(min >= -1 && max <= 1 && max - min > 0.5, `image range [${min}, ${max}]`);
 
-    const big = (await decoder.run({ latent_sample: new ort.Tensor("float32", wave(4 * 128 * 128), [1, 4, 128, 128]) })).sample;
+    const big = (await decoder.run({ latent_sample: new ort.Tensor("float32", wave(4 * 128 * 128), [1, 4, 128, 128]) }))
+      .sample;
     assert.deepEqual(big.dims, [1, 3, 1024, 1024]);
 
     const encoder = await open(base, "vae_encoder");

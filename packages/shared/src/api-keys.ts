@@ -9,7 +9,11 @@ import type { KeyLimits, KeyRecord, KeyScope, KeyStore } from "./ports/key-store
 const KEY_PATTERN = /^kiln_([a-z0-9]{10})_([A-Za-z0-9_-]{43})$/;
 
 const toHex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-const base64url = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+const base64url = (bytes: Uint8Array) =>
+  btoa(String.fromCharCode(...bytes))
+    .replace(/\+/g, "-")
+    .replace(/\//g, "_")
+    .replace(/=+$/, "");
 
 export async function sha256Hex(text: string): Promise<string> {
   return toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text))));
@@ -37,8 +41,16 @@ export function validateKeyLimits(limits: KeyLimits): void {
   const checks: [keyof KeyLimits, (v: number) => boolean, string][] = [
     ["requestsPerSecond", (v) => Number.isFinite(v) && v >= 0 && v <= 100_000, "a number from 0 (no limit) to 100000"],
     ["burst", (v) => Number.isInteger(v) && v >= 1 && v <= 1_000_000, "a whole number from 1 to 1000000"],
-    ["concurrentJobs", (v) => Number.isInteger(v) && v >= 0 && v <= 1_000_000, "a whole number from 0 (no limit) to 1000000"],
-    ["imagesPerDay", (v) => Number.isInteger(v) && v >= 0 && v <= 1_000_000_000, "a whole number from 0 (no limit) to 1000000000"],
+    [
+      "concurrentJobs",
+      (v) => Number.isInteger(v) && v >= 0 && v <= 1_000_000,
+      "a whole number from 0 (no limit) to 1000000",
+    ],
+    [
+      "imagesPerDay",
+      (v) => Number.isInteger(v) && v >= 0 && v <= 1_000_000_000,
+      "a whole number from 0 (no limit) to 1000000000",
+    ],
   ];
   for (const [field, ok, rule] of checks) {
     const value = limits[field];

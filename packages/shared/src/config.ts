@@ -5,7 +5,12 @@ import { readSstLinks, SST_LINKS } from "./sst-links.js";
 const csv = <T extends string>(values: readonly [T, ...T[]]) =>
   z
     .string()
-    .transform((s) => s.split(",").map((x) => x.trim()).filter(Boolean))
+    .transform((s) =>
+      s
+        .split(",")
+        .map((x) => x.trim())
+        .filter(Boolean),
+    )
     .pipe(z.array(z.enum(values)).min(1, `list at least one of ${values.join(", ")}`));
 
 const boolish = z
@@ -15,9 +20,16 @@ const boolish = z
 /** `kiln-base=https://sqs…/kiln-base,kiln-base-dlq=…`: logical queue name → SQS queue URL. */
 const queueUrls = z
   .string()
-  .transform((s) => s.split(",").map((x) => x.trim()).filter(Boolean))
+  .transform((s) =>
+    s
+      .split(",")
+      .map((x) => x.trim())
+      .filter(Boolean),
+  )
   .pipe(z.array(z.string().regex(/^[A-Za-z0-9_-]+=https?:\/\/\S+$/, "use name=url pairs separated by commas")))
-  .transform((pairs) => Object.fromEntries(pairs.map((p) => [p.slice(0, p.indexOf("=")), p.slice(p.indexOf("=") + 1)])));
+  .transform((pairs) =>
+    Object.fromEntries(pairs.map((p) => [p.slice(0, p.indexOf("=")), p.slice(p.indexOf("=") + 1)])),
+  );
 
 /**
  * Kiln's configuration: one typed object read from `KILN_*` environment variables (and `PORT`),
@@ -41,13 +53,34 @@ const configSchema = z.object({
   KILN_MAX_RECEIVES: z.coerce.number().int().min(1).max(1000).default(5),
   KILN_WORKER_PORT: z.coerce.number().int().min(0).max(65535).default(8788),
   KILN_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
-  KILN_DOWNLOAD_URL_SECONDS: z.coerce.number().int().min(60).max(7 * 86_400).default(3600),
-  KILN_RETENTION_HOURS: z.coerce.number().min(1 / 60).max(24 * 365).default(24),
+  KILN_DOWNLOAD_URL_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(60)
+    .max(7 * 86_400)
+    .default(3600),
+  KILN_RETENTION_HOURS: z.coerce
+    .number()
+    .min(1 / 60)
+    .max(24 * 365)
+    .default(24),
   KILN_MAX_SIDE: z.coerce.number().int().min(64).max(8192).default(2048),
   KILN_MIN_SIDE: z.coerce.number().int().min(8).max(8192).default(256),
-  KILN_MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(64 * 1024),
-  KILN_MAX_PIXELS: z.coerce.number().int().min(64 * 64).default(2048 * 2048),
-  KILN_MAX_RETENTION_HOURS: z.coerce.number().min(1 / 60).max(24 * 365).default(24 * 30),
+  KILN_MAX_BODY_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(64 * 1024),
+  KILN_MAX_PIXELS: z.coerce
+    .number()
+    .int()
+    .min(64 * 64)
+    .default(2048 * 2048),
+  KILN_MAX_RETENTION_HOURS: z.coerce
+    .number()
+    .min(1 / 60)
+    .max(24 * 365)
+    .default(24 * 30),
   KILN_AWS_REGION: z.string().default("us-east-1"),
   KILN_AWS_ENDPOINT: z.string().url().optional(),
   KILN_SQS_ENDPOINT: z.string().url().optional(),
@@ -66,9 +99,18 @@ const configSchema = z.object({
   KILN_WEBHOOK_ALLOW_PRIVATE: boolish.default(false),
   KILN_WEBHOOK_ALLOWED_HOSTS: z
     .string()
-    .transform((s) => s.split(",").map((x) => x.trim().toLowerCase()).filter(Boolean))
+    .transform((s) =>
+      s
+        .split(",")
+        .map((x) => x.trim().toLowerCase())
+        .filter(Boolean),
+    )
     .default([]),
-  KILN_WEBHOOK_RETRY_HOURS: z.coerce.number().min(1 / 60).max(72).default(24),
+  KILN_WEBHOOK_RETRY_HOURS: z.coerce
+    .number()
+    .min(1 / 60)
+    .max(72)
+    .default(24),
   KILN_WEBHOOK_BACKOFF_SECONDS: z.coerce.number().int().min(1).max(900).default(5),
   KILN_WEBHOOK_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(60).default(10),
 });
@@ -137,15 +179,26 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   );
   const parsed = configSchema.safeParse(picked);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `  ${i.path.join(".")}=${JSON.stringify(picked[String(i.path[0])] ?? "")}: ${i.message}`);
-    throw new KilnError("config_invalid", `Kiln's configuration is invalid; fix these environment variables:\n${lines.join("\n")}`);
+    const lines = parsed.error.issues.map(
+      (i) => `  ${i.path.join(".")}=${JSON.stringify(picked[String(i.path[0])] ?? "")}: ${i.message}`,
+    );
+    throw new KilnError(
+      "config_invalid",
+      `Kiln's configuration is invalid; fix these environment variables:\n${lines.join("\n")}`,
+    );
   }
   const e = parsed.data;
   if (e.KILN_MIN_SIDE > e.KILN_MAX_SIDE) {
-    throw new KilnError("config_invalid", `KILN_MIN_SIDE (${e.KILN_MIN_SIDE}) must not exceed KILN_MAX_SIDE (${e.KILN_MAX_SIDE}).`);
+    throw new KilnError(
+      "config_invalid",
+      `KILN_MIN_SIDE (${e.KILN_MIN_SIDE}) must not exceed KILN_MAX_SIDE (${e.KILN_MAX_SIDE}).`,
+    );
   }
   if (e.KILN_RETENTION_HOURS > e.KILN_MAX_RETENTION_HOURS) {
-    throw new KilnError("config_invalid", `KILN_RETENTION_HOURS (${e.KILN_RETENTION_HOURS}) must not exceed KILN_MAX_RETENTION_HOURS (${e.KILN_MAX_RETENTION_HOURS}).`);
+    throw new KilnError(
+      "config_invalid",
+      `KILN_RETENTION_HOURS (${e.KILN_RETENTION_HOURS}) must not exceed KILN_MAX_RETENTION_HOURS (${e.KILN_MAX_RETENTION_HOURS}).`,
+    );
   }
   const linked = readSstLinks(env);
   const bucket = e.KILN_BUCKET ?? linked.bucket;
@@ -161,7 +214,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dataDir: e.KILN_DATA_DIR,
     port: e.PORT,
     host: e.KILN_HOST,
-    publicUrl: (e.KILN_PUBLIC_URL ?? `http://${e.KILN_HOST === "0.0.0.0" ? "127.0.0.1" : e.KILN_HOST}:${e.PORT}`).replace(/\/$/, ""),
+    publicUrl: (
+      e.KILN_PUBLIC_URL ?? `http://${e.KILN_HOST === "0.0.0.0" ? "127.0.0.1" : e.KILN_HOST}:${e.PORT}`
+    ).replace(/\/$/, ""),
     urlSecret: e.KILN_URL_SECRET,
     modelDir: e.KILN_MODEL_DIR,
     refinerDir: e.KILN_REFINER_DIR,

@@ -7,5 +7,8 @@ export type { Logger } from "pino";
  * Written to stderr so a CLI's stdout stays machine-readable (e.g. `kiln keys create`).
  */
 export function createLogger(options: { level?: string; name?: string } = {}): Logger {
-  return pino({ level: options.level ?? "info", name: options.name ?? "kiln", base: { pid: process.pid } }, pino.destination(2));
+  return pino(
+    { level: options.level ?? "info", name: options.name ?? "kiln", base: { pid: process.pid } },
+    pino.destination(2),
+  );
 }

@@ -7,7 +7,10 @@
 const encoder = new TextEncoder();
 
 async function hmacKey(secret: string): Promise<CryptoKey> {
-  return crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+  return crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
+    "sign",
+    "verify",
+  ]);
 }
 
 const signedText = (key: string, expires: number) => encoder.encode(`${key}\n${expires}`);
@@ -33,7 +36,10 @@ export interface SignedDownloadUrlInput {
 
 export async function signedDownloadUrl(input: SignedDownloadUrlInput): Promise<string> {
   const path = input.key.split("/").map(encodeURIComponent).join("/");
-  const query = new URLSearchParams({ expires: String(input.expires), sig: await signDownload(input.key, input.expires, input.secret) });
+  const query = new URLSearchParams({
+    expires: String(input.expires),
+    sig: await signDownload(input.key, input.expires, input.secret),
+  });
   if (input.filename !== undefined) query.set("filename", input.filename);
   return `${input.publicBaseUrl.replace(/\/+$/, "")}/v1/files/${path}?${query}`;
 }

@@ -32,7 +32,11 @@ export function readSstLinks(env: Record<string, string | undefined>): SstLinks 
     const url = linkField(env, link, "url");
     if (url) queueUrls[queue] = url;
   }
-  return { bucket: linkField(env, SST_LINKS.bucket, "name"), table: linkField(env, SST_LINKS.table, "name"), queueUrls };
+  return {
+    bucket: linkField(env, SST_LINKS.bucket, "name"),
+    table: linkField(env, SST_LINKS.table, "name"),
+    queueUrls,
+  };
 }
 
 function linkField(env: Record<string, string | undefined>, link: string, field: "name" | "url"): string | undefined {
@@ -43,11 +47,17 @@ function linkField(env: Record<string, string | undefined>, link: string, field:
   try {
     parsed = JSON.parse(raw);
   } catch {
-    throw new KilnError("config_invalid", `${variable} is not JSON; SST sets it to the linked resource's properties, e.g. {"${field}":"…"}.`);
+    throw new KilnError(
+      "config_invalid",
+      `${variable} is not JSON; SST sets it to the linked resource's properties, e.g. {"${field}":"…"}.`,
+    );
   }
   const value = (parsed as Record<string, unknown> | null)?.[field];
   if (typeof value !== "string" || value === "") {
-    throw new KilnError("config_invalid", `${variable} has no "${field}" string; SST links a ${field === "url" ? "Queue as {\"url\":…}" : "Bucket or Dynamo table as {\"name\":…}"}.`);
+    throw new KilnError(
+      "config_invalid",
+      `${variable} has no "${field}" string; SST links a ${field === "url" ? 'Queue as {"url":…}' : 'Bucket or Dynamo table as {"name":…}'}.`,
+    );
   }
   return value;
 }

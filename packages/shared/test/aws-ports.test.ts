@@ -19,21 +19,28 @@ import { openStandinPorts, startAwsStandins, type AwsStandins } from "./support/
 const running = new Set<AwsStandins>();
 after(() => Promise.all([...running].map((standins) => standins.stop())));
 
-describePortsContract("aws (fauxqs + dynalite)", async () => {
-  const standins = await startAwsStandins();
-  running.add(standins);
-  const cleanup = async () => {
-    running.delete(standins);
-    await standins.stop();
-  };
-  try {
-    const { ports } = await openStandinPorts(standins, { queues: CONTRACT_QUEUES, maxReceives: CONTRACT_MAX_RECEIVES });
-    return { ports, cleanup };
-  } catch (e) {
-    await cleanup();
-    throw e;
-  }
-}, { conditionalPut: false });
+describePortsContract(
+  "aws (fauxqs + dynalite)",
+  async () => {
+    const standins = await startAwsStandins();
+    running.add(standins);
+    const cleanup = async () => {
+      running.delete(standins);
+      await standins.stop();
+    };
+    try {
+      const { ports } = await openStandinPorts(standins, {
+        queues: CONTRACT_QUEUES,
+        maxReceives: CONTRACT_MAX_RECEIVES,
+      });
+      return { ports, cleanup };
+    } catch (e) {
+      await cleanup();
+      throw e;
+    }
+  },
+  { conditionalPut: false },
+);
 
 describe("aws family only", () => {
   const MAX_RECEIVES = 2;
@@ -43,7 +50,11 @@ describe("aws family only", () => {
 
   before(async () => {
     standins = await startAwsStandins();
-    const opened = await openStandinPorts(standins, { queues: ["kiln-base"], maxReceives: MAX_RECEIVES, queuePrefix: "only-" });
+    const opened = await openStandinPorts(standins, {
+      queues: ["kiln-base"],
+      maxReceives: MAX_RECEIVES,
+      queuePrefix: "only-",
+    });
     ports = opened.ports;
     clients = createAwsClients(opened.options);
   });
@@ -57,7 +68,9 @@ describe("aws family only", () => {
 
   it("dead-letters through SQS's own redrive policy when visibility lapses, not through the adapter", async () => {
     const { QueueUrl: sourceUrl } = await clients.sqs.send(new GetQueueUrlCommand({ QueueName: "only-kiln-base" }));
-    const { Attributes } = await clients.sqs.send(new GetQueueAttributesCommand({ QueueUrl: sourceUrl, AttributeNames: ["RedrivePolicy"] }));
+    const { Attributes } = await clients.sqs.send(
+      new GetQueueAttributesCommand({ QueueUrl: sourceUrl, AttributeNames: ["RedrivePolicy"] }),
+    );
     assert.equal(JSON.parse(Attributes?.RedrivePolicy ?? "{}").maxReceiveCount, MAX_RECEIVES);
 
     const id = await ports.queue.send("kiln-base", { poison: "visibility" });
@@ -70,7 +83,9 @@ describe("aws family only", () => {
     assert.deepEqual(await ports.queue.receive("kiln-base", { visibilitySeconds: 1, waitSeconds: 1 }), []);
 
     const { QueueUrl: dlqUrl } = await clients.sqs.send(new GetQueueUrlCommand({ QueueName: "only-kiln-base-dlq" }));
-    const { Messages = [] } = await clients.sqs.send(new ReceiveMessageCommand({ QueueUrl: dlqUrl, VisibilityTimeout: 0 }));
+    const { Messages = [] } = await clients.sqs.send(
+      new ReceiveMessageCommand({ QueueUrl: dlqUrl, VisibilityTimeout: 0 }),
+    );
     assert.equal(Messages.length, 1, "SQS moved the message into the DLQ");
     assert.equal(Messages[0]?.MessageId, id);
     assert.deepEqual(JSON.parse(Messages[0]?.Body ?? "null"), { poison: "visibility" });
@@ -143,15 +158,26 @@ describe("aws family only", () => {
 
   it("writes only if absent on a best-effort basis where the endpoint ignores If-None-Match", async () => {
     assert.equal(ports.blobs.supportsConditionalPut, false);
-    assert.deepEqual(await ports.blobs.put("jobs/once/0.latents", Uint8Array.of(1, 2), { ifAbsent: true }), { created: true });
-    assert.deepEqual(await ports.blobs.put("jobs/once/0.latents", Uint8Array.of(3), { ifAbsent: true }), { created: false });
-    assert.deepEqual(Buffer.from((await ports.blobs.get("jobs/once/0.latents"))!), Buffer.from([1, 2]), "the first write stands");
+    assert.deepEqual(await ports.blobs.put("jobs/once/0.latents", Uint8Array.of(1, 2), { ifAbsent: true }), {
+      created: true,
+    });
+    assert.deepEqual(await ports.blobs.put("jobs/once/0.latents", Uint8Array.of(3), { ifAbsent: true }), {
+      created: false,
+    });
+    assert.deepEqual(
+      Buffer.from((await ports.blobs.get("jobs/once/0.latents"))!),
+      Buffer.from([1, 2]),
+      "the first write stands",
+    );
   });
 
   it("serves a presigned download URL that fetch() can read, with the suggested file name", async () => {
     const bytes = Uint8Array.from({ length: 1000 }, (_, i) => (i * 7) % 256);
     await ports.blobs.put("jobs/p1/images/0.png", bytes, { contentType: "image/png" });
-    const url = await ports.blobs.downloadUrl("jobs/p1/images/0.png", { expiresSeconds: 300, filename: "lighthouse ü.png" });
+    const url = await ports.blobs.downloadUrl("jobs/p1/images/0.png", {
+      expiresSeconds: 300,
+      filename: "lighthouse ü.png",
+    });
     const parsed = new URL(url);
     assert.equal(parsed.hostname, "127.0.0.1");
     assert.equal(parsed.searchParams.get("X-Amz-Expires"), "300");
@@ -170,10 +196,16 @@ describe("aws family only", () => {
     const bytes = new Uint8Array(12 * 1024 * 1024);
     for (let i = 0; i < bytes.length; i += 4096) bytes[i] = (i / 4096) % 251;
     bytes[bytes.length - 1] = 42;
-    assert.deepEqual(await ports.blobs.put("jobs/big/latents.bin", bytes, { contentType: "application/octet-stream" }), { created: true });
+    assert.deepEqual(
+      await ports.blobs.put("jobs/big/latents.bin", bytes, { contentType: "application/octet-stream" }),
+      { created: true },
+    );
     const { ETag } = await clients.s3.send(new HeadObjectCommand({ Bucket: "kiln-test", Key: "jobs/big/latents.bin" }));
     assert.match(ETag ?? "", /-3"?$/, "a multipart ETag names its 3 parts");
-    assert.deepEqual(await ports.blobs.head("jobs/big/latents.bin"), { size: bytes.length, contentType: "application/octet-stream" });
+    assert.deepEqual(await ports.blobs.head("jobs/big/latents.bin"), {
+      size: bytes.length,
+      contentType: "application/octet-stream",
+    });
     const back = await ports.blobs.get("jobs/big/latents.bin");
     assert.ok(back && Buffer.from(back).equals(Buffer.from(bytes)), "the blob round-trips byte for byte");
   });
@@ -194,7 +226,11 @@ describe("aws family only", () => {
     assert.equal(await ports.jobs.create(job), true);
     const results = await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
-        ports.jobs.update("race-1", { version: 1, status: ["queued"] }, { status: "running", stageTimings: [{ stage: 0, kind: "base", worker: `w${i}`, startedAt: at }] }),
+        ports.jobs.update(
+          "race-1",
+          { version: 1, status: ["queued"] },
+          { status: "running", stageTimings: [{ stage: 0, kind: "base", worker: `w${i}`, startedAt: at }] },
+        ),
       ),
     );
     const winners = results.filter((r) => r !== null);
@@ -207,7 +243,17 @@ describe("aws family only", () => {
   it("keeps a job's queue position in step with its status through the sparse index", async () => {
     const make = (id: string, second: number): JobRecord => {
       const at = new Date(Date.UTC(2024, 0, 1, 0, 0, second)).toISOString();
-      return { id, ownerKeyId: "key-q", status: "queued", version: 1, createdAt: at, updatedAt: at, plan: {} as JobRecord["plan"], images: [], stageTimings: [] };
+      return {
+        id,
+        ownerKeyId: "key-q",
+        status: "queued",
+        version: 1,
+        createdAt: at,
+        updatedAt: at,
+        plan: {} as JobRecord["plan"],
+        images: [],
+        stageTimings: [],
+      };
     };
     const [a, b, c] = [make("pos-a", 1), make("pos-b", 2), make("pos-c", 3)];
     for (const job of [a, b, c]) await ports.jobs.create(job);
@@ -227,10 +273,23 @@ describe("aws family only", () => {
   });
 
   it("keeps key prefixes unique and frees the prefix of a key that could not be stored", async () => {
-    const key = { id: "k-1", prefix: "aaaa1111", name: "ci", scopes: ["render" as const], hash: "cd".repeat(32), createdAt: "2024-05-01T12:00:00.000Z" };
+    const key = {
+      id: "k-1",
+      prefix: "aaaa1111",
+      name: "ci",
+      scopes: ["render" as const],
+      hash: "cd".repeat(32),
+      createdAt: "2024-05-01T12:00:00.000Z",
+    };
     await ports.keys.insert(key);
-    await assert.rejects(ports.keys.insert({ ...key, id: "k-2" }), (e: unknown) => e instanceof KilnError && e.code === "key_exists");
-    await assert.rejects(ports.keys.insert({ ...key, prefix: "bbbb2222" }), (e: unknown) => e instanceof KilnError && e.code === "key_exists");
+    await assert.rejects(
+      ports.keys.insert({ ...key, id: "k-2" }),
+      (e: unknown) => e instanceof KilnError && e.code === "key_exists",
+    );
+    await assert.rejects(
+      ports.keys.insert({ ...key, prefix: "bbbb2222" }),
+      (e: unknown) => e instanceof KilnError && e.code === "key_exists",
+    );
     assert.equal(await ports.keys.getByPrefix("bbbb2222"), null);
     await ports.keys.insert({ ...key, id: "k-3", prefix: "bbbb2222" });
     assert.equal((await ports.keys.getByPrefix("bbbb2222"))?.id, "k-3");

@@ -7,7 +7,13 @@ describe("config: key limits and webhook policy", () => {
   it("defaults to no limits and no private webhook targets", () => {
     const config = loadConfig({});
     assert.deepEqual(config.keyLimits, { requestsPerSecond: 0, burst: 1, concurrentJobs: 0, imagesPerDay: 0 });
-    assert.deepEqual(config.webhooks, { allowPrivate: false, allowedHosts: [], retryHours: 24, backoffSeconds: 5, timeoutSeconds: 10 });
+    assert.deepEqual(config.webhooks, {
+      allowPrivate: false,
+      allowedHosts: [],
+      retryHours: 24,
+      backoffSeconds: 5,
+      timeoutSeconds: 10,
+    });
   });
 
   it("reads limits (burst twice the rate unless set) and the webhook allowlist", () => {
@@ -26,7 +32,11 @@ describe("config: key limits and webhook policy", () => {
   it("names each bad variable", () => {
     assert.throws(
       () => loadConfig({ KILN_RATE_LIMIT_RPS: "-1", KILN_RATE_LIMIT_BURST: "0", KILN_WEBHOOK_ALLOW_PRIVATE: "maybe" }),
-      (e: unknown) => isKilnError(e) && /KILN_RATE_LIMIT_RPS/.test(e.message) && /KILN_RATE_LIMIT_BURST/.test(e.message) && /KILN_WEBHOOK_ALLOW_PRIVATE/.test(e.message),
+      (e: unknown) =>
+        isKilnError(e) &&
+        /KILN_RATE_LIMIT_RPS/.test(e.message) &&
+        /KILN_RATE_LIMIT_BURST/.test(e.message) &&
+        /KILN_WEBHOOK_ALLOW_PRIVATE/.test(e.message),
     );
   });
 });

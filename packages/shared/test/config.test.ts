@@ -23,7 +23,12 @@ describe("config", () => {
   it("names every bad variable in one error", () => {
     assert.throws(
       () => loadConfig({ PORT: "http", KILN_PROVIDERS: "gpu", KILN_BACKEND: "azure" }),
-      (e: unknown) => e instanceof KilnError && e.code === "config_invalid" && /PORT/.test(e.message) && /KILN_PROVIDERS/.test(e.message) && /KILN_BACKEND/.test(e.message),
+      (e: unknown) =>
+        e instanceof KilnError &&
+        e.code === "config_invalid" &&
+        /PORT/.test(e.message) &&
+        /KILN_PROVIDERS/.test(e.message) &&
+        /KILN_BACKEND/.test(e.message),
     );
   });
 

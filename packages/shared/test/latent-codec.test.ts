@@ -1,6 +1,13 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { decodeLatents, encodeLatents, float16BitsToFloat32, float32ToFloat16Bits, KilnError, type Latents } from "@kiln/shared";
+import {
+  decodeLatents,
+  encodeLatents,
+  float16BitsToFloat32,
+  float32ToFloat16Bits,
+  KilnError,
+  type Latents,
+} from "@kiln/shared";
 
 const meta = {
   jobId: "job_1",
@@ -27,7 +34,8 @@ describe("latent codec", () => {
     const out = await decodeLatents(await encodeLatents(input));
     assert.deepEqual(out.meta, meta);
     assert.deepEqual(out.shape, [2, 4, 8, 8]);
-    for (let i = 0; i < input.data.length; i++) assert.ok(Math.abs(out.data[i]! - input.data[i]!) <= 2e-3, `value ${i}`);
+    for (let i = 0; i < input.data.length; i++)
+      assert.ok(Math.abs(out.data[i]! - input.data[i]!) <= 2e-3, `value ${i}`);
   });
 
   it("round-trips fp32 exactly", async () => {
@@ -43,21 +51,39 @@ describe("latent codec", () => {
   });
 
   for (const [name, damage] of [
-    ["a flipped bit", (b: Uint8Array) => { b[200] = b[200]! ^ 0x10; return b; }],
+    [
+      "a flipped bit",
+      (b: Uint8Array) => {
+        b[200] = b[200]! ^ 0x10;
+        return b;
+      },
+    ],
     ["truncation", (b: Uint8Array) => b.subarray(0, b.length - 100)],
     ["a tiny blob", (b: Uint8Array) => b.subarray(0, 10)],
-    ["wrong magic", (b: Uint8Array) => { b[0] = 0x41; return b; }],
+    [
+      "wrong magic",
+      (b: Uint8Array) => {
+        b[0] = 0x41;
+        return b;
+      },
+    ],
   ] as const) {
     it(`rejects ${name} with latents_corrupt`, async () => {
       const bytes = await encodeLatents(sample());
-      await assert.rejects(decodeLatents(damage(bytes)), (e: unknown) => e instanceof KilnError && e.code === "latents_corrupt");
+      await assert.rejects(
+        decodeLatents(damage(bytes)),
+        (e: unknown) => e instanceof KilnError && e.code === "latents_corrupt",
+      );
     });
   }
 
   it("rejects an unknown version with a clear code", async () => {
     const bytes = await encodeLatents(sample());
     bytes[4] = 9;
-    await assert.rejects(decodeLatents(bytes), (e: unknown) => e instanceof KilnError && e.code === "latents_version_unsupported");
+    await assert.rejects(
+      decodeLatents(bytes),
+      (e: unknown) => e instanceof KilnError && e.code === "latents_version_unsupported",
+    );
   });
 
   it("converts half precision edge values", () => {

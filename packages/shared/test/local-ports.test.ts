@@ -30,7 +30,13 @@ after(() => {
 });
 
 const open = (dataDir: string, extra: Partial<LocalPortsOptions> = {}): Ports =>
-  openLocalPorts({ dataDir, publicBaseUrl: "http://127.0.0.1:8080", urlSecret: SECRET, maxReceives: CONTRACT_MAX_RECEIVES, ...extra });
+  openLocalPorts({
+    dataDir,
+    publicBaseUrl: "http://127.0.0.1:8080",
+    urlSecret: SECRET,
+    maxReceives: CONTRACT_MAX_RECEIVES,
+    ...extra,
+  });
 
 const rejectsWithCode = (promise: Promise<unknown>, code: string) =>
   assert.rejects(promise, (e: unknown) => isKilnError(e) && e.code === code);
@@ -64,7 +70,10 @@ describe("local family", () => {
       const db = new Database(path.join(dir, "kiln.db"));
       db.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
       db.close();
-      assert.throws(() => openSqliteDatabase(dir), (e: unknown) => isKilnError(e) && e.code === "data_dir_too_new");
+      assert.throws(
+        () => openSqliteDatabase(dir),
+        (e: unknown) => isKilnError(e) && e.code === "data_dir_too_new",
+      );
     });
   });
 
@@ -88,7 +97,11 @@ describe("local family", () => {
       await ports.queue.ack(Q, first.receipt);
       await ports.queue.extend(Q, first.receipt, 3600);
       await ports.queue.release(Q, first.receipt, 0);
-      assert.deepEqual(await ports.queue.depth(Q), { visible: 0, inFlight: 1, delayed: 0 }, "the newer delivery is untouched");
+      assert.deepEqual(
+        await ports.queue.depth(Q),
+        { visible: 0, inFlight: 1, delayed: 0 },
+        "the newer delivery is untouched",
+      );
 
       clock += 11_000;
       const [third] = await ports.queue.receive(Q, { visibilitySeconds: 10 });
@@ -124,8 +137,14 @@ describe("local family", () => {
       assert.deepEqual(await strict.queue.receive(Q, { visibilitySeconds: 10 }), []);
       assert.equal((await strict.queue.peekDeadLetters(Q)).length, 3);
       assert.equal(await strict.queue.redrive(Q, { max: 2 }), 2);
-      assert.deepEqual((await strict.queue.peekDeadLetters(Q)).map((m) => m.body), [{ i: 2 }]);
-      assert.deepEqual((await strict.queue.receive(Q, { max: 10, visibilitySeconds: 10 })).map((m) => m.body), [{ i: 0 }, { i: 1 }]);
+      assert.deepEqual(
+        (await strict.queue.peekDeadLetters(Q)).map((m) => m.body),
+        [{ i: 2 }],
+      );
+      assert.deepEqual(
+        (await strict.queue.receive(Q, { max: 10, visibilitySeconds: 10 })).map((m) => m.body),
+        [{ i: 0 }, { i: 1 }],
+      );
       await strict.close();
     });
 
@@ -180,7 +199,10 @@ describe("local family", () => {
       const all = results.flat();
       assert.equal(all.length, total, `${all.length} deliveries of ${total} messages`);
       assert.equal(new Set(all).size, total);
-      assert.ok(results.filter((ids) => ids.length > 0).length >= 2, `processes took ${results.map((r) => r.length).join(", ")}`);
+      assert.ok(
+        results.filter((ids) => ids.length > 0).length >= 2,
+        `processes took ${results.map((r) => r.length).join(", ")}`,
+      );
 
       const check = open(dir);
       assert.deepEqual(await check.queue.depth(Q), { visible: 0, inFlight: 0, delayed: 0 });
@@ -198,7 +220,22 @@ describe("local family", () => {
     after(() => ports.close());
 
     it("rejects unsafe keys and prefixes", async () => {
-      const bad = ["", "/etc/passwd", "../escape", "a/../../b", "a/./b", "a//b", "a/", ".hidden", "a/.meta", "a..b", "a\\b", "a b", "é", "x".repeat(1025)];
+      const bad = [
+        "",
+        "/etc/passwd",
+        "../escape",
+        "a/../../b",
+        "a/./b",
+        "a//b",
+        "a/",
+        ".hidden",
+        "a/.meta",
+        "a..b",
+        "a\\b",
+        "a b",
+        "é",
+        "x".repeat(1025),
+      ];
       for (const key of bad) {
         await rejectsWithCode(ports.blobs.put(key, Uint8Array.of(1)), "blob_key_invalid");
         await rejectsWithCode(ports.blobs.get(key), "blob_key_invalid");
@@ -211,18 +248,27 @@ describe("local family", () => {
 
     it("leaves only the blob files behind: no temp files, sidecars outside listings, emptied dirs removed", async () => {
       await ports.blobs.put("jobs/j9/images/0.png", Uint8Array.of(1, 2, 3), { contentType: "image/png" });
-      assert.deepEqual(fs.readFileSync(path.join(dir, "blobs", "jobs", "j9", "images", "0.png")), Buffer.from([1, 2, 3]));
+      assert.deepEqual(
+        fs.readFileSync(path.join(dir, "blobs", "jobs", "j9", "images", "0.png")),
+        Buffer.from([1, 2, 3]),
+      );
       assert.deepEqual(fs.readdirSync(path.join(dir, "blobs", ".tmp")), []);
       assert.deepEqual(await ports.blobs.list("jobs/j9/"), ["jobs/j9/images/0.png"]);
       await ports.blobs.put("jobs/j9/images/0.png", Uint8Array.of(4));
-      assert.deepEqual(await ports.blobs.head("jobs/j9/images/0.png"), { size: 1 }, "a put without a content type drops the old one");
+      assert.deepEqual(
+        await ports.blobs.head("jobs/j9/images/0.png"),
+        { size: 1 },
+        "a put without a content type drops the old one",
+      );
       await ports.blobs.delete("jobs/j9/images/0.png");
       assert.equal(fs.existsSync(path.join(dir, "blobs", "jobs", "j9")), false);
     });
 
     it("signs download URLs the API can verify, and only until they expire", async () => {
       const now = 1_700_000_000_000;
-      const url = new URL(await ports.blobs.downloadUrl("jobs/j1/images/0.png", { expiresSeconds: 300, filename: "lighthouse.png" }));
+      const url = new URL(
+        await ports.blobs.downloadUrl("jobs/j1/images/0.png", { expiresSeconds: 300, filename: "lighthouse.png" }),
+      );
       assert.equal(url.origin, "http://127.0.0.1:8080");
       assert.equal(url.pathname, "/v1/files/jobs/j1/images/0.png");
       const expires = url.searchParams.get("expires")!;
@@ -236,8 +282,16 @@ describe("local family", () => {
       assert.equal(await verifyDownloadSignature(key, expires, sig, SECRET, now + 300_000), false, "expired");
       const flipped = (sig[0] === "a" ? "b" : "a") + sig.slice(1);
       assert.equal(await verifyDownloadSignature(key, expires, flipped, SECRET, now), false, "tampered signature");
-      assert.equal(await verifyDownloadSignature("jobs/j1/images/1.png", expires, sig, SECRET, now), false, "other key");
-      assert.equal(await verifyDownloadSignature(key, String(Number(expires) + 3600), sig, SECRET, now), false, "extended expiry");
+      assert.equal(
+        await verifyDownloadSignature("jobs/j1/images/1.png", expires, sig, SECRET, now),
+        false,
+        "other key",
+      );
+      assert.equal(
+        await verifyDownloadSignature(key, String(Number(expires) + 3600), sig, SECRET, now),
+        false,
+        "extended expiry",
+      );
       assert.equal(await verifyDownloadSignature(key, expires, sig, "other-secret", now), false, "other secret");
       assert.equal(await verifyDownloadSignature(key, "soon", sig, SECRET, now), false, "malformed expiry");
       assert.equal(await verifyDownloadSignature(key, expires, "zz", SECRET, now), false, "malformed signature");
@@ -258,7 +312,14 @@ describe("local family", () => {
     });
 
     it("refuses a second key with the same prefix", async () => {
-      const key = { id: "k1", prefix: "pfx1", name: "a", scopes: ["render" as const], hash: "00".repeat(32), createdAt: "2024-01-01T00:00:00.000Z" };
+      const key = {
+        id: "k1",
+        prefix: "pfx1",
+        name: "a",
+        scopes: ["render" as const],
+        hash: "00".repeat(32),
+        createdAt: "2024-01-01T00:00:00.000Z",
+      };
       await ports.keys.insert(key);
       await rejectsWithCode(ports.keys.insert({ ...key, id: "k2" }), "key_exists");
     });
@@ -302,7 +363,10 @@ async function runWorkerProcesses(dataDir: string, count: number): Promise<strin
     process.stdin.destroy();
   `;
   const children = Array.from({ length: count }, () =>
-    spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { cwd: repoRoot, stdio: ["pipe", "pipe", "pipe"] }),
+    spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+      cwd: repoRoot,
+      stdio: ["pipe", "pipe", "pipe"],
+    }),
   );
   const outputs = children.map((child) => {
     let out = "";

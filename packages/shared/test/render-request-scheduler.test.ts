@@ -5,13 +5,15 @@ import { renderRequestSchema, SCHEDULER_NAMES } from "@kiln/shared";
 /** Issue 3's API surface for schedulers: `scheduler` ∈ euler | euler_a | dpmpp_2m | ddim, `karras` where supported. */
 const check = (extra: Record<string, unknown>) => renderRequestSchema().safeParse({ prompt: "a cat", ...extra });
 
-const fieldsOf = (result: ReturnType<typeof check>) => (result.success ? [] : result.error.issues.map((i) => i.path.join(".")));
+const fieldsOf = (result: ReturnType<typeof check>) =>
+  result.success ? [] : result.error.issues.map((i) => i.path.join("."));
 
 describe("render request: scheduler and karras", () => {
   it("accepts the four schedulers, with and without karras where supported, and no scheduler (the model's own)", () => {
     assert.deepEqual([...SCHEDULER_NAMES], ["euler", "euler_a", "dpmpp_2m", "ddim"]);
     for (const scheduler of ["euler", "euler_a", "dpmpp_2m"]) {
-      for (const karras of [true, false, undefined]) assert.ok(check({ scheduler, karras }).success, `${scheduler} karras=${karras}`);
+      for (const karras of [true, false, undefined])
+        assert.ok(check({ scheduler, karras }).success, `${scheduler} karras=${karras}`);
     }
     assert.ok(check({ scheduler: "ddim" }).success);
     assert.ok(check({ scheduler: "ddim", karras: false }).success);
@@ -28,7 +30,8 @@ describe("render request: scheduler and karras", () => {
   });
 
   it("unknown scheduler names and non-boolean karras name their field", () => {
-    for (const scheduler of ["dpmpp_2m_karras", "heun", "Euler", ""]) assert.deepEqual(fieldsOf(check({ scheduler })), ["scheduler"], scheduler);
+    for (const scheduler of ["dpmpp_2m_karras", "heun", "Euler", ""])
+      assert.deepEqual(fieldsOf(check({ scheduler })), ["scheduler"], scheduler);
     assert.deepEqual(fieldsOf(check({ scheduler: "euler", karras: "yes" })), ["karras"]);
   });
 });

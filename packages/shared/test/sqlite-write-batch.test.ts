@@ -49,10 +49,20 @@ describe("SQLite write batch (group commit)", () => {
     withDb(async (db) => {
       const batch = new SqliteWriteBatch(db);
       const insert = db.prepare("INSERT INTO t VALUES (?)");
-      const outcomes = await Promise.allSettled([batch.run(() => insert.run("x")), batch.run(() => insert.run("x")), batch.run(() => insert.run("y"))]);
-      assert.deepEqual(outcomes.map((o) => o.status), ["fulfilled", "rejected", "fulfilled"]);
+      const outcomes = await Promise.allSettled([
+        batch.run(() => insert.run("x")),
+        batch.run(() => insert.run("x")),
+        batch.run(() => insert.run("y")),
+      ]);
+      assert.deepEqual(
+        outcomes.map((o) => o.status),
+        ["fulfilled", "rejected", "fulfilled"],
+      );
       assert.match(String((outcomes[1] as PromiseRejectedResult).reason), /UNIQUE/);
-      assert.deepEqual((db.prepare("SELECT id FROM t ORDER BY id").all() as { id: string }[]).map((r) => r.id), ["x", "y"]);
+      assert.deepEqual(
+        (db.prepare("SELECT id FROM t ORDER BY id").all() as { id: string }[]).map((r) => r.id),
+        ["x", "y"],
+      );
     }),
   );
 
@@ -64,7 +74,10 @@ describe("SQLite write batch (group commit)", () => {
       const pending = [batch.run(() => insert.run("p")), batch.run(() => insert.run("q"))];
       db.close();
       const outcomes = await Promise.allSettled(pending);
-      assert.deepEqual(outcomes.map((o) => o.status), ["rejected", "rejected"]);
+      assert.deepEqual(
+        outcomes.map((o) => o.status),
+        ["rejected", "rejected"],
+      );
     }),
   );
 });

@@ -21,7 +21,10 @@ describe("stage planner", () => {
   });
 
   it("sdedit lets the base finish and re-noises to strength", () => {
-    const plan = planRender(parse({ prompt: "a cat", mode: "sdedit", strength: 0.4, hires_scale: 1.5, width: 512, height: 768 }), 1);
+    const plan = planRender(
+      parse({ prompt: "a cat", mode: "sdedit", strength: 0.4, hires_scale: 1.5, width: 512, height: 768 }),
+      1,
+    );
     assert.equal(plan.stages[0]!.denoisingEnd, undefined);
     assert.equal(plan.stages[1]!.strength, 0.4);
     assert.deepEqual(outputSize(plan), { width: 768, height: 1152 });

@@ -32,7 +32,14 @@ import {
 } from "../../support/durability-harness.js";
 
 /** Long enough to stop a worker mid-stage: the base stage runs 116 steps (≈1 s alone on 2 cores). */
-const LONG = { prompt: "a lighthouse in a storm", mode: "ensemble", width: 768, height: 768, steps: 150, seed: 7 } as const;
+const LONG = {
+  prompt: "a lighthouse in a storm",
+  mode: "ensemble",
+  width: 768,
+  height: 768,
+  steps: 150,
+  seed: 7,
+} as const;
 const SHORT = { prompt: "a small boat", mode: "ensemble", width: 256, height: 256, steps: 20, seed: 11 } as const;
 const VISIBILITY_SECONDS = 5;
 
@@ -55,7 +62,9 @@ export function describeDurability(name: FamilyName): void {
     });
 
     const poolMetric = async (metric: string, labels: Record<string, string> = {}) =>
-      (await Promise.all(pool.filter((w) => w.alive()).map(async (w) => metricSum(await w.metrics(), metric, labels)))).reduce((a, b) => a + b, 0);
+      (
+        await Promise.all(pool.filter((w) => w.alive()).map(async (w) => metricSum(await w.metrics(), metric, labels)))
+      ).reduce((a, b) => a + b, 0);
 
     /** One `succeeded` transition, the images of a fault-free run, nothing left on the queues. */
     async function assertOneResult(job: JobRecord, body: Record<string, unknown>) {
@@ -63,20 +72,28 @@ export function describeDurability(name: FamilyName): void {
       assert.equal(done.status, "succeeded", JSON.stringify(done.error));
       // Events are at least once (a redelivered finishing message tells the sink again), so a
       // transition is a distinct version: a second `succeeded` transition would have a new one.
-      const transitions = (type: string) => new Set(eventLog(ns).filter((e) => e.jobId === job.id && e.type === type).map((e) => e.version));
+      const transitions = (type: string) =>
+        new Set(
+          eventLog(ns)
+            .filter((e) => e.jobId === job.id && e.type === type)
+            .map((e) => e.version),
+        );
       await waitFor("the succeeded event", async () => transitions("succeeded").size > 0, 10_000);
       const reference = await referenceImages(body);
       const stored = await storedImages(ns.ports, done);
       assert.equal(stored.length, reference.length, "one set of images");
       assert.equal(done.images.length, reference.length);
-      stored.forEach((image, i) => assert.ok(image.equals(reference[i]!), `image ${i} is byte-identical to a fault-free render`));
+      stored.forEach((image, i) =>
+        assert.ok(image.equals(reference[i]!), `image ${i} is byte-identical to a fault-free render`),
+      );
       await waitFor(
         "the queues to empty",
         async () => {
           for (const kind of ["base", "refine"] as const) {
             const depth = await ns.ports.queue.depth(queueForStage(kind));
             if (depth.visible + depth.inFlight + depth.delayed > 0) return false;
-            if ((await ns.ports.queue.peekDeadLetters(queueForStage(kind))).length > 0) throw new Error(`a ${kind} message was dead-lettered`);
+            if ((await ns.ports.queue.peekDeadLetters(queueForStage(kind))).length > 0)
+              throw new Error(`a ${kind} message was dead-lettered`);
           }
           return true;
         },
@@ -88,9 +105,19 @@ export function describeDurability(name: FamilyName): void {
     }
 
     const midStage = (job: JobRecord, stage: number) =>
-      waitForJob(ns, job.id, (j) => j.status === "running" && j.progress?.stage === stage && j.progress.step > 0 && j.progress.step < j.progress.steps, `stage ${stage} of ${job.id} to be mid-way`);
+      waitForJob(
+        ns,
+        job.id,
+        (j) =>
+          j.status === "running" &&
+          j.progress?.stage === stage &&
+          j.progress.step > 0 &&
+          j.progress.step < j.progress.steps,
+        `stage ${stage} of ${job.id} to be mid-way`,
+      );
 
-    const ranBy = (job: JobRecord, stage: number, workers: ChildWorker[]) => workers.find((w) => job.stageTimings.find((t) => t.stage === stage)?.worker?.startsWith(w.idPrefix));
+    const ranBy = (job: JobRecord, stage: number, workers: ChildWorker[]) =>
+      workers.find((w) => job.stageTimings.find((t) => t.stage === stage)?.worker?.startsWith(w.idPrefix));
 
     it("kill -9 mid-stage: another worker re-runs the stage after the visibility timeout; one result", async () => {
       const job = await submitJob(ns.ports, LONG);
@@ -114,8 +141,19 @@ export function describeDurability(name: FamilyName): void {
       const job = await submitJob(ns.ports, body);
       await enqueueStage(ns.ports.queue, stageMessage(job.id, job.plan, 0));
       await assertOneResult(job, body);
-      assert.equal(new Set(eventLog(ns).filter((e) => e.jobId === job.id && e.type === "started").map((e) => e.version)).size, 1, "one started transition");
-      assert.ok((await poolMetric("kiln_stage_deliveries_total", { kind: "base" })) - before >= 2, "both copies were delivered");
+      assert.equal(
+        new Set(
+          eventLog(ns)
+            .filter((e) => e.jobId === job.id && e.type === "started")
+            .map((e) => e.version),
+        ).size,
+        1,
+        "one started transition",
+      );
+      assert.ok(
+        (await poolMetric("kiln_stage_deliveries_total", { kind: "base" })) - before >= 2,
+        "both copies were delivered",
+      );
     });
 
     it("damaged latents: flipped or truncated → detected, the producer re-runs; an unknown version → the job fails with that code, no image", async () => {
@@ -135,7 +173,10 @@ export function describeDurability(name: FamilyName): void {
           return copy;
         }),
       };
-      for (const [job, body] of [[jobs.flipped, flipped], [jobs.truncated, truncated]] as const) {
+      for (const [job, body] of [
+        [jobs.flipped, flipped],
+        [jobs.truncated, truncated],
+      ] as const) {
         const done = await assertOneResult(job, body);
         assert.equal(done.recoveries, 1, `${body.prompt}: the producing stage ran again once`);
       }
@@ -151,11 +192,19 @@ export function describeDurability(name: FamilyName): void {
       const retriesBefore = await poolMetric("kiln_io_retries_total");
       const job = await submitJob(ns.ports, LONG);
       await midStage(job, 0);
-      const retried = () => pool.some((w) => w.logs.some((l) => l.msg === "queue or store call failed transiently; retrying" && Number(l.time) >= started));
+      const retried = () =>
+        pool.some((w) =>
+          w.logs.some((l) => l.msg === "queue or store call failed transiently; retrying" && Number(l.time) >= started),
+        );
       const started = Date.now();
       const restore = await refuseService(ns);
       // At least 4 s, and until a worker has had to retry a call its stage needs (the hand-over).
-      await waitFor("a worker to retry a store call", async () => Date.now() - started >= 4_000 && retried(), 60_000, 50).finally(restore);
+      await waitFor(
+        "a worker to retry a store call",
+        async () => Date.now() - started >= 4_000 && retried(),
+        60_000,
+        50,
+      ).finally(restore);
       await assertOneResult(job, LONG);
       assert.ok((await poolMetric("kiln_io_retries_total")) > retriesBefore);
     });
@@ -168,7 +217,14 @@ export function describeDurability(name: FamilyName): void {
       assert.deepEqual(await draining.exited, { code: 0, signal: null });
       const done = await assertOneResult(job, LONG);
       assert.equal(ranBy(done, 0, [draining]), draining, "the draining worker finished its stage");
-      assert.ok(ranBy(done, 1, pool.filter((w) => w !== draining)), "another worker refined");
+      assert.ok(
+        ranBy(
+          done,
+          1,
+          pool.filter((w) => w !== draining),
+        ),
+        "another worker refined",
+      );
       pool = pool.filter((w) => w !== draining);
     });
 
@@ -184,7 +240,11 @@ export function describeDurability(name: FamilyName): void {
       assert.deepEqual(await draining.exited, { code: 0, signal: null });
       const released = (await ns.ports.jobs.get(job.id))!;
       assert.equal(released.status, "queued", "not left running");
-      assert.deepEqual(await ns.ports.queue.depth(queueForStage("base")), { visible: 1, inFlight: 0, delayed: 0 }, "released, not waiting out its 60 s visibility");
+      assert.deepEqual(
+        await ns.ports.queue.depth(queueForStage("base")),
+        { visible: 1, inFlight: 0, delayed: 0 },
+        "released, not waiting out its 60 s visibility",
+      );
       pool = [await spawnWorker(ns)];
       const done = await assertOneResult(job, LONG);
       assert.ok(ranBy(done, 0, pool), "a new worker ran it");

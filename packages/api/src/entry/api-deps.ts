@@ -50,9 +50,15 @@ export function apiDeps(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]):
     maxBodyBytes: config.limits.maxBodyBytes,
     downloadUrlSeconds: config.downloadUrlSeconds,
     retentionHours: config.retentionHours,
-    serveFiles: secret ? { verify: (key, expires, sig) => verifyDownloadSignature(key, expires, sig, secret, Date.now()) } : undefined,
+    serveFiles: secret
+      ? { verify: (key, expires, sig) => verifyDownloadSignature(key, expires, sig, secret, Date.now()) }
+      : undefined,
     keyLimits: config.keyLimits,
-    webhooks: { allowPrivate: config.webhooks.allowPrivate, allowedHosts: config.webhooks.allowedHosts, resolveHost: resolveHostAddresses },
+    webhooks: {
+      allowPrivate: config.webhooks.allowPrivate,
+      allowedHosts: config.webhooks.allowedHosts,
+      resolveHost: resolveHostAddresses,
+    },
     events: webhookEventSinkFromConfig(config, ports, log),
     log,
   };
@@ -60,5 +66,11 @@ export function apiDeps(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]):
 
 /** Enqueues webhook deliveries for job events (API-side moves, and the worker's via the CLI). */
 export function webhookEventSinkFromConfig(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]) {
-  return webhookEventSink({ queue: ports.queue, blobs: ports.blobs, publicUrl: config.publicUrl, downloadUrlSeconds: config.downloadUrlSeconds, log });
+  return webhookEventSink({
+    queue: ports.queue,
+    blobs: ports.blobs,
+    publicUrl: config.publicUrl,
+    downloadUrlSeconds: config.downloadUrlSeconds,
+    log,
+  });
 }

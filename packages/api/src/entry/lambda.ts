@@ -11,7 +11,11 @@ import { apiDeps, openAwsPortsFromConfig } from "./api-deps.js";
  * Event streams end under it too, and clients resume with Last-Event-ID (responses are buffered:
  * `handle` does not stream, so on Lambda an event stream arrives as one batch per connection).
  */
-export const LAMBDA_TIMING: Partial<ApiTiming> = { preferWaitCapSeconds: 25, syncWaitSeconds: 25, eventStreamSeconds: 20 };
+export const LAMBDA_TIMING: Partial<ApiTiming> = {
+  preferWaitCapSeconds: 25,
+  syncWaitSeconds: 25,
+  eventStreamSeconds: 20,
+};
 
 export type LambdaHandler = (event: LambdaEvent, context?: LambdaContext) => Promise<unknown>;
 
@@ -20,10 +24,16 @@ export type LambdaHandler = (event: LambdaEvent, context?: LambdaContext) => Pro
  * on the AWS family built from `KILN_*` environment variables. Without KILN_PUBLIC_URL, links
  * use the domain each request arrived at.
  */
-export function createLambdaHandler(env: Record<string, string | undefined> = process.env, timing: Partial<ApiTiming> = LAMBDA_TIMING): LambdaHandler {
+export function createLambdaHandler(
+  env: Record<string, string | undefined> = process.env,
+  timing: Partial<ApiTiming> = LAMBDA_TIMING,
+): LambdaHandler {
   const config = loadConfig(env);
   if (config.backend !== "aws") {
-    throw new KilnError("config_invalid", "The Lambda handler runs on the AWS family: set KILN_BACKEND=aws with KILN_BUCKET and KILN_TABLE.");
+    throw new KilnError(
+      "config_invalid",
+      "The Lambda handler runs on the AWS family: set KILN_BACKEND=aws with KILN_BUCKET and KILN_TABLE.",
+    );
   }
   const logger = createLogger({ level: config.logLevel, name: "kiln-api" });
   const deps = apiDeps(config, openAwsPortsFromConfig(config), (level, obj, msg) => logger[level](obj, msg));

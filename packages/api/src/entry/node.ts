@@ -4,9 +4,14 @@ import type { KilnApp } from "../app.js";
 import { sweepExpiredJobs } from "../retention.js";
 
 /** Serves the app on Node. Resolves once the socket listens, with the bound port (for port 0). */
-export function serveOnNode(app: KilnApp, options: { port: number; host: string }): Promise<{ server: ServerType; port: number }> {
+export function serveOnNode(
+  app: KilnApp,
+  options: { port: number; host: string },
+): Promise<{ server: ServerType; port: number }> {
   return new Promise((resolve, reject) => {
-    const server = serve({ fetch: app.fetch, port: options.port, hostname: options.host }, (info) => resolve({ server, port: info.port }));
+    const server = serve({ fetch: app.fetch, port: options.port, hostname: options.host }, (info) =>
+      resolve({ server, port: info.port }),
+    );
     server.once("error", reject);
   });
 }
@@ -24,13 +29,26 @@ export function closeServer(server: ServerType): Promise<void> {
  */
 export function startRetentionSweep(
   ports: Ports,
-  options: { intervalMs?: number; log?: (level: "info" | "warn", obj: Record<string, unknown>, msg: string) => void } = {},
+  options: {
+    intervalMs?: number;
+    log?: (level: "info" | "warn", obj: Record<string, unknown>, msg: string) => void;
+  } = {},
 ): { stop(): Promise<void> } {
   let running: Promise<unknown> = Promise.resolve();
   const sweep = () => {
     running = sweepExpiredJobs(ports, { now: new Date() })
-      .then((r) => r.deletedJobs.length && options.log?.("info", { jobs: r.deletedJobs.length, blobs: r.deletedBlobs }, "retention sweep deleted expired outputs"))
-      .catch((e) => options.log?.("warn", { err: String(e) }, "retention sweep failed; it runs again at the next interval"));
+      .then(
+        (r) =>
+          r.deletedJobs.length &&
+          options.log?.(
+            "info",
+            { jobs: r.deletedJobs.length, blobs: r.deletedBlobs },
+            "retention sweep deleted expired outputs",
+          ),
+      )
+      .catch((e) =>
+        options.log?.("warn", { err: String(e) }, "retention sweep failed; it runs again at the next interval"),
+      );
   };
   const timer = setInterval(sweep, options.intervalMs ?? 5 * 60_000);
   timer.unref();

@@ -5,5 +5,10 @@ import { localUrlSecret, openAwsPortsFromConfig } from "./api-deps.js";
 /** The configured family's ports: the embedded default (SQLite + files) or AWS. */
 export function openPorts(config: KilnConfig): Ports {
   if (config.backend === "aws") return openAwsPortsFromConfig(config);
-  return openLocalPorts({ dataDir: config.dataDir, publicBaseUrl: config.publicUrl, urlSecret: localUrlSecret(config), maxReceives: config.maxReceives });
+  return openLocalPorts({
+    dataDir: config.dataDir,
+    publicBaseUrl: config.publicUrl,
+    urlSecret: localUrlSecret(config),
+    maxReceives: config.maxReceives,
+  });
 }

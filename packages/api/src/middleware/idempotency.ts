@@ -51,7 +51,9 @@ export function idempotency(deps: ApiDeps, options: { duplicateWaitMs?: number }
     const value = /^".*"$/.test(raw) ? raw.slice(1, -1) : raw;
     if (!KEY_PATTERN.test(value)) {
       const message = "must be 1–255 visible ASCII characters (a UUID is a good choice)";
-      return problem(400, "invalid_request", `The Idempotency-Key header is invalid — it ${message}.`, { errors: [{ field: "header.idempotency-key", message }] });
+      return problem(400, "invalid_request", `The Idempotency-Key header is invalid — it ${message}.`, {
+        errors: [{ field: "header.idempotency-key", message }],
+      });
     }
     const keys = deps.ports.keys;
     const route = `${c.req.method} ${c.req.path}`;
@@ -104,10 +106,19 @@ export function idempotency(deps: ApiDeps, options: { duplicateWaitMs?: number }
         const body = await res.clone().text();
         const jobId = jobIdOf(body);
         const completed = await keys.completeIdempotency(id, token, {
-          response: { status: res.status, body, ...(res.headers.get("location") ? { location: res.headers.get("location")! } : {}) },
+          response: {
+            status: res.status,
+            body,
+            ...(res.headers.get("location") ? { location: res.headers.get("location")! } : {}),
+          },
           ...(jobId ? { jobId } : {}),
         });
-        if (!completed) deps.log?.("warn", { route, jobId }, "idempotency claim was lost before the request finished (it took longer than the lock); a retry may repeat it");
+        if (!completed)
+          deps.log?.(
+            "warn",
+            { route, jobId },
+            "idempotency claim was lost before the request finished (it took longer than the lock); a retry may repeat it",
+          );
       } else {
         await keys.releaseIdempotency(id, token);
       }

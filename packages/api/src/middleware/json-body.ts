@@ -13,10 +13,13 @@ export function requireJsonBody(): MiddlewareHandler {
     const method = c.req.method;
     if (method === "POST" || method === "PUT" || method === "PATCH") {
       const type = c.req.header("content-type") ?? "";
-      const hasBody = Number(c.req.header("content-length") ?? 0) > 0 || c.req.header("transfer-encoding") !== undefined;
+      const hasBody =
+        Number(c.req.header("content-length") ?? 0) > 0 || c.req.header("transfer-encoding") !== undefined;
       if ((type || hasBody) && !JSON_TYPE.test(type)) {
         const rule = `content-type must be application/json (got ${type ? JSON.stringify(type.slice(0, 100)) : "none"})`;
-        return problem(415, "unsupported_media_type", `The request body must be JSON — ${rule}.`, { errors: [{ field: "header.content-type", message: rule }] });
+        return problem(415, "unsupported_media_type", `The request body must be JSON — ${rule}.`, {
+          errors: [{ field: "header.content-type", message: rule }],
+        });
       }
     }
     await next();

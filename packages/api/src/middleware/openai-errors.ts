@@ -28,7 +28,12 @@ export function openAiErrorShape(): MiddlewareHandler {
     }
     if (body.error !== undefined) return;
     const errors = body.errors as { field?: string }[] | undefined;
-    body.error = { message: body.detail, type: openAiErrorType(res.status), param: errors?.[0]?.field ?? null, code: body.code };
+    body.error = {
+      message: body.detail,
+      type: openAiErrorType(res.status),
+      param: errors?.[0]?.field ?? null,
+      code: body.code,
+    };
     const headers = new Headers(res.headers);
     headers.delete("content-length");
     c.res = undefined as unknown as Response;

@@ -18,7 +18,11 @@ export function rateLimit(deps: ApiDeps): MiddlewareHandler<ApiEnv> {
     const limits = effectiveLimits(key, deps.keyLimits);
     if (!(limits.requestsPerSecond > 0)) return next();
     const nowMs = (deps.now?.() ?? new Date()).getTime();
-    const policy: LimitPolicy = { name: "kiln-rps", quota: limits.burst, windowSeconds: Math.max(1, Math.round(limits.burst / limits.requestsPerSecond)) };
+    const policy: LimitPolicy = {
+      name: "kiln-rps",
+      quota: limits.burst,
+      windowSeconds: Math.max(1, Math.round(limits.burst / limits.requestsPerSecond)),
+    };
     const taken = await deps.ports.keys.takeToken(`rps:${key.id}`, limits.requestsPerSecond, limits.burst, nowMs);
     if (!taken.allowed) {
       const retryAfter = taken.retryAfterMs / 1000;

@@ -36,9 +36,22 @@ export function eventRoutes(rt: ApiRuntime) {
       description: DESCRIPTION,
       security: [{ bearer: [] }],
       request: {
-        params: z.object({ id: z.string().min(1).max(64).openapi({ param: { name: "id", in: "path" } }) }),
-        query: z.object({ previews: z.enum(["true", "false"]).optional().openapi({ param: { name: "previews", in: "query" } }) }),
-        headers: z.object({ "last-event-id": z.string().optional().openapi({ description: "Resume after this event id." }) }),
+        params: z.object({
+          id: z
+            .string()
+            .min(1)
+            .max(64)
+            .openapi({ param: { name: "id", in: "path" } }),
+        }),
+        query: z.object({
+          previews: z
+            .enum(["true", "false"])
+            .optional()
+            .openapi({ param: { name: "previews", in: "query" } }),
+        }),
+        headers: z.object({
+          "last-event-id": z.string().optional().openapi({ description: "Resume after this event id." }),
+        }),
       },
       responses: {
         200: { description: "An event stream", content: { "text/event-stream": { schema: z.string() } } },
@@ -68,7 +81,13 @@ export function eventRoutes(rt: ApiRuntime) {
     },
   );
 
-  async function runStream(c: Parameters<ApiRuntime["view"]>[0], stream: SSEStreamingApi, first: JobRecord, start: EventKey | undefined, previews: boolean) {
+  async function runStream(
+    c: Parameters<ApiRuntime["view"]>[0],
+    stream: SSEStreamingApi,
+    first: JobRecord,
+    start: EventKey | undefined,
+    previews: boolean,
+  ) {
     const { pollMs, heartbeatMs, progressEveryMs, eventStreamSeconds } = rt.timing;
     const endAt = Date.now() + eventStreamSeconds * 1000;
     let cursor = start;
@@ -96,18 +115,41 @@ export function eventRoutes(rt: ApiRuntime) {
         if (later(id) || (sentPosition && insight.waitingReason?.code !== reasonCode)) {
           sentPosition = true;
           reasonCode = insight.waitingReason?.code;
-          out.push({ event: "position", id, data: { position: insight.queuePosition, waiting_reason: insight.waitingReason, eta: insight.eta } });
+          out.push({
+            event: "position",
+            id,
+            data: { position: insight.queuePosition, waiting_reason: insight.waitingReason, eta: insight.eta },
+          });
         }
       }
       for (const t of [...job.stageTimings].sort((a, b) => a.stage - b.stage)) {
         if (later(stageId(t.stage))) {
-          out.push({ event: "stage", id: stageId(t.stage), data: { stage: t.stage, kind: t.kind, stages: job.plan.stages.length, started_at: t.startedAt, worker: t.worker } });
+          out.push({
+            event: "stage",
+            id: stageId(t.stage),
+            data: {
+              stage: t.stage,
+              kind: t.kind,
+              stages: job.plan.stages.length,
+              started_at: t.startedAt,
+              worker: t.worker,
+            },
+          });
         }
       }
       const p = job.progress;
-      if (p && p.step >= 1 && later(progressId(p.stage, p.step)) && (p.step === p.steps || Date.now() - lastProgress >= progressEveryMs)) {
+      if (
+        p &&
+        p.step >= 1 &&
+        later(progressId(p.stage, p.step)) &&
+        (p.step === p.steps || Date.now() - lastProgress >= progressEveryMs)
+      ) {
         lastProgress = Date.now();
-        out.push({ event: "progress", id: progressId(p.stage, p.step), data: { stage: p.stage, kind: p.stageKind, step: p.step, steps: p.steps } });
+        out.push({
+          event: "progress",
+          id: progressId(p.stage, p.step),
+          data: { stage: p.stage, kind: p.stageKind, step: p.step, steps: p.steps },
+        });
       }
       if (previews) {
         for (const t of job.stageTimings) {
@@ -129,7 +171,11 @@ export function eventRoutes(rt: ApiRuntime) {
       // Ids go out in their order (one poll can see a stage start and an older step), previews
       // before the end; anything not after what was already sent is dropped, so nothing repeats.
       const keyed = out.filter((e) => e.id).sort((a, b) => compareKeys(parseEventId(a.id)!, parseEventId(b.id)!));
-      const ordered = [...keyed.filter((e) => e.id !== END_ID), ...out.filter((e) => !e.id), ...keyed.filter((e) => e.id === END_ID)];
+      const ordered = [
+        ...keyed.filter((e) => e.id !== END_ID),
+        ...out.filter((e) => !e.id),
+        ...keyed.filter((e) => e.id === END_ID),
+      ];
       for (const e of ordered) {
         if (e.id && e.event !== "position" && !later(e.id)) continue;
         await stream.writeSSE({ event: e.event, id: e.id, data: JSON.stringify(e.data) });

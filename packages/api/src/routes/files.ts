@@ -2,7 +2,12 @@ import { Hono } from "hono";
 import type { ApiDeps, ApiEnv } from "../deps.js";
 import { problem } from "../problem.js";
 
-const CONTENT_TYPES: Record<string, string> = { png: "image/png", webp: "image/webp", jpeg: "image/jpeg", jpg: "image/jpeg" };
+const CONTENT_TYPES: Record<string, string> = {
+  png: "image/png",
+  webp: "image/webp",
+  jpeg: "image/jpeg",
+  jpg: "image/jpeg",
+};
 
 /** Signed, expiring downloads from the BlobStore — the local family's stand-in for presigned S3 URLs. */
 export function fileRoutes(deps: ApiDeps) {
@@ -14,10 +19,19 @@ export function fileRoutes(deps: ApiDeps) {
     const expires = c.req.query("expires") ?? "";
     const sig = c.req.query("sig") ?? "";
     if (!(await serve.verify(key, expires, sig))) {
-      return problem(403, "download_url_invalid", "This download link is invalid or has expired; fetch the render again for a fresh link.");
+      return problem(
+        403,
+        "download_url_invalid",
+        "This download link is invalid or has expired; fetch the render again for a fresh link.",
+      );
     }
     const bytes = await deps.ports.blobs.get(key);
-    if (!bytes) return problem(404, "not_found", "This file no longer exists (outputs are deleted after their retention period).");
+    if (!bytes)
+      return problem(
+        404,
+        "not_found",
+        "This file no longer exists (outputs are deleted after their retention period).",
+      );
     const ext = key.split(".").pop() ?? "";
     return c.body(bytes as Uint8Array<ArrayBuffer>, 200, {
       "content-type": CONTENT_TYPES[ext] ?? "application/octet-stream",

@@ -20,22 +20,39 @@ function requestSchema(maxPromptChars: number) {
   // OpenAI accepts `null` for any optional field and SDKs pass it through, hence `nullish`.
   return z
     .object({
-      prompt: z.string().min(1, "prompt must not be empty").max(maxPromptChars, `must be at most ${maxPromptChars} characters`),
+      prompt: z
+        .string()
+        .min(1, "prompt must not be empty")
+        .max(maxPromptChars, `must be at most ${maxPromptChars} characters`),
       model: z.string().max(256).nullish().openapi({ description: IGNORED }),
       n: z.number().int().min(1).max(4).nullish().openapi({ description: "Images, 1–4 (default 1)." }),
       size: z
         .string()
         .regex(/^(\d{1,5}x\d{1,5}|auto)$/, 'size must be "WIDTHxHEIGHT" (e.g. "1024x1024") or "auto"')
         .nullish()
-        .openapi({ description: 'WIDTHxHEIGHT, multiples of 8 within the server\'s bounds; "auto" = 1024x1024 (default).' }),
-      response_format: z.enum(["url", "b64_json"]).nullish().openapi({ description: "`url` (default): a short-lived download URL; `b64_json`: the image bytes." }),
+        .openapi({
+          description: 'WIDTHxHEIGHT, multiples of 8 within the server\'s bounds; "auto" = 1024x1024 (default).',
+        }),
+      response_format: z
+        .enum(["url", "b64_json"])
+        .nullish()
+        .openapi({ description: "`url` (default): a short-lived download URL; `b64_json`: the image bytes." }),
       output_format: z.enum(["png", "jpeg", "webp"]).nullish(),
       output_compression: z.number().int().min(0).max(100).nullish().openapi({ description: "jpeg/webp quality." }),
       stream: z
         .boolean()
         .nullish()
-        .refine((v) => v !== true, "streaming is not supported here; stream a render's progress with GET /v1/renders/{id}/events"),
-      partial_images: z.number().int().min(0).max(3).nullish().openapi({ description: `${IGNORED} (no streaming)` }),
+        .refine(
+          (v) => v !== true,
+          "streaming is not supported here; stream a render's progress with GET /v1/renders/{id}/events",
+        ),
+      partial_images: z
+        .number()
+        .int()
+        .min(0)
+        .max(3)
+        .nullish()
+        .openapi({ description: `${IGNORED} (no streaming)` }),
       quality: z.string().max(32).nullish().openapi({ description: IGNORED }),
       style: z.string().max(32).nullish().openapi({ description: IGNORED }),
       background: z.string().max(32).nullish().openapi({ description: IGNORED }),
@@ -70,7 +87,12 @@ export function openAiImageRoutes(rt: ApiRuntime) {
       description:
         "A compatible subset of OpenAI's `POST /v1/images/generations`, answered when the render ends, so OpenAI SDKs work with `baseURL` set to Kiln and a Kiln key. Errors are problem+json with OpenAI's `error` member inside. The render uses Kiln's defaults (ensemble, 30 steps); the job id is in the `x-kiln-render-id` header.",
       security: [{ bearer: [] }],
-      request: { body: { required: true, content: { "application/json": { schema: requestSchema(deps.limits.maxPromptChars) } } } },
+      request: {
+        body: {
+          required: true,
+          content: { "application/json": { schema: requestSchema(deps.limits.maxPromptChars) } },
+        },
+      },
       responses: {
         200: { description: "The images", content: { "application/json": { schema: responseSchema } } },
         ...problems(400, 401, 403, 413, 415, 504),
@@ -89,7 +111,9 @@ export function openAiImageRoutes(rt: ApiRuntime) {
         deadline_seconds: Math.max(1, Math.ceil(rt.timing.syncWaitSeconds)),
       });
       if (!parsed.success) {
-        return validationProblem(parsed.error.issues.map((i) => ({ ...i, path: [FIELD_OF[String(i.path[0])] ?? String(i.path[0])] }))) as never;
+        return validationProblem(
+          parsed.error.issues.map((i) => ({ ...i, path: [FIELD_OF[String(i.path[0])] ?? String(i.path[0])] })),
+        ) as never;
       }
       const submitted = await submitRender(deps.ports, {
         ownerKeyId: c.get("key").id,
@@ -99,7 +123,13 @@ export function openAiImageRoutes(rt: ApiRuntime) {
         admission: renderAdmission(c.get("key"), deps),
       });
       const signal = c.req.raw.signal;
-      const job = await waitForEnd(deps.ports, submitted, { ...rt.moveOptions(), timeoutMs: rt.timing.syncWaitSeconds * 1000, pollMs: rt.timing.pollMs, signal, clock: () => rt.now() });
+      const job = await waitForEnd(deps.ports, submitted, {
+        ...rt.moveOptions(),
+        timeoutMs: rt.timing.syncWaitSeconds * 1000,
+        pollMs: rt.timing.pollMs,
+        signal,
+        clock: () => rt.now(),
+      });
       rt.book.observe(job);
       const headers = { "x-kiln-render-id": job.id };
       if (job.status !== "succeeded") {
@@ -107,7 +137,11 @@ export function openAiImageRoutes(rt: ApiRuntime) {
           // Nobody will collect this render (the client timed out or left): stop spending GPU time on it.
           await cancelRender(deps.ports, job, rt.moveOptions());
           return withHeaders(
-            problem(504, "render_timeout", `The render did not finish within ${rt.timing.syncWaitSeconds} s and was canceled. For long renders use POST /v1/renders and follow GET /v1/renders/{id} or its events.`),
+            problem(
+              504,
+              "render_timeout",
+              `The render did not finish within ${rt.timing.syncWaitSeconds} s and was canceled. For long renders use POST /v1/renders and follow GET /v1/renders/{id} or its events.`,
+            ),
             headers,
           ) as never;
         }
@@ -120,7 +154,12 @@ export function openAiImageRoutes(rt: ApiRuntime) {
             if (!bytes) throw new Error(`image ${img.key} of ${job.id} is missing from the blob store`);
             return { b64_json: encodeBase64(new Uint8Array(bytes).buffer as ArrayBuffer) };
           }
-          return { url: await deps.ports.blobs.downloadUrl(img.key, { expiresSeconds: deps.downloadUrlSeconds, filename: `${job.id}-${img.index}.${img.format === "jpeg" ? "jpg" : img.format}` }) };
+          return {
+            url: await deps.ports.blobs.downloadUrl(img.key, {
+              expiresSeconds: deps.downloadUrlSeconds,
+              filename: `${job.id}-${img.index}.${img.format === "jpeg" ? "jpg" : img.format}`,
+            }),
+          };
         }),
       );
       return c.json({ created: Math.floor(Date.parse(job.createdAt) / 1000), data }, 200, headers);
@@ -132,8 +171,12 @@ export function openAiImageRoutes(rt: ApiRuntime) {
 
 function failureProblem(job: JobRecord): Response {
   const why = job.error ? `${job.error.message} (${job.error.code})` : "no reason was recorded";
-  if (job.status === "canceled") return problem(409, "render_canceled", `The render was canceled before it finished: ${why}.`, { render_id: job.id });
-  if (job.status === "expired") return problem(504, "render_expired", `The render did not start in time: ${why}.`, { render_id: job.id });
+  if (job.status === "canceled")
+    return problem(409, "render_canceled", `The render was canceled before it finished: ${why}.`, {
+      render_id: job.id,
+    });
+  if (job.status === "expired")
+    return problem(504, "render_expired", `The render did not start in time: ${why}.`, { render_id: job.id });
   return problem(500, "render_failed", `The render failed: ${why}.`, { render_id: job.id, render_error: job.error });
 }
 

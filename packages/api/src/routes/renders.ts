@@ -8,14 +8,34 @@ import { renderAdmission } from "../render-admission.js";
 import { jobViewSchema } from "../render-view.js";
 import type { ApiRuntime } from "../runtime.js";
 
-const idParam = z.object({ id: z.string().min(1).max(64).openapi({ param: { name: "id", in: "path" }, example: "job_0123456789abcdef01234567" }) });
+const idParam = z.object({
+  id: z
+    .string()
+    .min(1)
+    .max(64)
+    .openapi({ param: { name: "id", in: "path" }, example: "job_0123456789abcdef01234567" }),
+});
 const security = [{ bearer: [] }];
 const renderJson = { content: { "application/json": { schema: jobViewSchema } } };
 
 const listQuery = z.object({
-  limit: z.coerce.number().int().min(1).max(100).default(20).openapi({ param: { name: "limit", in: "query" }, description: "Page size, 1–100." }),
-  cursor: z.string().min(1).max(1024).optional().openapi({ param: { name: "cursor", in: "query" }, description: "`next_cursor` of the previous page." }),
-  status: z.enum(JOB_STATUSES).optional().openapi({ param: { name: "status", in: "query" } }),
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(100)
+    .default(20)
+    .openapi({ param: { name: "limit", in: "query" }, description: "Page size, 1–100." }),
+  cursor: z
+    .string()
+    .min(1)
+    .max(1024)
+    .optional()
+    .openapi({ param: { name: "cursor", in: "query" }, description: "`next_cursor` of the previous page." }),
+  status: z
+    .enum(JOB_STATUSES)
+    .optional()
+    .openapi({ param: { name: "status", in: "query" } }),
 });
 
 const listSchema = z
@@ -41,10 +61,17 @@ export function renderRoutes(rt: ApiRuntime) {
       security,
       request: {
         headers: z.object({
-          prefer: z.string().optional().openapi({ example: "wait=30", description: "`wait=N`: hold the request up to N seconds (≤ 60) for the job to end." }),
+          prefer: z
+            .string()
+            .optional()
+            .openapi({
+              example: "wait=30",
+              description: "`wait=N`: hold the request up to N seconds (≤ 60) for the job to end.",
+            }),
           "idempotency-key": z.string().optional().openapi({
             example: "8e03978e-40d5-43e8-bc93-6894a57f9324",
-            description: "Retry-safe submits: the same key with the same body within 24 h answers 200 with the first response (`Idempotent-Replayed: true`) instead of creating another job; with another body, 422.",
+            description:
+              "Retry-safe submits: the same key with the same body within 24 h answers 200 with the first response (`Idempotent-Replayed: true`) instead of creating another job; with another body, 422.",
           }),
         }),
         body: { required: true, content: { "application/json": { schema: bodySchema } } },
@@ -52,14 +79,19 @@ export function renderRoutes(rt: ApiRuntime) {
       responses: {
         201: { description: "Created and already ended (only with `Prefer: wait`)", ...renderJson },
         202: { description: "Accepted: the job is queued or running", ...renderJson },
-        200: { description: "A replay: the first response to this Idempotency-Key and body (`Idempotent-Replayed: true`)", ...renderJson },
+        200: {
+          description: "A replay: the first response to this Idempotency-Key and body (`Idempotent-Replayed: true`)",
+          ...renderJson,
+        },
         ...problems(400, 401, 403, 409, 413, 415, 422, 429),
       },
     }),
     async (c) => {
       const wait = preferWait(c.req.header("prefer"));
       if (wait.error) {
-        return problem(400, "invalid_request", `The Prefer header is invalid — ${wait.error}.`, { errors: [{ field: "header.prefer", message: wait.error }] }) as never;
+        return problem(400, "invalid_request", `The Prefer header is invalid — ${wait.error}.`, {
+          errors: [{ field: "header.prefer", message: wait.error }],
+        }) as never;
       }
       let job = await submitRender(deps.ports, {
         ownerKeyId: c.get("key").id,
@@ -72,7 +104,13 @@ export function renderRoutes(rt: ApiRuntime) {
       const headers: Record<string, string> = { Location: `${rt.base(c)}/v1/renders/${job.id}` };
       if (wait.seconds) {
         const seconds = Math.min(wait.seconds, rt.timing.preferWaitCapSeconds);
-        job = await waitForEnd(deps.ports, job, { ...rt.moveOptions(), timeoutMs: seconds * 1000, pollMs: rt.timing.pollMs, signal: c.req.raw.signal, clock: () => rt.now() });
+        job = await waitForEnd(deps.ports, job, {
+          ...rt.moveOptions(),
+          timeoutMs: seconds * 1000,
+          pollMs: rt.timing.pollMs,
+          signal: c.req.raw.signal,
+          clock: () => rt.now(),
+        });
         rt.book.observe(job);
         headers["Preference-Applied"] = `wait=${seconds}`;
       }
@@ -85,10 +123,14 @@ export function renderRoutes(rt: ApiRuntime) {
       method: "get",
       path: "/v1/renders",
       summary: "List your renders",
-      description: "The calling key's renders, newest first, a page at a time. The list view leaves out queue position, waiting reason and ETA (GET one render for those).",
+      description:
+        "The calling key's renders, newest first, a page at a time. The list view leaves out queue position, waiting reason and ETA (GET one render for those).",
       security,
       request: { query: listQuery },
-      responses: { 200: { description: "A page of renders", content: { "application/json": { schema: listSchema } } }, ...problems(400, 401, 403) },
+      responses: {
+        200: { description: "A page of renders", content: { "application/json": { schema: listSchema } } },
+        ...problems(400, 401, 403),
+      },
     }),
     async (c) => {
       const { limit, cursor, status } = c.req.valid("query");
@@ -97,7 +139,9 @@ export function renderRoutes(rt: ApiRuntime) {
         page = await deps.ports.jobs.listByOwner(c.get("key").id, { limit, cursor, status });
       } catch (e) {
         if (isKilnError(e) && e.code === "cursor_invalid") {
-          return problem(400, "invalid_request", `The request query is invalid — cursor: ${e.message}`, { errors: [{ field: "cursor", message: e.message }] }) as never;
+          return problem(400, "invalid_request", `The request query is invalid — cursor: ${e.message}`, {
+            errors: [{ field: "cursor", message: e.message }],
+          }) as never;
         }
         throw e;
       }
@@ -117,7 +161,8 @@ export function renderRoutes(rt: ApiRuntime) {
       method: "get",
       path: "/v1/renders/{id}",
       summary: "Get a render",
-      description: "While queued: `queue_position` and `waiting_reason` (no capacity vs busy workers). While queued or running: `eta`.",
+      description:
+        "While queued: `queue_position` and `waiting_reason` (no capacity vs busy workers). While queued or running: `eta`.",
       security,
       request: { params: idParam },
       responses: { 200: { description: "The render", ...renderJson }, ...problems(400, 401, 403, 404) },
@@ -149,7 +194,12 @@ export function renderRoutes(rt: ApiRuntime) {
       if (own instanceof Response) return own as never;
       const { job, outcome } = await cancelRender(deps.ports, own, rt.moveOptions());
       if (outcome === "ended") {
-        return problem(409, "not_cancelable", `Render ${job.id} already ended (${job.status}); there is nothing to cancel.`, { render_status: job.status }) as never;
+        return problem(
+          409,
+          "not_cancelable",
+          `Render ${job.id} already ended (${job.status}); there is nothing to cancel.`,
+          { render_status: job.status },
+        ) as never;
       }
       return c.json(await rt.view(c, job), outcome === "canceled" ? 200 : 202);
     },

@@ -15,13 +15,21 @@ export function systemRoutes(rt: ApiRuntime) {
       path: "/healthz",
       summary: "Health",
       responses: {
-        200: { description: "Ready", content: { "application/json": { schema: z.object({ status: z.literal("ok") }) } } },
-        503: { description: "Starting or a port is unreachable", content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } } },
+        200: {
+          description: "Ready",
+          content: { "application/json": { schema: z.object({ status: z.literal("ok") }) } },
+        },
+        503: {
+          description: "Starting or a port is unreachable",
+          content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } },
+        },
       },
     }),
     async (c) => {
       const ready = (await rt.deps.ready?.()) ?? true;
-      return ready ? c.json({ status: "ok" as const }, 200) : (problem(503, "not_ready", "Kiln is starting; retry in a moment.") as never);
+      return ready
+        ? c.json({ status: "ok" as const }, 200)
+        : (problem(503, "not_ready", "Kiln is starting; retry in a moment.") as never);
     },
   );
 
@@ -30,7 +38,8 @@ export function systemRoutes(rt: ApiRuntime) {
       method: "get",
       path: "/docs",
       summary: "API reference (HTML)",
-      description: "Renders GET /openapi.json in the browser, with a request panel per route. Self-contained: loads nothing from the internet.",
+      description:
+        "Renders GET /openapi.json in the browser, with a request panel per route. Self-contained: loads nothing from the internet.",
       responses: { 200: { description: "An HTML page", content: { "text/html": { schema: z.string() } } } },
     }),
     (c) => c.html(DOCS_HTML) as never,

@@ -89,7 +89,7 @@ function inRange(ip: Ip, range: Range): boolean {
 
 /** IANA special-purpose ranges a webhook must not reach (RFC 6890 and successors). */
 const FORBIDDEN: readonly Range[] = [
-  cidr("0.0.0.0/8", "\"this network\""),
+  cidr("0.0.0.0/8", '"this network"'),
   cidr("10.0.0.0/8", "private"),
   cidr("100.64.0.0/10", "shared (carrier-grade NAT)"),
   cidr("127.0.0.0/8", "loopback"),
@@ -149,7 +149,13 @@ function allowlisted(host: string, ip: Ip | null, policy: WebhookPolicy): boolea
       const [address, bits] = entry.split("/");
       const base = parseIp(address!);
       const n = Number(bits);
-      return base !== null && Number.isInteger(n) && n >= 0 && n <= (base.version === 4 ? 32 : 128) && inRange(ip, { base, bits: n, kind: "" });
+      return (
+        base !== null &&
+        Number.isInteger(n) &&
+        n >= 0 &&
+        n <= (base.version === 4 ? 32 : 128) &&
+        inRange(ip, { base, bits: n, kind: "" })
+      );
     }
     const listed = parseIp(entry);
     return listed !== null && listed.version === ip.version && listed.value === ip.value;
@@ -180,8 +186,10 @@ export function addressRefusal(host: string, address: string, policy: WebhookPol
 
 /** Checks what can be checked without DNS: the scheme and an IP-literal host. */
 export function webhookUrlRefusal(url: URL, policy: WebhookPolicy): string | null {
-  if (url.protocol !== "http:" && url.protocol !== "https:") return `${url.protocol} URLs are not delivered to; use http or https`;
-  if (url.username || url.password) return "a webhook URL must not carry credentials; put a token in the path or query instead";
+  if (url.protocol !== "http:" && url.protocol !== "https:")
+    return `${url.protocol} URLs are not delivered to; use http or https`;
+  if (url.username || url.password)
+    return "a webhook URL must not carry credentials; put a token in the path or query instead";
   const host = hostOf(url);
   return parseIp(host) ? addressRefusal(host, host, policy) : null;
 }

@@ -43,13 +43,18 @@ const MAX_HOP_SECONDS = 900;
 const DEFAULT_BACKOFF_MAX_SECONDS = 3600;
 
 /** Seconds to wait after `failures` failed attempts: base · 2^(failures−1), capped, whole seconds. */
-export function backoffSeconds(failures: number, baseSeconds: number, maxSeconds = DEFAULT_BACKOFF_MAX_SECONDS): number {
+export function backoffSeconds(
+  failures: number,
+  baseSeconds: number,
+  maxSeconds = DEFAULT_BACKOFF_MAX_SECONDS,
+): number {
   const delay = Math.min(maxSeconds, baseSeconds * 2 ** Math.max(0, failures - 1));
   // A tenth of jitter on the longer waits spreads receivers' recoveries; short waits stay exact.
   return Math.ceil(delay >= 10 ? delay + Math.random() * (delay / 10) : delay);
 }
 
-type AttemptOutcome = { kind: "delivered"; status: number } | { kind: "refused"; reason: string } | { kind: "failed"; reason: string };
+type AttemptOutcome =
+  { kind: "delivered"; status: number } | { kind: "refused"; reason: string } | { kind: "failed"; reason: string };
 
 export class WebhookDispatcher {
   private readonly abort = new AbortController();
@@ -90,7 +95,12 @@ export class WebhookDispatcher {
       }
       await Promise.all(
         messages.map((m) =>
-          this.handle(m).catch((e) => logger.error({ err: describeError(e), messageId: m.id }, "webhook handling failed; the message will be redelivered")),
+          this.handle(m).catch((e) =>
+            logger.error(
+              { err: describeError(e), messageId: m.id },
+              "webhook handling failed; the message will be redelivered",
+            ),
+          ),
         ),
       );
     }
@@ -104,7 +114,12 @@ export class WebhookDispatcher {
       logger.error({ messageId: message.id }, "webhook message is unreadable; dropping it");
       return ack();
     }
-    const log = logger.child({ webhookId: delivery.id, jobId: delivery.jobId, event: delivery.event, attempt: delivery.attempt });
+    const log = logger.child({
+      webhookId: delivery.id,
+      jobId: delivery.jobId,
+      event: delivery.event,
+      attempt: delivery.attempt,
+    });
     const now = this.now();
     if (delivery.notBefore !== undefined && delivery.notBefore > now) {
       // A backoff longer than one hop: ride the queue again.
@@ -112,7 +127,10 @@ export class WebhookDispatcher {
     }
     const key = await ports.keys.get(delivery.keyId);
     if (!key?.webhookSecret) {
-      log.warn({ keyId: delivery.keyId }, "the key that owns this webhook is gone or has no secret; dropping the delivery");
+      log.warn(
+        { keyId: delivery.keyId },
+        "the key that owns this webhook is gone or has no secret; dropping the delivery",
+      );
       return ack();
     }
     const outcome = await this.attempt(delivery, key.webhookSecret);
@@ -126,15 +144,26 @@ export class WebhookDispatcher {
     }
     const wait = backoffSeconds(delivery.attempt, this.options.backoffBaseSeconds, this.options.backoffMaxSeconds);
     if (now + wait * 1000 - delivery.firstAttemptAt > this.options.retryWindowMs) {
-      log.error({ reason: outcome.reason, attempts: delivery.attempt }, "webhook failed on every attempt within the retry window; giving up");
+      log.error(
+        { reason: outcome.reason, attempts: delivery.attempt },
+        "webhook failed on every attempt within the retry window; giving up",
+      );
       return ack();
     }
     log.warn({ reason: outcome.reason, retryInSeconds: wait }, "webhook attempt failed; it will be retried");
-    return this.resend(message, { ...delivery, attempt: delivery.attempt + 1, notBefore: now + wait * 1000 }, wait * 1000);
+    return this.resend(
+      message,
+      { ...delivery, attempt: delivery.attempt + 1, notBefore: now + wait * 1000 },
+      wait * 1000,
+    );
   }
 
   /** Send first, then acknowledge: a crash in between repeats an attempt rather than losing it. */
-  private async resend(message: QueueMessage<WebhookDelivery>, delivery: WebhookDelivery, delayMs: number): Promise<void> {
+  private async resend(
+    message: QueueMessage<WebhookDelivery>,
+    delivery: WebhookDelivery,
+    delayMs: number,
+  ): Promise<void> {
     const delaySeconds = Math.min(MAX_HOP_SECONDS, Math.max(0, Math.ceil(delayMs / 1000)));
     await this.options.ports.queue.send(WEBHOOK_QUEUE, delivery, { delaySeconds });
     await this.options.ports.queue.ack(WEBHOOK_QUEUE, message.receipt);
@@ -159,18 +188,34 @@ export class WebhookDispatcher {
     const host = hostOf(url);
     // The check runs inside the connection's own lookup, so the address checked is the address dialled.
     const lookup: LookupFunction = (hostname, lookupOptions, callback) => {
-      resolve(hostname, { ...lookupOptions, all: true }, (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => {
-        if (err) return callback(err, "", 0);
-        refusal = addresses.map((a) => addressRefusal(host, a.address, this.options.policy)).find((r) => r !== null) ?? undefined;
-        if (refusal || addresses.length === 0) {
-          return callback(Object.assign(new Error(refusal ?? `${hostname} has no addresses`), { code: "EKILNREFUSED" }), "", 0);
-        }
-        if (lookupOptions.all) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, addresses);
-        callback(null, addresses[0]!.address, addresses[0]!.family);
-      });
+      resolve(
+        hostname,
+        { ...lookupOptions, all: true },
+        (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => {
+          if (err) return callback(err, "", 0);
+          refusal =
+            addresses.map((a) => addressRefusal(host, a.address, this.options.policy)).find((r) => r !== null) ??
+            undefined;
+          if (refusal || addresses.length === 0) {
+            return callback(
+              Object.assign(new Error(refusal ?? `${hostname} has no addresses`), { code: "EKILNREFUSED" }),
+              "",
+              0,
+            );
+          }
+          if (lookupOptions.all) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, addresses);
+          callback(null, addresses[0]!.address, addresses[0]!.family);
+        },
+      );
     };
     try {
-      const status = await post(url, headers, delivery.body, parseIp(host) ? undefined : lookup, this.options.timeoutMs);
+      const status = await post(
+        url,
+        headers,
+        delivery.body,
+        parseIp(host) ? undefined : lookup,
+        this.options.timeoutMs,
+      );
       if (status >= 200 && status < 300) return { kind: "delivered", status };
       return { kind: "failed", reason: `the receiver answered ${status}` };
     } catch (e) {
@@ -181,11 +226,22 @@ export class WebhookDispatcher {
 }
 
 /** One POST; redirects are not followed (a redirect could lead anywhere, past the address policy). */
-function post(url: URL, headers: Record<string, string>, body: string, lookup: LookupFunction | undefined, timeoutMs: number): Promise<number> {
+function post(
+  url: URL,
+  headers: Record<string, string>,
+  body: string,
+  lookup: LookupFunction | undefined,
+  timeoutMs: number,
+): Promise<number> {
   return new Promise((resolve, reject) => {
     const request = (url.protocol === "https:" ? https : http).request(
       url,
-      { method: "POST", headers: { ...headers, "content-length": String(Buffer.byteLength(body)) }, agent: false, ...(lookup ? { lookup } : {}) },
+      {
+        method: "POST",
+        headers: { ...headers, "content-length": String(Buffer.byteLength(body)) },
+        agent: false,
+        ...(lookup ? { lookup } : {}),
+      },
       (response) => {
         response.resume();
         response.on("end", () => resolve(response.statusCode ?? 0));

@@ -1,11 +1,24 @@
-import { isTerminal, type BlobStore, type JobEvent, type JobEventSink, type JobEventType, type Queue } from "@kiln/shared";
+import {
+  isTerminal,
+  type BlobStore,
+  type JobEvent,
+  type JobEventSink,
+  type JobEventType,
+  type Queue,
+} from "@kiln/shared";
 import { jobView } from "../render-view.js";
 
 /** Deliveries wait here between attempts; the queue makes them survive restarts. */
 export const WEBHOOK_QUEUE = "kiln-webhooks";
 
 /** What a job's webhook receives when it lists no events: everything but step progress. */
-export const DEFAULT_WEBHOOK_EVENTS: readonly JobEventType[] = ["started", "succeeded", "failed", "canceled", "expired"];
+export const DEFAULT_WEBHOOK_EVENTS: readonly JobEventType[] = [
+  "started",
+  "succeeded",
+  "failed",
+  "canceled",
+  "expired",
+];
 
 /** One webhook message on its way: the body is fixed at the event, so every attempt sends the same bytes. */
 export interface WebhookDelivery {
@@ -73,7 +86,11 @@ export function webhookEventSink(options: WebhookSinkOptions): JobEventSink {
     const target = event.job.webhook;
     if (!target) return;
     if (!(target.events ?? DEFAULT_WEBHOOK_EVENTS).includes(event.type) || throttled(event)) return;
-    const data = await jobView(event.job, { blobs: options.blobs, base: options.publicUrl.replace(/\/+$/, ""), urlSeconds: options.downloadUrlSeconds });
+    const data = await jobView(event.job, {
+      blobs: options.blobs,
+      base: options.publicUrl.replace(/\/+$/, ""),
+      urlSeconds: options.downloadUrlSeconds,
+    });
     const delivery: WebhookDelivery = {
       v: 1,
       // Derived from the event, not random: the worker reports transitions at least once (again after a
@@ -93,7 +110,11 @@ export function webhookEventSink(options: WebhookSinkOptions): JobEventSink {
         return;
       } catch (e) {
         if (attempt >= SEND_ATTEMPTS) {
-          options.log?.("warn", { err: String(e), jobId: event.job.id, event: event.type, webhookId: delivery.id }, "webhook delivery could not be queued; it is lost");
+          options.log?.(
+            "warn",
+            { err: String(e), jobId: event.job.id, event: event.type, webhookId: delivery.id },
+            "webhook delivery could not be queued; it is lost",
+          );
           return;
         }
         await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
@@ -105,6 +126,7 @@ export function webhookEventSink(options: WebhookSinkOptions): JobEventSink {
 /** `msg_<job>_<event>`, plus `_<stage>_<step>` for progress: one id per event, stable across emissions and retries. */
 export function webhookIdFor(event: JobEvent): string {
   const job = event.job.id.replace(/^job_/, "");
-  const progress = event.type === "progress" && event.job.progress ? `_${event.job.progress.stage}_${event.job.progress.step}` : "";
+  const progress =
+    event.type === "progress" && event.job.progress ? `_${event.job.progress.stage}_${event.job.progress.step}` : "";
   return `msg_${job}_${event.type}${progress}`;
 }

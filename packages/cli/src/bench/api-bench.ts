@@ -23,7 +23,10 @@ interface BenchServer {
 
 async function startServer(mode: "kiln" | "bare"): Promise<BenchServer> {
   const script = fileURLToPath(new URL("./api-bench-server.ts", import.meta.url));
-  const child = spawn(process.execPath, ["--import", "tsx", script, mode], { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, KILN_LOG_LEVEL: "silent" } });
+  const child = spawn(process.execPath, ["--import", "tsx", script, mode], {
+    stdio: ["pipe", "pipe", "inherit"],
+    env: { ...process.env, KILN_LOG_LEVEL: "silent" },
+  });
   const lines = createInterface({ input: child.stdout! });
   const nextLine = () =>
     new Promise<string>((resolve, reject) => {
@@ -71,17 +74,35 @@ async function measure(name: string, server: BenchServer, options: autocannon.Op
   const cpu0 = await server.cpu();
   const r = await autocannon({ ...options, duration: SECONDS });
   const cpu = (await server.cpu()) - cpu0;
-  return { name, cpuPerRequest: cpu / Math.max(1, r.requests.total), rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, requests: r.requests.total, non2xx: r.non2xx, errors: r.errors };
+  return {
+    name,
+    cpuPerRequest: cpu / Math.max(1, r.requests.total),
+    rps: r.requests.average,
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    requests: r.requests.total,
+    non2xx: r.non2xx,
+    errors: r.errors,
+  };
 }
 
-const RENDER = JSON.stringify({ prompt: "a lighthouse on a cliff at dusk, oil painting", mode: "ensemble", width: 1024, height: 1024, steps: 30 });
+const RENDER = JSON.stringify({
+  prompt: "a lighthouse on a cliff at dusk, oil painting",
+  mode: "ensemble",
+  width: 1024,
+  height: 1024,
+  steps: 30,
+});
 
 export async function run(): Promise<string> {
   const bare = await startServer("bare");
   let bareGet: Measured;
   let barePost: Measured;
   try {
-    bareGet = await measure("bare Hono `GET /` → JSON", bare, { url: `http://127.0.0.1:${bare.port}/`, connections: CONNECTIONS });
+    bareGet = await measure("bare Hono `GET /` → JSON", bare, {
+      url: `http://127.0.0.1:${bare.port}/`,
+      connections: CONNECTIONS,
+    });
     barePost = await measure("bare Hono `POST /`, parses the same JSON body", bare, {
       url: `http://127.0.0.1:${bare.port}/`,
       connections: CONNECTIONS,
@@ -106,7 +127,16 @@ export async function run(): Promise<string> {
     await stop(kiln.child);
   }
   const ratio = kilnResult.rps / bareGet.rps;
-  const rows = [bareGet, barePost, kilnResult].map((m) => [m.name, fmt(m.rps, 0), fmt(m.p50, 1), fmt(m.p99, 1), fmt(m.cpuPerRequest, 0), m.requests, m.non2xx, m.errors]);
+  const rows = [bareGet, barePost, kilnResult].map((m) => [
+    m.name,
+    fmt(m.rps, 0),
+    fmt(m.p50, 1),
+    fmt(m.p99, 1),
+    fmt(m.cpuPerRequest, 0),
+    m.requests,
+    m.non2xx,
+    m.errors,
+  ]);
   return [
     `${CONNECTIONS} connections, ${SECONDS} s each after a 2 s warm-up (autocannon), servers in separate processes; server CPU is the server process's user + system time per request.`,
     "",

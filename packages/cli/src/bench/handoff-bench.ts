@@ -65,7 +65,16 @@ export async function run(): Promise<string> {
       const [h50, h99] = [percentile(handoff, 50), percentile(handoff, 99)];
       for (const { floor, samples } of floors) {
         const [f50, f99] = [percentile(samples, 50), percentile(samples, 99)];
-        rows.push([family.name, floor.name, fmt(f50, 2), fmt(f99, 2), fmt(h50, 2), fmt(h99, 2), `${fmt(h50 / f50, 2)}×`, `${fmt(h99 / f99, 2)}×`]);
+        rows.push([
+          family.name,
+          floor.name,
+          fmt(f50, 2),
+          fmt(f99, 2),
+          fmt(h50, 2),
+          fmt(h99, 2),
+          `${fmt(h50 / f50, 2)}×`,
+          `${fmt(h99 / f99, 2)}×`,
+        ]);
         notes.push(`- ${family.name}, floor "${floor.name}": ${floor.label}.`);
       }
     } finally {
@@ -76,7 +85,19 @@ export async function run(): Promise<string> {
     `${rounds} hand-overs per family after ${WARMUP} warm-ups, one job at a time; 1024×1024 ensemble with a null model (zero latents, ${LATENTS_BYTES / 1024} KiB fp16 payload). Hand-over = base executor returns → refine executor called with the verified latents. Raw floor measured in the same run:`,
     ...notes,
     "",
-    table(["family", "floor", "floor p50 (ms)", "floor p99 (ms)", "hand-over p50 (ms)", "hand-over p99 (ms)", "ratio p50", "ratio p99"], rows),
+    table(
+      [
+        "family",
+        "floor",
+        "floor p50 (ms)",
+        "floor p99 (ms)",
+        "hand-over p50 (ms)",
+        "hand-over p99 (ms)",
+        "ratio p50",
+        "ratio p99",
+      ],
+      rows,
+    ),
   ].join("\n");
 }
 
@@ -92,8 +113,20 @@ async function measureHandoffs(ports: Ports, rounds: number): Promise<number[]> 
       if (stage === 1 && phase === "end") refined.get(jobId)?.();
     },
   });
-  const common = { ports, execute, logger, concurrency: 1, visibilitySeconds: 60, maxReceives: 5, pollWaitSeconds: 10, deadLetterSweepMs: 3_600_000 };
-  const workers = [new Worker({ ...common, stages: ["base"], workerId: "bench-base" }), new Worker({ ...common, stages: ["refine"], workerId: "bench-refine" })];
+  const common = {
+    ports,
+    execute,
+    logger,
+    concurrency: 1,
+    visibilitySeconds: 60,
+    maxReceives: 5,
+    pollWaitSeconds: 10,
+    deadLetterSweepMs: 3_600_000,
+  };
+  const workers = [
+    new Worker({ ...common, stages: ["base"], workerId: "bench-base" }),
+    new Worker({ ...common, stages: ["refine"], workerId: "bench-refine" }),
+  ];
   for (const w of workers) w.start();
   try {
     const samples: number[] = [];
@@ -102,13 +135,16 @@ async function measureHandoffs(ports: Ports, rounds: number): Promise<number[]> 
       // Wait on the executor, not by polling the store: polls would compete with the hand-over measured.
       await Promise.race([
         new Promise<void>((resolve) => refined.set(job.id, resolve)),
-        new Promise((_, reject) => setTimeout(() => reject(new Error(`bench job ${job.id} was not refined within 30 s`)), 30_000).unref()),
+        new Promise((_, reject) =>
+          setTimeout(() => reject(new Error(`bench job ${job.id} was not refined within 30 s`)), 30_000).unref(),
+        ),
       ]);
       const deadline = Date.now() + 30_000;
       for (;;) {
         const current = await ports.jobs.get(job.id);
         if (current?.status === "succeeded") break;
-        if (current && ["failed", "canceled", "expired"].includes(current.status)) throw new Error(`bench job ${job.id} ${current.status}: ${current.error?.message}`);
+        if (current && ["failed", "canceled", "expired"].includes(current.status))
+          throw new Error(`bench job ${job.id} ${current.status}: ${current.error?.message}`);
         if (Date.now() > deadline) throw new Error(`bench job ${job.id} still ${current?.status} after 30 s`);
         await new Promise((r) => setTimeout(r, 2));
       }
@@ -123,7 +159,17 @@ async function measureHandoffs(ports: Ports, rounds: number): Promise<number[]> 
 async function submit(ports: Ports, i: number): Promise<JobRecord> {
   const plan = planRender(renderRequestSchema(DEFAULT_RENDER_LIMITS).parse(REQUEST), i);
   const at = new Date().toISOString();
-  const job: JobRecord = { id: `job_bench_${i}_${Date.now()}`, ownerKeyId: "bench", status: "queued", version: 1, createdAt: at, updatedAt: at, plan, images: [], stageTimings: [] };
+  const job: JobRecord = {
+    id: `job_bench_${i}_${Date.now()}`,
+    ownerKeyId: "bench",
+    status: "queued",
+    version: 1,
+    createdAt: at,
+    updatedAt: at,
+    plan,
+    images: [],
+    stageTimings: [],
+  };
   await ports.jobs.create(job);
   await enqueueStage(ports.queue, stageMessage(job.id, plan, 0));
   return job;
@@ -131,7 +177,12 @@ async function submit(ports: Ports, i: number): Promise<JobRecord> {
 
 async function openLocal(): Promise<Family> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-bench-handoff-"));
-  const ports = openLocalPorts({ dataDir: dir, publicBaseUrl: "http://127.0.0.1:9", urlSecret: "bench-handoff-secret-0123456789", maxReceives: 5 });
+  const ports = openLocalPorts({
+    dataDir: dir,
+    publicBaseUrl: "http://127.0.0.1:9",
+    urlSecret: "bench-handoff-secret-0123456789",
+    maxReceives: 5,
+  });
   const body = stageMessage("job_floor", planRender(renderRequestSchema(DEFAULT_RENDER_LIMITS).parse(REQUEST), 1), 1);
   const latents = new Uint8Array(LATENTS_BYTES).map((_, i) => i % 251);
   const enqueueClaim = async () => {
@@ -182,16 +233,26 @@ async function openLocal(): Promise<Family> {
  */
 async function openAws(): Promise<Family> {
   const { openStandinPorts } = await import("../../../shared/test/support/aws-standins.js");
-  const server = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("../../../shared/test/support/standins-server.ts", import.meta.url))], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const server = spawn(
+    process.execPath,
+    ["--import", "tsx", fileURLToPath(new URL("../../../shared/test/support/standins-server.ts", import.meta.url))],
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
   const exited = new Promise((resolve) => server.once("exit", resolve));
   const endpoints = await new Promise<Omit<AwsStandins, "stop">>((resolve, reject) => {
     server.once("exit", (code) => reject(new Error(`the stand-ins server exited (${code}) before listening`)));
-    readline.createInterface({ input: server.stdout! }).once("line", (line) => resolve(JSON.parse(line) as Omit<AwsStandins, "stop">));
+    readline
+      .createInterface({ input: server.stdout! })
+      .once("line", (line) => resolve(JSON.parse(line) as Omit<AwsStandins, "stop">));
   });
   const standins: AwsStandins = { ...endpoints, stop: async () => void (server.kill("SIGTERM"), await exited) };
-  const { ports } = await openStandinPorts(standins, { queues: ["kiln-base", "kiln-refine", "floor"], maxReceives: 5, visibilitySeconds: 60 });
+  const { ports } = await openStandinPorts(standins, {
+    queues: ["kiln-base", "kiln-refine", "floor"],
+    maxReceives: 5,
+    visibilitySeconds: 60,
+  });
   const body = stageMessage("job_floor", planRender(renderRequestSchema(DEFAULT_RENDER_LIMITS).parse(REQUEST), 1), 1);
   const latents = new Uint8Array(LATENTS_BYTES).map((_, i) => i % 251);
   return {
@@ -200,7 +261,8 @@ async function openAws(): Promise<Family> {
     floors: [
       {
         name: "queue + blob",
-        label: "bare SQS send → receive of a stage-sized message plus S3 put + get of 128 KiB, through the same SDK clients",
+        label:
+          "bare SQS send → receive of a stage-sized message plus S3 put + get of 128 KiB, through the same SDK clients",
         async round(i) {
           const t = performance.now();
           await ports.queue.send("floor", body);

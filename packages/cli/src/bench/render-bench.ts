@@ -20,7 +20,10 @@ export async function run(): Promise<string> {
   const dirs = writeTinyModels(path.join(root, "models"));
   const logger = createLogger({ level: "silent" });
   const options = { providers: ["cpu" as const], logger };
-  const models = { base: await loadSdxlModel(dirs.base, "base", options), refiner: await loadSdxlModel(dirs.refiner, "refiner", options) };
+  const models = {
+    base: await loadSdxlModel(dirs.base, "base", options),
+    refiner: await loadSdxlModel(dirs.refiner, "refiner", options),
+  };
   const timer = timeSessions(models);
   const port = 18000 + Math.floor(Math.random() * 1000);
   const config = loadConfig({ KILN_DATA_DIR: path.join(root, "data"), PORT: String(port), KILN_WORKER_PORT: "0" });
@@ -28,7 +31,13 @@ export async function run(): Promise<string> {
   const api = await startApiService(config, ports, logger);
   const worker = await startWorkerService(config, ports, logger, models);
   const { key } = await createApiKey(ports.keys, { name: "bench", scopes: ["render"] });
-  const request = { prompt: "a lighthouse on a cliff at dusk, oil painting", mode: "ensemble", width: 256, height: 256, steps: 30 };
+  const request = {
+    prompt: "a lighthouse on a cliff at dusk, oil painting",
+    mode: "ensemble",
+    width: 256,
+    height: 256,
+    steps: 30,
+  };
   try {
     for (let i = 0; i < 3; i++) await renderAndWait(config.publicUrl, key, { ...request, seed: i });
     const totals: number[] = [];
@@ -52,9 +61,24 @@ export async function run(): Promise<string> {
       table(
         ["figure", "p50", "p90", "max"],
         [
-          ["client time to image (ms)", fmt(percentile(totals, 50), 0), fmt(percentile(totals, 90), 0), fmt(Math.max(...totals), 0)],
-          ["server time to image (ms)", fmt(percentile(serverSide, 50), 0), fmt(percentile(serverSide, 90), 0), fmt(Math.max(...serverSide), 0)],
-          ["share outside session.run", fmt(percentile(outside, 50) * 100, 1) + " %", fmt(percentile(outside, 90) * 100, 1) + " %", fmt(Math.max(...outside) * 100, 1) + " %"],
+          [
+            "client time to image (ms)",
+            fmt(percentile(totals, 50), 0),
+            fmt(percentile(totals, 90), 0),
+            fmt(Math.max(...totals), 0),
+          ],
+          [
+            "server time to image (ms)",
+            fmt(percentile(serverSide, 50), 0),
+            fmt(percentile(serverSide, 90), 0),
+            fmt(Math.max(...serverSide), 0),
+          ],
+          [
+            "share outside session.run",
+            fmt(percentile(outside, 50) * 100, 1) + " %",
+            fmt(percentile(outside, 90) * 100, 1) + " %",
+            fmt(Math.max(...outside) * 100, 1) + " %",
+          ],
         ],
       ),
     ].join("\n");

@@ -14,7 +14,9 @@ export function timeSessions(models: ModelSet): { totalMs(): number; reset(): vo
     for (const loaded of [textEncoder, textEncoder2, unet, vaeDecoder]) {
       if (!loaded || seen.has(loaded.session)) continue;
       seen.add(loaded.session);
-      const original = loaded.session.run.bind(loaded.session) as (...a: unknown[]) => Promise<ort.InferenceSession.ReturnType>;
+      const original = loaded.session.run.bind(loaded.session) as (
+        ...a: unknown[]
+      ) => Promise<ort.InferenceSession.ReturnType>;
       (loaded.session as { run: unknown }).run = async (...args: unknown[]) => {
         const t = performance.now();
         try {

@@ -24,15 +24,34 @@ export async function run(): Promise<string> {
   const logger = createLogger({ level: "silent" });
   try {
     writeTinyModel(path.join(root, "base"), { role: "base" });
-    const model = await loadSdxlModel(path.join(root, "base"), "base", { providers: ["cpu"], logger, intraOpThreads: 1 });
+    const model = await loadSdxlModel(path.join(root, "base"), "base", {
+      providers: ["cpu"],
+      logger,
+      intraOpThreads: 1,
+    });
     const rows: (string | number)[][] = [];
     const padded: (string | number)[][] = [];
     try {
       for (const n of [1, 4]) {
         for (const scheduler of SCHEDULER_NAMES) {
           const { overhead, run } = await measure(model, scheduler, n);
-          const [o10, o50, o90, r50] = [percentile(overhead, 10), percentile(overhead, 50), percentile(overhead, 90), percentile(run, 50)];
-          rows.push([scheduler, n, 2 * n, fmt(o50, 3), fmt(o10, 3), fmt(o90, 3), fmt(o50 / n, 3), fmt(r50, 3), fmt(o50 / r50, 2)]);
+          const [o10, o50, o90, r50] = [
+            percentile(overhead, 10),
+            percentile(overhead, 50),
+            percentile(overhead, 90),
+            percentile(run, 50),
+          ];
+          rows.push([
+            scheduler,
+            n,
+            2 * n,
+            fmt(o50, 3),
+            fmt(o10, 3),
+            fmt(o90, 3),
+            fmt(o50 / n, 3),
+            fmt(r50, 3),
+            fmt(o50 / r50, 2),
+          ]);
         }
       }
       // A real UNet step takes tens of milliseconds: pad the trivial one to 30 ms to see what the
@@ -41,7 +60,15 @@ export async function run(): Promise<string> {
       for (const n of [1, 4]) {
         for (const scheduler of ["euler", "euler_a"] as const) {
           const { overhead, run } = await measure(model, scheduler, n, GPU_STEP_MS);
-          padded.push([scheduler, n, 2 * n, fmt(percentile(overhead, 50), 3), fmt(percentile(overhead, 10), 3), fmt(percentile(overhead, 90), 3), fmt(percentile(run, 50), 3)]);
+          padded.push([
+            scheduler,
+            n,
+            2 * n,
+            fmt(percentile(overhead, 50), 3),
+            fmt(percentile(overhead, 10), 3),
+            fmt(percentile(overhead, 90), 3),
+            fmt(percentile(run, 50), 3),
+          ]);
         }
       }
     } finally {
@@ -52,11 +79,27 @@ export async function run(): Promise<string> {
       "",
       "`session.run` here is measured from JavaScript around `await session.run(...)`: it includes onnxruntime-node's feed checks, its `setImmediate` hop, wrapping the inputs, the (trivial) graph, and copying the 4×128×128×batch output into a new JavaScript array. The overhead is everything else in the loop: scaling the latents into the batched UNet input, the timestep, CFG (and rescale), the scheduler step, and for euler_a waiting for the step noise drawn on a helper thread while the UNet ran.",
       "",
-      table(["scheduler", "n", "UNet batch", "overhead ms/step p50", "p10", "p90", "p50 per image", "session.run ms/step p50", "overhead / session.run"], rows),
+      table(
+        [
+          "scheduler",
+          "n",
+          "UNet batch",
+          "overhead ms/step p50",
+          "p10",
+          "p90",
+          "p50 per image",
+          "session.run ms/step p50",
+          "overhead / session.run",
+        ],
+        rows,
+      ),
       "",
       `The same with each \`session.run\` padded to ${GPU_STEP_MS} ms (a sleep after the trivial run, standing in for an H100 UNet step): the helper thread draws euler_a's next noise within that time, so the main thread no longer waits for it; euler is the reference without noise.`,
       "",
-      table(["scheduler", "n", "UNet batch", "overhead ms/step p50", "p10", "p90", "padded session.run ms/step p50"], padded),
+      table(
+        ["scheduler", "n", "UNet batch", "overhead ms/step p50", "p10", "p90", "padded session.run ms/step p50"],
+        padded,
+      ),
     ].join("\n");
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
@@ -74,7 +117,15 @@ interface StepSamples {
  * than per-render means keep a burst of contention on this machine from smearing over whole renders.
  */
 async function measure(model: SdxlModel, scheduler: SchedulerName, n: number, unetFloorMs = 0): Promise<StepSamples> {
-  const request = renderRequestSchema().parse({ prompt: "a lighthouse on a cliff at dusk", mode: "base", width: SIZE, height: SIZE, steps: STEPS, n, scheduler });
+  const request = renderRequestSchema().parse({
+    prompt: "a lighthouse on a cliff at dusk",
+    mode: "base",
+    width: SIZE,
+    height: SIZE,
+    steps: STEPS,
+    n,
+    scheduler,
+  });
   const session = model.unet.session;
   const original = session.run.bind(session) as (...args: unknown[]) => Promise<ort.InferenceSession.ReturnType>;
   let runMs = 0;

@@ -6,11 +6,18 @@ import os from "node:os";
  */
 const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Promise<string> }> }> = {
   handoff: {
-    summary: "per-hand-over overhead of the worker runtime with a null model, local and AWS (stand-ins on loopback), as a ratio to the raw queue+blob floor",
+    summary:
+      "per-hand-over overhead of the worker runtime with a null model, local and AWS (stand-ins on loopback), as a ratio to the raw queue+blob floor",
     load: () => import("../bench/handoff-bench.js"),
   },
-  api: { summary: "authenticated POST /v1/renders on the local family vs a bare Hono GET, 50 connections (autocannon)", load: () => import("../bench/api-bench.js") },
-  render: { summary: "time to image, 256×256 ensemble on the tiny models, and the share outside session.run", load: () => import("../bench/render-bench.js") },
+  api: {
+    summary: "authenticated POST /v1/renders on the local family vs a bare Hono GET, 50 connections (autocannon)",
+    load: () => import("../bench/api-bench.js"),
+  },
+  render: {
+    summary: "time to image, 256×256 ensemble on the tiny models, and the share outside session.run",
+    load: () => import("../bench/render-bench.js"),
+  },
   "step-overhead": {
     summary: "CPU cost per denoising step outside session.run at 1024² (real tensor sizes), per scheduler, n = 1 and 4",
     load: () => import("../bench/step-overhead-bench.js"),
@@ -22,7 +29,9 @@ export async function run(argv: string[]): Promise<void> {
   for (const name of names) {
     if (!BENCHES[name]) throw new Error(`unknown benchmark "${name}"; choose from ${Object.keys(BENCHES).join(", ")}`);
   }
-  console.log(`Machine: ${os.cpus()[0]?.model ?? "unknown CPU"}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()} ${os.arch()}. Date: ${new Date().toISOString().slice(0, 10)}.\n`);
+  console.log(
+    `Machine: ${os.cpus()[0]?.model ?? "unknown CPU"}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()} ${os.arch()}. Date: ${new Date().toISOString().slice(0, 10)}.\n`,
+  );
   for (const name of names) {
     console.error(`running ${name} …`);
     console.log(`## ${name}\n\n${await (await BENCHES[name]!.load()).run()}\n`);

@@ -15,7 +15,16 @@ export async function run(argv: string[]): Promise<void> {
         for (const kind of kinds as ("base" | "refine")[]) {
           const letters = await ports.queue.peekDeadLetters(queueForStage(kind), { max: 100 });
           console.error(`${queueForStage(kind)}: ${letters.length} dead letter(s)`);
-          for (const m of letters) console.log(JSON.stringify({ queue: queueForStage(kind), id: m.id, receives: m.receiveCount, sentAt: new Date(m.sentAt).toISOString(), body: m.body }));
+          for (const m of letters)
+            console.log(
+              JSON.stringify({
+                queue: queueForStage(kind),
+                id: m.id,
+                receives: m.receiveCount,
+                sentAt: new Date(m.sentAt).toISOString(),
+                body: m.body,
+              }),
+            );
         }
         break;
       case "replay":

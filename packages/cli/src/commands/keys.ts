@@ -38,7 +38,9 @@ export async function run(argv: string[]): Promise<void> {
     switch (action) {
       case "create": {
         if (!values.name) throw new Error("kiln keys create needs --name NAME (a label for whoever uses the key)");
-        const scopes = String(values.scopes).split(",").map((s) => s.trim()) as KeyScope[];
+        const scopes = String(values.scopes)
+          .split(",")
+          .map((s) => s.trim()) as KeyScope[];
         const bad = scopes.filter((s) => s !== "render" && s !== "admin");
         if (bad.length) throw new Error(`unknown scope(s) ${bad.join(", ")}; use render and/or admin`);
         const limits: KeyLimits = {};
@@ -46,22 +48,38 @@ export async function run(argv: string[]): Promise<void> {
           const raw = values[flag as keyof typeof values];
           if (typeof raw !== "string") continue;
           const n = Number(raw);
-          if (raw.trim() === "" || !Number.isFinite(n)) throw new Error(`--${flag} must be a number (got ${JSON.stringify(raw)})`);
+          if (raw.trim() === "" || !Number.isFinite(n))
+            throw new Error(`--${flag} must be a number (got ${JSON.stringify(raw)})`);
           limits[field] = n;
         }
         const { key, record } = await createApiKey(ports.keys, { name: String(values.name), scopes, limits });
-        console.error(`Created key ${record.id} (${record.name}, scopes ${scopes.join(",")}). It is shown once; store it now.`);
+        console.error(
+          `Created key ${record.id} (${record.name}, scopes ${scopes.join(",")}). It is shown once; store it now.`,
+        );
         console.error(`Webhook signing secret (also: kiln keys webhook-secret ${record.id}): ${record.webhookSecret}`);
         console.log(key);
         break;
       }
       case "list": {
         const keys = await ports.keys.list();
-        if (values.json) console.log(JSON.stringify(keys.map(({ hash: _hash, webhookSecret: _secret, ...k }) => k), null, 2));
+        if (values.json)
+          console.log(
+            JSON.stringify(
+              keys.map(({ hash: _hash, webhookSecret: _secret, ...k }) => k),
+              null,
+              2,
+            ),
+          );
         else
           for (const k of keys) {
-            const limits = k.limits ? Object.entries(k.limits).map(([f, v]) => `${f}=${v}`).join(",") : "default limits";
-            console.log(`${k.id}\tkiln_${k.prefix}_…\t${k.name}\t${k.scopes.join(",")}\t${limits}\t${k.revokedAt ? `revoked ${k.revokedAt}` : "active"}`);
+            const limits = k.limits
+              ? Object.entries(k.limits)
+                  .map(([f, v]) => `${f}=${v}`)
+                  .join(",")
+              : "default limits";
+            console.log(
+              `${k.id}\tkiln_${k.prefix}_…\t${k.name}\t${k.scopes.join(",")}\t${limits}\t${k.revokedAt ? `revoked ${k.revokedAt}` : "active"}`,
+            );
           }
         break;
       }
@@ -77,7 +95,8 @@ export async function run(argv: string[]): Promise<void> {
         if (!id) throw new Error("kiln keys webhook-secret needs the key id (see kiln keys list)");
         const key = await ports.keys.get(id);
         if (!key) throw new Error(`no key ${id}`);
-        if (!key.webhookSecret) throw new Error(`key ${id} predates webhooks and has no webhook secret; create a new key`);
+        if (!key.webhookSecret)
+          throw new Error(`key ${id} predates webhooks and has no webhook secret; create a new key`);
         console.log(key.webhookSecret);
         break;
       }

@@ -23,7 +23,10 @@ export async function run(argv: string[]): Promise<void> {
     },
   });
   const prompt = positionals.join(" ");
-  if (!prompt) throw new Error('usage: kiln render "a prompt" [--mode base|ensemble|sdedit] [--width W --height H] [--steps N] [--seed S] [--out FILE] [--key KEY] [--url URL]');
+  if (!prompt)
+    throw new Error(
+      'usage: kiln render "a prompt" [--mode base|ensemble|sdedit] [--width W --height H] [--steps N] [--seed S] [--out FILE] [--key KEY] [--url URL]',
+    );
   const key = values.key ?? process.env.KILN_API_KEY;
   if (!key) throw new Error("pass --key or set KILN_API_KEY (create one with `kiln keys create --name me`)");
   const url = values.url ?? loadConfig().publicUrl;
@@ -44,6 +47,7 @@ export async function run(argv: string[]): Promise<void> {
   );
   const job = await renderAndWait(url, key, request, printProgress);
   if (process.stderr.isTTY) process.stderr.write("\n");
-  if (job.status !== "succeeded") throw new Error(`render ${job.id} ${job.status}: ${job.error?.code} — ${job.error?.message}`);
+  if (job.status !== "succeeded")
+    throw new Error(`render ${job.id} ${job.status}: ${job.error?.code} — ${job.error?.message}`);
   for (const file of await saveImages(job, values.out!)) console.log(file);
 }

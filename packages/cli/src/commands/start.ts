@@ -48,7 +48,12 @@ async function localKey(config: KilnConfig, ports: Ports): Promise<string> {
 }
 
 async function demoRender(config: KilnConfig, key: string, tiny: boolean, logger: Logger): Promise<void> {
-  const request = { prompt: "a lighthouse on a cliff at dusk, oil painting", mode: "ensemble", seed: 42, ...(tiny ? { width: 256, height: 256, steps: 20 } : {}) };
+  const request = {
+    prompt: "a lighthouse on a cliff at dusk, oil painting",
+    mode: "ensemble",
+    seed: 42,
+    ...(tiny ? { width: 256, height: 256, steps: 20 } : {}),
+  };
   logger.info({ request }, "demo render: submitting through the public API");
   const started = performance.now();
   const job = await renderAndWait(config.publicUrl, key, request, printProgress);
@@ -59,5 +64,7 @@ async function demoRender(config: KilnConfig, key: string, tiny: boolean, logger
   }
   const [file] = await saveImages(job, path.join(config.dataDir, "demo.png"));
   logger.info({ jobId: job.id, file, seconds: ((performance.now() - started) / 1000).toFixed(2) }, "demo render saved");
-  console.log(`Demo render (${job.images[0]!.width}×${job.images[0]!.height}, ensemble${tiny ? ", tiny test model: noise by design" : ""}): ${path.resolve(file!)}`);
+  console.log(
+    `Demo render (${job.images[0]!.width}×${job.images[0]!.height}, ensemble${tiny ? ", tiny test model: noise by design" : ""}): ${path.resolve(file!)}`,
+  );
 }

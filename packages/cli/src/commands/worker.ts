@@ -8,5 +8,10 @@ export async function run(): Promise<void> {
   const logger = createLogger({ level: config.logLevel, name: "kiln-worker" });
   const ports = openPorts(config);
   // Drain grace, then up to the stores' retry window (30 s) to release or record what was stopped.
-  stopOnSignals([await startWorkerService(config, ports, logger), startWebhookService(config, ports, logger)], ports, logger, config.drainSeconds + 45);
+  stopOnSignals(
+    [await startWorkerService(config, ports, logger), startWebhookService(config, ports, logger)],
+    ports,
+    logger,
+    config.drainSeconds + 45,
+  );
 }

@@ -1,7 +1,10 @@
 import type { RenderPlan } from "@kiln/shared";
 
 /** What SDXL's micro-conditioning reads from a render; sizes are (height, width) as diffusers orders them. */
-export type TimeIdInputs = Pick<RenderPlan, "originalSize" | "cropsCoordsTopLeft" | "targetSize" | "aestheticScore" | "negativeAestheticScore">;
+export type TimeIdInputs = Pick<
+  RenderPlan,
+  "originalSize" | "cropsCoordsTopLeft" | "targetSize" | "aestheticScore" | "negativeAestheticScore"
+>;
 
 /**
  * The micro-conditioning of a stage whose image is `imageSize` (height, width). SDEdit with a latent upscale
@@ -10,7 +13,10 @@ export type TimeIdInputs = Pick<RenderPlan, "originalSize" | "cropsCoordsTopLeft
  * height × width) follow the upscaled size. A size the request set to exactly the base size cannot be told
  * from the default and follows it too.
  */
-export function stageTimeIdInputs(plan: TimeIdInputs & Pick<RenderPlan, "width" | "height">, imageSize: readonly [number, number]): TimeIdInputs {
+export function stageTimeIdInputs(
+  plan: TimeIdInputs & Pick<RenderPlan, "width" | "height">,
+  imageSize: readonly [number, number],
+): TimeIdInputs {
   const resized = imageSize[0] !== plan.height || imageSize[1] !== plan.width;
   const follow = (size: [number, number]): [number, number] =>
     resized && size[0] === plan.height && size[1] === plan.width ? [imageSize[0], imageSize[1]] : size;
@@ -39,6 +45,8 @@ export function timeIds(inputs: TimeIdInputs, width: 5 | 6, n: number, guided: b
   const [th, tw] = inputs.targetSize;
   const positive = width === 6 ? [oh, ow, ct, cl, th, tw] : [oh, ow, ct, cl, inputs.aestheticScore];
   const negative = width === 6 ? positive : [oh, ow, 0, 0, inputs.negativeAestheticScore];
-  const rows = guided ? [...Array<number[]>(n).fill(negative), ...Array<number[]>(n).fill(positive)] : Array<number[]>(n).fill(positive);
+  const rows = guided
+    ? [...Array<number[]>(n).fill(negative), ...Array<number[]>(n).fill(positive)]
+    : Array<number[]>(n).fill(positive);
   return Float32Array.from(rows.flat());
 }

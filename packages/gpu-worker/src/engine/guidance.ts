@@ -6,7 +6,8 @@
  */
 export function fillModelInput(latents: Float32Array, divisor: number, out: Float32Array): Float32Array {
   const per = latents.length;
-  if (out.length !== per && out.length !== 2 * per) throw new RangeError(`a model input of ${out.length} values for ${per} latents`);
+  if (out.length !== per && out.length !== 2 * per)
+    throw new RangeError(`a model input of ${out.length} values for ${per} latents`);
   if (divisor === 1) out.set(latents);
   else for (let i = 0; i < per; i++) out[i] = latents[i]! / divisor;
   if (out.length === 2 * per) out.copyWithin(per, 0, per);
@@ -19,7 +20,13 @@ export function fillModelInput(latents: Float32Array, divisor: number, out: Floa
  * (std over every axis but batch, unbiased; `out = φ·cfg·(std_c/std_cfg) + (1−φ)·cfg`).
  * Writes into `out` ([n, …]) so the denoise loop allocates nothing per step.
  */
-export function applyGuidance(modelOutput: Float32Array, n: number, scale: number, rescale: number, out: Float32Array): Float32Array {
+export function applyGuidance(
+  modelOutput: Float32Array,
+  n: number,
+  scale: number,
+  rescale: number,
+  out: Float32Array,
+): Float32Array {
   const per = out.length / n;
   const half = per * n;
   for (let i = 0; i < half; i++) {

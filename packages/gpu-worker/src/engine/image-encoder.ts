@@ -18,7 +18,12 @@ const CONTENT_TYPES: Record<OutputFormat, string> = { png: "image/png", webp: "i
  * (a PNG `parameters` text chunk; EXIF ImageDescription for WebP/JPEG), so a user can see how an image
  * was made in any tool that reads them.
  */
-export async function encodeImage(image: DecodedImage, format: OutputFormat, quality: number, parameters: string): Promise<EncodedImage> {
+export async function encodeImage(
+  image: DecodedImage,
+  format: OutputFormat,
+  quality: number,
+  parameters: string,
+): Promise<EncodedImage> {
   const base = sharp(Buffer.from(image.rgb.buffer, image.rgb.byteOffset, image.rgb.byteLength), {
     raw: { width: image.width, height: image.height, channels: 3 },
   });
@@ -28,10 +33,16 @@ export async function encodeImage(image: DecodedImage, format: OutputFormat, qua
       bytes = withPngTextChunk(await base.png({ compressionLevel: 6 }).toBuffer(), "parameters", parameters);
       break;
     case "webp":
-      bytes = await base.webp({ quality }).withExif({ IFD0: { ImageDescription: asciiSafe(parameters) } }).toBuffer();
+      bytes = await base
+        .webp({ quality })
+        .withExif({ IFD0: { ImageDescription: asciiSafe(parameters) } })
+        .toBuffer();
       break;
     case "jpeg":
-      bytes = await base.jpeg({ quality }).withExif({ IFD0: { ImageDescription: asciiSafe(parameters) } }).toBuffer();
+      bytes = await base
+        .jpeg({ quality })
+        .withExif({ IFD0: { ImageDescription: asciiSafe(parameters) } })
+        .toBuffer();
       break;
   }
   return { bytes, format, contentType: CONTENT_TYPES[format], width: image.width, height: image.height };
@@ -56,7 +67,7 @@ export function withPngTextChunk(png: Uint8Array, keyword: string, text: string)
 export function readPngText(png: Uint8Array): Record<string, string> {
   const buf = Buffer.from(png.buffer, png.byteOffset, png.byteLength);
   const out: Record<string, string> = {};
-  for (let o = 8; o + 8 <= buf.length; ) {
+  for (let o = 8; o + 8 <= buf.length;) {
     const length = buf.readUInt32BE(o);
     const type = buf.toString("latin1", o + 4, o + 8);
     const data = buf.subarray(o + 8, o + 8 + length);

@@ -1,7 +1,12 @@
 /** Small tensor operations on NCHW Float32Arrays used between the model calls. */
 
 /** Bilinear resize of [n, c, h, w] latents (align_corners=false, as torch's interpolate). */
-export function resizeLatentsBilinear(x: Float32Array, shape: readonly number[], outH: number, outW: number): Float32Array {
+export function resizeLatentsBilinear(
+  x: Float32Array,
+  shape: readonly number[],
+  outH: number,
+  outW: number,
+): Float32Array {
   const [n, c, h, w] = shape as [number, number, number, number];
   const out = new Float32Array(n * c * outH * outW);
   const sy = h / outH;

@@ -98,7 +98,11 @@ export class NoiseStream {
       if (done === this.seq) break;
       const left = deadline - performance.now();
       if (done === FAILED || left <= 0 || Atomics.wait(this.control, 0, done, left) === "timed-out") {
-        throw new KilnError("noise_helper_failed", "The helper thread that draws step noise stopped answering; the stage can be retried.", { retryable: true });
+        throw new KilnError(
+          "noise_helper_failed",
+          "The helper thread that draws step noise stopped answering; the stage can be retried.",
+          { retryable: true },
+        );
       }
     }
     this.pending = false;
@@ -136,7 +140,10 @@ function startHelper(logger?: WarnLogger): Promise<NoiseHelper | undefined> {
   return new Promise((resolve) => {
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { noiseModule, tsxApi }, name: "kiln-noise" });
     const fail = (error: string) => {
-      logger?.warn({ error }, "the step-noise helper thread did not start; ancestral steps draw their noise on the main thread");
+      logger?.warn(
+        { error },
+        "the step-noise helper thread did not start; ancestral steps draw their noise on the main thread",
+      );
       void worker.terminate();
       resolve(undefined);
     };

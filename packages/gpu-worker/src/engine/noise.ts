@@ -38,7 +38,8 @@ export class NoiseSource {
 
   /** `seed`: a non-negative integer; like torch, only its low 32 bits reach the engine. */
   constructor(seed: number) {
-    if (!Number.isSafeInteger(seed) || seed < 0) throw new KilnError("noise_seed_invalid", `A noise seed must be a non-negative integer below 2^53, got ${seed}.`);
+    if (!Number.isSafeInteger(seed) || seed < 0)
+      throw new KilnError("noise_seed_invalid", `A noise seed must be a non-negative integer below 2^53, got ${seed}.`);
     this.seed = seed;
     const s = this.state;
     s[0] = seed % 2 ** 32;
@@ -176,7 +177,8 @@ export function initialNoise(seed: number, imageIndex: number, shape: readonly n
 export function drawNoise(sources: NoiseSource | readonly NoiseSource[], out: Float32Array): Float32Array {
   if (sources instanceof NoiseSource) return sources.randnInto(out);
   const k = sources.length;
-  if (k === 0 || out.length % k !== 0) throw new KilnError("noise_split_invalid", `Cannot split ${out.length} noise values evenly over ${k} generators.`);
+  if (k === 0 || out.length % k !== 0)
+    throw new KilnError("noise_split_invalid", `Cannot split ${out.length} noise values evenly over ${k} generators.`);
   const per = out.length / k;
   for (let i = 0; i < k; i++) sources[i]!.randnInto(out.subarray(i * per, (i + 1) * per));
   return out;

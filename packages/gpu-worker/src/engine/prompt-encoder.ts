@@ -41,14 +41,21 @@ export function hiddenStateName(session: LoadedSession, clipSkip = 0): string {
 }
 
 /** Token ids and per-token weights for one prompt on one tokenizer, as windows of 77. */
-function tokenize(tokenizer: ClipTokenizer, text: string, options: EncodeOptions, logger?: Logger): { windows: Int32Array[]; weights?: Float32Array[] } {
+function tokenize(
+  tokenizer: ClipTokenizer,
+  text: string,
+  options: EncodeOptions,
+  logger?: Logger,
+): { windows: Int32Array[]; weights?: Float32Array[] } {
   const minWindows = options.minWindows ?? 1;
   if (options.longPrompt) {
     if (!options.weighting) return { windows: tokenizer.encodeLong(text, minWindows) };
     const windows = tokenizer.encodeWeightedLong(text, minWindows);
     return { windows: windows.map((w) => w.ids), weights: windows.map((w) => w.weights) };
   }
-  const encoded: { ids: Int32Array; weights?: Float32Array; truncated?: Truncation } = options.weighting ? tokenizer.encodeWeighted(text) : tokenizer.encode(text);
+  const encoded: { ids: Int32Array; weights?: Float32Array; truncated?: Truncation } = options.weighting
+    ? tokenizer.encodeWeighted(text)
+    : tokenizer.encode(text);
   if (encoded.truncated) {
     logger?.warn(
       { droppedText: encoded.truncated.droppedText, tokens: encoded.truncated.tokenCount },
@@ -109,11 +116,15 @@ export async function encodePrompt(
   for (const [tokenizer, session, text, isSecond] of encoderInputs(pair, prompt, prompt2)) {
     const { windows, weights } = tokenize(tokenizer, text, options, logger);
     if (tokens !== undefined && tokens !== windows.length * 77) {
-      throw new RangeError(`the text encoders got ${tokens / 77} and ${windows.length} windows; pass minWindows in long mode`);
+      throw new RangeError(
+        `the text encoders got ${tokens / 77} and ${windows.length} windows; pass minWindows in long mode`,
+      );
     }
     tokens = windows.length * 77;
     const result = await runEncoder(session, windows, hiddenStateName(session, options.clipSkip), isSecond);
-    weights?.forEach((w, i) => applyTokenWeights(result.hidden.subarray(i * 77 * result.width, (i + 1) * 77 * result.width), result.width, w));
+    weights?.forEach((w, i) =>
+      applyTokenWeights(result.hidden.subarray(i * 77 * result.width, (i + 1) * 77 * result.width), result.width, w),
+    );
     parts.push(result);
     if (isSecond) pooled = result.pooled;
   }
@@ -121,15 +132,21 @@ export async function encodePrompt(
   const hidden = new Float32Array(tokens! * width);
   let offset = 0;
   for (const part of parts) {
-    for (let t = 0; t < tokens!; t++) hidden.set(part.hidden.subarray(t * part.width, (t + 1) * part.width), t * width + offset);
+    for (let t = 0; t < tokens!; t++)
+      hidden.set(part.hidden.subarray(t * part.width, (t + 1) * part.width), t * width + offset);
     offset += part.width;
   }
   return { hidden, tokens: tokens!, width, pooled: pooled! };
 }
 
 /** (tokenizer, encoder, text, is text_encoder_2) for each text encoder the model has. */
-function encoderInputs(pair: TextEncoderPair, prompt: string, prompt2: string): [ClipTokenizer, LoadedSession, string, boolean][] {
-  const first: [ClipTokenizer, LoadedSession, string, boolean][] = pair.tokenizer && pair.textEncoder ? [[pair.tokenizer, pair.textEncoder, prompt, false]] : [];
+function encoderInputs(
+  pair: TextEncoderPair,
+  prompt: string,
+  prompt2: string,
+): [ClipTokenizer, LoadedSession, string, boolean][] {
+  const first: [ClipTokenizer, LoadedSession, string, boolean][] =
+    pair.tokenizer && pair.textEncoder ? [[pair.tokenizer, pair.textEncoder, prompt, false]] : [];
   return [...first, [pair.tokenizer2, pair.textEncoder2, prompt2, true]];
 }
 
@@ -139,7 +156,12 @@ function windowsNeeded(tokenizer: ClipTokenizer, text: string, weighting: boolea
 }
 
 export function zeroEmbeddings(like: PromptEmbeddings): PromptEmbeddings {
-  return { hidden: new Float32Array(like.hidden.length), tokens: like.tokens, width: like.width, pooled: new Float32Array(like.pooled.length) };
+  return {
+    hidden: new Float32Array(like.hidden.length),
+    tokens: like.tokens,
+    width: like.width,
+    pooled: new Float32Array(like.pooled.length),
+  };
 }
 
 /**
@@ -162,7 +184,9 @@ export async function encodePromptPair(
   const prompt2 = prompts.prompt2 || prompts.prompt;
   const zeroNegative = prompts.negativePrompt === undefined && options.forceZerosForEmptyPrompt;
   if (options.guided && zeroNegative && prompts.negativePrompt2) {
-    logger?.warn("negative_prompt_2 is ignored without negative_prompt on a model with force_zeros_for_empty_prompt (diffusers does the same)");
+    logger?.warn(
+      "negative_prompt_2 is ignored without negative_prompt on a model with force_zeros_for_empty_prompt (diffusers does the same)",
+    );
   }
   const encodeNegative = options.guided && !zeroNegative;
   const negativePrompt = prompts.negativePrompt ?? "";
@@ -170,14 +194,26 @@ export async function encodePromptPair(
 
   let minWindows = options.minWindows ?? 1;
   if (options.longPrompt) {
-    const texts: [string, string][] = encodeNegative ? [[prompts.prompt, prompt2], [negativePrompt, negativePrompt2]] : [[prompts.prompt, prompt2]];
+    const texts: [string, string][] = encodeNegative
+      ? [
+          [prompts.prompt, prompt2],
+          [negativePrompt, negativePrompt2],
+        ]
+      : [[prompts.prompt, prompt2]];
     for (const [text, text2] of texts) {
-      for (const [tokenizer, , t] of encoderInputs(pair, text, text2)) minWindows = Math.max(minWindows, windowsNeeded(tokenizer, t, options.weighting));
+      for (const [tokenizer, , t] of encoderInputs(pair, text, text2))
+        minWindows = Math.max(minWindows, windowsNeeded(tokenizer, t, options.weighting));
     }
   }
   const positive = await encodePrompt(pair, prompts.prompt, prompt2, { ...options, minWindows }, logger);
   if (!options.guided) return { positive };
   if (zeroNegative) return { positive, negative: zeroEmbeddings(positive) };
-  const negative = await encodePrompt(pair, negativePrompt, negativePrompt2, { ...options, clipSkip: undefined, minWindows }, logger);
+  const negative = await encodePrompt(
+    pair,
+    negativePrompt,
+    negativePrompt2,
+    { ...options, clipSkip: undefined, minWindows },
+    logger,
+  );
   return { positive, negative };
 }

@@ -1,7 +1,12 @@
 import fs from "node:fs";
 import path from "node:path";
 import { createHash } from "node:crypto";
-import { loadModelFolder, type LoadModelFolderOptions, type ModelFolder, type ModelRole } from "../models/model-folder.js";
+import {
+  loadModelFolder,
+  type LoadModelFolderOptions,
+  type ModelFolder,
+  type ModelRole,
+} from "../models/model-folder.js";
 import type { LoadedSession } from "../onnx/tensors.js";
 import { ClipTokenizer } from "./tokenizer/clip-tokenizer.js";
 import { parseSchedulerConfigText } from "./schedulers/index.js";
@@ -37,7 +42,9 @@ export async function loadSdxlModel(dir: string, role: ModelRole, options: LoadM
   const folder = await loadModelFolder(dir, role, options);
   const schedulerFile = path.join(folder.dir, "scheduler", "scheduler_config.json");
   const schedulerConfig = parseSchedulerConfigText(folder.schedulerConfigJson, schedulerFile);
-  const tokenizer = folder.tokenizerDirs.tokenizer ? await ClipTokenizer.fromFolder(folder.tokenizerDirs.tokenizer) : undefined;
+  const tokenizer = folder.tokenizerDirs.tokenizer
+    ? await ClipTokenizer.fromFolder(folder.tokenizerDirs.tokenizer)
+    : undefined;
   const tokenizer2 = await ClipTokenizer.fromFolder(folder.tokenizerDirs.tokenizer2);
   const sessions = folder.sessions;
   return {
@@ -53,8 +60,15 @@ export async function loadSdxlModel(dir: string, role: ModelRole, options: LoadM
     vaeScalingFactor: readVaeScalingFactor(folder.dir),
     schedulerConfig,
     schedulerConfigHash: createHash("sha256").update(folder.schedulerConfigJson).digest("hex").slice(0, 16),
-    forceZerosForEmptyPrompt: folder.index.force_zeros_for_empty_prompt !== false && folder.index.requires_aesthetics_score !== true,
-    providers: [...new Set(Object.values(sessions).filter(Boolean).map((s) => (s as LoadedSession).provider))],
+    forceZerosForEmptyPrompt:
+      folder.index.force_zeros_for_empty_prompt !== false && folder.index.requires_aesthetics_score !== true,
+    providers: [
+      ...new Set(
+        Object.values(sessions)
+          .filter(Boolean)
+          .map((s) => (s as LoadedSession).provider),
+      ),
+    ],
     folder,
     release: () => folder.release(),
   };

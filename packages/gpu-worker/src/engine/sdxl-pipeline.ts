@@ -32,15 +32,21 @@ export type StageResult =
   | { kind: "images"; images: EncodedImage[]; unetSeconds: number; denoiseSeconds: number; steps: number };
 
 /** Seed of an image's noise stream in a stage: `seed + i` in the first stage (torch-compatible), mixed per later stage. */
-export const stageNoiseSeed = (seed: number, stage: number): number => (stage === 0 ? seed : (seed + Math.imul(stage, 0x9e3779b1)) >>> 0);
+export const stageNoiseSeed = (seed: number, stage: number): number =>
+  stage === 0 ? seed : (seed + Math.imul(stage, 0x9e3779b1)) >>> 0;
 
 /** The slice of the schedule a stage runs, by diffusers' `denoising_start`/`denoising_end`/`strength` rules. */
-export function stageSchedule(scheduler: Scheduler, plan: RenderPlan, stage: StagePlan): { begin: number; end: number } {
+export function stageSchedule(
+  scheduler: Scheduler,
+  plan: RenderPlan,
+  stage: StagePlan,
+): { begin: number; end: number } {
   const timesteps = scheduler.timesteps;
   let begin = 0;
   let end = timesteps.length;
   if (stage.denoisingEnd !== undefined) end = ensembleSplit(timesteps, stage.denoisingEnd, scheduler.order).base;
-  if (stage.denoisingStart !== undefined) begin = ensembleSplit(timesteps, stage.denoisingStart, scheduler.order).refinerStartIndex;
+  if (stage.denoisingStart !== undefined)
+    begin = ensembleSplit(timesteps, stage.denoisingStart, scheduler.order).refinerStartIndex;
   if (stage.strength !== undefined) begin = sdeditStart(plan.steps, stage.strength, scheduler.order).initTimestepIndex;
   return { begin, end };
 }
@@ -65,20 +71,39 @@ export async function runStage(
   const guided = plan.guidanceScale > 1;
 
   // 1. Check inputs.
-  if (stage.index > 0 && !input) throw new KilnError("stage_input_missing", `Stage ${stage.index} needs the latents of stage ${stage.index - 1}.`);
+  if (stage.index > 0 && !input)
+    throw new KilnError("stage_input_missing", `Stage ${stage.index} needs the latents of stage ${stage.index - 1}.`);
   if (input && input.shape[0] !== n) {
-    throw new KilnError("latents_shape_mismatch", `The latents hold ${input.shape[0]} images but the plan asks for ${n}; the producing stage must run again.`, { retryable: true });
+    throw new KilnError(
+      "latents_shape_mismatch",
+      `The latents hold ${input.shape[0]} images but the plan asks for ${n}; the producing stage must run again.`,
+      { retryable: true },
+    );
   }
 
   // 2. Encode prompts.
   const { positive, negative } = await encodePromptPair(
     model.encoders,
-    { prompt: plan.prompt, prompt2: plan.prompt2, negativePrompt: plan.negativePrompt, negativePrompt2: plan.negativePrompt2 },
-    { clipSkip: plan.clipSkip, longPrompt: plan.longPrompt, weighting: plan.promptWeighting, forceZerosForEmptyPrompt: model.forceZerosForEmptyPrompt, guided },
+    {
+      prompt: plan.prompt,
+      prompt2: plan.prompt2,
+      negativePrompt: plan.negativePrompt,
+      negativePrompt2: plan.negativePrompt2,
+    },
+    {
+      clipSkip: plan.clipSkip,
+      longPrompt: plan.longPrompt,
+      weighting: plan.promptWeighting,
+      forceZerosForEmptyPrompt: model.forceZerosForEmptyPrompt,
+      guided,
+    },
     hooks.logger,
   );
   if (positive.width !== model.unetEmbedWidth) {
-    throw new KilnError("model_mismatch", `The text encoders of ${model.dir} give ${positive.width}-wide embeddings but its UNet takes ${model.unetEmbedWidth}.`);
+    throw new KilnError(
+      "model_mismatch",
+      `The text encoders of ${model.dir} give ${positive.width}-wide embeddings but its UNet takes ${model.unetEmbedWidth}.`,
+    );
   }
 
   // 3. Prepare timesteps: the full schedule, then this stage's slice of it.
@@ -103,7 +128,10 @@ export async function runStage(
     // "Latent" hires fix does (bilinear, no antialias), then re-noise to `strength` at timesteps[begin].
     const size = outputSize(plan);
     shape = [n, 4, size.height / 8, size.width / 8];
-    const x0 = shape[2] === input.shape[2] && shape[3] === input.shape[3] ? input.data : resizeLatentsBilinear(input.data, input.shape, shape[2]!, shape[3]!);
+    const x0 =
+      shape[2] === input.shape[2] && shape[3] === input.shape[3]
+        ? input.data
+        : resizeLatentsBilinear(input.data, input.shape, shape[2]!, shape[3]!);
     latents = scheduler.addNoise(x0, drawNoise(generators, new Float32Array(x0.length)), begin);
   } else {
     // Ensemble of experts: continue from the noisy latents as they are, re-expressed if the families differ.
@@ -122,16 +150,29 @@ export async function runStage(
   const feeds = {
     sample: sample.tensor,
     timestep: timestep.tensor,
-    encoder_hidden_states: new FloatFeed(unet, "encoder_hidden_states", [batch, positive.tokens, positive.width], conditioning.hidden).tensor,
+    encoder_hidden_states: new FloatFeed(
+      unet,
+      "encoder_hidden_states",
+      [batch, positive.tokens, positive.width],
+      conditioning.hidden,
+    ).tensor,
     text_embeds: new FloatFeed(unet, "text_embeds", [batch, positive.pooled.length], conditioning.pooled).tensor,
-    time_ids: new FloatFeed(unet, "time_ids", [batch, model.timeIdsWidth], timeIds(stageTimeIdInputs(plan, [h * 8, w * 8]), model.timeIdsWidth, n, guided)).tensor,
+    time_ids: new FloatFeed(
+      unet,
+      "time_ids",
+      [batch, model.timeIdsWidth],
+      timeIds(stageTimeIdInputs(plan, [h * 8, w * 8]), model.timeIdsWidth, n, guided),
+    ).tensor,
   };
 
   // 6. Denoise. Nothing is allocated per step on our side: the sample is scaled in one pass and copied natively
   // into the second CFG half, guidance writes into a fixed buffer, the scheduler steps `latents` in place, and
   // ancestral noise is drawn on a helper thread while the UNet runs (else on this thread, with the same values).
   const guidedNoise = guided ? new Float32Array(latents.length) : undefined;
-  const fp16Output = unet.outputs.find((o) => o.name === "out_sample")?.dtype === "float16" ? new Float32Array(batch * latents.length / n) : undefined;
+  const fp16Output =
+    unet.outputs.find((o) => o.name === "out_sample")?.dtype === "float16"
+      ? new Float32Array((batch * latents.length) / n)
+      : undefined;
   const noise = scheduler.stochastic ? (await noiseHelper(hooks.logger))?.open(generators, latents.length) : undefined;
   const steps = end - begin;
   let unetSeconds = 0;
@@ -147,7 +188,9 @@ export async function runStage(
       const out = await unet.session.run(feeds, UNET_FETCHES);
       unetSeconds += (performance.now() - started) / 1000;
       const predicted = outputAsFloat32(out.out_sample as ort.Tensor, fp16Output);
-      const noisePred = guidedNoise ? applyGuidance(predicted, n, plan.guidanceScale, plan.guidanceRescale, guidedNoise) : predicted;
+      const noisePred = guidedNoise
+        ? applyGuidance(predicted, n, plan.guidanceScale, plan.guidanceRescale, guidedNoise)
+        : predicted;
       scheduler.step(noisePred, latents, noise ? noise.take() : generators, latents);
       hooks.onStep?.(i - begin + 1, steps, latents, shape);
     }
@@ -157,7 +200,10 @@ export async function runStage(
   const denoiseSeconds = (performance.now() - denoiseStarted) / 1000;
   const bad = firstNonFinite(latents);
   if (bad >= 0) {
-    throw new KilnError("latents_non_finite", `Denoising produced ${latents[bad]} in the latents; the model or its precision is broken (try fp32 or another scheduler).`);
+    throw new KilnError(
+      "latents_non_finite",
+      `Denoising produced ${latents[bad]} in the latents; the model or its precision is broken (try fp32 or another scheduler).`,
+    );
   }
 
   // 7. Hand over (unscaled scheduler-space latents, diffusers' `output_type="latent"`) or decode.
@@ -189,13 +235,24 @@ export async function runStage(
   hooks.signal?.throwIfAborted();
   const images: EncodedImage[] = [];
   for (let i = 0; i < decoded.length; i++) {
-    images.push(await encodeImage(decoded[i]!, plan.outputFormat, plan.outputQuality, generationParameters(plan, model, i, scheduler.name)));
+    images.push(
+      await encodeImage(
+        decoded[i]!,
+        plan.outputFormat,
+        plan.outputQuality,
+        generationParameters(plan, model, i, scheduler.name),
+      ),
+    );
   }
   return { kind: "images", images, unetSeconds, denoiseSeconds, steps };
 }
 
 /** [negative × n, positive × n] (or [positive × n] without guidance) for the UNet's conditioning inputs. */
-function batchedConditioning(positive: PromptEmbeddings, negative: PromptEmbeddings | undefined, n: number): { hidden: Float32Array; pooled: Float32Array } {
+function batchedConditioning(
+  positive: PromptEmbeddings,
+  negative: PromptEmbeddings | undefined,
+  n: number,
+): { hidden: Float32Array; pooled: Float32Array } {
   const rows = [...(negative ? Array(n).fill(negative) : []), ...Array(n).fill(positive)] as PromptEmbeddings[];
   const hidden = new Float32Array(rows.length * positive.hidden.length);
   const pooled = new Float32Array(rows.length * positive.pooled.length);
@@ -206,14 +263,24 @@ function batchedConditioning(positive: PromptEmbeddings, negative: PromptEmbeddi
   return { hidden, pooled };
 }
 
-const SAMPLER_NAMES: Record<string, string> = { euler: "Euler", euler_a: "Euler a", dpmpp_2m: "DPM++ 2M", ddim: "DDIM" };
+const SAMPLER_NAMES: Record<string, string> = {
+  euler: "Euler",
+  euler_a: "Euler a",
+  dpmpp_2m: "DPM++ 2M",
+  ddim: "DDIM",
+};
 
 /**
  * The A1111 `parameters` text, so tools that read it show how the image was made. As A1111 writes it, `Size` is
  * the first pass's size (a latent upscale shows as `Hires upscale`), and `Clip skip` counts from the last layer
  * (A1111's 2 is SDXL's default penultimate layer, diffusers' `clip_skip` 0), so it is `clip_skip + 2`.
  */
-export function generationParameters(plan: RenderPlan, model: SdxlModel, imageIndex: number, scheduler: string): string {
+export function generationParameters(
+  plan: RenderPlan,
+  model: SdxlModel,
+  imageIndex: number,
+  scheduler: string,
+): string {
   const hires = plan.mode === "sdedit" && plan.hiresScale !== 1;
   const fields: [string, string | number | undefined][] = [
     ["Steps", plan.steps],
@@ -232,6 +299,11 @@ export function generationParameters(plan: RenderPlan, model: SdxlModel, imageIn
     ["Clip skip", plan.clipSkip ? plan.clipSkip + 2 : undefined],
     ["Version", "Kiln"],
   ];
-  const line = fields.filter(([, v]) => v !== undefined).map(([k, v]) => `${k}: ${v}`).join(", ");
-  return [plan.prompt, plan.negativePrompt ? `Negative prompt: ${plan.negativePrompt}` : undefined, line].filter(Boolean).join("\n");
+  const line = fields
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join(", ");
+  return [plan.prompt, plan.negativePrompt ? `Negative prompt: ${plan.negativePrompt}` : undefined, line]
+    .filter(Boolean)
+    .join("\n");
 }

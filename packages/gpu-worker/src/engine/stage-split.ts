@@ -18,7 +18,11 @@ export function ensembleSplit(
   numTrainTimesteps = 1000,
 ): { base: number; refinerStartIndex: number; refinerSteps: number; cutoff: number } {
   if (!(frac > 0 && frac < 1)) {
-    throw new KilnError("stage_split_invalid", `The ensemble split fraction must be strictly between 0 and 1, got ${frac}.`, { status: 422 });
+    throw new KilnError(
+      "stage_split_invalid",
+      `The ensemble split fraction must be strictly between 0 and 1, got ${frac}.`,
+      { status: 422 },
+    );
   }
   const cutoff = Math.trunc(roundHalfEven(numTrainTimesteps - frac * numTrainTimesteps));
   let base = 0;
@@ -36,9 +40,15 @@ export function ensembleSplit(
  * `tStart = max(N − init, 0)`; the stage runs `timesteps[initTimestepIndex:]` with `initTimestepIndex = tStart·order`,
  * after `add_noise` at that index. `steps` is diffusers' returned step count, N − tStart.
  */
-export function sdeditStart(numInferenceSteps: number, strength: number, order: number): { tStart: number; initTimestepIndex: number; steps: number } {
+export function sdeditStart(
+  numInferenceSteps: number,
+  strength: number,
+  order: number,
+): { tStart: number; initTimestepIndex: number; steps: number } {
   if (!(strength >= 0 && strength <= 1)) {
-    throw new KilnError("stage_split_invalid", `SDEdit strength must be between 0 and 1, got ${strength}.`, { status: 422 });
+    throw new KilnError("stage_split_invalid", `SDEdit strength must be between 0 and 1, got ${strength}.`, {
+      status: 422,
+    });
   }
   const n = numInferenceSteps;
   const init = Math.min(Math.trunc(n * strength), n);

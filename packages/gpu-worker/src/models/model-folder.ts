@@ -2,7 +2,13 @@ import fs from "node:fs";
 import path from "node:path";
 import onnxProto from "onnx-proto";
 import { KilnError, describeError } from "@kiln/shared";
-import { createSession, type ExecutionProviderName, type IoSpec, type LoadedSession, type SessionLogger } from "../onnx/session-factory.js";
+import {
+  createSession,
+  type ExecutionProviderName,
+  type IoSpec,
+  type LoadedSession,
+  type SessionLogger,
+} from "../onnx/session-factory.js";
 import { TINY_MODEL_MARKER } from "./tiny-models.js";
 
 /**
@@ -44,7 +50,12 @@ export interface ModelFolder {
   /** `scheduler/scheduler_config.json` as read (checked to be JSON, not interpreted here). */
   schedulerConfigJson: string;
   tokenizerDirs: { tokenizer?: string; tokenizer2: string };
-  sessions: { textEncoder?: LoadedSession; textEncoder2: LoadedSession; unet: LoadedSession; vaeDecoder: LoadedSession };
+  sessions: {
+    textEncoder?: LoadedSession;
+    textEncoder2: LoadedSession;
+    unet: LoadedSession;
+    vaeDecoder: LoadedSession;
+  };
   unet: UnetInfo;
   textEncoders: { textEncoder?: TextEncoderInfo; textEncoder2: TextEncoderInfo };
   /** dtype of `vae_decoder`'s `latent_sample`. */
@@ -88,15 +99,22 @@ function otherRoleHint(role: ModelRole): string {
 
 function readIndex(dir: string, role: ModelRole): Record<string, unknown> {
   const file = path.join(dir, "model_index.json");
-  if (!fs.existsSync(file)) throw invalid(`${file} is missing; a diffusers SDXL folder has a model_index.json at its top level. Point the setting at that folder.`);
+  if (!fs.existsSync(file))
+    throw invalid(
+      `${file} is missing; a diffusers SDXL folder has a model_index.json at its top level. Point the setting at that folder.`,
+    );
   let index: unknown;
   try {
     index = JSON.parse(fs.readFileSync(file, "utf8"));
   } catch (e) {
-    throw invalid(`${file} is unreadable (${describeError(e)}); expected the JSON object diffusers writes. Re-download or re-export the model.`);
+    throw invalid(
+      `${file} is unreadable (${describeError(e)}); expected the JSON object diffusers writes. Re-download or re-export the model.`,
+    );
   }
   if (typeof index !== "object" || index === null || Array.isArray(index)) {
-    throw invalid(`${file} is not a JSON object; expected the object diffusers writes with "_class_name" and the components.`);
+    throw invalid(
+      `${file} is not a JSON object; expected the object diffusers writes with "_class_name" and the components.`,
+    );
   }
   const record = index as Record<string, unknown>;
   const className = record._class_name;
@@ -106,14 +124,19 @@ function readIndex(dir: string, role: ModelRole): Record<string, unknown> {
     );
   }
   if (role === "base" && record.requires_aesthetics_score === true) {
-    throw invalid(`${file} sets requires_aesthetics_score (a refiner's setting) but the folder was given as the base model: ${otherRoleHint(role)}.`);
+    throw invalid(
+      `${file} sets requires_aesthetics_score (a refiner's setting) but the folder was given as the base model: ${otherRoleHint(role)}.`,
+    );
   }
   return record;
 }
 
 function readSchedulerConfig(dir: string): string {
   const file = path.join(dir, "scheduler", "scheduler_config.json");
-  if (!fs.existsSync(file)) throw invalid(`${file} is missing; expected the scheduler config diffusers writes (EulerDiscreteScheduler for SDXL).`);
+  if (!fs.existsSync(file))
+    throw invalid(
+      `${file} is missing; expected the scheduler config diffusers writes (EulerDiscreteScheduler for SDXL).`,
+    );
   const raw = fs.readFileSync(file, "utf8");
   try {
     JSON.parse(raw);
@@ -128,8 +151,13 @@ function checkTokenizerDir(dir: string, name: string, role: ModelRole): string {
   for (const file of ["vocab.json", "merges.txt"]) {
     const p = path.join(tokenizerDir, file);
     if (!fs.existsSync(p)) {
-      const hint = role === "base" && name === "tokenizer" && fs.existsSync(path.join(dir, "tokenizer_2")) ? ` A folder with tokenizer_2/ but no tokenizer/ is a refiner: ${otherRoleHint(role)}.` : "";
-      throw invalid(`${p} is missing; the ${role} model needs ${name}/vocab.json and ${name}/merges.txt (CLIP BPE files).${hint}`);
+      const hint =
+        role === "base" && name === "tokenizer" && fs.existsSync(path.join(dir, "tokenizer_2"))
+          ? ` A folder with tokenizer_2/ but no tokenizer/ is a refiner: ${otherRoleHint(role)}.`
+          : "";
+      throw invalid(
+        `${p} is missing; the ${role} model needs ${name}/vocab.json and ${name}/merges.txt (CLIP BPE files).${hint}`,
+      );
     }
   }
   return tokenizerDir;
@@ -142,8 +170,13 @@ function checkTokenizerDir(dir: string, name: string, role: ModelRole): string {
 function checkOnnxFile(dir: string, component: string, role: ModelRole): string {
   const file = path.join(dir, component, "model.onnx");
   if (!fs.existsSync(file)) {
-    const hint = role === "base" && component === "text_encoder" && fs.existsSync(path.join(dir, "text_encoder_2")) ? ` A folder with text_encoder_2/ but no text_encoder/ is a refiner: ${otherRoleHint(role)}.` : "";
-    throw invalid(`${file} is missing; the ${role} model needs ${component}/model.onnx (an optimum ONNX export).${hint}`);
+    const hint =
+      role === "base" && component === "text_encoder" && fs.existsSync(path.join(dir, "text_encoder_2"))
+        ? ` A folder with text_encoder_2/ but no text_encoder/ is a refiner: ${otherRoleHint(role)}.`
+        : "";
+    throw invalid(
+      `${file} is missing; the ${role} model needs ${component}/model.onnx (an optimum ONNX export).${hint}`,
+    );
   }
   const size = fs.statSync(file).size;
   if (size === 0) throw invalid(`${file} is empty; re-download or re-export it.`);
@@ -153,14 +186,17 @@ function checkOnnxFile(dir: string, component: string, role: ModelRole): string 
   try {
     model = onnx.ModelProto.decode(fs.readFileSync(file));
   } catch (e) {
-    throw invalid(`${file} is not a readable ONNX model (${describeError(e)}); it is probably truncated or corrupt. Re-download or re-export it.`);
+    throw invalid(
+      `${file} is not a readable ONNX model (${describeError(e)}); it is probably truncated or corrupt. Re-download or re-export it.`,
+    );
   }
   const needed = new Map<string, number>();
   for (const tensor of model.graph?.initializer ?? []) {
     if (tensor.dataLocation !== onnx.TensorProto.DataLocation.EXTERNAL) continue;
     const entries = new Map((tensor.externalData ?? []).map((kv) => [kv.key ?? "", kv.value ?? ""]));
     const location = entries.get("location");
-    if (!location) throw invalid(`${file}: initializer ${tensor.name} is stored externally but names no file; re-export the model.`);
+    if (!location)
+      throw invalid(`${file}: initializer ${tensor.name} is stored externally but names no file; re-export the model.`);
     const end = Number(entries.get("offset") ?? 0) + Number(entries.get("length") ?? 0);
     needed.set(location, Math.max(needed.get(location) ?? 0, end));
   }
@@ -168,14 +204,20 @@ function checkOnnxFile(dir: string, component: string, role: ModelRole): string 
     const dataFile = path.join(path.dirname(file), location);
     // ONNX Runtime only reads external data from the model's own folder.
     if (path.isAbsolute(location) || path.relative(path.dirname(file), dataFile).startsWith("..")) {
-      throw invalid(`${file} names its external data as ${JSON.stringify(location)}, outside its folder; ONNX Runtime reads it only from ${path.dirname(file)}. Re-export with the data file beside model.onnx.`);
+      throw invalid(
+        `${file} names its external data as ${JSON.stringify(location)}, outside its folder; ONNX Runtime reads it only from ${path.dirname(file)}. Re-export with the data file beside model.onnx.`,
+      );
     }
     if (!fs.existsSync(dataFile)) {
-      throw invalid(`${file} keeps its weights in ${dataFile}, which is missing; copy ${location} into ${path.dirname(file)} next to model.onnx (it is the large file of the export).`);
+      throw invalid(
+        `${file} keeps its weights in ${dataFile}, which is missing; copy ${location} into ${path.dirname(file)} next to model.onnx (it is the large file of the export).`,
+      );
     }
     const have = fs.statSync(dataFile).size;
     if (have < end) {
-      throw invalid(`${dataFile} is ${have} bytes but ${file} reads up to byte ${end}; the download is incomplete. Re-download it.`);
+      throw invalid(
+        `${dataFile} is ${have} bytes but ${file} reads up to byte ${end}; the download is incomplete. Re-download it.`,
+      );
     }
   }
   return file;
@@ -200,7 +242,10 @@ function requireNames(loaded: LoadedSession, kind: "input" | "output", required:
   const missing = required.filter((n) => !names.has(n));
   const extra = exact ? [...names].filter((n) => !required.includes(n)) : [];
   if (missing.length > 0 || extra.length > 0) {
-    const parts = [missing.length > 0 ? `missing ${missing.join(", ")}` : "", extra.length > 0 ? `unexpected ${extra.join(", ")}` : ""].filter(Boolean);
+    const parts = [
+      missing.length > 0 ? `missing ${missing.join(", ")}` : "",
+      extra.length > 0 ? `unexpected ${extra.join(", ")}` : "",
+    ].filter(Boolean);
     throw invalid(
       `${loaded.modelPath} has ${kind}s [${listNames(specs)}] (${parts.join("; ")}); expected ${exact ? "exactly" : "at least"} [${required.join(", ")}] as in an optimum SDXL export.`,
     );
@@ -240,11 +285,16 @@ function inspectUnet(loaded: LoadedSession, role: ModelRole, logger: SessionLogg
 
   const floatDtype = checkDtype(file, sample, ["float32", "float16"] as const, "float32");
   for (const spec of [tokens, pooled, timeIds]) {
-    if (spec.dtype !== undefined && spec.dtype !== floatDtype) throw invalid(`${file}: ${spec.name} is ${spec.dtype} but sample is ${floatDtype}; expected one float type for all of them.`);
+    if (spec.dtype !== undefined && spec.dtype !== floatDtype)
+      throw invalid(
+        `${file}: ${spec.name} is ${spec.dtype} but sample is ${floatDtype}; expected one float type for all of them.`,
+      );
   }
   checkRank(file, sample, [4], `[batch, ${LATENT_CHANNELS}, height, width]`);
   if (sample.shape && typeof sample.shape[1] === "number" && sample.shape[1] !== LATENT_CHANNELS) {
-    throw invalid(`${file}: sample has ${sample.shape[1]} channels; SDXL's UNet takes ${LATENT_CHANNELS} (an inpainting UNet takes 9 and is not supported).`);
+    throw invalid(
+      `${file}: sample has ${sample.shape[1]} channels; SDXL's UNet takes ${LATENT_CHANNELS} (an inpainting UNet takes 9 and is not supported).`,
+    );
   }
   const timestepDtype = checkDtype(file, timestep, ["float32", "float16", "int64"] as const, "float32");
   checkRank(file, timestep, [0, 1], "a scalar or [1]");
@@ -257,7 +307,10 @@ function inspectUnet(loaded: LoadedSession, role: ModelRole, logger: SessionLogg
   const embedWidth = lastDim(tokens);
   const timeIdsWidth = lastDim(timeIds);
   const other = ROLE_SHAPE[role === "base" ? "refiner" : "base"];
-  if ((embedWidth !== undefined && embedWidth !== expected.embedWidth) || (timeIdsWidth !== undefined && timeIdsWidth !== expected.timeIdsWidth)) {
+  if (
+    (embedWidth !== undefined && embedWidth !== expected.embedWidth) ||
+    (timeIdsWidth !== undefined && timeIdsWidth !== expected.timeIdsWidth)
+  ) {
     const looksOther = embedWidth === other.embedWidth || timeIdsWidth === other.timeIdsWidth;
     throw invalid(
       `${file} takes ${embedWidth ?? "?"}-wide encoder_hidden_states and ${timeIdsWidth ?? "?"} time_ids, but the ${role} model needs ${expected.embedWidth} and ${expected.timeIdsWidth}` +
@@ -270,19 +323,34 @@ function inspectUnet(loaded: LoadedSession, role: ModelRole, logger: SessionLogg
     throw invalid(`${file}: text_embeds is ${pooledWidth} wide; SDXL's UNet takes ${POOLED_WIDTH}.`);
   }
   if (embedWidth === undefined || timeIdsWidth === undefined) {
-    logger?.warn({ file, role }, `UNet widths are symbolic in ${file}; assuming the ${role} model's ${expected.embedWidth}-wide embeddings and ${expected.timeIdsWidth} time ids`);
+    logger?.warn(
+      { file, role },
+      `UNet widths are symbolic in ${file}; assuming the ${role} model's ${expected.embedWidth}-wide embeddings and ${expected.timeIdsWidth} time ids`,
+    );
   }
-  return { embedWidth: expected.embedWidth, timeIdsWidth: expected.timeIdsWidth, timestepDtype, timestepRank, floatDtype };
+  return {
+    embedWidth: expected.embedWidth,
+    timeIdsWidth: expected.timeIdsWidth,
+    timestepDtype,
+    timestepRank,
+    floatDtype,
+  };
 }
 
-function inspectTextEncoder(loaded: LoadedSession, width: number, pooledOutput: "pooler_output" | "text_embeds" | undefined): TextEncoderInfo {
+function inspectTextEncoder(
+  loaded: LoadedSession,
+  width: number,
+  pooledOutput: "pooler_output" | "text_embeds" | undefined,
+): TextEncoderInfo {
   const file = loaded.modelPath;
   requireNames(loaded, "input", ["input_ids"], true);
   requireNames(loaded, "output", pooledOutput ? ["last_hidden_state", pooledOutput] : ["last_hidden_state"], false);
   const outputs = byName(loaded.outputs);
   let count = 0;
   while (outputs.has(`hidden_states.${count}`)) count += 1;
-  const strays = loaded.outputs.filter((o) => /^hidden_states\.\d+$/.test(o.name) && Number(o.name.slice("hidden_states.".length)) >= count);
+  const strays = loaded.outputs.filter(
+    (o) => /^hidden_states\.\d+$/.test(o.name) && Number(o.name.slice("hidden_states.".length)) >= count,
+  );
   if (count < 2 || strays.length > 0) {
     throw invalid(
       `${file} has outputs [${listNames(loaded.outputs)}]; expected hidden_states.0 … hidden_states.N without gaps (SDXL takes the penultimate one). Export the text encoder with output_hidden_states, as optimum does for SDXL.`,
@@ -294,12 +362,16 @@ function inspectTextEncoder(loaded: LoadedSession, width: number, pooledOutput: 
   const penultimateOutput = `hidden_states.${count - 2}`;
   const actual = lastDim(outputs.get(penultimateOutput));
   if (actual !== undefined && actual !== width) {
-    throw invalid(`${file}: ${penultimateOutput} is ${actual} wide; expected ${width} (${width === CLIP_L_WIDTH ? "CLIP ViT-L" : "OpenCLIP bigG"}).`);
+    throw invalid(
+      `${file}: ${penultimateOutput} is ${actual} wide; expected ${width} (${width === CLIP_L_WIDTH ? "CLIP ViT-L" : "OpenCLIP bigG"}).`,
+    );
   }
   if (pooledOutput === "text_embeds") {
     const pooledWidth = lastDim(outputs.get("text_embeds"));
     if (pooledWidth !== undefined && pooledWidth !== POOLED_WIDTH) {
-      throw invalid(`${file}: text_embeds is ${pooledWidth} wide; expected ${POOLED_WIDTH} (OpenCLIP bigG's projection).`);
+      throw invalid(
+        `${file}: text_embeds is ${pooledWidth} wide; expected ${POOLED_WIDTH} (OpenCLIP bigG's projection).`,
+      );
     }
   }
   return { inputIdsDtype, hiddenStateCount: count, penultimateOutput, width };
@@ -341,11 +413,17 @@ function asFileProblem(file: string, e: unknown): KilnError | undefined {
  * Loads and validates an SDXL model folder for `role`. Throws KilnError `model_folder_invalid`
  * naming the file and what was expected; sessions opened before a failure are released.
  */
-export async function loadModelFolder(dir: string, role: ModelRole, options: LoadModelFolderOptions): Promise<ModelFolder> {
+export async function loadModelFolder(
+  dir: string,
+  role: ModelRole,
+  options: LoadModelFolderOptions,
+): Promise<ModelFolder> {
   const { logger } = options;
   const resolved = path.resolve(dir);
   if (!fs.existsSync(resolved) || !fs.statSync(resolved).isDirectory()) {
-    throw invalid(`The ${role} model folder ${resolved} does not exist or is not a directory; set ${ROLE_SHAPE[role].setting} to a diffusers SDXL ONNX folder.`);
+    throw invalid(
+      `The ${role} model folder ${resolved} does not exist or is not a directory; set ${ROLE_SHAPE[role].setting} to a diffusers SDXL ONNX folder.`,
+    );
   }
 
   // Cheap file checks first, so a broken folder fails before any multi-gigabyte session loads.
@@ -373,7 +451,9 @@ export async function loadModelFolder(dir: string, role: ModelRole, options: Loa
     const unetSession = await open(unetFile);
     const unet = inspectUnet(unetSession, role, logger);
     const textEncoderSession = textEncoderFile ? await open(textEncoderFile) : undefined;
-    const textEncoder = textEncoderSession ? inspectTextEncoder(textEncoderSession, CLIP_L_WIDTH, undefined) : undefined;
+    const textEncoder = textEncoderSession
+      ? inspectTextEncoder(textEncoderSession, CLIP_L_WIDTH, undefined)
+      : undefined;
     const textEncoder2Session = await open(textEncoder2File);
     const textEncoder2 = inspectTextEncoder(textEncoder2Session, BIGG_WIDTH, "text_embeds");
     const vaeDecoderSession = await open(vaeDecoderFile);
@@ -387,7 +467,12 @@ export async function loadModelFolder(dir: string, role: ModelRole, options: Loa
       );
     }
     logger?.info(
-      { dir: resolved, role, providers: opened.map((s) => `${path.basename(path.dirname(s.modelPath))}:${s.provider}`), unet },
+      {
+        dir: resolved,
+        role,
+        providers: opened.map((s) => `${path.basename(path.dirname(s.modelPath))}:${s.provider}`),
+        unet,
+      },
       `${role} model loaded`,
     );
 
@@ -398,7 +483,12 @@ export async function loadModelFolder(dir: string, role: ModelRole, options: Loa
       index,
       schedulerConfigJson,
       tokenizerDirs,
-      sessions: { textEncoder: textEncoderSession, textEncoder2: textEncoder2Session, unet: unetSession, vaeDecoder: vaeDecoderSession },
+      sessions: {
+        textEncoder: textEncoderSession,
+        textEncoder2: textEncoder2Session,
+        unet: unetSession,
+        vaeDecoder: vaeDecoderSession,
+      },
       unet,
       textEncoders: { textEncoder, textEncoder2 },
       vaeDecoderDtype,

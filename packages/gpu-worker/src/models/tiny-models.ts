@@ -103,7 +103,11 @@ type Dim = number | string;
 const attr = {
   int: (name: string, i: number): AttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INT, i }),
   float: (name: string, f: number): AttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.FLOAT, f }),
-  ints: (name: string, ints: number[]): AttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INTS, ints }),
+  ints: (name: string, ints: number[]): AttributeProto => ({
+    name,
+    type: onnx.AttributeProto.AttributeType.INTS,
+    ints,
+  }),
   string: (name: string, s: string): AttributeProto => ({
     name,
     type: onnx.AttributeProto.AttributeType.STRING,
@@ -156,7 +160,8 @@ class GraphBuilder {
 
   private addInitializer(init: Initializer, count: number): string {
     const expected = init.dims.reduce((a, b) => a * b, 1);
-    if (expected !== count) throw new Error(`initializer ${init.name}: dims ${init.dims} need ${expected} values, got ${count}`);
+    if (expected !== count)
+      throw new Error(`initializer ${init.name}: dims ${init.dims} need ${expected} values, got ${count}`);
     this.initializers.push(init);
     return init.name;
   }
@@ -269,9 +274,17 @@ function textEncoderGraph(spec: TextEncoderSpec): GraphBuilder {
   const runningSum = g.op("CumSum", [embedded, g.int64s("sequence_axis", [], [1])]);
   const inversePosition = Array.from({ length: SEQUENCE_LENGTH }, (_, i) => 1 / (i + 1));
   const causalMean = g.op("Mul", [runningSum, g.floats("inverse_position", [SEQUENCE_LENGTH, 1], inversePosition)]);
-  const context = g.op("MatMul", [causalMean, g.floats("context_proj", [TOKEN_FEATURES, d], w.uniform(TOKEN_FEATURES * d, 0.5))]);
+  const context = g.op("MatMul", [
+    causalMean,
+    g.floats("context_proj", [TOKEN_FEATURES, d], w.uniform(TOKEN_FEATURES * d, 0.5)),
+  ]);
 
-  let hidden = g.op("MatMul", [embedded, g.floats("embed_proj", [TOKEN_FEATURES, d], w.uniform(TOKEN_FEATURES * d, 0.3))], [], "hidden_states.0");
+  let hidden = g.op(
+    "MatMul",
+    [embedded, g.floats("embed_proj", [TOKEN_FEATURES, d], w.uniform(TOKEN_FEATURES * d, 0.3))],
+    [],
+    "hidden_states.0",
+  );
   for (let k = 0; k < layers; k++) {
     const [gain] = w.uniform(1, 0.2, 0.8);
     const [mix] = w.uniform(1, 0.2, 0.4);
@@ -287,7 +300,11 @@ function textEncoderGraph(spec: TextEncoderSpec): GraphBuilder {
     "last_hidden_state",
   );
 
-  const eosPosition = g.op("ArgMax", [g.op("Cast", [ids64], [attr.int("to", FLOAT)])], [attr.int("axis", 1), attr.int("keepdims", 0)]);
+  const eosPosition = g.op(
+    "ArgMax",
+    [g.op("Cast", [ids64], [attr.int("to", FLOAT)])],
+    [attr.int("axis", 1), attr.int("keepdims", 0)],
+  );
   const sequenceLength = g.op("Gather", [g.op("Shape", [ids]), g.int64s("sequence_dim", [], [1])]);
   const pick = g.op("OneHot", [eosPosition, sequenceLength, g.floats("one_hot_values", [2], [0, 1])]);
   const axisOne = g.int64s("axis_one", [1], [1]);
@@ -295,8 +312,14 @@ function textEncoderGraph(spec: TextEncoderSpec): GraphBuilder {
   const pooled = g.op("Squeeze", [g.op("MatMul", [g.op("Unsqueeze", [pick, axisOne]), last]), axisOne], [], pooledName);
 
   if (spec.withProjection) {
-    const down = g.op("MatMul", [pooled, g.floats("projection_down", [d, TOKEN_FEATURES], w.uniform(d * TOKEN_FEATURES, 0.1))]);
-    const up = g.op("MatMul", [g.op("Tanh", [down]), g.floats("projection_up", [TOKEN_FEATURES, d], w.uniform(TOKEN_FEATURES * d, 0.3))]);
+    const down = g.op("MatMul", [
+      pooled,
+      g.floats("projection_down", [d, TOKEN_FEATURES], w.uniform(d * TOKEN_FEATURES, 0.1)),
+    ]);
+    const up = g.op("MatMul", [
+      g.op("Tanh", [down]),
+      g.floats("projection_up", [TOKEN_FEATURES, d], w.uniform(TOKEN_FEATURES * d, 0.3)),
+    ]);
     g.op("Add", [pooled, up], [], "text_embeds");
     g.output("text_embeds", FLOAT, ["batch_size", d]);
     g.output("last_hidden_state", FLOAT, ["batch_size", "sequence_length", d]);
@@ -333,14 +356,21 @@ function unetGraph(spec: UnetSpec): GraphBuilder {
 
   const conv = g.op(
     "Conv",
-    [sample, g.floats("conv_weight", [c, c, 3, 3], w.uniform(c * c * 9, 0.35)), g.floats("conv_bias", [c], w.uniform(c, 0.1))],
+    [
+      sample,
+      g.floats("conv_weight", [c, c, 3, 3], w.uniform(c * c * 9, 0.35)),
+      g.floats("conv_bias", [c], w.uniform(c, 0.1)),
+    ],
     [attr.ints("kernel_shape", [3, 3]), attr.ints("pads", [1, 1, 1, 1])],
   );
   const spatial = g.op("Mul", [g.op("Tanh", [conv]), g.floats("spatial_gain", [], [0.8])]);
 
   const tokenMean = g.op("ReduceMean", [tokens], [attr.ints("axes", [1]), attr.int("keepdims", 0)]);
   const fromTokens = g.op("MatMul", [tokenMean, g.floats("token_proj", [e, c], w.uniform(e * c, 4 / Math.sqrt(e)))]);
-  const fromPooled = g.op("MatMul", [pooled, g.floats("pooled_proj", [POOLED_WIDTH, c], w.uniform(POOLED_WIDTH * c, 2 / Math.sqrt(POOLED_WIDTH)))]);
+  const fromPooled = g.op("MatMul", [
+    pooled,
+    g.floats("pooled_proj", [POOLED_WIDTH, c], w.uniform(POOLED_WIDTH * c, 2 / Math.sqrt(POOLED_WIDTH))),
+  ]);
   // Time ids span 0…4096 (sizes) and 2.5…6 (aesthetic scores): slow frequencies plus a phase keep
   // every value, zero crop offsets included, visible through the sinusoid.
   const idsWave = g.op("Sin", [
@@ -385,7 +415,11 @@ function vaeDecoderGraph(w: Weights, emitNaN = false): GraphBuilder {
   );
   const smooth = g.op(
     "Conv",
-    [up, g.floats("smooth_weight", [3, 3, 3, 3], w.uniform(81, 0.25)), g.floats("smooth_bias", [3], w.uniform(3, 0.05))],
+    [
+      up,
+      g.floats("smooth_weight", [3, 3, 3, 3], w.uniform(81, 0.25)),
+      g.floats("smooth_bias", [3], w.uniform(3, 0.05)),
+    ],
     [attr.ints("kernel_shape", [3, 3]), attr.ints("pads", [1, 1, 1, 1])],
   );
   if (emitNaN) g.op("Add", [g.op("Tanh", [smooth]), g.floats("overflow", [], [NaN])], [], "sample");
@@ -398,10 +432,18 @@ function vaeDecoderGraph(w: Weights, emitNaN = false): GraphBuilder {
 function vaeEncoderGraph(w: Weights): GraphBuilder {
   const g = new GraphBuilder("tiny_vae_encoder");
   const image = g.input("sample", FLOAT, ["batch_size", 3, "height", "width"]);
-  const pooled = g.op("AveragePool", [image], [attr.ints("kernel_shape", [VAE_SCALE, VAE_SCALE]), attr.ints("strides", [VAE_SCALE, VAE_SCALE])]);
+  const pooled = g.op(
+    "AveragePool",
+    [image],
+    [attr.ints("kernel_shape", [VAE_SCALE, VAE_SCALE]), attr.ints("strides", [VAE_SCALE, VAE_SCALE])],
+  );
   g.op(
     "Conv",
-    [pooled, g.floats("proj_weight", [LATENT_CHANNELS, 3, 1, 1], w.uniform(3 * LATENT_CHANNELS, 0.8)), g.floats("proj_bias", [LATENT_CHANNELS], w.uniform(LATENT_CHANNELS, 0.1))],
+    [
+      pooled,
+      g.floats("proj_weight", [LATENT_CHANNELS, 3, 1, 1], w.uniform(3 * LATENT_CHANNELS, 0.8)),
+      g.floats("proj_bias", [LATENT_CHANNELS], w.uniform(LATENT_CHANNELS, 0.1)),
+    ],
     [],
     "latent_sample",
   );
@@ -536,12 +578,18 @@ export function writeTinyModel(dir: string, options: TinyModelOptions): void {
     writeClipTokenizerFolder(path.join(dir, "tokenizer"), "clip-l");
     const te1 = { ...CLIP_L, withProjection: false };
     writeJson(path.join(dir, "text_encoder", "config.json"), textEncoderConfig(te1));
-    writeOnnx(path.join(dir, "text_encoder"), textEncoderGraph({ ...te1, inputIdsDtype, weights: new Weights(seed, "text_encoder") }));
+    writeOnnx(
+      path.join(dir, "text_encoder"),
+      textEncoderGraph({ ...te1, inputIdsDtype, weights: new Weights(seed, "text_encoder") }),
+    );
   }
   writeClipTokenizerFolder(path.join(dir, "tokenizer_2"), "open-clip-bigg");
   const te2 = { ...OPEN_CLIP_BIGG, withProjection: true };
   writeJson(path.join(dir, "text_encoder_2", "config.json"), textEncoderConfig(te2));
-  writeOnnx(path.join(dir, "text_encoder_2"), textEncoderGraph({ ...te2, inputIdsDtype, weights: new Weights(seed, "text_encoder_2") }));
+  writeOnnx(
+    path.join(dir, "text_encoder_2"),
+    textEncoderGraph({ ...te2, inputIdsDtype, weights: new Weights(seed, "text_encoder_2") }),
+  );
 
   writeJson(path.join(dir, "unet", "config.json"), unetConfig(embedWidth, timeIdsWidth));
   writeOnnx(
@@ -557,7 +605,10 @@ export function writeTinyModel(dir: string, options: TinyModelOptions): void {
   );
 
   writeJson(path.join(dir, "vae_decoder", "config.json"), VAE_CONFIG);
-  writeOnnx(path.join(dir, "vae_decoder"), vaeDecoderGraph(new Weights(seed, "vae_decoder"), options.vaeDecoderEmitsNaN));
+  writeOnnx(
+    path.join(dir, "vae_decoder"),
+    vaeDecoderGraph(new Weights(seed, "vae_decoder"), options.vaeDecoderEmitsNaN),
+  );
   writeJson(path.join(dir, "vae_encoder", "config.json"), VAE_CONFIG);
   writeOnnx(path.join(dir, "vae_encoder"), vaeEncoderGraph(new Weights(seed, "vae_encoder")));
 }

@@ -75,7 +75,9 @@ export async function createSession(modelPath: string, options: CreateSessionOpt
       };
       logger?.info(
         { modelPath, provider, deviceId, fellBackFrom: failures, loadMs: Math.round(performance.now() - started) },
-        failures.length > 0 ? `ONNX session loaded on ${provider} after ${failures.map((f) => f.provider).join(", ")} failed` : `ONNX session loaded on ${provider}`,
+        failures.length > 0
+          ? `ONNX session loaded on ${provider} after ${failures.map((f) => f.provider).join(", ")} failed`
+          : `ONNX session loaded on ${provider}`,
       );
       return loaded;
     } catch (e) {
@@ -84,7 +86,9 @@ export async function createSession(modelPath: string, options: CreateSessionOpt
       const next = providers[i + 1];
       logger?.warn(
         { modelPath, provider, deviceId, error },
-        next ? `ONNX session could not use ${provider}; falling back to ${next}` : `ONNX session could not use ${provider}, the last provider listed`,
+        next
+          ? `ONNX session could not use ${provider}; falling back to ${next}`
+          : `ONNX session could not use ${provider}, the last provider listed`,
       );
     }
   }

@@ -18,7 +18,12 @@ export function idsTensor(s: LoadedSession, name: string, windows: Int32Array[])
   const dims = [windows.length, windows[0]!.length];
   const flat = new Int32Array(dims[0]! * dims[1]!);
   windows.forEach((w, i) => flat.set(w, i * dims[1]!));
-  if (inputSpec(s, name).dtype === "int64") return new ort.Tensor("int64", BigInt64Array.from(flat, (v) => BigInt(v)), dims);
+  if (inputSpec(s, name).dtype === "int64")
+    return new ort.Tensor(
+      "int64",
+      BigInt64Array.from(flat, (v) => BigInt(v)),
+      dims,
+    );
   return new ort.Tensor("int32", flat, dims);
 }
 
@@ -110,4 +115,3 @@ export function outputAsFloat32(t: ort.Tensor, into?: Float32Array): Float32Arra
   }
   throw new Error(`expected a float output, got ${t.type}`);
 }
-

@@ -28,7 +28,10 @@ export class BestEffortWrites {
       return true;
     } catch (e) {
       if (isTransientError(e)) this.shutUntil = Date.now() + this.pauseMs;
-      log.warn({ err: describeError(e), pauseMs: isTransientError(e) ? this.pauseMs : 0 }, `could not ${what}${isTransientError(e) ? "; pausing such writes" : ""}`);
+      log.warn(
+        { err: describeError(e), pauseMs: isTransientError(e) ? this.pauseMs : 0 },
+        `could not ${what}${isTransientError(e) ? "; pausing such writes" : ""}`,
+      );
       return false;
     }
   }

@@ -6,7 +6,9 @@ import type { StageExecutor } from "./stage-executor.js";
  * transitions, the latents hand-over through the blob store — can be measured and tested alone
  * (`kiln bench handoff`).
  */
-export function nullExecutor(hooks: { onStage?(jobId: string, stage: number, phase: "start" | "end"): void } = {}): StageExecutor {
+export function nullExecutor(
+  hooks: { onStage?(jobId: string, stage: number, phase: "start" | "end"): void } = {},
+): StageExecutor {
   return async (job, stage, input) => {
     hooks.onStage?.(job.id, stage.index, "start");
     try {
@@ -20,7 +22,18 @@ export function nullExecutor(hooks: { onStage?(jobId: string, stage: number, pha
         latents: {
           shape,
           data: new Float32Array(shape.reduce((a, b) => a * b, 1)),
-          meta: { jobId: job.id, stage: stage.index, scheduler: job.plan.scheduler ?? "euler", schedulerConfigHash: "null", latentSpace: "ve", stepIndex: 0, steps: job.plan.steps, timestep: 0, sigma: 0, seed: job.plan.seed },
+          meta: {
+            jobId: job.id,
+            stage: stage.index,
+            scheduler: job.plan.scheduler ?? "euler",
+            schedulerConfigHash: "null",
+            latentSpace: "ve",
+            stepIndex: 0,
+            steps: job.plan.steps,
+            timestep: 0,
+            sigma: 0,
+            seed: job.plan.seed,
+          },
         },
       };
     } finally {

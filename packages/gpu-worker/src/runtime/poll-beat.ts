@@ -25,7 +25,9 @@ export class PollBeat {
     if (busy === this.lastBusy && at - this.lastWrite < this.minIntervalMs) return;
     this.inFlight = true;
     void this.writes
-      .run("record this worker's poll in the worker registry", () => registry.heartbeat({ workerId: this.worker.workerId, stages: this.worker.stages, lastPollAt: at, busy }))
+      .run("record this worker's poll in the worker registry", () =>
+        registry.heartbeat({ workerId: this.worker.workerId, stages: this.worker.stages, lastPollAt: at, busy }),
+      )
       .then((written) => {
         if (written) {
           this.lastWrite = at;

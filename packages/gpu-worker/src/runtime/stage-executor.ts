@@ -3,7 +3,12 @@ import { runStage, type StageHooks, type StageResult } from "../engine/sdxl-pipe
 import type { SdxlModel } from "../engine/sdxl-model.js";
 
 /** Runs one stage's computation. The worker runtime is written against this, not against the engine. */
-export type StageExecutor = (job: JobRecord, stage: StagePlan, input: Latents | undefined, hooks: StageHooks) => Promise<StageResult>;
+export type StageExecutor = (
+  job: JobRecord,
+  stage: StagePlan,
+  input: Latents | undefined,
+  hooks: StageHooks,
+) => Promise<StageResult>;
 
 export interface ModelSet {
   base?: SdxlModel;

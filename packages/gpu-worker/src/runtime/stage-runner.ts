@@ -55,7 +55,8 @@ export interface StageRunnerOptions {
 /** How many times a stage re-runs its producer after finding the input latents missing or corrupt. */
 const MAX_RECOVERIES = 2;
 
-export type StageOutcome = "succeeded" | "handed-over" | "skipped" | "stale" | "canceled" | "expired" | "failed" | "retry" | "released";
+export type StageOutcome =
+  "succeeded" | "handed-over" | "skipped" | "stale" | "canceled" | "expired" | "failed" | "retry" | "released";
 
 class StageStop extends Error {
   constructor(readonly reason: "canceled" | "drain" | "superseded") {
@@ -76,15 +77,28 @@ export async function runStageMessage(options: StageRunnerOptions, delivery: Que
   const parsed = stageMessageSchema.safeParse(delivery.body);
   if (!parsed.success) {
     // Unreadable messages cannot succeed; let them reach the dead-letter queue quickly for inspection.
-    logger.error({ messageId: delivery.id, issues: parsed.error.issues }, "stage message is invalid; releasing it towards the dead-letter queue");
+    logger.error(
+      { messageId: delivery.id, issues: parsed.error.issues },
+      "stage message is invalid; releasing it towards the dead-letter queue",
+    );
     await ports.queue.release(queueName, delivery.receipt, 0);
     return "released";
   }
   const message = parsed.data;
-  const log = logger.child({ jobId: message.jobId, stage: message.stage, kind: message.kind, attempt: delivery.receiveCount });
+  const log = logger.child({
+    jobId: message.jobId,
+    stage: message.stage,
+    kind: message.kind,
+    attempt: delivery.receiveCount,
+  });
   const bestEffort = (options.bestEffort ??= new BestEffortWrites(logger));
   const heartbeat = setInterval(
-    () => void bestEffort.run("extend the message's visibility", () => ports.queue.extend(queueName, delivery.receipt, options.visibilitySeconds), log),
+    () =>
+      void bestEffort.run(
+        "extend the message's visibility",
+        () => ports.queue.extend(queueName, delivery.receipt, options.visibilitySeconds),
+        log,
+      ),
     Math.max(1000, (options.visibilitySeconds * 1000) / 3),
   );
   const io: Io = (what, op) =>
@@ -92,7 +106,10 @@ export async function runStageMessage(options: StageRunnerOptions, delivery: Que
       maxMs: options.ioRetryMs ?? 30_000,
       onRetry: (e, attempt, delayMs) => {
         options.metrics?.ioRetries.inc({ operation: what });
-        log.warn({ err: describeError(e), operation: what, attempt, retryInMs: delayMs }, "queue or store call failed transiently; retrying");
+        log.warn(
+          { err: describeError(e), operation: what, attempt, retryInMs: delayMs },
+          "queue or store call failed transiently; retrying",
+        );
       },
     });
   try {
@@ -112,7 +129,14 @@ function queueOf(delivery: QueueMessage): string {
   return queueForStage(body?.kind === "refine" ? "refine" : "base");
 }
 
-async function runStage(options: StageRunnerOptions, delivery: QueueMessage, message: StageMessage, log: Logger, now: () => Date, io: Io): Promise<StageOutcome> {
+async function runStage(
+  options: StageRunnerOptions,
+  delivery: QueueMessage,
+  message: StageMessage,
+  log: Logger,
+  now: () => Date,
+  io: Io,
+): Promise<StageOutcome> {
   const { ports, metrics } = options;
   const queueName = queueForStage(message.kind);
   const ack = () => io("ack", () => ports.queue.ack(queueName, delivery.receipt));
@@ -131,19 +155,32 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
     log.info({ status: job.status }, "job already ended; acknowledging a duplicate or late stage message");
     // This very message (not a copy) ended the job and came back: its earlier delivery may have
     // died between storing the transition and telling the sink.
-    if (delivery.receiveCount > 1 && job.progress?.stage === message.stage) await emit(options, TERMINAL_EVENTS[job.status]!, job, log);
+    if (delivery.receiveCount > 1 && job.progress?.stage === message.stage)
+      await emit(options, TERMINAL_EVENTS[job.status]!, job, log);
     await ack();
     return "skipped";
   }
   const stage = job.plan.stages[message.stage];
   if (!stage || stage.kind !== message.kind) {
-    await failJob(options, job, new KilnError("stage_message_mismatch", `The stage message names stage ${message.stage} (${message.kind}), which the job's plan does not have.`), now, log);
+    await failJob(
+      options,
+      job,
+      new KilnError(
+        "stage_message_mismatch",
+        `The stage message names stage ${message.stage} (${message.kind}), which the job's plan does not have.`,
+      ),
+      now,
+      log,
+    );
     await ack();
     return "failed";
   }
   if (job.progress && job.progress.stage > stage.index) {
     // A later stage has started, so this stage's output was handed over: a duplicate or late copy.
-    log.info({ progressStage: job.progress.stage }, "a later stage already started; acknowledging a stale stage message");
+    log.info(
+      { progressStage: job.progress.stage },
+      "a later stage already started; acknowledging a stale stage message",
+    );
     await ack();
     return "stale";
   }
@@ -153,11 +190,20 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
     return "canceled";
   }
   if (job.status === "queued" && !job.startedAt && job.deadlineAt && Date.parse(job.deadlineAt) < now().getTime()) {
-    const expired = await io("expire job", () => ports.jobs.update(job!.id, { version: job!.version, status: ["queued"] }, {
-      status: "expired",
-      finishedAt: now().toISOString(),
-      error: { code: "deadline_passed", message: `The job was not started before its deadline (${job!.deadlineAt}); it never ran. Submit it again with a later deadline_seconds.` },
-    }));
+    const expired = await io("expire job", () =>
+      ports.jobs.update(
+        job!.id,
+        { version: job!.version, status: ["queued"] },
+        {
+          status: "expired",
+          finishedAt: now().toISOString(),
+          error: {
+            code: "deadline_passed",
+            message: `The job was not started before its deadline (${job!.deadlineAt}); it never ran. Submit it again with a later deadline_seconds.`,
+          },
+        },
+      ),
+    );
     await emit(options, "expired", expired, log);
     await ack();
     return "expired";
@@ -171,7 +217,9 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
     const existing = await readLatents(ports, message.outputKey).catch(() => undefined);
     if (existing && existing.meta.jobId === job.id && existing.meta.stage === stage.index) {
       log.info("stage output already stored; re-sending the next stage without recomputing");
-      await io("enqueue next stage", () => enqueueStage(ports.queue, stageMessage(job!.id, job!.plan, stage.index + 1, message.traceparent)));
+      await io("enqueue next stage", () =>
+        enqueueStage(ports.queue, stageMessage(job!.id, job!.plan, stage.index + 1, message.traceparent)),
+      );
       await ack();
       return "handed-over";
     }
@@ -180,12 +228,19 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
   const startedAt = now().toISOString();
   const claimed = job;
   const transition = io("start stage", () =>
-    ports.jobs.update(claimed.id, { version: claimed.version, status: ["queued", "running"] }, {
-      status: "running",
-      startedAt: claimed.startedAt ?? startedAt,
-      progress: { stage: stage.index, stageKind: stage.kind, step: 0, steps: 0 },
-      stageTimings: [...claimed.stageTimings.filter((t) => t.stage !== stage.index), { stage: stage.index, kind: stage.kind, worker: options.workerId, startedAt }],
-    }),
+    ports.jobs.update(
+      claimed.id,
+      { version: claimed.version, status: ["queued", "running"] },
+      {
+        status: "running",
+        startedAt: claimed.startedAt ?? startedAt,
+        progress: { stage: stage.index, stageKind: stage.kind, step: 0, steps: 0 },
+        stageTimings: [
+          ...claimed.stageTimings.filter((t) => t.stage !== stage.index),
+          { stage: stage.index, kind: stage.kind, worker: options.workerId, startedAt },
+        ],
+      },
+    ),
   );
   transition.catch(() => undefined);
   // Someone else moved the job (cancel, a concurrent delivery): start over from the fresh record.
@@ -200,8 +255,14 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
       // Only the read is retried: a blob that fails to decode is corrupt, not unreachable.
       const bytes = await prefetched;
       input = bytes ? await decodeLatents(bytes) : undefined;
-      if (!input) throw new KilnError("latents_missing", `The latents of stage ${stage.index - 1} (${inputKey}) are missing.`, { retryable: true });
-      if (input.meta.jobId !== job.id) throw new KilnError("latents_corrupt", `The latents at ${inputKey} belong to job ${input.meta.jobId}.`, { retryable: true });
+      if (!input)
+        throw new KilnError("latents_missing", `The latents of stage ${stage.index - 1} (${inputKey}) are missing.`, {
+          retryable: true,
+        });
+      if (input.meta.jobId !== job.id)
+        throw new KilnError("latents_corrupt", `The latents at ${inputKey} belong to job ${input.meta.jobId}.`, {
+          retryable: true,
+        });
     } catch (e) {
       const running = await transition;
       if (!running) return superseded();
@@ -233,7 +294,11 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
         if (options.bestEffort!.open && (step === steps || t - lastProgress >= (options.progressIntervalMs ?? 250))) {
           lastProgress = t;
           const progress = { stage: stage.index, stageKind: stage.kind, step, steps };
-          progressWrites = progressWrites.then(() => options.bestEffort!.run("record progress", () => ports.jobs.setProgress(job!.id, progress), log)).then(() => undefined);
+          progressWrites = progressWrites
+            .then(() =>
+              options.bestEffort!.run("record progress", () => ports.jobs.setProgress(job!.id, progress), log),
+            )
+            .then(() => undefined);
           void emit(options, "progress", { ...job!, progress }, log);
         }
       },
@@ -254,9 +319,17 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
     const result = await execution;
     await progressWrites;
     metrics?.unetSeconds.observe({ kind: stage.kind }, result.unetSeconds);
-    const timing = { stage: stage.index, kind: stage.kind, worker: options.workerId, startedAt, finishedAt: now().toISOString(), seconds: (performance.now() - stageStarted) / 1000 };
+    const timing = {
+      stage: stage.index,
+      kind: stage.kind,
+      worker: options.workerId,
+      startedAt,
+      finishedAt: now().toISOString(),
+      seconds: (performance.now() - stageStarted) / 1000,
+    };
     const timings = [...job.stageTimings.filter((t) => t.stage !== stage.index), timing];
-    if (result.steps > 0 && timing.seconds > 0) metrics?.stepsPerSecond.set({ kind: stage.kind }, result.steps / timing.seconds);
+    if (result.steps > 0 && timing.seconds > 0)
+      metrics?.stepsPerSecond.set({ kind: stage.kind }, result.steps / timing.seconds);
 
     if (result.kind === "latents") {
       const handoff = performance.now();
@@ -266,7 +339,9 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
         io("put latents", () => ports.blobs.put(message.outputKey, blob)),
         io("record hand-over", () => ports.jobs.update(job!.id, { status: ["running"] }, { stageTimings: timings })),
       ]);
-      await io("enqueue next stage", () => enqueueStage(ports.queue, stageMessage(job!.id, job!.plan, stage.index + 1, message.traceparent)));
+      await io("enqueue next stage", () =>
+        enqueueStage(ports.queue, stageMessage(job!.id, job!.plan, stage.index + 1, message.traceparent)),
+      );
       metrics?.handoffSeconds.observe({ kind: stage.kind }, (performance.now() - handoff) / 1000);
       await ack();
       metrics?.stageSeconds.observe({ kind: stage.kind, outcome: "handed-over" }, timing.seconds);
@@ -279,16 +354,28 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
       const image = result.images[i]!;
       const key = blobKeys.image(job.id, i, image.format === "jpeg" ? "jpg" : image.format);
       await io("put image", () => ports.blobs.put(key, image.bytes, { contentType: image.contentType }));
-      images.push({ index: i, key, width: image.width, height: image.height, seed: job.plan.seed + i, format: image.format, bytes: image.bytes.length });
+      images.push({
+        index: i,
+        key,
+        width: image.width,
+        height: image.height,
+        seed: job.plan.seed + i,
+        format: image.format,
+        bytes: image.bytes.length,
+      });
     }
     const done = await io("finish job", () =>
-      ports.jobs.update(job!.id, { status: ["running"] }, {
-        status: "succeeded",
-        finishedAt: now().toISOString(),
-        images,
-        stageTimings: timings,
-        progress: { stage: stage.index, stageKind: stage.kind, step: result.steps, steps: result.steps },
-      }),
+      ports.jobs.update(
+        job!.id,
+        { status: ["running"] },
+        {
+          status: "succeeded",
+          finishedAt: now().toISOString(),
+          images,
+          stageTimings: timings,
+          progress: { stage: stage.index, stageKind: stage.kind, step: result.steps, steps: result.steps },
+        },
+      ),
     );
     await emit(options, "succeeded", done, log);
     await ack();
@@ -300,10 +387,12 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
     log.info({ seconds: timing.seconds, steps: result.steps, images: images.length }, "job succeeded");
     return "succeeded";
   } catch (e) {
-    const reason = stop.signal.aborted && stop.signal.reason instanceof StageStop ? stop.signal.reason.reason : undefined;
+    const reason =
+      stop.signal.aborted && stop.signal.reason instanceof StageStop ? stop.signal.reason.reason : undefined;
     if (reason === "canceled") {
       const fresh = await io("get job", () => ports.jobs.get(job!.id));
-      if (fresh && !isTerminal(fresh.status)) await io("cancel job", () => finishAs(options, fresh, "canceled", now, log));
+      if (fresh && !isTerminal(fresh.status))
+        await io("cancel job", () => finishAs(options, fresh, "canceled", now, log));
       await ack();
       log.info("stage stopped: the job was canceled");
       return "canceled";
@@ -312,7 +401,11 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
       if (stage.index === 0) {
         // Nothing of the job is done: it is queued again (for its position and waiting reason), not running.
         await io("requeue job", () =>
-          ports.jobs.update(job!.id, { status: ["running"] }, { status: "queued", progress: undefined, stageTimings: job!.stageTimings.filter((t) => t.stage !== 0) }),
+          ports.jobs.update(
+            job!.id,
+            { status: ["running"] },
+            { status: "queued", progress: undefined, stageTimings: job!.stageTimings.filter((t) => t.stage !== 0) },
+          ),
         );
       }
       await io("release", () => ports.queue.release(queueName, delivery.receipt, 0));
@@ -331,12 +424,24 @@ async function runStage(options: StageRunnerOptions, delivery: QueueMessage, mes
  * or going on (started), so an event is lost only if the worker dies between the stored transition
  * and the sink — and a redelivery of the finishing message then tells it again (at least once).
  */
-async function emit(options: StageRunnerOptions, type: JobEventType, job: JobRecord | null | undefined, log: Logger): Promise<void> {
+async function emit(
+  options: StageRunnerOptions,
+  type: JobEventType,
+  job: JobRecord | null | undefined,
+  log: Logger,
+): Promise<void> {
   if (!job || !options.events) return;
-  await options.events({ type, job, at: new Date().toISOString() }).catch((e) => log.warn({ err: describeError(e), event: type }, "job event not delivered"));
+  await options
+    .events({ type, job, at: new Date().toISOString() })
+    .catch((e) => log.warn({ err: describeError(e), event: type }, "job event not delivered"));
 }
 
-const TERMINAL_EVENTS: Partial<Record<JobRecord["status"], JobEventType>> = { succeeded: "succeeded", failed: "failed", canceled: "canceled", expired: "expired" };
+const TERMINAL_EVENTS: Partial<Record<JobRecord["status"], JobEventType>> = {
+  succeeded: "succeeded",
+  failed: "failed",
+  canceled: "canceled",
+  expired: "expired",
+};
 
 async function readLatents(ports: Ports, key: string): Promise<Latents | undefined> {
   const bytes = await ports.blobs.get(key);
@@ -359,13 +464,19 @@ async function recoverProducer(
 ): Promise<StageOutcome> {
   const { ports } = options;
   const queueName = queueForStage(message.kind);
-  if (!isKilnError(error) || !["latents_corrupt", "latents_missing", "latents_version_unsupported"].includes(error.code)) {
+  if (
+    !isKilnError(error) ||
+    !["latents_corrupt", "latents_missing", "latents_version_unsupported"].includes(error.code)
+  ) {
     return handleFailure(options, job, message, delivery, error, log, now, io);
   }
   options.metrics?.failures.inc({ kind: message.kind, code: error.code });
   const recoveries = job.recoveries ?? 0;
   if (error.code === "latents_version_unsupported" || recoveries >= MAX_RECOVERIES) {
-    log.error({ code: error.code, err: error.message, recoveries }, "input latents unusable and the producing stage was re-run as often as allowed; the job fails");
+    log.error(
+      { code: error.code, err: error.message, recoveries },
+      "input latents unusable and the producing stage was re-run as often as allowed; the job fails",
+    );
     await io("fail job", () => failJob(options, job, error, now, log));
     await io("ack", () => ports.queue.ack(queueName, delivery.receipt));
     return "failed";
@@ -375,13 +486,20 @@ async function recoverProducer(
   const producer = job.plan.stages[message.stage - 1]!;
   // Progress goes back to the producer, so its message is not taken for a stale copy.
   const updated = await io("record recovery", () =>
-    ports.jobs.update(job.id, { version: job.version, status: ["running"] }, {
-      recoveries: recoveries + 1,
-      progress: { stage: producer.index, stageKind: producer.kind, step: 0, steps: 0 },
-      stageTimings: job.stageTimings.filter((t) => t.stage < producer.index),
-    }),
+    ports.jobs.update(
+      job.id,
+      { version: job.version, status: ["running"] },
+      {
+        recoveries: recoveries + 1,
+        progress: { stage: producer.index, stageKind: producer.kind, step: 0, steps: 0 },
+        stageTimings: job.stageTimings.filter((t) => t.stage < producer.index),
+      },
+    ),
   );
-  if (updated) await io("enqueue producer", () => enqueueStage(ports.queue, stageMessage(job.id, job.plan, producer.index, message.traceparent)));
+  if (updated)
+    await io("enqueue producer", () =>
+      enqueueStage(ports.queue, stageMessage(job.id, job.plan, producer.index, message.traceparent)),
+    );
   await io("ack", () => ports.queue.ack(queueName, delivery.receipt));
   return "retry";
 }
@@ -408,7 +526,10 @@ async function handleFailure(
     return "failed";
   }
   if (delivery.receiveCount >= options.maxReceives) {
-    log.error({ code, err: describeError(error) }, "stage failed on its last allowed delivery; the job fails and the message goes to the dead-letter queue");
+    log.error(
+      { code, err: describeError(error) },
+      "stage failed on its last allowed delivery; the job fails and the message goes to the dead-letter queue",
+    );
     const failure = new KilnError(
       "stage_failed_repeatedly",
       `Stage ${message.stage} (${message.kind}) failed on all ${delivery.receiveCount} attempts; last error: ${describeError(error)}. An operator can re-run it with \`kiln dlq replay\` once the cause is fixed.`,
@@ -423,20 +544,40 @@ async function handleFailure(
   return "retry";
 }
 
-async function failJob(options: StageRunnerOptions, job: JobRecord, error: KilnError, now: () => Date, log: Logger): Promise<void> {
-  const failed = await options.ports.jobs.update(job.id, { status: ["queued", "running"] }, {
-    status: "failed",
-    finishedAt: now().toISOString(),
-    error: { code: error.code, message: error.message },
-  });
+async function failJob(
+  options: StageRunnerOptions,
+  job: JobRecord,
+  error: KilnError,
+  now: () => Date,
+  log: Logger,
+): Promise<void> {
+  const failed = await options.ports.jobs.update(
+    job.id,
+    { status: ["queued", "running"] },
+    {
+      status: "failed",
+      finishedAt: now().toISOString(),
+      error: { code: error.code, message: error.message },
+    },
+  );
   await emit(options, "failed", failed, log);
 }
 
-async function finishAs(options: StageRunnerOptions, job: JobRecord, status: "canceled", now: () => Date, log: Logger): Promise<void> {
-  const canceled = await options.ports.jobs.update(job.id, { status: ["queued", "running"] }, {
-    status,
-    finishedAt: now().toISOString(),
-    error: { code: "canceled", message: "The job was canceled at its owner's request." },
-  });
+async function finishAs(
+  options: StageRunnerOptions,
+  job: JobRecord,
+  status: "canceled",
+  now: () => Date,
+  log: Logger,
+): Promise<void> {
+  const canceled = await options.ports.jobs.update(
+    job.id,
+    { status: ["queued", "running"] },
+    {
+      status,
+      finishedAt: now().toISOString(),
+      error: { code: "canceled", message: "The job was canceled at its owner's request." },
+    },
+  );
   await emit(options, status, canceled, log);
 }

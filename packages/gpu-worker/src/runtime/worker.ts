@@ -1,5 +1,12 @@
 import os from "node:os";
-import { describeError, failDeadLetteredJobs, queueForStage, type JobEventSink, type Ports, type StageKind } from "@kiln/shared";
+import {
+  describeError,
+  failDeadLetteredJobs,
+  queueForStage,
+  type JobEventSink,
+  type Ports,
+  type StageKind,
+} from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
 import { runStageMessage, type StageOutcome } from "./stage-runner.js";
 import type { StageExecutor } from "./stage-executor.js";
@@ -74,7 +81,11 @@ export class Worker {
     for (let i = 0; i < this.options.concurrency; i++) this.loops.push(this.loop());
     const sweep = () =>
       failDeadLetteredJobs(this.options.ports, this.options.stages)
-        .then((ids) => ids.length && this.options.logger.warn({ jobIds: ids }, "failed jobs whose stage messages were dead-lettered"))
+        .then(
+          (ids) =>
+            ids.length &&
+            this.options.logger.warn({ jobIds: ids }, "failed jobs whose stage messages were dead-lettered"),
+        )
         .catch((e) => this.options.logger.warn({ err: describeError(e) }, "dead-letter sweep failed"));
     this.sweeper = setInterval(sweep, this.options.deadLetterSweepMs ?? 15_000);
     void sweep();
@@ -84,7 +95,10 @@ export class Worker {
   async drain(graceSeconds: number): Promise<void> {
     if (this.status.state === "stopped") return;
     this.status.state = "draining";
-    this.options.logger.info({ graceSeconds, running: this.status.current.length }, "draining: no new work; finishing or releasing the current stages");
+    this.options.logger.info(
+      { graceSeconds, running: this.status.current.length },
+      "draining: no new work; finishing or releasing the current stages",
+    );
     clearInterval(this.sweeper);
     this.pollAbort.abort();
     const grace = setTimeout(() => this.drainAbort.abort(), graceSeconds * 1000);
@@ -130,7 +144,12 @@ export class Worker {
         for (const message of messages) {
           claimed = true;
           const body = message.body as { jobId?: string; stage?: number };
-          const current = { jobId: String(body?.jobId), stage: Number(body?.stage), kind, since: new Date().toISOString() };
+          const current = {
+            jobId: String(body?.jobId),
+            stage: Number(body?.stage),
+            kind,
+            since: new Date().toISOString(),
+          };
           this.status.current.push(current);
           this.metrics.busy.set(this.status.current.length);
           try {
@@ -154,7 +173,10 @@ export class Worker {
             this.status.completed[outcome] = (this.status.completed[outcome] ?? 0) + 1;
           } catch (e) {
             // The store or queue failed mid-stage: leave the message to reappear after its visibility timeout.
-            logger.error({ err: describeError(e), jobId: current.jobId }, "stage run failed against the queue or stores; the message will be redelivered");
+            logger.error(
+              { err: describeError(e), jobId: current.jobId },
+              "stage run failed against the queue or stores; the message will be redelivered",
+            );
             await sleep(1000, this.pollAbort.signal);
           } finally {
             this.status.current = this.status.current.filter((c) => c !== current);

@@ -22,12 +22,12 @@ export function float32ToFloat16Bits(value: number): number {
     const half = 1 << (shift - 1);
     let rounded = mant >>> shift;
     const rest = mant & ((1 << shift) - 1);
-    if (rest > half || (rest === half && (rounded & 1))) rounded++;
+    if (rest > half || (rest === half && rounded & 1)) rounded++;
     return sign | rounded;
   }
   let bits = sign | (e << 10) | (mant >>> 13);
   const rest = mant & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && (bits & 1))) bits++;
+  if (rest > 0x1000 || (rest === 0x1000 && bits & 1)) bits++;
   return bits;
 }
 

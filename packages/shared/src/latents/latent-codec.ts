@@ -50,14 +50,22 @@ async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
 }
 
-export async function encodeLatents(latents: Latents, options: { dtype?: "float16" | "float32" } = {}): Promise<Uint8Array> {
+export async function encodeLatents(
+  latents: Latents,
+  options: { dtype?: "float16" | "float32" } = {},
+): Promise<Uint8Array> {
   const count = latents.shape.reduce((a, b) => a * b, 1);
   if (count !== latents.data.length) {
-    throw new KilnError("latents_shape_mismatch", `latents shape ${latents.shape.join("×")} holds ${count} values, data has ${latents.data.length}`);
+    throw new KilnError(
+      "latents_shape_mismatch",
+      `latents shape ${latents.shape.join("×")} holds ${count} values, data has ${latents.data.length}`,
+    );
   }
   const dtype = options.dtype === "float32" ? DTYPE_F32 : DTYPE_F16;
   const payload =
-    dtype === DTYPE_F16 ? new Uint8Array(toFloat16(latents.data).buffer) : new Uint8Array(latents.data.buffer, latents.data.byteOffset, latents.data.byteLength);
+    dtype === DTYPE_F16
+      ? new Uint8Array(toFloat16(latents.data).buffer)
+      : new Uint8Array(latents.data.buffer, latents.data.byteOffset, latents.data.byteLength);
   const meta = new TextEncoder().encode(JSON.stringify(latentsMetaSchema.parse(latents.meta)));
   const headerBytes = 8 + 4 * latents.shape.length + 4 + meta.length + 4;
   const out = new Uint8Array(headerBytes + payload.length + 32);
@@ -84,14 +92,19 @@ export async function encodeLatents(latents: Latents, options: { dtype?: "float1
 }
 
 function corrupt(what: string): KilnError {
-  return new KilnError("latents_corrupt", `The latents blob is corrupt (${what}); the producing stage must run again.`, { retryable: true });
+  return new KilnError(
+    "latents_corrupt",
+    `The latents blob is corrupt (${what}); the producing stage must run again.`,
+    { retryable: true },
+  );
 }
 
 export async function decodeLatents(input: Uint8Array): Promise<Latents> {
   // Copy into a plain ArrayBuffer: Web Crypto refuses views of shared memory.
   const bytes = new Uint8Array(input);
   if (bytes.length < 8 + 32) throw corrupt(`only ${bytes.length} bytes`);
-  if (new TextDecoder().decode(bytes.subarray(0, 4)) !== LATENTS_MAGIC) throw corrupt("bad magic: not a Kiln latents blob");
+  if (new TextDecoder().decode(bytes.subarray(0, 4)) !== LATENTS_MAGIC)
+    throw corrupt("bad magic: not a Kiln latents blob");
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = view.getUint16(4, true);
   if (version !== LATENTS_VERSION) {
@@ -128,7 +141,8 @@ export async function decodeLatents(input: Uint8Array): Promise<Latents> {
   const count = shape.reduce((a, b) => a * b, 1);
   const width = dtype === DTYPE_F16 ? 2 : dtype === DTYPE_F32 ? 4 : 0;
   if (!width) throw corrupt(`unknown dtype ${dtype}`);
-  if (payloadLength !== count * width || o + payloadLength !== body.length) throw corrupt("payload length does not match shape");
+  if (payloadLength !== count * width || o + payloadLength !== body.length)
+    throw corrupt("payload length does not match shape");
   const payload = bytes.slice(o, o + payloadLength);
   const data = width === 2 ? fromFloat16(new Uint16Array(payload.buffer)) : new Float32Array(payload.buffer);
   return { meta, shape, data };

@@ -10,7 +10,11 @@ export const DEAD_LETTER_CODES = ["stage_dead_lettered", "stage_failed_repeatedl
  * worker died on the last one and could not say so. This sweep marks such jobs `failed` with a clear
  * code, so no job waits forever in `running`. The dead letters stay for `kiln dlq list|replay`.
  */
-export async function failDeadLetteredJobs(ports: Ports, kinds: readonly ("base" | "refine")[], now = new Date()): Promise<string[]> {
+export async function failDeadLetteredJobs(
+  ports: Ports,
+  kinds: readonly ("base" | "refine")[],
+  now = new Date(),
+): Promise<string[]> {
   const failed: string[] = [];
   for (const kind of kinds) {
     for (const message of await ports.queue.peekDeadLetters(queueForStage(kind), { max: 10 })) {
@@ -42,14 +46,27 @@ export async function failDeadLetteredJobs(ports: Ports, kinds: readonly ("base"
  * Re-drives dead letters of one stage kind: jobs they failed go back to `queued` (so the stage is
  * not skipped as finished), then the messages return to the queue with a fresh receive count.
  */
-export async function replayDeadLetters(ports: Ports, kind: "base" | "refine", now = new Date()): Promise<{ requeuedJobs: string[]; messages: number }> {
+export async function replayDeadLetters(
+  ports: Ports,
+  kind: "base" | "refine",
+  now = new Date(),
+): Promise<{ requeuedJobs: string[]; messages: number }> {
   const requeuedJobs: string[] = [];
   for (const message of await ports.queue.peekDeadLetters(queueForStage(kind), { max: 1000 })) {
     const parsed = stageMessageSchema.safeParse(message.body);
     if (!parsed.success) continue;
     const job = await ports.jobs.get(parsed.data.jobId);
-    if (!job || job.status !== "failed" || !DEAD_LETTER_CODES.includes(job.error?.code as (typeof DEAD_LETTER_CODES)[number])) continue;
-    const updated = await ports.jobs.update(job.id, { version: job.version, status: ["failed"] }, { status: "queued", error: undefined, finishedAt: undefined, updatedAt: now.toISOString() });
+    if (
+      !job ||
+      job.status !== "failed" ||
+      !DEAD_LETTER_CODES.includes(job.error?.code as (typeof DEAD_LETTER_CODES)[number])
+    )
+      continue;
+    const updated = await ports.jobs.update(
+      job.id,
+      { version: job.version, status: ["failed"] },
+      { status: "queued", error: undefined, finishedAt: undefined, updatedAt: now.toISOString() },
+    );
     if (updated) requeuedJobs.push(job.id);
   }
   const messages = await ports.queue.redrive(queueForStage(kind));

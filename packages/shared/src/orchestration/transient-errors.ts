@@ -40,7 +40,14 @@ const AWS_TRANSIENT_NAMES = new Set([
 export function isTransientError(e: unknown): boolean {
   if (isKilnError(e)) return e.retryable;
   if (typeof e !== "object" || e === null) return false;
-  const err = e as { code?: unknown; name?: unknown; message?: unknown; $retryable?: unknown; $metadata?: { httpStatusCode?: number }; cause?: unknown };
+  const err = e as {
+    code?: unknown;
+    name?: unknown;
+    message?: unknown;
+    $retryable?: unknown;
+    $metadata?: { httpStatusCode?: number };
+    cause?: unknown;
+  };
   const code = typeof err.code === "string" ? err.code : "";
   if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) return true;
   if (NETWORK_CODES.has(code) || FILE_CODES.has(code)) return true;
@@ -48,7 +55,8 @@ export function isTransientError(e: unknown): boolean {
   const status = err.$metadata?.httpStatusCode;
   if (status !== undefined && (status >= 500 || status === 429)) return true;
   if (typeof err.name === "string" && AWS_TRANSIENT_NAMES.has(err.name)) return true;
-  if (typeof err.message === "string" && /socket hang up|other side closed|ECONNREFUSED|ECONNRESET/.test(err.message)) return true;
+  if (typeof err.message === "string" && /socket hang up|other side closed|ECONNREFUSED|ECONNRESET/.test(err.message))
+    return true;
   return err.cause !== undefined && err.cause !== e && isTransientError(err.cause);
 }
 

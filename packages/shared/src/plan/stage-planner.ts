@@ -19,7 +19,13 @@ export function planRender(request: RenderRequest, seed: number): RenderPlan {
       break;
     case "ensemble":
       stages.push({ index: 0, kind: "base", model: "base", denoisingEnd: request.high_noise_frac, output: "latents" });
-      stages.push({ index: 1, kind: "refine", model: "refiner", denoisingStart: request.high_noise_frac, output: "images" });
+      stages.push({
+        index: 1,
+        kind: "refine",
+        model: "refiner",
+        denoisingStart: request.high_noise_frac,
+        output: "images",
+      });
       break;
     case "sdedit":
       stages.push({ index: 0, kind: "base", model: "base", output: "latents" });

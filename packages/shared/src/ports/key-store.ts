@@ -93,7 +93,11 @@ export interface KeyStore {
   /** The live record with this id, or null. */
   getIdempotency(id: string, nowMs: number): Promise<IdempotencyRecord | null>;
   /** Marks a pending record completed; false if `token` no longer holds it. */
-  completeIdempotency(id: string, token: string, result: Pick<IdempotencyRecord, "response" | "jobId">): Promise<boolean>;
+  completeIdempotency(
+    id: string,
+    token: string,
+    result: Pick<IdempotencyRecord, "response" | "jobId">,
+  ): Promise<boolean>;
   /** Deletes a pending record held by `token`; false if it no longer holds it. */
   releaseIdempotency(id: string, token: string): Promise<boolean>;
   close?(): Promise<void>;

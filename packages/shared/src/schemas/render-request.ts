@@ -76,9 +76,13 @@ export function renderRequestSchema(limits: RenderLimits = DEFAULT_RENDER_LIMITS
   const prompt = z.string().max(limits.maxPromptChars, `must be at most ${limits.maxPromptChars} characters`);
   return z
     .object({
-      prompt: prompt.min(1, "prompt must not be empty").openapi({ example: "a lighthouse on a cliff at dusk, oil painting" }),
+      prompt: prompt
+        .min(1, "prompt must not be empty")
+        .openapi({ example: "a lighthouse on a cliff at dusk, oil painting" }),
       negative_prompt: prompt.optional(),
-      prompt_2: prompt.optional().openapi({ description: "Prompt for the second text encoder (OpenCLIP bigG); defaults to `prompt`." }),
+      prompt_2: prompt
+        .optional()
+        .openapi({ description: "Prompt for the second text encoder (OpenCLIP bigG); defaults to `prompt`." }),
       negative_prompt_2: prompt.optional(),
       mode: z.enum(RENDER_MODES).default("ensemble"),
       width: side("width").default(1024),
@@ -86,15 +90,39 @@ export function renderRequestSchema(limits: RenderLimits = DEFAULT_RENDER_LIMITS
       steps: z.number().int().min(1).max(150).default(30),
       guidance_scale: z.number().min(0).max(30).default(5),
       guidance_rescale: z.number().min(0).max(1).default(0),
-      seed: z.number().int().min(0).max(2 ** 32 - 1).optional().openapi({ description: "Random when absent; always reported." }),
+      seed: z
+        .number()
+        .int()
+        .min(0)
+        .max(2 ** 32 - 1)
+        .optional()
+        .openapi({ description: "Random when absent; always reported." }),
       n: z.number().int().min(1).max(4).default(1),
-      high_noise_frac: z.number().gt(0).lt(1).default(0.8).openapi({ description: "ensemble: share of the schedule the base runs." }),
-      strength: z.number().gt(0).max(1).default(0.3).openapi({ description: "sdedit: how far the refiner re-noises the base image." }),
-      hires_scale: z.number().min(1).max(2).default(1).openapi({ description: "sdedit: latent upscale before re-noising." }),
+      high_noise_frac: z
+        .number()
+        .gt(0)
+        .lt(1)
+        .default(0.8)
+        .openapi({ description: "ensemble: share of the schedule the base runs." }),
+      strength: z
+        .number()
+        .gt(0)
+        .max(1)
+        .default(0.3)
+        .openapi({ description: "sdedit: how far the refiner re-noises the base image." }),
+      hires_scale: z
+        .number()
+        .min(1)
+        .max(2)
+        .default(1)
+        .openapi({ description: "sdedit: latent upscale before re-noising." }),
       scheduler: z.enum(SCHEDULER_NAMES).optional().openapi({ description: "Default: the model's own scheduler." }),
       karras: z.boolean().optional(),
       clip_skip: z.number().int().min(0).max(10).optional(),
-      long_prompt: z.boolean().default(false).openapi({ description: "Encode prompts longer than 75 tokens in 75-token windows." }),
+      long_prompt: z
+        .boolean()
+        .default(false)
+        .openapi({ description: "Encode prompts longer than 75 tokens in 75-token windows." }),
       prompt_weighting: z.boolean().default(false).openapi({ description: "Honour (word:1.2) and [word] weights." }),
       original_size: sizePair.optional(),
       crops_coords_top_left: z.tuple([z.number().int().min(0), z.number().int().min(0)]).optional(),
@@ -103,7 +131,13 @@ export function renderRequestSchema(limits: RenderLimits = DEFAULT_RENDER_LIMITS
       negative_aesthetic_score: z.number().min(0).max(10).default(2.5),
       output_format: z.enum(OUTPUT_FORMATS).default("png"),
       output_quality: z.number().int().min(1).max(100).default(90),
-      deadline_seconds: z.number().int().min(1).max(86_400).optional().openapi({ description: "Not started within this many seconds → `expired`, never run." }),
+      deadline_seconds: z
+        .number()
+        .int()
+        .min(1)
+        .max(86_400)
+        .optional()
+        .openapi({ description: "Not started within this many seconds → `expired`, never run." }),
       retention_hours: z
         .number()
         .min(1 / 60)
@@ -115,7 +149,12 @@ export function renderRequestSchema(limits: RenderLimits = DEFAULT_RENDER_LIMITS
     .strict()
     .superRefine((body, ctx) => {
       if (body.karras && body.scheduler === "ddim") {
-        ctx.addIssue({ code: "custom", path: ["karras"], message: "karras is not supported with scheduler ddim (DDIM has no Karras sigma schedule); use euler, euler_a or dpmpp_2m, or drop karras" });
+        ctx.addIssue({
+          code: "custom",
+          path: ["karras"],
+          message:
+            "karras is not supported with scheduler ddim (DDIM has no Karras sigma schedule); use euler, euler_a or dpmpp_2m, or drop karras",
+        });
       }
       // The budget applies to the images the job produces: an SDEdit latent upscale grows them.
       const scale = body.mode === "sdedit" ? body.hires_scale : 1;

@@ -84,7 +84,10 @@ export function describePortsContract(
       });
 
       it("carries attributes beside the body", async () => {
-        const attributes = { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tenant: "a b/c=d" };
+        const attributes = {
+          traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+          tenant: "a b/c=d",
+        };
         await queue().send(Q, "plain string body", { attributes });
         const [message] = await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds });
         assert.equal(message?.body, "plain string body");
@@ -131,10 +134,18 @@ export function describePortsContract(
         await sleep(400);
         await queue().extend(Q, message.receipt, 3 + 2 * (options.visibilityGranularitySeconds ?? 0));
         await sleep(Math.max(0, receivedAt + 1_000 + lateMs + 300 - Date.now()));
-        assert.deepEqual(await queue().receive(Q, { visibilitySeconds: 30 }), [], "still hidden after the original timeout");
+        assert.deepEqual(
+          await queue().receive(Q, { visibilitySeconds: 30 }),
+          [],
+          "still hidden after the original timeout",
+        );
         assert.equal((await queue().depth(Q)).inFlight, 1);
         await queue().ack(Q, message.receipt);
-        assert.deepEqual(await queue().depth(Q), { visible: 0, inFlight: 0, delayed: 0 }, "the receipt still held after extend");
+        assert.deepEqual(
+          await queue().depth(Q),
+          { visible: 0, inFlight: 0, delayed: 0 },
+          "the receipt still held after extend",
+        );
       });
 
       it("makes a released message visible at once with release(0)", async () => {
@@ -173,7 +184,10 @@ export function describePortsContract(
         await queue().send(Q, { woke: true });
         const messages = await polling;
         const elapsed = Date.now() - started;
-        assert.deepEqual(messages.map((m) => m.body), [{ woke: true }]);
+        assert.deepEqual(
+          messages.map((m) => m.body),
+          [{ woke: true }],
+        );
         assert.ok(elapsed >= 250 && elapsed < 3_000 + lateMs, `long poll took ${elapsed} ms`);
       });
 
@@ -213,7 +227,10 @@ export function describePortsContract(
         const all = [...a, ...b];
         assert.equal(all.length, 10, `received ${all.length} deliveries of 10 messages`);
         assert.equal(new Set(all.map((m) => m.id)).size, 10);
-        assert.deepEqual(all.map((m) => (m.body as { i: number }).i).sort((x, y) => x - y), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert.deepEqual(
+          all.map((m) => (m.body as { i: number }).i).sort((x, y) => x - y),
+          [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        );
         assert.ok(all.every((m) => m.receiveCount === 1));
       });
 
@@ -234,7 +251,11 @@ export function describePortsContract(
           assert.equal(message?.receiveCount, n);
           await queue().release(Q, message!.receipt, 0);
         }
-        assert.deepEqual(await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds }), [], "not delivered again");
+        assert.deepEqual(
+          await queue().receive(Q, { visibilitySeconds: 30, waitSeconds: settleSeconds }),
+          [],
+          "not delivered again",
+        );
         assert.equal((await queue().depth(DLQ)).visible, 1, "moved to the dead-letter queue");
         assert.deepEqual(await queue().depth(Q), { visible: 0, inFlight: 0, delayed: 0 });
 
@@ -258,11 +279,17 @@ export function describePortsContract(
       const bytes = Uint8Array.from({ length: 256 }, (_, i) => i);
 
       it("puts, gets and heads a blob", async () => {
-        assert.deepEqual(await blobs().put("jobs/j1/stage-0.latents", bytes, { contentType: "application/octet-stream" }), {
-          created: true,
-        });
+        assert.deepEqual(
+          await blobs().put("jobs/j1/stage-0.latents", bytes, { contentType: "application/octet-stream" }),
+          {
+            created: true,
+          },
+        );
         assert.deepEqual(Buffer.from((await blobs().get("jobs/j1/stage-0.latents"))!), Buffer.from(bytes));
-        assert.deepEqual(await blobs().head("jobs/j1/stage-0.latents"), { size: 256, contentType: "application/octet-stream" });
+        assert.deepEqual(await blobs().head("jobs/j1/stage-0.latents"), {
+          size: 256,
+          contentType: "application/octet-stream",
+        });
       });
 
       it("stores an empty blob", async () => {
@@ -296,12 +323,17 @@ export function describePortsContract(
       });
 
       // Skipped at declaration: on Node 20 a test that skips itself mid-run loses its afterEach.
-      const conditionalSkip = options.conditionalPut === false ? `${familyName} cannot enforce ifAbsent atomically` : false;
+      const conditionalSkip =
+        options.conditionalPut === false ? `${familyName} cannot enforce ifAbsent atomically` : false;
       it("writes only if absent when asked, where supported", { skip: conditionalSkip }, async () => {
         assert.equal(blobs().supportsConditionalPut, true);
         assert.deepEqual(await blobs().put("jobs/j2/once", bytes, { ifAbsent: true }), { created: true });
         assert.deepEqual(await blobs().put("jobs/j2/once", Uint8Array.of(1), { ifAbsent: true }), { created: false });
-        assert.deepEqual(Buffer.from((await blobs().get("jobs/j2/once"))!), Buffer.from(bytes), "the first write stands");
+        assert.deepEqual(
+          Buffer.from((await blobs().get("jobs/j2/once"))!),
+          Buffer.from(bytes),
+          "the first write stands",
+        );
       });
 
       it("makes a download URL naming the key", async () => {
@@ -313,9 +345,17 @@ export function describePortsContract(
     });
 
     describe("jobs", () => {
-      const plan = planRender(renderRequestSchema().parse({ prompt: "a lighthouse on a cliff at dusk", mode: "ensemble", seed: 7 }), 7);
+      const plan = planRender(
+        renderRequestSchema().parse({ prompt: "a lighthouse on a cliff at dusk", mode: "ensemble", seed: 7 }),
+        7,
+      );
       const base = Date.parse("2024-05-01T12:00:00.000Z");
-      const makeJob = (id: string, ownerKeyId: string, secondsAfterBase: number, status: JobStatus = "queued"): JobRecord => {
+      const makeJob = (
+        id: string,
+        ownerKeyId: string,
+        secondsAfterBase: number,
+        status: JobStatus = "queued",
+      ): JobRecord => {
         const at = new Date(base + secondsAfterBase * 1000).toISOString();
         return { id, ownerKeyId, status, version: 1, createdAt: at, updatedAt: at, plan, images: [], stageTimings: [] };
       };
@@ -323,7 +363,11 @@ export function describePortsContract(
       const stored = (job: JobRecord): JobRecord => JSON.parse(JSON.stringify(job)) as JobRecord;
 
       it("creates a job once; a second create with the same id changes nothing", async () => {
-        const job = { ...makeJob("job-a", "key-1", 0), deadlineAt: "2024-05-01T13:00:00.000Z", expiresAt: 1_714_600_000 };
+        const job = {
+          ...makeJob("job-a", "key-1", 0),
+          deadlineAt: "2024-05-01T13:00:00.000Z",
+          expiresAt: 1_714_600_000,
+        };
         assert.equal(await jobs().create(job), true);
         assert.equal(await jobs().create({ ...job, status: "failed", version: 9 }), false);
         assert.deepEqual(await jobs().get("job-a"), stored(job));
@@ -334,7 +378,11 @@ export function describePortsContract(
         const job = makeJob("job-b", "key-1", 0);
         await jobs().create(job);
         const startedAt = new Date().toISOString();
-        const running = await jobs().update("job-b", { version: 1, status: ["queued"] }, { status: "running", startedAt });
+        const running = await jobs().update(
+          "job-b",
+          { version: 1, status: ["queued"] },
+          { status: "running", startedAt },
+        );
         assert.ok(running, "the condition held");
         assert.equal(running.status, "running");
         assert.equal(running.version, 2);
@@ -347,20 +395,36 @@ export function describePortsContract(
         assert.deepEqual(await jobs().get("job-b"), running);
 
         assert.equal(await jobs().update("job-b", { version: 1 }, { status: "failed" }), null, "stale version");
-        assert.equal(await jobs().update("job-b", { version: 2, status: ["queued"] }, { status: "failed" }), null, "wrong status");
+        assert.equal(
+          await jobs().update("job-b", { version: 2, status: ["queued"] }, { status: "failed" }),
+          null,
+          "wrong status",
+        );
         assert.equal(await jobs().update("job-missing", {}, { status: "failed" }), null, "no such job");
         assert.equal((await jobs().get("job-b"))?.version, 2, "failed conditions change nothing");
 
         const canceled = await jobs().update("job-b", { status: ["queued", "running"] }, { status: "canceled" });
         assert.equal(canceled?.status, "canceled");
         assert.equal(canceled?.version, 3);
-        assert.equal(await jobs().update("job-b", { status: [] }, { status: "failed" }), null, "an empty status list never matches");
+        assert.equal(
+          await jobs().update("job-b", { status: [] }, { status: "failed" }),
+          null,
+          "an empty status list never matches",
+        );
       });
 
       it("replaces patched fields and removes those patched to undefined", async () => {
         await jobs().create(makeJob("job-c", "key-1", 0, "running"));
         const error = { code: "model_missing", message: "The refiner is not installed; run kiln models pull." };
-        const failed = await jobs().update("job-c", {}, { status: "failed", error, stageTimings: [{ stage: 0, kind: "base", startedAt: "2024-05-01T12:00:01.000Z" }] });
+        const failed = await jobs().update(
+          "job-c",
+          {},
+          {
+            status: "failed",
+            error,
+            stageTimings: [{ stage: 0, kind: "base", startedAt: "2024-05-01T12:00:01.000Z" }],
+          },
+        );
         assert.deepEqual(failed?.error, error);
         assert.equal(failed?.stageTimings.length, 1);
         const retried = await jobs().update("job-c", { version: 2 }, { status: "queued", error: undefined });
@@ -402,8 +466,14 @@ export function describePortsContract(
           cursor = page.nextCursor;
           assert.ok(pages.length <= 3, "pagination ends");
         } while (cursor);
-        assert.deepEqual(pages.map((p) => p.length), [3, 3, 1]);
-        assert.deepEqual(pages.flat().map((j) => j.id), ["job-6", "job-5", "job-4", "job-3", "job-2", "job-1", "job-0"]);
+        assert.deepEqual(
+          pages.map((p) => p.length),
+          [3, 3, 1],
+        );
+        assert.deepEqual(
+          pages.flat().map((j) => j.id),
+          ["job-6", "job-5", "job-4", "job-3", "job-2", "job-1", "job-0"],
+        );
 
         const succeeded: string[] = [];
         cursor = undefined;
@@ -474,8 +544,13 @@ export function describePortsContract(
       });
 
       it("increments a counter atomically under 50 concurrent increments", async () => {
-        const results = await Promise.all(Array.from({ length: 50 }, () => keys().incrementCounter("usage:key-1:2024-05-01", 1)));
-        assert.deepEqual([...results].sort((a, b) => a - b), Array.from({ length: 50 }, (_, i) => i + 1));
+        const results = await Promise.all(
+          Array.from({ length: 50 }, () => keys().incrementCounter("usage:key-1:2024-05-01", 1)),
+        );
+        assert.deepEqual(
+          [...results].sort((a, b) => a - b),
+          Array.from({ length: 50 }, (_, i) => i + 1),
+        );
         assert.equal(await keys().incrementCounter("usage:key-1:2024-05-01", 5), 55);
         assert.equal(await keys().incrementCounter("usage:key-2:2024-05-01", 2), 2, "counters are separate");
       });
@@ -509,26 +584,50 @@ export function describePortsContract(
           assert.deepEqual(await take(t0), { allowed: true, remaining: 2, retryAfterMs: 0, resetMs: 500 });
           assert.deepEqual(await take(t0), { allowed: true, remaining: 1, retryAfterMs: 0, resetMs: 1000 });
           assert.deepEqual(await take(t0), { allowed: true, remaining: 0, retryAfterMs: 0, resetMs: 1500 });
-          assert.deepEqual(await take(t0), { allowed: false, remaining: 0, retryAfterMs: 500, resetMs: 1500 }, "a denied take costs nothing");
+          assert.deepEqual(
+            await take(t0),
+            { allowed: false, remaining: 0, retryAfterMs: 500, resetMs: 1500 },
+            "a denied take costs nothing",
+          );
           assert.deepEqual(await take(t0 + 200), { allowed: false, remaining: 0, retryAfterMs: 300, resetMs: 1300 });
           assert.equal((await take(t0 + 500)).allowed, true, "one token back after 1/rate seconds");
           assert.equal((await take(t0 + 500)).allowed, false);
           const full = await take(t0 + 10_000);
-          assert.deepEqual(full, { allowed: true, remaining: 2, retryAfterMs: 0, resetMs: 500 }, "a bucket never holds more than its burst");
+          assert.deepEqual(
+            full,
+            { allowed: true, remaining: 2, retryAfterMs: 0, resetMs: 500 },
+            "a bucket never holds more than its burst",
+          );
           assert.equal((await keys().takeToken("rps:key-2", 2, 3, t0 + 500)).remaining, 2, "buckets are separate");
         });
 
         it("lets exactly `burst` of 20 concurrent takes through", async () => {
-          const results = await Promise.all(Array.from({ length: 20 }, () => keys().takeToken("rps:busy", 0.001, 5, t0)));
+          const results = await Promise.all(
+            Array.from({ length: 20 }, () => keys().takeToken("rps:busy", 0.001, 5, t0)),
+          );
           assert.equal(results.filter((r) => r.allowed).length, 5);
-          assert.deepEqual(results.filter((r) => r.allowed).map((r) => r.remaining).sort(), [0, 1, 2, 3, 4]);
+          assert.deepEqual(
+            results
+              .filter((r) => r.allowed)
+              .map((r) => r.remaining)
+              .sort(),
+            [0, 1, 2, 3, 4],
+          );
         });
 
         it("follows a rate change on the same bucket", async () => {
           assert.equal((await keys().takeToken("rps:change", 1, 1, t0)).allowed, true);
           assert.equal((await keys().takeToken("rps:change", 1, 1, t0 + 100)).allowed, false);
-          assert.equal((await keys().takeToken("rps:change", 10, 1, t0 + 100)).allowed, false, "the old debt is still owed");
-          assert.equal((await keys().takeToken("rps:change", 10, 10, t0 + 100)).allowed, true, "a larger burst makes room");
+          assert.equal(
+            (await keys().takeToken("rps:change", 10, 1, t0 + 100)).allowed,
+            false,
+            "the old debt is still owed",
+          );
+          assert.equal(
+            (await keys().takeToken("rps:change", 10, 10, t0 + 100)).allowed,
+            true,
+            "a larger burst makes room",
+          );
         });
       });
 
@@ -548,15 +647,31 @@ export function describePortsContract(
         it("creates a claim once, completes it only with its token, and returns the completed record", async () => {
           const first = claim("idem-1", "tok-a");
           assert.equal(await keys().putIdempotency(first, t0), null, "created");
-          assert.deepEqual(await keys().putIdempotency(claim("idem-1", "tok-b", { fingerprint: "f2" }), t0 + 10), first, "the live claim wins");
+          assert.deepEqual(
+            await keys().putIdempotency(claim("idem-1", "tok-b", { fingerprint: "f2" }), t0 + 10),
+            first,
+            "the live claim wins",
+          );
           assert.deepEqual(await keys().getIdempotency("idem-1", t0), first);
-          assert.equal(await keys().completeIdempotency("idem-1", "tok-b", { jobId: "job-x" }), false, "another token cannot complete it");
+          assert.equal(
+            await keys().completeIdempotency("idem-1", "tok-b", { jobId: "job-x" }),
+            false,
+            "another token cannot complete it",
+          );
           const response = { status: 202, body: '{"id":"job-1"}', location: "http://127.0.0.1/v1/renders/job-1" };
           assert.equal(await keys().completeIdempotency("idem-1", "tok-a", { response, jobId: "job-1" }), true);
-          assert.equal(await keys().completeIdempotency("idem-1", "tok-a", { jobId: "job-2" }), false, "only a pending claim completes");
+          assert.equal(
+            await keys().completeIdempotency("idem-1", "tok-a", { jobId: "job-2" }),
+            false,
+            "only a pending claim completes",
+          );
           const done = { ...first, state: "completed" as const, response, jobId: "job-1" };
           assert.deepEqual(await keys().getIdempotency("idem-1", t0), done);
-          assert.deepEqual(await keys().putIdempotency(claim("idem-1", "tok-c"), t0 + 120_000), done, "a completed record does not lapse with its lock");
+          assert.deepEqual(
+            await keys().putIdempotency(claim("idem-1", "tok-c"), t0 + 120_000),
+            done,
+            "a completed record does not lapse with its lock",
+          );
           assert.equal(await keys().releaseIdempotency("idem-1", "tok-a"), false, "a completed record is not released");
           assert.equal(await keys().getIdempotency("idem-2", t0), null);
         });
@@ -571,19 +686,38 @@ export function describePortsContract(
 
         it("lets a claim be taken over once its lock lapsed, and a record be replaced once it expired", async () => {
           await keys().putIdempotency(claim("idem-l", "tok-a"), t0);
-          assert.equal(await keys().putIdempotency(claim("idem-l", "tok-b", { lockedUntil: t0 + 120_000 }), t0 + 60_000), null, "the holder is presumed dead");
-          assert.equal(await keys().completeIdempotency("idem-l", "tok-a", { jobId: "late" }), false, "the old holder lost it");
+          assert.equal(
+            await keys().putIdempotency(claim("idem-l", "tok-b", { lockedUntil: t0 + 120_000 }), t0 + 60_000),
+            null,
+            "the holder is presumed dead",
+          );
+          assert.equal(
+            await keys().completeIdempotency("idem-l", "tok-a", { jobId: "late" }),
+            false,
+            "the old holder lost it",
+          );
           assert.equal((await keys().getIdempotency("idem-l", t0 + 60_000))?.token, "tok-b");
 
-          await keys().putIdempotency(claim("idem-e", "tok-a", { lockedUntil: t0 + 3_600_000, expiresAt: t0 / 1000 + 60 }), t0);
+          await keys().putIdempotency(
+            claim("idem-e", "tok-a", { lockedUntil: t0 + 3_600_000, expiresAt: t0 / 1000 + 60 }),
+            t0,
+          );
           await keys().completeIdempotency("idem-e", "tok-a", { jobId: "job-e" });
           assert.equal(await keys().getIdempotency("idem-e", t0 + 60_000), null, "expired after expiresAt");
-          assert.equal(await keys().putIdempotency(claim("idem-e", "tok-b", { fingerprint: "other", lockedUntil: t0 + 120_000 }), t0 + 60_000), null);
+          assert.equal(
+            await keys().putIdempotency(
+              claim("idem-e", "tok-b", { fingerprint: "other", lockedUntil: t0 + 120_000 }),
+              t0 + 60_000,
+            ),
+            null,
+          );
           assert.equal((await keys().getIdempotency("idem-e", t0 + 60_000))?.fingerprint, "other");
         });
 
         it("gives one of 20 concurrent claims the key; the others see the winner", async () => {
-          const results = await Promise.all(Array.from({ length: 20 }, (_, i) => keys().putIdempotency(claim("idem-c", `tok-${i}`), t0)));
+          const results = await Promise.all(
+            Array.from({ length: 20 }, (_, i) => keys().putIdempotency(claim("idem-c", `tok-${i}`), t0)),
+          );
           const winners = results.map((r, i) => (r === null ? i : -1)).filter((i) => i >= 0);
           assert.equal(winners.length, 1);
           for (const r of results) if (r) assert.equal(r.token, `tok-${winners[0]}`);
@@ -606,7 +740,10 @@ export function describePortsContract(
           { workerId: "w-both", stages: ["base", "refine"], lastPollAt: t - 1_000, busy: 0 },
           { workerId: "w-base", stages: ["base"], lastPollAt: t - 2_000, busy: 1 },
         ]);
-        assert.deepEqual((await registry().list(t - 200_000)).map((b) => b.workerId), ["w-both", "w-base", "w-old"]);
+        assert.deepEqual(
+          (await registry().list(t - 200_000)).map((b) => b.workerId),
+          ["w-both", "w-base", "w-old"],
+        );
         assert.deepEqual(await registry().list(t + 1), []);
       });
 
@@ -615,7 +752,9 @@ export function describePortsContract(
         await registry().heartbeat({ workerId: "w-1", stages: ["refine"], lastPollAt: t - 5_000, busy: 0 });
         await registry().heartbeat({ workerId: "w-1", stages: ["refine"], lastPollAt: t, busy: 2 });
         await registry().heartbeat({ workerId: "w-1", stages: ["refine"], lastPollAt: t - 3_000, busy: 0 });
-        assert.deepEqual(await registry().list(t - 60_000), [{ workerId: "w-1", stages: ["refine"], lastPollAt: t, busy: 2 }]);
+        assert.deepEqual(await registry().list(t - 60_000), [
+          { workerId: "w-1", stages: ["refine"], lastPollAt: t, busy: 2 },
+        ]);
       });
     });
   });

@@ -56,7 +56,10 @@ export class DdimScheduler implements Scheduler {
     }
     const ts = spacedTimesteps(spacing, numInferenceSteps, T, stepsOffset);
     if (spacing === "linspace") ts.forEach((t, i) => (ts[i] = roundHalfEven(t)));
-    if (ts[0]! > T - 1) throw schedulerMisuse(`ddim: timestep ${ts[0]} (steps_offset ${stepsOffset}) is past the ${T} training timesteps.`);
+    if (ts[0]! > T - 1)
+      throw schedulerMisuse(
+        `ddim: timestep ${ts[0]} (steps_offset ${stepsOffset}) is past the ${T} training timesteps.`,
+      );
     this.ts = ts;
     this.stride = Math.floor(T / numInferenceSteps);
     this.index = 0;
@@ -112,7 +115,8 @@ export class DdimScheduler implements Scheduler {
   /** DDPM forward noising at the timestep of `timestepIndex`: √ᾱ_t·x₀ + √(1−ᾱ_t)·ε. */
   addNoise(original: Float32Array, noise: Float32Array, timestepIndex: number): Float32Array {
     checkIndex(this, timestepIndex, false);
-    if (noise.length !== original.length) throw schedulerMisuse(`ddim: ${noise.length} noise values for ${original.length} latents.`);
+    if (noise.length !== original.length)
+      throw schedulerMisuse(`ddim: ${noise.length} noise values for ${original.length} latents.`);
     const alpha = this.alphaCumprodAt(this.ts[timestepIndex]!);
     const a = f32(Math.sqrt(alpha));
     const b = f32(Math.sqrt(f32(1 - alpha)));

@@ -11,7 +11,16 @@ import {
   type SchedulerConfig,
   type StepNoise,
 } from "./scheduler.js";
-import { arange, interpAtTimesteps, karrasSigmas, linspace, roundHalfEven, sigmaToT, trainSchedule, type TrainSchedule } from "./noise-schedule.js";
+import {
+  arange,
+  interpAtTimesteps,
+  karrasSigmas,
+  linspace,
+  roundHalfEven,
+  sigmaToT,
+  trainSchedule,
+  type TrainSchedule,
+} from "./noise-schedule.js";
 
 const f32 = Math.fround;
 
@@ -86,7 +95,11 @@ export class DpmSolverPlusPlus2MScheduler implements Scheduler {
     const last = T - this.clippedTimesteps();
     const n = numInferenceSteps;
     let ts: Float64Array;
-    if (spacing === "linspace") ts = linspace(0, last - 1, n + 1).map(roundHalfEven).reverse().slice(0, n);
+    if (spacing === "linspace")
+      ts = linspace(0, last - 1, n + 1)
+        .map(roundHalfEven)
+        .reverse()
+        .slice(0, n);
     else if (spacing === "leading") {
       const ratio = Math.floor(last / (n + 1));
       ts = new Float64Array(n).map((_, i) => (n - i) * ratio + stepsOffset);
@@ -124,7 +137,8 @@ export class DpmSolverPlusPlus2MScheduler implements Scheduler {
     const out = stepOutput(this, sample, into);
     const i = this.index;
     const len = this.ts.length;
-    const lowerOrderFinal = i === len - 1 && (this.eulerAtFinal || (this.lowerOrderFinal && len < 15) || this.finalSigma === "zero");
+    const lowerOrderFinal =
+      i === len - 1 && (this.eulerAtFinal || (this.lowerOrderFinal && len < 15) || this.finalSigma === "zero");
 
     if (this.currentX0.length !== sample.length) {
       if (this.lowerOrderNums > 0) throw schedulerMisuse("dpmpp_2m: the sample size changed between steps.");
@@ -142,7 +156,8 @@ export class DpmSolverPlusPlus2MScheduler implements Scheduler {
   /** VP noising: α_t·x₀ + σ_t·ε at the σ of `timestepIndex`. */
   addNoise(original: Float32Array, noise: Float32Array, timestepIndex: number): Float32Array {
     checkIndex(this, timestepIndex, false);
-    if (noise.length !== original.length) throw schedulerMisuse(`dpmpp_2m: ${noise.length} noise values for ${original.length} latents.`);
+    if (noise.length !== original.length)
+      throw schedulerMisuse(`dpmpp_2m: ${noise.length} noise values for ${original.length} latents.`);
     const { alpha, sigmaT } = vp(this.sigmas[timestepIndex]!);
     const out = new Float32Array(original.length);
     for (let i = 0; i < out.length; i++) out[i] = alpha * original[i]! + sigmaT * noise[i]!;
@@ -172,7 +187,13 @@ export class DpmSolverPlusPlus2MScheduler implements Scheduler {
    * second order (midpoint):  x' = (σ_t/σ_s)·x − α_t(e^(−h) − 1)·(D0 + D1/2), D0 = x₀, D1 = (x₀ − x₀_prev)/r0,
    * with h = λ_t − λ_s and r0 = (λ_s − λ_prev)/h.
    */
-  private update(modelOutput: Float32Array, sample: Float32Array, i: number, firstOrder: boolean, out: Float32Array): void {
+  private update(
+    modelOutput: Float32Array,
+    sample: Float32Array,
+    i: number,
+    firstOrder: boolean,
+    out: Float32Array,
+  ): void {
     const s = vp(this.sigmas[i]!);
     const t = vp(this.sigmas[i + 1]!);
     const h = t.lambda - s.lambda;

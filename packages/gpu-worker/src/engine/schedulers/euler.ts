@@ -13,7 +13,14 @@ import {
   type SchedulerConfig,
   type StepNoise,
 } from "./scheduler.js";
-import { interpAtTimesteps, karrasSigmas, sigmaToT, spacedTimesteps, trainSchedule, type TrainSchedule } from "./noise-schedule.js";
+import {
+  interpAtTimesteps,
+  karrasSigmas,
+  sigmaToT,
+  spacedTimesteps,
+  trainSchedule,
+  type TrainSchedule,
+} from "./noise-schedule.js";
 
 const f32 = Math.fround;
 
@@ -72,7 +79,11 @@ export abstract class VeScheduler implements Scheduler {
     let ts = spacedTimesteps(spacing, numInferenceSteps, T, stepsOffset).map(f32);
     let sig = interpAtTimesteps(ts, this.train.sigmas);
     if (this.options.karras) {
-      sig = karrasSigmas(this.options.sigmaMin ?? sig[sig.length - 1]!, this.options.sigmaMax ?? sig[0]!, numInferenceSteps);
+      sig = karrasSigmas(
+        this.options.sigmaMin ?? sig[sig.length - 1]!,
+        this.options.sigmaMax ?? sig[0]!,
+        numInferenceSteps,
+      );
       ts = sig.map((s) => f32(sigmaToT(s, this.train.logSigmas)));
     }
     const sigmas = new Float32Array(sig.length + 1);
@@ -136,7 +147,8 @@ export abstract class VeScheduler implements Scheduler {
   private stepNoise(noise: StepNoise | undefined, length: number): Float32Array {
     if (!noise) throw schedulerMisuse(`${this.name}: step needs a noise source.`);
     if (noise instanceof Float32Array) {
-      if (noise.length !== length) throw schedulerMisuse(`${this.name}: ${noise.length} noise values for ${length} latents.`);
+      if (noise.length !== length)
+        throw schedulerMisuse(`${this.name}: ${noise.length} noise values for ${length} latents.`);
       return noise;
     }
     if (this.noiseBuffer.length !== length) this.noiseBuffer = new Float32Array(length);
@@ -145,7 +157,8 @@ export abstract class VeScheduler implements Scheduler {
 
   addNoise(original: Float32Array, noise: Float32Array, timestepIndex: number): Float32Array {
     checkIndex(this, timestepIndex, false);
-    if (noise.length !== original.length) throw schedulerMisuse(`${this.name}: ${noise.length} noise values for ${original.length} latents.`);
+    if (noise.length !== original.length)
+      throw schedulerMisuse(`${this.name}: ${noise.length} noise values for ${original.length} latents.`);
     const sigma = this.sigmas[timestepIndex]!;
     const out = new Float32Array(original.length);
     for (let i = 0; i < out.length; i++) out[i] = original[i]! + noise[i]! * sigma;

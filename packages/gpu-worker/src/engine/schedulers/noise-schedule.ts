@@ -57,7 +57,12 @@ export function linspaceF32(start: number, end: number, steps: number): Float32A
   return out;
 }
 
-export function betas(schedule: BetaSchedule, betaStart: number, betaEnd: number, numTrainTimesteps: number): Float32Array {
+export function betas(
+  schedule: BetaSchedule,
+  betaStart: number,
+  betaEnd: number,
+  numTrainTimesteps: number,
+): Float32Array {
   if (schedule === "linear") return linspaceF32(betaStart, betaEnd, numTrainTimesteps);
   const roots = linspaceF32(Math.sqrt(betaStart), Math.sqrt(betaEnd), numTrainTimesteps);
   for (let i = 0; i < roots.length; i++) roots[i] = f32(roots[i]! * roots[i]!);
@@ -95,7 +100,12 @@ export interface TrainSchedule {
   readonly logSigmas: Float32Array;
 }
 
-export function trainSchedule(schedule: BetaSchedule, betaStart: number, betaEnd: number, numTrainTimesteps: number): TrainSchedule {
+export function trainSchedule(
+  schedule: BetaSchedule,
+  betaStart: number,
+  betaEnd: number,
+  numTrainTimesteps: number,
+): TrainSchedule {
   const ac = alphasCumprod(betas(schedule, betaStart, betaEnd, numTrainTimesteps));
   const sigmas = trainSigmas(ac);
   const logSigmas = new Float32Array(sigmas.length);
@@ -108,7 +118,12 @@ export function trainSchedule(schedule: BetaSchedule, betaStart: number, betaEnd
  * are Flawed"), before each scheduler's own cast: `linspace` is left unrounded (the Euler family keeps the
  * fractions, DDIM and DPM-Solver round them), `leading` adds `steps_offset`, `trailing` ends at T/N − 1.
  */
-export function spacedTimesteps(spacing: TimestepSpacing, numSteps: number, numTrainTimesteps: number, stepsOffset: number): Float64Array {
+export function spacedTimesteps(
+  spacing: TimestepSpacing,
+  numSteps: number,
+  numTrainTimesteps: number,
+  stepsOffset: number,
+): Float64Array {
   switch (spacing) {
     case "linspace":
       return linspace(0, numTrainTimesteps - 1, numSteps).reverse();

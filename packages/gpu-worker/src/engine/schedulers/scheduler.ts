@@ -114,8 +114,13 @@ export interface CommonSettings {
   readonly stepsOffset: number;
 }
 
-export function commonSettings(config: SchedulerConfig, defaultSpacing: TimestepSpacing, file?: string): CommonSettings {
-  if (config.trained_betas !== undefined && config.trained_betas !== null) throw unsupportedSetting("trained_betas", "an explicit list", [null], file);
+export function commonSettings(
+  config: SchedulerConfig,
+  defaultSpacing: TimestepSpacing,
+  file?: string,
+): CommonSettings {
+  if (config.trained_betas !== undefined && config.trained_betas !== null)
+    throw unsupportedSetting("trained_betas", "an explicit list", [null], file);
   if (config.rescale_betas_zero_snr) throw unsupportedSetting("rescale_betas_zero_snr", true, [false], file);
   return {
     numTrainTimesteps: config.num_train_timesteps ?? 1000,
@@ -133,7 +138,13 @@ export const PREDICTION_TYPES = ["epsilon", "v_prediction"] as const satisfies r
 export const TIMESTEP_SPACINGS = ["linspace", "leading", "trailing"] as const satisfies readonly TimestepSpacing[];
 
 /** A config value Kiln does not implement: names the field, the value and what is supported. */
-export function unsupportedSetting(field: string, value: unknown, supported: readonly unknown[], file?: string, status?: number): KilnError {
+export function unsupportedSetting(
+  field: string,
+  value: unknown,
+  supported: readonly unknown[],
+  file?: string,
+  status?: number,
+): KilnError {
   const where = file ? `${file}: ` : "";
   const list = supported.map((s) => JSON.stringify(s)).join(", ");
   return new KilnError(
@@ -144,7 +155,13 @@ export function unsupportedSetting(field: string, value: unknown, supported: rea
 }
 
 /** Returns `value ?? fallback` after checking it is one of `supported`. */
-export function supportedSetting<T extends string | number | boolean>(field: string, value: unknown, fallback: NoInfer<T>, supported: readonly T[], file?: string): T {
+export function supportedSetting<T extends string | number | boolean>(
+  field: string,
+  value: unknown,
+  fallback: NoInfer<T>,
+  supported: readonly T[],
+  file?: string,
+): T {
   const v = value ?? fallback;
   if (!supported.includes(v as T)) throw unsupportedSetting(field, v, supported, file);
   return v as T;
@@ -158,17 +175,22 @@ export function schedulerMisuse(message: string): KilnError {
 export function checkStepInputs(scheduler: Scheduler, modelOutput: Float32Array, sample: Float32Array): void {
   if (scheduler.timesteps.length === 0) throw schedulerMisuse(`${scheduler.name}: call setTimesteps before step.`);
   if (scheduler.stepIndex >= scheduler.timesteps.length) {
-    throw schedulerMisuse(`${scheduler.name}: step ${scheduler.stepIndex} is past the end of a ${scheduler.timesteps.length}-step schedule.`);
+    throw schedulerMisuse(
+      `${scheduler.name}: step ${scheduler.stepIndex} is past the end of a ${scheduler.timesteps.length}-step schedule.`,
+    );
   }
   if (modelOutput.length !== sample.length) {
-    throw schedulerMisuse(`${scheduler.name}: the model output has ${modelOutput.length} values but the sample ${sample.length}.`);
+    throw schedulerMisuse(
+      `${scheduler.name}: the model output has ${modelOutput.length} values but the sample ${sample.length}.`,
+    );
   }
 }
 
 /** `out`, checked to fit `sample`, or a new array. */
 export function stepOutput(scheduler: Scheduler, sample: Float32Array, out: Float32Array | undefined): Float32Array {
   if (!out) return new Float32Array(sample.length);
-  if (out.length !== sample.length) throw schedulerMisuse(`${scheduler.name}: an output of ${out.length} values for a sample of ${sample.length}.`);
+  if (out.length !== sample.length)
+    throw schedulerMisuse(`${scheduler.name}: an output of ${out.length} values for a sample of ${sample.length}.`);
   return out;
 }
 

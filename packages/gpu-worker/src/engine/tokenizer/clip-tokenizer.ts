@@ -77,7 +77,11 @@ export function buildClipTokenizerJson(input: ClipTokenizerJsonInput): Record<st
     added_tokens: [special(bosToken), special(eosToken)],
     normalizer: {
       type: "Sequence",
-      normalizers: [{ type: "NFC" }, { type: "Replace", pattern: { Regex: String.raw`\s+` }, content: " " }, { type: "Lowercase" }],
+      normalizers: [
+        { type: "NFC" },
+        { type: "Replace", pattern: { Regex: String.raw`\s+` }, content: " " },
+        { type: "Lowercase" },
+      ],
     },
     pre_tokenizer: {
       type: "Sequence",
@@ -188,7 +192,11 @@ function parseJsonObject(dir: string, file: string, text: string, expected: stri
   return value as Record<string, unknown>;
 }
 
-async function readJsonObject(dir: string, file: string, expected: string): Promise<Record<string, unknown> | undefined> {
+async function readJsonObject(
+  dir: string,
+  file: string,
+  expected: string,
+): Promise<Record<string, unknown> | undefined> {
   const text = await readText(dir, file);
   return text === undefined ? undefined : parseJsonObject(dir, file, text, expected);
 }
@@ -210,7 +218,11 @@ function checkVocab(dir: string, file: string, value: unknown): Record<string, n
   const seen = new Set<number>();
   for (const [token, id] of Object.entries(vocab)) {
     if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0) {
-      throw invalid(dir, file, `maps ${JSON.stringify(token)} to ${JSON.stringify(id)}; expected a non-negative integer id`);
+      throw invalid(
+        dir,
+        file,
+        `maps ${JSON.stringify(token)} to ${JSON.stringify(id)}; expected a non-negative integer id`,
+      );
     }
     if (seen.has(id)) throw invalid(dir, file, `uses id ${id} twice; expected one token per id`);
     seen.add(id);
@@ -228,14 +240,23 @@ function parseMerges(dir: string, text: string, vocab: Record<string, number>): 
     if (line === "") continue;
     const parts = line.split(" ");
     if (parts.length !== 2 || parts[0] === "" || parts[1] === "") {
-      throw invalid(dir, "merges.txt", `line ${i + 1} is ${JSON.stringify(line)}; expected two symbols separated by one space`);
+      throw invalid(
+        dir,
+        "merges.txt",
+        `line ${i + 1} is ${JSON.stringify(line)}; expected two symbols separated by one space`,
+      );
     }
     if (vocab[parts[0]] === undefined || vocab[parts[1]] === undefined || vocab[parts[0] + parts[1]] === undefined) {
-      throw invalid(dir, "merges.txt", `line ${i + 1} (${JSON.stringify(line)}) names a token vocab.json lacks; the two files do not belong together`);
+      throw invalid(
+        dir,
+        "merges.txt",
+        `line ${i + 1} (${JSON.stringify(line)}) names a token vocab.json lacks; the two files do not belong together`,
+      );
     }
     merges.push(line);
   }
-  if (merges.length === 0) throw invalid(dir, "merges.txt", "has no merges; expected a `#version: 0.2` line then one merge per line");
+  if (merges.length === 0)
+    throw invalid(dir, "merges.txt", "has no merges; expected a `#version: 0.2` line then one merge per line");
   return merges;
 }
 
@@ -247,7 +268,10 @@ interface SpecialTokenNames {
 }
 
 /** transformers lets `special_tokens_map.json` override `tokenizer_config.json`; CLIPTokenizer's defaults fill the rest. */
-function specialTokenNames(map: Record<string, unknown> | undefined, config: Record<string, unknown> | undefined): SpecialTokenNames {
+function specialTokenNames(
+  map: Record<string, unknown> | undefined,
+  config: Record<string, unknown> | undefined,
+): SpecialTokenNames {
   const pick = (key: string) => tokenContent(map?.[key]) ?? tokenContent(config?.[key]);
   const eos = pick("eos_token") ?? CLIP_EOS_TOKEN;
   return {
@@ -260,12 +284,17 @@ function specialTokenNames(map: Record<string, unknown> | undefined, config: Rec
 
 function checkTokenizerJson(dir: string, json: Record<string, unknown>): void {
   const model = json.model as Record<string, unknown> | undefined;
-  if (model === null || typeof model !== "object") throw invalid(dir, "tokenizer.json", "has no `model`; expected a BPE model");
+  if (model === null || typeof model !== "object")
+    throw invalid(dir, "tokenizer.json", "has no `model`; expected a BPE model");
   if (model.type !== "BPE") {
     throw invalid(dir, "tokenizer.json", `has a ${JSON.stringify(model.type)} model; expected CLIP's BPE model`);
   }
   if (model.end_of_word_suffix !== "</w>") {
-    throw invalid(dir, "tokenizer.json", `has end_of_word_suffix ${JSON.stringify(model.end_of_word_suffix)}; expected "</w>" (CLIP's BPE)`);
+    throw invalid(
+      dir,
+      "tokenizer.json",
+      `has end_of_word_suffix ${JSON.stringify(model.end_of_word_suffix)}; expected "</w>" (CLIP's BPE)`,
+    );
   }
   checkVocab(dir, "tokenizer.json", model.vocab);
   if (!Array.isArray(model.merges) || model.merges.length === 0) {
@@ -307,9 +336,13 @@ export class ClipTokenizer {
   static async fromFolder(dir: string): Promise<ClipTokenizer> {
     const stat = await fs.stat(dir).catch(() => undefined);
     if (!stat?.isDirectory()) {
-      throw new KilnError(CODE, `Tokenizer folder ${dir} does not exist; expected a diffusers model's tokenizer/ or tokenizer_2/ folder.`, {
-        details: { file: dir },
-      });
+      throw new KilnError(
+        CODE,
+        `Tokenizer folder ${dir} does not exist; expected a diffusers model's tokenizer/ or tokenizer_2/ folder.`,
+        {
+          details: { file: dir },
+        },
+      );
     }
     const config = await readJsonObject(dir, "tokenizer_config.json", "a JSON object of tokenizer settings");
     const map = await readJsonObject(dir, "special_tokens_map.json", "a JSON object naming the special tokens");
@@ -330,8 +363,12 @@ export class ClipTokenizer {
       if (mergesText === undefined) throw invalid(dir, "merges.txt", "is missing (and there is no tokenizer.json)");
       source = "vocab.json";
       const vocab = checkVocab(dir, source, parseJsonObject(dir, source, vocabText, "a map of token → id"));
-      for (const [role, token] of [["BOS", names.bos], ["EOS", names.eos]] as const) {
-        if (vocab[token] === undefined) throw invalid(dir, source, `has no ${role} token ${JSON.stringify(token)}; expected a CLIP vocabulary`);
+      for (const [role, token] of [
+        ["BOS", names.bos],
+        ["EOS", names.eos],
+      ] as const) {
+        if (vocab[token] === undefined)
+          throw invalid(dir, source, `has no ${role} token ${JSON.stringify(token)}; expected a CLIP vocabulary`);
       }
       const merges = parseMerges(dir, mergesText, vocab);
       json = buildClipTokenizerJson({ vocab, merges, bosToken: names.bos, eosToken: names.eos, unkToken: names.unk });
@@ -345,10 +382,16 @@ export class ClipTokenizer {
     }
     const idOf = (role: string, token: string, file: string) => {
       const id = tokenizer.token_to_id(token);
-      if (id === undefined) throw invalid(dir, file, `has no ${role} token ${JSON.stringify(token)}; expected a CLIP vocabulary`);
+      if (id === undefined)
+        throw invalid(dir, file, `has no ${role} token ${JSON.stringify(token)}; expected a CLIP vocabulary`);
       return id;
     };
-    const padFile = map?.pad_token !== undefined ? "special_tokens_map.json" : config?.pad_token !== undefined ? "tokenizer_config.json" : source;
+    const padFile =
+      map?.pad_token !== undefined
+        ? "special_tokens_map.json"
+        : config?.pad_token !== undefined
+          ? "tokenizer_config.json"
+          : source;
     return new ClipTokenizer(tokenizer, {
       bos: idOf("BOS", names.bos, source),
       eos: idOf("EOS", names.eos, source),
@@ -383,7 +426,9 @@ export class ClipTokenizer {
   /** Long-prompt mode (A1111/compel): 75-token windows, each BOS … EOS and padded; at least `minWindows` (empty ones are BOS, EOS, padding). */
   encodeLong(text: string, minWindows = 1): Int32Array[] {
     const content = this.tokenize(text);
-    return Array.from({ length: this.windowCount(content.length, minWindows) }, (_, w) => this.window(content, w * this.windowContent));
+    return Array.from({ length: this.windowCount(content.length, minWindows) }, (_, w) =>
+      this.window(content, w * this.windowContent),
+    );
   }
 
   /** Both prompts in long mode, with the shorter padded by empty windows so CFG can batch them window by window. */
@@ -391,7 +436,8 @@ export class ClipTokenizer {
     const pos = this.tokenize(positive);
     const neg = this.tokenize(negative);
     const n = Math.max(this.windowCount(pos.length, 1), this.windowCount(neg.length, 1));
-    const windows = (content: number[]) => Array.from({ length: n }, (_, w) => this.window(content, w * this.windowContent));
+    const windows = (content: number[]) =>
+      Array.from({ length: n }, (_, w) => this.window(content, w * this.windowContent));
     return { positive: windows(pos), negative: windows(neg) };
   }
 
@@ -411,7 +457,10 @@ export class ClipTokenizer {
   }
 
   /** `encodeLongPair` with weights. */
-  encodeWeightedLongPair(positive: string, negative: string): { positive: WeightedWindow[]; negative: WeightedWindow[] } {
+  encodeWeightedLongPair(
+    positive: string,
+    negative: string,
+  ): { positive: WeightedWindow[]; negative: WeightedWindow[] } {
     const pos = this.weightedContent(positive);
     const neg = this.weightedContent(negative);
     const n = Math.max(this.windowCount(pos.ids.length, 1), this.windowCount(neg.ids.length, 1));

@@ -76,7 +76,13 @@ const addedToken = (content: string) => ({
   single_word: false,
 });
 
-const specialToken = (content: string) => ({ content, lstrip: false, normalized: true, rstrip: false, single_word: false });
+const specialToken = (content: string) => ({
+  content,
+  lstrip: false,
+  normalized: true,
+  rstrip: false,
+  single_word: false,
+});
 
 /** JSON text with keys in id order (a plain object would hoist integer-like keys such as "0"). */
 function vocabJson(vocab: Record<string, number>): string {

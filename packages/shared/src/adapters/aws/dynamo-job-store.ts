@@ -7,7 +7,15 @@
  * real DynamoDB are eventually consistent (a job created a moment ago may be missing for a
  * fraction of a second). dynalite's indexes are immediate.
  */
-import { DeleteCommand, GetCommand, PutCommand, QueryCommand, ScanCommand, UpdateCommand, type DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
+import {
+  DeleteCommand,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  ScanCommand,
+  UpdateCommand,
+  type DynamoDBDocumentClient,
+} from "@aws-sdk/lib-dynamodb";
 import { KilnError } from "../../errors.js";
 import type { JobCondition, JobPage, JobPatch, JobStore, ListJobsOptions } from "../../ports/job-store.js";
 import type { JobProgress, JobRecord } from "../../schemas/job.js";
@@ -69,7 +77,9 @@ export class DynamoJobStore implements JobStore {
   }
 
   async get(id: string): Promise<JobRecord | null> {
-    const { Item } = await this.doc.send(new GetCommand({ TableName: this.table, Key: jobKey(id), ConsistentRead: true }));
+    const { Item } = await this.doc.send(
+      new GetCommand({ TableName: this.table, Key: jobKey(id), ConsistentRead: true }),
+    );
     return Item ? stripLayout<JobRecord>(Item) : null;
   }
 
@@ -161,7 +171,11 @@ export class DynamoJobStore implements JobStore {
    */
   async listByOwner(ownerKeyId: string, options: ListJobsOptions): Promise<JobPage> {
     if (!Number.isInteger(options.limit) || options.limit < 1 || options.limit > MAX_PAGE) {
-      throw new KilnError("list_limit_invalid", `limit must be a whole number from 1 to ${MAX_PAGE} (got ${options.limit}).`, { status: 400 });
+      throw new KilnError(
+        "list_limit_invalid",
+        `limit must be a whole number from 1 to ${MAX_PAGE} (got ${options.limit}).`,
+        { status: 400 },
+      );
     }
     const before = options.cursor === undefined ? undefined : decodeCursor(options.cursor);
     const names: Record<string, string> = { "#pk": GSI_BY_OWNER.partitionKey };
@@ -246,7 +260,14 @@ export class DynamoJobStore implements JobStore {
           TableName: this.table,
           FilterExpression: "begins_with(#pk, :job) AND #expiresAt < :now AND #status IN (:s0, :s1, :s2, :s3)",
           ExpressionAttributeNames: { "#pk": "pk", "#expiresAt": "expiresAt", "#status": "status" },
-          ExpressionAttributeValues: { ":job": "JOB#", ":now": nowSeconds, ":s0": "succeeded", ":s1": "failed", ":s2": "canceled", ":s3": "expired" },
+          ExpressionAttributeValues: {
+            ":job": "JOB#",
+            ":now": nowSeconds,
+            ":s0": "succeeded",
+            ":s1": "failed",
+            ":s2": "canceled",
+            ":s3": "expired",
+          },
           ExclusiveStartKey: startKey,
         }),
       );
@@ -266,7 +287,11 @@ const encodeCursor = (sortKey: string): string => Buffer.from(sortKey, "utf8").t
 function decodeCursor(cursor: string): string {
   const sortKey = Buffer.from(cursor, "base64url").toString("utf8");
   if (!sortKey.includes("#") || encodeCursor(sortKey) !== cursor) {
-    throw new KilnError("cursor_invalid", "The page cursor is not one this server issued; start again without a cursor.", { status: 400 });
+    throw new KilnError(
+      "cursor_invalid",
+      "The page cursor is not one this server issued; start again without a cursor.",
+      { status: 400 },
+    );
   }
   return sortKey;
 }

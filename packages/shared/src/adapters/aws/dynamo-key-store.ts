@@ -7,7 +7,14 @@
  * matters: a key record is only ever stored after its prefix was claimed. A crash in between
  * leaves a pointer to nothing, which lookups treat as "no such key".
  */
-import { DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand, type DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
+import {
+  DeleteCommand,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  UpdateCommand,
+  type DynamoDBDocumentClient,
+} from "@aws-sdk/lib-dynamodb";
 import { KilnError } from "../../errors.js";
 import type { IdempotencyRecord, KeyRecord, KeyStore, TokenResult } from "../../ports/key-store.js";
 import { allowedResult, bucketWindow, deniedResult } from "../../token-bucket.js";
@@ -58,7 +65,10 @@ export class DynamoKeyStore implements KeyStore {
       );
     } catch (e) {
       if (!isConditionalCheckFailed(e)) throw e;
-      throw new KilnError("key_exists", `An API key with prefix ${record.prefix} already exists; generate a new key.`, { status: 409, cause: e });
+      throw new KilnError("key_exists", `An API key with prefix ${record.prefix} already exists; generate a new key.`, {
+        status: 409,
+        cause: e,
+      });
     }
     try {
       await this.doc.send(
@@ -83,19 +93,26 @@ export class DynamoKeyStore implements KeyStore {
         }),
       );
       if (!isConditionalCheckFailed(e)) throw e;
-      throw new KilnError("key_exists", `An API key with id ${record.id} already exists; generate a new key.`, { status: 409, cause: e });
+      throw new KilnError("key_exists", `An API key with id ${record.id} already exists; generate a new key.`, {
+        status: 409,
+        cause: e,
+      });
     }
   }
 
   async getByPrefix(prefix: string): Promise<KeyRecord | null> {
-    const { Item } = await this.doc.send(new GetCommand({ TableName: this.table, Key: keyPrefixKey(prefix), ConsistentRead: true }));
+    const { Item } = await this.doc.send(
+      new GetCommand({ TableName: this.table, Key: keyPrefixKey(prefix), ConsistentRead: true }),
+    );
     if (!Item) return null;
     const key = await this.get(String(Item.keyId));
     return key && key.prefix === prefix ? key : null;
   }
 
   async get(id: string): Promise<KeyRecord | null> {
-    const { Item } = await this.doc.send(new GetCommand({ TableName: this.table, Key: apiKeyKey(id), ConsistentRead: true }));
+    const { Item } = await this.doc.send(
+      new GetCommand({ TableName: this.table, Key: apiKeyKey(id), ConsistentRead: true }),
+    );
     return Item ? stripLayout<KeyRecord>(Item) : null;
   }
 
@@ -177,7 +194,11 @@ export class DynamoKeyStore implements KeyStore {
         await this.doc.send(
           new PutCommand({
             TableName: this.table,
-            Item: { ...counterKey(name), count: by, ...(expiresAt !== undefined ? { [TTL_ATTRIBUTE]: expiresAt } : {}) },
+            Item: {
+              ...counterKey(name),
+              count: by,
+              ...(expiresAt !== undefined ? { [TTL_ATTRIBUTE]: expiresAt } : {}),
+            },
             ConditionExpression: "#expiresAt <= :now",
             ExpressionAttributeNames: { "#expiresAt": TTL_ATTRIBUTE },
             ExpressionAttributeValues: { ":now": now },
@@ -224,7 +245,12 @@ export class DynamoKeyStore implements KeyStore {
             UpdateExpression: "ADD #tat :interval SET #expiresAt = :expiresAt",
             ConditionExpression: "#tat > :now AND #tat <= :last",
             ExpressionAttributeNames: names,
-            ExpressionAttributeValues: { ":interval": w.intervalUs, ":now": w.nowUs, ":last": w.ceilingUs - w.intervalUs, ":expiresAt": expiresAt },
+            ExpressionAttributeValues: {
+              ":interval": w.intervalUs,
+              ":now": w.nowUs,
+              ":last": w.ceilingUs - w.intervalUs,
+              ":expiresAt": expiresAt,
+            },
             ReturnValues: "UPDATED_NEW",
           }),
         );
@@ -232,12 +258,18 @@ export class DynamoKeyStore implements KeyStore {
       } catch (e) {
         if (!isConditionalCheckFailed(e)) throw e;
       }
-      const { Item } = await this.doc.send(new GetCommand({ TableName: this.table, Key: rateBucketKey(bucket), ConsistentRead: true }));
+      const { Item } = await this.doc.send(
+        new GetCommand({ TableName: this.table, Key: rateBucketKey(bucket), ConsistentRead: true }),
+      );
       const tat = Item?.tat === undefined ? undefined : Number(Item.tat);
       if (tat !== undefined && tat > w.ceilingUs - w.intervalUs) return deniedResult(w, tat);
       // The bucket moved between the writes and the read; decide again.
     }
-    throw new KilnError("rate_limit_contended", `The rate bucket ${bucket} kept changing under this request; retry it.`, { status: 503, retryable: true });
+    throw new KilnError(
+      "rate_limit_contended",
+      `The rate bucket ${bucket} kept changing under this request; retry it.`,
+      { status: 503, retryable: true },
+    );
   }
 
   async putIdempotency(record: IdempotencyRecord, nowMs: number): Promise<IdempotencyRecord | null> {
@@ -247,7 +279,8 @@ export class DynamoKeyStore implements KeyStore {
           new PutCommand({
             TableName: this.table,
             Item: { ...record, ...idempotencyKey(record.id) },
-            ConditionExpression: "attribute_not_exists(pk) OR #expiresAt <= :nowS OR (#state = :pending AND #lockedUntil <= :nowMs)",
+            ConditionExpression:
+              "attribute_not_exists(pk) OR #expiresAt <= :nowS OR (#state = :pending AND #lockedUntil <= :nowMs)",
             ExpressionAttributeNames: { "#expiresAt": TTL_ATTRIBUTE, "#state": "state", "#lockedUntil": "lockedUntil" },
             ExpressionAttributeValues: { ":nowS": Math.floor(nowMs / 1000), ":pending": "pending", ":nowMs": nowMs },
           }),
@@ -260,17 +293,27 @@ export class DynamoKeyStore implements KeyStore {
       if (existing) return existing;
       // Released or lapsed between the write and the read: claim again.
     }
-    throw new KilnError("idempotency_contended", "The Idempotency-Key record kept changing under this request; retry it.", { status: 409, retryable: true });
+    throw new KilnError(
+      "idempotency_contended",
+      "The Idempotency-Key record kept changing under this request; retry it.",
+      { status: 409, retryable: true },
+    );
   }
 
   async getIdempotency(id: string, nowMs: number): Promise<IdempotencyRecord | null> {
-    const { Item } = await this.doc.send(new GetCommand({ TableName: this.table, Key: idempotencyKey(id), ConsistentRead: true }));
+    const { Item } = await this.doc.send(
+      new GetCommand({ TableName: this.table, Key: idempotencyKey(id), ConsistentRead: true }),
+    );
     if (!Item) return null;
     const record = stripLayout<IdempotencyRecord>(Item);
     return isLiveIdempotency(record, nowMs) ? record : null;
   }
 
-  async completeIdempotency(id: string, token: string, result: Pick<IdempotencyRecord, "response" | "jobId">): Promise<boolean> {
+  async completeIdempotency(
+    id: string,
+    token: string,
+    result: Pick<IdempotencyRecord, "response" | "jobId">,
+  ): Promise<boolean> {
     const names: Record<string, string> = { "#state": "state", "#token": "token" };
     const values: Record<string, unknown> = { ":completed": "completed", ":pending": "pending", ":token": token };
     const sets = ["#state = :completed"];

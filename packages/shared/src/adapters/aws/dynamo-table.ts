@@ -95,7 +95,10 @@ export async function ensureTable(
       new CreateTableCommand({
         TableName: tableName,
         BillingMode: "PAY_PER_REQUEST",
-        AttributeDefinitions: [...LAYOUT_ATTRIBUTES].map((name) => ({ AttributeName: name, AttributeType: "S" as const })),
+        AttributeDefinitions: [...LAYOUT_ATTRIBUTES].map((name) => ({
+          AttributeName: name,
+          AttributeType: "S" as const,
+        })),
         KeySchema: [
           { AttributeName: TABLE_KEY.partitionKey, KeyType: "HASH" },
           { AttributeName: TABLE_KEY.sortKey, KeyType: "RANGE" },
@@ -118,7 +121,10 @@ export async function ensureTable(
     const name = (e as { name?: string }).name;
     // dynalite has no UpdateTimeToLive: on the test stand-in nothing expires, which no test needs.
     // A second call on real DynamoDB reports TTL as already enabled.
-    if (name !== "UnknownOperationException" && !(name === "ValidationException" && /already enabled/i.test(String((e as Error).message)))) {
+    if (
+      name !== "UnknownOperationException" &&
+      !(name === "ValidationException" && /already enabled/i.test(String((e as Error).message)))
+    ) {
       throw e;
     }
   }

@@ -54,7 +54,12 @@ export class DynamoWorkerRegistry implements WorkerRegistry {
         }),
       );
       for (const item of page.Items ?? []) {
-        beats.push({ workerId: String(item.workerId), stages: item.stages as StageKind[], lastPollAt: Number(item.lastPollAt), busy: Number(item.busy) });
+        beats.push({
+          workerId: String(item.workerId),
+          stages: item.stages as StageKind[],
+          lastPollAt: Number(item.lastPollAt),
+          busy: Number(item.busy),
+        });
       }
       startKey = page.LastEvaluatedKey;
     } while (startKey);

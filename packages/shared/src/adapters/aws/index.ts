@@ -18,7 +18,13 @@ import { QueueUrlResolver, SqsQueue } from "./sqs-queue.js";
 export { DynamoJobStore, type DynamoJobStoreOptions } from "./dynamo-job-store.js";
 export { DynamoKeyStore, type DynamoKeyStoreOptions } from "./dynamo-key-store.js";
 export { DynamoWorkerRegistry } from "./dynamo-worker-registry.js";
-export { S3BlobStore, ensureBucket, MULTIPART_PART_SIZE, DEFAULT_MULTIPART_THRESHOLD, type S3BlobStoreOptions } from "./s3-blob-store.js";
+export {
+  S3BlobStore,
+  ensureBucket,
+  MULTIPART_PART_SIZE,
+  DEFAULT_MULTIPART_THRESHOLD,
+  type S3BlobStoreOptions,
+} from "./s3-blob-store.js";
 export { SqsQueue, QueueUrlResolver, ensureQueues } from "./sqs-queue.js";
 export * from "./dynamo-table.js";
 
@@ -57,7 +63,10 @@ export interface AwsClients {
 
 /** The three SDK clients as the ports use them; exposed for setup (`ensureQueues`, `ensureBucket`, `ensureTable`). */
 export function createAwsClients(
-  options: Pick<AwsPortsOptions, "region" | "endpoint" | "sqsEndpoint" | "s3Endpoint" | "dynamoEndpoint" | "credentials">,
+  options: Pick<
+    AwsPortsOptions,
+    "region" | "endpoint" | "sqsEndpoint" | "s3Endpoint" | "dynamoEndpoint" | "credentials"
+  >,
 ): AwsClients {
   const common = { region: options.region, ...(options.credentials ? { credentials: options.credentials } : {}) };
   const s3Endpoint = options.s3Endpoint ?? options.endpoint;
@@ -79,7 +88,10 @@ export function createAwsClients(
 export function awsPortsOptionsFromConfig(config: KilnConfig): AwsPortsOptions {
   const { aws } = config;
   if (!aws.bucket || !aws.table) {
-    throw new KilnError("config_invalid", "The AWS family needs a bucket and a table: set KILN_BUCKET and KILN_TABLE, or deploy with SST, which links them.");
+    throw new KilnError(
+      "config_invalid",
+      "The AWS family needs a bucket and a table: set KILN_BUCKET and KILN_TABLE, or deploy with SST, which links them.",
+    );
   }
   return {
     region: aws.region,
@@ -100,7 +112,10 @@ export function openAwsPorts(options: AwsPortsOptions): Ports {
   // Records carry optional fields as `undefined`; DynamoDB has no such value, so they are dropped.
   const doc = DynamoDBDocumentClient.from(clients.dynamo, { marshallOptions: { removeUndefinedValues: true } });
   return {
-    queue: new SqsQueue(clients.sqs, new QueueUrlResolver(clients.sqs, { prefix: options.queuePrefix, urls: options.queueUrls })),
+    queue: new SqsQueue(
+      clients.sqs,
+      new QueueUrlResolver(clients.sqs, { prefix: options.queuePrefix, urls: options.queueUrls }),
+    ),
     blobs: new S3BlobStore(clients.s3, { bucket: options.bucket, multipartThreshold: options.multipartThreshold }),
     jobs: new DynamoJobStore(doc, options.table, { now: options.now }),
     keys: new DynamoKeyStore(doc, options.table, { now: options.now }),

@@ -55,10 +55,17 @@ export class S3BlobStore implements BlobStore {
     if (options.ifAbsent && (await this.head(key))) return { created: false };
     const ifNoneMatch = options.ifAbsent ? "*" : undefined;
     try {
-      if (bytes.byteLength > this.multipartThreshold) await this.putMultipart(key, bytes, options.contentType, ifNoneMatch);
+      if (bytes.byteLength > this.multipartThreshold)
+        await this.putMultipart(key, bytes, options.contentType, ifNoneMatch);
       else {
         await this.s3.send(
-          new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: bytes, ContentType: options.contentType, IfNoneMatch: ifNoneMatch }),
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: key,
+            Body: bytes,
+            ContentType: options.contentType,
+            IfNoneMatch: ifNoneMatch,
+          }),
         );
       }
       return { created: true };
@@ -70,9 +77,21 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  private async putMultipart(key: string, bytes: Uint8Array, contentType: string | undefined, ifNoneMatch: string | undefined): Promise<void> {
-    const { UploadId } = await this.s3.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: contentType }));
-    if (!UploadId) throw new KilnError("s3_multipart_failed", `S3 did not return an upload id for "${key}". Check the bucket and endpoint.`, { retryable: true });
+  private async putMultipart(
+    key: string,
+    bytes: Uint8Array,
+    contentType: string | undefined,
+    ifNoneMatch: string | undefined,
+  ): Promise<void> {
+    const { UploadId } = await this.s3.send(
+      new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: contentType }),
+    );
+    if (!UploadId)
+      throw new KilnError(
+        "s3_multipart_failed",
+        `S3 did not return an upload id for "${key}". Check the bucket and endpoint.`,
+        { retryable: true },
+      );
     try {
       const parts: { ETag: string; PartNumber: number }[] = [];
       for (let offset = 0, partNumber = 1; offset < bytes.byteLength; offset += MULTIPART_PART_SIZE, partNumber++) {
@@ -85,7 +104,10 @@ export class S3BlobStore implements BlobStore {
             Body: bytes.subarray(offset, offset + MULTIPART_PART_SIZE),
           }),
         );
-        if (!ETag) throw new KilnError("s3_multipart_failed", `S3 returned no ETag for part ${partNumber} of "${key}".`, { retryable: true });
+        if (!ETag)
+          throw new KilnError("s3_multipart_failed", `S3 returned no ETag for part ${partNumber} of "${key}".`, {
+            retryable: true,
+          });
         parts.push({ ETag, PartNumber: partNumber });
       }
       await this.s3.send(
@@ -99,7 +121,9 @@ export class S3BlobStore implements BlobStore {
       );
     } catch (e) {
       // Parts of an unfinished upload are stored (and billed) until aborted.
-      await this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId })).catch(() => undefined);
+      await this.s3
+        .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId }))
+        .catch(() => undefined);
       throw e;
     }
   }
@@ -116,7 +140,9 @@ export class S3BlobStore implements BlobStore {
 
   async head(key: string): Promise<BlobHead | null> {
     try {
-      const { ContentLength, ContentType } = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      const { ContentLength, ContentType } = await this.s3.send(
+        new HeadObjectCommand({ Bucket: this.bucket, Key: key }),
+      );
       return { size: ContentLength ?? 0, ...(ContentType ? { contentType: ContentType } : {}) };
     } catch (e) {
       // A HEAD response has no body, so a missing key is only a bare 404.
@@ -172,4 +198,5 @@ function contentDisposition(filename: string): string {
   return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(filename).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)}`;
 }
 
-const httpStatus = (e: unknown): number | undefined => (e as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
+const httpStatus = (e: unknown): number | undefined =>
+  (e as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;

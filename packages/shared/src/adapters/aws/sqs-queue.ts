@@ -17,7 +17,15 @@ import {
   type SQSClient,
 } from "@aws-sdk/client-sqs";
 import { KilnError } from "../../errors.js";
-import { MAX_BATCH, MAX_DELAY_SECONDS, MAX_MESSAGE_BYTES, MAX_VISIBILITY_SECONDS, MAX_WAIT_SECONDS as MAX_POLL_SECONDS, checkCount, checkSeconds } from "../../ports/queue-limits.js";
+import {
+  MAX_BATCH,
+  MAX_DELAY_SECONDS,
+  MAX_MESSAGE_BYTES,
+  MAX_VISIBILITY_SECONDS,
+  MAX_WAIT_SECONDS as MAX_POLL_SECONDS,
+  checkCount,
+  checkSeconds,
+} from "../../ports/queue-limits.js";
 import {
   deadLetterQueueOf,
   type Queue,
@@ -91,7 +99,10 @@ export class SqsQueue implements Queue {
     checkSeconds("delaySeconds", delaySeconds, MAX_DELAY_SECONDS);
     const text = JSON.stringify(body) as string | undefined;
     if (text === undefined) {
-      throw new KilnError("queue_body_invalid", "A queue message body must be JSON-serialisable (got undefined or a function).");
+      throw new KilnError(
+        "queue_body_invalid",
+        "A queue message body must be JSON-serialisable (got undefined or a function).",
+      );
     }
     const attributes = options.attributes ?? {};
     if (Buffer.byteLength(text) + Buffer.byteLength(JSON.stringify(attributes)) > MAX_MESSAGE_BYTES) {
@@ -103,7 +114,12 @@ export class SqsQueue implements Queue {
     return this.sendRaw(await this.urls.urlOf(queue), text, attributes, delaySeconds);
   }
 
-  private async sendRaw(url: string, body: string, attributes: Record<string, string>, delaySeconds?: number): Promise<string> {
+  private async sendRaw(
+    url: string,
+    body: string,
+    attributes: Record<string, string>,
+    delaySeconds?: number,
+  ): Promise<string> {
     const messageAttributes: Record<string, MessageAttributeValue> = {};
     for (const [name, value] of Object.entries(attributes)) {
       // SQS rejects empty attribute values; an empty trace header carries nothing anyway.
@@ -117,7 +133,12 @@ export class SqsQueue implements Queue {
         DelaySeconds: delaySeconds ? Math.ceil(delaySeconds) : undefined,
       }),
     );
-    if (!MessageId) throw new KilnError("queue_send_failed", `SQS accepted a message for ${url} but returned no id. Retry the send.`, { retryable: true });
+    if (!MessageId)
+      throw new KilnError(
+        "queue_send_failed",
+        `SQS accepted a message for ${url} but returned no id. Retry the send.`,
+        { retryable: true },
+      );
     return MessageId;
   }
 
@@ -128,7 +149,10 @@ export class SqsQueue implements Queue {
   async receive<T = unknown>(queue: QueueName, options: ReceiveOptions): Promise<QueueMessage<T>[]> {
     const max = options.max ?? 1;
     if (!Number.isInteger(max) || max < 1 || max > MAX_BATCH) {
-      throw new KilnError("queue_receive_invalid", `receive takes max between 1 and ${MAX_BATCH} (got ${max}), as SQS does.`);
+      throw new KilnError(
+        "queue_receive_invalid",
+        `receive takes max between 1 and ${MAX_BATCH} (got ${max}), as SQS does.`,
+      );
     }
     checkSeconds("visibilitySeconds", options.visibilitySeconds, MAX_VISIBILITY_SECONDS);
     const waitSeconds = options.waitSeconds ?? 0;
@@ -165,7 +189,13 @@ export class SqsQueue implements Queue {
           if (!signal.aborted) return resolve(messages);
           for (const message of messages) {
             this.sqs
-              .send(new ChangeMessageVisibilityCommand({ QueueUrl: url, ReceiptHandle: message.ReceiptHandle, VisibilityTimeout: 0 }))
+              .send(
+                new ChangeMessageVisibilityCommand({
+                  QueueUrl: url,
+                  ReceiptHandle: message.ReceiptHandle,
+                  VisibilityTimeout: 0,
+                }),
+              )
               // Client closed meanwhile: the message reappears after its visibility timeout.
               .catch(() => undefined);
           }
@@ -178,7 +208,12 @@ export class SqsQueue implements Queue {
     });
   }
 
-  private async receiveBatch(url: string, max: number, visibilitySeconds: number, waitSeconds: number): Promise<Message[]> {
+  private async receiveBatch(
+    url: string,
+    max: number,
+    visibilitySeconds: number,
+    waitSeconds: number,
+  ): Promise<Message[]> {
     const { Messages } = await this.sqs.send(
       new ReceiveMessageCommand({
         QueueUrl: url,
@@ -205,7 +240,9 @@ export class SqsQueue implements Queue {
   }
 
   async ack(queue: QueueName, receipt: string): Promise<void> {
-    await ignoreStaleReceipt(this.sqs.send(new DeleteMessageCommand({ QueueUrl: await this.urls.urlOf(queue), ReceiptHandle: receipt })));
+    await ignoreStaleReceipt(
+      this.sqs.send(new DeleteMessageCommand({ QueueUrl: await this.urls.urlOf(queue), ReceiptHandle: receipt })),
+    );
   }
 
   async release(queue: QueueName, receipt: string, delaySeconds = 0): Promise<void> {
@@ -216,7 +253,11 @@ export class SqsQueue implements Queue {
   private async changeVisibility(queue: QueueName, receipt: string, seconds: number): Promise<void> {
     await ignoreStaleReceipt(
       this.sqs.send(
-        new ChangeMessageVisibilityCommand({ QueueUrl: await this.urls.urlOf(queue), ReceiptHandle: receipt, VisibilityTimeout: seconds }),
+        new ChangeMessageVisibilityCommand({
+          QueueUrl: await this.urls.urlOf(queue),
+          ReceiptHandle: receipt,
+          VisibilityTimeout: seconds,
+        }),
       ),
     );
   }
@@ -225,7 +266,11 @@ export class SqsQueue implements Queue {
     const { Attributes = {} } = await this.sqs.send(
       new GetQueueAttributesCommand({
         QueueUrl: await this.urls.urlOf(queue),
-        AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
+        AttributeNames: [
+          "ApproximateNumberOfMessages",
+          "ApproximateNumberOfMessagesNotVisible",
+          "ApproximateNumberOfMessagesDelayed",
+        ],
       }),
     );
     return {
@@ -298,7 +343,6 @@ async function ignoreStaleReceipt(request: Promise<unknown>): Promise<void> {
   }
 }
 
-
 function toQueueMessage<T>(message: Message): QueueMessage<T> {
   const attributes: Record<string, string> = {};
   for (const [name, value] of Object.entries(message.MessageAttributes ?? {})) {
@@ -345,7 +389,10 @@ export async function ensureQueues(
   const urls: Record<QueueName, string> = {};
   const create = async (name: QueueName, attributes: Record<string, string>): Promise<string> => {
     const { QueueUrl } = await sqs.send(new CreateQueueCommand({ QueueName: `${options.prefix ?? ""}${name}` }));
-    if (!QueueUrl) throw new KilnError("queue_create_failed", `SQS returned no URL for the new queue "${name}".`, { retryable: true });
+    if (!QueueUrl)
+      throw new KilnError("queue_create_failed", `SQS returned no URL for the new queue "${name}".`, {
+        retryable: true,
+      });
     // Attributes apart from CreateQueue: SQS refuses CreateQueue for an existing queue whose attributes differ.
     await sqs.send(new SetQueueAttributesCommand({ QueueUrl, Attributes: attributes }));
     urls[name] = QueueUrl;
@@ -354,10 +401,15 @@ export async function ensureQueues(
   for (const name of names) {
     const dlqName = deadLetterQueueOf(name);
     const dlqUrl = await create(dlqName, { MessageRetentionPeriod: String(DLQ_RETENTION_SECONDS) });
-    const { Attributes } = await sqs.send(new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ["QueueArn"] }));
+    const { Attributes } = await sqs.send(
+      new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ["QueueArn"] }),
+    );
     await create(name, {
       VisibilityTimeout: String(Math.ceil(options.visibilitySeconds)),
-      RedrivePolicy: JSON.stringify({ deadLetterTargetArn: Attributes?.QueueArn, maxReceiveCount: options.maxReceives }),
+      RedrivePolicy: JSON.stringify({
+        deadLetterTargetArn: Attributes?.QueueArn,
+        maxReceiveCount: options.maxReceives,
+      }),
     });
   }
   return urls;

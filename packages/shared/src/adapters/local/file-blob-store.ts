@@ -107,7 +107,10 @@ export class FileBlobStore implements BlobStore {
   async downloadUrl(key: string, options: DownloadUrlOptions): Promise<string> {
     validateKey(key);
     if (!Number.isFinite(options.expiresSeconds) || options.expiresSeconds <= 0) {
-      throw new KilnError("blob_url_invalid", `A download URL must live a positive number of seconds (got ${options.expiresSeconds}).`);
+      throw new KilnError(
+        "blob_url_invalid",
+        `A download URL must live a positive number of seconds (got ${options.expiresSeconds}).`,
+      );
     }
     return signedDownloadUrl({
       publicBaseUrl: this.options.publicBaseUrl,
@@ -196,7 +199,13 @@ export class FileBlobStore implements BlobStore {
 
 /** Throws a KilnError unless `key` is a safe relative blob key (`jobs/<id>/images/0.png`). */
 export function validateKey(key: string): void {
-  if (typeof key !== "string" || key.length === 0 || key.length > MAX_KEY_LENGTH || !KEY_PATTERN.test(key) || key.includes("..")) {
+  if (
+    typeof key !== "string" ||
+    key.length === 0 ||
+    key.length > MAX_KEY_LENGTH ||
+    !KEY_PATTERN.test(key) ||
+    key.includes("..")
+  ) {
     throw badKey(key, "key");
   }
 }

@@ -65,7 +65,9 @@ export class SqliteJobStore implements JobStore {
     const ms = createdMs(job.createdAt);
     const record = JSON.stringify(job);
     // Submits are the API's hot path: concurrent ones share a commit (see sqlite-write-batch.ts).
-    const info = await writeBatchOf(this.db).run(() => this.insertStmt.run(job.id, job.ownerKeyId, job.status, job.version, ms, record));
+    const info = await writeBatchOf(this.db).run(() =>
+      this.insertStmt.run(job.id, job.ownerKeyId, job.status, job.version, ms, record),
+    );
     return info.changes === 1;
   }
 
@@ -127,7 +129,9 @@ export class SqliteJobStore implements JobStore {
   async listByOwner(ownerKeyId: string, options: ListJobsOptions): Promise<JobPage> {
     const { limit } = options;
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) {
-      throw new KilnError("list_limit_invalid", `limit must be a whole number from 1 to ${MAX_PAGE} (got ${limit}).`, { status: 400 });
+      throw new KilnError("list_limit_invalid", `limit must be a whole number from 1 to ${MAX_PAGE} (got ${limit}).`, {
+        status: 400,
+      });
     }
     let where = "owner_key_id = ?";
     const params: unknown[] = [ownerKeyId];
@@ -194,5 +198,9 @@ function decodeCursor(cursor: string): [number, string] {
   } catch {
     // falls through to the error below
   }
-  throw new KilnError("cursor_invalid", "The page cursor is not one this server issued; start again without a cursor.", { status: 400 });
+  throw new KilnError(
+    "cursor_invalid",
+    "The page cursor is not one this server issued; start again without a cursor.",
+    { status: 400 },
+  );
 }

@@ -1,5 +1,12 @@
 import { KilnError } from "../../errors.js";
-import type { IdempotencyRecord, KeyLimits, KeyRecord, KeyScope, KeyStore, TokenResult } from "../../ports/key-store.js";
+import type {
+  IdempotencyRecord,
+  KeyLimits,
+  KeyRecord,
+  KeyScope,
+  KeyStore,
+  TokenResult,
+} from "../../ports/key-store.js";
 import { isLiveIdempotency } from "../../idempotency-record.js";
 import { allowedResult, bucketWindow, deniedResult } from "../../token-bucket.js";
 import type { SqliteDatabase } from "./sqlite-database.js";
@@ -52,13 +59,17 @@ export class SqliteKeyStore implements KeyStore {
 
   constructor(db: SqliteDatabase, options: SqliteKeyStoreOptions = {}) {
     this.now = options.now ?? Date.now;
-    this.insertStmt = db.prepare<[string, string, string, string, string, string, string | null, string | null, string | null]>(
+    this.insertStmt = db.prepare<
+      [string, string, string, string, string, string, string | null, string | null, string | null]
+    >(
       "INSERT INTO api_keys (id, prefix, name, scopes, hash, created_at, revoked_at, limits, webhook_secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     );
     this.byPrefixStmt = db.prepare<[string], KeyRow>("SELECT * FROM api_keys WHERE prefix = ?");
     this.byIdStmt = db.prepare<[string], KeyRow>("SELECT * FROM api_keys WHERE id = ?");
     this.listStmt = db.prepare<[], KeyRow>("SELECT * FROM api_keys ORDER BY created_at, id");
-    this.revokeStmt = db.prepare<[string, string]>("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL");
+    this.revokeStmt = db.prepare<[string, string]>(
+      "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+    );
     this.incrementStmt = db
       .prepare<{ name: string; by: number; expiresAt: number | null; now: number }, number>(
         `INSERT INTO counters (name, value, expires_at) VALUES (@name, @by, @expiresAt)
@@ -117,11 +128,18 @@ export class SqliteKeyStore implements KeyStore {
         record.webhookSecret ?? null,
       );
     } catch (e) {
-      if ((e as { code?: string }).code === "SQLITE_CONSTRAINT_UNIQUE" || (e as { code?: string }).code === "SQLITE_CONSTRAINT_PRIMARYKEY") {
-        throw new KilnError("key_exists", `An API key with id ${record.id} or prefix ${record.prefix} already exists; generate a new key.`, {
-          status: 409,
-          cause: e,
-        });
+      if (
+        (e as { code?: string }).code === "SQLITE_CONSTRAINT_UNIQUE" ||
+        (e as { code?: string }).code === "SQLITE_CONSTRAINT_PRIMARYKEY"
+      ) {
+        throw new KilnError(
+          "key_exists",
+          `An API key with id ${record.id} or prefix ${record.prefix} already exists; generate a new key.`,
+          {
+            status: 409,
+            cause: e,
+          },
+        );
       }
       throw e;
     }
@@ -161,7 +179,13 @@ export class SqliteKeyStore implements KeyStore {
     const w = bucketWindow(ratePerSecond, burst, nowMs);
     this.sweep(this.now());
     const expiresAt = Math.ceil(w.ceilingUs / 1e6) + BUCKET_GRACE_SECONDS;
-    const tat = this.takeTokenStmt.get({ bucket, now: w.nowUs, interval: w.intervalUs, ceiling: w.ceilingUs, expiresAt });
+    const tat = this.takeTokenStmt.get({
+      bucket,
+      now: w.nowUs,
+      interval: w.intervalUs,
+      ceiling: w.ceilingUs,
+      expiresAt,
+    });
     if (tat !== undefined) return allowedResult(w, tat);
     return deniedResult(w, this.bucketStmt.get(bucket) ?? w.nowUs);
   }
@@ -181,7 +205,11 @@ export class SqliteKeyStore implements KeyStore {
       const existing = await this.getIdempotency(record.id, nowMs);
       if (existing) return existing;
     }
-    throw new KilnError("idempotency_contended", "The Idempotency-Key record kept changing under this request; retry it.", { status: 409, retryable: true });
+    throw new KilnError(
+      "idempotency_contended",
+      "The Idempotency-Key record kept changing under this request; retry it.",
+      { status: 409, retryable: true },
+    );
   }
 
   async getIdempotency(id: string, nowMs: number): Promise<IdempotencyRecord | null> {
@@ -191,7 +219,11 @@ export class SqliteKeyStore implements KeyStore {
     return isLiveIdempotency(record, nowMs) ? record : null;
   }
 
-  async completeIdempotency(id: string, token: string, result: Pick<IdempotencyRecord, "response" | "jobId">): Promise<boolean> {
+  async completeIdempotency(
+    id: string,
+    token: string,
+    result: Pick<IdempotencyRecord, "response" | "jobId">,
+  ): Promise<boolean> {
     const row = this.getIdempotencyStmt.get(id);
     if (row === undefined) return false;
     const completed: IdempotencyRecord = { ...(JSON.parse(row) as IdempotencyRecord), ...result, state: "completed" };

@@ -1,7 +1,14 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { KilnError } from "../../errors.js";
-import { MAX_DELAY_SECONDS, MAX_MESSAGE_BYTES, MAX_VISIBILITY_SECONDS, MAX_WAIT_SECONDS, checkCount, checkSeconds } from "../../ports/queue-limits.js";
+import {
+  MAX_DELAY_SECONDS,
+  MAX_MESSAGE_BYTES,
+  MAX_VISIBILITY_SECONDS,
+  MAX_WAIT_SECONDS,
+  checkCount,
+  checkSeconds,
+} from "../../ports/queue-limits.js";
 import { deadLetterQueueOf } from "../../ports/queue.js";
 import type { Queue, QueueDepth, QueueMessage, QueueName, ReceiveOptions, SendOptions } from "../../ports/queue.js";
 import type { SqliteDatabase } from "./sqlite-database.js";
@@ -86,7 +93,10 @@ export class SqliteQueue implements Queue {
       `UPDATE queue_messages SET queue = @dlq, receipt = NULL, visible_at = @now
        WHERE queue = @queue AND visible_at <= @now AND receive_count >= @maxReceives`,
     );
-    this.claimStmt = db.prepare<{ queue: string; now: number; max: number; until: number }, MessageRow & { seq: number }>(
+    this.claimStmt = db.prepare<
+      { queue: string; now: number; max: number; until: number },
+      MessageRow & { seq: number }
+    >(
       `UPDATE queue_messages
        SET receive_count = receive_count + 1, visible_at = @until, receipt = lower(hex(randomblob(16)))
        WHERE seq IN (SELECT seq FROM queue_messages WHERE queue = @queue AND visible_at <= @now ORDER BY seq LIMIT @max)
@@ -99,7 +109,10 @@ export class SqliteQueue implements Queue {
     this.releaseStmt = db.prepare<[number, string, string]>(
       "UPDATE queue_messages SET receipt = NULL, visible_at = ? WHERE queue = ? AND receipt = ?",
     );
-    this.depthStmt = db.prepare<{ queue: string; now: number }, { visible: number | null; in_flight: number | null; delayed: number | null }>(
+    this.depthStmt = db.prepare<
+      { queue: string; now: number },
+      { visible: number | null; in_flight: number | null; delayed: number | null }
+    >(
       `SELECT
          SUM(visible_at <= @now) AS visible,
          SUM(visible_at > @now AND receipt IS NOT NULL) AS in_flight,
@@ -128,7 +141,10 @@ export class SqliteQueue implements Queue {
     checkSeconds("delaySeconds", delaySeconds, MAX_DELAY_SECONDS);
     const text = JSON.stringify(body);
     if (text === undefined) {
-      throw new KilnError("queue_body_invalid", "A queue message body must be JSON-serialisable (got undefined or a function).");
+      throw new KilnError(
+        "queue_body_invalid",
+        "A queue message body must be JSON-serialisable (got undefined or a function).",
+      );
     }
     const attributes = JSON.stringify(options.attributes ?? {});
     if (Buffer.byteLength(text) + Buffer.byteLength(attributes) > MAX_MESSAGE_BYTES) {
@@ -255,4 +271,3 @@ function toMessage<T>(row: MessageRow): QueueMessage<T> {
     attributes: JSON.parse(row.attributes) as Record<string, string>,
   };
 }
-

@@ -27,12 +27,19 @@ export class SqliteWorkerRegistry implements WorkerRegistry {
        ON CONFLICT (worker_id) DO UPDATE SET stages = excluded.stages, last_poll_at = excluded.last_poll_at, busy = excluded.busy
        WHERE excluded.last_poll_at >= worker_beats.last_poll_at`,
     );
-    this.listStmt = db.prepare<[number], BeatRow>("SELECT * FROM worker_beats WHERE last_poll_at >= ? ORDER BY last_poll_at DESC");
+    this.listStmt = db.prepare<[number], BeatRow>(
+      "SELECT * FROM worker_beats WHERE last_poll_at >= ? ORDER BY last_poll_at DESC",
+    );
     this.sweepStmt = db.prepare<[number]>("DELETE FROM worker_beats WHERE last_poll_at < ?");
   }
 
   async heartbeat(beat: WorkerBeat): Promise<void> {
-    this.upsertStmt.run({ id: beat.workerId, stages: JSON.stringify(beat.stages), at: beat.lastPollAt, busy: beat.busy });
+    this.upsertStmt.run({
+      id: beat.workerId,
+      stages: JSON.stringify(beat.stages),
+      at: beat.lastPollAt,
+      busy: beat.busy,
+    });
     if (beat.lastPollAt - this.lastSweep >= SWEEP_INTERVAL_MS) {
       this.lastSweep = beat.lastPollAt;
       this.sweepStmt.run(beat.lastPollAt - FORGET_AFTER_MS);
