@@ -9,7 +9,7 @@ import { createApp } from "@kiln/api";
 import { apiDeps } from "@kiln/api/config";
 import { closeServer, serveOnNode } from "@kiln/api/node";
 import { openPorts } from "@kiln/api/ports";
-import { compareKeys, parseEventId } from "../../packages/api/src/event-ids.js";
+import { compareKeys, parseEventId } from "../../packages/api/src/renders/event-ids.js";
 import { api, startLocalStack, type LocalStack } from "../support/local-stack.js";
 import { openSse, type SseEvent } from "../support/sse-client.js";
 

@@ -1,11 +1,11 @@
 import type { Context } from "hono";
 import type { JobRecord } from "@kiln/shared";
 import { DEFAULT_TIMING, type ApiDeps, type ApiEnv, type ApiTiming } from "./deps.js";
-import { StageTimingBook, estimateEta } from "./eta.js";
-import { problem } from "./problem.js";
-import { expireIfOverdue, type JobMoveOptions } from "./render-service.js";
-import { jobView, type JobInsight, type JobView } from "./render-view.js";
-import { waitingReason, waitingStage } from "./waiting-reason.js";
+import { StageTimingBook, estimateEta } from "./renders/eta.js";
+import { problem } from "./http/problem.js";
+import { expireIfOverdue, type JobMoveOptions } from "./renders/render-service.js";
+import { jobView, type JobInsight, type JobView } from "./renders/render-view.js";
+import { waitingReason, waitingStage } from "./renders/waiting-reason.js";
 
 /**
  * What the routes share within one app: the deps, the timing knobs with their defaults, and the

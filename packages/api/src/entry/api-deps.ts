@@ -5,8 +5,8 @@ import { DEFAULT_RENDER_LIMITS, type KilnConfig, type Ports } from "@kiln/shared
 import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
 import { verifyDownloadSignature } from "@kiln/shared/signed-url";
 import type { ApiDeps } from "../deps.js";
-import { resolveHostAddresses } from "../webhooks/dispatcher.js";
-import { webhookEventSink } from "../webhooks/events.js";
+import { resolveHostAddresses } from "../outbound/webhooks/dispatcher.js";
+import { webhookEventSink } from "../outbound/webhooks/events.js";
 
 /**
  * API settings and AWS ports from Kiln's configuration, for every Node-based host of the API

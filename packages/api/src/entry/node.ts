@@ -1,7 +1,7 @@
 import { serve, type ServerType } from "@hono/node-server";
 import type { Ports } from "@kiln/shared";
 import type { KilnApp } from "../app.js";
-import { sweepExpiredJobs } from "../retention.js";
+import { sweepExpiredJobs } from "../renders/retention.js";
 
 /** Serves the app on Node. Resolves once the socket listens, with the bound port (for port 0). */
 export function serveOnNode(

@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import { verifyApiKey, type KeyScope } from "@kiln/shared";
 import type { ApiDeps, ApiEnv } from "../deps.js";
-import { problem } from "../problem.js";
+import { problem } from "../http/problem.js";
 
 /** `Authorization: Bearer <key>`; the key's record is put on the context for quotas and ownership. */
 export function requireKey(deps: ApiDeps, scope: KeyScope = "render"): MiddlewareHandler<ApiEnv> {

@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import { randomId, sha256Hex, type IdempotencyRecord } from "@kiln/shared";
 import type { ApiDeps, ApiEnv } from "../deps.js";
-import { problem } from "../problem.js";
+import { problem } from "../http/problem.js";
 
 /** Records are kept this long (the 24 h; Stripe keeps theirs as long). */
 const RECORD_SECONDS = 24 * 3600;

@@ -1,5 +1,5 @@
 import type { MiddlewareHandler } from "hono";
-import { PROBLEM_CONTENT_TYPE, type Problem } from "../problem.js";
+import { PROBLEM_CONTENT_TYPE, type Problem } from "../http/problem.js";
 
 /** OpenAI's error `type` for an HTTP status, as its SDKs expect to find it. */
 export function openAiErrorType(status: number): string {

@@ -1,8 +1,8 @@
 import type { MiddlewareHandler } from "hono";
 import type { ApiDeps, ApiEnv } from "../deps.js";
-import { limitHeaders, rateLimitField, rateLimitPolicyField, type LimitPolicy } from "../limit-exceeded.js";
-import { problem } from "../problem.js";
-import { effectiveLimits } from "../render-admission.js";
+import { limitHeaders, rateLimitField, rateLimitPolicyField, type LimitPolicy } from "../quotas/limit-exceeded.js";
+import { problem } from "../http/problem.js";
+import { effectiveLimits } from "../renders/render-admission.js";
 
 /**
  * Requests per second per API key, as a token bucket kept in the KeyStore (so every API instance

@@ -1,10 +1,10 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { streamSSE, type SSEStreamingApi } from "hono/streaming";
 import { blobKeys, describeError, isTerminal, type JobRecord } from "@kiln/shared";
-import { END_ID, compareKeys, parseEventId, positionId, progressId, stageId, type EventKey } from "../event-ids.js";
-import { latentPreview } from "../latent-preview.js";
-import { apiRouter, problems } from "../openapi.js";
-import { sleep } from "../sleep.js";
+import { END_ID, compareKeys, parseEventId, positionId, progressId, stageId, type EventKey } from "../renders/event-ids.js";
+import { latentPreview } from "../renders/latent-preview.js";
+import { apiRouter, problems } from "../http/openapi.js";
+import { sleep } from "../http/sleep.js";
 import type { ApiRuntime } from "../runtime.js";
 
 interface OutEvent {

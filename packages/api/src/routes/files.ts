@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import type { ApiDeps, ApiEnv } from "../deps.js";
-import { problem } from "../problem.js";
+import { problem } from "../http/problem.js";
 
 const CONTENT_TYPES: Record<string, string> = {
   png: "image/png",

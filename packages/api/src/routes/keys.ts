@@ -2,9 +2,9 @@ import { createRoute, z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
 import { createApiKey, type KeyLimits, type KeyRecord } from "@kiln/shared";
 import type { ApiDeps, ApiEnv } from "../deps.js";
-import { apiRouter, problems } from "../openapi.js";
-import { problem } from "../problem.js";
-import { effectiveLimits } from "../render-admission.js";
+import { apiRouter, problems } from "../http/openapi.js";
+import { problem } from "../http/problem.js";
+import { effectiveLimits } from "../renders/render-admission.js";
 
 const security = [{ bearer: [] }];
 const idParam = z.object({

@@ -1,10 +1,10 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { encodeBase64 } from "hono/utils/encode";
 import { renderRequestSchema, type JobRecord } from "@kiln/shared";
-import { apiRouter, problems } from "../openapi.js";
-import { problem, validationProblem } from "../problem.js";
-import { renderAdmission } from "../render-admission.js";
-import { cancelRender, submitRender, waitForEnd } from "../render-service.js";
+import { apiRouter, problems } from "../http/openapi.js";
+import { problem, validationProblem } from "../http/problem.js";
+import { renderAdmission } from "../renders/render-admission.js";
+import { cancelRender, submitRender, waitForEnd } from "../renders/render-service.js";
 import type { ApiRuntime } from "../runtime.js";
 
 /**

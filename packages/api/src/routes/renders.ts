@@ -1,11 +1,11 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { JOB_STATUSES, isKilnError, isTerminal, renderRequestSchema } from "@kiln/shared";
-import { apiRouter, problems } from "../openapi.js";
-import { MAX_PREFER_WAIT_SECONDS, preferWait } from "../prefer.js";
-import { problem } from "../problem.js";
-import { cancelRender, submitRender, waitForEnd } from "../render-service.js";
-import { renderAdmission } from "../render-admission.js";
-import { jobViewSchema } from "../render-view.js";
+import { apiRouter, problems } from "../http/openapi.js";
+import { MAX_PREFER_WAIT_SECONDS, preferWait } from "../http/prefer.js";
+import { problem } from "../http/problem.js";
+import { cancelRender, submitRender, waitForEnd } from "../renders/render-service.js";
+import { renderAdmission } from "../renders/render-admission.js";
+import { jobViewSchema } from "../renders/render-view.js";
 import type { ApiRuntime } from "../runtime.js";
 
 const idParam = z.object({

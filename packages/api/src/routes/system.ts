@@ -1,9 +1,9 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { DOCS_HTML } from "../docs-page.js";
-import { apiRouter } from "../openapi.js";
-import { problem, PROBLEM_CONTENT_TYPE } from "../problem.js";
+import { DOCS_HTML } from "../ui/docs-page.js";
+import { apiRouter } from "../http/openapi.js";
+import { problem, PROBLEM_CONTENT_TYPE } from "../http/problem.js";
 import type { ApiRuntime } from "../runtime.js";
-import { problemSchema } from "../openapi.js";
+import { problemSchema } from "../http/openapi.js";
 
 /** Health and the human-facing reference. */
 export function systemRoutes(rt: ApiRuntime) {

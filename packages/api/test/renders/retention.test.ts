@@ -4,8 +4,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { openLocalPorts } from "@kiln/shared/local";
-import { expiresAtOnEnd, retentionEnd, sweepExpiredJobs } from "../src/retention.js";
-import { jobRecord } from "./fixtures.js";
+import { expiresAtOnEnd, retentionEnd, sweepExpiredJobs } from "../../src/renders/retention.js";
+import { jobRecord } from "../fixtures.js";
 
 const T0 = Date.parse("2030-01-01T00:00:00Z") / 1000;
 

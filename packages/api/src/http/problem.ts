@@ -1,6 +1,6 @@
 import type { Context } from "hono";
 import { KilnError } from "@kiln/shared";
-import { LimitExceededError } from "./limit-exceeded.js";
+import { LimitExceededError } from "../quotas/limit-exceeded.js";
 
 /** RFC 9457 problem details: every error Kiln's API returns has this shape. */
 export interface Problem {

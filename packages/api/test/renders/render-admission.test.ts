@@ -5,9 +5,9 @@ import path from "node:path";
 import { after, afterEach, beforeEach, describe, it } from "node:test";
 import { renderRequestSchema, type KeyRecord, type Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
-import { LimitExceededError } from "../src/limit-exceeded.js";
-import { admitRender, effectiveLimits, renderAdmission } from "../src/render-admission.js";
-import { jobRecord } from "./fixtures.js";
+import { LimitExceededError } from "../../src/quotas/limit-exceeded.js";
+import { admitRender, effectiveLimits, renderAdmission } from "../../src/renders/render-admission.js";
+import { jobRecord } from "../fixtures.js";
 
 const tempDirs: string[] = [];
 after(() => {

@@ -1,6 +1,6 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { parsePrefer, preferWait } from "../src/prefer.js";
+import { parsePrefer, preferWait } from "../../src/http/prefer.js";
 
 describe("Prefer header", () => {
   it("parses preferences per RFC 7240: tokens, values, quoted values, parameters, first one wins", () => {

@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { StageTimingBook, estimateEta, stageWork } from "../src/eta.js";
-import { jobRecord } from "./fixtures.js";
+import { StageTimingBook, estimateEta, stageWork } from "../../src/renders/eta.js";
+import { jobRecord } from "../fixtures.js";
 
 /** A finished ensemble job whose stages took `base` and `refine` seconds. */
 function finished(id: string, base: number, refine: number, request = {}) {

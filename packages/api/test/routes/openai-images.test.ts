@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { createApiKey, type Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
-import { createApp, type KilnApp } from "../src/app.js";
+import { createApp, type KilnApp } from "../../src/app.js";
 
 /** The OpenAI route's outcomes other than success (success is covered end to end in test/e2e). */
 describe("POST /v1/images/generations when the render does not succeed", () => {

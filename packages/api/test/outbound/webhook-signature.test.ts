@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { generateWebhookSecret } from "@kiln/shared";
-import { signWebhook, webhookHeaders } from "../src/webhooks/signature.js";
+import { signWebhook, webhookHeaders } from "../../src/outbound/webhooks/signature.js";
 
 describe("webhook signatures (Standard Webhooks)", () => {
   it("reproduces the specification's published test vector", async () => {

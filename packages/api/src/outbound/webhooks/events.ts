@@ -6,7 +6,7 @@ import {
   type JobEventType,
   type Queue,
 } from "@kiln/shared";
-import { jobView } from "../render-view.js";
+import { jobView } from "../../renders/render-view.js";
 
 /** Deliveries wait here between attempts; the queue makes them survive restarts. */
 export const WEBHOOK_QUEUE = "kiln-webhooks";

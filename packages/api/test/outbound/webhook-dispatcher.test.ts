@@ -7,14 +7,14 @@ import { after, afterEach, beforeEach, describe, it } from "node:test";
 import { createApiKey, type JobEvent, type JobRecord, type Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
 import { createLogger } from "@kiln/shared/node";
-import { WebhookDispatcher, type WebhookDispatcherOptions } from "../src/webhooks/dispatcher.js";
-import { WEBHOOK_QUEUE, webhookEventSink, type WebhookDelivery } from "../src/webhooks/events.js";
+import { WebhookDispatcher, type WebhookDispatcherOptions } from "../../src/outbound/webhooks/dispatcher.js";
+import { WEBHOOK_QUEUE, webhookEventSink, type WebhookDelivery } from "../../src/outbound/webhooks/events.js";
 import {
   startWebhookReceiver,
   verifyStandardWebhook,
   type WebhookReceiver,
-} from "../../../test/support/webhook-receiver.js";
-import { jobRecord } from "./fixtures.js";
+} from "../../../../test/support/webhook-receiver.js";
+import { jobRecord } from "../fixtures.js";
 
 const tempDirs: string[] = [];
 after(() => {

@@ -13,7 +13,7 @@ import {
 } from "@kiln/shared";
 import { admitRender, type RenderAdmission } from "./render-admission.js";
 import { expiresAtOnEnd } from "./retention.js";
-import { sleep } from "./sleep.js";
+import { sleep } from "../http/sleep.js";
 
 /**
  * Submitting a render, whatever the channel (HTTP, Slack, Discord, batch): plan it, write the job

@@ -6,8 +6,8 @@ import { after, afterEach, beforeEach, describe, it } from "node:test";
 import { Hono } from "hono";
 import type { KeyRecord, Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
-import type { ApiDeps, ApiEnv } from "../src/deps.js";
-import { canonicalJson, idempotency } from "../src/middleware/idempotency.js";
+import type { ApiDeps, ApiEnv } from "../../src/deps.js";
+import { canonicalJson, idempotency } from "../../src/middleware/idempotency.js";
 
 const tempDirs: string[] = [];
 after(() => {

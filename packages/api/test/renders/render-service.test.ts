@@ -5,9 +5,9 @@ import os from "node:os";
 import path from "node:path";
 import { createApiKey, type JobEvent, type Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
-import { createApp } from "../src/app.js";
-import { cancelRender, expireIfOverdue, waitForEnd } from "../src/render-service.js";
-import { jobRecord } from "./fixtures.js";
+import { createApp } from "../../src/app.js";
+import { cancelRender, expireIfOverdue, waitForEnd } from "../../src/renders/render-service.js";
+import { jobRecord } from "../fixtures.js";
 
 describe("render service: moves the API makes itself", () => {
   let dir: string;

@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { waitingReason, waitingStage } from "../src/waiting-reason.js";
-import { fakeRegistry, jobRecord } from "./fixtures.js";
+import { waitingReason, waitingStage } from "../../src/renders/waiting-reason.js";
+import { fakeRegistry, jobRecord } from "../fixtures.js";
 
 const NOW = Date.parse("2030-01-01T01:00:00Z");
 const beat = (workerId: string, stages: ("base" | "refine")[], agoSeconds: number, busy = 0) => ({

@@ -15,7 +15,7 @@ import type { LookupAddress } from "node:dns";
 import type { LookupFunction } from "node:net";
 import { describeError, type Ports, type QueueMessage } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
-import { addressRefusal, hostOf, parseIp, webhookUrlRefusal, type WebhookPolicy } from "./address-policy.js";
+import { addressRefusal, hostOf, parseIp, webhookUrlRefusal, type WebhookPolicy } from "../address-policy.js";
 import { WEBHOOK_QUEUE, type WebhookDelivery } from "./events.js";
 import { webhookHeaders } from "./signature.js";
 
