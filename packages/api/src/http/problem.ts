@@ -1,4 +1,5 @@
-import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { KilnError } from "@kiln/shared";
 import { LimitExceededError } from "../quotas/limit-exceeded.js";
 
@@ -30,6 +31,25 @@ export function problem(
     ...extra,
   };
   return new Response(JSON.stringify(body), { status, headers: { ...headers, "content-type": PROBLEM_CONTENT_TYPE } });
+}
+
+/**
+ * Fails the request with a problem: thrown as Hono's `HTTPException` carrying the problem+json
+ * response, which the app's `onError` returns as it is. The one way a route or middleware refuses.
+ */
+export function fail(
+  status: number,
+  code: string,
+  detail: string,
+  extra: Record<string, unknown> = {},
+  headers: Record<string, string> = {},
+): never {
+  throw problemException(problem(status, code, detail, extra, headers));
+}
+
+/** Wraps a ready problem Response (e.g. from `validationProblem`) so it can be thrown. */
+export function problemException(res: Response): HTTPException {
+  return new HTTPException(res.status as ContentfulStatusCode, { res });
 }
 
 export function problemFromError(e: unknown): Response {

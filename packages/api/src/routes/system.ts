@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { DOCS_HTML } from "../ui/docs-page.js";
 import { apiRouter } from "../http/openapi.js";
-import { problem, PROBLEM_CONTENT_TYPE } from "../http/problem.js";
+import { fail, PROBLEM_CONTENT_TYPE } from "../http/problem.js";
 import type { ApiRuntime } from "../runtime.js";
 import { problemSchema } from "../http/openapi.js";
 
@@ -27,9 +27,8 @@ export function systemRoutes(rt: ApiRuntime) {
     }),
     async (c) => {
       const ready = (await rt.deps.ready?.()) ?? true;
-      return ready
-        ? c.json({ status: "ok" as const }, 200)
-        : (problem(503, "not_ready", "Kiln is starting; retry in a moment.") as never);
+      if (!ready) fail(503, "not_ready", "Kiln is starting; retry in a moment.");
+      return c.json({ status: "ok" as const }, 200);
     },
   );
 

@@ -7,7 +7,12 @@ import sharp from "sharp";
 import { decodeLatents, encodeLatents, type Latents } from "@kiln/shared";
 import { FileBlobStore } from "@kiln/shared/local";
 import { encodePng } from "../../src/renders/png.js";
-import { SDXL_LATENT_RGB_BIAS, SDXL_LATENT_RGB_FACTORS, latentPreview, latentsToRgb } from "../../src/renders/latent-preview.js";
+import {
+  SDXL_LATENT_RGB_BIAS,
+  SDXL_LATENT_RGB_FACTORS,
+  latentPreview,
+  latentsToRgb,
+} from "../../src/renders/latent-preview.js";
 
 function latents(
   batch: number,
