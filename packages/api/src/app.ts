@@ -2,10 +2,11 @@ import { OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Hono, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
+
 import type { ApiDeps, ApiEnv } from "./deps.js";
 import { allowedMethods } from "./http/allowed-methods.js";
 import { problemSchema } from "./http/openapi.js";
-import { PROBLEM_CONTENT_TYPE, problem, problemFromError } from "./http/problem.js";
+import { problem, PROBLEM_CONTENT_TYPE, problemFromError } from "./http/problem.js";
 import { requireKey } from "./middleware/auth.js";
 import { idempotency } from "./middleware/idempotency.js";
 import { requireJsonBody } from "./middleware/json-body.js";

@@ -1,10 +1,11 @@
-import type { Context } from "hono";
 import type { JobRecord } from "@kiln/shared";
-import { DEFAULT_TIMING, type ApiDeps, type ApiEnv, type ApiTiming } from "./deps.js";
-import { StageTimingBook, estimateEta } from "./renders/eta.js";
+import type { Context } from "hono";
+
+import { type ApiDeps, type ApiEnv, type ApiTiming, DEFAULT_TIMING } from "./deps.js";
 import { fail } from "./http/problem.js";
+import { estimateEta, StageTimingBook } from "./renders/eta.js";
 import { expireIfOverdue, type JobMoveOptions } from "./renders/render-service.js";
-import { jobView, type JobInsight, type JobView } from "./renders/render-view.js";
+import { type JobInsight, type JobView, jobView } from "./renders/render-view.js";
 import { waitingReason, waitingStage } from "./renders/waiting-reason.js";
 
 /**

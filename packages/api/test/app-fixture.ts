@@ -1,8 +1,10 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+
 import { createApiKey, type KeyLimits, type KeyScope, type Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
+
 import { createApp, type KilnApp } from "../src/app.js";
 import type { ApiDeps } from "../src/deps.js";
 

@@ -1,6 +1,7 @@
+import { KilnError } from "@kiln/shared";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { KilnError } from "@kiln/shared";
+
 import { LimitExceededError } from "../quotas/limit-exceeded.js";
 
 /** RFC 9457 problem details: every error Kiln's API returns has this shape. */

@@ -1,5 +1,6 @@
+import { type KeyScope, verifyApiKey } from "@kiln/shared";
 import type { MiddlewareHandler } from "hono";
-import { verifyApiKey, type KeyScope } from "@kiln/shared";
+
 import type { ApiDeps, ApiEnv } from "../deps.js";
 import { fail } from "../http/problem.js";
 

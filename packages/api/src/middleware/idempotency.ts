@@ -1,5 +1,6 @@
+import { type IdempotencyRecord, randomId, sha256Hex } from "@kiln/shared";
 import type { MiddlewareHandler } from "hono";
-import { randomId, sha256Hex, type IdempotencyRecord } from "@kiln/shared";
+
 import type { ApiDeps, ApiEnv } from "../deps.js";
 import { fail } from "../http/problem.js";
 

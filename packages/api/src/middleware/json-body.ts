@@ -1,4 +1,5 @@
 import type { MiddlewareHandler } from "hono";
+
 import { fail } from "../http/problem.js";
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;

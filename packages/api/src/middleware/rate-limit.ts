@@ -1,7 +1,8 @@
 import type { MiddlewareHandler } from "hono";
+
 import type { ApiDeps, ApiEnv } from "../deps.js";
-import { limitHeaders, rateLimitField, rateLimitPolicyField, type LimitPolicy } from "../quotas/limit-exceeded.js";
 import { fail } from "../http/problem.js";
+import { limitHeaders, type LimitPolicy, rateLimitField, rateLimitPolicyField } from "../quotas/limit-exceeded.js";
 import { effectiveLimits } from "../renders/render-admission.js";
 
 /**

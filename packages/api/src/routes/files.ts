@@ -1,4 +1,5 @@
 import { Hono } from "hono";
+
 import type { ApiDeps, ApiEnv } from "../deps.js";
 import { fail } from "../http/problem.js";
 

@@ -1,6 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import type { MiddlewareHandler } from "hono";
 import { createApiKey, type KeyLimits, type KeyRecord } from "@kiln/shared";
+import type { MiddlewareHandler } from "hono";
+
 import type { ApiDeps, ApiEnv } from "../deps.js";
 import { apiRouter, problems } from "../http/openapi.js";
 import { fail } from "../http/problem.js";

@@ -1,6 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import { type JobRecord, renderRequestSchema } from "@kiln/shared";
 import { encodeBase64 } from "hono/utils/encode";
-import { renderRequestSchema, type JobRecord } from "@kiln/shared";
+
 import { apiRouter, problems } from "../http/openapi.js";
 import { problem, problemException, validationProblem } from "../http/problem.js";
 import { renderAdmission } from "../renders/render-admission.js";

@@ -1,10 +1,11 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { JOB_STATUSES, isKilnError, isTerminal, renderRequestSchema } from "@kiln/shared";
+import { isKilnError, isTerminal, JOB_STATUSES, renderRequestSchema } from "@kiln/shared";
+
 import { apiRouter, problems } from "../http/openapi.js";
 import { MAX_PREFER_WAIT_SECONDS, preferWait } from "../http/prefer.js";
 import { fail } from "../http/problem.js";
-import { cancelRender, submitRender, waitForEnd } from "../renders/render-service.js";
 import { renderAdmission } from "../renders/render-admission.js";
+import { cancelRender, submitRender, waitForEnd } from "../renders/render-service.js";
 import { jobViewSchema } from "../renders/render-view.js";
 import type { ApiRuntime } from "../runtime.js";
 

@@ -1,9 +1,10 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { DOCS_HTML } from "../ui/docs-page.js";
+
 import { apiRouter } from "../http/openapi.js";
+import { problemSchema } from "../http/openapi.js";
 import { fail, PROBLEM_CONTENT_TYPE } from "../http/problem.js";
 import type { ApiRuntime } from "../runtime.js";
-import { problemSchema } from "../http/openapi.js";
+import { DOCS_HTML } from "../ui/docs-page.js";
 
 /** Health and the human-facing reference. */
 export function systemRoutes(rt: ApiRuntime) {

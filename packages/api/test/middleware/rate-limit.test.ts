@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { openAppFixture, type AppFixture } from "../app-fixture.js";
+
+import { type AppFixture, openAppFixture } from "../app-fixture.js";
 
 describe("rateLimit middleware", () => {
   let f: AppFixture;
