@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { after, before, describe, it } from "node:test";
+
 import type { ServerType } from "@hono/node-server";
+
 import { closeServer, serveOnNode } from "../../src/entry/node.js";
-import { openAppFixture, type AppFixture } from "../app-fixture.js";
+import { type AppFixture, openAppFixture } from "../app-fixture.js";
 
 /** Sends raw bytes (requests no HTTP client would form) and returns the whole answer. */
 function raw(port: number, request: string): Promise<string> {
