@@ -7,7 +7,7 @@ import { simulate } from "../simulate/simulator.js";
 import { plotSvg } from "../simulate/svg-plot.js";
 import { makeTrace, TRACE_NAMES } from "../simulate/traces.js";
 
-const USAGE = `Usage: kiln simulate --trace poisson|diurnal|bursty|batch|FILE [options]
+const USAGE = `Usage: kiln simulate --trace ${TRACE_NAMES.join("|")}|FILE [options]
 
 Simulates a Kiln GPU fleet under an arrival trace and a scaling policy, and reports time to image,
 GPU-hours, cost and scale events (see docs/scaling.md).
