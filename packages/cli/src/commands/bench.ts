@@ -18,6 +18,11 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Pr
     summary: "time to image, 256×256 ensemble on the tiny models, and the share outside session.run",
     load: () => import("../bench/render-bench.js"),
   },
+  "duty-cycle": {
+    summary:
+      "GPU busy time / wall time of one saturated worker with a simulated H100 (real runtime, stores and PNG encoding), per mode",
+    load: () => import("../bench/duty-cycle-bench.js"),
+  },
   "step-overhead": {
     summary: "CPU cost per denoising step outside session.run at 1024² (real tensor sizes), per scheduler, n = 1 and 4",
     load: () => import("../bench/step-overhead-bench.js"),
