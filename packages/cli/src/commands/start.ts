@@ -3,15 +3,17 @@ import path from "node:path";
 import { createApiKey, loadConfig, verifyApiKey, type KilnConfig, type Ports } from "@kiln/shared";
 import { createLogger, type Logger } from "@kiln/shared/node";
 import { openPorts } from "../stack.js";
+import { parseFlags } from "../cli/args.js";
 import { startApiService, startWebhookService, startWorkerService, stopOnSignals } from "../services.js";
-import { printProgress, renderAndWait, saveImages } from "../render-client.js";
+import { endProgress, printProgress, renderAndWait, saveImages } from "../render-client.js";
 
 /**
  * `kiln start` (what `npm start` runs): the API and one worker in one process on the configured
  * family, then — unless KILN_START_DEMO=false — one real render through the public HTTP API, saved
  * to <data dir>/demo.png, so a fresh install proves the whole path works end to end.
  */
-export async function run(): Promise<void> {
+export async function run(argv: string[] = []): Promise<void> {
+  parseFlags(argv, {}); // takes no options: an unknown flag is a usage error, not a reason to start
   const config = loadConfig();
   const logger = createLogger({ level: config.logLevel, name: "kiln" });
   const ports = openPorts(config);
@@ -57,7 +59,7 @@ async function demoRender(config: KilnConfig, key: string, tiny: boolean, logger
   logger.info({ request }, "demo render: submitting through the public API");
   const started = performance.now();
   const job = await renderAndWait(config.publicUrl, key, request, printProgress);
-  if (process.stderr.isTTY) process.stderr.write("\n");
+  endProgress();
   if (job.status !== "succeeded") {
     logger.error({ jobId: job.id, status: job.status, error: job.error }, "demo render did not succeed");
     return;
