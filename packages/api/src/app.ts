@@ -14,6 +14,7 @@ import { eventRoutes } from "./routes/events.js";
 import { fileRoutes } from "./routes/files.js";
 import { keyRoutes } from "./routes/keys.js";
 import { openAiImageRoutes } from "./routes/openai-images.js";
+import { openAiModelRoutes } from "./routes/openai-models.js";
 import { renderRoutes } from "./routes/renders.js";
 import { systemRoutes } from "./routes/system.js";
 
@@ -30,6 +31,7 @@ export function createApp(deps: ApiDeps) {
   const app = new OpenAPIHono<ApiEnv>();
 
   app.use("/v1/images/*", openAiErrorShape());
+  app.use("/v1/models/*", openAiErrorShape()); // OpenAI models route
   app.use(
     "*",
     bodyLimit({
@@ -47,13 +49,15 @@ export function createApp(deps: ApiDeps) {
   );
   app.use("*", requireJsonBody());
   // `/x/*` also matches `/x` itself: listing both would run each middleware twice (and take two tokens).
-  for (const path of ["/v1/renders/*", "/v1/images/*", "/v1/keys/*"]) app.use(path, requireKey(deps), rateLimit(deps));
+  for (const path of ["/v1/renders/*", "/v1/images/*", "/v1/keys/*", "/v1/models/*"])
+    app.use(path, requireKey(deps), rateLimit(deps));
   app.use("/v1/renders", idempotency(deps));
 
   app.route("/", systemRoutes(rt));
   app.route("/", renderRoutes(rt));
   app.route("/", eventRoutes(rt));
   app.route("/", openAiImageRoutes(rt));
+  app.route("/", openAiModelRoutes(deps));
   app.route("/", fileRoutes(deps));
   app.route("/", keyRoutes(deps));
 
@@ -67,6 +71,8 @@ export function createApp(deps: ApiDeps) {
     app.openAPIRegistry.registerPath({
       method: "get",
       path: "/v1/files/{key}",
+      operationId: "downloadFile",
+      security: [], // the signed query authorises it
       summary: "Download an output (signed URL)",
       description:
         "The links in `images[].url` on the local family. No API key: the `expires` and `sig` query values authorise the download.",
@@ -77,7 +83,12 @@ export function createApp(deps: ApiDeps) {
       responses: {
         200: {
           description: "The file",
-          content: { "image/png": { schema: z.string().openapi({ format: "binary" }) } },
+          content: Object.fromEntries(
+            ["image/png", "image/webp", "image/jpeg"].map((type) => [
+              type,
+              { schema: z.string().openapi({ format: "binary" }) },
+            ]),
+          ),
         },
         403: { description: "Invalid or expired link", content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } } },
         404: {
@@ -92,6 +103,7 @@ export function createApp(deps: ApiDeps) {
     info: {
       title: "Kiln",
       version: "0.1.0",
+      license: { name: "Apache-2.0", identifier: "Apache-2.0" },
       description: "Self-hostable SDXL render service. Every error is application/problem+json (RFC 9457).",
     },
     servers: [{ url: rt.base(c) }],

@@ -1,7 +1,15 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { streamSSE, type SSEStreamingApi } from "hono/streaming";
 import { blobKeys, describeError, isTerminal, type JobRecord } from "@kiln/shared";
-import { END_ID, compareKeys, parseEventId, positionId, progressId, stageId, type EventKey } from "../renders/event-ids.js";
+import {
+  END_ID,
+  compareKeys,
+  parseEventId,
+  positionId,
+  progressId,
+  stageId,
+  type EventKey,
+} from "../renders/event-ids.js";
 import { latentPreview } from "../renders/latent-preview.js";
 import { apiRouter, problems } from "../http/openapi.js";
 import { sleep } from "../http/sleep.js";
@@ -32,6 +40,7 @@ export function eventRoutes(rt: ApiRuntime) {
     createRoute({
       method: "get",
       path: "/v1/renders/{id}/events",
+      operationId: "streamRenderEvents",
       summary: "Stream a render's events (SSE)",
       description: DESCRIPTION,
       security: [{ bearer: [] }],
@@ -56,7 +65,7 @@ export function eventRoutes(rt: ApiRuntime) {
       responses: {
         200: { description: "An event stream", content: { "text/event-stream": { schema: z.string() } } },
         204: { description: "The client already has the terminal event" },
-        ...problems(400, 401, 403, 404),
+        ...problems(400, 401, 403, 404, 429),
       },
     }),
     async (c) => {
