@@ -17,6 +17,7 @@ import { openAiImageRoutes } from "./routes/openai-images.js";
 import { openAiModelRoutes } from "./routes/openai-models.js";
 import { renderRoutes } from "./routes/renders.js";
 import { systemRoutes } from "./routes/system.js";
+import { playgroundRoutes } from "./ui/playground/routes.js";
 
 /**
  * Kiln's HTTP API as one Hono app over Web-standard Request/Response, so the same app serves Node
@@ -60,6 +61,7 @@ export function createApp(deps: ApiDeps) {
   app.route("/", openAiModelRoutes(deps));
   app.route("/", fileRoutes(deps));
   app.route("/", keyRoutes(deps));
+  app.route("/", playgroundRoutes()); // the web playground at / and its hashed assets
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
