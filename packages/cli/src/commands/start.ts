@@ -27,7 +27,7 @@ export async function run(argv: string[] = []): Promise<void> {
   console.log(
     [
       "",
-      `Kiln is running at ${config.publicUrl} (API docs: ${config.publicUrl}/openapi.json). Stop with Ctrl-C.`,
+      `Kiln is running at ${config.publicUrl} (playground: ${config.publicUrl}/, API reference: ${config.publicUrl}/docs). Stop with Ctrl-C.`,
       `API key (saved in ${path.join(config.dataDir, "local-key")}): ${key}`,
       "Try:",
       `  curl -s -X POST ${config.publicUrl}/v1/renders -H "Authorization: Bearer $(cat ${path.join(config.dataDir, "local-key")})" \\`,
