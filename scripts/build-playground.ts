@@ -9,6 +9,7 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+
 import { build } from "esbuild";
 
 const root = path.resolve(import.meta.dirname, "..");

@@ -1,4 +1,5 @@
 import { isKilnError } from "@kiln/shared";
+
 import { CliError, UsageError, wantsHelp } from "./cli/args.js";
 
 interface Command {

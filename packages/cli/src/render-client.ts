@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
+
 import { CliError } from "./cli/args.js";
 
 /** A small HTTP client of Kiln's public API, used by `kiln render` and the start-up demo. */

@@ -1,10 +1,11 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { describe, it } from "node:test";
+
 import { startLocalStack } from "../../../test/support/local-stack.js";
 import { progressLine, redraw, type RenderJob } from "../src/render-client.js";
 

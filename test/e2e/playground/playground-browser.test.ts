@@ -1,9 +1,11 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { chromium, type Browser, type Page } from "playwright-core";
-import { api, startLocalStack, type LocalStack } from "../../support/local-stack.js";
+import { after, before, describe, it } from "node:test";
+
+import { type Browser, chromium, type Page } from "playwright-core";
+
+import { api, type LocalStack, startLocalStack } from "../../support/local-stack.js";
 
 /** Debian's Chromium (`apt-get install -y chromium`; .ci/run installs it). */
 const CHROMIUM = process.env.KILN_TEST_CHROMIUM ?? "/usr/bin/chromium";

@@ -1,10 +1,11 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { startLocalStack, type LocalStack } from "../../support/local-stack.js";
+import { after, before, describe, it } from "node:test";
+
+import { type LocalStack, startLocalStack } from "../../support/local-stack.js";
 
 const root = path.resolve(import.meta.dirname, "../../..");
 

@@ -1,5 +1,6 @@
 import { serve, type ServerType } from "@hono/node-server";
 import type { Ports } from "@kiln/shared";
+
 import type { KilnApp } from "../app.js";
 import { sweepExpiredJobs } from "../renders/retention.js";
 

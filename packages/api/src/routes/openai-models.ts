@@ -1,8 +1,9 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { StageKind } from "@kiln/shared";
+
 import type { ApiDeps } from "../deps.js";
 import { apiRouter, problems } from "../http/openapi.js";
-import { problem } from "../http/problem.js";
+import { fail } from "../http/problem.js";
 
 /** How far back a worker's poll counts as "this model is loaded". */
 const LOOKBACK_MS = 10 * 60_000;
@@ -86,11 +87,7 @@ export function openAiModelRoutes(deps: ApiDeps) {
       const id = c.req.valid("param").model;
       const found = (await loaded()).find((m) => m.id === id);
       if (!found)
-        return problem(
-          404,
-          "model_not_found",
-          `No loaded model "${id}"; GET /v1/models lists what the running workers serve.`,
-        ) as never;
+        fail(404, "model_not_found", `No loaded model "${id}"; GET /v1/models lists what the running workers serve.`);
       return c.json(found, 200);
     },
   );

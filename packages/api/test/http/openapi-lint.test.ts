@@ -1,11 +1,13 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { lintFromString, loadConfig } from "@redocly/openapi-core";
+import { after, before, describe, it } from "node:test";
+
 import type { Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
+import { lintFromString, loadConfig } from "@redocly/openapi-core";
+
 import { createApp, type KilnApp } from "../../src/app.js";
 
 /**

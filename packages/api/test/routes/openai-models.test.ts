@@ -1,11 +1,13 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import OpenAI from "openai";
+import { after, before, describe, it } from "node:test";
+
 import { createApiKey, type Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
+import OpenAI from "openai";
+
 import { createApp, type KilnApp } from "../../src/app.js";
 
 /** `GET /v1/models` driven by the official OpenAI SDK, and the reference page's rough edges. */

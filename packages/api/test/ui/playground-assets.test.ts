@@ -1,12 +1,14 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { after, before, describe, it } from "node:test";
+
 import type { Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
-import { createApp, type KilnApp } from "../../src/app.js";
+
 import { buildPlayground, GENERATED_FILE } from "../../../../scripts/build-playground.js";
+import { createApp, type KilnApp } from "../../src/app.js";
 
 describe("the playground's assets", () => {
   let dir: string;

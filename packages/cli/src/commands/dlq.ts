@@ -1,6 +1,7 @@
 import { loadConfig, queueForStage, replayDeadLetters } from "@kiln/shared";
-import { openPorts } from "../stack.js";
+
 import { parseFlags, UsageError } from "../cli/args.js";
+import { openPorts } from "../stack.js";
 
 /** `kiln dlq list [--kind base|refine]` and `kiln dlq replay --kind base|refine`. */
 export async function run(argv: string[]): Promise<void> {

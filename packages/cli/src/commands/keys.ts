@@ -1,6 +1,7 @@
-import { createApiKey, loadConfig, type KeyLimits, type KeyScope } from "@kiln/shared";
-import { openPorts } from "../stack.js";
+import { createApiKey, type KeyLimits, type KeyScope, loadConfig } from "@kiln/shared";
+
 import { CliError, parseFlags, UsageError } from "../cli/args.js";
+import { openPorts } from "../stack.js";
 
 const LIMIT_FLAGS: [flag: string, field: keyof KeyLimits][] = [
   ["rps", "requestsPerSecond"],

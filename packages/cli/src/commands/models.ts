@@ -1,5 +1,7 @@
 import path from "node:path";
+
 import { writeTinyModels } from "@kiln/gpu-worker";
+
 import { parseFlags, UsageError } from "../cli/args.js";
 
 /** `kiln models tiny --out DIR [--seed N]`: Kiln's tiny SDXL base and refiner, byte-identical per seed. */

@@ -1,4 +1,5 @@
 import { loadConfig } from "@kiln/shared";
+
 import { CliError, parseFlags, UsageError } from "../cli/args.js";
 import { endProgress, printProgress, renderAndWait, saveImages } from "../render-client.js";
 

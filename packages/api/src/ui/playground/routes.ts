@@ -1,5 +1,7 @@
 import { Hono } from "hono";
+
 import type { ApiEnv } from "../../deps.js";
+import { fail } from "../../http/problem.js";
 import { PLAYGROUND_ASSETS, PLAYGROUND_INDEX } from "./assets.generated.js";
 
 /**
@@ -19,7 +21,8 @@ export function playgroundRoutes() {
   );
   app.get("/playground/:file", (c) => {
     const asset = PLAYGROUND_ASSETS[`playground/${c.req.param("file")}`];
-    if (!asset) return c.notFound();
+    // Old hashed names vanish with each build: the page that referred to them is gone too.
+    if (!asset) fail(404, "not_found", "No such playground asset; reload the page at / for the current ones.");
     return c.body(asset.body, 200, {
       "content-type": asset.type,
       "cache-control": "public, max-age=31536000, immutable",

@@ -1,4 +1,4 @@
-import { ApiError, call, dataUrlOf, streamEvents, url, type RenderView } from "./api.js";
+import { ApiError, call, dataUrlOf, type RenderView, streamEvents, url } from "./api.js";
 import { $, h, input, select } from "./dom.js";
 import { ImageInput, imagePanel } from "./mask.js";
 
@@ -96,6 +96,7 @@ async function submit(params: Params): Promise<void> {
       key(),
       job.id,
       (e) => {
+        // eslint-disable-next-line @typescript-eslint/no-explicit-any -- event JSON, shaped by its event name (docs/api.md)
         const d = e.data as Record<string, any>;
         if (e.event === "position")
           setProgress(

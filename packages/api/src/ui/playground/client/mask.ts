@@ -22,7 +22,9 @@ export class ImageInput {
     const brush = h("input", { type: "range", id: "brush", min: "4", max: "128", value: "32" });
     const drop = h("div", { class: "drop", id: "image-drop" }, "Drop a picture here, or ", file);
     root.append(drop, this.view, h("div", { class: "row" }, h("label", {}, "Brush ", brush), clear, remove));
-    file.onchange = () => file.files?.[0] && this.load(file.files[0]);
+    file.onchange = () => {
+      if (file.files?.[0]) void this.load(file.files[0]);
+    };
     drop.ondragover = (e) => {
       e.preventDefault();
       drop.classList.add("over");
@@ -32,7 +34,7 @@ export class ImageInput {
       e.preventDefault();
       drop.classList.remove("over");
       const f = e.dataTransfer?.files[0];
-      if (f) this.load(f);
+      if (f) void this.load(f);
     };
     clear.onclick = () => this.resetMask();
     remove.onclick = () => {
