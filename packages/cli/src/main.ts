@@ -4,8 +4,8 @@ import { CliError, UsageError, wantsHelp } from "./cli/args.js";
 
 interface Command {
   summary: string;
-  /** Printed by `kiln <command> --help`; the first line is the synopsis. */
-  usage: string;
+  /** Printed by `kiln <command> --help`; the first line is the synopsis. Absent: the command prints its own. */
+  usage?: string;
   load: () => Promise<{ run(argv: string[]): Promise<void> }>;
 }
 
@@ -63,6 +63,11 @@ const COMMANDS: Record<string, Command> = {
     ].join("\n"),
     load: () => import("./commands/render.js"),
   },
+  simulate: {
+    summary: "simulate a GPU fleet under an arrival trace and a scaling policy (docs/scaling.md)",
+    // No usage here: `kiln simulate --help` prints its own.
+    load: () => import("./commands/simulate.js"),
+  },
   bench: {
     summary: "run Kiln's benchmarks and print the figures",
     usage:
@@ -94,7 +99,7 @@ if (!entry) {
   process.exit(2);
 }
 // Asking for help never runs the command (start/api/worker would bind ports and create .kiln/).
-if (wantsHelp(rest)) {
+if (entry.usage && wantsHelp(rest)) {
   console.log(entry.usage);
   process.exit(0);
 }
