@@ -42,6 +42,8 @@ const configSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8787),
   KILN_HOST: z.string().default("127.0.0.1"),
   KILN_PUBLIC_URL: z.string().url().optional(),
+  // CLI client: the Kiln `kiln render` talks to (default: this box's KILN_PUBLIC_URL).
+  KILN_API_URL: z.string().url().optional(),
   KILN_URL_SECRET: z.string().min(16, "must be at least 16 characters").optional(),
   KILN_MODEL_DIR: z.string().min(1).optional(),
   KILN_REFINER_DIR: z.string().min(1).optional(),
@@ -125,6 +127,8 @@ export interface KilnConfig {
   host: string;
   /** Base URL clients reach the API at; used in links and local download URLs. */
   publicUrl: string;
+  /** Base URL the CLI client (`kiln render`) calls; KILN_API_URL, else publicUrl. */
+  apiUrl: string;
   /** Secret signing local download URLs; generated per data dir when not set. */
   urlSecret?: string;
   modelDir?: string;
@@ -217,6 +221,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     host: e.KILN_HOST,
     publicUrl: (
       e.KILN_PUBLIC_URL ?? `http://${e.KILN_HOST === "0.0.0.0" ? "127.0.0.1" : e.KILN_HOST}:${e.PORT}`
+    ).replace(/\/$/, ""),
+    apiUrl: (
+      e.KILN_API_URL ??
+      e.KILN_PUBLIC_URL ??
+      `http://${e.KILN_HOST === "0.0.0.0" ? "127.0.0.1" : e.KILN_HOST}:${e.PORT}`
     ).replace(/\/$/, ""),
     urlSecret: e.KILN_URL_SECRET,
     modelDir: e.KILN_MODEL_DIR,
