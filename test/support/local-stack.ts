@@ -8,6 +8,7 @@ import { openPorts } from "../../packages/cli/src/stack.js";
 import {
   startApiService,
   startWebhookService,
+  startChatService,
   startWorkerService,
   type Service,
 } from "../../packages/cli/src/services.js";
@@ -75,7 +76,7 @@ export async function startLocalStack(
     const w = await startWorkerService(config, ports, logger, models);
     worker = w.worker;
     // As `kiln worker` does: the webhook dispatcher runs beside the worker.
-    services.push(w, startWebhookService(config, ports, logger));
+    services.push(w, startWebhookService(config, ports, logger), startChatService(config, ports, logger));
   }
   const { key } = await createApiKey(ports.keys, { name: "test", scopes: ["render", "admin"] });
   return {

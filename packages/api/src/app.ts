@@ -16,6 +16,7 @@ import { keyRoutes } from "./routes/keys.js";
 import { openAiImageRoutes } from "./routes/openai-images.js";
 import { renderRoutes } from "./routes/renders.js";
 import { systemRoutes } from "./routes/system.js";
+import { mountChannels } from "./channels/routes.js";
 
 /**
  * Kiln's HTTP API as one Hono app over Web-standard Request/Response, so the same app serves Node
@@ -45,7 +46,9 @@ export function createApp(deps: ApiDeps) {
         ),
     }),
   );
-  app.use("*", requireJsonBody());
+  // Chat channels: Slack posts forms, and both bots verify signatures over the raw body first.
+  const jsonBody = requireJsonBody();
+  app.use("*", (c, next) => (c.req.path.startsWith("/integrations/") ? next() : jsonBody(c, next)));
   // `/x/*` also matches `/x` itself: listing both would run each middleware twice (and take two tokens).
   for (const path of ["/v1/renders/*", "/v1/images/*", "/v1/keys/*"]) app.use(path, requireKey(deps), rateLimit(deps));
   app.use("/v1/renders", idempotency(deps));
@@ -56,6 +59,7 @@ export function createApp(deps: ApiDeps) {
   app.route("/", openAiImageRoutes(rt));
   app.route("/", fileRoutes(deps));
   app.route("/", keyRoutes(deps));
+  mountChannels(app, rt);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",

@@ -7,6 +7,8 @@ import { verifyDownloadSignature } from "@kiln/shared/signed-url";
 import type { ApiDeps } from "../deps.js";
 import { resolveHostAddresses } from "../outbound/webhooks/dispatcher.js";
 import { webhookEventSink } from "../outbound/webhooks/events.js";
+import { chatEventSink } from "../channels/core/deliveries.js";
+import type { JobEventSink } from "@kiln/shared";
 
 /**
  * API settings and AWS ports from Kiln's configuration, for every Node-based host of the API
@@ -60,17 +62,23 @@ export function apiDeps(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]):
       resolveHost: resolveHostAddresses,
     },
     events: webhookEventSinkFromConfig(config, ports, log),
+    chat: { config: config.chat },
     log,
   };
 }
 
-/** Enqueues webhook deliveries for job events (API-side moves, and the worker's via the CLI). */
-export function webhookEventSinkFromConfig(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]) {
-  return webhookEventSink({
+/** Enqueues webhook deliveries and chat follow-ups for job events (API-side moves, and the worker's via the CLI). */
+export function webhookEventSinkFromConfig(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]): JobEventSink {
+  // Chat channels: the same events also queue Discord/Slack follow-ups for chat-submitted jobs.
+  const chat = chatEventSink({ queue: ports.queue, log });
+  const webhooks = webhookEventSink({
     queue: ports.queue,
     blobs: ports.blobs,
     publicUrl: config.publicUrl,
     downloadUrlSeconds: config.downloadUrlSeconds,
     log,
   });
+  return async (event) => {
+    await Promise.all([webhooks(event), chat(event)]);
+  };
 }

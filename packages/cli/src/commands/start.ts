@@ -3,7 +3,13 @@ import path from "node:path";
 import { createApiKey, loadConfig, verifyApiKey, type KilnConfig, type Ports } from "@kiln/shared";
 import { createLogger, type Logger } from "@kiln/shared/node";
 import { openPorts } from "../stack.js";
-import { startApiService, startWebhookService, startWorkerService, stopOnSignals } from "../services.js";
+import {
+  startApiService,
+  startChatService,
+  startWebhookService,
+  startWorkerService,
+  stopOnSignals,
+} from "../services.js";
 import { printProgress, renderAndWait, saveImages } from "../render-client.js";
 
 /**
@@ -17,7 +23,11 @@ export async function run(): Promise<void> {
   const ports = openPorts(config);
   const api = await startApiService(config, ports, logger);
   const worker = await startWorkerService(config, ports, logger);
-  stopOnSignals([api, worker, startWebhookService(config, ports, logger)], ports, logger);
+  stopOnSignals(
+    [api, worker, startWebhookService(config, ports, logger), startChatService(config, ports, logger)],
+    ports,
+    logger,
+  );
 
   const key = await localKey(config, ports);
   const usingTiny = !config.modelDir;

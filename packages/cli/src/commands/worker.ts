@@ -1,7 +1,7 @@
 import { loadConfig } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
 import { openPorts } from "../stack.js";
-import { startWebhookService, startWorkerService, stopOnSignals } from "../services.js";
+import { startChatService, startWebhookService, startWorkerService, stopOnSignals } from "../services.js";
 
 export async function run(): Promise<void> {
   const config = loadConfig();
@@ -9,7 +9,11 @@ export async function run(): Promise<void> {
   const ports = openPorts(config);
   // Drain grace, then up to the stores' retry window (30 s) to release or record what was stopped.
   stopOnSignals(
-    [await startWorkerService(config, ports, logger), startWebhookService(config, ports, logger)],
+    [
+      await startWorkerService(config, ports, logger),
+      startWebhookService(config, ports, logger),
+      startChatService(config, ports, logger),
+    ],
     ports,
     logger,
     config.drainSeconds + 45,
