@@ -21,6 +21,11 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv
     load: () => import("./commands/render.js"),
   },
   bench: { summary: "run Kiln's benchmarks and print the figures", load: () => import("./commands/bench.js") },
+  // Chat channels.
+  discord: {
+    summary: "publish the Discord bot's commands (`kiln discord register-commands [--guild ID]`)",
+    load: () => import("./commands/discord.js"),
+  },
 };
 
 function usage(): string {

@@ -7,6 +7,8 @@ import { DiscordPresenter } from "../channels/discord/presenter.js";
 import { SlackPresenter } from "../channels/slack/presenter.js";
 import { slackWebApi } from "./slack-web-api.js";
 
+export { DISCORD_COMMANDS } from "../channels/discord/commands.js";
+
 type Log = (level: "info" | "warn" | "error", obj: Record<string, unknown>, msg: string) => void;
 
 /** Says at start-up which bots answer and, for a disabled one, which variables are missing. */
