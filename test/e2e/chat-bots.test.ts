@@ -195,13 +195,16 @@ describe("Discord and Slack bots against loopback platforms and a real local sta
   let firstJobId = "";
   let firstSeed = "";
 
-  it("/imagine: deferred reply, queued and progress edits through a 429 and a 500, then the PNG as a multipart attachment with buttons", async () => {
+  it("/imagine: deferred reply, queued and progress edits through a 429 and a 500, then the PNG as a multipart attachment with buttons", async (t) => {
     gate.close();
     discord.failNext(/^PATCH \/webhooks\/\d+\/tok1\/messages\/@original$/, {
       status: 429,
       body: { message: "You are being rate limited.", retry_after: 0.2, global: false },
     });
+    const started = performance.now();
     const ack = await interact(imagine("tok1"));
+    // Reported, not asserted (no timing assertions): Discord allows 3 s.
+    t.diagnostic(`deferred ack after ${(performance.now() - started).toFixed(1)} ms`);
     assert.deepEqual(ack.json, { type: 5 });
     const queued = await discord.waitFor((c) => onToken("tok1")(c) && c.status === 200);
     assert.match(queued.json.content, /Queued \(position 1\)|Waiting|Rendering/);
@@ -263,9 +266,11 @@ describe("Discord and Slack bots against loopback platforms and a real local sta
     assert.notEqual(/seed (\d+)/.exec(result.json.content)![1], firstSeed);
   });
 
-  it("a token that lapses mid-job: the result goes to the channel with the bot token", async () => {
+  it("a token that lapses mid-job: the result goes to the channel with the bot token", async (t) => {
     gate.close();
+    const started = performance.now();
     assert.deepEqual((await interact(imagine("tok3"))).json, { type: 5 });
+    t.diagnostic(`deferred ack (warm) after ${(performance.now() - started).toFixed(1)} ms`);
     await discord.waitFor((c) => onToken("tok3")(c) && c.status === 200);
     discord.expire("tok3");
     gate.open();
@@ -365,11 +370,13 @@ describe("Discord and Slack bots against loopback platforms and a real local sta
     assert.equal(stale.status, 401);
   });
 
-  it("Slack /kiln: ephemeral position, progress through response_url despite a 429, upload through the external-upload endpoints despite a 500", async () => {
+  it("Slack /kiln: ephemeral position, progress through response_url despite a 429, upload through the external-upload endpoints despite a 500", async (t) => {
     gate.close();
     slack.failNext(/^POST \/response\/r1$/, { status: 429, body: "rate limited", headers: { "retry-after": "1" } });
     slack.failNext(/^POST \/api\/chat\.postMessage$/, { status: 500, body: "oops" });
+    const started = performance.now();
     const ack = await slackCommand("a blue bird --negative blurry, dark --size 64x64 --steps 4 --seed 9", "r1");
+    t.diagnostic(`ephemeral ack after ${(performance.now() - started).toFixed(1)} ms`);
     assert.equal(ack.json.response_type, "ephemeral");
     assert.match(ack.json.text, /Queued, position 1/);
     slackJobId = /\((job_\w+)\)/.exec(ack.json.text)![1]!;
