@@ -1,20 +1,22 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import sharp from "sharp";
-import { createApiKey, type JobRecord } from "@kiln/shared";
-import { createLogger } from "@kiln/shared/node";
+
 import { createApp } from "@kiln/api";
 import { webhookEventSinkFromConfig } from "@kiln/api/config";
-import { sdxlExecutor, Worker, type ModelSet, type StageExecutor } from "@kiln/gpu-worker";
+import { type ModelSet, sdxlExecutor, type StageExecutor, Worker } from "@kiln/gpu-worker";
+import { createApiKey, type JobRecord } from "@kiln/shared";
+import { createLogger } from "@kiln/shared/node";
+import sharp from "sharp";
+
+import { chatStatus } from "../../packages/api/src/channels/core/chat-deps.js";
 import { DiscordClient } from "../../packages/api/src/channels/discord/client.js";
 import { DiscordPresenter } from "../../packages/api/src/channels/discord/presenter.js";
 import { SlackPresenter } from "../../packages/api/src/channels/slack/presenter.js";
-import { chatStatus } from "../../packages/api/src/channels/core/chat-deps.js";
+import { type Service, startChatService } from "../../packages/cli/src/services.js";
 import { apiDeps } from "../../packages/cli/src/stack.js";
-import { startChatService, type Service } from "../../packages/cli/src/services.js";
-import { startDiscordStandIn, startSlackStandIn, type PlatformCall } from "../support/chat-platforms.js";
+import { type PlatformCall, startDiscordStandIn, startSlackStandIn } from "../support/chat-platforms.js";
 import { discordHeaders, ed25519Pair, slackHeaders } from "../support/chat-signing.js";
-import { loadTinyModels, startLocalStack, type LocalStack } from "../support/local-stack.js";
+import { loadTinyModels, type LocalStack, startLocalStack } from "../support/local-stack.js";
 
 const APP = "112233445566778899";
 const DISCORD_BOT = "discord-bot-token";

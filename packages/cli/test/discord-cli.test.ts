@@ -3,6 +3,7 @@ import { execFile } from "node:child_process";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
+
 import { startDiscordStandIn } from "../../../test/support/chat-platforms.js";
 
 const bin = path.resolve(import.meta.dirname, "../bin/kiln.js");

@@ -1,14 +1,16 @@
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { randomBytes } from "node:crypto";
+
+import type { JobEventSink } from "@kiln/shared";
 import { DEFAULT_RENDER_LIMITS, type KilnConfig, type Ports } from "@kiln/shared";
 import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
 import { verifyDownloadSignature } from "@kiln/shared/signed-url";
+
+import { chatEventSink } from "../channels/core/deliveries.js";
 import type { ApiDeps } from "../deps.js";
 import { resolveHostAddresses } from "../outbound/webhooks/dispatcher.js";
 import { webhookEventSink } from "../outbound/webhooks/events.js";
-import { chatEventSink } from "../channels/core/deliveries.js";
-import type { JobEventSink } from "@kiln/shared";
 
 /**
  * API settings and AWS ports from Kiln's configuration, for every Node-based host of the API

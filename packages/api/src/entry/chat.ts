@@ -1,4 +1,5 @@
 import type { KilnConfig, Ports } from "@kiln/shared";
+
 import { chatStatus, discordEnabled, slackEnabled } from "../channels/core/chat-deps.js";
 import { ChatDispatcher } from "../channels/core/dispatcher.js";
 import type { ChatPresenter } from "../channels/core/presenter.js";

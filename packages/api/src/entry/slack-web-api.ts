@@ -1,4 +1,5 @@
 import { WebClient } from "@slack/web-api";
+
 import { RetryLater } from "../channels/core/platform-fetch.js";
 import type { SlackMessage, SlackWebApi } from "../channels/slack/client.js";
 

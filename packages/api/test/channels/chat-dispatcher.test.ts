@@ -3,14 +3,16 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import sharp from "sharp";
+
 import type { JobRecord, Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
+import sharp from "sharp";
+
+import { startDiscordStandIn } from "../../../../test/support/chat-platforms.js";
 import { CHAT_QUEUE, chatEventSink, enqueueChatDelivery } from "../../src/channels/core/deliveries.js";
 import { ChatDispatcher } from "../../src/channels/core/dispatcher.js";
 import { DiscordClient } from "../../src/channels/discord/client.js";
 import { DiscordPresenter } from "../../src/channels/discord/presenter.js";
-import { startDiscordStandIn } from "../../../../test/support/chat-platforms.js";
 import { jobRecord } from "../fixtures.js";
 
 const APP = "555666777888999000";

@@ -3,9 +3,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
+
 import { DEFAULT_RENDER_LIMITS } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
-import { parseButtonId, buttonId } from "../../src/channels/core/buttons.js";
+
+import { buttonId, parseButtonId } from "../../src/channels/core/buttons.js";
 import { takeChatAllowance } from "../../src/channels/core/chat-limits.js";
 import { chatOptionsToRequest, parseCommandText, requestFromPlan, validate } from "../../src/channels/core/options.js";
 import { wordListPolicy } from "../../src/channels/core/policy.js";

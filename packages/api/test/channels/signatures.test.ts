@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+
 import { verifyKey } from "discord-interactions";
-import { verifyDiscordRequest, verifyDiscordSignature } from "../../src/channels/discord/verify.js";
+
 import { ed25519Pair } from "../../../../test/support/chat-signing.js";
+import { verifyDiscordRequest, verifyDiscordSignature } from "../../src/channels/discord/verify.js";
 import { slackSignature, verifySlackRequest, verifySlackSignature } from "../../src/channels/slack/verify.js";
 
 // Slack's published example (api.slack.com/authentication/verifying-requests-from-slack).

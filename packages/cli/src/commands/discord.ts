@@ -1,6 +1,7 @@
 import { parseArgs } from "node:util";
+
+import { DISCORD_COMMANDS, discordClientFromConfig } from "@kiln/api/chat";
 import { KilnError, loadConfig } from "@kiln/shared";
-import { discordClientFromConfig, DISCORD_COMMANDS } from "@kiln/api/chat";
 
 /**
  * `kiln discord register-commands [--guild ID]`: publishes /imagine with Discord's bulk overwrite

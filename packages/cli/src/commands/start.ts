@@ -1,8 +1,10 @@
 import fs from "node:fs";
 import path from "node:path";
-import { createApiKey, loadConfig, verifyApiKey, type KilnConfig, type Ports } from "@kiln/shared";
+
+import { createApiKey, type KilnConfig, loadConfig, type Ports, verifyApiKey } from "@kiln/shared";
 import { createLogger, type Logger } from "@kiln/shared/node";
-import { openPorts } from "../stack.js";
+
+import { printProgress, renderAndWait, saveImages } from "../render-client.js";
 import {
   startApiService,
   startChatService,
@@ -10,7 +12,7 @@ import {
   startWorkerService,
   stopOnSignals,
 } from "../services.js";
-import { printProgress, renderAndWait, saveImages } from "../render-client.js";
+import { openPorts } from "../stack.js";
 
 /**
  * `kiln start` (what `npm start` runs): the API and one worker in one process on the configured

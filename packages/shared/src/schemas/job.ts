@@ -1,6 +1,6 @@
 import type { RenderPlan } from "../plan/render-plan.js";
-import type { JobEventType } from "./job-event.js";
 import type { ChatOrigin } from "./chat-origin.js";
+import type { JobEventType } from "./job-event.js";
 
 export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "canceled", "expired"] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];

@@ -1,4 +1,5 @@
 import type { ChatConfig } from "@kiln/shared";
+
 import type { ContentPolicy } from "./policy.js";
 
 /** What the chat routes need beyond the API's own deps; absent on ApiDeps: every bot route is 404. */

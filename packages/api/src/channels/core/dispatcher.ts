@@ -1,5 +1,6 @@
 import { describeError, isTerminal, type JobRecord, type Ports, type QueueMessage } from "@kiln/shared";
-import { CHAT_QUEUE, isChatDelivery, type ChatDelivery } from "./deliveries.js";
+
+import { CHAT_QUEUE, type ChatDelivery, isChatDelivery } from "./deliveries.js";
 import { RetryLater } from "./platform-fetch.js";
 import type { ChatImage, ChatPresenter } from "./presenter.js";
 

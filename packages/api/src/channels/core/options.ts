@@ -1,9 +1,9 @@
 import {
   RENDER_MODES,
-  renderRequestSchema,
   type RenderLimits,
   type RenderPlan,
   type RenderRequest,
+  renderRequestSchema,
 } from "@kiln/shared";
 
 /** The options both chat commands take; every value is a string or number as the platform sent it. */

@@ -1,4 +1,6 @@
 import { Hono } from "hono";
+
+import type { ApiEnv } from "../../deps.js";
 import { problem } from "../../http/problem.js";
 import type { ApiRuntime } from "../../runtime.js";
 
@@ -9,7 +11,7 @@ import type { ApiRuntime } from "../../runtime.js";
  * Redirects to a fresh signed URL of the first image, or says how the render is doing.
  */
 export function resultRoutes(rt: ApiRuntime) {
-  const app = new Hono();
+  const app = new Hono<ApiEnv>().basePath("/integrations/results");
   app.get("/:jobId", async (c) => {
     const job = await rt.deps.ports.jobs.get(c.req.param("jobId"));
     if (!job?.chat)

@@ -1,10 +1,11 @@
-import { KilnError, type ChatOrigin, type JobRecord, type RenderRequest } from "@kiln/shared";
-import type { ApiRuntime } from "../../runtime.js";
+import { type ChatOrigin, type JobRecord, KilnError, type RenderRequest } from "@kiln/shared";
+
 import { LimitExceededError } from "../../quotas/limit-exceeded.js";
 import { renderAdmission } from "../../renders/render-admission.js";
 import { submitRender } from "../../renders/render-service.js";
-import { takeChatAllowance, formatWait } from "./chat-limits.js";
+import type { ApiRuntime } from "../../runtime.js";
 import type { ChatDeps } from "./chat-deps.js";
+import { formatWait, takeChatAllowance } from "./chat-limits.js";
 import { DISCORD_EXPIRY_NOTICE_MS, enqueueChatDelivery } from "./deliveries.js";
 import { wordListPolicy } from "./policy.js";
 

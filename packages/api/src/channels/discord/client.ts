@@ -1,11 +1,12 @@
 import type {
+  APIMessage,
   RESTPatchAPIWebhookWithTokenMessageJSONBody,
   RESTPostAPIChannelMessageJSONBody,
   RESTPostAPIWebhookWithTokenJSONBody,
   RESTPutAPIApplicationCommandsJSONBody,
-  APIMessage,
 } from "discord-api-types/v10";
-import { PlatformRefused, platformFetch, type PlatformFetchOptions } from "../core/platform-fetch.js";
+
+import { platformFetch, type PlatformFetchOptions, PlatformRefused } from "../core/platform-fetch.js";
 
 export interface DiscordFile {
   filename: string;

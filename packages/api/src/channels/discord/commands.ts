@@ -1,9 +1,9 @@
+import { RENDER_MODES } from "@kiln/shared";
 import {
   ApplicationCommandOptionType,
   ApplicationCommandType,
   type RESTPutAPIApplicationCommandsJSONBody,
 } from "discord-api-types/v10";
-import { RENDER_MODES } from "@kiln/shared";
 
 /** `/imagine`, as `kiln discord register-commands` publishes it (bulk overwrite). */
 export const DISCORD_COMMANDS: RESTPutAPIApplicationCommandsJSONBody = [

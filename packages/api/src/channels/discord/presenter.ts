@@ -1,16 +1,17 @@
+import type { BlobStore, DiscordOrigin, JobRecord } from "@kiln/shared";
 import {
+  type APIActionRowComponent,
+  type APIButtonComponent,
   ButtonStyle,
   ComponentType,
   MessageFlags,
-  type APIActionRowComponent,
-  type APIButtonComponent,
 } from "discord-api-types/v10";
-import type { BlobStore, DiscordOrigin, JobRecord } from "@kiln/shared";
+
 import { BUTTON_ACTIONS, BUTTON_LABELS, buttonId } from "../core/buttons.js";
 import { captionText, failureText, progressText, queuedText } from "../core/captions.js";
 import { DISCORD_TOKEN_MS } from "../core/deliveries.js";
-import { resultLink, type ChatImage, type ChatPresenter } from "../core/presenter.js";
-import { isTokenExpired, type DiscordClient, type DiscordFile, type DiscordMessageBody } from "./client.js";
+import { type ChatImage, type ChatPresenter, resultLink } from "../core/presenter.js";
+import { type DiscordClient, type DiscordFile, type DiscordMessageBody, isTokenExpired } from "./client.js";
 
 /** Discord's default upload limit per file. */
 const MAX_FILE_BYTES = 10 * 1024 * 1024;

@@ -1,21 +1,23 @@
-import { Hono } from "hono";
+import type { DiscordOrigin } from "@kiln/shared";
 import {
-  InteractionResponseType,
-  InteractionType,
-  MessageFlags,
   type APIApplicationCommandInteraction,
   type APIChatInputApplicationCommandInteraction,
   type APIInteraction,
   type APIInteractionResponse,
   type APIMessageComponentInteraction,
+  InteractionResponseType,
+  InteractionType,
+  MessageFlags,
 } from "discord-api-types/v10";
-import type { DiscordOrigin } from "@kiln/shared";
+import { Hono } from "hono";
+
+import type { ApiEnv } from "../../deps.js";
 import { problem } from "../../http/problem.js";
 import type { ApiRuntime } from "../../runtime.js";
 import { parseButtonId } from "../core/buttons.js";
 import { infoText, NOT_AVAILABLE_YET } from "../core/captions.js";
-import { discordEnabled, type ChatDeps } from "../core/chat-deps.js";
-import { chatOptionsToRequest, requestFromPlan, validate, type ChatOptions } from "../core/options.js";
+import { type ChatDeps, discordEnabled } from "../core/chat-deps.js";
+import { type ChatOptions, chatOptionsToRequest, requestFromPlan, validate } from "../core/options.js";
 import { firstSighting } from "../core/replay.js";
 import { submitChatRender } from "../core/submit.js";
 import { verifyDiscordRequest } from "./verify.js";
@@ -31,7 +33,7 @@ const ephemeral = (content: string): APIInteractionResponse => ({
  * the job's progress and images follow from the chat queue).
  */
 export function discordRoutes(rt: ApiRuntime, chat: ChatDeps | undefined) {
-  const app = new Hono();
+  const app = new Hono<ApiEnv>().basePath("/integrations/discord");
   app.post("/", async (c) => {
     if (!chat || !discordEnabled(chat.config))
       return problem(404, "not_found", "The Discord bot is not configured on this Kiln server (KILN_DISCORD_* unset).");

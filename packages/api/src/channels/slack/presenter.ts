@@ -1,4 +1,5 @@
 import type { JobRecord, KeyStore, SlackOrigin } from "@kiln/shared";
+
 import { captionText, failureText, progressText, queuedText, shortPrompt } from "../core/captions.js";
 import type { PlatformFetchOptions } from "../core/platform-fetch.js";
 import type { ChatImage, ChatPresenter } from "../core/presenter.js";

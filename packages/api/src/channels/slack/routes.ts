@@ -1,11 +1,13 @@
-import { Hono, type Context } from "hono";
 import type { SlackOrigin } from "@kiln/shared";
+import { type Context, Hono } from "hono";
+
+import type { ApiEnv } from "../../deps.js";
 import { problem } from "../../http/problem.js";
 import { webhookUrlRefusal } from "../../outbound/address-policy.js";
 import type { ApiRuntime } from "../../runtime.js";
 import { parseButtonId } from "../core/buttons.js";
 import { infoText, NOT_AVAILABLE_YET, shortPrompt } from "../core/captions.js";
-import { slackEnabled, type ChatDeps } from "../core/chat-deps.js";
+import { type ChatDeps, slackEnabled } from "../core/chat-deps.js";
 import { chatOptionsToRequest, OPTION_HELP, parseCommandText, requestFromPlan, validate } from "../core/options.js";
 import { firstSighting } from "../core/replay.js";
 import { submitChatRender } from "../core/submit.js";
@@ -29,7 +31,7 @@ const ephemeral = (text: string) => ({ response_type: "ephemeral" as const, text
  * within Slack's 3 s (progress and the result follow from the chat queue).
  */
 export function slackRoutes(rt: ApiRuntime, chat: ChatDeps | undefined) {
-  const app = new Hono();
+  const app = new Hono<ApiEnv>().basePath("/integrations/slack");
 
   async function verified(c: Context): Promise<URLSearchParams | Response> {
     if (!chat || !slackEnabled(chat.config))
