@@ -1,7 +1,7 @@
 import { Hono } from "hono";
 
 import type { ApiEnv } from "../../deps.js";
-import { problem } from "../../http/problem.js";
+import { fail } from "../../http/problem.js";
 import type { ApiRuntime } from "../../runtime.js";
 
 /**
@@ -14,8 +14,7 @@ export function resultRoutes(rt: ApiRuntime) {
   const app = new Hono<ApiEnv>().basePath("/integrations/results");
   app.get("/:jobId", async (c) => {
     const job = await rt.deps.ports.jobs.get(c.req.param("jobId"));
-    if (!job?.chat)
-      return problem(404, "not_found", "No chat render with this id (outputs are kept for a limited time).");
+    if (!job?.chat) fail(404, "not_found", "No chat render with this id (outputs are kept for a limited time).");
     if (job.status === "succeeded" && job.images.length > 0) {
       const image = job.images[0]!;
       const url = await rt.deps.ports.blobs.downloadUrl(image.key, {

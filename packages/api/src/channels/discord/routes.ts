@@ -12,7 +12,7 @@ import {
 import { Hono } from "hono";
 
 import type { ApiEnv } from "../../deps.js";
-import { problem } from "../../http/problem.js";
+import { fail } from "../../http/problem.js";
 import type { ApiRuntime } from "../../runtime.js";
 import { parseButtonId } from "../core/buttons.js";
 import { infoText, NOT_AVAILABLE_YET } from "../core/captions.js";
@@ -36,23 +36,23 @@ export function discordRoutes(rt: ApiRuntime, chat: ChatDeps | undefined) {
   const app = new Hono<ApiEnv>().basePath("/integrations/discord");
   app.post("/", async (c) => {
     if (!chat || !discordEnabled(chat.config))
-      return problem(404, "not_found", "The Discord bot is not configured on this Kiln server (KILN_DISCORD_* unset).");
+      fail(404, "not_found", "The Discord bot is not configured on this Kiln server (KILN_DISCORD_* unset).");
     const config = chat.config;
     const nowMs = rt.now().getTime();
     const verified = await verifyDiscordRequest(c.req.raw, config.discord.publicKey!, nowMs);
     if (!verified.ok) {
       rt.deps.log?.("info", { reason: verified.reason }, "Discord request refused");
-      return problem(401, "invalid_signature", `The request is not signed by Discord: ${verified.reason}.`);
+      fail(401, "invalid_signature", `The request is not signed by Discord: ${verified.reason}.`);
     }
     if (!(await firstSighting(rt.deps.ports.keys, "discord", verified.signature, nowMs))) {
       rt.deps.log?.("warn", {}, "Discord request replayed; refused");
-      return problem(401, "replayed", "This signed request was already received; a replay is refused.");
+      fail(401, "replayed", "This signed request was already received; a replay is refused.");
     }
     let interaction: APIInteraction;
     try {
       interaction = JSON.parse(verified.body) as APIInteraction;
     } catch {
-      return problem(400, "invalid_body", "The interaction is not JSON.");
+      fail(400, "invalid_body", "The interaction is not JSON.");
     }
     switch (interaction.type) {
       case InteractionType.Ping:

@@ -2,7 +2,7 @@ import type { SlackOrigin } from "@kiln/shared";
 import { type Context, Hono } from "hono";
 
 import type { ApiEnv } from "../../deps.js";
-import { problem } from "../../http/problem.js";
+import { fail } from "../../http/problem.js";
 import { webhookUrlRefusal } from "../../outbound/address-policy.js";
 import type { ApiRuntime } from "../../runtime.js";
 import { parseButtonId } from "../core/buttons.js";
@@ -33,18 +33,18 @@ const ephemeral = (text: string) => ({ response_type: "ephemeral" as const, text
 export function slackRoutes(rt: ApiRuntime, chat: ChatDeps | undefined) {
   const app = new Hono<ApiEnv>().basePath("/integrations/slack");
 
-  async function verified(c: Context): Promise<URLSearchParams | Response> {
+  async function verified(c: Context): Promise<URLSearchParams> {
     if (!chat || !slackEnabled(chat.config))
-      return problem(404, "not_found", "The Slack bot is not configured on this Kiln server (KILN_SLACK_* unset).");
+      fail(404, "not_found", "The Slack bot is not configured on this Kiln server (KILN_SLACK_* unset).");
     const nowMs = rt.now().getTime();
     const result = await verifySlackRequest(c.req.raw, chat.config.slack.signingSecret!, nowMs);
     if (!result.ok) {
       rt.deps.log?.("info", { reason: result.reason }, "Slack request refused");
-      return problem(401, "invalid_signature", `The request is not signed by Slack: ${result.reason}.`);
+      fail(401, "invalid_signature", `The request is not signed by Slack: ${result.reason}.`);
     }
     if (!(await firstSighting(rt.deps.ports.keys, "slack", result.signature, nowMs))) {
       rt.deps.log?.("warn", {}, "Slack request replayed; refused");
-      return problem(401, "replayed", "This signed request was already received; a replay is refused.");
+      fail(401, "replayed", "This signed request was already received; a replay is refused.");
     }
     return new URLSearchParams(result.body);
   }
@@ -59,7 +59,6 @@ export function slackRoutes(rt: ApiRuntime, chat: ChatDeps | undefined) {
 
   app.post("/commands", async (c) => {
     const form = await verified(c);
-    if (form instanceof Response) return form;
     const text = form.get("text") ?? "";
     if (/^\s*(help)?\s*$/i.test(text)) return c.json(ephemeral(SLACK_HELP));
     const responseUrl = form.get("response_url") ?? "";
@@ -94,12 +93,11 @@ export function slackRoutes(rt: ApiRuntime, chat: ChatDeps | undefined) {
 
   app.post("/interactions", async (c) => {
     const form = await verified(c);
-    if (form instanceof Response) return form;
     let payload: SlackActionPayload;
     try {
       payload = JSON.parse(form.get("payload") ?? "") as SlackActionPayload;
     } catch {
-      return problem(400, "invalid_body", "The interaction has no JSON payload field.");
+      fail(400, "invalid_body", "The interaction has no JSON payload field.");
     }
     if (payload.type !== "block_actions" || !payload.actions?.length) return c.body(null, 200);
     const responseUrl = payload.response_url ?? "";
