@@ -268,6 +268,28 @@ describe("Discord and Slack bots against loopback platforms and a real local sta
     assert.notEqual(/seed (\d+)/.exec(result.json.content)![1], firstSeed);
   });
 
+  it("the content policy and the per-user limit answer ephemerally, before any job is made", async () => {
+    const chatConfig = stack.config.chat;
+    chatConfig.blockedWords = ["gore"];
+    chatConfig.userRendersPerHour = 1;
+    try {
+      const refused = imagine("tok-policy", "790");
+      refused.data.options[0] = { name: "prompt", type: 3, value: "a Gore scene" };
+      const policy = await interact(refused);
+      assert.equal(policy.json.data.flags, 64);
+      assert.match(policy.json.data.content, /not marked NSFW.*"gore"/);
+      assert.deepEqual((await interact(imagine("tok-limit1", "790"))).json, { type: 5 });
+      const over = await interact(imagine("tok-limit2", "790"));
+      assert.equal(over.json.data.flags, 64);
+      assert.match(over.json.data.content, /you may start 1 render an hour\. Try again in \d+ min/);
+      await discord.waitFor((c) => onToken("tok-limit1")(c) && c.files.length > 0);
+      assert.ok(!discord.calls.some((c) => onToken("tok-limit2")(c) || onToken("tok-policy")(c)));
+    } finally {
+      chatConfig.blockedWords = [];
+      chatConfig.userRendersPerHour = 50;
+    }
+  });
+
   it("a token that lapses mid-job: the result goes to the channel with the bot token", async (t) => {
     gate.close();
     const started = performance.now();

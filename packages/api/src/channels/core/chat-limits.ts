@@ -31,7 +31,7 @@ export async function takeChatAllowance(
     if (!taken.allowed) {
       const seconds = Math.max(1, Math.ceil(taken.retryAfterMs / 1000));
       const when = new Date(input.nowMs + seconds * 1000);
-      return `Render limit reached: ${bucket.who} may start ${bucket.perHour} renders an hour. Try again in ${formatWait(seconds)} (at ${when.toISOString().slice(11, 19)} UTC).`;
+      return `Render limit reached: ${bucket.who} may start ${bucket.perHour} render${bucket.perHour === 1 ? "" : "s"} an hour. Try again in ${formatWait(seconds)} (at ${when.toISOString().slice(11, 19)} UTC).`;
     }
   }
   return null;
