@@ -3,6 +3,9 @@ import type { Hono, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 
+import { resultRoutes } from "./channels/core/result-route.js";
+import { discordRoutes } from "./channels/discord/routes.js";
+import { slackRoutes } from "./channels/slack/routes.js";
 import type { ApiDeps, ApiEnv } from "./deps.js";
 import { allowedMethods } from "./http/allowed-methods.js";
 import { problemSchema } from "./http/openapi.js";
@@ -60,6 +63,11 @@ export function createApp(deps: ApiDeps) {
   mount("/v1/keys", jsonApi, keyRoutes(deps));
   mount("/v1/models", [openAiErrorShape(), ...jsonApi], openAiModelRoutes(deps));
   mount("/", [], playgroundRoutes()); // the web playground at / and its hashed assets
+  // Chat channels: no API key, no JSON-body rule (Slack posts forms); each verifies its platform's
+  // signature over the raw bytes before parsing. A bot whose secrets are unset answers 404.
+  mount("/integrations/discord", [limitBody], discordRoutes(rt, deps.chat));
+  mount("/integrations/slack", [limitBody], slackRoutes(rt, deps.chat));
+  mount("/integrations/results", [], resultRoutes(rt));
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",

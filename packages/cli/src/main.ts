@@ -71,8 +71,15 @@ const COMMANDS: Record<string, Command> = {
   bench: {
     summary: "run Kiln's benchmarks and print the figures",
     usage:
-      "usage: kiln bench [handoff|api|render|step-overhead …]\n\nWithout names, runs them all (figures for docs/benchmarks.md).",
+      "usage: kiln bench [handoff|api|render|step-overhead|duty-cycle …]\n\nWithout names, runs them all (figures for docs/benchmarks.md).",
     load: () => import("./commands/bench.js"),
+  },
+  // Chat channels.
+  discord: {
+    summary: "publish the Discord bot's commands (`kiln discord register-commands [--guild ID]`)",
+    usage:
+      "usage: kiln discord register-commands [--guild ID]\n\nPublishes /imagine (bulk overwrite) globally, or to one guild.",
+    load: () => import("./commands/discord.js"),
   },
 };
 

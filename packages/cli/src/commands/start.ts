@@ -6,7 +6,13 @@ import { createLogger, type Logger } from "@kiln/shared/node";
 
 import { parseFlags } from "../cli/args.js";
 import { endProgress, printProgress, renderAndWait, saveImages } from "../render-client.js";
-import { startApiService, startWebhookService, startWorkerService, stopOnSignals } from "../services.js";
+import {
+  startApiService,
+  startChatService,
+  startWebhookService,
+  startWorkerService,
+  stopOnSignals,
+} from "../services.js";
 import { openPorts } from "../stack.js";
 
 /**
@@ -21,7 +27,11 @@ export async function run(argv: string[] = []): Promise<void> {
   const ports = openPorts(config);
   const api = await startApiService(config, ports, logger);
   const worker = await startWorkerService(config, ports, logger);
-  stopOnSignals([api, worker, startWebhookService(config, ports, logger)], ports, logger);
+  stopOnSignals(
+    [api, worker, startWebhookService(config, ports, logger), startChatService(config, ports, logger)],
+    ports,
+    logger,
+  );
 
   const key = await localKey(config, ports);
   const usingTiny = !config.modelDir;

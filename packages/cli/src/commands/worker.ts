@@ -2,7 +2,7 @@ import { loadConfig } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
 
 import { parseFlags } from "../cli/args.js";
-import { startWebhookService, startWorkerService, stopOnSignals } from "../services.js";
+import { startChatService, startWebhookService, startWorkerService, stopOnSignals } from "../services.js";
 import { openPorts } from "../stack.js";
 
 export async function run(argv: string[] = []): Promise<void> {
@@ -12,7 +12,11 @@ export async function run(argv: string[] = []): Promise<void> {
   const ports = openPorts(config);
   // Drain grace, then up to the stores' retry window (30 s) to release or record what was stopped.
   stopOnSignals(
-    [await startWorkerService(config, ports, logger), startWebhookService(config, ports, logger)],
+    [
+      await startWorkerService(config, ports, logger),
+      startWebhookService(config, ports, logger),
+      startChatService(config, ports, logger),
+    ],
     ports,
     logger,
     config.drainSeconds + 45,
