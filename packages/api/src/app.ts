@@ -16,6 +16,7 @@ import { keyRoutes } from "./routes/keys.js";
 import { openAiImageRoutes } from "./routes/openai-images.js";
 import { renderRoutes } from "./routes/renders.js";
 import { systemRoutes } from "./routes/system.js";
+import { batchRoutes } from "./batches/routes.js";
 
 /**
  * Kiln's HTTP API as one Hono app over Web-standard Request/Response, so the same app serves Node
@@ -45,9 +46,11 @@ export function createApp(deps: ApiDeps) {
         ),
     }),
   );
-  app.use("*", requireJsonBody());
+  // Batches: manifests may be YAML, so their routes accept YAML media types beside JSON.
+  app.use("*", requireJsonBody({ yamlPaths: ["/v1/batches", "/v1/manifests"] }));
   // `/x/*` also matches `/x` itself: listing both would run each middleware twice (and take two tokens).
-  for (const path of ["/v1/renders/*", "/v1/images/*", "/v1/keys/*"]) app.use(path, requireKey(deps), rateLimit(deps));
+  for (const path of ["/v1/renders/*", "/v1/images/*", "/v1/keys/*", "/v1/batches/*", "/v1/manifests/*"])
+    app.use(path, requireKey(deps), rateLimit(deps));
   app.use("/v1/renders", idempotency(deps));
 
   app.route("/", systemRoutes(rt));
@@ -56,6 +59,8 @@ export function createApp(deps: ApiDeps) {
   app.route("/", openAiImageRoutes(rt));
   app.route("/", fileRoutes(deps));
   app.route("/", keyRoutes(deps));
+  // Batches: manifests, runs and their outputs.
+  app.route("/", batchRoutes(rt, deps.batches));
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",

@@ -1,5 +1,6 @@
 import type { JobEventSink, KeyRecord, Ports, RenderLimits } from "@kiln/shared";
 import type { EffectiveLimits, WebhookSubmitPolicy } from "./renders/render-admission.js";
+import type { BatchOptions } from "./batches/routes.js";
 
 /** What the API needs from its host: the ports of one family and a few settings. Web-standard only. */
 export interface ApiDeps {
@@ -22,6 +23,8 @@ export interface ApiDeps {
   events?: JobEventSink;
   /** Timing knobs; the defaults suit a long-running Node server. */
   timing?: Partial<ApiTiming>;
+  /** Batches: estimate rate, lane window, contact-sheet maker (Node: sharp) and chat notifier. */
+  batches?: BatchOptions;
   now?: () => Date;
   log?: (level: "info" | "warn" | "error", obj: Record<string, unknown>, msg: string) => void;
 }
