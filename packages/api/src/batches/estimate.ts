@@ -34,7 +34,7 @@ export function estimateBatch(
   }
   return {
     images,
-    gpu_seconds: Math.round(seconds * 10) / 10,
+    gpu_seconds: Math.round(seconds * 1000) / 1000,
     source: measured ? "measured" : "config",
     seconds_per_step_megapixel: options.stepSeconds,
   };
