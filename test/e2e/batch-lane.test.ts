@@ -1,0 +1,105 @@
+/**
+ * The lane rule: with a batch of 200 renders queued in the batch lane, an interactive render
+ * submitted while a batch stage runs starts right after that stage — it waits for at most one
+ * stage. Asserted on the order in which the worker starts stages, not on wall-clock time.
+ */
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { createApiKey, renderRequestSchema, DEFAULT_RENDER_LIMITS, type Ports } from "@kiln/shared";
+import { openLocalPorts } from "@kiln/shared/local";
+import { createLogger } from "@kiln/shared/node";
+import { nullExecutor, Worker, type StageExecutor } from "@kiln/gpu-worker";
+import { batchDepsFrom } from "../../packages/api/src/batches/routes.js";
+import { startRun } from "../../packages/api/src/batches/batch-service.js";
+import { manifestSchema } from "../../packages/api/src/batches/manifest.js";
+import { submitRender } from "../../packages/api/src/renders/render-service.js";
+
+describe("batch lane", () => {
+  let dir: string;
+  let ports: Ports;
+  let worker: Worker | undefined;
+
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-lane-"));
+    ports = openLocalPorts({
+      dataDir: dir,
+      publicBaseUrl: "http://127.0.0.1:9",
+      urlSecret: "l".repeat(32),
+      maxReceives: 3,
+    });
+  });
+  after(async () => {
+    await worker?.drain(5);
+    await ports.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("an interactive render starts within one stage while 200 batch renders wait", async () => {
+    const { record } = await createApiKey(ports.keys, { name: "lane", scopes: ["render"] });
+    const deps = batchDepsFrom(
+      {
+        ports,
+        publicUrl: "http://127.0.0.1:9",
+        limits: DEFAULT_RENDER_LIMITS,
+        maxBodyBytes: 65536,
+        downloadUrlSeconds: 60,
+        retentionHours: 1,
+      },
+      { window: 1000, stepSeconds: 0.1 },
+    );
+    const manifest = manifestSchema.parse({
+      id: "big",
+      defaults: { steps: 2, width: 64, height: 64, mode: "ensemble" },
+      prompts: ["catalogue item"],
+      seeds: Array.from({ length: 200 }, (_, i) => i),
+    });
+    const { run } = await startRun(deps, { ownerKeyId: record.id, manifest, trigger: "manual" });
+    assert.equal(run.counts.new, 200);
+    const depth = await ports.queue.depth("kiln-base-batch");
+    assert.equal(depth.visible, 200);
+
+    const starts: string[] = [];
+    let fourStarted!: () => void;
+    const finished = new Promise<void>((resolve) => (fourStarted = resolve));
+    const inner = nullExecutor();
+    const execute: StageExecutor = async (job, stage, input, hooks) => {
+      const lane = job.plan.lane ?? "interactive";
+      starts.push(`${lane}:${stage.index}`);
+      if (starts.length === 4) fourStarted();
+      if (starts.length === 1) {
+        // A person submits while the first batch stage runs.
+        const request = renderRequestSchema(DEFAULT_RENDER_LIMITS).parse({
+          prompt: "now please",
+          width: 64,
+          height: 64,
+          steps: 2,
+        });
+        await submitRender(ports, { ownerKeyId: record.id, request, now: new Date(), retentionHours: 1 });
+      }
+      return inner(job, stage, input, hooks);
+    };
+    worker = new Worker({
+      ports,
+      execute,
+      logger: createLogger({ level: "silent" }),
+      stages: ["base", "refine"],
+      concurrency: 1,
+      visibilitySeconds: 30,
+      maxReceives: 3,
+      pollWaitSeconds: 0.05,
+      workerId: "w-lane",
+    });
+    worker.start();
+    await finished;
+    await worker.drain(5);
+    worker = undefined;
+
+    // The batch stage that was running, then both stages of the interactive render, then batch work again.
+    assert.deepEqual(starts.slice(0, 4), ["batch:0", "interactive:0", "interactive:1", "batch:1"]);
+    const left = await ports.queue.depth("kiln-base-batch");
+    assert.ok(left.visible >= 190, `batch work was still waiting (${left.visible})`);
+  });
+});
