@@ -16,7 +16,10 @@ import { nullExecutor, Worker, type StageExecutor } from "@kiln/gpu-worker";
 import { createApp } from "../../packages/api/src/app.js";
 import { batchDepsFrom } from "../../packages/api/src/batches/routes.js";
 import { getRun, isRunEnded, pumpKey, type BatchDeps } from "../../packages/api/src/batches/batch-service.js";
-import { fireManifest } from "../../packages/api/src/batches/schedule.js";
+import { BatchScheduler, fireManifest, schedulerTick, takeTickLease } from "../../packages/api/src/batches/schedule.js";
+import { closeServer, serveOnNode } from "../../packages/api/src/entry/node.js";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import type { ApiDeps } from "../../packages/api/src/deps.js";
 import { sharpContactSheet } from "../../packages/api/src/entry/contact-sheet.js";
 
@@ -254,5 +257,58 @@ describe("batch runs on the local family", () => {
     };
     assert.equal(runs.data.filter((r) => r.trigger === "schedule").length, 1);
     await untilEnded([...ids][0]!);
+  });
+
+  it("a scheduler tick fires due stored manifests once, under a lease only one process takes", async () => {
+    const text = MANIFEST.replace("id: catalogue", "id: minutely") + 'schedule: { cron: "* * * * *" }\n';
+    const put = await app.request("/v1/manifests/minutely", {
+      method: "PUT",
+      headers: { ...auth, "content-type": "application/yaml" },
+      body: text,
+    });
+    assert.equal(put.status, 201);
+    const at = new Date(Date.now() + 61_000);
+    assert.equal(await takeTickLease(batch, at, 5), true);
+    assert.equal(await takeTickLease(batch, at, 5), false, "a second process in the same tick does nothing");
+    const fired = (await schedulerTick(batch, at)).filter((f) => f.manifestId === "minutely");
+    assert.ok(fired.length >= 1 && fired.every((f) => f.runId && f.created), JSON.stringify(fired));
+    const again = (await schedulerTick(batch, at)).filter((f) => f.manifestId === "minutely");
+    assert.ok(again.every((f) => f.created === false));
+    for (const f of fired) await untilEnded(f.runId!);
+    const del = await app.request("/v1/manifests/minutely", { method: "DELETE", headers: auth });
+    assert.equal(del.status, 204);
+  });
+
+  it("kiln batch run FILE --wait follows a run to its end through the public API", async () => {
+    const { server, port } = await serveOnNode(app, { port: 0, host: "127.0.0.1" });
+    const scheduler = new BatchScheduler(batch, 1);
+    scheduler.start();
+    try {
+      const file = path.join(dir, "cli.yaml");
+      fs.writeFileSync(file, MANIFEST.replace("id: catalogue", "id: from-cli").replace("seeds: [1, 2]", "seeds: [5]"));
+      const bin = path.resolve(import.meta.dirname, "../../packages/cli/bin/kiln.js");
+      const { stdout } = await promisify(execFile)(
+        process.execPath,
+        [bin, "batch", "run", file, "--wait", "--poll-ms", "100", "--url", `http://127.0.0.1:${port}`],
+        {
+          env: { ...process.env, KILN_API_KEY: auth.authorization!.slice(7), KILN_LOG_LEVEL: "silent" },
+          timeout: 60_000,
+        },
+      );
+      assert.match(stdout, /from-cli\s+succeeded/);
+      assert.match(stdout, /succeeded 2/);
+      assert.match(stdout, /contact sheet: http/);
+      const listed = await promisify(execFile)(
+        process.execPath,
+        [bin, "batch", "list", "--url", `http://127.0.0.1:${port}`],
+        {
+          env: { ...process.env, KILN_API_KEY: auth.authorization!.slice(7) },
+        },
+      );
+      assert.match(listed.stdout, /from-cli/);
+    } finally {
+      await scheduler.stop();
+      await closeServer(server);
+    }
   });
 });

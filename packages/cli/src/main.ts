@@ -20,6 +20,11 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv
     summary: "submit a render to a running Kiln and save the images",
     load: () => import("./commands/render.js"),
   },
+  // Batches
+  batch: {
+    summary: "run a batch manifest, follow a run, list runs (`kiln batch run FILE --wait`)",
+    load: () => import("./commands/batch.js"),
+  },
   bench: { summary: "run Kiln's benchmarks and print the figures", load: () => import("./commands/bench.js") },
 };
 

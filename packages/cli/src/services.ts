@@ -6,7 +6,8 @@ import { serveOnNode, closeServer, startRetentionSweep } from "@kiln/api/node";
 import { webhookEventSinkFromConfig } from "@kiln/api/config";
 import { WebhookDispatcher } from "@kiln/api/webhook-dispatcher";
 import { eventLogSink, fanOutEvents, sdxlExecutor, startHealthServer, Worker, type ModelSet } from "@kiln/gpu-worker";
-import { buildApi, loadModels } from "./stack.js";
+import { BatchScheduler, batchDepsFrom, createApp } from "@kiln/api";
+import { apiDeps, loadModels } from "./stack.js";
 
 export interface Service {
   name: string;
@@ -18,8 +19,14 @@ export async function startApiService(
   ports: Ports,
   logger: Logger,
 ): Promise<Service & { port: number }> {
-  const { server, port } = await serveOnNode(buildApi(config, ports, logger), { port: config.port, host: config.host });
+  const deps = apiDeps(config, ports, logger);
+  const { server, port } = await serveOnNode(createApp(deps), { port: config.port, host: config.host });
   logger.info({ url: config.publicUrl, port }, "API listening");
+  // Batches: the embedded trigger; a lease in the key store lets one of several API processes fire each tick.
+  const scheduler = config.batches.scheduler
+    ? new BatchScheduler(batchDepsFrom(deps, deps.batches), config.batches.tickSeconds)
+    : undefined;
+  scheduler?.start();
   // On AWS, DynamoDB TTL and the bucket's lifecycle rule do this; a local data dir needs the API to.
   const sweep =
     config.backend === "local"
@@ -30,6 +37,7 @@ export async function startApiService(
     port,
     async stop() {
       await sweep?.stop();
+      await scheduler?.stop();
       await closeServer(server);
     },
   };

@@ -113,6 +113,15 @@ const configSchema = z.object({
     .default(24),
   KILN_WEBHOOK_BACKOFF_SECONDS: z.coerce.number().int().min(1).max(900).default(5),
   KILN_WEBHOOK_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(60).default(10),
+  // Batches
+  KILN_BATCH_STEP_SECONDS: z.coerce.number().positive().max(100).default(0.12),
+  KILN_BATCH_WINDOW: z.coerce.number().int().min(1).max(100_000).default(200),
+  KILN_BATCH_SCHEDULER: boolish.default(true),
+  KILN_BATCH_TICK_SECONDS: z.coerce
+    .number()
+    .int()
+    .refine((n) => [1, 2, 3, 5, 10, 15, 20, 30, 60].includes(n), "must be one of 1, 2, 3, 5, 10, 15, 20, 30, 60")
+    .default(5),
 });
 
 export type KilnConfigEnv = z.infer<typeof configSchema>;
@@ -169,6 +178,16 @@ export interface KilnConfig {
     /** Wait after the first failed attempt; doubles per attempt (capped at an hour). */
     backoffSeconds: number;
     timeoutSeconds: number;
+  };
+  /** Batches: estimate rate, per-key window in the batch lane, and the in-process scheduler. */
+  batches: {
+    /** Seconds per denoising step per megapixel when no stage has been measured yet. */
+    stepSeconds: number;
+    /** Renders of one key in the batch lane (queued or running) at once. */
+    window: number;
+    /** Run the croner scheduler in the API process (the embedded trigger). */
+    scheduler: boolean;
+    tickSeconds: number;
   };
 }
 
@@ -263,6 +282,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       retryHours: e.KILN_WEBHOOK_RETRY_HOURS,
       backoffSeconds: e.KILN_WEBHOOK_BACKOFF_SECONDS,
       timeoutSeconds: e.KILN_WEBHOOK_TIMEOUT_SECONDS,
+    },
+    batches: {
+      stepSeconds: e.KILN_BATCH_STEP_SECONDS,
+      window: e.KILN_BATCH_WINDOW,
+      scheduler: e.KILN_BATCH_SCHEDULER,
+      tickSeconds: e.KILN_BATCH_TICK_SECONDS,
     },
   };
 }

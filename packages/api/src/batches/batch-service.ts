@@ -347,6 +347,28 @@ async function itemFor(deps: BatchDeps, run: BatchRun, render: RunRender): Promi
   return item;
 }
 
+/**
+ * The run with its counts re-read from the jobs it has in flight (at most the key's window), so a
+ * reader between two pumps sees progress. Nothing is written: the pump owns the record.
+ */
+export async function withLiveCounts(deps: BatchDeps, run: BatchRun): Promise<BatchRun> {
+  if (isRunEnded(run.status)) return run;
+  const renders = await Promise.all(
+    run.renders.map(async (r) => {
+      if (r.state !== "submitted" || (r.status && isTerminal(r.status))) return r;
+      const job = await deps.ports.jobs.get(r.jobId);
+      return job ? { ...r, status: job.status } : r;
+    }),
+  );
+  const counts = countRenders(renders);
+  return {
+    ...run,
+    renders,
+    counts,
+    status: run.status === "queued" && counts.running + counts.succeeded + counts.failed > 0 ? "running" : run.status,
+  };
+}
+
 /** Reads the jobs of submitted, unfinished renders and copies newly succeeded images under the prefix. */
 async function refresh(deps: BatchDeps, run: BatchRun): Promise<void> {
   const { ports } = deps;

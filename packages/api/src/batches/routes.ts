@@ -5,7 +5,7 @@ import { apiRouter, problems } from "../http/openapi.js";
 import { problem, problemFromError } from "../http/problem.js";
 import { renderAdmission } from "../renders/render-admission.js";
 import type { ApiRuntime } from "../runtime.js";
-import { cancelRun, getRun, listRuns, planBatch, startRun, type BatchDeps } from "./batch-service.js";
+import { cancelRun, getRun, listRuns, planBatch, startRun, withLiveCounts, type BatchDeps } from "./batch-service.js";
 import { manifestFormat, manifestSchema, parseManifest, ManifestError, type ParsedManifest } from "./manifest.js";
 import { RUN_STATUSES, batchKeys, readJson, writeJson, type BatchRun } from "./run-record.js";
 import { listStoredManifests, nextFires, validateSchedule, type StoredManifest } from "./schedule.js";
@@ -14,7 +14,7 @@ import { listStoredManifests, nextFires, validateSchedule, type StoredManifest }
 export type BatchOptions = Partial<Pick<BatchDeps, "stepSeconds" | "window" | "contactSheet" | "chat">>;
 
 export const DEFAULT_BATCH_STEP_SECONDS = 0.12;
-export const DEFAULT_BATCH_WINDOW = 32;
+export const DEFAULT_BATCH_WINDOW = 200;
 
 /** BatchDeps from the API's deps (quotas through the same admission as `POST /v1/renders`). */
 export function batchDepsFrom(deps: ApiDeps, options: BatchOptions = {}, book?: BatchDeps["book"]): BatchDeps {
@@ -221,7 +221,7 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
   app.get("/v1/batches/:id", async (c) => {
     const run = await getRun(batch, key(c), c.req.param("id"));
     if (!run) return problem(404, "not_found", `No batch run ${c.req.param("id")} for this API key.`);
-    return c.json(await runView(deps, run, c.req.query("renders") === "true"));
+    return c.json(await runView(deps, await withLiveCounts(batch, run), c.req.query("renders") === "true"));
   });
 
   app.delete("/v1/batches/:id", async (c) => {

@@ -7,6 +7,7 @@ import { verifyDownloadSignature } from "@kiln/shared/signed-url";
 import type { ApiDeps } from "../deps.js";
 import { resolveHostAddresses } from "../outbound/webhooks/dispatcher.js";
 import { webhookEventSink } from "../outbound/webhooks/events.js";
+import { sharpContactSheet } from "./contact-sheet.js";
 
 /**
  * API settings and AWS ports from Kiln's configuration, for every Node-based host of the API
@@ -60,6 +61,12 @@ export function apiDeps(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]):
       resolveHost: resolveHostAddresses,
     },
     events: webhookEventSinkFromConfig(config, ports, log),
+    // Batches: contact sheets drawn with sharp on Node hosts.
+    batches: {
+      stepSeconds: config.batches.stepSeconds,
+      window: config.batches.window,
+      contactSheet: sharpContactSheet,
+    },
     log,
   };
 }
