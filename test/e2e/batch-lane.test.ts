@@ -8,13 +8,15 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createApiKey, renderRequestSchema, DEFAULT_RENDER_LIMITS, type Ports } from "@kiln/shared";
+
+import { nullExecutor, type StageExecutor, Worker } from "@kiln/gpu-worker";
+import { createApiKey, DEFAULT_RENDER_LIMITS, type Ports, renderRequestSchema } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
 import { createLogger } from "@kiln/shared/node";
-import { nullExecutor, Worker, type StageExecutor } from "@kiln/gpu-worker";
-import { batchDepsFrom } from "../../packages/api/src/batches/routes.js";
+
 import { startRun } from "../../packages/api/src/batches/batch-service.js";
 import { manifestSchema } from "../../packages/api/src/batches/manifest.js";
+import { batchDepsFrom } from "../../packages/api/src/batches/routes.js";
 import { submitRender } from "../../packages/api/src/renders/render-service.js";
 
 describe("batch lane", () => {

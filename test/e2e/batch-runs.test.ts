@@ -4,24 +4,26 @@
  * render instead of running SDXL (the pipeline is not what these tests are about).
  */
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import sharp from "sharp";
-import { KilnError, createApiKey, type Ports } from "@kiln/shared";
+import { promisify } from "node:util";
+
+import { nullExecutor, type StageExecutor, Worker } from "@kiln/gpu-worker";
+import { createApiKey, KilnError, type Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
 import { createLogger } from "@kiln/shared/node";
-import { nullExecutor, Worker, type StageExecutor } from "@kiln/gpu-worker";
+import sharp from "sharp";
+
 import { createApp } from "../../packages/api/src/app.js";
+import { type BatchDeps, getRun, isRunEnded, pumpKey } from "../../packages/api/src/batches/batch-service.js";
 import { batchDepsFrom } from "../../packages/api/src/batches/routes.js";
-import { getRun, isRunEnded, pumpKey, type BatchDeps } from "../../packages/api/src/batches/batch-service.js";
 import { BatchScheduler, fireManifest, schedulerTick, takeTickLease } from "../../packages/api/src/batches/schedule.js";
-import { closeServer, serveOnNode } from "../../packages/api/src/entry/node.js";
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
 import type { ApiDeps } from "../../packages/api/src/deps.js";
 import { sharpContactSheet } from "../../packages/api/src/entry/contact-sheet.js";
+import { closeServer, serveOnNode } from "../../packages/api/src/entry/node.js";
 
 const logger = createLogger({ level: "silent" });
 

@@ -1,6 +1,7 @@
 import type { JobEventSink, KeyRecord, Ports, RenderLimits } from "@kiln/shared";
-import type { EffectiveLimits, WebhookSubmitPolicy } from "./renders/render-admission.js";
+
 import type { BatchOptions } from "./batches/routes.js";
+import type { EffectiveLimits, WebhookSubmitPolicy } from "./renders/render-admission.js";
 
 /** What the API needs from its host: the ports of one family and a few settings. Web-standard only. */
 export interface ApiDeps {

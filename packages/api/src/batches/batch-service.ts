@@ -1,30 +1,31 @@
 import {
-  KilnError,
   isTerminal,
-  outputSize,
-  randomId,
-  sha256Hex,
   type JobRecord,
+  KilnError,
+  outputSize,
   type Ports,
+  randomId,
   type RenderLimits,
+  sha256Hex,
 } from "@kiln/shared";
+
 import { LimitExceededError } from "../quotas/limit-exceeded.js";
 import type { StageTimingBook } from "../renders/eta.js";
 import type { RenderAdmission } from "../renders/render-admission.js";
 import { cancelRender, submitRender } from "../renders/render-service.js";
-import { estimateBatch, type BatchEstimate } from "./estimate.js";
-import { expandManifest, expansionCount, type BatchItem } from "./expand.js";
+import { type BatchEstimate, estimateBatch } from "./estimate.js";
+import { type BatchItem, expandManifest, expansionCount } from "./expand.js";
 import type { Manifest } from "./manifest.js";
-import { writeRunOutputs, type ContactSheetMaker } from "./outputs.js";
-import { notifyRunEnded, type BatchChatNotifier } from "./notify.js";
+import { type BatchChatNotifier, notifyRunEnded } from "./notify.js";
+import { type ContactSheetMaker, writeRunOutputs } from "./outputs.js";
 import {
   batchKeys,
+  type BatchRun,
   countRenders,
   readJson,
-  writeJson,
-  type BatchRun,
   type RunRender,
   type RunStatus,
+  writeJson,
 } from "./run-record.js";
 
 /** What batch runs need from their host. Web-standard; sharp and chat clients come in through interfaces. */

@@ -1,5 +1,6 @@
 import { planRender } from "@kiln/shared";
-import { stageWork, type StageTimingBook } from "../renders/eta.js";
+
+import { type StageTimingBook, stageWork } from "../renders/eta.js";
 import type { BatchItem } from "./expand.js";
 
 export interface BatchEstimate {

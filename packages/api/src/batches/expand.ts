@@ -1,12 +1,13 @@
 import {
   DEFAULT_RENDER_LIMITS,
-  sha256Hex,
-  renderRequestSchema,
   type RenderLimits,
   type RenderMode,
   type RenderRequest,
+  renderRequestSchema,
+  sha256Hex,
 } from "@kiln/shared";
-import { ManifestError, SIZE, jsonPath, type Locator, type Manifest, type ManifestIssue } from "./manifest.js";
+
+import { jsonPath, type Locator, type Manifest, ManifestError, type ManifestIssue, SIZE } from "./manifest.js";
 
 /** One render a manifest asks for, with where each of its varying values came from. */
 export interface BatchItem {

@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
-import { LineCounter, parseDocument, isNode } from "yaml";
 import { KilnError, RENDER_MODES, webhookTargetSchema } from "@kiln/shared";
+import { isNode, LineCounter, parseDocument } from "yaml";
 
 /**
  * A batch manifest: which renders a run makes (prompts × seeds × sizes × modes over `defaults`),

@@ -1,4 +1,5 @@
-import { randomId, type JobEventType } from "@kiln/shared";
+import { type JobEventType, randomId } from "@kiln/shared";
+
 import { WEBHOOK_QUEUE, type WebhookDelivery } from "../outbound/webhooks/events.js";
 import type { BatchDeps } from "./batch-service.js";
 import type { BatchRun, RunCounts } from "./run-record.js";

@@ -1,5 +1,6 @@
 import type { BlobStore } from "@kiln/shared";
-import { drawText, excerpt, fillRect, textWidth, GLYPH_HEIGHT, type RgbaImage } from "./bitmap-font.js";
+
+import { drawText, excerpt, fillRect, GLYPH_HEIGHT, type RgbaImage, textWidth } from "./bitmap-font.js";
 import type { BatchRun } from "./run-record.js";
 
 /**

@@ -1,14 +1,15 @@
 import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
+
 import type { ApiDeps, ApiEnv } from "../deps.js";
 import { apiRouter, problems } from "../http/openapi.js";
-import { problem, problemFromError } from "../http/problem.js";
+import { problem } from "../http/problem.js";
 import { renderAdmission } from "../renders/render-admission.js";
 import type { ApiRuntime } from "../runtime.js";
-import { cancelRun, getRun, listRuns, planBatch, startRun, withLiveCounts, type BatchDeps } from "./batch-service.js";
-import { manifestFormat, manifestSchema, parseManifest, ManifestError, type ParsedManifest } from "./manifest.js";
-import { RUN_STATUSES, batchKeys, readJson, writeJson, type BatchRun } from "./run-record.js";
-import { listStoredManifests, nextFires, validateSchedule, type StoredManifest } from "./schedule.js";
+import { type BatchDeps, cancelRun, getRun, listRuns, planBatch, startRun, withLiveCounts } from "./batch-service.js";
+import { ManifestError, manifestFormat, manifestSchema, type ParsedManifest, parseManifest } from "./manifest.js";
+import { batchKeys, type BatchRun, readJson, RUN_STATUSES, writeJson } from "./run-record.js";
+import { listStoredManifests, nextFires, type StoredManifest, validateSchedule } from "./schedule.js";
 
 /** Batch settings a host may pass; the rest of BatchDeps comes from the API's own deps. */
 export type BatchOptions = Partial<Pick<BatchDeps, "stepSeconds" | "window" | "contactSheet" | "chat">>;
@@ -159,9 +160,8 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
   const { deps } = rt;
   const batch = batchDepsFrom(deps, options, rt.book);
   const app = apiRouter();
+  const manifests = apiRouter();
   const key = (c: Context<ApiEnv>) => c.get("key").id;
-
-  app.onError((err) => problemFromError(err));
 
   app.post("/v1/batches", async (c) => {
     const dryRun = c.req.query("dry_run") === "true";
@@ -230,7 +230,7 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
     return c.json(await runView(deps, run, false));
   });
 
-  app.put("/v1/manifests/:id", async (c) => {
+  manifests.put("/v1/manifests/:id", async (c) => {
     const id = c.req.param("id");
     const parsed = await readManifest(c);
     if (parsed.manifest.id !== id) {
@@ -256,18 +256,18 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
     return c.json(manifestView(stored, rt.now()), existed ? 200 : 201);
   });
 
-  app.get("/v1/manifests", async (c) => {
+  manifests.get("/v1/manifests", async (c) => {
     const stored = await listStoredManifests(batch, key(c));
     return c.json({ data: stored.map((s) => manifestView(s, rt.now())) });
   });
 
-  app.get("/v1/manifests/:id", async (c) => {
+  manifests.get("/v1/manifests/:id", async (c) => {
     const stored = await readJson<StoredManifest>(deps.ports.blobs, batchKeys.manifest(key(c), c.req.param("id")));
     if (!stored) return problem(404, "not_found", `No stored manifest ${c.req.param("id")} for this API key.`);
     return c.json({ ...manifestView(stored, rt.now()), source: stored.source, format: stored.format });
   });
 
-  app.delete("/v1/manifests/:id", async (c) => {
+  manifests.delete("/v1/manifests/:id", async (c) => {
     const blobKey = batchKeys.manifest(key(c), c.req.param("id"));
     if (!(await deps.ports.blobs.head(blobKey))) {
       return problem(404, "not_found", `No stored manifest ${c.req.param("id")} for this API key.`);
@@ -277,7 +277,7 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
   });
 
   registerDocs(app);
-  return app;
+  return { runs: app, manifests };
 }
 
 function manifestView(stored: StoredManifest, now: Date) {

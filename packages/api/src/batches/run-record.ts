@@ -1,6 +1,7 @@
-import { KilnError, type BlobStore, type JobStatus, type RenderMode } from "@kiln/shared";
-import type { Manifest } from "./manifest.js";
+import { type BlobStore, type JobStatus, KilnError, type RenderMode } from "@kiln/shared";
+
 import type { BatchEstimate } from "./estimate.js";
+import type { Manifest } from "./manifest.js";
 
 export const RUN_STATUSES = ["queued", "running", "succeeded", "failed", "canceled"] as const;
 export type RunStatus = (typeof RUN_STATUSES)[number];

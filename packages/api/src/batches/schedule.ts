@@ -1,7 +1,8 @@
-import { Cron } from "croner";
 import { KilnError, randomId } from "@kiln/shared";
-import { pumpAll, startRun, type BatchDeps } from "./batch-service.js";
-import { manifestSchema, type Manifest } from "./manifest.js";
+import { Cron } from "croner";
+
+import { type BatchDeps, pumpAll, startRun } from "./batch-service.js";
+import { type Manifest, manifestSchema } from "./manifest.js";
 import { batchKeys, readJson } from "./run-record.js";
 
 /** A manifest as stored per key (`PUT /v1/manifests/{id}`). */

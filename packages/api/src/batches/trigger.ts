@@ -1,6 +1,7 @@
 import { KilnError } from "@kiln/shared";
-import { pumpAll, type BatchDeps } from "./batch-service.js";
-import { fireManifest, schedulerTick, type FireResult } from "./schedule.js";
+
+import { type BatchDeps, pumpAll } from "./batch-service.js";
+import { fireManifest, type FireResult, schedulerTick } from "./schedule.js";
 
 /**
  * What a scheduler sends the trigger handler. EventBridge Scheduler (AWS) sends `fire` from one

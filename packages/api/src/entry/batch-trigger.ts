@@ -1,7 +1,8 @@
 import { KilnError, loadConfig } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
+
 import { batchDepsFrom } from "../batches/routes.js";
-import { handleBatchTrigger, type BatchTriggerEvent } from "../batches/trigger.js";
+import { type BatchTriggerEvent, handleBatchTrigger } from "../batches/trigger.js";
 import { apiDeps, openAwsPortsFromConfig } from "./api-deps.js";
 
 /**

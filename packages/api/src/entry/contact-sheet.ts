@@ -1,4 +1,5 @@
 import sharp from "sharp";
+
 import type { RgbaImage } from "../batches/bitmap-font.js";
 import type { ContactSheetMaker } from "../batches/outputs.js";
 

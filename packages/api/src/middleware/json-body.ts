@@ -1,5 +1,6 @@
 import type { MiddlewareHandler } from "hono";
-import { problem } from "../http/problem.js";
+
+import { fail } from "../http/problem.js";
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 // Batches: manifest bodies may be YAML.
@@ -10,19 +11,17 @@ const YAML_TYPE = /^(?:application|text)\/(?:x-)?yaml\s*(?:;|$)/i;
  * `+json` type); anything else is 415 naming the header, before the body is read. A bodiless
  * POST without a content type passes (a route that needs a body then says so with 400).
  */
-export function requireJsonBody(options: { yamlPaths?: string[] } = {}): MiddlewareHandler {
+export function requireJsonBody(options: { alsoYaml?: boolean } = {}): MiddlewareHandler {
   return async (c, next) => {
     const method = c.req.method;
     if (method === "POST" || method === "PUT" || method === "PATCH") {
       const type = c.req.header("content-type") ?? "";
       const hasBody =
         Number(c.req.header("content-length") ?? 0) > 0 || c.req.header("transfer-encoding") !== undefined;
-      const yamlOk =
-        YAML_TYPE.test(type) &&
-        (options.yamlPaths ?? []).some((p) => c.req.path === p || c.req.path.startsWith(`${p}/`));
+      const yamlOk = options.alsoYaml === true && YAML_TYPE.test(type);
       if ((type || hasBody) && !JSON_TYPE.test(type) && !yamlOk) {
         const rule = `content-type must be application/json (got ${type ? JSON.stringify(type.slice(0, 100)) : "none"})`;
-        return problem(415, "unsupported_media_type", `The request body must be JSON — ${rule}.`, {
+        fail(415, "unsupported_media_type", `The request body must be JSON — ${rule}.`, {
           errors: [{ field: "header.content-type", message: rule }],
         });
       }

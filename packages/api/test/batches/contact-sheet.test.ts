@@ -1,8 +1,10 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
 import sharp from "sharp";
-import { composeContactSheet, captionLines, type SheetTile } from "../../src/batches/outputs.js";
-import { drawText, textWidth, type RgbaImage } from "../../src/batches/bitmap-font.js";
+
+import { drawText, type RgbaImage, textWidth } from "../../src/batches/bitmap-font.js";
+import { captionLines, composeContactSheet, type SheetTile } from "../../src/batches/outputs.js";
 import { sharpContactSheet } from "../../src/entry/contact-sheet.js";
 
 async function tile(seed: number, width: number, height: number): Promise<SheetTile> {

@@ -1,5 +1,6 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
 import { expandManifest, renderKey } from "../../src/batches/expand.js";
 import { ManifestError, parseManifest } from "../../src/batches/manifest.js";
 import { nextFires } from "../../src/batches/schedule.js";

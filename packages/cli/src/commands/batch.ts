@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import { parseArgs } from "node:util";
+
 import { loadConfig } from "@kiln/shared";
 
 /** What `GET /v1/batches/{id}` answers (the fields the CLI shows). */
