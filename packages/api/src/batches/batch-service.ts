@@ -183,8 +183,12 @@ export async function startRun(deps: BatchDeps, input: StartRunInput): Promise<{
       at.getTime(),
     );
     if (claim) {
-      const existing = await readJson<BatchRun>(ports.blobs, batchKeys.run(input.ownerKeyId, runId));
-      if (existing) return { run: existing, created: false };
+      // Another process claimed this fire a moment ago and is writing the run: wait for it briefly.
+      for (let i = 0; i < 30; i++) {
+        const existing = await readJson<BatchRun>(ports.blobs, batchKeys.run(input.ownerKeyId, runId));
+        if (existing) return { run: existing, created: false };
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
       throw new KilnError(
         "batch_run_starting",
         `Run ${runId} is being started by another process; read it again shortly.`,
