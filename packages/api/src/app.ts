@@ -3,6 +3,7 @@ import type { Hono, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 
+import { batchRoutes } from "./batches/routes.js";
 import { resultRoutes } from "./channels/core/result-route.js";
 import { discordRoutes } from "./channels/discord/routes.js";
 import { slackRoutes } from "./channels/slack/routes.js";
@@ -68,6 +69,16 @@ export function createApp(deps: ApiDeps) {
   mount("/integrations/discord", [limitBody], discordRoutes(rt, deps.chat));
   mount("/integrations/slack", [limitBody], slackRoutes(rt, deps.chat));
   mount("/integrations/results", [], resultRoutes(rt));
+  // Batches: manifests may be YAML, so these groups accept YAML bodies beside JSON.
+  const manifestApi: MiddlewareHandler<ApiEnv>[] = [
+    limitBody,
+    requireJsonBody({ alsoYaml: true }),
+    requireKey(deps),
+    rateLimit(deps),
+  ];
+  const batches = batchRoutes(rt, deps.batches);
+  mount("/v1/batches", manifestApi, batches.runs);
+  mount("/v1/manifests", manifestApi, batches.manifests);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",

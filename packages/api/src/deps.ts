@@ -1,5 +1,6 @@
 import type { JobEventSink, KeyRecord, Ports, RenderLimits } from "@kiln/shared";
 
+import type { BatchOptions } from "./batches/routes.js";
 import type { ChatDeps } from "./channels/core/chat-deps.js";
 import type { EffectiveLimits, WebhookSubmitPolicy } from "./renders/render-admission.js";
 
@@ -26,6 +27,8 @@ export interface ApiDeps {
   chat?: ChatDeps;
   /** Timing knobs; the defaults suit a long-running Node server. */
   timing?: Partial<ApiTiming>;
+  /** Batches: estimate rate, lane window, contact-sheet maker (Node: sharp) and chat notifier. */
+  batches?: BatchOptions;
   now?: () => Date;
   log?: (level: "info" | "warn" | "error", obj: Record<string, unknown>, msg: string) => void;
 }

@@ -68,6 +68,11 @@ const COMMANDS: Record<string, Command> = {
     // No usage here: `kiln simulate --help` prints its own.
     load: () => import("./commands/simulate.js"),
   },
+  // Batches
+  batch: {
+    summary: "run a batch manifest, follow a run, list runs (`kiln batch run FILE --wait`)",
+    load: () => import("./commands/batch.js"),
+  },
   bench: {
     summary: "run Kiln's benchmarks and print the figures",
     usage:

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 
+import { batchDepsFrom, BatchScheduler, createApp } from "@kiln/api";
 import { chatDispatcherFromConfig, logChatStatus } from "@kiln/api/chat";
 import { webhookEventSinkFromConfig } from "@kiln/api/config";
 import { closeServer, serveOnNode, startRetentionSweep } from "@kiln/api/node";
@@ -9,7 +10,7 @@ import { eventLogSink, fanOutEvents, type ModelSet, sdxlExecutor, startHealthSer
 import type { KilnConfig, Ports } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
 
-import { buildApi, loadModels } from "./stack.js";
+import { apiDeps, loadModels } from "./stack.js";
 
 export interface Service {
   name: string;
@@ -21,9 +22,15 @@ export async function startApiService(
   ports: Ports,
   logger: Logger,
 ): Promise<Service & { port: number }> {
-  const { server, port } = await serveOnNode(buildApi(config, ports, logger), { port: config.port, host: config.host });
+  const deps = apiDeps(config, ports, logger);
+  const { server, port } = await serveOnNode(createApp(deps), { port: config.port, host: config.host });
   logger.info({ url: config.publicUrl, port }, "API listening");
   logChatStatus(config, (level, obj, msg) => logger[level](obj, msg));
+  // Batches: the embedded trigger; a lease in the key store lets one of several API processes fire each tick.
+  const scheduler = config.batches.scheduler
+    ? new BatchScheduler(batchDepsFrom(deps, deps.batches), config.batches.tickSeconds)
+    : undefined;
+  scheduler?.start();
   // On AWS, DynamoDB TTL and the bucket's lifecycle rule do this; a local data dir needs the API to.
   const sweep =
     config.backend === "local"
@@ -34,6 +41,7 @@ export async function startApiService(
     port,
     async stop() {
       await sweep?.stop();
+      await scheduler?.stop();
       await closeServer(server);
     },
   };

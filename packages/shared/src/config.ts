@@ -143,6 +143,15 @@ const configSchema = z.object({
     )
     .default([]),
   KILN_CHAT_BUTTONS_ANYONE: boolish.default(false),
+  // Batches
+  KILN_BATCH_STEP_SECONDS: z.coerce.number().positive().max(100).default(0.12),
+  KILN_BATCH_WINDOW: z.coerce.number().int().min(1).max(100_000).default(200),
+  KILN_BATCH_SCHEDULER: boolish.default(true),
+  KILN_BATCH_TICK_SECONDS: z.coerce
+    .number()
+    .int()
+    .refine((n) => [1, 2, 3, 5, 10, 15, 20, 30, 60].includes(n), "must be one of 1, 2, 3, 5, 10, 15, 20, 30, 60")
+    .default(5),
 });
 
 export type KilnConfigEnv = z.infer<typeof configSchema>;
@@ -201,6 +210,16 @@ export interface KilnConfig {
     /** Wait after the first failed attempt; doubles per attempt (capped at an hour). */
     backoffSeconds: number;
     timeoutSeconds: number;
+  };
+  /** Batches: estimate rate, per-key window in the batch lane, and the in-process scheduler. */
+  batches: {
+    /** Seconds per denoising step per megapixel when no stage has been measured yet. */
+    stepSeconds: number;
+    /** Renders of one key in the batch lane (queued or running) at once. */
+    window: number;
+    /** Run the croner scheduler in the API process (the embedded trigger). */
+    scheduler: boolean;
+    tickSeconds: number;
   };
   /** Chat channels; a platform is enabled when its secrets and KILN_CHAT_KEY_ID are set. */
   chat: ChatConfig;
@@ -316,6 +335,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       retryHours: e.KILN_WEBHOOK_RETRY_HOURS,
       backoffSeconds: e.KILN_WEBHOOK_BACKOFF_SECONDS,
       timeoutSeconds: e.KILN_WEBHOOK_TIMEOUT_SECONDS,
+    },
+    batches: {
+      stepSeconds: e.KILN_BATCH_STEP_SECONDS,
+      window: e.KILN_BATCH_WINDOW,
+      scheduler: e.KILN_BATCH_SCHEDULER,
+      tickSeconds: e.KILN_BATCH_TICK_SECONDS,
     },
     chat: {
       keyId: e.KILN_CHAT_KEY_ID,

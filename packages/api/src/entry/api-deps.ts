@@ -11,6 +11,7 @@ import { chatEventSink } from "../channels/core/deliveries.js";
 import type { ApiDeps } from "../deps.js";
 import { resolveHostAddresses } from "../outbound/webhooks/dispatcher.js";
 import { webhookEventSink } from "../outbound/webhooks/events.js";
+import { sharpContactSheet } from "./contact-sheet.js";
 
 /**
  * API settings and AWS ports from Kiln's configuration, for every Node-based host of the API
@@ -65,6 +66,12 @@ export function apiDeps(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]):
     },
     events: webhookEventSinkFromConfig(config, ports, log),
     chat: { config: config.chat },
+    // Batches: contact sheets drawn with sharp on Node hosts.
+    batches: {
+      stepSeconds: config.batches.stepSeconds,
+      window: config.batches.window,
+      contactSheet: sharpContactSheet,
+    },
     log,
   };
 }

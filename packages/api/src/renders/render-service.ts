@@ -34,14 +34,17 @@ export async function submitRender(
     admission?: RenderAdmission;
     /** Chat channels: where progress and the result go (see channels/). */
     chat?: ChatOrigin;
+    // Batch renders: a deterministic id (created once; a second submit returns the stored job) and the batch lane.
+    id?: string;
+    lane?: "batch";
   },
 ): Promise<JobRecord> {
   const seed = input.request.seed ?? crypto.getRandomValues(new Uint32Array(1))[0]!;
-  const plan = planRender(input.request, seed);
+  const plan = { ...planRender(input.request, seed), ...(input.lane ? { lane: input.lane } : {}) };
   const created = input.now.toISOString();
   const retention = input.request.retention_hours ?? input.retentionHours;
   const job: JobRecord = {
-    id: `job_${randomId(12)}`,
+    id: input.id ?? `job_${randomId(12)}`,
     ownerKeyId: input.ownerKeyId,
     status: "queued",
     version: 1,
@@ -57,7 +60,12 @@ export async function submitRender(
     ...(input.request.webhook ? { webhook: input.request.webhook } : {}),
     ...(input.chat ? { chat: input.chat } : {}),
   };
-  await admitRender(ports, input.admission, input.request, input.now, () => ports.jobs.create(job));
+  const inserted = await admitRender(ports, input.admission, input.request, input.now, () => ports.jobs.create(job));
+  if (!inserted && input.id) {
+    // Batch renders: the id exists already; the earlier submit owns its enqueue.
+    const existing = await ports.jobs.get(input.id);
+    if (existing) return existing;
+  }
   await enqueueStage(ports.queue, stageMessage(job.id, plan, 0, input.traceparent));
   return job;
 }

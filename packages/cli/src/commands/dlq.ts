@@ -1,4 +1,4 @@
-import { loadConfig, queueForStage, replayDeadLetters } from "@kiln/shared";
+import { LANES, loadConfig, queueForStage, replayDeadLetters } from "@kiln/shared";
 
 import { parseFlags, UsageError } from "../cli/args.js";
 import { openPorts } from "../stack.js";
@@ -16,13 +16,14 @@ export async function run(argv: string[]): Promise<void> {
   try {
     switch (action) {
       case "list":
-        for (const kind of kinds as ("base" | "refine")[]) {
-          const letters = await ports.queue.peekDeadLetters(queueForStage(kind), { max: 100 });
-          console.error(`${queueForStage(kind)}: ${letters.length} dead letter(s)`);
+        // Batch lanes: both lanes of each kind.
+        for (const queue of (kinds as ("base" | "refine")[]).flatMap((k) => LANES.map((l) => queueForStage(k, l)))) {
+          const letters = await ports.queue.peekDeadLetters(queue, { max: 100 });
+          console.error(`${queue}: ${letters.length} dead letter(s)`);
           for (const m of letters)
             console.log(
               JSON.stringify({
-                queue: queueForStage(kind),
+                queue,
                 id: m.id,
                 receives: m.receiveCount,
                 sentAt: new Date(m.sentAt).toISOString(),

@@ -126,8 +126,8 @@ export async function runStageMessage(options: StageRunnerOptions, delivery: Que
 type Io = <T>(what: string, op: () => Promise<T>) => Promise<T>;
 
 function queueOf(delivery: QueueMessage): string {
-  const body = delivery.body as { kind?: string };
-  return queueForStage(body?.kind === "refine" ? "refine" : "base");
+  const body = delivery.body as { kind?: string; lane?: string };
+  return queueForStage(body?.kind === "refine" ? "refine" : "base", body?.lane === "batch" ? "batch" : undefined);
 }
 
 async function runStage(
@@ -139,7 +139,7 @@ async function runStage(
   io: Io,
 ): Promise<StageOutcome> {
   const { ports, metrics } = options;
-  const queueName = queueForStage(message.kind);
+  const queueName = queueForStage(message.kind, message.lane);
   const ack = () => io("ack", () => ports.queue.ack(queueName, delivery.receipt));
 
   // The input latents are fetched beside the job read: on a hand-over both are on the critical path.
@@ -464,7 +464,7 @@ async function recoverProducer(
   io: Io,
 ): Promise<StageOutcome> {
   const { ports } = options;
-  const queueName = queueForStage(message.kind);
+  const queueName = queueForStage(message.kind, message.lane);
   if (
     !isKilnError(error) ||
     !["latents_corrupt", "latents_missing", "latents_version_unsupported"].includes(error.code)
@@ -516,7 +516,7 @@ async function handleFailure(
   io: Io,
 ): Promise<StageOutcome> {
   const { ports } = options;
-  const queueName = queueForStage(message.kind);
+  const queueName = queueForStage(message.kind, message.lane);
   const code = isKilnError(error) ? error.code : "stage_error";
   options.metrics?.failures.inc({ kind: message.kind, code });
   const permanent = isKilnError(error) && !error.retryable;

@@ -4,6 +4,7 @@ import {
   describeError,
   failDeadLetteredJobs,
   type JobEventSink,
+  LANES,
   type Ports,
   queueForStage,
   type StageKind,
@@ -111,17 +112,20 @@ export class Worker {
 
   private async loop(): Promise<void> {
     const { ports, logger } = this.options;
-    const order = (["refine", "base"] as const).filter((k) => this.options.stages.includes(k));
+    // Batch lanes: interactive queues first (refine before base), then the batch queues, so batch work
+    // is taken only when no interactive stage is waiting and a person waits at most one running stage.
+    const kinds = (["refine", "base"] as const).filter((k) => this.options.stages.includes(k));
+    const order = LANES.flatMap((lane) => kinds.map((kind) => ({ kind, lane })));
     let pollFailures = 0;
     while (!this.pollAbort.signal.aborted) {
       let claimed = false;
-      for (const [i, kind] of order.entries()) {
+      for (const [i, { kind, lane }] of order.entries()) {
         if (this.pollAbort.signal.aborted) break;
         // Only the last queue in priority order long-polls, so a waiting refine stage is seen quickly.
         const wait = i === order.length - 1 ? (this.options.pollWaitSeconds ?? (order.length > 1 ? 1 : 10)) : 0;
         let messages;
         try {
-          messages = await ports.queue.receive(queueForStage(kind), {
+          messages = await ports.queue.receive(queueForStage(kind, lane), {
             max: 1,
             visibilitySeconds: this.options.visibilitySeconds,
             waitSeconds: wait,

@@ -20,6 +20,8 @@ export interface StagePlan {
 /** A render request, normalised (defaults applied, seed chosen) and split into stages. Immutable once planned. */
 export interface RenderPlan {
   v: 1;
+  /** Batch lanes: renders of a batch run travel in the batch queues; absent = interactive. */
+  lane?: "batch";
   mode: RenderMode;
   prompt: string;
   prompt2?: string;

@@ -17,6 +17,8 @@ export const stageMessageSchema = z
     outputKey: z.string().min(1),
     /** W3C trace context of the submit request. */
     traceparent: z.string().optional(),
+    // Batch lanes: absent means the interactive lane.
+    lane: z.enum(["batch"]).optional(),
   })
   .strict();
 
@@ -28,4 +30,12 @@ export const blobKeys = {
   image: (jobId: string, index: number, ext: string) => `jobs/${jobId}/images/${index}.${ext}`,
 };
 
-export const queueForStage = (kind: "base" | "refine"): string => `kiln-${kind}`;
+// Batch lanes: each stage kind has an interactive queue and a batch queue (`kiln-base-batch`, …);
+// workers take batch work only when the interactive queues are empty (see docs/batches.md).
+export type Lane = "interactive" | "batch";
+export const LANES: readonly Lane[] = ["interactive", "batch"];
+export const queueForStage = (kind: "base" | "refine", lane?: Lane): string =>
+  lane === "batch" ? `kiln-${kind}-batch` : `kiln-${kind}`;
+/** Every stage queue a worker serving `kinds` reads, interactive lane first. */
+export const stageQueues = (kinds: readonly ("base" | "refine")[]): string[] =>
+  LANES.flatMap((lane) => kinds.map((kind) => queueForStage(kind, lane)));
