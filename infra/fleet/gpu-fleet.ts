@@ -45,7 +45,7 @@ export interface GpuFleetArgs {
   /** Image tag the service runs; `kiln deploy` pushes `<repository>:<tag>`. */
   imageTag: string;
   /** Where instances sync model folders from at boot (`s3://<bucket>/models`); empty: none. */
-  modelsPrefix: string;
+  modelsPrefix: pulumi.Input<string>;
 }
 
 const HEALTH_PORT = 8788;
