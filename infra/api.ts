@@ -3,13 +3,13 @@
  * handler with esbuild too) behind a function URL, with least-privilege permissions and its
  * settings as KILN_* variables.
  */
-import { bucket, MAX_RETENTION_HOURS } from "./storage";
-import { queueUrls } from "./queues";
-import { table } from "./table";
-import { urlSecret } from "./secrets";
 import { asSstPermissions, dataArns } from "./permissions";
 import { apiStatements } from "./plan/iam";
+import { queueUrls } from "./queues";
 import { batchSchedules } from "./schedules";
+import { urlSecret } from "./secrets";
+import { bucket, MAX_RETENTION_HOURS } from "./storage";
+import { table } from "./table";
 
 export const apiEnvironment = {
   KILN_BACKEND: "aws",

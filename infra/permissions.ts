@@ -4,8 +4,8 @@
  * these grant only what each function calls. Resource names reach the code as KILN_* settings.
  */
 import type { Statement } from "./plan/iam";
-import { bucketArns } from "./storage";
 import { queueArns } from "./queues";
+import { bucketArns } from "./storage";
 import { table } from "./table";
 
 export const dataArns = {

@@ -4,8 +4,8 @@
  */
 import { createGpuFleet } from "./fleet/gpu-fleet";
 import { fleetSettingsFromEnv } from "./plan/scaling";
-import { bucket } from "./storage";
 import { queues } from "./queues";
+import { bucket } from "./storage";
 import { table } from "./table";
 
 const vpc = new sst.aws.Vpc("KilnVpc", { nat: "ec2" });

@@ -14,14 +14,15 @@
  */
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+
 import { SST_LINKS } from "../../packages/shared/src/sst-links.js";
-import type { QueuePlan } from "../plan/queues.js";
 import { workerTaskStatements } from "../plan/iam.js";
+import type { QueuePlan } from "../plan/queues.js";
 import {
   backlogPerWorkerExpression,
+  type FleetSettings,
   planFleet,
   waitingWithoutWorkerExpression,
-  type FleetSettings,
 } from "../plan/scaling.js";
 
 export interface FleetQueue {

@@ -5,10 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
+
 import * as pulumi from "@pulumi/pulumi";
-import { DEFAULT_FLEET, SPOT_NOTICE_SECONDS } from "../../infra/plan/scaling.js";
-import { kilnQueueSpecs, planQueues } from "../../infra/plan/queues.js";
+
 import { overlyBroad, type Statement } from "../../infra/plan/iam.js";
+import { kilnQueueSpecs, planQueues } from "../../infra/plan/queues.js";
+import { DEFAULT_FLEET, SPOT_NOTICE_SECONDS } from "../../infra/plan/scaling.js";
 
 interface Recorded {
   type: string;
@@ -17,7 +19,7 @@ interface Recorded {
 }
 const recorded: Recorded[] = [];
 
-pulumi.runtime.setMocks(
+await pulumi.runtime.setMocks(
   {
     newResource(args) {
       recorded.push({ type: args.type, name: args.name, inputs: args.inputs });

@@ -4,17 +4,9 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+
 import { queueForStage, SST_LINKS } from "@kiln/shared";
-import { WEBHOOK_QUEUE } from "../../packages/api/src/outbound/webhooks/events.js";
-import { DEFAULT_QUEUE_TIMINGS, kilnQueueSpecs, planQueues } from "../../infra/plan/queues.js";
-import { BUCKET_ARGS, KEPT_PREFIXES, LATENTS_TAG, lifecycleRules } from "../../infra/plan/storage.js";
-import {
-  backlogPerWorkerExpression,
-  DEFAULT_FLEET,
-  fleetSettingsFromEnv,
-  planFleet,
-  SPOT_NOTICE_SECONDS,
-} from "../../infra/plan/scaling.js";
+
 import {
   apiStatements,
   batchScheduleStatements,
@@ -24,6 +16,16 @@ import {
   schedulerInvokeStatements,
   workerTaskStatements,
 } from "../../infra/plan/iam.js";
+import { DEFAULT_QUEUE_TIMINGS, kilnQueueSpecs, planQueues } from "../../infra/plan/queues.js";
+import {
+  backlogPerWorkerExpression,
+  DEFAULT_FLEET,
+  fleetSettingsFromEnv,
+  planFleet,
+  SPOT_NOTICE_SECONDS,
+} from "../../infra/plan/scaling.js";
+import { BUCKET_ARGS, KEPT_PREFIXES, LATENTS_TAG, lifecycleRules } from "../../infra/plan/storage.js";
+import { WEBHOOK_QUEUE } from "../../packages/api/src/outbound/webhooks/events.js";
 
 describe("queues", () => {
   const plans = planQueues(kilnQueueSpecs());

@@ -1,8 +1,10 @@
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { randomBytes } from "node:crypto";
+
 import type { KilnConfig, Ports } from "@kiln/shared";
 import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
+
 import type { ApiDeps } from "../deps.js";
 import { resolveHostAddresses } from "../outbound/webhooks/dispatcher.js";
 import { apiDepsFromConfig, webhookEventSinkFromConfig } from "./config-deps.js";

@@ -1,5 +1,6 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+
 import { build, type BuildOptions, type Metafile, type Plugin } from "esbuild";
 
 /**

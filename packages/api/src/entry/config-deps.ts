@@ -1,5 +1,6 @@
 import { DEFAULT_RENDER_LIMITS, type KilnConfig, type Ports } from "@kiln/shared";
 import { verifyDownloadSignature } from "@kiln/shared/signed-url";
+
 import type { ApiDeps } from "../deps.js";
 import { webhookEventSink } from "../outbound/webhooks/events.js";
 

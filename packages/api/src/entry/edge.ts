@@ -1,5 +1,6 @@
 import { KilnError, loadConfig } from "@kiln/shared";
 import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
+
 import { createApp, type KilnApp } from "../app.js";
 import type { ApiDeps } from "../deps.js";
 import { apiDepsFromConfig } from "./config-deps.js";
