@@ -9,16 +9,18 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+
+import { GetQueueUrlCommand } from "@aws-sdk/client-sqs";
+import { createApiKey, type Ports, SST_LINKS } from "@kiln/shared";
+import { createAwsClients } from "@kiln/shared/aws";
 import { Miniflare } from "miniflare";
 import sharp from "sharp";
-import { GetQueueUrlCommand } from "@aws-sdk/client-sqs";
-import { createApiKey, SST_LINKS, type Ports } from "@kiln/shared";
-import { createAwsClients } from "@kiln/shared/aws";
+
 import { bundleApi } from "../../packages/api/src/entry/bundles.js";
 import {
+  type AwsStandins,
   openStandinPorts,
   startAwsStandins,
-  type AwsStandins,
 } from "../../packages/shared/test/support/aws-standins.js";
 import { killAllWorkers, spawnWorker } from "../support/durability-harness.js";
 

@@ -9,13 +9,15 @@ import { isBuiltin } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createApiKey, queueForStage, type Ports } from "@kiln/shared";
+
+import { createApiKey, type Ports, queueForStage } from "@kiln/shared";
+
 import { bundleApi, type BundleResult } from "../../packages/api/src/entry/bundles.js";
 import { probeLambdaBundle } from "../../packages/api/src/entry/lambda-probe.js";
 import {
+  type AwsStandins,
   openStandinPorts,
   startAwsStandins,
-  type AwsStandins,
 } from "../../packages/shared/test/support/aws-standins.js";
 
 describe("the Lambda bundle", { timeout: 120_000 }, () => {

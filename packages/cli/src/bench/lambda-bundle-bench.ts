@@ -2,9 +2,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { gzipSync } from "node:zlib";
-import { createApiKey } from "@kiln/shared";
+
 import { bundleApi } from "@kiln/api/bundles";
 import { probeLambdaBundle } from "@kiln/api/lambda-probe";
+import { createApiKey } from "@kiln/shared";
+
 import { fmt, percentile, table } from "./stats.js";
 
 const COLD_STARTS = 7;
