@@ -1,28 +1,33 @@
 /**
- * One standard SQS queue per stage kind, each with its dead-letter queue (SQS's redrive policy
- * moves a message there on the receive after its `maxReceiveCount`-th), and the webhook queue.
- * Names in Kiln's code are logical (`kiln-base`, …); the links in sst-links.ts map them to these.
+ * Every queue Kiln's code uses, each with its dead-letter queue (SQS's redrive policy moves a
+ * message there on the receive after its `maxReceiveCount`-th). Which queues exist and their
+ * settings come from infra/plan/queues.ts (tested offline); SST resource names are the link names
+ * the code reads (`SST_RESOURCE_<Name>`, packages/shared/src/sst-links.ts).
  */
+import { kilnQueueSpecs, planQueues, type QueuePlan } from "./plan/queues";
 
-/** Deliveries before a message is dead-lettered: KILN_MAX_RECEIVES of the workers. */
-export const MAX_RECEIVES = 5;
-/** The queue's default; workers pass KILN_VISIBILITY_SECONDS on every receive and extend it by heartbeat. */
-const VISIBILITY = "60 seconds";
-/** SQS's maximum, so an operator has two weeks to look at dead letters (`kiln dlq list`). */
-const DLQ_RETENTION = "14 days";
-
-function stageQueue(name: string) {
-  const dlq = new sst.aws.Queue(`${name}Dlq`, { transform: { queue: { messageRetentionSeconds: 14 * 24 * 3600 } } });
-  const queue = new sst.aws.Queue(`${name}Queue`, {
-    visibilityTimeout: VISIBILITY,
-    dlq: { queue: dlq.arn, retry: MAX_RECEIVES },
-  });
-  return { queue, dlq };
+export interface KilnQueue {
+  plan: QueuePlan;
+  queue: sst.aws.Queue;
+  dlq: sst.aws.Queue;
 }
 
-export const base = stageQueue("KilnBase");
-export const refine = stageQueue("KilnRefine");
-export const webhooks = stageQueue("KilnWebhook");
-// Chat channels: Discord and Slack follow-ups (progress, results), sent beside the webhook dispatcher.
-export const chat = stageQueue("KilnChat");
-export const retention = DLQ_RETENTION;
+export const queues: KilnQueue[] = planQueues(kilnQueueSpecs()).map((plan) => {
+  const dlq = new sst.aws.Queue(plan.dlqLink, {
+    transform: { queue: { messageRetentionSeconds: plan.dlqRetentionSeconds } },
+  });
+  const queue = new sst.aws.Queue(plan.link, {
+    visibilityTimeout: `${plan.visibilitySeconds} seconds`,
+    dlq: { queue: dlq.arn, retry: plan.maxReceives },
+    transform: { queue: { messageRetentionSeconds: plan.retentionSeconds } },
+  });
+  return { plan, queue, dlq };
+});
+
+/** Every queue and DLQ ARN, for IAM statements. */
+export const queueArns = queues.flatMap((q) => [q.queue.arn, q.dlq.arn]);
+
+/** `kiln-base=<url>,kiln-base-dlq=<url>,…` for KILN_QUEUE_URLS. */
+export const queueUrls = $resolve(
+  queues.flatMap((q) => [$interpolate`${q.plan.name}=${q.queue.url}`, $interpolate`${q.plan.name}-dlq=${q.dlq.url}`]),
+).apply((pairs) => pairs.join(","));

@@ -2,15 +2,12 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 
-import type { JobEventSink } from "@kiln/shared";
-import { DEFAULT_RENDER_LIMITS, type KilnConfig, type Ports } from "@kiln/shared";
+import type { KilnConfig, Ports } from "@kiln/shared";
 import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
-import { verifyDownloadSignature } from "@kiln/shared/signed-url";
 
-import { chatEventSink } from "../channels/core/deliveries.js";
 import type { ApiDeps } from "../deps.js";
 import { resolveHostAddresses } from "../outbound/webhooks/dispatcher.js";
-import { webhookEventSink } from "../outbound/webhooks/events.js";
+import { apiDepsFromConfig, webhookEventSinkFromConfig } from "./config-deps.js";
 import { sharpContactSheet } from "./contact-sheet.js";
 
 /**
@@ -41,53 +38,12 @@ export function openAwsPortsFromConfig(config: KilnConfig): Ports {
 }
 
 export function apiDeps(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]): ApiDeps {
-  const secret = config.backend === "local" ? localUrlSecret(config) : undefined;
-  return {
-    ports,
-    publicUrl: config.publicUrl,
-    limits: {
-      ...DEFAULT_RENDER_LIMITS,
-      minSide: config.limits.minSide,
-      maxSide: config.limits.maxSide,
-      maxPixels: config.limits.maxPixels,
-      maxRetentionHours: config.limits.maxRetentionHours,
-    },
-    maxBodyBytes: config.limits.maxBodyBytes,
-    downloadUrlSeconds: config.downloadUrlSeconds,
-    retentionHours: config.retentionHours,
-    serveFiles: secret
-      ? { verify: (key, expires, sig) => verifyDownloadSignature(key, expires, sig, secret, Date.now()) }
-      : undefined,
-    keyLimits: config.keyLimits,
-    webhooks: {
-      allowPrivate: config.webhooks.allowPrivate,
-      allowedHosts: config.webhooks.allowedHosts,
-      resolveHost: resolveHostAddresses,
-    },
-    events: webhookEventSinkFromConfig(config, ports, log),
-    chat: { config: config.chat },
-    // Batches: contact sheets drawn with sharp on Node hosts.
-    batches: {
-      stepSeconds: config.batches.stepSeconds,
-      window: config.batches.window,
-      contactSheet: sharpContactSheet,
-    },
+  return apiDepsFromConfig(config, ports, {
+    urlSecret: config.backend === "local" ? localUrlSecret(config) : undefined,
+    resolveHost: resolveHostAddresses,
     log,
-  };
+    contactSheet: sharpContactSheet,
+  });
 }
 
-/** Enqueues webhook deliveries and chat follow-ups for job events (API-side moves, and the worker's via the CLI). */
-export function webhookEventSinkFromConfig(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]): JobEventSink {
-  // Chat channels: the same events also queue Discord/Slack follow-ups for chat-submitted jobs.
-  const chat = chatEventSink({ queue: ports.queue, log });
-  const webhooks = webhookEventSink({
-    queue: ports.queue,
-    blobs: ports.blobs,
-    publicUrl: config.publicUrl,
-    downloadUrlSeconds: config.downloadUrlSeconds,
-    log,
-  });
-  return async (event) => {
-    await Promise.all([webhooks(event), chat(event)]);
-  };
-}
+export { webhookEventSinkFromConfig };

@@ -29,6 +29,11 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Pr
     summary: "CPU cost per denoising step outside session.run at 1024² (real tensor sizes), per scheduler, n = 1 and 4",
     load: () => import("../bench/step-overhead-bench.js"),
   },
+  // Deployment: the API's Lambda bundle.
+  "lambda-bundle": {
+    summary: "the API's esbuild Lambda bundle: size, and cold init (import + first request) in a fresh node",
+    load: () => import("../bench/lambda-bundle-bench.js"),
+  },
 };
 
 export async function run(argv: string[]): Promise<void> {

@@ -283,10 +283,21 @@ export class DynamoJobStore implements JobStore {
   }
 }
 
-const encodeCursor = (sortKey: string): string => Buffer.from(sortKey, "utf8").toString("base64url");
+// base64url with Web-standard calls (no Buffer), so the family also runs on edge runtimes.
+const encodeCursor = (sortKey: string): string =>
+  btoa(String.fromCharCode(...new TextEncoder().encode(sortKey)))
+    .replace(/\+/g, "-")
+    .replace(/\//g, "_")
+    .replace(/=+$/, "");
 
 function decodeCursor(cursor: string): string {
-  const sortKey = Buffer.from(cursor, "base64url").toString("utf8");
+  let sortKey = "";
+  try {
+    const binary = atob(cursor.replace(/-/g, "+").replace(/_/g, "/"));
+    sortKey = new TextDecoder("utf-8", { fatal: true }).decode(Uint8Array.from(binary, (c) => c.charCodeAt(0)));
+  } catch {
+    // Not base64url or not UTF-8: refused below like any cursor this server did not issue.
+  }
   if (!sortKey.includes("#") || encodeCursor(sortKey) !== cursor) {
     throw new KilnError(
       "cursor_invalid",
