@@ -5,6 +5,7 @@ import {
   queueForStage,
   type JobEventSink,
   type Ports,
+  type QueueMessage,
   type StageKind,
 } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
@@ -143,48 +144,53 @@ export class Worker {
         }
         for (const message of messages) {
           claimed = true;
-          const body = message.body as { jobId?: string; stage?: number };
-          const current = {
-            jobId: String(body?.jobId),
-            stage: Number(body?.stage),
-            kind,
-            since: new Date().toISOString(),
-          };
-          this.status.current.push(current);
-          this.metrics.busy.set(this.status.current.length);
-          try {
-            const outcome = await runStageMessage(
-              {
-                ports,
-                execute: this.options.execute,
-                logger,
-                metrics: this.metrics,
-                workerId: this.status.workerId,
-                visibilitySeconds: this.options.visibilitySeconds,
-                maxReceives: this.options.maxReceives,
-                cancelPollMs: this.options.cancelPollMs,
-                ioRetryMs: this.options.ioRetryMs,
-                bestEffort: this.bestEffort,
-                drainSignal: this.drainAbort.signal,
-                events: this.options.events,
-              },
-              message,
-            );
-            this.status.completed[outcome] = (this.status.completed[outcome] ?? 0) + 1;
-          } catch (e) {
-            // The store or queue failed mid-stage: leave the message to reappear after its visibility timeout.
-            logger.error(
-              { err: describeError(e), jobId: current.jobId },
-              "stage run failed against the queue or stores; the message will be redelivered",
-            );
-            await sleep(1000, this.pollAbort.signal);
-          } finally {
-            this.status.current = this.status.current.filter((c) => c !== current);
-            this.metrics.busy.set(this.status.current.length);
-          }
+          await this.runOne(kind, message);
         }
         if (claimed) break;
       }
+    }
+  }
+
+  /** Runs one claimed message; a store or queue failure leaves it to reappear after its visibility timeout. */
+  private async runOne(kind: StageKind, message: QueueMessage): Promise<void> {
+    const { ports, logger } = this.options;
+    const body = message.body as { jobId?: string; stage?: number };
+    const current = {
+      jobId: String(body?.jobId),
+      stage: Number(body?.stage),
+      kind,
+      since: new Date().toISOString(),
+    };
+    this.status.current.push(current);
+    this.metrics.busy.set(this.status.current.length);
+    try {
+      const outcome = await runStageMessage(
+        {
+          ports,
+          execute: this.options.execute,
+          logger,
+          metrics: this.metrics,
+          workerId: this.status.workerId,
+          visibilitySeconds: this.options.visibilitySeconds,
+          maxReceives: this.options.maxReceives,
+          cancelPollMs: this.options.cancelPollMs,
+          ioRetryMs: this.options.ioRetryMs,
+          bestEffort: this.bestEffort,
+          drainSignal: this.drainAbort.signal,
+          events: this.options.events,
+        },
+        message,
+      );
+      this.status.completed[outcome] = (this.status.completed[outcome] ?? 0) + 1;
+    } catch (e) {
+      logger.error(
+        { err: describeError(e), jobId: current.jobId },
+        "stage run failed against the queue or stores; the message will be redelivered",
+      );
+      await sleep(1000, this.pollAbort.signal);
+    } finally {
+      this.status.current = this.status.current.filter((c) => c !== current);
+      this.metrics.busy.set(this.status.current.length);
     }
   }
 }
