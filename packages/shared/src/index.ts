@@ -14,3 +14,4 @@ export * from "./api-keys.js";
 export * from "./orchestration/stage-dispatch.js";
 export * from "./orchestration/dead-letters.js";
 export * from "./orchestration/transient-errors.js";
+export * from "./jobs/job-transitions.js";

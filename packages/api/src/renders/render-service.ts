@@ -1,18 +1,20 @@
 import {
   KilnError,
+  applyTransition,
   enqueueStage,
+  isOverdue,
   isTerminal,
+  jobTransitions,
   planRender,
   randomId,
   stageMessage,
   type JobEventSink,
-  type JobEventType,
+  type JobTransition,
   type JobRecord,
   type Ports,
   type RenderRequest,
 } from "@kiln/shared";
 import { admitRender, type RenderAdmission } from "./render-admission.js";
-import { expiresAtOnEnd } from "./retention.js";
 import { sleep } from "../http/sleep.js";
 
 /**
@@ -49,6 +51,7 @@ export async function submitRender(
     deadlineAt: input.request.deadline_seconds
       ? new Date(input.now.getTime() + input.request.deadline_seconds * 1000).toISOString()
       : undefined,
+    retentionSeconds: retention * 3600,
     expiresAt: Math.ceil(input.now.getTime() / 1000 + retention * 3600),
     ...(input.request.webhook ? { webhook: input.request.webhook } : {}),
   };
@@ -63,10 +66,19 @@ export interface JobMoveOptions {
   log?: (level: "warn", obj: Record<string, unknown>, msg: string) => void;
 }
 
-function emit(options: JobMoveOptions, type: JobEventType, job: JobRecord): void {
-  options
-    .events?.({ type, job, at: options.now.toISOString() })
-    .catch((e) => options.log?.("warn", { err: String(e), event: type, jobId: job.id }, "job event not delivered"));
+/** Stores a transition of the job state machine; its event goes out without holding up the answer. */
+function move(ports: Ports, job: JobRecord, transition: JobTransition, options: JobMoveOptions) {
+  return applyTransition(ports.jobs, job.id, transition, {
+    at: options.now,
+    events: options.events
+      ? (event) => {
+          void options.events!(event).catch((e) =>
+            options.log?.("warn", { err: String(e), event: event.type, jobId: job.id }, "job event not delivered"),
+          );
+          return Promise.resolve();
+        }
+      : undefined,
+  });
 }
 
 /**
@@ -75,24 +87,9 @@ function emit(options: JobMoveOptions, type: JobEventType, job: JobRecord): void
  * conditional update) and drops the stage message when it finds the job ended.
  */
 export async function expireIfOverdue(ports: Ports, job: JobRecord, options: JobMoveOptions): Promise<JobRecord> {
-  if (job.status !== "queued" || !job.deadlineAt || Date.parse(job.deadlineAt) > options.now.getTime()) return job;
-  const expired = await ports.jobs.update(
-    job.id,
-    { status: ["queued"] },
-    {
-      status: "expired",
-      finishedAt: options.now.toISOString(),
-      expiresAt: expiresAtOnEnd(job, options.now),
-      error: {
-        code: "deadline_passed",
-        message: `The job was not started before its deadline (${job.deadlineAt}); it never ran. Submit it again with a later deadline_seconds.`,
-      },
-    },
-  );
-  if (expired) {
-    emit(options, "expired", expired);
-    return expired;
-  }
+  if (!isOverdue(job, options.now)) return job;
+  const expired = await move(ports, job, jobTransitions.expire(job, options.now), options);
+  if (expired) return expired;
   return (await ports.jobs.get(job.id)) ?? job;
 }
 
@@ -113,21 +110,13 @@ export async function cancelRender(
   for (let attempt = 0; attempt < 3; attempt++) {
     if (isTerminal(current.status)) return { job: current, outcome: "ended" };
     if (current.status === "queued") {
-      const canceled = await ports.jobs.update(
-        current.id,
-        { status: ["queued"] },
-        {
-          status: "canceled",
-          cancelRequested: true,
-          finishedAt: options.now.toISOString(),
-          expiresAt: expiresAtOnEnd(current, options.now),
-          error: { code: "canceled", message: "The job was canceled at its owner's request." },
-        },
+      const canceled = await move(
+        ports,
+        current,
+        jobTransitions.cancel(current, options.now, { from: ["queued"] }),
+        options,
       );
-      if (canceled) {
-        emit(options, "canceled", canceled);
-        return { job: canceled, outcome: "canceled" };
-      }
+      if (canceled) return { job: canceled, outcome: "canceled" };
     } else {
       if (current.cancelRequested) return { job: current, outcome: "requested" };
       const requested = await ports.jobs.update(current.id, { status: ["running"] }, { cancelRequested: true });

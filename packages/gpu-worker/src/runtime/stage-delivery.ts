@@ -4,7 +4,9 @@ import {
   enqueueStage,
   encodeLatents,
   isKilnError,
+  isOverdue,
   isTerminal,
+  jobTransitions,
   KilnError,
   blobKeys,
   queueForStage,
@@ -13,6 +15,7 @@ import {
   type JobEventType,
   type JobImage,
   type JobRecord,
+  type JobTransition,
   type Latents,
   type QueueMessage,
   type StageMessage,
@@ -163,22 +166,8 @@ export class StageDelivery {
       await this.io("cancel job", () => this.cancel(job));
       return this.ackWith("canceled");
     }
-    if (job.status === "queued" && !job.startedAt && job.deadlineAt && Date.parse(job.deadlineAt) < this.now()) {
-      const expired = await this.io("expire job", () =>
-        this.options.ports.jobs.update(
-          job.id,
-          { version: job.version, status: ["queued"] },
-          {
-            status: "expired",
-            finishedAt: this.nowIso(),
-            error: {
-              code: "deadline_passed",
-              message: `The job was not started before its deadline (${job.deadlineAt}); it never ran. Submit it again with a later deadline_seconds.`,
-            },
-          },
-        ),
-      );
-      await this.emit("expired", expired);
+    if (isOverdue(job, this.at())) {
+      await this.io("expire job", () => this.move(jobTransitions.expire(job, this.at())));
       return this.ackWith("expired");
     }
     return undefined;
@@ -260,22 +249,8 @@ export class StageDelivery {
 
   /** The conditional `queued|running → running(stage)` transition that claims the job for this stage. */
   private start(stage: StagePlan, startedAt: string): Promise<JobRecord | null> {
-    const claimed = this.job;
-    return this.io("start stage", () =>
-      this.options.ports.jobs.update(
-        claimed.id,
-        { version: claimed.version, status: ["queued", "running"] },
-        {
-          status: "running",
-          startedAt: claimed.startedAt ?? startedAt,
-          progress: { stage: stage.index, stageKind: stage.kind, step: 0, steps: 0 },
-          stageTimings: [
-            ...claimed.stageTimings.filter((t) => t.stage !== stage.index),
-            { stage: stage.index, kind: stage.kind, worker: this.options.workerId, startedAt },
-          ],
-        },
-      ),
-    );
+    const { condition, patch } = jobTransitions.start(this.job, stage, this.options.workerId, new Date(startedAt));
+    return this.io("start stage", () => this.options.ports.jobs.update(this.job.id, condition, patch));
   }
 
   /** Only the read is retried: a blob that fails to decode is corrupt, not unreachable. */
@@ -387,19 +362,18 @@ export class StageDelivery {
       });
     }
     const done = await this.io("finish job", () =>
-      ports.jobs.update(
-        job.id,
-        { status: ["running"] },
-        {
-          status: "succeeded",
-          finishedAt: this.nowIso(),
-          images,
-          stageTimings: this.timingsWith(timing),
-          progress: { stage: stage.index, stageKind: stage.kind, step: result.steps, steps: result.steps },
-        },
+      this.move(
+        jobTransitions.succeed(
+          job,
+          {
+            images,
+            stageTimings: this.timingsWith(timing),
+            progress: { stage: stage.index, stageKind: stage.kind, step: result.steps, steps: result.steps },
+          },
+          this.at(),
+        ),
       ),
     );
-    await this.emit("succeeded", done);
     await this.ack();
     metrics?.stageSeconds.observe({ kind: stage.kind, outcome: "succeeded" }, timing.seconds);
     if (!done) {
@@ -424,13 +398,7 @@ export class StageDelivery {
     if (reason === "drain") {
       if (stage.index === 0) {
         // Nothing of the job is done: it is queued again (for its position and waiting reason), not running.
-        await this.io("requeue job", () =>
-          ports.jobs.update(
-            job.id,
-            { status: ["running"] },
-            { status: "queued", progress: undefined, stageTimings: job.stageTimings.filter((t) => t.stage !== 0) },
-          ),
-        );
+        await this.io("requeue job", () => this.move(jobTransitions.requeue(job)));
       }
       await this.release(0);
       this.log.info("stage stopped for drain; message released for another worker");
@@ -523,29 +491,18 @@ export class StageDelivery {
   }
 
   private async failJob(error: KilnError): Promise<void> {
-    const failed = await this.options.ports.jobs.update(
-      this.job.id,
-      { status: ["queued", "running"] },
-      {
-        status: "failed",
-        finishedAt: this.nowIso(),
-        error: { code: error.code, message: error.message },
-      },
-    );
-    await this.emit("failed", failed);
+    await this.move(jobTransitions.fail(this.job, { code: error.code, message: error.message }, this.at()));
   }
 
   private async cancel(job: JobRecord): Promise<void> {
-    const canceled = await this.options.ports.jobs.update(
-      job.id,
-      { status: ["queued", "running"] },
-      {
-        status: "canceled",
-        finishedAt: this.nowIso(),
-        error: { code: "canceled", message: "The job was canceled at its owner's request." },
-      },
-    );
-    await this.emit("canceled", canceled);
+    await this.move(jobTransitions.cancel(job, this.at()));
+  }
+
+  /** Stores a transition of the job state machine and tells its event (awaited: see `emit`). */
+  private async move(transition: JobTransition): Promise<JobRecord | null> {
+    const stored = await this.options.ports.jobs.update(this.job.id, transition.condition, transition.patch);
+    if (transition.event) await this.emit(transition.event, stored);
+    return stored;
   }
 
   /**
@@ -601,11 +558,11 @@ export class StageDelivery {
     });
   }
 
-  private now(): number {
-    return (this.options.now?.() ?? new Date()).getTime();
+  private at(): Date {
+    return this.options.now?.() ?? new Date();
   }
 
   private nowIso(): string {
-    return new Date(this.now()).toISOString();
+    return this.at().toISOString();
   }
 }

@@ -81,7 +81,7 @@ export class Worker {
     this.status.state = "running";
     for (let i = 0; i < this.options.concurrency; i++) this.loops.push(this.loop());
     const sweep = () =>
-      failDeadLetteredJobs(this.options.ports, this.options.stages)
+      failDeadLetteredJobs(this.options.ports, this.options.stages, new Date(), this.options.events)
         .then(
           (ids) =>
             ids.length &&

@@ -65,7 +65,9 @@ export interface JobRecord {
   stageTimings: StageTiming[];
   /** Not started by then → `expired` (ISO time). */
   deadlineAt?: string;
-  /** Epoch seconds after which the record and its outputs may be deleted (DynamoDB TTL). */
+  /** How long the record and outputs are kept after the job ends (set at submit). */
+  retentionSeconds?: number;
+  /** Epoch seconds after which the record and its outputs may be deleted (DynamoDB TTL); moved to the end when it ends. */
   expiresAt?: number;
   /** Where this job's events are POSTed (signed with the owner key's webhook secret). */
   webhook?: WebhookTarget;
