@@ -1,4 +1,4 @@
-import type { JobEventSink, KeyRecord, Ports, RenderLimits } from "@kiln/shared";
+import type { JobEventSink, KeyRecord, PausePoint, Ports, RenderLimits } from "@kiln/shared";
 import type { EffectiveLimits, WebhookSubmitPolicy } from "./renders/render-admission.js";
 
 /** What the API needs from its host: the ports of one family and a few settings. Web-standard only. */
@@ -23,6 +23,8 @@ export interface ApiDeps {
   /** Timing knobs; the defaults suit a long-running Node server. */
   timing?: Partial<ApiTiming>;
   now?: () => Date;
+  /** Crash-safe submit: fault tests' pause points (KILN_TEST_HOOKS=1); absent in production. */
+  pause?: PausePoint;
   log?: (level: "info" | "warn" | "error", obj: Record<string, unknown>, msg: string) => void;
 }
 
@@ -53,4 +55,11 @@ export const DEFAULT_TIMING: ApiTiming = {
   progressEveryMs: 500,
 };
 
-export type ApiEnv = { Variables: { key: KeyRecord; requestId: string } };
+export type ApiEnv = {
+  Variables: {
+    key: KeyRecord;
+    requestId: string;
+    /** Crash-safe submit: the job id an Idempotency-Key stands for, so every retry finds the same job. */
+    submitJobId?: string;
+  };
+};

@@ -1,7 +1,7 @@
 import os from "node:os";
 import { randomBytes } from "node:crypto";
 import type { KilnConfig, Ports } from "@kiln/shared";
-import type { Logger } from "@kiln/shared/node";
+import { filePausePoints, type Logger } from "@kiln/shared/node";
 import { serveOnNode, closeServer, startRetentionSweep } from "@kiln/api/node";
 import { webhookEventSinkFromConfig } from "@kiln/api/config";
 import { WebhookDispatcher } from "@kiln/api/webhook-dispatcher";
@@ -55,6 +55,8 @@ export async function startWorkerService(
     visibilitySeconds: config.visibilitySeconds,
     maxReceives: config.maxReceives,
     events: fanOutEvents(sinks),
+    // Fault tests hold a stage at a given step (KILN_TEST_HOOKS only).
+    ...(config.testHooksDir ? { pause: filePausePoints(config.testHooksDir, workerId) } : {}),
   });
   worker.start();
   const info = Object.fromEntries(

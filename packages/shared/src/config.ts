@@ -113,12 +113,16 @@ const configSchema = z.object({
     .default(24),
   KILN_WEBHOOK_BACKOFF_SECONDS: z.coerce.number().int().min(1).max(900).default(5),
   KILN_WEBHOOK_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(60).default(10),
+  // Crash-safe submit: fault tests' pause points (a control directory); never set in production.
+  KILN_TEST_HOOKS: z.string().min(1).optional(),
 });
 
 export type KilnConfigEnv = z.infer<typeof configSchema>;
 
 export interface KilnConfig {
   backend: "local" | "aws";
+  /** Fault tests' pause-point control directory (KILN_TEST_HOOKS); undefined in production. */
+  testHooksDir?: string;
   dataDir: string;
   port: number;
   host: string;
@@ -211,6 +215,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   return {
     backend: e.KILN_BACKEND,
+    testHooksDir: e.KILN_TEST_HOOKS,
     dataDir: e.KILN_DATA_DIR,
     port: e.PORT,
     host: e.KILN_HOST,

@@ -15,3 +15,4 @@ export * from "./orchestration/stage-dispatch.js";
 export * from "./orchestration/dead-letters.js";
 export * from "./orchestration/transient-errors.js";
 export * from "./jobs/job-transitions.js";
+export * from "./orchestration/submit-outbox.js";

@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto";
 import { DEFAULT_RENDER_LIMITS, type KilnConfig, type Ports } from "@kiln/shared";
 import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
 import { verifyDownloadSignature } from "@kiln/shared/signed-url";
+import { filePausePoints } from "@kiln/shared/node";
 import type { ApiDeps } from "../deps.js";
 import { resolveHostAddresses } from "../outbound/webhooks/dispatcher.js";
 import { webhookEventSink } from "../outbound/webhooks/events.js";
@@ -60,6 +61,8 @@ export function apiDeps(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]):
       resolveHost: resolveHostAddresses,
     },
     events: webhookEventSinkFromConfig(config, ports, log),
+    // Crash-safe submit: fault tests hold a submit between its writes (KILN_TEST_HOOKS only).
+    ...(config.testHooksDir ? { pause: filePausePoints(config.testHooksDir, "api") } : {}),
     log,
   };
 }

@@ -1,13 +1,14 @@
 import {
   KilnError,
   applyTransition,
-  enqueueStage,
+  createQueuedJob,
+  ensureEnqueued,
   isOverdue,
   isTerminal,
   jobTransitions,
   planRender,
   randomId,
-  stageMessage,
+  type PausePoint,
   type JobEventSink,
   type JobTransition,
   type JobRecord,
@@ -18,9 +19,13 @@ import { admitRender, type RenderAdmission } from "./render-admission.js";
 import { sleep } from "../http/sleep.js";
 
 /**
- * Submitting a render, whatever the channel (HTTP, Slack, Discord, batch): plan it, write the job
- * `queued`, then enqueue stage 0. The job is written first so a crash between the two leaves a
- * visible queued job rather than an orphan message; the enqueue is retried by the caller.
+ * Submitting a render, whatever the channel (HTTP, Slack, Discord, batch): plan it, then write the
+ * job `queued` with its stage-0 message through the submit outbox (`createQueuedJob`: one
+ * transaction on local, create → send → mark with a reconciler on AWS).
+ *
+ * With `jobId` (derived from an Idempotency-Key) a retry of a submit — after a crash, after its
+ * lock lapsed, or a replay — finds the job it created and answers with it as it is now, re-sending
+ * stage 0 if the first attempt died before sending it; it is not admitted (charged) twice.
  */
 export async function submitRender(
   ports: Ports,
@@ -32,14 +37,23 @@ export async function submitRender(
     traceparent?: string;
     /** The key's quotas and webhook policy; absent for trusted internal callers. */
     admission?: RenderAdmission;
+    /** A deterministic id (from the Idempotency-Key); random when absent. */
+    jobId?: string;
+    /** Fault tests' pause points (off in production). */
+    pause?: PausePoint;
   },
 ): Promise<JobRecord> {
+  if (input.jobId) {
+    const existing = await ports.jobs.get(input.jobId);
+    if (existing?.ownerKeyId === input.ownerKeyId) return ensureEnqueued(ports, existing, input.now);
+    if (existing) throw new KilnError("submit_conflict", "This render id belongs to another key.", { status: 409 });
+  }
   const seed = input.request.seed ?? crypto.getRandomValues(new Uint32Array(1))[0]!;
   const plan = planRender(input.request, seed);
   const created = input.now.toISOString();
   const retention = input.request.retention_hours ?? input.retentionHours;
   const job: JobRecord = {
-    id: `job_${randomId(12)}`,
+    id: input.jobId ?? `job_${randomId(12)}`,
     ownerKeyId: input.ownerKeyId,
     status: "queued",
     version: 1,
@@ -55,10 +69,33 @@ export async function submitRender(
     expiresAt: Math.ceil(input.now.getTime() / 1000 + retention * 3600),
     ...(input.request.webhook ? { webhook: input.request.webhook } : {}),
   };
-  await admitRender(ports, input.admission, input.request, input.now, () => ports.jobs.create(job));
-  await enqueueStage(ports.queue, stageMessage(job.id, plan, 0, input.traceparent));
+  const stored = await admitRender(ports, input.admission, input.request, input.now, async () => {
+    const ok = await createQueuedJob(ports, job, {
+      traceparent: input.traceparent,
+      now: input.now,
+      pause: input.pause,
+    });
+    // Lost a race with a concurrent retry of the same Idempotency-Key: nothing of ours was stored.
+    if (!ok) throw new SubmitRaced();
+    return ok;
+  }).catch(async (e) => {
+    if (!(e instanceof SubmitRaced)) throw e;
+    return false;
+  });
+  if (!stored) {
+    const existing = await ports.jobs.get(job.id);
+    if (!existing)
+      throw new KilnError("submit_conflict", "The render could not be stored; submit it again.", {
+        status: 409,
+        retryable: true,
+      });
+    return ensureEnqueued(ports, existing, input.now);
+  }
   return job;
 }
+
+/** The create lost to a concurrent submit with the same id; the admission gives back what it took. */
+class SubmitRaced extends Error {}
 
 export interface JobMoveOptions {
   now: Date;
@@ -89,8 +126,7 @@ function move(ports: Ports, job: JobRecord, transition: JobTransition, options: 
 export async function expireIfOverdue(ports: Ports, job: JobRecord, options: JobMoveOptions): Promise<JobRecord> {
   if (!isOverdue(job, options.now)) return job;
   const expired = await move(ports, job, jobTransitions.expire(job, options.now), options);
-  if (expired) return expired;
-  return (await ports.jobs.get(job.id)) ?? job;
+  return expired ?? (await ports.jobs.get(job.id)) ?? job;
 }
 
 export type CancelOutcome = "canceled" | "requested" | "ended";

@@ -61,13 +61,10 @@ export function renderRoutes(rt: ApiRuntime) {
       security,
       request: {
         headers: z.object({
-          prefer: z
-            .string()
-            .optional()
-            .openapi({
-              example: "wait=30",
-              description: "`wait=N`: hold the request up to N seconds (≤ 60) for the job to end.",
-            }),
+          prefer: z.string().optional().openapi({
+            example: "wait=30",
+            description: "`wait=N`: hold the request up to N seconds (≤ 60) for the job to end.",
+          }),
           "idempotency-key": z.string().optional().openapi({
             example: "8e03978e-40d5-43e8-bc93-6894a57f9324",
             description:
@@ -100,6 +97,8 @@ export function renderRoutes(rt: ApiRuntime) {
         now: rt.now(),
         retentionHours: deps.retentionHours,
         traceparent: c.req.header("traceparent"),
+        jobId: c.get("submitJobId"),
+        pause: deps.pause,
       });
       const headers: Record<string, string> = { Location: `${rt.base(c)}/v1/renders/${job.id}` };
       if (wait.seconds) {

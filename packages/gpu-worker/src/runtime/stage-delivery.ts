@@ -277,11 +277,24 @@ export class StageDelivery {
     }, this.options.cancelPollMs ?? 1000);
   }
 
-  private onStep(stage: StagePlan, step: number, steps: number): void {
+  private onStep(stage: StagePlan, step: number, steps: number): void | Promise<void> {
     this.options.metrics?.steps.inc({ kind: stage.kind });
+    this.recordProgress(stage, step, steps, false);
+    // A stage paused by a fault test records its progress first, so the test sees where it stands.
+    return this.options.pause?.(
+      `stage${stage.index}-step${step}`,
+      { jobId: this.job.id, worker: this.options.workerId },
+      () => {
+        this.recordProgress(stage, step, steps, true);
+        return this.progressWrites;
+      },
+    );
+  }
+
+  private recordProgress(stage: StagePlan, step: number, steps: number, always: boolean): void {
     const t = Date.now();
     if (!this.bestEffort.open) return;
-    if (step !== steps && t - this.lastProgress < (this.options.progressIntervalMs ?? 250)) return;
+    if (!always && step !== steps && t - this.lastProgress < (this.options.progressIntervalMs ?? 250)) return;
     this.lastProgress = t;
     const progress = { stage: stage.index, stageKind: stage.kind, step, steps };
     const jobId = this.job.id;

@@ -1,4 +1,11 @@
-import { queueForStage, stageMessageSchema, type JobEventSink, type Ports, type QueueMessage } from "@kiln/shared";
+import {
+  queueForStage,
+  stageMessageSchema,
+  type JobEventSink,
+  type PausePoint,
+  type Ports,
+  type QueueMessage,
+} from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
 import type { StageExecutor } from "./stage-executor.js";
 import type { WorkerMetrics } from "./metrics.js";
@@ -30,6 +37,8 @@ export interface StageRunnerOptions {
   /** The process's gate for progress and visibility writes (one per worker; a fresh one if absent). */
   bestEffort?: BestEffortWrites;
   now?: () => Date;
+  /** Fault tests' pause points: a stage waits at `stage<k>-step<n>` when a test armed it. */
+  pause?: PausePoint;
 }
 
 export type StageOutcome =

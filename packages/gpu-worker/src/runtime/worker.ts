@@ -2,8 +2,10 @@ import os from "node:os";
 import {
   describeError,
   failDeadLetteredJobs,
+  reconcileQueuedJobs,
   queueForStage,
   type JobEventSink,
+  type PausePoint,
   type Ports,
   type QueueMessage,
   type StageKind,
@@ -21,6 +23,8 @@ export interface WorkerOptions {
   logger: Logger;
   /** Stage kinds this worker serves (`KILN_STAGES`). */
   stages: StageKind[];
+  /** Fault tests' pause points (`stage<k>-step<n>`); absent in production. */
+  pause?: PausePoint;
   concurrency: number;
   visibilitySeconds: number;
   maxReceives: number;
@@ -87,7 +91,16 @@ export class Worker {
             ids.length &&
             this.options.logger.warn({ jobIds: ids }, "failed jobs whose stage messages were dead-lettered"),
         )
-        .catch((e) => this.options.logger.warn({ err: describeError(e) }, "dead-letter sweep failed"));
+        .then(() => reconcileQueuedJobs(this.options.ports))
+        .then(
+          (ids) =>
+            ids.length &&
+            this.options.logger.warn(
+              { jobIds: ids },
+              "re-sent stage 0 of queued jobs whose submit died before marking them",
+            ),
+        )
+        .catch((e) => this.options.logger.warn({ err: describeError(e) }, "dead-letter or submit-outbox sweep failed"));
     this.sweeper = setInterval(sweep, this.options.deadLetterSweepMs ?? 15_000);
     void sweep();
   }
@@ -178,6 +191,7 @@ export class Worker {
           bestEffort: this.bestEffort,
           drainSignal: this.drainAbort.signal,
           events: this.options.events,
+          pause: this.options.pause,
         },
         message,
       );

@@ -63,6 +63,8 @@ export interface JobRecord {
   /** Times a stage found its input latents missing or corrupt and re-ran the producing stage. */
   recoveries?: number;
   stageTimings: StageTiming[];
+  /** When stage 0 was known to be on its queue (the submit's outbox mark); absent: the reconciler may re-send it. */
+  enqueuedAt?: string;
   /** Not started by then → `expired` (ISO time). */
   deadlineAt?: string;
   /** How long the record and outputs are kept after the job ends (set at submit). */
