@@ -58,6 +58,9 @@ export interface WorkerStatus {
  * let running stages finish within the grace period, else stop them at the next step and release
  * their messages for another worker.
  */
+/** How often a worker tells the registry it is alive while busy (it beats on every poll when idle). */
+export const BUSY_BEAT_MS = 10_000;
+
 export class Worker {
   readonly metrics: WorkerMetrics;
   readonly status: WorkerStatus;
@@ -65,6 +68,7 @@ export class Worker {
   private readonly drainAbort = new AbortController();
   private loops: Promise<void>[] = [];
   private sweeper?: NodeJS.Timeout;
+  private beating?: NodeJS.Timeout;
   private readonly beat: PollBeat;
   private readonly bestEffort: BestEffortWrites;
 
@@ -102,6 +106,9 @@ export class Worker {
         )
         .catch((e) => this.options.logger.warn({ err: describeError(e) }, "dead-letter or submit-outbox sweep failed"));
     this.sweeper = setInterval(sweep, this.options.deadLetterSweepMs ?? 15_000);
+    // A worker running a long stage does not poll: it beats anyway, so one killed mid-stage stops
+    // counting as busy within a minute (the API's BUSY_LIVENESS_MS) instead of lingering.
+    this.beating = setInterval(() => this.beat.record(this.status.current.length), BUSY_BEAT_MS);
     void sweep();
   }
 
@@ -114,6 +121,7 @@ export class Worker {
       "draining: no new work; finishing or releasing the current stages",
     );
     clearInterval(this.sweeper);
+    clearInterval(this.beating);
     this.pollAbort.abort();
     const grace = setTimeout(() => this.drainAbort.abort(), graceSeconds * 1000);
     await Promise.allSettled(this.loops);
