@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
 import path from "node:path";
-import Database from "better-sqlite3";
+import { after, before, describe, it } from "node:test";
+
 import { createApiKey, sha256Hex } from "@kiln/shared";
-import { api, startLocalStack, type LocalStack } from "../support/local-stack.js";
+import Database from "better-sqlite3";
+
+import { api, type LocalStack, startLocalStack } from "../support/local-stack.js";
 
 const body = { prompt: "idempotent lighthouse", width: 64, height: 64, steps: 2, seed: 3 };
 

@@ -2,8 +2,10 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+
 import { createApiKey, type KeyLimits } from "@kiln/shared";
-import { api, startLocalStack, type LocalStack } from "../support/local-stack.js";
+
+import { api, type LocalStack, startLocalStack } from "../support/local-stack.js";
 
 const render = (n = 1, extra: Record<string, unknown> = {}) => ({
   prompt: "defects",

@@ -3,20 +3,22 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+
 import {
   DEFAULT_RENDER_LIMITS,
-  KilnError,
   enqueueStage,
+  type JobRecord,
+  KilnError,
   planRender,
+  type Ports,
   renderRequestSchema,
   stageMessage,
-  type JobRecord,
-  type Ports,
   type WorkerBeat,
 } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
 import { createLogger } from "@kiln/shared/node";
-import { nullExecutor, startHealthServer, Worker, type StageExecutor } from "../src/index.js";
+
+import { nullExecutor, type StageExecutor, startHealthServer, Worker } from "../src/index.js";
 
 const logger = createLogger({ level: (process.env.KILN_TEST_LOG as "silent") ?? "silent" });
 
@@ -81,7 +83,7 @@ describe("worker runtime: health, metrics, registry beats", () => {
         throw new KilnError("model_mismatch", "The UNet takes 1280-wide embeddings.");
       while (job.plan.prompt === "hold" && stage.index === 1 && !released.has(job.id))
         await new Promise((r) => setTimeout(r, 10));
-      for (let i = 1; i <= 4; i++) hooks.onStep?.(i, 4, new Float32Array(0), []);
+      for (let i = 1; i <= 4; i++) await hooks.onStep?.(i, 4, new Float32Array(0), []);
       return { ...(await inner(job, stage, input, hooks)), steps: 4 };
     };
     worker = new Worker({

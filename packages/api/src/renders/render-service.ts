@@ -1,22 +1,23 @@
 import {
-  KilnError,
   applyTransition,
   createQueuedJob,
   ensureEnqueued,
   isOverdue,
   isTerminal,
-  jobTransitions,
-  planRender,
-  randomId,
-  type PausePoint,
   type JobEventSink,
-  type JobTransition,
   type JobRecord,
+  type JobTransition,
+  jobTransitions,
+  KilnError,
+  type PausePoint,
+  planRender,
   type Ports,
+  randomId,
   type RenderRequest,
 } from "@kiln/shared";
-import { admitRender, type RenderAdmission } from "./render-admission.js";
+
 import { sleep } from "../http/sleep.js";
+import { admitRender, type RenderAdmission } from "./render-admission.js";
 
 /**
  * Submitting a render, whatever the channel (HTTP, Slack, Discord, batch): plan it, then write the

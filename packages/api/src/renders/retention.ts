@@ -1,4 +1,4 @@
-import { retentionEnd, type Ports } from "@kiln/shared";
+import { type Ports, retentionEnd } from "@kiln/shared";
 
 /** Retention counts from the end of a job; the one rule lives with the job state machine in shared. */
 export { expiresAtOnEnd, retentionEnd } from "@kiln/shared";

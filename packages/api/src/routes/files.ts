@@ -1,6 +1,7 @@
 import { Hono } from "hono";
+
 import type { ApiDeps, ApiEnv } from "../deps.js";
-import { problem } from "../http/problem.js";
+import { fail } from "../http/problem.js";
 
 const CONTENT_TYPES: Record<string, string> = {
   png: "image/png",
@@ -18,14 +19,14 @@ export function fileRoutes(deps: ApiDeps) {
     const key = decodePath(c.req.path.slice("/v1/files/".length));
     if (key === null) {
       const message = "contains a malformed percent-escape (e.g. `%zz`, a lone `%`, or bytes that are not UTF-8)";
-      return problem(400, "invalid_request", `The file path ${message}; use the download link exactly as given.`, {
+      fail(400, "invalid_request", `The file path ${message}; use the download link exactly as given.`, {
         errors: [{ field: "path", message }],
       });
     }
     const expires = c.req.query("expires") ?? "";
     const sig = c.req.query("sig") ?? "";
     if (!(await serve.verify(key, expires, sig))) {
-      return problem(
+      fail(
         403,
         "download_url_invalid",
         "This download link is invalid or has expired; fetch the render again for a fresh link.",
@@ -33,11 +34,7 @@ export function fileRoutes(deps: ApiDeps) {
     }
     const bytes = await deps.ports.blobs.get(key);
     if (!bytes)
-      return problem(
-        404,
-        "not_found",
-        "This file no longer exists (outputs are deleted after their retention period).",
-      );
+      fail(404, "not_found", "This file no longer exists (outputs are deleted after their retention period).");
     const ext = key.split(".").pop() ?? "";
     return c.body(bytes as Uint8Array<ArrayBuffer>, 200, {
       "content-type": CONTENT_TYPES[ext] ?? "application/octet-stream",

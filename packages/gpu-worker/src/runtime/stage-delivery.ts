@@ -1,27 +1,28 @@
 import {
+  blobKeys,
   decodeLatents,
   describeError,
-  enqueueStage,
   encodeLatents,
+  enqueueStage,
   isKilnError,
   isOverdue,
   isTerminal,
-  jobTransitions,
-  KilnError,
-  blobKeys,
-  queueForStage,
-  retryTransient,
-  stageMessage,
   type JobEventType,
   type JobImage,
   type JobRecord,
   type JobTransition,
+  jobTransitions,
+  KilnError,
   type Latents,
+  queueForStage,
   type QueueMessage,
+  retryTransient,
   type StageMessage,
+  stageMessage,
   type StagePlan,
 } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
+
 import type { StageResult } from "../engine/sdxl-pipeline.js";
 import { BestEffortWrites } from "./best-effort-writes.js";
 import type { StageOutcome, StageRunnerOptions } from "./stage-runner.js";

@@ -1,16 +1,17 @@
 import {
-  queueForStage,
-  stageMessageSchema,
   type JobEventSink,
   type PausePoint,
   type Ports,
+  queueForStage,
   type QueueMessage,
+  stageMessageSchema,
 } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
-import type { StageExecutor } from "./stage-executor.js";
-import type { WorkerMetrics } from "./metrics.js";
+
 import type { BestEffortWrites } from "./best-effort-writes.js";
+import type { WorkerMetrics } from "./metrics.js";
 import { StageDelivery } from "./stage-delivery.js";
+import type { StageExecutor } from "./stage-executor.js";
 
 export interface StageRunnerOptions {
   ports: Ports;

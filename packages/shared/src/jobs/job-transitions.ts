@@ -1,6 +1,6 @@
 import type { JobCondition, JobPatch, JobStore } from "../ports/job-store.js";
-import type { JobEventSink, JobEventType } from "../schemas/job-event.js";
 import type { JobError, JobImage, JobProgress, JobRecord, JobStatus, StageTiming } from "../schemas/job.js";
+import type { JobEventSink, JobEventType } from "../schemas/job-event.js";
 
 /**
  * Kiln's one job state machine: `queued → running → succeeded | failed | canceled | expired`.

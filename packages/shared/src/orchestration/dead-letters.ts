@@ -1,8 +1,8 @@
+import { applyTransition, jobTransitions } from "../jobs/job-transitions.js";
 import type { Ports } from "../ports/index.js";
 import { deadLetterQueueOf } from "../ports/queue.js";
 import { isTerminal } from "../schemas/job.js";
 import type { JobEventSink } from "../schemas/job-event.js";
-import { applyTransition, jobTransitions } from "../jobs/job-transitions.js";
 import { queueForStage, stageMessageSchema } from "../schemas/stage-message.js";
 
 export const DEAD_LETTER_CODES = ["stage_dead_lettered", "stage_failed_repeatedly"] as const;

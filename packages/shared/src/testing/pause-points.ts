@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
+
 import type { PausePoint } from "../orchestration/submit-outbox.js";
 
 /**

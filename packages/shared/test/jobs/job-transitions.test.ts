@@ -3,20 +3,21 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
+
 import { openLocalPorts } from "../../src/adapters/local/index.js";
 import {
   applyTransition,
   expiresAtOnEnd,
+  type JobTransition,
   jobTransitions,
   retentionEnd,
-  type JobTransition,
 } from "../../src/jobs/job-transitions.js";
 import { failDeadLetteredJobs } from "../../src/orchestration/dead-letters.js";
-import { planRender } from "../../src/plan/stage-planner.js";
-import { renderRequestSchema } from "../../src/schemas/render-request.js";
 import { enqueueStage, stageMessage } from "../../src/orchestration/stage-dispatch.js";
-import type { JobEvent } from "../../src/schemas/job-event.js";
+import { planRender } from "../../src/plan/stage-planner.js";
 import type { JobRecord } from "../../src/schemas/job.js";
+import type { JobEvent } from "../../src/schemas/job-event.js";
+import { renderRequestSchema } from "../../src/schemas/render-request.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-transitions-"));
 const ports = openLocalPorts({ dataDir: dir, publicBaseUrl: "http://127.0.0.1", urlSecret: "s", maxReceives: 1 });

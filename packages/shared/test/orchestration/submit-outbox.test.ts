@@ -3,15 +3,17 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+
 import Database from "better-sqlite3";
+
 import { openLocalPorts } from "../../src/adapters/local/index.js";
 import { applyTransition, jobTransitions } from "../../src/jobs/job-transitions.js";
 import { createQueuedJob, reconcileQueuedJobs } from "../../src/orchestration/submit-outbox.js";
 import { planRender } from "../../src/plan/stage-planner.js";
 import type { Ports } from "../../src/ports/index.js";
-import { renderRequestSchema } from "../../src/schemas/render-request.js";
 import type { JobRecord } from "../../src/schemas/job.js";
-import { openStandinPorts, startAwsStandins, type AwsStandins } from "../support/aws-standins.js";
+import { renderRequestSchema } from "../../src/schemas/render-request.js";
+import { type AwsStandins, openStandinPorts, startAwsStandins } from "../support/aws-standins.js";
 
 const plan = planRender(
   renderRequestSchema().parse({ prompt: "a kiln", mode: "ensemble", width: 64, height: 64, steps: 4 }),

@@ -1,3 +1,5 @@
+import type { Statement } from "better-sqlite3";
+
 import { KilnError } from "../../errors.js";
 import type {
   JobCondition,
@@ -7,10 +9,9 @@ import type {
   ListJobsOptions,
   OutboxMessage,
 } from "../../ports/job-store.js";
-import type { SqliteQueue } from "./sqlite-queue.js";
 import type { JobProgress, JobRecord } from "../../schemas/job.js";
-import type { Statement } from "better-sqlite3";
 import type { SqliteDatabase } from "./sqlite-database.js";
+import type { SqliteQueue } from "./sqlite-queue.js";
 import { writeBatchOf } from "./sqlite-write-batch.js";
 
 export interface SqliteJobStoreOptions {
