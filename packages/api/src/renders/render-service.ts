@@ -3,6 +3,7 @@ import {
   createQueuedJob,
   ensureEnqueued,
   isOverdue,
+  type ChatOrigin,
   isTerminal,
   type JobEventSink,
   type JobRecord,
@@ -42,6 +43,8 @@ export async function submitRender(
     jobId?: string;
     /** Fault tests' pause points (off in production). */
     pause?: PausePoint;
+    /** Chat channels: where progress and the result go (see channels/). */
+    chat?: ChatOrigin;
   },
 ): Promise<JobRecord> {
   if (input.jobId) {
@@ -69,6 +72,7 @@ export async function submitRender(
     retentionSeconds: retention * 3600,
     expiresAt: Math.ceil(input.now.getTime() / 1000 + retention * 3600),
     ...(input.request.webhook ? { webhook: input.request.webhook } : {}),
+    ...(input.chat ? { chat: input.chat } : {}),
   };
   const stored = await admitRender(ports, input.admission, input.request, input.now, async () => {
     const ok = await createQueuedJob(ports, job, {
