@@ -1,9 +1,9 @@
 import {
   applyTransition,
+  type ChatOrigin,
   createQueuedJob,
   ensureEnqueued,
   isOverdue,
-  type ChatOrigin,
   isTerminal,
   type JobEventSink,
   type JobRecord,
