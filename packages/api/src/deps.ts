@@ -1,4 +1,4 @@
-import type { JobEventSink, KeyRecord, Ports, RenderLimits } from "@kiln/shared";
+import type { JobEventSink, KeyRecord, PausePoint, Ports, RenderLimits } from "@kiln/shared";
 
 import type { BatchOptions } from "./batches/routes.js";
 import type { ChatDeps } from "./channels/core/chat-deps.js";
@@ -30,6 +30,8 @@ export interface ApiDeps {
   /** Batches: estimate rate, lane window, contact-sheet maker (Node: sharp) and chat notifier. */
   batches?: BatchOptions;
   now?: () => Date;
+  /** Crash-safe submit: fault tests' pause points (KILN_TEST_HOOKS=1); absent in production. */
+  pause?: PausePoint;
   log?: (level: "info" | "warn" | "error", obj: Record<string, unknown>, msg: string) => void;
 }
 
@@ -60,4 +62,11 @@ export const DEFAULT_TIMING: ApiTiming = {
   progressEveryMs: 500,
 };
 
-export type ApiEnv = { Variables: { key: KeyRecord; requestId: string } };
+export type ApiEnv = {
+  Variables: {
+    key: KeyRecord;
+    requestId: string;
+    /** Crash-safe submit: the job id an Idempotency-Key stands for, so every retry finds the same job. */
+    submitJobId?: string;
+  };
+};

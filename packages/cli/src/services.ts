@@ -8,7 +8,7 @@ import { closeServer, serveOnNode, startRetentionSweep } from "@kiln/api/node";
 import { WebhookDispatcher } from "@kiln/api/webhook-dispatcher";
 import { eventLogSink, fanOutEvents, type ModelSet, sdxlExecutor, startHealthServer, Worker } from "@kiln/gpu-worker";
 import type { KilnConfig, Ports } from "@kiln/shared";
-import type { Logger } from "@kiln/shared/node";
+import { filePausePoints, type Logger } from "@kiln/shared/node";
 
 import { apiDeps, loadModels } from "./stack.js";
 
@@ -67,6 +67,8 @@ export async function startWorkerService(
     visibilitySeconds: config.visibilitySeconds,
     maxReceives: config.maxReceives,
     events: fanOutEvents(sinks),
+    // Fault tests hold a stage at a given step (KILN_TEST_HOOKS only).
+    ...(config.testHooksDir ? { pause: filePausePoints(config.testHooksDir, workerId) } : {}),
   });
   worker.start();
   const info = Object.fromEntries(

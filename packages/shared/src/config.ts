@@ -152,12 +152,16 @@ const configSchema = z.object({
     .int()
     .refine((n) => [1, 2, 3, 5, 10, 15, 20, 30, 60].includes(n), "must be one of 1, 2, 3, 5, 10, 15, 20, 30, 60")
     .default(5),
+  // Crash-safe submit: fault tests' pause points (a control directory); never set in production.
+  KILN_TEST_HOOKS: z.string().min(1).optional(),
 });
 
 export type KilnConfigEnv = z.infer<typeof configSchema>;
 
 export interface KilnConfig {
   backend: "local" | "aws";
+  /** Fault tests' pause-point control directory (KILN_TEST_HOOKS); undefined in production. */
+  testHooksDir?: string;
   dataDir: string;
   port: number;
   host: string;
@@ -278,6 +282,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   return {
     backend: e.KILN_BACKEND,
+    testHooksDir: e.KILN_TEST_HOOKS,
     dataDir: e.KILN_DATA_DIR,
     port: e.PORT,
     host: e.KILN_HOST,

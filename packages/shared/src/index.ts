@@ -15,3 +15,5 @@ export * from "./api-keys.js";
 export * from "./orchestration/stage-dispatch.js";
 export * from "./orchestration/dead-letters.js";
 export * from "./orchestration/transient-errors.js";
+export * from "./jobs/job-transitions.js";
+export * from "./orchestration/submit-outbox.js";

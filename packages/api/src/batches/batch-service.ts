@@ -321,7 +321,7 @@ export async function pumpKey(deps: BatchDeps, keyId: string): Promise<void> {
           now: now(deps),
           retentionHours: deps.retentionHours,
           admission,
-          id: render.jobId,
+          jobId: render.jobId,
           lane: "batch",
         });
         render.state = "submitted";

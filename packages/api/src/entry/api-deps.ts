@@ -4,6 +4,7 @@ import path from "node:path";
 
 import type { KilnConfig, Ports } from "@kiln/shared";
 import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
+import { filePausePoints } from "@kiln/shared/node";
 
 import type { ApiDeps } from "../deps.js";
 import { resolveHostAddresses } from "../outbound/webhooks/dispatcher.js";
@@ -38,12 +39,16 @@ export function openAwsPortsFromConfig(config: KilnConfig): Ports {
 }
 
 export function apiDeps(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]): ApiDeps {
-  return apiDepsFromConfig(config, ports, {
-    urlSecret: config.backend === "local" ? localUrlSecret(config) : undefined,
-    resolveHost: resolveHostAddresses,
-    log,
-    contactSheet: sharpContactSheet,
-  });
+  return {
+    ...apiDepsFromConfig(config, ports, {
+      urlSecret: config.backend === "local" ? localUrlSecret(config) : undefined,
+      resolveHost: resolveHostAddresses,
+      log,
+      contactSheet: sharpContactSheet,
+    }),
+    // Crash-safe submit: fault tests hold a submit between its writes (KILN_TEST_HOOKS only).
+    ...(config.testHooksDir ? { pause: filePausePoints(config.testHooksDir, "api") } : {}),
+  };
 }
 
 export { webhookEventSinkFromConfig };

@@ -123,6 +123,8 @@ export function openAiImageRoutes(rt: ApiRuntime) {
         now: rt.now(),
         retentionHours: deps.retentionHours,
         admission: renderAdmission(c.get("key"), deps),
+        jobId: c.get("submitJobId"),
+        pause: deps.pause,
       });
       const signal = c.req.raw.signal;
       const job = await waitForEnd(deps.ports, submitted, {

@@ -109,6 +109,8 @@ export function renderRoutes(rt: ApiRuntime) {
         now: rt.now(),
         retentionHours: deps.retentionHours,
         traceparent: c.req.header("traceparent"),
+        jobId: c.get("submitJobId"),
+        pause: deps.pause,
       });
       const headers: Record<string, string> = { Location: `${rt.base(c)}/v1/renders/${job.id}` };
       if (wait.seconds) {

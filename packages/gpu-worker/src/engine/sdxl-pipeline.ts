@@ -21,7 +21,7 @@ export interface StageHooks {
    * Called after every denoising step with the steps done and the steps this stage runs. `latents` is the
    * loop's own buffer, updated in place by the next step: copy it to keep it.
    */
-  onStep?(step: number, steps: number, latents: Float32Array, shape: readonly number[]): void;
+  onStep?(step: number, steps: number, latents: Float32Array, shape: readonly number[]): void | Promise<void>;
   /** Checked between steps: aborting stops the stage at the next step boundary (cancel, drain). */
   signal?: AbortSignal;
   logger?: Logger;
@@ -193,7 +193,7 @@ export async function runStage(
         ? applyGuidance(predicted, n, plan.guidanceScale, plan.guidanceRescale, guidedNoise)
         : predicted;
       scheduler.step(noisePred, latents, noise ? noise.take() : generators, latents);
-      hooks.onStep?.(i - begin + 1, steps, latents, shape);
+      await hooks.onStep?.(i - begin + 1, steps, latents, shape);
     }
   } finally {
     noise?.close();

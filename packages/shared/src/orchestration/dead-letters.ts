@@ -1,6 +1,8 @@
+import { applyTransition, jobTransitions } from "../jobs/job-transitions.js";
 import type { Ports } from "../ports/index.js";
 import { deadLetterQueueOf } from "../ports/queue.js";
 import { isTerminal } from "../schemas/job.js";
+import type { JobEventSink } from "../schemas/job-event.js";
 import { LANES, queueForStage, stageMessageSchema } from "../schemas/stage-message.js";
 
 export const DEAD_LETTER_CODES = ["stage_dead_lettered", "stage_failed_repeatedly"] as const;
@@ -14,6 +16,7 @@ export async function failDeadLetteredJobs(
   ports: Ports,
   kinds: readonly ("base" | "refine")[],
   now = new Date(),
+  events?: JobEventSink,
 ): Promise<string[]> {
   const failed: string[] = [];
   // Batch lanes: both lanes of each kind have dead letters.
@@ -25,17 +28,15 @@ export async function failDeadLetteredJobs(
       if (!job || isTerminal(job.status)) continue;
       // A duplicate of a stage the job has moved past says nothing about the job.
       if (job.progress && job.progress.stage > parsed.data.stage) continue;
-      const updated = await ports.jobs.update(
+      const error = {
+        code: "stage_dead_lettered",
+        message: `Stage ${parsed.data.stage} (${kind}) failed on each of its ${message.receiveCount} deliveries and was moved to the dead-letter queue ${deadLetterQueueOf(queueForStage(kind))}. An operator can inspect it with \`kiln dlq list\` and re-run it with \`kiln dlq replay\`.`,
+      };
+      const updated = await applyTransition(
+        ports.jobs,
         job.id,
-        { version: job.version },
-        {
-          status: "failed",
-          finishedAt: now.toISOString(),
-          error: {
-            code: "stage_dead_lettered",
-            message: `Stage ${parsed.data.stage} (${kind}) failed on each of its ${message.receiveCount} deliveries and was moved to the dead-letter queue ${deadLetterQueueOf(queueForStage(kind, lane))}. An operator can inspect it with \`kiln dlq list\` and re-run it with \`kiln dlq replay\`.`,
-          },
-        },
+        jobTransitions.fail(job, error, now, { version: job.version }),
+        { events, at: now },
       );
       if (updated) failed.push(job.id);
     }
@@ -66,11 +67,7 @@ export async function replayDeadLetters(
         !DEAD_LETTER_CODES.includes(job.error?.code as (typeof DEAD_LETTER_CODES)[number])
       )
         continue;
-      const updated = await ports.jobs.update(
-        job.id,
-        { version: job.version, status: ["failed"] },
-        { status: "queued", error: undefined, finishedAt: undefined, updatedAt: now.toISOString() },
-      );
+      const updated = await applyTransition(ports.jobs, job.id, jobTransitions.replay(job, now));
       if (updated) requeuedJobs.push(job.id);
     }
     messages += await ports.queue.redrive(queueForStage(kind, lane));

@@ -64,9 +64,13 @@ export interface JobRecord {
   /** Times a stage found its input latents missing or corrupt and re-ran the producing stage. */
   recoveries?: number;
   stageTimings: StageTiming[];
+  /** When stage 0 was known to be on its queue (the submit's outbox mark); absent: the reconciler may re-send it. */
+  enqueuedAt?: string;
   /** Not started by then → `expired` (ISO time). */
   deadlineAt?: string;
-  /** Epoch seconds after which the record and its outputs may be deleted (DynamoDB TTL). */
+  /** How long the record and outputs are kept after the job ends (set at submit). */
+  retentionSeconds?: number;
+  /** Epoch seconds after which the record and its outputs may be deleted (DynamoDB TTL); moved to the end when it ends. */
   expiresAt?: number;
   /** Where this job's events are POSTed (signed with the owner key's webhook secret). */
   webhook?: WebhookTarget;

@@ -157,6 +157,13 @@ export function renderRequestSchema(limits: RenderLimits = DEFAULT_RENDER_LIMITS
             "karras is not supported with scheduler ddim (DDIM has no Karras sigma schedule); use euler, euler_a or dpmpp_2m, or drop karras",
         });
       }
+      // The refine stage of an SDEdit runs trunc(steps × strength) steps (diffusers' img2img rule):
+      // refuse at submit what would otherwise run the base stage and then fail.
+      if (body.mode === "sdedit" && Math.trunc(body.steps * body.strength) < 1) {
+        const message = `strength × steps must be at least 1 so the SDEdit stage has a step to run (strength ${body.strength} × steps ${body.steps} = ${+(body.strength * body.steps).toFixed(4)}); raise strength or steps`;
+        ctx.addIssue({ code: "custom", path: ["strength"], message });
+        ctx.addIssue({ code: "custom", path: ["steps"], message });
+      }
       // The budget applies to the images the job produces: an SDEdit latent upscale grows them.
       const scale = body.mode === "sdedit" ? body.hires_scale : 1;
       const pixels = Math.round((body.width / 8) * scale) * 8 * Math.round((body.height / 8) * scale) * 8;

@@ -248,6 +248,22 @@ export class DynamoJobStore implements JobStore {
     return count;
   }
 
+  /** The queued index holds keys only; each job is then read strongly. */
+  async listQueued(createdBefore: string, limit: number): Promise<JobRecord[]> {
+    const page = await this.doc.send(
+      new QueryCommand({
+        TableName: this.table,
+        IndexName: GSI_QUEUED.name,
+        KeyConditionExpression: "#pk = :queued AND #sk < :before",
+        ExpressionAttributeNames: { "#pk": GSI_QUEUED.partitionKey, "#sk": GSI_QUEUED.sortKey },
+        ExpressionAttributeValues: { ":queued": QUEUED_PARTITION, ":before": createdSortKey(createdBefore, "") },
+        Limit: limit,
+      }),
+    );
+    const jobs = await Promise.all((page.Items ?? []).map((item) => this.get(String(item.pk).replace(/^JOB#/, ""))));
+    return jobs.filter((j): j is JobRecord => j !== null && j.status === "queued");
+  }
+
   /**
    * A filtered Scan of the whole table, so it is meant for a periodic sweep, not a request path.
    * TTL deletes the records by itself; the sweep exists for the blobs, which TTL does not touch.
