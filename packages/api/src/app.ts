@@ -6,6 +6,7 @@ import { requireKey } from "./middleware/auth.js";
 import { idempotency } from "./middleware/idempotency.js";
 import { rateLimit } from "./middleware/rate-limit.js";
 import { requireJsonBody } from "./middleware/json-body.js";
+import { acceptsImages, imageBodyLimit } from "./inputs/image-routes.js";
 import { openAiErrorShape } from "./middleware/openai-errors.js";
 import { problemSchema } from "./http/openapi.js";
 import { PROBLEM_CONTENT_TYPE, problem, problemFromError } from "./http/problem.js";
@@ -30,22 +31,20 @@ export function createApp(deps: ApiDeps) {
   const app = new OpenAPIHono<ApiEnv>();
 
   app.use("/v1/images/*", openAiErrorShape());
-  app.use(
-    "*",
+  const sizeLimit = (maxSize: number) =>
     bodyLimit({
-      maxSize: deps.maxBodyBytes,
+      maxSize,
       onError: () =>
-        problem(
-          413,
-          "body_too_large",
-          `The request body is larger than ${deps.maxBodyBytes} bytes; send a smaller one.`,
-          {
-            errors: [{ field: "body", message: `must be at most ${deps.maxBodyBytes} bytes` }],
-          },
-        ),
-    }),
-  );
-  app.use("*", requireJsonBody());
+        problem(413, "body_too_large", `The request body is larger than ${maxSize} bytes; send a smaller one.`, {
+          errors: [{ field: "body", message: `must be at most ${maxSize} bytes` }],
+        }),
+    });
+  const jsonLimit = sizeLimit(deps.maxBodyBytes);
+  // Image inputs: routes that take pictures get their own bound (two files, base64-inflated, plus the fields);
+  // every other route keeps the small JSON limit. Each file is checked against KILN_MAX_IMAGE_BYTES on its own.
+  const imageLimit = sizeLimit(imageBodyLimit(deps));
+  app.use("*", (c, next) => (acceptsImages(c.req.method, c.req.path) ? imageLimit(c, next) : jsonLimit(c, next)));
+  app.use("*", requireJsonBody({ multipart: acceptsImages }));
   // `/x/*` also matches `/x` itself: listing both would run each middleware twice (and take two tokens).
   for (const path of ["/v1/renders/*", "/v1/images/*", "/v1/keys/*"]) app.use(path, requireKey(deps), rateLimit(deps));
   app.use("/v1/renders", idempotency(deps));

@@ -48,6 +48,7 @@ export function apiDeps(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]):
       maxRetentionHours: config.limits.maxRetentionHours,
     },
     maxBodyBytes: config.limits.maxBodyBytes,
+    imageInputs: config.imageInputs,
     downloadUrlSeconds: config.downloadUrlSeconds,
     retentionHours: config.retentionHours,
     serveFiles: secret

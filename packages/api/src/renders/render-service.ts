@@ -1,5 +1,6 @@
 import {
   KilnError,
+  blobKeys,
   enqueueStage,
   isTerminal,
   planRender,
@@ -9,8 +10,10 @@ import {
   type JobEventType,
   type JobRecord,
   type Ports,
+  type PlannedInputs,
   type RenderRequest,
 } from "@kiln/shared";
+import type { SubmittedInputs } from "../inputs/image-inputs.js";
 import { admitRender, type RenderAdmission } from "./render-admission.js";
 import { expiresAtOnEnd } from "./retention.js";
 import { sleep } from "../http/sleep.js";
@@ -30,14 +33,26 @@ export async function submitRender(
     traceparent?: string;
     /** The key's quotas and webhook policy; absent for trusted internal callers. */
     admission?: RenderAdmission;
+    /** img2img, inpaint, outpaint: the checked pictures, and the size bounds the picture's own size is fitted to. */
+    inputs?: SubmittedInputs;
+    limits?: { minSide: number; maxSide: number; maxPixels: number };
   },
 ): Promise<JobRecord> {
   const seed = input.request.seed ?? crypto.getRandomValues(new Uint32Array(1))[0]!;
-  const plan = planRender(input.request, seed);
+  const id = `job_${randomId(12)}`;
+  const stored = storedInputs(id, input.inputs);
+  const plan = planRender(input.request, seed, plannedInputs(stored, input.inputs, input.limits));
+  if (input.inputs && input.limits && plan.width * plan.height > input.limits.maxPixels) {
+    const message = `the render would be ${plan.width}×${plan.height}, over ${input.limits.maxPixels} pixels; lower width/height or expand`;
+    throw new KilnError("invalid_request", `The request body is invalid — width: ${message}.`, {
+      status: 400,
+      details: { errors: [{ field: input.request.mode === "outpaint" ? "expand" : "width", message }] },
+    });
+  }
   const created = input.now.toISOString();
   const retention = input.request.retention_hours ?? input.retentionHours;
   const job: JobRecord = {
-    id: `job_${randomId(12)}`,
+    id,
     ownerKeyId: input.ownerKeyId,
     status: "queued",
     version: 1,
@@ -52,9 +67,67 @@ export async function submitRender(
     expiresAt: Math.ceil(input.now.getTime() / 1000 + retention * 3600),
     ...(input.request.webhook ? { webhook: input.request.webhook } : {}),
   };
-  await admitRender(ports, input.admission, input.request, input.now, () => ports.jobs.create(job));
+  await admitRender(ports, input.admission, input.request, input.now, async () => {
+    // The pictures are stored once, under the job, before the job exists: a stage can never find its job
+    // without them. A failed create removes them again (the retention sweep catches a crash in between).
+    await Promise.all(stored.map((s) => ports.blobs.put(s.key, s.bytes, { contentType: s.contentType })));
+    try {
+      return await ports.jobs.create(job);
+    } catch (e) {
+      await Promise.all(stored.map((s) => ports.blobs.delete(s.key).catch(() => undefined)));
+      throw e;
+    }
+  });
   await enqueueStage(ports.queue, stageMessage(job.id, plan, 0, input.traceparent));
   return job;
+}
+
+interface StoredInput {
+  name: "image" | "mask";
+  key: string;
+  bytes: Uint8Array;
+  contentType: string;
+  width: number;
+  height: number;
+}
+
+function storedInputs(jobId: string, inputs: SubmittedInputs | undefined): StoredInput[] {
+  if (!inputs) return [];
+  return (["image", "mask"] as const).flatMap((name) => {
+    const received = inputs[name];
+    if (!received) return [];
+    const { header, bytes } = received;
+    return [
+      {
+        name,
+        key: blobKeys.input(jobId, name, header.format),
+        bytes,
+        contentType: header.contentType,
+        width: header.width,
+        height: header.height,
+      },
+    ];
+  });
+}
+
+function plannedInputs(
+  stored: StoredInput[],
+  inputs: SubmittedInputs | undefined,
+  limits: { minSide: number; maxSide: number; maxPixels: number } | undefined,
+): PlannedInputs | undefined {
+  const image = stored.find((s) => s.name === "image");
+  if (!inputs || !image) return undefined;
+  const mask = stored.find((s) => s.name === "mask");
+  const pick = (s: StoredInput) => ({ key: s.key, width: s.width, height: s.height });
+  return {
+    image: pick(image),
+    ...(mask ? { mask: pick(mask) } : {}),
+    maskFrom: inputs.maskFrom,
+    // The picture's own size, scaled down to SDXL's native area (or the server's budget, if smaller).
+    pixelBudget: Math.min(1024 * 1024, limits?.maxPixels ?? Infinity),
+    minSide: limits?.minSide,
+    maxSide: limits?.maxSide,
+  };
 }
 
 export interface JobMoveOptions {

@@ -1,3 +1,4 @@
+import { KilnError } from "../errors.js";
 import { DEFAULT_STRENGTH, isImageMode, type RenderRequest } from "../schemas/render-request.js";
 import type { ImageSource, RenderPlan, StagePlan } from "./render-plan.js";
 
@@ -52,7 +53,11 @@ export function planRender(request: RenderRequest, seed: number, inputs?: Planne
   let height = request.height ?? 1024;
   let source: ImageSource | undefined;
   if (isImageMode(request.mode)) {
-    if (!inputs) throw new Error(`mode ${request.mode} is planned with its stored input pictures`);
+    if (!inputs)
+      throw new KilnError("input_missing", `mode ${request.mode} needs its input picture received and stored first.`, {
+        status: 400,
+        details: { errors: [{ field: "image", message: "send the picture to start from" }] },
+      });
     const size = sourceSize(request, inputs.image, inputs);
     const expand = request.mode === "outpaint" ? request.expand : undefined;
     source = {
