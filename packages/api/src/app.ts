@@ -15,6 +15,7 @@ import { eventRoutes } from "./routes/events.js";
 import { fileRoutes } from "./routes/files.js";
 import { keyRoutes } from "./routes/keys.js";
 import { openAiImageRoutes } from "./routes/openai-images.js";
+import { openAiImageEditRoutes } from "./routes/openai-image-edits.js";
 import { renderRoutes } from "./routes/renders.js";
 import { systemRoutes } from "./routes/system.js";
 
@@ -53,6 +54,8 @@ export function createApp(deps: ApiDeps) {
   app.route("/", renderRoutes(rt));
   app.route("/", eventRoutes(rt));
   app.route("/", openAiImageRoutes(rt));
+  // Image inputs: OpenAI's edits and variations.
+  app.route("/", openAiImageEditRoutes(rt));
   app.route("/", fileRoutes(deps));
   app.route("/", keyRoutes(deps));
 

@@ -30,6 +30,10 @@ export interface SubmittedInputs {
 
 type Field = "image" | "mask";
 
+/** The schema's `image`/`mask` value when the picture came as a file part (multipart, OpenAI routes). */
+export const MULTIPART_FILE = "multipart-file";
+const valueOf = (v: string | undefined) => (v === MULTIPART_FILE ? undefined : v);
+
 function rejected(status: 400 | 413 | 415, field: Field, message: string, code = "input_image_invalid"): KilnError {
   return new KilnError(code, `${field} is refused: ${message}.`, {
     status,
@@ -120,10 +124,10 @@ export async function receiveInputs(
   maskFrom: "luminance" | "alpha" = "luminance",
 ): Promise<SubmittedInputs | undefined> {
   if (!isImageMode(request.mode)) return undefined;
-  const imageValue = files.image ?? request.image;
+  const imageValue = files.image ?? valueOf(request.image);
   if (imageValue === undefined) throw rejected(400, "image", `mode ${request.mode} needs an image`);
   const image = await receiveImage(imageValue, "image", limits, policy);
-  const maskValue = files.mask ?? request.mask;
+  const maskValue = files.mask ?? valueOf(request.mask);
   const mask = maskValue === undefined ? undefined : await receiveImage(maskValue, "mask", limits, policy);
   if (mask && (mask.header.width !== image.header.width || mask.header.height !== image.header.height)) {
     throw rejected(

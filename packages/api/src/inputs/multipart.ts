@@ -1,4 +1,5 @@
 import { problem } from "../http/problem.js";
+import { MULTIPART_FILE } from "./image-inputs.js";
 
 /** Text parts kept as strings; every other text part is read as JSON when it parses (numbers, booleans, objects). */
 const STRING_FIELDS = new Set([
@@ -14,9 +15,6 @@ const STRING_FIELDS = new Set([
   "image",
   "mask",
 ]);
-
-/** Placeholder for the schema's `image`/`mask` when the picture came as a file part (the part's bytes win). */
-export const MULTIPART_FILE = "multipart-file";
 
 /**
  * A multipart/form-data render: text parts become the JSON body's fields (`steps=30` → 30, `expand={"right":64}`
