@@ -16,3 +16,7 @@ export { createWorkerMetrics } from "./runtime/metrics.js";
 export { eventLogSink, fanOutEvents, type EventLogLine } from "./runtime/event-log.js";
 export { nullExecutor } from "./runtime/null-executor.js";
 export { BestEffortWrites } from "./runtime/best-effort-writes.js";
+// Image inputs (img2img, inpaint, outpaint).
+export { prepareSource, type PreparedSource } from "./engine/img2img/source-image.js";
+export { encodeImageLatents, rgb8ToVaeInput } from "./engine/img2img/vae-encoder.js";
+export { NoiseSource } from "./engine/noise.js";

@@ -18,6 +18,11 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Pr
     summary: "time to image, 256×256 ensemble on the tiny models, and the share outside session.run",
     load: () => import("../bench/render-bench.js"),
   },
+  // Image inputs.
+  img2img: {
+    summary: "VAE encode, and img2img at strength 0.3 vs text-to-image time to image, 1024², tiny models",
+    load: () => import("../bench/img2img-bench.js"),
+  },
   "step-overhead": {
     summary: "CPU cost per denoising step outside session.run at 1024² (real tensor sizes), per scheduler, n = 1 and 4",
     load: () => import("../bench/step-overhead-bench.js"),
