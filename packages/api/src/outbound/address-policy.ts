@@ -226,11 +226,14 @@ export class FetchRefusedError extends Error {
  */
 export async function fetchUrlRefusal(url: URL, policy: OutboundFetchPolicy): Promise<string | null> {
   const host = hostOf(url);
+  // A refused address is the more useful answer than a refused scheme, so it is checked first.
+  const literal = parseIp(host) ? fetchAddressRefusal(host, host, policy) : null;
+  if (literal) return literal;
   const allowedPlain = policy.allowPrivate || allowlisted(host, parseIp(host), policy);
   if (url.protocol !== "https:" && !(url.protocol === "http:" && allowedPlain))
     return `${url.protocol}//${host} is not fetched; use an https URL`;
   if (url.username || url.password) return "a URL must not carry credentials";
-  if (parseIp(host)) return fetchAddressRefusal(host, host, policy);
+  if (parseIp(host)) return null;
   if (policy.allowPrivate || !policy.resolveHost) return null;
   let addresses: string[];
   try {
