@@ -1,9 +1,11 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
-import sharp from "sharp";
+import { after, before, describe, it } from "node:test";
 import { crc32 } from "node:zlib";
-import { api, download, startLocalStack, waitForJob, type LocalStack } from "../support/local-stack.js";
+
+import sharp from "sharp";
+
+import { api, download, type LocalStack, startLocalStack, waitForJob } from "../support/local-stack.js";
 
 /**
  * img2img, inpaint and outpaint over real HTTP on the local family (SQLite, blob files, one worker on the tiny

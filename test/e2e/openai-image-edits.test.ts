@@ -1,8 +1,10 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import sharp from "sharp";
+import { after, before, describe, it } from "node:test";
+
 import OpenAI, { toFile } from "openai";
-import { download, startLocalStack, type LocalStack } from "../support/local-stack.js";
+import sharp from "sharp";
+
+import { download, type LocalStack, startLocalStack } from "../support/local-stack.js";
 
 /** The official openai SDK's images.edit and images.createVariation against a running Kiln (local family). */
 

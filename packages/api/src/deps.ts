@@ -1,4 +1,5 @@
 import type { JobEventSink, KeyRecord, Ports, RenderLimits } from "@kiln/shared";
+
 import type { ImageInputLimits } from "./inputs/image-inputs.js";
 import type { EffectiveLimits, WebhookSubmitPolicy } from "./renders/render-admission.js";
 

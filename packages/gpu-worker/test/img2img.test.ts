@@ -1,18 +1,14 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import sharp from "sharp";
-import * as ort from "onnxruntime-node";
-import { planRender, renderRequestSchema, type RenderRequestInput } from "@kiln/shared";
+import { after, before, describe, it } from "node:test";
+
+import { planRender, type RenderRequestInput, renderRequestSchema } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
-import { writeTinyModel } from "../src/models/tiny-models.js";
-import { loadSdxlModel, type SdxlModel } from "../src/engine/sdxl-model.js";
-import { runStage, stageSchedule } from "../src/engine/sdxl-pipeline.js";
-import { createScheduler } from "../src/engine/schedulers/index.js";
-import { NoiseSource } from "../src/engine/noise.js";
-import { encodeImageLatents, rgb8ToVaeInput, sampleLatentDistribution } from "../src/engine/img2img/vae-encoder.js";
+import * as ort from "onnxruntime-node";
+import sharp from "sharp";
+
 import {
   binariseMask,
   blendKnownLatents,
@@ -22,6 +18,12 @@ import {
   maskedImage,
 } from "../src/engine/img2img/mask.js";
 import { prepareSource } from "../src/engine/img2img/source-image.js";
+import { encodeImageLatents, rgb8ToVaeInput, sampleLatentDistribution } from "../src/engine/img2img/vae-encoder.js";
+import { NoiseSource } from "../src/engine/noise.js";
+import { createScheduler } from "../src/engine/schedulers/index.js";
+import { loadSdxlModel, type SdxlModel } from "../src/engine/sdxl-model.js";
+import { runStage, stageSchedule } from "../src/engine/sdxl-pipeline.js";
+import { writeTinyModel } from "../src/models/tiny-models.js";
 
 /** img2img, inpaint and outpaint: diffusers' formulas with constants computed from them, then runStage end to end. */
 

@@ -1,6 +1,7 @@
-import { KilnError, isImageMode, type RenderRequest } from "@kiln/shared";
-import { readImageHeader, ImageHeaderError, type ImageHeader } from "./image-header.js";
-import { fetchWithPolicy, FetchRefusedError, type OutboundFetchPolicy } from "../outbound/address-policy.js";
+import { isImageMode, KilnError, type RenderRequest } from "@kiln/shared";
+
+import { FetchRefusedError, fetchWithPolicy, type OutboundFetchPolicy } from "../outbound/address-policy.js";
+import { type ImageHeader, ImageHeaderError, readImageHeader } from "./image-header.js";
 
 /** Bounds on input pictures (KILN_MAX_IMAGE_BYTES, KILN_MAX_IMAGE_PIXELS, KILN_IMAGE_FETCH_SECONDS). */
 export interface ImageInputLimits {

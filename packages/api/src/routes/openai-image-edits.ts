@@ -1,13 +1,14 @@
+import { isKilnError, type RenderRequestInput, renderRequestSchema } from "@kiln/shared";
 import type { Context } from "hono";
-import { isKilnError, renderRequestSchema, type RenderRequestInput } from "@kiln/shared";
+
 import { apiRouter } from "../http/openapi.js";
 import { problem, problemFromError, validationProblem } from "../http/problem.js";
-import { DEFAULT_IMAGE_INPUT_LIMITS, MULTIPART_FILE, receiveInputs } from "../inputs/image-inputs.js";
 import { readImageHeader } from "../inputs/image-header.js";
+import { DEFAULT_IMAGE_INPUT_LIMITS, MULTIPART_FILE, receiveInputs } from "../inputs/image-inputs.js";
 import { renderAdmission } from "../renders/render-admission.js";
 import { submitRender } from "../renders/render-service.js";
-import { answerWhenEnded } from "./openai-images.js";
 import type { ApiRuntime } from "../runtime.js";
+import { answerWhenEnded } from "./openai-images.js";
 
 /** OpenAI fields that change nothing here (Kiln renders with its own SDXL models). */
 const IGNORED = new Set(["model", "quality", "style", "background", "moderation", "user", "input_fidelity"]);

@@ -1,14 +1,14 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import { isKilnError, isTerminal, JOB_STATUSES, type RenderRequest, renderRequestSchema } from "@kiln/shared";
 import type { Context } from "hono";
-import { JOB_STATUSES, isKilnError, isTerminal, renderRequestSchema, type RenderRequest } from "@kiln/shared";
-import { receiveInputs, DEFAULT_IMAGE_INPUT_LIMITS } from "../inputs/image-inputs.js";
-import { readMultipartRender } from "../inputs/multipart.js";
-import { problemFromError, validationProblem } from "../http/problem.js";
+
 import { apiRouter, problems } from "../http/openapi.js";
 import { MAX_PREFER_WAIT_SECONDS, preferWait } from "../http/prefer.js";
-import { problem } from "../http/problem.js";
-import { cancelRender, submitRender, waitForEnd } from "../renders/render-service.js";
+import { fail, problemFromError, validationProblem } from "../http/problem.js";
+import { DEFAULT_IMAGE_INPUT_LIMITS, receiveInputs } from "../inputs/image-inputs.js";
+import { readMultipartRender } from "../inputs/multipart.js";
 import { renderAdmission } from "../renders/render-admission.js";
+import { cancelRender, submitRender, waitForEnd } from "../renders/render-service.js";
 import { jobViewSchema } from "../renders/render-view.js";
 import type { ApiRuntime } from "../runtime.js";
 
@@ -60,7 +60,7 @@ export function renderRoutes(rt: ApiRuntime) {
   const submit = async (c: Context, request: RenderRequest, files: { image?: Uint8Array; mask?: Uint8Array }) => {
     const wait = preferWait(c.req.header("prefer"));
     if (wait.error) {
-      return problem(400, "invalid_request", `The Prefer header is invalid — ${wait.error}.`, {
+      fail(400, "invalid_request", `The Prefer header is invalid — ${wait.error}.`, {
         errors: [{ field: "header.prefer", message: wait.error }],
       });
     }
@@ -177,9 +177,9 @@ export function renderRoutes(rt: ApiRuntime) {
         page = await deps.ports.jobs.listByOwner(c.get("key").id, { limit, cursor, status });
       } catch (e) {
         if (isKilnError(e) && e.code === "cursor_invalid") {
-          return problem(400, "invalid_request", `The request query is invalid — cursor: ${e.message}`, {
+          fail(400, "invalid_request", `The request query is invalid — cursor: ${e.message}`, {
             errors: [{ field: "cursor", message: e.message }],
-          }) as never;
+          });
         }
         throw e;
       }
@@ -207,7 +207,6 @@ export function renderRoutes(rt: ApiRuntime) {
     }),
     async (c) => {
       const job = await rt.ownJob(c, c.req.valid("param").id);
-      if (job instanceof Response) return job as never;
       return c.json(await rt.view(c, job, await rt.insight(job)), 200);
     },
   );
@@ -229,15 +228,11 @@ export function renderRoutes(rt: ApiRuntime) {
     }),
     async (c) => {
       const own = await rt.ownJob(c, c.req.valid("param").id);
-      if (own instanceof Response) return own as never;
       const { job, outcome } = await cancelRender(deps.ports, own, rt.moveOptions());
       if (outcome === "ended") {
-        return problem(
-          409,
-          "not_cancelable",
-          `Render ${job.id} already ended (${job.status}); there is nothing to cancel.`,
-          { render_status: job.status },
-        ) as never;
+        fail(409, "not_cancelable", `Render ${job.id} already ended (${job.status}); there is nothing to cancel.`, {
+          render_status: job.status,
+        });
       }
       return c.json(await rt.view(c, job), outcome === "canceled" ? 200 : 202);
     },

@@ -1,9 +1,11 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
+import { describe, it } from "node:test";
+
 import sharp from "sharp";
-import { readImageHeader, ImageHeaderError } from "../../src/inputs/image-header.js";
-import { fetchWithPolicy, FetchRefusedError } from "../../src/outbound/address-policy.js";
+
+import { ImageHeaderError, readImageHeader } from "../../src/inputs/image-header.js";
+import { FetchRefusedError, fetchWithPolicy } from "../../src/outbound/address-policy.js";
 
 /** Header sniffing without a decoder, checked against files sharp writes; and the policy-checked fetch. */
 

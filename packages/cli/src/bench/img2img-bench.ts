@@ -1,9 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import sharp from "sharp";
-import { planRender, renderRequestSchema, type RenderPlan } from "@kiln/shared";
-import { createLogger } from "@kiln/shared/node";
+
 import {
   encodeImageLatents,
   loadSdxlModel,
@@ -13,6 +11,10 @@ import {
   runStage,
   writeTinyModel,
 } from "@kiln/gpu-worker";
+import { planRender, type RenderPlan, renderRequestSchema } from "@kiln/shared";
+import { createLogger } from "@kiln/shared/node";
+import sharp from "sharp";
+
 import { fmt, percentile, table } from "./stats.js";
 
 const SIDE = 1024;

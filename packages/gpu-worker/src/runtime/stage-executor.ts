@@ -1,7 +1,8 @@
-import { KilnError, type BlobStore, type JobRecord, type Latents, type StagePlan } from "@kiln/shared";
-import { runStage, type StageHooks, type StageResult } from "../engine/sdxl-pipeline.js";
+import { type BlobStore, type JobRecord, KilnError, type Latents, type StagePlan } from "@kiln/shared";
+
+import { type PreparedSource, prepareSource } from "../engine/img2img/source-image.js";
 import type { SdxlModel } from "../engine/sdxl-model.js";
-import { prepareSource, type PreparedSource } from "../engine/img2img/source-image.js";
+import { runStage, type StageHooks, type StageResult } from "../engine/sdxl-pipeline.js";
 
 /** Runs one stage's computation. The worker runtime is written against this, not against the engine. */
 export type StageExecutor = (

@@ -1,10 +1,11 @@
 import { KilnError, type RenderPlan } from "@kiln/shared";
-import type { Scheduler } from "../schedulers/scheduler.js";
+
 import type { NoiseSource } from "../noise.js";
+import type { Scheduler } from "../schedulers/scheduler.js";
 import type { SdxlModel } from "../sdxl-model.js";
-import { encodeImageLatents, rgb8ToVaeInput } from "./vae-encoder.js";
 import { binariseMask, downsampleMaskNearest, inpaintConditioning, maskedImage } from "./mask.js";
 import type { PreparedSource } from "./source-image.js";
+import { encodeImageLatents, rgb8ToVaeInput } from "./vae-encoder.js";
 
 /** How a stage that starts from a picture begins, and what its denoising loop needs besides the latents. */
 export interface ImageStart {

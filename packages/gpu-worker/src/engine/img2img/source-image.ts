@@ -1,5 +1,6 @@
+import { type ImageSource, KilnError } from "@kiln/shared";
 import sharp from "sharp";
-import { KilnError, type ImageSource } from "@kiln/shared";
+
 import { NoiseSource } from "../noise.js";
 
 /** An RGB picture at the render's size, with its mask (white = repaint) when the mode has one. */

@@ -1,8 +1,9 @@
-import * as ort from "onnxruntime-node";
 import { KilnError } from "@kiln/shared";
-import { floatTensor, outputAsFloat32, type LoadedSession } from "../../onnx/tensors.js";
-import type { NoiseSource } from "../noise.js";
+import * as ort from "onnxruntime-node";
+
+import { floatTensor, type LoadedSession, outputAsFloat32 } from "../../onnx/tensors.js";
 import { firstNonFinite } from "../latent-ops.js";
+import type { NoiseSource } from "../noise.js";
 
 const f32 = Math.fround;
 
