@@ -16,6 +16,16 @@ export { createWorkerMetrics } from "./runtime/metrics.js";
 export { eventLogSink, fanOutEvents, type EventLogLine } from "./runtime/event-log.js";
 export { nullExecutor } from "./runtime/null-executor.js";
 export { BestEffortWrites } from "./runtime/best-effort-writes.js";
+export {
+  DEFAULT_SHAPE,
+  GPU_PROFILES,
+  type GpuProfile,
+  renderSeconds,
+  type RenderShape,
+  stageSeconds,
+  stageSteps,
+} from "./simulated-gpu/gpu-profiles.js";
+export { simulateGpu, type SimulatedGpu } from "./simulated-gpu/simulated-gpu.js";
 // Image inputs (img2img, inpaint, outpaint).
 export { prepareSource, type PreparedSource } from "./engine/img2img/source-image.js";
 export { encodeImageLatents, rgb8ToVaeInput } from "./engine/img2img/vae-encoder.js";

@@ -1,5 +1,6 @@
 import {
   blobKeys,
+  type ChatOrigin,
   enqueueStage,
   isTerminal,
   type JobEventSink,
@@ -37,6 +38,8 @@ export async function submitRender(
     /** img2img, inpaint, outpaint: the checked pictures, and the size bounds the picture's own size is fitted to. */
     inputs?: SubmittedInputs;
     limits?: { minSide: number; maxSide: number; maxPixels: number };
+    /** Chat channels: where progress and the result go (see channels/). */
+    chat?: ChatOrigin;
   },
 ): Promise<JobRecord> {
   const seed = input.request.seed ?? crypto.getRandomValues(new Uint32Array(1))[0]!;
@@ -67,6 +70,7 @@ export async function submitRender(
       : undefined,
     expiresAt: Math.ceil(input.now.getTime() / 1000 + retention * 3600),
     ...(input.request.webhook ? { webhook: input.request.webhook } : {}),
+    ...(input.chat ? { chat: input.chat } : {}),
   };
   await admitRender(ports, input.admission, input.request, input.now, async () => {
     // The pictures are stored once, under the job, before the job exists: a stage can never find its job

@@ -1,9 +1,8 @@
 import path from "node:path";
-import { parseArgs } from "node:util";
 
 import { writeTinyModel, writeTinyModels } from "@kiln/gpu-worker";
 
-const USAGE = "usage: kiln models tiny --out DIR [--seed N] [--inpainting]";
+import { parseFlags, UsageError } from "../cli/args.js";
 
 /**
  * `kiln models tiny --out DIR [--seed N] [--inpainting]`: Kiln's tiny SDXL base and refiner, byte-identical per
@@ -11,17 +10,14 @@ const USAGE = "usage: kiln models tiny --out DIR [--seed N] [--inpainting]";
  */
 export async function run(argv: string[]): Promise<void> {
   const [action, ...rest] = argv;
-  if (action !== "tiny") throw new Error(USAGE);
-  const { values } = parseArgs({
-    args: rest,
-    options: {
-      out: { type: "string", default: "./.kiln/models/tiny" },
-      seed: { type: "string", default: "1" },
-      inpainting: { type: "boolean", default: false },
-    },
+  if (action !== "tiny") throw new UsageError(action ? `unknown action "${action}"; use tiny` : "say tiny");
+  const { values } = parseFlags(rest, {
+    out: { type: "string", default: "./.kiln/models/tiny" },
+    seed: { type: "string", default: "1" },
+    inpainting: { type: "boolean", default: false },
   });
   const seed = Number(values.seed);
-  if (!Number.isInteger(seed) || seed < 0) throw new Error(`--seed must be a whole number, got ${values.seed}`);
+  if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed must be a whole number, got ${values.seed}`);
   const root = path.resolve(values.out!);
   const dirs = writeTinyModels(root, seed);
   console.error(
