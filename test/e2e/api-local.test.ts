@@ -190,7 +190,13 @@ describe("API without a worker (local family): queue, list, cancel, deadlines, l
   before(async () => {
     stack = await startLocalStack({
       worker: false,
-      env: { KILN_MAX_PIXELS: String(1024 * 1024), KILN_MAX_RETENTION_HOURS: "48", KILN_MAX_BODY_BYTES: "8192" },
+      env: {
+        KILN_MAX_PIXELS: String(1024 * 1024),
+        KILN_MAX_RETENTION_HOURS: "48",
+        KILN_MAX_BODY_BYTES: "8192",
+        // POST /v1/renders takes pictures: its bound is 2 × 4/3 × KILN_MAX_IMAGE_BYTES + KILN_MAX_BODY_BYTES.
+        KILN_MAX_IMAGE_BYTES: "1024",
+      },
     });
     otherKey = (await createApiKey(stack.ports.keys, { name: "other", scopes: ["render"] })).key;
   });
@@ -347,7 +353,7 @@ describe("API without a worker (local family): queue, list, cancel, deadlines, l
   });
 
   it("answers 413 past the body limit, 415 for non-JSON, 400 for broken JSON and 401/404 as problems", async () => {
-    assertProblem(await api(stack, "POST", "/v1/renders", { ...small, prompt: "y".repeat(9000) }), 413, ["body"]);
+    assertProblem(await api(stack, "POST", "/v1/renders", { ...small, prompt: "y".repeat(12_000) }), 413, ["body"]);
     const form = await fetch(`${stack.url}/v1/renders`, {
       method: "POST",
       headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/x-www-form-urlencoded" },

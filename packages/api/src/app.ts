@@ -11,6 +11,7 @@ import type { ApiDeps, ApiEnv } from "./deps.js";
 import { allowedMethods } from "./http/allowed-methods.js";
 import { problemSchema } from "./http/openapi.js";
 import { problem, PROBLEM_CONTENT_TYPE, problemFromError } from "./http/problem.js";
+import { acceptsImages, imageBodyLimit } from "./inputs/image-routes.js";
 import { requireKey } from "./middleware/auth.js";
 import { idempotency } from "./middleware/idempotency.js";
 import { requireJsonBody } from "./middleware/json-body.js";
@@ -19,6 +20,7 @@ import { rateLimit } from "./middleware/rate-limit.js";
 import { eventRoutes } from "./routes/events.js";
 import { fileRoutes } from "./routes/files.js";
 import { keyRoutes } from "./routes/keys.js";
+import { openAiImageEditRoutes } from "./routes/openai-image-edits.js";
 import { openAiImageRoutes } from "./routes/openai-images.js";
 import { openAiModelRoutes } from "./routes/openai-models.js";
 import { renderRoutes } from "./routes/renders.js";
@@ -53,13 +55,35 @@ export function createApp(deps: ApiDeps) {
       ),
   });
   const jsonApi: MiddlewareHandler<ApiEnv>[] = [limitBody, requireJsonBody(), requireKey(deps), rateLimit(deps)];
+  // Image inputs: routes that take pictures (POST /v1/renders, /v1/images/edits, /v1/images/variations) get their
+  // own body bound (two files, base64-inflated, plus the fields) and accept multipart/form-data; every other route
+  // keeps the small JSON limit. Each file is checked against KILN_MAX_IMAGE_BYTES on its own.
+  const imageLimit = bodyLimit({
+    maxSize: imageBodyLimit(deps),
+    onError: () =>
+      problem(
+        413,
+        "body_too_large",
+        `The request body is larger than ${imageBodyLimit(deps)} bytes; send a smaller one.`,
+        {
+          errors: [{ field: "body", message: `must be at most ${imageBodyLimit(deps)} bytes` }],
+        },
+      ),
+  });
+  const imageApi: MiddlewareHandler<ApiEnv>[] = [
+    (c, next) => (acceptsImages(c.req.method, c.req.path) ? imageLimit(c, next) : limitBody(c, next)),
+    requireJsonBody({ multipart: acceptsImages }),
+    requireKey(deps),
+    rateLimit(deps),
+  ];
 
   const mount = groupMounter(app);
   mount("/", [limitBody], systemRoutes(rt));
-  mount("/v1/renders", [...jsonApi, idempotencyOnCollection("/v1/renders", idempotency(deps))], renderRoutes(rt));
+  mount("/v1/renders", [...imageApi, idempotencyOnCollection("/v1/renders", idempotency(deps))], renderRoutes(rt));
   mount("/v1/renders", [], eventRoutes(rt)); // the chain above already covers /v1/renders/*
   // OpenAI error shape outermost, so it covers the auth, body-size and media-type answers too.
-  mount("/v1/images", [openAiErrorShape(), ...jsonApi], openAiImageRoutes(rt));
+  mount("/v1/images", [openAiErrorShape(), ...imageApi], openAiImageRoutes(rt));
+  mount("/v1/images", [], openAiImageEditRoutes(rt)); // image inputs: edits and variations, under the chain above
   mount("/v1/files", [], fileRoutes(deps)); // signed URLs, no key
   mount("/v1/keys", jsonApi, keyRoutes(deps));
   mount("/v1/models", [openAiErrorShape(), ...jsonApi], openAiModelRoutes(deps));

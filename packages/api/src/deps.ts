@@ -2,6 +2,7 @@ import type { JobEventSink, KeyRecord, PausePoint, Ports, RenderLimits } from "@
 
 import type { BatchOptions } from "./batches/routes.js";
 import type { ChatDeps } from "./channels/core/chat-deps.js";
+import type { ImageInputLimits } from "./inputs/image-inputs.js";
 import type { EffectiveLimits, WebhookSubmitPolicy } from "./renders/render-admission.js";
 
 /** What the API needs from its host: the ports of one family and a few settings. Web-standard only. */
@@ -11,6 +12,8 @@ export interface ApiDeps {
   publicUrl: string;
   limits: RenderLimits;
   maxBodyBytes: number;
+  /** Input pictures (img2img, inpaint, outpaint): per-file bytes, pixels, URL fetch time; defaults when absent. */
+  imageInputs?: ImageInputLimits;
   downloadUrlSeconds: number;
   retentionHours: number;
   /** Serves `/v1/files/*` from the BlobStore with signed URLs (local family). */

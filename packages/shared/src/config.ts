@@ -74,6 +74,19 @@ const configSchema = z.object({
     .int()
     .min(1024)
     .default(64 * 1024),
+  // Image inputs (img2img, inpaint, outpaint): their own bounded body limit instead of a larger global one.
+  KILN_MAX_IMAGE_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .max(100 * 1024 * 1024)
+    .default(10 * 1024 * 1024),
+  KILN_MAX_IMAGE_PIXELS: z.coerce
+    .number()
+    .int()
+    .min(64 * 64)
+    .default(4096 * 4096),
+  KILN_IMAGE_FETCH_SECONDS: z.coerce.number().min(1).max(120).default(10),
   KILN_MAX_PIXELS: z.coerce
     .number()
     .int()
@@ -187,6 +200,8 @@ export interface KilnConfig {
   downloadUrlSeconds: number;
   retentionHours: number;
   limits: { minSide: number; maxSide: number; maxBodyBytes: number; maxPixels: number; maxRetentionHours: number };
+  /** Input pictures: bytes per file, decoded pixels, and the time allowed to fetch one from a URL. */
+  imageInputs: { maxBytes: number; maxPixels: number; fetchTimeoutMs: number };
   aws: {
     region: string;
     /** One endpoint for SQS, S3 and DynamoDB (a stand-in); the per-service ones win over it. */
@@ -315,6 +330,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxBodyBytes: e.KILN_MAX_BODY_BYTES,
       maxPixels: e.KILN_MAX_PIXELS,
       maxRetentionHours: e.KILN_MAX_RETENTION_HOURS,
+    },
+    imageInputs: {
+      maxBytes: e.KILN_MAX_IMAGE_BYTES,
+      maxPixels: e.KILN_MAX_IMAGE_PIXELS,
+      fetchTimeoutMs: e.KILN_IMAGE_FETCH_SECONDS * 1000,
     },
     aws: {
       region: e.KILN_AWS_REGION,

@@ -118,8 +118,8 @@ export async function expandManifest(
       key: await renderKey(options.ownerKeyId, manifest.id, request),
       prompt,
       seed: request.seed!,
-      width: request.width,
-      height: request.height,
+      width: request.width ?? 1024, // the planner's default size for text-to-image
+      height: request.height ?? 1024,
       mode: request.mode,
     });
   }

@@ -34,6 +34,7 @@ export function apiDepsFromConfig(config: KilnConfig, ports: Ports, host: HostSe
       maxRetentionHours: config.limits.maxRetentionHours,
     },
     maxBodyBytes: config.limits.maxBodyBytes,
+    imageInputs: config.imageInputs,
     downloadUrlSeconds: config.downloadUrlSeconds,
     retentionHours: config.retentionHours,
     serveFiles: secret

@@ -1,5 +1,6 @@
 import {
   applyTransition,
+  blobKeys,
   type ChatOrigin,
   createQueuedJob,
   ensureEnqueued,
@@ -11,6 +12,7 @@ import {
   jobTransitions,
   KilnError,
   type PausePoint,
+  type PlannedInputs,
   planRender,
   type Ports,
   randomId,
@@ -18,6 +20,7 @@ import {
 } from "@kiln/shared";
 
 import { sleep } from "../http/sleep.js";
+import type { SubmittedInputs } from "../inputs/image-inputs.js";
 import { admitRender, type RenderAdmission } from "./render-admission.js";
 
 /**
@@ -46,6 +49,9 @@ export async function submitRender(
     jobId?: string;
     /** Fault tests' pause points (off in production). */
     pause?: PausePoint;
+    /** img2img, inpaint, outpaint: the checked pictures, and the size bounds the picture's own size is fitted to. */
+    inputs?: SubmittedInputs;
+    limits?: { minSide: number; maxSide: number; maxPixels: number };
     /** Chat channels: where progress and the result go (see channels/). */
     chat?: ChatOrigin;
     /** Batch renders travel in the batch lane. */
@@ -58,11 +64,23 @@ export async function submitRender(
     if (existing) throw new KilnError("submit_conflict", "This render id belongs to another key.", { status: 409 });
   }
   const seed = input.request.seed ?? crypto.getRandomValues(new Uint32Array(1))[0]!;
-  const plan = { ...planRender(input.request, seed), ...(input.lane ? { lane: input.lane } : {}) };
+  const id = input.jobId ?? `job_${randomId(12)}`;
+  const pictures = storedInputs(id, input.inputs);
+  const plan = {
+    ...planRender(input.request, seed, plannedInputs(pictures, input.inputs, input.limits)),
+    ...(input.lane ? { lane: input.lane } : {}),
+  };
+  if (input.inputs && input.limits && plan.width * plan.height > input.limits.maxPixels) {
+    const message = `the render would be ${plan.width}×${plan.height}, over ${input.limits.maxPixels} pixels; lower width/height or expand`;
+    throw new KilnError("invalid_request", `The request body is invalid — width: ${message}.`, {
+      status: 400,
+      details: { errors: [{ field: input.request.mode === "outpaint" ? "expand" : "width", message }] },
+    });
+  }
   const created = input.now.toISOString();
   const retention = input.request.retention_hours ?? input.retentionHours;
   const job: JobRecord = {
-    id: input.jobId ?? `job_${randomId(12)}`,
+    id,
     ownerKeyId: input.ownerKeyId,
     status: "queued",
     version: 1,
@@ -80,12 +98,21 @@ export async function submitRender(
     ...(input.chat ? { chat: input.chat } : {}),
   };
   const stored = await admitRender(ports, input.admission, input.request, input.now, async () => {
-    const ok = await createQueuedJob(ports, job, {
-      traceparent: input.traceparent,
-      now: input.now,
-      pause: input.pause,
-    });
-    // Lost a race with a concurrent retry of the same Idempotency-Key: nothing of ours was stored.
+    // The pictures are stored once, under the job, before the job exists: a stage can never find its job
+    // without them. A failed create removes them again (the retention sweep catches a crash in between).
+    await Promise.all(pictures.map((s) => ports.blobs.put(s.key, s.bytes, { contentType: s.contentType })));
+    let ok;
+    try {
+      ok = await createQueuedJob(ports, job, {
+        traceparent: input.traceparent,
+        now: input.now,
+        pause: input.pause,
+      });
+    } catch (e) {
+      await Promise.all(pictures.map((s) => ports.blobs.delete(s.key).catch(() => undefined)));
+      throw e;
+    }
+    // Lost a race with a concurrent retry of the same Idempotency-Key: the job (and the same pictures) are theirs.
     if (!ok) throw new SubmitRaced();
     return ok;
   }).catch(async (e) => {
@@ -106,6 +133,54 @@ export async function submitRender(
 
 /** The create lost to a concurrent submit with the same id; the admission gives back what it took. */
 class SubmitRaced extends Error {}
+
+interface StoredInput {
+  name: "image" | "mask";
+  key: string;
+  bytes: Uint8Array;
+  contentType: string;
+  width: number;
+  height: number;
+}
+
+function storedInputs(jobId: string, inputs: SubmittedInputs | undefined): StoredInput[] {
+  if (!inputs) return [];
+  return (["image", "mask"] as const).flatMap((name) => {
+    const received = inputs[name];
+    if (!received) return [];
+    const { header, bytes } = received;
+    return [
+      {
+        name,
+        key: blobKeys.input(jobId, name, header.format),
+        bytes,
+        contentType: header.contentType,
+        width: header.width,
+        height: header.height,
+      },
+    ];
+  });
+}
+
+function plannedInputs(
+  stored: StoredInput[],
+  inputs: SubmittedInputs | undefined,
+  limits: { minSide: number; maxSide: number; maxPixels: number } | undefined,
+): PlannedInputs | undefined {
+  const image = stored.find((s) => s.name === "image");
+  if (!inputs || !image) return undefined;
+  const mask = stored.find((s) => s.name === "mask");
+  const pick = (s: StoredInput) => ({ key: s.key, width: s.width, height: s.height });
+  return {
+    image: pick(image),
+    ...(mask ? { mask: pick(mask) } : {}),
+    maskFrom: inputs.maskFrom,
+    // The picture's own size, scaled down to SDXL's native area (or the server's budget, if smaller).
+    pixelBudget: Math.min(1024 * 1024, limits?.maxPixels ?? Infinity),
+    minSide: limits?.minSide,
+    maxSide: limits?.maxSide,
+  };
+}
 
 export interface JobMoveOptions {
   now: Date;

@@ -25,6 +25,11 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Pr
       "GPU busy time / wall time of one saturated worker with a simulated H100 (real runtime, stores and PNG encoding), per mode",
     load: () => import("../bench/duty-cycle-bench.js"),
   },
+  // Image inputs.
+  img2img: {
+    summary: "VAE encode, and img2img at strength 0.3 vs text-to-image time to image, 1024², tiny models",
+    load: () => import("../bench/img2img-bench.js"),
+  },
   "step-overhead": {
     summary: "CPU cost per denoising step outside session.run at 1024² (real tensor sizes), per scheduler, n = 1 and 4",
     load: () => import("../bench/step-overhead-bench.js"),

@@ -28,6 +28,8 @@ export const blobKeys = {
   latents: (jobId: string, stage: number) => `jobs/${jobId}/stage-${stage}.latents`,
   imagesPrefix: (jobId: string) => `jobs/${jobId}/images/`,
   image: (jobId: string, index: number, ext: string) => `jobs/${jobId}/images/${index}.${ext}`,
+  /** A picture the user sent (img2img, inpaint, outpaint): `image` or `mask`, stored once, read by every stage. */
+  input: (jobId: string, name: "image" | "mask", ext: string) => `jobs/${jobId}/inputs/${name}.${ext}`,
 };
 
 // Batch lanes: each stage kind has an interactive queue and a batch queue (`kiln-base-batch`, …);
