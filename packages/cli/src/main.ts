@@ -12,7 +12,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv
   },
   keys: { summary: "create, list or revoke API keys", load: () => import("./commands/keys.js") },
   models: {
-    summary: "write Kiln's tiny test models (`kiln models tiny --out DIR`)",
+    summary: "write Kiln's generated models (`kiln models reference|tiny --out DIR`)",
     load: () => import("./commands/models.js"),
   },
   dlq: { summary: "list or replay dead-lettered stage messages", load: () => import("./commands/dlq.js") },

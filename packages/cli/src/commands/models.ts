@@ -1,11 +1,29 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { writeTinyModels } from "@kiln/gpu-worker";
+import { writeReferenceModels, writeTinyModels } from "@kiln/gpu-worker";
 
-/** `kiln models tiny --out DIR [--seed N]`: Kiln's tiny SDXL base and refiner, byte-identical per seed. */
+const USAGE = "usage: kiln models tiny --out DIR [--seed N] | kiln models reference --out DIR";
+
+/**
+ * `kiln models tiny --out DIR [--seed N]`: Kiln's tiny SDXL base and refiner, byte-identical per seed.
+ * `kiln models reference --out DIR`: the reference pair (exact denoiser of a procedural picture set).
+ */
 export async function run(argv: string[]): Promise<void> {
   const [action, ...rest] = argv;
-  if (action !== "tiny") throw new Error("usage: kiln models tiny --out DIR [--seed N]");
+  if (action === "reference") {
+    const { values } = parseArgs({
+      args: rest,
+      options: { out: { type: "string", default: "./.kiln/models/reference" } },
+    });
+    const dirs = writeReferenceModels(path.resolve(values.out!));
+    console.error(
+      `Wrote Kiln's reference SDXL models. Use them with KILN_MODEL_DIR=${dirs.base} KILN_REFINER_DIR=${dirs.refiner}`,
+    );
+    console.log(dirs.base);
+    console.log(dirs.refiner);
+    return;
+  }
+  if (action !== "tiny") throw new Error(USAGE);
   const { values } = parseArgs({
     args: rest,
     options: { out: { type: "string", default: "./.kiln/models/tiny" }, seed: { type: "string", default: "1" } },
