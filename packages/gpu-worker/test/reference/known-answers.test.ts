@@ -52,13 +52,18 @@ interface Rendered {
 }
 
 /** Runs every stage of a plan; the final latents are the last stage's loop buffer after its last step. */
-async function render(p: RenderPlan, refiner: SdxlModel = models.plainRefiner!): Promise<Rendered> {
+async function render(
+  p: RenderPlan,
+  refiner: SdxlModel = models.plainRefiner!,
+  everyStep?: Float32Array[],
+): Promise<Rendered> {
   let input: Latents | undefined;
   let last: Float32Array | undefined;
   for (const stage of p.stages) {
     const model = stage.index === 0 ? models.base! : refiner;
     const result = await runStage(model, { jobId: "job_ref", plan: p, stage }, input, {
       onStep: (step, steps, latents) => {
+        everyStep?.push(latents.slice());
         if (step === steps) last = latents.slice();
       },
     });
@@ -123,6 +128,50 @@ describe("point-mass posterior: every sampler ends on the picture's latents", ()
         const expected = sampler.scheduler === "ddim" ? ddimExpected(p, mu) : mu;
         const err = maxAbsDiff(latents, expected);
         assert.ok(err < tolerance(sampler), `max |latents − picture| = ${err}`);
+      });
+    }
+  }
+});
+
+describe("point-mass posterior: every step of a deterministic sampler is on the exact path", () => {
+  // With a point mass at μ the exact ε̂ is constant along the probability-flow ODE and these samplers integrate
+  // it exactly: VE (Euler) x_k = μ + σ_k·(x_T − μ)/σ_0; VP (DPM++, DDIM) x_k = α_k·μ + σ̂_k·ε₀ with α = 1/√(σ² + 1),
+  // σ̂ = σ·α and ε₀ = (x_T − α_0·μ)/σ̂_0. A wrong σ or a missing scale_model_input shows at the first step,
+  // even where the last step would hide it.
+  for (const sampler of [
+    { scheduler: "euler" },
+    { scheduler: "euler", karras: true },
+    { scheduler: "dpmpp_2m" },
+    { scheduler: "ddim" },
+  ] as const) {
+    for (const mode of ["base", "ensemble"] as const) {
+      it(`${sampler.scheduler}${"karras" in sampler ? " karras" : ""}, 10 steps, ${mode}`, async () => {
+        // Ensemble: the refiner (same picture set) must take over exactly where the base stopped.
+        const p = plan({ ...sampler, steps: 10, mode, guidance_scale: 1, high_noise_frac: 0.6 });
+        const steps: Float32Array[] = [];
+        await render(p, undefined, steps);
+        const scheduler = createScheduler(models.base!.schedulerConfig, {
+          name: sampler.scheduler,
+          karras: "karras" in sampler ? sampler.karras : undefined,
+        });
+        scheduler.setTimesteps(p.steps);
+        const mu = pictureLatents(onlyPicture(POINT), 8, 8);
+        const xT = initialNoise(p.seed, 0, [4, 8, 8]).map((v) => v * scheduler.initNoiseSigma);
+        const ve = sampler.scheduler === "euler";
+        const alpha = (k: number) => 1 / Math.sqrt(scheduler.sigmaAt(k) ** 2 + 1);
+        const direction = mu.map((m, i) =>
+          ve ? (xT[i]! - m) / scheduler.sigmaAt(0) : (xT[i]! - alpha(0) * m) / (scheduler.sigmaAt(0) * alpha(0)),
+        );
+        assert.equal(steps.length, 10);
+        steps.forEach((latents, i) => {
+          const k = i + 1;
+          const sigma = scheduler.sigmaAt(k);
+          const expected = mu.map((m, j) =>
+            ve ? m + sigma * direction[j]! : alpha(k) * m + sigma * alpha(k) * direction[j]!,
+          );
+          const err = maxAbsDiff(latents, expected);
+          assert.ok(err < 1e-3 * (1 + sigma), `step ${k} (σ ${sigma}): max |latents − exact path| = ${err}`);
+        });
       });
     }
   }
