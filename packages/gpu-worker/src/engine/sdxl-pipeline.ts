@@ -14,6 +14,7 @@ import { decodeLatentsToImages } from "./vae-decoder.js";
 import { encodeImage, type EncodedImage } from "./image-encoder.js";
 import { FloatFeed, TimestepFeed, outputAsFloat32 } from "../onnx/tensors.js";
 import type { SdxlModel } from "./sdxl-model.js";
+import { reportReferencePrompt } from "../models/reference/prompt-report.js";
 
 export interface StageHooks {
   /**
@@ -99,6 +100,7 @@ export async function runStage(
     },
     hooks.logger,
   );
+  reportReferencePrompt(model.folder.index, plan.prompt, plan.negativePrompt, hooks.logger);
   if (positive.width !== model.unetEmbedWidth) {
     throw new KilnError(
       "model_mismatch",
