@@ -3,10 +3,10 @@
  * Resources are linked (SST_RESOURCE_* for `Resource.X`) and also passed as KILN_* settings, so
  * Kiln's config reads them however SST delivers links to functions.
  */
-import { bucket, RETENTION_DAYS } from "./storage";
 import { base, refine, webhooks } from "./queues";
-import { table } from "./table";
 import { urlSecret } from "./secrets";
+import { bucket, RETENTION_DAYS } from "./storage";
+import { table } from "./table";
 
 const queueUrls = $interpolate`kiln-base=${base.queue.url},kiln-base-dlq=${base.dlq.url},kiln-refine=${refine.queue.url},kiln-refine-dlq=${refine.dlq.url},kiln-webhooks=${webhooks.queue.url},kiln-webhooks-dlq=${webhooks.dlq.url}`;
 

@@ -8,10 +8,10 @@
  * packages/gpu-worker/Dockerfile, pushed to the ECR repository below. Scale-in and spot
  * interruptions send SIGTERM: the worker drains (KILN_DRAIN_SECONDS) within the stop timeout.
  */
-import { bucket } from "./storage";
-import { base, refine, webhooks, MAX_RECEIVES } from "./queues";
-import { table } from "./table";
 import { SST_LINKS } from "../packages/shared/src/sst-links";
+import { base, MAX_RECEIVES, refine, webhooks } from "./queues";
+import { bucket } from "./storage";
+import { table } from "./table";
 
 const config = {
   instanceType: process.env.KILN_GPU_INSTANCE_TYPE ?? "g5.xlarge",

@@ -1,17 +1,18 @@
 import fs from "node:fs";
 import path from "node:path";
-import type { KilnConfig, Ports } from "@kiln/shared";
-import type { Logger } from "@kiln/shared/node";
-import { createApp, type ApiDeps } from "@kiln/api";
+
+import { type ApiDeps, createApp } from "@kiln/api";
 import { apiDeps as apiDepsFromConfig } from "@kiln/api/config";
 import {
   loadSdxlModel,
+  type ModelSet,
   REFERENCE_MODEL_VERSION,
+  type SdxlModel,
   writeReferenceModel,
   writeTinyModel,
-  type SdxlModel,
-  type ModelSet,
 } from "@kiln/gpu-worker";
+import type { KilnConfig, Ports } from "@kiln/shared";
+import type { Logger } from "@kiln/shared/node";
 
 // Ports and API settings from config live with the API, so its Lambda entry can share them.
 export { localUrlSecret } from "@kiln/api/config";

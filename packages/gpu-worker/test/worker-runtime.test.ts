@@ -3,20 +3,22 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+
 import {
   DEFAULT_RENDER_LIMITS,
-  KilnError,
   enqueueStage,
+  type JobRecord,
+  KilnError,
   planRender,
+  type Ports,
   renderRequestSchema,
   stageMessage,
-  type JobRecord,
-  type Ports,
   type WorkerBeat,
 } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
 import { createLogger } from "@kiln/shared/node";
-import { nullExecutor, startHealthServer, Worker, type StageExecutor } from "../src/index.js";
+
+import { nullExecutor, type StageExecutor, startHealthServer, Worker } from "../src/index.js";
 
 const logger = createLogger({ level: (process.env.KILN_TEST_LOG as "silent") ?? "silent" });
 

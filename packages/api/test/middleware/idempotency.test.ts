@@ -3,9 +3,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, afterEach, beforeEach, describe, it } from "node:test";
-import { Hono } from "hono";
+
 import type { KeyRecord, Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
+import { Hono } from "hono";
+
 import type { ApiDeps, ApiEnv } from "../../src/deps.js";
 import { canonicalJson, idempotency } from "../../src/middleware/idempotency.js";
 

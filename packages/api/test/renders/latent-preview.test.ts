@@ -1,13 +1,20 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import sharp from "sharp";
+import { describe, it } from "node:test";
+
 import { decodeLatents, encodeLatents, type Latents } from "@kiln/shared";
 import { FileBlobStore } from "@kiln/shared/local";
+import sharp from "sharp";
+
+import {
+  latentPreview,
+  latentsToRgb,
+  SDXL_LATENT_RGB_BIAS,
+  SDXL_LATENT_RGB_FACTORS,
+} from "../../src/renders/latent-preview.js";
 import { encodePng } from "../../src/renders/png.js";
-import { SDXL_LATENT_RGB_BIAS, SDXL_LATENT_RGB_FACTORS, latentPreview, latentsToRgb } from "../../src/renders/latent-preview.js";
 
 function latents(
   batch: number,

@@ -3,8 +3,10 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, afterEach, beforeEach, describe, it } from "node:test";
-import { renderRequestSchema, type KeyRecord, type Ports } from "@kiln/shared";
+
+import { type KeyRecord, type Ports, renderRequestSchema } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
+
 import { LimitExceededError } from "../../src/quotas/limit-exceeded.js";
 import { admitRender, effectiveLimits, renderAdmission } from "../../src/renders/render-admission.js";
 import { jobRecord } from "../fixtures.js";

@@ -1,10 +1,12 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { after, before, describe, it } from "node:test";
+
 import { createApiKey, type JobEvent, type Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
+
 import { createApp } from "../../src/app.js";
 import { cancelRender, expireIfOverdue, waitForEnd } from "../../src/renders/render-service.js";
 import { jobRecord } from "../fixtures.js";

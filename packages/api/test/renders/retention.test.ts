@@ -1,9 +1,11 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { describe, it } from "node:test";
+
 import { openLocalPorts } from "@kiln/shared/local";
+
 import { expiresAtOnEnd, retentionEnd, sweepExpiredJobs } from "../../src/renders/retention.js";
 import { jobRecord } from "../fixtures.js";
 

@@ -1,10 +1,12 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { after, before, describe, it } from "node:test";
+
 import { createApiKey, type Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
+
 import { createApp, type KilnApp } from "../../src/app.js";
 
 /** The OpenAI route's outcomes other than success (success is covered end to end in test/e2e). */

@@ -1,5 +1,6 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
+
 import { writeReferenceModels, writeTinyModels } from "@kiln/gpu-worker";
 
 const USAGE = "usage: kiln models tiny --out DIR [--seed N] | kiln models reference --out DIR";

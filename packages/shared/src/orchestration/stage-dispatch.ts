@@ -1,5 +1,5 @@
-import type { Queue } from "../ports/queue.js";
 import type { RenderPlan } from "../plan/render-plan.js";
+import type { Queue } from "../ports/queue.js";
 import { blobKeys, queueForStage, type StageMessage } from "../schemas/stage-message.js";
 
 /** The message that runs stage `index` of a job: deterministic, so a re-sent stage writes the same blobs. */

@@ -8,14 +8,16 @@
  * rather than releasing keeps the queue's receive count (and its dead-letter threshold) for
  * crashes, not for receivers that are down.
  */
+import type { LookupAddress } from "node:dns";
 import dns from "node:dns";
 import http from "node:http";
 import https from "node:https";
-import type { LookupAddress } from "node:dns";
 import type { LookupFunction } from "node:net";
+
 import { describeError, type Ports, type QueueMessage } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
-import { addressRefusal, hostOf, parseIp, webhookUrlRefusal, type WebhookPolicy } from "../address-policy.js";
+
+import { addressRefusal, hostOf, parseIp, type WebhookPolicy, webhookUrlRefusal } from "../address-policy.js";
 import { WEBHOOK_QUEUE, type WebhookDelivery } from "./events.js";
 import { webhookHeaders } from "./signature.js";
 

