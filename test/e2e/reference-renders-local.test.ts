@@ -1,18 +1,20 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import sharp from "sharp";
+import { after, before, describe, it } from "node:test";
+
+import { loadSdxlModel, type ModelSet, writeReferenceModels } from "@kiln/gpu-worker";
 import { createLogger } from "@kiln/shared/node";
-import { loadSdxlModel, writeReferenceModels, type ModelSet } from "@kiln/gpu-worker";
-import { api, download, startLocalStack, waitForJob, type LocalStack } from "../support/local-stack.js";
+import sharp from "sharp";
+
 import {
   decodeExpected,
   maxAbsDiff,
   onlyPicture,
   pictureLatents,
 } from "../../packages/gpu-worker/test/reference/expected.js";
+import { api, download, type LocalStack, startLocalStack, waitForJob } from "../support/local-stack.js";
 
 /**
  * Known answers over the queue on the local family: every scheduler and mode, submitted through the public

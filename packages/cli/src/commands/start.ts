@@ -23,7 +23,6 @@ export async function run(): Promise<void> {
 
   const key = await localKey(config, ports);
   const builtin = config.modelDir ? undefined : config.builtinModels;
-  const usingTiny = builtin === "tiny";
   if (process.env.KILN_START_DEMO !== "false") await demoRender(config, key, builtin, logger);
   console.log(
     [

@@ -1,12 +1,12 @@
 import {
+  colourLatent,
   COLOURS,
+  drawMask,
   LATENT_FROM_RGB,
   MASK_GRID,
-  PLACEMENTS,
-  colourLatent,
-  drawMask,
   matchingPictures,
   type Picture,
+  PLACEMENTS,
 } from "../../src/models/reference/picture-set.js";
 
 /**

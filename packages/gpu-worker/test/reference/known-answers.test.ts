@@ -1,17 +1,19 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import sharp from "sharp";
-import { planRender, renderRequestSchema, type Latents, type RenderPlan, type RenderRequestInput } from "@kiln/shared";
+import { after, before, describe, it } from "node:test";
+
+import { type Latents, planRender, type RenderPlan, type RenderRequestInput, renderRequestSchema } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
-import { writeReferenceModel } from "../../src/models/reference/reference-models.js";
-import { drawPicture, matchingPictures } from "../../src/models/reference/picture-set.js";
+import sharp from "sharp";
+
+import { initialNoise } from "../../src/engine/noise.js";
+import { createScheduler } from "../../src/engine/schedulers/index.js";
 import { loadSdxlModel, type SdxlModel } from "../../src/engine/sdxl-model.js";
 import { runStage } from "../../src/engine/sdxl-pipeline.js";
-import { createScheduler } from "../../src/engine/schedulers/index.js";
-import { initialNoise } from "../../src/engine/noise.js";
+import { drawPicture, matchingPictures } from "../../src/models/reference/picture-set.js";
+import { writeReferenceModel } from "../../src/models/reference/reference-models.js";
 import { decodeExpected, maxAbsDiff, meanAbsDiff, onlyPicture, pictureLatents } from "./expected.js";
 
 /**

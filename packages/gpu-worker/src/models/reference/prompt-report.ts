@@ -1,4 +1,5 @@
 import type { Logger } from "@kiln/shared/node";
+
 import { ignoredWords, matchingPictures } from "./picture-set.js";
 import { REFERENCE_MODEL_MARKER } from "./reference-models.js";
 

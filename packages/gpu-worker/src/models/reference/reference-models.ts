@@ -1,23 +1,24 @@
 import fs from "node:fs";
 import path from "node:path";
-import { GraphBuilder, attr, writeJson, writeOnnx, SDXL_SCHEDULER_CONFIG } from "../tiny-models.js";
-import { clipVocabulary, writeClipTokenizerFolder } from "../../engine/tokenizer/clip-vocab.js";
+
 import { trainSchedule } from "../../engine/schedulers/noise-schedule.js";
+import { clipVocabulary, writeClipTokenizerFolder } from "../../engine/tokenizer/clip-vocab.js";
+import { attr, GraphBuilder, SDXL_SCHEDULER_CONFIG, writeJson, writeOnnx } from "../tiny-models.js";
 import {
   BACKGROUND_WORD,
   CODE_GROUPS,
   CODE_WIDTH,
+  type CodeGroup,
+  codeSlot,
   COLOUR_NAMES,
+  colourLatent,
+  drawMask,
   KEYWORDS,
   LATENT_FROM_RGB,
   MASK_GRID,
+  type Picture,
   PICTURES,
   PLACEMENTS,
-  codeSlot,
-  colourLatent,
-  drawMask,
-  type CodeGroup,
-  type Picture,
 } from "./picture-set.js";
 
 /**
