@@ -3,12 +3,12 @@
  * Resources are linked (SST_RESOURCE_* for `Resource.X`) and also passed as KILN_* settings, so
  * Kiln's config reads them however SST delivers links to functions.
  */
-import { base, refine, webhooks } from "./queues";
+import { base, chat, refine, webhooks } from "./queues";
 import { urlSecret } from "./secrets";
 import { bucket, RETENTION_DAYS } from "./storage";
 import { table } from "./table";
 
-const queueUrls = $interpolate`kiln-base=${base.queue.url},kiln-base-dlq=${base.dlq.url},kiln-refine=${refine.queue.url},kiln-refine-dlq=${refine.dlq.url},kiln-webhooks=${webhooks.queue.url},kiln-webhooks-dlq=${webhooks.dlq.url}`;
+const queueUrls = $interpolate`kiln-base=${base.queue.url},kiln-base-dlq=${base.dlq.url},kiln-refine=${refine.queue.url},kiln-refine-dlq=${refine.dlq.url},kiln-webhooks=${webhooks.queue.url},kiln-webhooks-dlq=${webhooks.dlq.url},kiln-chat=${chat.queue.url},kiln-chat-dlq=${chat.dlq.url}`;
 
 export const api = new sst.aws.Function("KilnApi", {
   handler: "packages/api/src/entry/lambda.handler",
@@ -16,7 +16,19 @@ export const api = new sst.aws.Function("KilnApi", {
   memory: "1024 MB",
   timeout: "30 seconds",
   url: true,
-  link: [bucket, table, base.queue, base.dlq, refine.queue, refine.dlq, webhooks.queue, webhooks.dlq, urlSecret],
+  link: [
+    bucket,
+    table,
+    base.queue,
+    base.dlq,
+    refine.queue,
+    refine.dlq,
+    webhooks.queue,
+    webhooks.dlq,
+    chat.queue,
+    chat.dlq,
+    urlSecret,
+  ],
   environment: {
     KILN_BACKEND: "aws",
     KILN_BUCKET: bucket.name,

@@ -23,4 +23,6 @@ function stageQueue(name: string) {
 export const base = stageQueue("KilnBase");
 export const refine = stageQueue("KilnRefine");
 export const webhooks = stageQueue("KilnWebhook");
+// Chat channels: Discord and Slack follow-ups (progress, results), sent beside the webhook dispatcher.
+export const chat = stageQueue("KilnChat");
 export const retention = DLQ_RETENTION;

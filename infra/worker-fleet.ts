@@ -9,7 +9,7 @@
  * interruptions send SIGTERM: the worker drains (KILN_DRAIN_SECONDS) within the stop timeout.
  */
 import { SST_LINKS } from "../packages/shared/src/sst-links";
-import { base, MAX_RECEIVES, refine, webhooks } from "./queues";
+import { base, chat, MAX_RECEIVES, refine, webhooks } from "./queues";
 import { bucket } from "./storage";
 import { table } from "./table";
 
@@ -111,7 +111,7 @@ new aws.ecs.ClusterCapacityProviders("KilnGpuClusterCapacity", {
 });
 
 // --- task ------------------------------------------------------------------------------------
-const queues = [base.queue, base.dlq, refine.queue, refine.dlq, webhooks.queue, webhooks.dlq];
+const queues = [base.queue, base.dlq, refine.queue, refine.dlq, webhooks.queue, webhooks.dlq, chat.queue, chat.dlq];
 
 const executionRole = new aws.iam.Role("KilnWorkerExecutionRole", {
   assumeRolePolicy: aws.iam.assumeRolePolicyForPrincipal({ Service: "ecs-tasks.amazonaws.com" }),
@@ -190,6 +190,14 @@ const links = [
   {
     name: `SST_RESOURCE_${SST_LINKS.queues["kiln-webhooks-dlq"]}`,
     value: $jsonStringify({ url: webhooks.dlq.url, type: "sst.aws.Queue" }),
+  },
+  {
+    name: `SST_RESOURCE_${SST_LINKS.queues["kiln-chat"]}`,
+    value: $jsonStringify({ url: chat.queue.url, type: "sst.aws.Queue" }),
+  },
+  {
+    name: `SST_RESOURCE_${SST_LINKS.queues["kiln-chat-dlq"]}`,
+    value: $jsonStringify({ url: chat.dlq.url, type: "sst.aws.Queue" }),
   },
 ];
 

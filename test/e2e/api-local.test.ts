@@ -387,7 +387,7 @@ describe("API without a worker (local family): queue, list, cancel, deadlines, l
       assert.ok(names.includes(route), `${route} in ${names}`);
     }
     for (const [name, op] of ops) {
-      if (op.security)
+      if (op.security?.length)
         assert.ok(op.responses["401"]?.content["application/problem+json"], `${name} documents 401 as a problem`);
       if (["POST /v1/renders", "POST /v1/images/generations"].includes(name))
         for (const s of ["400", "413", "415"]) assert.ok(op.responses[s], `${name} documents ${s}`);
@@ -397,7 +397,7 @@ describe("API without a worker (local family): queue, list, cancel, deadlines, l
     const docs = await fetch(`${stack.url}/docs`);
     assert.equal(docs.status, 200);
     const html = await docs.text();
-    assert.match(html, /fetch\("openapi\.json"\)/);
+    assert.match(html, /"openapi\.json"/);
     assert.doesNotMatch(html, /https?:\/\//, "loads nothing from the internet");
     assert.equal((await fetch(`${stack.url}/healthz`)).status, 200);
   });

@@ -3,6 +3,9 @@ import type { Hono, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 
+import { resultRoutes } from "./channels/core/result-route.js";
+import { discordRoutes } from "./channels/discord/routes.js";
+import { slackRoutes } from "./channels/slack/routes.js";
 import type { ApiDeps, ApiEnv } from "./deps.js";
 import { allowedMethods } from "./http/allowed-methods.js";
 import { problemSchema } from "./http/openapi.js";
@@ -16,9 +19,11 @@ import { eventRoutes } from "./routes/events.js";
 import { fileRoutes } from "./routes/files.js";
 import { keyRoutes } from "./routes/keys.js";
 import { openAiImageRoutes } from "./routes/openai-images.js";
+import { openAiModelRoutes } from "./routes/openai-models.js";
 import { renderRoutes } from "./routes/renders.js";
 import { systemRoutes } from "./routes/system.js";
 import { ApiRuntime } from "./runtime.js";
+import { playgroundRoutes } from "./ui/playground/routes.js";
 
 /**
  * Kiln's HTTP API as one Hono app over Web-standard Request/Response, so the same app serves Node
@@ -56,6 +61,13 @@ export function createApp(deps: ApiDeps) {
   mount("/v1/images", [openAiErrorShape(), ...jsonApi], openAiImageRoutes(rt));
   mount("/v1/files", [], fileRoutes(deps)); // signed URLs, no key
   mount("/v1/keys", jsonApi, keyRoutes(deps));
+  mount("/v1/models", [openAiErrorShape(), ...jsonApi], openAiModelRoutes(deps));
+  mount("/", [], playgroundRoutes()); // the web playground at / and its hashed assets
+  // Chat channels: no API key, no JSON-body rule (Slack posts forms); each verifies its platform's
+  // signature over the raw bytes before parsing. A bot whose secrets are unset answers 404.
+  mount("/integrations/discord", [limitBody], discordRoutes(rt, deps.chat));
+  mount("/integrations/slack", [limitBody], slackRoutes(rt, deps.chat));
+  mount("/integrations/results", [], resultRoutes(rt));
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
@@ -67,6 +79,8 @@ export function createApp(deps: ApiDeps) {
     app.openAPIRegistry.registerPath({
       method: "get",
       path: "/v1/files/{key}",
+      operationId: "downloadFile",
+      security: [], // the signed query authorises it
       summary: "Download an output (signed URL)",
       description:
         "The links in `images[].url` on the local family. No API key: the `expires` and `sig` query values authorise the download.",
@@ -77,7 +91,12 @@ export function createApp(deps: ApiDeps) {
       responses: {
         200: {
           description: "The file",
-          content: { "image/png": { schema: z.string().openapi({ format: "binary" }) } },
+          content: Object.fromEntries(
+            ["image/png", "image/webp", "image/jpeg"].map((type) => [
+              type,
+              { schema: z.string().openapi({ format: "binary" }) },
+            ]),
+          ),
         },
         400: { description: "Malformed file key", content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } } },
         403: { description: "Invalid or expired link", content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } } },
@@ -93,6 +112,7 @@ export function createApp(deps: ApiDeps) {
     info: {
       title: "Kiln",
       version: "0.1.0",
+      license: { name: "Apache-2.0", identifier: "Apache-2.0" },
       description: "Self-hostable SDXL render service. Every error is application/problem+json (RFC 9457).",
     },
     servers: [{ url: rt.base(c) }],

@@ -1,5 +1,6 @@
 import type { JobEventSink, KeyRecord, Ports, RenderLimits } from "@kiln/shared";
 
+import type { ChatDeps } from "./channels/core/chat-deps.js";
 import type { EffectiveLimits, WebhookSubmitPolicy } from "./renders/render-admission.js";
 
 /** What the API needs from its host: the ports of one family and a few settings. Web-standard only. */
@@ -21,6 +22,8 @@ export interface ApiDeps {
   webhooks?: WebhookSubmitPolicy;
   /** Told when the API itself moves a job (cancel of a queued job, deadline expiry); webhooks listen here. */
   events?: JobEventSink;
+  /** Discord and Slack bots (channels/); absent or without secrets, their routes answer 404. */
+  chat?: ChatDeps;
   /** Timing knobs; the defaults suit a long-running Node server. */
   timing?: Partial<ApiTiming>;
   now?: () => Date;

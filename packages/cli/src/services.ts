@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 
+import { chatDispatcherFromConfig, logChatStatus } from "@kiln/api/chat";
 import { webhookEventSinkFromConfig } from "@kiln/api/config";
 import { closeServer, serveOnNode, startRetentionSweep } from "@kiln/api/node";
 import { WebhookDispatcher } from "@kiln/api/webhook-dispatcher";
@@ -22,6 +23,7 @@ export async function startApiService(
 ): Promise<Service & { port: number }> {
   const { server, port } = await serveOnNode(buildApi(config, ports, logger), { port: config.port, host: config.host });
   logger.info({ url: config.publicUrl, port }, "API listening");
+  logChatStatus(config, (level, obj, msg) => logger[level](obj, msg));
   // On AWS, DynamoDB TTL and the bucket's lifecycle rule do this; a local data dir needs the API to.
   const sweep =
     config.backend === "local"
@@ -101,6 +103,17 @@ export function startWebhookService(config: KilnConfig, ports: Ports, logger: Lo
   });
   dispatcher.start();
   return { name: "webhooks", stop: () => dispatcher.stop() };
+}
+
+/**
+ * Chat channels: sends Discord and Slack follow-ups (progress, results) from the chat queue. Runs
+ * where the webhook dispatcher runs; a no-op service when neither bot is configured.
+ */
+export function startChatService(config: KilnConfig, ports: Ports, logger: Logger): Service {
+  const log = logger.child({ component: "chat" });
+  const dispatcher = chatDispatcherFromConfig(config, ports, (level, obj, msg) => log[level](obj, msg));
+  dispatcher?.start();
+  return { name: "chat", stop: async () => dispatcher?.stop() };
 }
 
 /** On SIGTERM/SIGINT: drain workers, close servers and ports, exit 0. */

@@ -23,3 +23,13 @@ export { createWorkerMetrics } from "./runtime/metrics.js";
 export { eventLogSink, fanOutEvents, type EventLogLine } from "./runtime/event-log.js";
 export { nullExecutor } from "./runtime/null-executor.js";
 export { BestEffortWrites } from "./runtime/best-effort-writes.js";
+export {
+  DEFAULT_SHAPE,
+  GPU_PROFILES,
+  type GpuProfile,
+  renderSeconds,
+  type RenderShape,
+  stageSeconds,
+  stageSteps,
+} from "./simulated-gpu/gpu-profiles.js";
+export { simulateGpu, type SimulatedGpu } from "./simulated-gpu/simulated-gpu.js";

@@ -42,6 +42,8 @@ const configSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8787),
   KILN_HOST: z.string().default("127.0.0.1"),
   KILN_PUBLIC_URL: z.string().url().optional(),
+  // CLI client: the Kiln `kiln render` talks to (default: this box's KILN_PUBLIC_URL).
+  KILN_API_URL: z.string().url().optional(),
   KILN_URL_SECRET: z.string().min(16, "must be at least 16 characters").optional(),
   KILN_MODEL_DIR: z.string().min(1).optional(),
   KILN_REFINER_DIR: z.string().min(1).optional(),
@@ -116,6 +118,33 @@ const configSchema = z.object({
     .default(24),
   KILN_WEBHOOK_BACKOFF_SECONDS: z.coerce.number().int().min(1).max(900).default(5),
   KILN_WEBHOOK_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(60).default(10),
+  // Chat channels (Discord, Slack): a bot whose secrets are unset answers 404 on its routes.
+  KILN_DISCORD_APPLICATION_ID: z
+    .string()
+    .regex(/^\d{5,25}$/, "must be the application's numeric id")
+    .optional(),
+  KILN_DISCORD_PUBLIC_KEY: z
+    .string()
+    .regex(/^[0-9a-fA-F]{64}$/, "must be the application's Ed25519 public key, 64 hex characters")
+    .optional(),
+  KILN_DISCORD_BOT_TOKEN: z.string().min(1).optional(),
+  KILN_DISCORD_API_URL: z.string().url().default("https://discord.com/api/v10"),
+  KILN_SLACK_SIGNING_SECRET: z.string().min(8).optional(),
+  KILN_SLACK_BOT_TOKEN: z.string().min(1).optional(),
+  KILN_SLACK_API_URL: z.string().url().default("https://slack.com/api/"),
+  KILN_CHAT_KEY_ID: z.string().min(1).optional(),
+  KILN_CHAT_USER_RENDERS_PER_HOUR: z.coerce.number().int().min(0).max(100_000).default(30),
+  KILN_CHAT_GUILD_RENDERS_PER_HOUR: z.coerce.number().int().min(0).max(1_000_000).default(300),
+  KILN_CHAT_BLOCKED_WORDS: z
+    .string()
+    .transform((s) =>
+      s
+        .split(",")
+        .map((x) => x.trim().toLowerCase())
+        .filter(Boolean),
+    )
+    .default([]),
+  KILN_CHAT_BUTTONS_ANYONE: boolish.default(false),
 });
 
 export type KilnConfigEnv = z.infer<typeof configSchema>;
@@ -127,6 +156,8 @@ export interface KilnConfig {
   host: string;
   /** Base URL clients reach the API at; used in links and local download URLs. */
   publicUrl: string;
+  /** Base URL the CLI client (`kiln render`) calls; KILN_API_URL, else publicUrl. */
+  apiUrl: string;
   /** Secret signing local download URLs; generated per data dir when not set. */
   urlSecret?: string;
   modelDir?: string;
@@ -175,6 +206,22 @@ export interface KilnConfig {
     backoffSeconds: number;
     timeoutSeconds: number;
   };
+  /** Chat channels; a platform is enabled when its secrets and KILN_CHAT_KEY_ID are set. */
+  chat: ChatConfig;
+}
+
+export interface ChatConfig {
+  /** The API key whose quotas and ownership chat renders use (`kiln keys create --name chat`). */
+  keyId?: string;
+  /** Per chat user and per Discord guild / Slack workspace, renders an hour; 0 = no limit. */
+  userRendersPerHour: number;
+  guildRendersPerHour: number;
+  /** Prompts containing one of these words (lower case) are refused everywhere. */
+  blockedWords: string[];
+  /** Anyone in the channel may press a result's buttons (default: only the requester). */
+  buttonsAnyone: boolean;
+  discord: { applicationId?: string; publicKey?: string; botToken?: string; apiUrl: string };
+  slack: { signingSecret?: string; botToken?: string; apiUrl: string };
 }
 
 /** Reads and validates the configuration; throws one KilnError listing every bad variable. */
@@ -221,6 +268,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     host: e.KILN_HOST,
     publicUrl: (
       e.KILN_PUBLIC_URL ?? `http://${e.KILN_HOST === "0.0.0.0" ? "127.0.0.1" : e.KILN_HOST}:${e.PORT}`
+    ).replace(/\/$/, ""),
+    apiUrl: (
+      e.KILN_API_URL ??
+      e.KILN_PUBLIC_URL ??
+      `http://${e.KILN_HOST === "0.0.0.0" ? "127.0.0.1" : e.KILN_HOST}:${e.PORT}`
     ).replace(/\/$/, ""),
     urlSecret: e.KILN_URL_SECRET,
     modelDir: e.KILN_MODEL_DIR,
@@ -269,6 +321,24 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       retryHours: e.KILN_WEBHOOK_RETRY_HOURS,
       backoffSeconds: e.KILN_WEBHOOK_BACKOFF_SECONDS,
       timeoutSeconds: e.KILN_WEBHOOK_TIMEOUT_SECONDS,
+    },
+    chat: {
+      keyId: e.KILN_CHAT_KEY_ID,
+      userRendersPerHour: e.KILN_CHAT_USER_RENDERS_PER_HOUR,
+      guildRendersPerHour: e.KILN_CHAT_GUILD_RENDERS_PER_HOUR,
+      blockedWords: e.KILN_CHAT_BLOCKED_WORDS,
+      buttonsAnyone: e.KILN_CHAT_BUTTONS_ANYONE,
+      discord: {
+        applicationId: e.KILN_DISCORD_APPLICATION_ID,
+        publicKey: e.KILN_DISCORD_PUBLIC_KEY?.toLowerCase(),
+        botToken: e.KILN_DISCORD_BOT_TOKEN,
+        apiUrl: e.KILN_DISCORD_API_URL.replace(/\/+$/, ""),
+      },
+      slack: {
+        signingSecret: e.KILN_SLACK_SIGNING_SECRET,
+        botToken: e.KILN_SLACK_BOT_TOKEN,
+        apiUrl: e.KILN_SLACK_API_URL.endsWith("/") ? e.KILN_SLACK_API_URL : `${e.KILN_SLACK_API_URL}/`,
+      },
     },
   };
 }

@@ -4,6 +4,7 @@ export * from "./schemas/job.js";
 export * from "./schemas/render-request.js";
 export * from "./schemas/stage-message.js";
 export * from "./schemas/job-event.js";
+export * from "./schemas/chat-origin.js";
 export * from "./plan/render-plan.js";
 export * from "./plan/stage-planner.js";
 export * from "./config.js";

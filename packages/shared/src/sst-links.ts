@@ -17,6 +17,8 @@ export const SST_LINKS = {
     "kiln-refine-dlq": "KilnRefineDlq",
     "kiln-webhooks": "KilnWebhookQueue",
     "kiln-webhooks-dlq": "KilnWebhookDlq",
+    "kiln-chat": "KilnChatQueue",
+    "kiln-chat-dlq": "KilnChatDlq",
   },
 } as const;
 

@@ -2,10 +2,12 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 
+import type { JobEventSink } from "@kiln/shared";
 import { DEFAULT_RENDER_LIMITS, type KilnConfig, type Ports } from "@kiln/shared";
 import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
 import { verifyDownloadSignature } from "@kiln/shared/signed-url";
 
+import { chatEventSink } from "../channels/core/deliveries.js";
 import type { ApiDeps } from "../deps.js";
 import { resolveHostAddresses } from "../outbound/webhooks/dispatcher.js";
 import { webhookEventSink } from "../outbound/webhooks/events.js";
@@ -62,17 +64,23 @@ export function apiDeps(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]):
       resolveHost: resolveHostAddresses,
     },
     events: webhookEventSinkFromConfig(config, ports, log),
+    chat: { config: config.chat },
     log,
   };
 }
 
-/** Enqueues webhook deliveries for job events (API-side moves, and the worker's via the CLI). */
-export function webhookEventSinkFromConfig(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]) {
-  return webhookEventSink({
+/** Enqueues webhook deliveries and chat follow-ups for job events (API-side moves, and the worker's via the CLI). */
+export function webhookEventSinkFromConfig(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]): JobEventSink {
+  // Chat channels: the same events also queue Discord/Slack follow-ups for chat-submitted jobs.
+  const chat = chatEventSink({ queue: ports.queue, log });
+  const webhooks = webhookEventSink({
     queue: ports.queue,
     blobs: ports.blobs,
     publicUrl: config.publicUrl,
     downloadUrlSeconds: config.downloadUrlSeconds,
     log,
   });
+  return async (event) => {
+    await Promise.all([webhooks(event), chat(event)]);
+  };
 }

@@ -1,4 +1,5 @@
 import {
+  type ChatOrigin,
   enqueueStage,
   isTerminal,
   type JobEventSink,
@@ -31,6 +32,8 @@ export async function submitRender(
     traceparent?: string;
     /** The key's quotas and webhook policy; absent for trusted internal callers. */
     admission?: RenderAdmission;
+    /** Chat channels: where progress and the result go (see channels/). */
+    chat?: ChatOrigin;
   },
 ): Promise<JobRecord> {
   const seed = input.request.seed ?? crypto.getRandomValues(new Uint32Array(1))[0]!;
@@ -52,6 +55,7 @@ export async function submitRender(
       : undefined,
     expiresAt: Math.ceil(input.now.getTime() / 1000 + retention * 3600),
     ...(input.request.webhook ? { webhook: input.request.webhook } : {}),
+    ...(input.chat ? { chat: input.chat } : {}),
   };
   await admitRender(ports, input.admission, input.request, input.now, () => ports.jobs.create(job));
   await enqueueStage(ports.queue, stageMessage(job.id, plan, 0, input.traceparent));

@@ -61,7 +61,7 @@ function requestSchema(maxPromptChars: number) {
       user: z.string().max(256).nullish().openapi({ description: IGNORED }),
     })
     .strict()
-    .openapi("OpenAIImageRequest");
+    .openapi("OpenAIImageRequest", { example: { prompt: "a lighthouse on a cliff at dusk", size: "256x256" } });
 }
 
 const responseSchema = z
@@ -84,6 +84,7 @@ export function openAiImageRoutes(rt: ApiRuntime) {
     createRoute({
       method: "post",
       path: "/v1/images/generations",
+      operationId: "createImage",
       summary: "Generate images (OpenAI-compatible)",
       description:
         "A compatible subset of OpenAI's `POST /v1/images/generations`, answered when the render ends, so OpenAI SDKs work with `baseURL` set to Kiln and a Kiln key. Errors are problem+json with OpenAI's `error` member inside. The render uses Kiln's defaults (ensemble, 30 steps); the job id is in the `x-kiln-render-id` header.",
@@ -96,7 +97,7 @@ export function openAiImageRoutes(rt: ApiRuntime) {
       },
       responses: {
         200: { description: "The images", content: { "application/json": { schema: responseSchema } } },
-        ...problems(400, 401, 403, 413, 415, 504),
+        ...problems(400, 401, 403, 413, 415, 429, 504),
       },
     }),
     async (c) => {

@@ -51,12 +51,23 @@ const listSchema = z
 export function renderRoutes(rt: ApiRuntime) {
   const { deps } = rt;
   const app = apiRouter();
-  const bodySchema = renderRequestSchema(deps.limits).openapi("RenderRequest");
+  // The example is what reference UIs put in "Try it": small and quick, so a first click does not queue a 1024² render.
+  const bodySchema = renderRequestSchema(deps.limits).openapi("RenderRequest", {
+    example: {
+      prompt: "a lighthouse on a cliff at dusk, oil painting",
+      mode: "base",
+      width: 256,
+      height: 256,
+      steps: 8,
+      seed: 42,
+    },
+  });
 
   app.openapi(
     createRoute({
       method: "post",
       path: "/v1/renders",
+      operationId: "createRender",
       summary: "Submit a render",
       description: `Answers 202 with the queued job. With \`Prefer: wait=N\` (N ≤ ${MAX_PREFER_WAIT_SECONDS}) it holds the request until the job ends, answering 201 with the finished job (whatever its outcome) and \`Preference-Applied: wait=N\` (a deployment may cap N lower, e.g. 25 s behind API Gateway; the header tells the wait applied); if the job is still going after N seconds, 202 as usual.`,
       security,
@@ -120,6 +131,7 @@ export function renderRoutes(rt: ApiRuntime) {
     createRoute({
       method: "get",
       path: "/v1/renders",
+      operationId: "listRenders",
       summary: "List your renders",
       description:
         "The calling key's renders, newest first, a page at a time. The list view leaves out queue position, waiting reason and ETA (GET one render for those).",
@@ -127,7 +139,7 @@ export function renderRoutes(rt: ApiRuntime) {
       request: { query: listQuery },
       responses: {
         200: { description: "A page of renders", content: { "application/json": { schema: listSchema } } },
-        ...problems(400, 401, 403),
+        ...problems(400, 401, 403, 429),
       },
     }),
     async (c) => {
@@ -158,12 +170,13 @@ export function renderRoutes(rt: ApiRuntime) {
     createRoute({
       method: "get",
       path: "/v1/renders/{id}",
+      operationId: "getRender",
       summary: "Get a render",
       description:
         "While queued: `queue_position` and `waiting_reason` (no capacity vs busy workers). While queued or running: `eta`.",
       security,
       request: { params: idParam },
-      responses: { 200: { description: "The render", ...renderJson }, ...problems(400, 401, 403, 404) },
+      responses: { 200: { description: "The render", ...renderJson }, ...problems(400, 401, 403, 404, 429) },
     }),
     async (c) => {
       const job = await rt.ownJob(c, c.req.valid("param").id);
@@ -175,6 +188,7 @@ export function renderRoutes(rt: ApiRuntime) {
     createRoute({
       method: "delete",
       path: "/v1/renders/{id}",
+      operationId: "cancelRender",
       summary: "Cancel a render",
       description:
         "A queued render ends `canceled` at once (200). A running one is marked `cancel_requested` (202) and stops at its next denoising step, in whichever stage it is; GET it or stream its events to see it end. An ended render cannot be canceled (409).",
@@ -183,7 +197,7 @@ export function renderRoutes(rt: ApiRuntime) {
       responses: {
         200: { description: "Canceled", ...renderJson },
         202: { description: "Cancel requested; the running stage stops at its next step", ...renderJson },
-        ...problems(400, 401, 403, 404, 409),
+        ...problems(400, 401, 403, 404, 409, 429),
       },
     }),
     async (c) => {

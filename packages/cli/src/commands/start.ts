@@ -4,8 +4,15 @@ import path from "node:path";
 import { createApiKey, type KilnConfig, loadConfig, type Ports, verifyApiKey } from "@kiln/shared";
 import { createLogger, type Logger } from "@kiln/shared/node";
 
-import { printProgress, renderAndWait, saveImages } from "../render-client.js";
-import { startApiService, startWebhookService, startWorkerService, stopOnSignals } from "../services.js";
+import { parseFlags } from "../cli/args.js";
+import { endProgress, printProgress, renderAndWait, saveImages } from "../render-client.js";
+import {
+  startApiService,
+  startChatService,
+  startWebhookService,
+  startWorkerService,
+  stopOnSignals,
+} from "../services.js";
 import { openPorts } from "../stack.js";
 
 /**
@@ -13,13 +20,18 @@ import { openPorts } from "../stack.js";
  * family, then — unless KILN_START_DEMO=false — one real render through the public HTTP API, saved
  * to <data dir>/demo.png, so a fresh install proves the whole path works end to end.
  */
-export async function run(): Promise<void> {
+export async function run(argv: string[] = []): Promise<void> {
+  parseFlags(argv, {}); // takes no options: an unknown flag is a usage error, not a reason to start
   const config = loadConfig();
   const logger = createLogger({ level: config.logLevel, name: "kiln" });
   const ports = openPorts(config);
   const api = await startApiService(config, ports, logger);
   const worker = await startWorkerService(config, ports, logger);
-  stopOnSignals([api, worker, startWebhookService(config, ports, logger)], ports, logger);
+  stopOnSignals(
+    [api, worker, startWebhookService(config, ports, logger), startChatService(config, ports, logger)],
+    ports,
+    logger,
+  );
 
   const key = await localKey(config, ports);
   const builtin = config.modelDir ? undefined : config.builtinModels;
@@ -27,7 +39,7 @@ export async function run(): Promise<void> {
   console.log(
     [
       "",
-      `Kiln is running at ${config.publicUrl} (API docs: ${config.publicUrl}/openapi.json). Stop with Ctrl-C.`,
+      `Kiln is running at ${config.publicUrl} (playground: ${config.publicUrl}/, API reference: ${config.publicUrl}/docs). Stop with Ctrl-C.`,
       `API key (saved in ${path.join(config.dataDir, "local-key")}): ${key}`,
       "Try:",
       `  curl -s -X POST ${config.publicUrl}/v1/renders -H "Authorization: Bearer $(cat ${path.join(config.dataDir, "local-key")})" \\`,
@@ -79,7 +91,7 @@ async function demoRender(
   logger.info({ request }, "demo render: submitting through the public API");
   const started = performance.now();
   const job = await renderAndWait(config.publicUrl, key, request, printProgress);
-  if (process.stderr.isTTY) process.stderr.write("\n");
+  endProgress();
   if (job.status !== "succeeded") {
     logger.error({ jobId: job.id, status: job.status, error: job.error }, "demo render did not succeed");
     return;

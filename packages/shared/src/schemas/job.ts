@@ -1,4 +1,5 @@
 import type { RenderPlan } from "../plan/render-plan.js";
+import type { ChatOrigin } from "./chat-origin.js";
 import type { JobEventType } from "./job-event.js";
 
 export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "canceled", "expired"] as const;
@@ -69,6 +70,8 @@ export interface JobRecord {
   expiresAt?: number;
   /** Where this job's events are POSTed (signed with the owner key's webhook secret). */
   webhook?: WebhookTarget;
+  /** Chat channels: where a Discord or Slack render reports progress and delivers its images. */
+  chat?: ChatOrigin;
 }
 
 export interface WebhookTarget {
