@@ -40,9 +40,9 @@ const COMMANDS: Record<string, Command> = {
     load: () => import("./commands/keys.js"),
   },
   models: {
-    summary: "write Kiln's tiny test models (`kiln models tiny --out DIR`)",
+    summary: "write Kiln's generated models (`kiln models reference|tiny --out DIR`)",
     usage:
-      "usage: kiln models tiny [--out DIR] [--seed N]\n\nWrites the tiny SDXL base and refiner (byte-identical per seed).",
+      "usage: kiln models reference [--out DIR]\n       kiln models tiny [--out DIR] [--seed N]\n\nWrites the reference SDXL base and refiner (exact denoiser of a shapes picture set), or the tiny random ones (byte-identical per seed).",
     load: () => import("./commands/models.js"),
   },
   dlq: {

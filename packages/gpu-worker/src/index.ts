@@ -8,6 +8,13 @@ export {
 } from "./engine/sdxl-pipeline.js";
 export { readPngText } from "./engine/image-encoder.js";
 export { writeTinyModel, writeTinyModels } from "./models/tiny-models.js";
+export {
+  writeReferenceModel,
+  writeReferenceModels,
+  REFERENCE_MODEL_MARKER,
+  REFERENCE_MODEL_VERSION,
+} from "./models/reference/reference-models.js";
+export { ignoredWords, matchingPictures, drawPicture, type Picture } from "./models/reference/picture-set.js";
 export { sdxlExecutor, type ModelSet, type StageExecutor } from "./runtime/stage-executor.js";
 export { runStageMessage, type StageOutcome } from "./runtime/stage-runner.js";
 export { Worker, type WorkerOptions, type WorkerStatus } from "./runtime/worker.js";

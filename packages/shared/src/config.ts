@@ -108,6 +108,8 @@ const configSchema = z.object({
   KILN_BUCKET: z.string().optional(),
   KILN_TABLE: z.string().optional(),
   KILN_TINY_MODELS: boolish.default(true),
+  // Reference models: which generated models a worker uses when no model dir is set.
+  KILN_BUILTIN_MODELS: z.enum(["reference", "tiny"]).default("reference"),
   KILN_RATE_LIMIT_RPS: z.coerce.number().min(0).max(100_000).default(0),
   KILN_RATE_LIMIT_BURST: z.coerce.number().int().min(1).max(1_000_000).optional(),
   KILN_CONCURRENT_JOBS: z.coerce.number().int().min(0).max(1_000_000).default(0),
@@ -188,6 +190,8 @@ export interface KilnConfig {
   refinerDir?: string;
   /** Generate and use the tiny test models when no model dir is configured. */
   allowTinyModels: boolean;
+  /** Which generated models: the reference pair (exact denoiser of a picture set) or the tiny random ones. */
+  builtinModels: "reference" | "tiny";
   providers: ("tensorrt" | "cuda" | "cpu")[];
   deviceId: number;
   stages: ("base" | "refine")[];
@@ -313,6 +317,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     modelDir: e.KILN_MODEL_DIR,
     refinerDir: e.KILN_REFINER_DIR,
     allowTinyModels: e.KILN_TINY_MODELS,
+    builtinModels: e.KILN_BUILTIN_MODELS,
     providers: e.KILN_PROVIDERS,
     deviceId: e.KILN_DEVICE_ID,
     stages: e.KILN_STAGES,

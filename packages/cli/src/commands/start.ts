@@ -34,8 +34,8 @@ export async function run(argv: string[] = []): Promise<void> {
   );
 
   const key = await localKey(config, ports);
-  const usingTiny = !config.modelDir;
-  if (process.env.KILN_START_DEMO !== "false") await demoRender(config, key, usingTiny, logger);
+  const builtin = config.modelDir ? undefined : config.builtinModels;
+  if (process.env.KILN_START_DEMO !== "false") await demoRender(config, key, builtin, logger);
   console.log(
     [
       "",
@@ -43,7 +43,7 @@ export async function run(argv: string[] = []): Promise<void> {
       `API key (saved in ${path.join(config.dataDir, "local-key")}): ${key}`,
       "Try:",
       `  curl -s -X POST ${config.publicUrl}/v1/renders -H "Authorization: Bearer $(cat ${path.join(config.dataDir, "local-key")})" \\`,
-      `    -H 'content-type: application/json' -d '{"prompt":"a lighthouse on a cliff at dusk","mode":"ensemble"${usingTiny ? ',"width":256,"height":256' : ""}}'`,
+      `    -H 'content-type: application/json' -d '{"prompt":"${builtin === "reference" ? "a large yellow star on a purple background" : "a lighthouse on a cliff at dusk"}","mode":"ensemble"${builtin ? ',"width":512,"height":512' : ""}}'`,
       "",
     ].join("\n"),
   );
@@ -61,13 +61,33 @@ async function localKey(config: KilnConfig, ports: Ports): Promise<string> {
   return key;
 }
 
-async function demoRender(config: KilnConfig, key: string, tiny: boolean, logger: Logger): Promise<void> {
-  const request = {
+/** The demo request per model: the reference models draw what the prompt names (see docs/engine.md). */
+export function demoRequest(builtin: "reference" | "tiny" | undefined): Record<string, unknown> {
+  if (builtin === "reference")
+    return {
+      prompt: "a red circle on a blue background",
+      mode: "ensemble",
+      seed: 42,
+      width: 512,
+      height: 512,
+      steps: 20,
+    };
+  return {
     prompt: "a lighthouse on a cliff at dusk, oil painting",
     mode: "ensemble",
     seed: 42,
-    ...(tiny ? { width: 256, height: 256, steps: 20 } : {}),
+    ...(builtin === "tiny" ? { width: 256, height: 256, steps: 20 } : {}),
   };
+}
+
+async function demoRender(
+  config: KilnConfig,
+  key: string,
+  builtin: "reference" | "tiny" | undefined,
+  logger: Logger,
+): Promise<void> {
+  const request = demoRequest(builtin);
+  const tiny = builtin === "tiny";
   logger.info({ request }, "demo render: submitting through the public API");
   const started = performance.now();
   const job = await renderAndWait(config.publicUrl, key, request, printProgress);
@@ -79,6 +99,6 @@ async function demoRender(config: KilnConfig, key: string, tiny: boolean, logger
   const [file] = await saveImages(job, path.join(config.dataDir, "demo.png"));
   logger.info({ jobId: job.id, file, seconds: ((performance.now() - started) / 1000).toFixed(2) }, "demo render saved");
   console.log(
-    `Demo render (${job.images[0]!.width}×${job.images[0]!.height}, ensemble${tiny ? ", tiny test model: noise by design" : ""}): ${path.resolve(file!)}`,
+    `Demo render (${job.images[0]!.width}×${job.images[0]!.height}, ensemble${tiny ? ", tiny test model: noise by design" : builtin === "reference" ? `, reference model: "${request.prompt}"` : ""}): ${path.resolve(file!)}`,
   );
 }

@@ -2,6 +2,7 @@ import { KilnError, type Latents, outputSize, type RenderPlan, type StagePlan } 
 import type { Logger } from "@kiln/shared/node";
 import * as ort from "onnxruntime-node";
 
+import { reportReferencePrompt } from "../models/reference/prompt-report.js";
 import { FloatFeed, outputAsFloat32, TimestepFeed } from "../onnx/tensors.js";
 import { stageTimeIdInputs, timeIds } from "./conditioning.js";
 import { applyGuidance, fillModelInput } from "./guidance.js";
@@ -118,6 +119,7 @@ export async function runStage(
     },
     hooks.logger,
   );
+  reportReferencePrompt(model.folder.index, plan.prompt, plan.negativePrompt, hooks.logger);
   if (positive.width !== model.unetEmbedWidth) {
     throw new KilnError(
       "model_mismatch",

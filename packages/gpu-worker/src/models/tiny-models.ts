@@ -107,7 +107,7 @@ class Weights {
 
 type Dim = number | string;
 
-const attr = {
+export const attr = {
   int: (name: string, i: number): AttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INT, i }),
   float: (name: string, f: number): AttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.FLOAT, f }),
   ints: (name: string, ints: number[]): AttributeProto => ({
@@ -133,7 +133,7 @@ interface Initializer {
 const EXTERNAL_DATA_THRESHOLD = 1024;
 const EXTERNAL_DATA_ALIGNMENT = 64;
 
-class GraphBuilder {
+export class GraphBuilder {
   private readonly nodes: NodeProto[] = [];
   private readonly initializers: Initializer[] = [];
   private readonly inputs: ValueInfoProto[] = [];
@@ -564,12 +564,12 @@ const VAE_CONFIG = {
   [TINY_MODEL_MARKER]: true,
 };
 
-function writeJson(file: string, value: unknown): void {
+export function writeJson(file: string, value: unknown): void {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`);
 }
 
-function writeOnnx(dir: string, graph: GraphBuilder, externalData = false): void {
+export function writeOnnx(dir: string, graph: GraphBuilder, externalData = false): void {
   fs.mkdirSync(dir, { recursive: true });
   const dataName = "model.onnx_data";
   const { model, externalData: data } = graph.encode(externalData ? dataName : undefined);
