@@ -84,7 +84,7 @@ describe("Discord and Slack bots against loopback platforms and a real local sta
     const logger = createLogger({ level: process.env.KILN_TEST_LOG ?? "silent" });
     worker = new Worker({
       ports: stack.ports,
-      execute: gate.wrap(sdxlExecutor(models)),
+      execute: gate.wrap(sdxlExecutor(models, { blobs: stack.ports.blobs })),
       logger,
       stages: ["base", "refine"],
       concurrency: 1,
