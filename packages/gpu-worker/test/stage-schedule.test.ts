@@ -90,10 +90,14 @@ describe("SDEdit: begin = N − ⌊N·strength⌋", () => {
     });
   }
 
-  it("a strength that leaves no step is refused", () => {
+  it("a strength that leaves no step is refused at submit, naming strength and steps", () => {
+    // The request schema refuses it before any stage runs (no base stage is spent on a job that cannot finish).
     assert.throws(
       () => scheduleFor("euler", { mode: "sdedit", steps: 20, strength: 0.04 }),
-      (e: unknown) => e instanceof KilnError && e.code === "stage_split_invalid",
+      (e: unknown) =>
+        /strength × steps must be at least 1/.test(String((e as Error).message)) &&
+        /"strength"/.test(String((e as Error).message)) &&
+        /"steps"/.test(String((e as Error).message)),
     );
   });
 });
