@@ -154,7 +154,7 @@ describe("API on the AWS family through the Lambda handler", () => {
     key = (await createApiKey(ports.keys, { name: "lambda", scopes: ["render"] })).key;
     worker = new Worker({
       ports,
-      execute: sdxlExecutor(await loadTinyModels()),
+      execute: sdxlExecutor(await loadTinyModels(), { blobs: ports.blobs }),
       logger: createLogger({ level: "silent" }),
       stages: ["base", "refine"],
       concurrency: 1,
@@ -337,6 +337,64 @@ describe("API on the AWS family through the Lambda handler", () => {
     }
     const spec = await invoke("url", "GET", "/openapi.json");
     assert.equal(spec.json.servers[0].url, "https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.on.aws");
+  });
+
+  it("img2img and inpaint on the AWS family: the input stored once in S3, pixels outside the mask byte-identical", async () => {
+    const W = 96;
+    const H = 64;
+    const rgb = new Uint8Array(W * H * 3).map((_, i) => (i * 29 + (i >> 6) * 7) & 255);
+    const png = await sharp(rgb, { raw: { width: W, height: H, channels: 3 } })
+      .png()
+      .toBuffer();
+    const mask = await sharp(
+      new Uint8Array(W * H).map((_, p) => (p % W >= W / 2 ? 255 : 0)),
+      { raw: { width: W, height: H, channels: 1 } },
+    )
+      .png()
+      .toBuffer();
+    const rgbOf = async (bytes: Buffer) =>
+      (await sharp(bytes).removeAlpha().raw().toBuffer({ resolveWithObject: true })).data;
+
+    const img2img = await invoke(
+      "apigw",
+      "POST",
+      "/v1/renders",
+      { prompt: "a fox", mode: "img2img", image: png.toString("base64"), strength: 0.5, steps: 4, seed: 3 },
+      { prefer: "wait=20" },
+    );
+    assert.equal(img2img.statusCode, 201, img2img.raw);
+    assert.equal(img2img.json.status, "succeeded", img2img.raw);
+    const id = img2img.json.id as string;
+    assert.deepEqual(await ports.blobs.list(`jobs/${id}/inputs/`), [`jobs/${id}/inputs/image.png`]);
+    assert.deepEqual(Buffer.from((await ports.blobs.get(`jobs/${id}/inputs/image.png`))!), png);
+    const meta = await sharp(await download(img2img.json.images[0].url)).metadata();
+    assert.deepEqual([meta.width, meta.height], [W, H]);
+
+    const inpaint = await invoke(
+      "url",
+      "POST",
+      "/v1/renders",
+      {
+        prompt: "a fox",
+        mode: "inpaint",
+        image: `data:image/png;base64,${png.toString("base64")}`,
+        mask: mask.toString("base64"),
+        steps: 4,
+        seed: 5,
+      },
+      { prefer: "wait=20" },
+    );
+    assert.equal(inpaint.statusCode, 201, inpaint.raw);
+    assert.equal(inpaint.json.status, "succeeded", inpaint.raw);
+    const out = await rgbOf(await download(inpaint.json.images[0].url));
+    assert.equal(out.length, rgb.length);
+    let changed = 0;
+    for (let p = 0; p < W * H; p++)
+      for (let c = 0; c < 3; c++) {
+        if (p % W < W / 2) assert.equal(out[p * 3 + c], rgb[p * 3 + c], `pixel ${p} outside the mask`);
+        else if (out[p * 3 + c] !== rgb[p * 3 + c]) changed++;
+      }
+    assert.ok(changed > 500, `${changed} masked values changed`);
   });
 
   it("sweeps expired outputs on the AWS family: S3 objects, then the DynamoDB record", async () => {

@@ -296,6 +296,7 @@ function registerDocs(app: ReturnType<typeof apiRouter>) {
   r.registerPath({
     method: "post",
     path: "/v1/batches",
+    operationId: "runBatch",
     summary: "Run a batch manifest",
     description:
       "Body: a manifest as YAML (`application/yaml`) or JSON. Expands it, skips renders an earlier run made, refuses it over its caps (422 `batch_cap_exceeded` with the estimate), and feeds the rest to the batch lane. `dry_run=true` returns the expansion and estimate without storing anything; `manifest_id=ID` runs a stored manifest instead of the body. Invalid manifests are 400 `manifest_invalid` with `errors[]` naming the JSON path and, for YAML, line and column.",
@@ -316,60 +317,67 @@ function registerDocs(app: ReturnType<typeof apiRouter>) {
   r.registerPath({
     method: "get",
     path: "/v1/batches",
+    operationId: "listBatches",
     summary: "List your batch runs",
     security,
-    responses: { 200: { description: "Newest first" }, ...problems(401, 403) },
+    responses: { 200: { description: "Newest first" }, ...problems(401, 403, 429) },
   });
   r.registerPath({
     method: "get",
     path: "/v1/batches/{id}",
+    operationId: "getBatch",
     summary: "A batch run: status, counts, estimate and output links",
     description: "`renders=true` adds every render with its state.",
     security,
     request: { params: idParam("run_0123456789abcdef") },
-    responses: { 200: { description: "The run", ...runJson }, ...problems(401, 403, 404) },
+    responses: { 200: { description: "The run", ...runJson }, ...problems(401, 403, 404, 429) },
   });
   r.registerPath({
     method: "delete",
     path: "/v1/batches/{id}",
+    operationId: "cancelBatch",
     summary: "Cancel what a run has not finished",
     security,
     request: { params: idParam("run_0123456789abcdef") },
-    responses: { 200: { description: "The run after cancelling", ...runJson }, ...problems(401, 403, 404) },
+    responses: { 200: { description: "The run after cancelling", ...runJson }, ...problems(401, 403, 404, 429) },
   });
   r.registerPath({
     method: "put",
     path: "/v1/manifests/{id}",
+    operationId: "putManifest",
     summary: "Store a manifest (its schedule fires from then on)",
     security,
     request: { params: idParam("nightly-catalogue"), body: MANIFEST_BODY },
     responses: {
       201: { description: "Stored" },
       200: { description: "Replaced" },
-      ...problems(400, 401, 403, 413, 415),
+      ...problems(400, 401, 403, 413, 415, 429),
     },
   });
   r.registerPath({
     method: "get",
     path: "/v1/manifests",
+    operationId: "listManifests",
     summary: "List your stored manifests with their next fire times",
     security,
-    responses: { 200: { description: "Stored manifests" }, ...problems(401, 403) },
+    responses: { 200: { description: "Stored manifests" }, ...problems(401, 403, 429) },
   });
   r.registerPath({
     method: "get",
     path: "/v1/manifests/{id}",
+    operationId: "getManifest",
     summary: "A stored manifest, its source text and next fire times",
     security,
     request: { params: idParam("nightly-catalogue") },
-    responses: { 200: { description: "The manifest" }, ...problems(401, 403, 404) },
+    responses: { 200: { description: "The manifest" }, ...problems(401, 403, 404, 429) },
   });
   r.registerPath({
     method: "delete",
     path: "/v1/manifests/{id}",
+    operationId: "deleteManifest",
     summary: "Delete a stored manifest (its schedule stops)",
     security,
     request: { params: idParam("nightly-catalogue") },
-    responses: { 204: { description: "Deleted" }, ...problems(401, 403, 404) },
+    responses: { 204: { description: "Deleted" }, ...problems(401, 403, 404, 429) },
   });
 }

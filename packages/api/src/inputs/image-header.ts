@@ -8,7 +8,7 @@ export type ImageFormat = "png" | "jpeg" | "webp";
 export interface ImageHeader {
   format: ImageFormat;
   contentType: string;
-  /** Upright size: JPEG EXIF orientations 5–8 swap width and height. */
+  /** Upright size: EXIF orientations 5–8 (JPEG APP1, PNG eXIf, WebP EXIF) swap width and height. */
   width: number;
   height: number;
   hasAlpha: boolean;
@@ -48,9 +48,21 @@ export function readImageHeader(bytes: Uint8Array): ImageHeader {
   throw new ImageHeaderError(415, `the file is ${what}; send a PNG, JPEG or WebP`);
 }
 
+/** The size the worker decodes to: it turns the picture upright (sharp's rotate()), so orientations 5–8 swap the sides. */
+function upright(width: number, height: number, orientation: number): { width: number; height: number } {
+  const swap = orientation >= 5 && orientation <= 8;
+  return swap ? { width: height, height: width } : { width, height };
+}
+
+/** An EXIF block at [start, end) in a PNG eXIf or WebP EXIF chunk: bare TIFF, or (some writers) after "Exif\0\0". */
+function chunkOrientation(b: Uint8Array, start: number, end: number): number {
+  return exifOrientation(b, ascii(b, start, 4) === "Exif" ? start + 6 : start, end);
+}
+
 /** Chunks from IHDR to IEND, each length inside the file: a cut-off upload fails here. */
 function png(b: Uint8Array): ImageHeader {
   let o = 8;
+  let orientation = 1;
   let width = 0;
   let height = 0;
   let colorType = 0;
@@ -70,6 +82,7 @@ function png(b: Uint8Array): ImageHeader {
     }
     if (type === "tRNS") hasAlpha = true;
     if (type === "acTL") animated = true;
+    if (type === "eXIf") orientation = chunkOrientation(b, o + 8, o + 8 + length);
     o += 12 + length;
     if (type === "IEND") {
       ended = true;
@@ -77,7 +90,7 @@ function png(b: Uint8Array): ImageHeader {
     }
   }
   if (!ended) throw truncated("PNG");
-  return { format: "png", contentType: "image/png", width, height, hasAlpha, animated };
+  return { format: "png", contentType: "image/png", ...upright(width, height, orientation), hasAlpha, animated };
 }
 
 /** Segments up to the first SOF (size), an APP1 Exif orientation on the way, and the EOI marker at the end. */
@@ -110,12 +123,10 @@ function jpeg(b: Uint8Array): ImageHeader {
   let end = b.length;
   while (end > 2 && b[end - 1] === 0) end--;
   if (!(b[end - 2] === 0xff && b[end - 1] === 0xd9)) throw truncated("JPEG");
-  const swap = orientation >= 5 && orientation <= 8;
   return {
     format: "jpeg",
     contentType: "image/jpeg",
-    width: swap ? height : width,
-    height: swap ? width : height,
+    ...upright(width, height, orientation),
     hasAlpha: false,
     animated: false,
   };
@@ -148,6 +159,7 @@ function webp(b: Uint8Array): ImageHeader {
   let hasAlpha = false;
   let animated = false;
   let found = false;
+  let orientation = 1;
   while (o + 8 <= riffSize + 8) {
     const type = ascii(b, o, 4);
     const size = le32(b, o + 4);
@@ -160,7 +172,8 @@ function webp(b: Uint8Array): ImageHeader {
       width = le24(b, data + 4) + 1;
       height = le24(b, data + 7) + 1;
       found = true;
-    } else if (type === "ANIM" || type === "ANMF") animated = true;
+    } else if (type === "EXIF") orientation = chunkOrientation(b, data, data + size);
+    else if (type === "ANIM" || type === "ANMF") animated = true;
     else if (type === "VP8 " && !found && size >= 10) {
       width = le16(b, data + 6) & 0x3fff;
       height = le16(b, data + 8) & 0x3fff;
@@ -175,5 +188,5 @@ function webp(b: Uint8Array): ImageHeader {
     o = data + size + (size & 1);
   }
   if (!found) throw new ImageHeaderError(400, "the WebP has no image chunk; it is corrupt");
-  return { format: "webp", contentType: "image/webp", width, height, hasAlpha, animated };
+  return { format: "webp", contentType: "image/webp", ...upright(width, height, orientation), hasAlpha, animated };
 }

@@ -40,6 +40,23 @@ describe("readImageHeader", () => {
     assert.deepEqual([meta.info.width, meta.info.height], [24, 40]);
   });
 
+  it("reports the upright size of a PNG (eXIf) or WebP (EXIF) whose orientation turns it, as the worker decodes it", async () => {
+    for (const format of ["png", "webp"] as const) {
+      for (const [orientation, upright] of [
+        [6, [24, 40]],
+        [8, [24, 40]],
+        [3, [40, 24]],
+      ] as const) {
+        const turned = await raw(40, 24, 3).withMetadata({ orientation })[format]({ lossless: true }).toBuffer();
+        assert.equal((await sharp(turned).metadata()).orientation, orientation, `${format} carries the orientation`);
+        const h = readImageHeader(turned);
+        assert.deepEqual([h.width, h.height], upright, `${format} orientation ${orientation}`);
+        const decoded = await sharp(turned).rotate().toBuffer({ resolveWithObject: true });
+        assert.deepEqual([decoded.info.width, decoded.info.height], upright, `the worker's decode of ${format}`);
+      }
+    }
+  });
+
   it("refuses truncated files (400) and other formats (415)", async () => {
     for (const file of [
       await raw(40, 24, 3).png().toBuffer(),

@@ -37,7 +37,8 @@ function targetBacklog(o: PolicyOptions, min = 0): ScalingPolicy {
     evalSeconds: 60,
     desired(v) {
       const work = v.queued + v.inService;
-      if (work === 0) return v.idleFor >= o.idleSeconds ? min : Math.max(min, v.instances);
+      // No work at this instant: keep one instance warm until the idle timeout, let the rest go.
+      if (work === 0) return v.idleFor >= o.idleSeconds ? min : Math.max(min, Math.min(v.instances, 1));
       return Math.min(o.maxInstances, Math.max(min, Math.ceil(work / o.targetBacklog)));
     },
   };
@@ -50,7 +51,7 @@ function step(o: PolicyOptions): ScalingPolicy {
     evalSeconds: 60,
     desired(v) {
       const work = v.queued + v.inService;
-      if (work === 0) return v.idleFor >= o.idleSeconds ? 0 : v.instances;
+      if (work === 0) return v.idleFor >= o.idleSeconds ? 0 : Math.min(v.instances, 1);
       if (v.instances === 0) return 1;
       const perTask = work / v.instances;
       if (perTask > 2 * o.targetBacklog) return Math.min(o.maxInstances, v.instances + 2);
