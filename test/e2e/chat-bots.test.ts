@@ -243,16 +243,11 @@ describe("Discord and Slack bots against loopback platforms and a real local sta
     assert.match(result.json.content, /a red fox in snow.*64×64/);
   });
 
-  it("buttons: info and the not-yet buttons answer ephemerally, others' presses are refused, re-roll renders anew in a follow-up", async () => {
+  it("buttons: info answers ephemerally, others' presses are refused, re-roll renders anew in a follow-up", async () => {
     const info = await interact(press("tok-i", `kiln:info:${firstJobId}`));
     assert.equal(info.json.type, 4);
     assert.equal(info.json.data.flags, 64);
     assert.match(info.json.data.content, new RegExp(`${firstJobId}[\\s\\S]*Seed\\*\\* ${firstSeed}`));
-    for (const action of ["vary", "upscale"]) {
-      const r = await interact(press(`tok-${action}`, `kiln:${action}:${firstJobId}`));
-      assert.equal(r.json.data.flags, 64);
-      assert.match(r.json.data.content, /not have yet/);
-    }
     const other = await interact(press("tok-other", `kiln:reroll:${firstJobId}`, "701"));
     assert.match(other.json.data.content, /Only <@700>/);
     const reroll = await interact(press("tok2", `kiln:reroll:${firstJobId}`));
@@ -266,6 +261,63 @@ describe("Discord and Slack bots against loopback platforms and a real local sta
     );
     assert.deepEqual(await decodePng(result.files[0]!.bytes), { width: 64, height: 64 });
     assert.notEqual(/seed (\d+)/.exec(result.json.content)![1], firstSeed);
+  });
+
+  /** The job a button's follow-up delivered, from the buttons under its picture. */
+  async function deliveredJob(files: { bytes: Buffer }[], components: { components: { custom_id: string }[] }[]) {
+    const id = /^kiln:reroll:(job_\w+)$/.exec(components[0]!.components[0]!.custom_id)![1]!;
+    return { job: (await stack.ports.jobs.get(id)) as JobRecord, size: await decodePng(files[0]!.bytes) };
+  }
+
+  let variationJobId = "";
+
+  it("variations: img2img from the result's PNG at a small strength, same prompt and size, new seed, in a follow-up", async () => {
+    assert.deepEqual((await interact(press("tok-vary", `kiln:vary:${firstJobId}`))).json, { type: 6 });
+    const result = await discord.waitFor((c) => onToken("tok-vary")(c) && c.status === 200 && c.files.length > 0);
+    assert.ok(
+      discord.calls.some((c) => onToken("tok-vary")(c) && c.method === "POST"),
+      "a follow-up",
+    );
+    const { job, size } = await deliveredJob(result.files, result.json.components);
+    assert.deepEqual(size, { width: 64, height: 64 });
+    assert.equal(job.status, "succeeded");
+    assert.equal(job.plan.mode, "img2img");
+    assert.equal(job.plan.strength, 0.35);
+    assert.equal(job.plan.prompt, "a red fox in snow");
+    assert.notEqual(job.plan.seed, Number(firstSeed));
+    assert.equal(job.chat?.sourceJobId, firstJobId);
+    // The picture went in as a checked input, stored under the new job: the source's first output, byte for byte.
+    const source = (await stack.ports.jobs.get(firstJobId)) as JobRecord;
+    assert.deepEqual(
+      await stack.ports.blobs.get(job.plan.source!.image),
+      await stack.ports.blobs.get(source.images[0]!.key),
+    );
+    variationJobId = job.id;
+  });
+
+  it("upscale: img2img from the result at twice the size (within the server's limits), a PNG of that size", async () => {
+    assert.deepEqual((await interact(press("tok-up", `kiln:upscale:${firstJobId}`))).json, { type: 6 });
+    const result = await discord.waitFor((c) => onToken("tok-up")(c) && c.status === 200 && c.files.length > 0);
+    const { job, size } = await deliveredJob(result.files, result.json.components);
+    assert.deepEqual(size, { width: 128, height: 128 });
+    assert.equal(job.plan.mode, "img2img");
+    assert.equal(job.plan.strength, 0.3);
+    assert.deepEqual([job.plan.width, job.plan.height], [128, 128]);
+    assert.match(result.json.content, /128×128/);
+  });
+
+  it("re-roll of a variation starts again from the same picture with a new seed", async () => {
+    assert.deepEqual((await interact(press("tok-rv", `kiln:reroll:${variationJobId}`))).json, { type: 6 });
+    const result = await discord.waitFor((c) => onToken("tok-rv")(c) && c.status === 200 && c.files.length > 0);
+    const { job, size } = await deliveredJob(result.files, result.json.components);
+    const variation = (await stack.ports.jobs.get(variationJobId)) as JobRecord;
+    assert.deepEqual(size, { width: 64, height: 64 });
+    assert.equal(job.plan.mode, "img2img");
+    assert.notEqual(job.plan.seed, variation.plan.seed);
+    assert.deepEqual(
+      await stack.ports.blobs.get(job.plan.source!.image),
+      await stack.ports.blobs.get(variation.plan.source!.image),
+    );
   });
 
   it("the content policy and the per-user limit answer ephemerally, before any job is made", async () => {
@@ -428,7 +480,7 @@ describe("Discord and Slack bots against loopback platforms and a real local sta
     await slack.waitFor((c) => c.path === "/response/r1" && c.status === 200 && /Done/.test(c.json?.text ?? ""));
   });
 
-  it("Slack buttons: info ephemerally, re-roll uploads a new picture", async () => {
+  it("Slack buttons: info ephemerally, re-roll uploads a new picture, upscale uploads a larger one", async () => {
     assert.equal(await slackAction(`kiln:info:${slackJobId}`, "r-info"), 200);
     const info = await slack.waitFor((c) => c.path === "/response/r-info");
     assert.equal(info.json.response_type, "ephemeral");
@@ -445,6 +497,18 @@ describe("Discord and Slack bots against loopback platforms and a real local sta
     );
     const last = slack.calls.filter((c) => c.path === "/api/files.completeUploadExternal").at(-1)!;
     assert.doesNotMatch(last.form!.initial_comment!, /seed 9\b/);
+    const before = slack.calls.filter((c) => c.path === "/api/files.completeUploadExternal" && c.status === 200).length;
+    assert.equal(await slackAction(`kiln:upscale:${slackJobId}`, "r-up"), 200);
+    await slack.waitFor(
+      () =>
+        slack.calls.filter((c) => c.path === "/api/files.completeUploadExternal" && c.status === 200).length > before,
+    );
+    const upload = slack.calls
+      .filter((c) => c.path === "/api/files.completeUploadExternal" && c.status === 200)
+      .at(-1)!;
+    assert.match(upload.form!.initial_comment!, /a blue bird.*128×128/);
+    const upId = JSON.parse(upload.form!.files!)[0].id as string;
+    assert.deepEqual(await decodePng(slack.uploads.get(upId)!.bytes!), { width: 128, height: 128 });
   });
 
   it("Slack without a bot token: the result is an image block whose signed URL serves the PNG", async () => {

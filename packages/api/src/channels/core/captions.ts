@@ -47,6 +47,3 @@ export function failureText(job: JobRecord): string {
   const verb = job.status === "canceled" ? "was canceled" : job.status === "expired" ? "expired" : "failed";
   return `❌ The render ${verb} — “${shortPrompt(job.plan.prompt)}”. ${reason}`;
 }
-
-export const NOT_AVAILABLE_YET =
-  "Variations and upscale need image inputs (img2img from this picture), which this Kiln server does not have yet. Re-roll works today.";

@@ -1,5 +1,6 @@
 import { type ChatOrigin, type JobRecord, KilnError, type RenderRequest } from "@kiln/shared";
 
+import type { SubmittedInputs } from "../../inputs/image-inputs.js";
 import { LimitExceededError } from "../../quotas/limit-exceeded.js";
 import { renderAdmission } from "../../renders/render-admission.js";
 import { submitRender } from "../../renders/render-service.js";
@@ -19,7 +20,14 @@ export type ChatSubmitResult = { ok: true; job: JobRecord; position: number } | 
 export async function submitChatRender(
   rt: ApiRuntime,
   chat: ChatDeps,
-  input: { request: RenderRequest; origin: ChatOrigin; guildId?: string; channelNsfw?: boolean },
+  input: {
+    request: RenderRequest;
+    origin: ChatOrigin;
+    guildId?: string;
+    channelNsfw?: boolean;
+    /** Variations and upscale: the picture, already read and checked by `receiveInputs`. */
+    inputs?: SubmittedInputs;
+  },
 ): Promise<ChatSubmitResult> {
   const { deps } = rt;
   const { origin, request } = input;
@@ -69,6 +77,8 @@ export async function submitChatRender(
       now,
       retentionHours: deps.retentionHours,
       chat: origin,
+      inputs: input.inputs,
+      limits: deps.limits,
     });
   } catch (e) {
     if (e instanceof LimitExceededError) {

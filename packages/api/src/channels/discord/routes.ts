@@ -14,10 +14,11 @@ import { Hono } from "hono";
 import type { ApiEnv } from "../../deps.js";
 import { fail } from "../../http/problem.js";
 import type { ApiRuntime } from "../../runtime.js";
+import { buttonRender } from "../core/button-renders.js";
 import { parseButtonId } from "../core/buttons.js";
-import { infoText, NOT_AVAILABLE_YET } from "../core/captions.js";
+import { infoText } from "../core/captions.js";
 import { type ChatDeps, discordEnabled } from "../core/chat-deps.js";
-import { type ChatOptions, chatOptionsToRequest, requestFromPlan, validate } from "../core/options.js";
+import { type ChatOptions, chatOptionsToRequest } from "../core/options.js";
 import { firstSighting } from "../core/replay.js";
 import { submitChatRender } from "../core/submit.js";
 import { verifyDiscordRequest } from "./verify.js";
@@ -123,14 +124,11 @@ async function onButton(
   if (!chat.config.buttonsAnyone && presser !== source.chat.userId)
     return ephemeral(`Only <@${source.chat.userId}>, who asked for this picture, can use its buttons.`);
   if (button.action === "info") return ephemeral(infoText(source));
-  if (button.action === "vary" || button.action === "upscale") return ephemeral(NOT_AVAILABLE_YET);
-  const parsed = validate(
-    { ...requestFromPlan(source.plan), seed: crypto.getRandomValues(new Uint32Array(1))[0]! },
-    rt.deps.limits,
-  );
+  const parsed = await buttonRender(rt, source, button.action);
   if (!parsed.ok) return ephemeral(`⚠️ ${parsed.message}`);
   const result = await submitChatRender(rt, chat, {
-    request: parsed.value,
+    request: parsed.request,
+    inputs: parsed.inputs,
     origin: { ...origin(interaction, nowMs, "component"), sourceJobId: source.id },
     guildId: interaction.guild_id,
     channelNsfw: channelNsfw(interaction),

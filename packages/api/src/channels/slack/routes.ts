@@ -5,10 +5,11 @@ import type { ApiEnv } from "../../deps.js";
 import { fail } from "../../http/problem.js";
 import { webhookUrlRefusal } from "../../outbound/address-policy.js";
 import type { ApiRuntime } from "../../runtime.js";
+import { buttonRender } from "../core/button-renders.js";
 import { parseButtonId } from "../core/buttons.js";
-import { infoText, NOT_AVAILABLE_YET, shortPrompt } from "../core/captions.js";
+import { infoText, shortPrompt } from "../core/captions.js";
 import { type ChatDeps, slackEnabled } from "../core/chat-deps.js";
-import { chatOptionsToRequest, OPTION_HELP, parseCommandText, requestFromPlan, validate } from "../core/options.js";
+import { chatOptionsToRequest, OPTION_HELP, parseCommandText } from "../core/options.js";
 import { firstSighting } from "../core/replay.js";
 import { submitChatRender } from "../core/submit.js";
 import { mrkdwn } from "./blocks.js";
@@ -127,11 +128,7 @@ export function slackRoutes(rt: ApiRuntime, chat: ChatDeps | undefined) {
     if (!chat!.config.buttonsAnyone && presser !== source.chat.userId)
       return reply(`Only <@${source.chat.userId}>, who asked for this picture, can use its buttons.`);
     if (button.action === "info") return reply(infoText(source));
-    if (button.action === "vary" || button.action === "upscale") return reply(NOT_AVAILABLE_YET);
-    const request = validate(
-      { ...requestFromPlan(source.plan), seed: crypto.getRandomValues(new Uint32Array(1))[0]! },
-      rt.deps.limits,
-    );
+    const request = await buttonRender(rt, source, button.action);
     if (!request.ok) return reply(`⚠️ ${request.message}`);
     const origin: SlackOrigin = {
       platform: "slack",
@@ -144,7 +141,8 @@ export function slackRoutes(rt: ApiRuntime, chat: ChatDeps | undefined) {
       sourceJobId: source.id,
     };
     const result = await submitChatRender(rt, chat!, {
-      request: request.value,
+      request: request.request,
+      inputs: request.inputs,
       origin,
       guildId: origin.teamId || undefined,
     });
