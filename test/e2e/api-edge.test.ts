@@ -39,7 +39,7 @@ describe("the API bundle on workerd (miniflare) with a Node worker, AWS family",
     const names = { bucket: "kiln-edge", table: "kiln-edge", queuePrefix: "edge-" };
     let options;
     ({ ports, options } = await openStandinPorts(standins, {
-      queues: ["kiln-base", "kiln-refine", "kiln-webhooks"],
+      queues: Object.keys(SST_LINKS.queues).filter((q) => !q.endsWith("-dlq")),
       maxReceives: 3,
       ...names,
     }));

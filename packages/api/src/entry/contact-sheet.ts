@@ -1,14 +1,16 @@
-import sharp from "sharp";
-
 import type { RgbaImage } from "../batches/bitmap-font.js";
 import type { ContactSheetMaker } from "../batches/outputs.js";
 
 /**
  * Contact sheets on Node: sharp decodes and scales the renders and encodes the sheet; the grid and
  * the captions are drawn by the batch core in raw pixels (no fonts needed, so no fontconfig).
+ * sharp is loaded on first use, so hosts that never finish a batch run (the API's Lambda bundle, which
+ * leaves the native module out) do not need it.
  */
+const loadSharp = async () => (await import("sharp")).default;
 export const sharpContactSheet: ContactSheetMaker = {
   async thumbnail(bytes, maxSide) {
+    const sharp = await loadSharp();
     const { data, info } = await sharp(bytes)
       .resize(maxSide, maxSide, { fit: "inside" })
       .ensureAlpha()
@@ -21,6 +23,7 @@ export const sharpContactSheet: ContactSheetMaker = {
     };
   },
   async encodePng(image: RgbaImage) {
+    const sharp = await loadSharp();
     const png = await sharp(Buffer.from(image.data.buffer, image.data.byteOffset, image.data.byteLength), {
       raw: { width: image.width, height: image.height, channels: 4 },
     })

@@ -1,11 +1,13 @@
 import { KilnError, loadConfig } from "@kiln/shared";
+import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
 import { createLogger } from "@kiln/shared/node";
 import { handle, type LambdaContext, type LambdaEvent } from "hono/aws-lambda";
 
 import { createApp } from "../app.js";
 import { chatStatus } from "../channels/core/chat-deps.js";
 import type { ApiTiming } from "../deps.js";
-import { apiDeps, openAwsPortsFromConfig } from "./api-deps.js";
+import { resolveHostAddresses } from "../outbound/webhooks/dispatcher.js";
+import { apiDepsFromConfig } from "./config-deps.js";
 
 /**
  * API Gateway HTTP APIs end an integration after 30 s, so waits stop short of it; a Function URL
@@ -38,7 +40,12 @@ export function createLambdaHandler(
     );
   }
   const logger = createLogger({ level: config.logLevel, name: "kiln-api" });
-  const deps = apiDeps(config, openAwsPortsFromConfig(config), (level, obj, msg) => logger[level](obj, msg));
+  // Built from the Web-standard part of the deps (not api-deps.ts): this function never finishes batch runs,
+  // so it carries no contact-sheet maker and no native module (sharp) in its bundle.
+  const deps = apiDepsFromConfig(config, openAwsPorts(awsPortsOptionsFromConfig(config)), {
+    resolveHost: resolveHostAddresses,
+    log: (level, obj, msg) => logger[level](obj, msg),
+  });
   // Chat channels: say at start-up which bots answer, or which variables they miss.
   const chat = chatStatus(config.chat);
   logger.info({ bot: "discord" }, `Discord bot ${chat.discord}`);
