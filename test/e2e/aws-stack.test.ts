@@ -60,7 +60,7 @@ describe("kiln api + kiln worker on the AWS family", { timeout: 120_000 }, () =>
     const names = { bucket: "kiln-stack", table: "kiln-stack", queuePrefix: "stack-" };
     let options;
     ({ ports, options } = await openStandinPorts(standins, {
-      queues: ["kiln-base", "kiln-refine", "kiln-webhooks"],
+      queues: Object.keys(SST_LINKS.queues).filter((q) => !q.endsWith("-dlq")),
       maxReceives: 3,
       ...names,
     }));
