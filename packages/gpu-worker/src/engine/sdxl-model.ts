@@ -12,7 +12,7 @@ import { ClipTokenizer } from "./tokenizer/clip-tokenizer.js";
 import { parseSchedulerConfigText } from "./schedulers/index.js";
 import type { SchedulerConfig } from "./schedulers/scheduler.js";
 import type { TextEncoderPair } from "./prompt-encoder.js";
-import { SDXL_VAE_SCALING_FACTOR } from "./vae-decoder.js";
+import { SDXL_VAE_SCALING_FACTOR, type SdxlTimeIdsWidth } from "../models/sdxl-spec.js";
 import { noiseHelper } from "./noise-helper.js";
 
 /** A loaded SDXL model folder: validated sessions, tokenizers, scheduler config and the flags the pipeline needs. */
@@ -25,7 +25,7 @@ export interface SdxlModel {
   encoders: TextEncoderPair;
   unet: LoadedSession;
   unetEmbedWidth: number;
-  timeIdsWidth: 5 | 6;
+  timeIdsWidth: SdxlTimeIdsWidth;
   vaeDecoder: LoadedSession;
   vaeScalingFactor: number;
   schedulerConfig: SchedulerConfig;

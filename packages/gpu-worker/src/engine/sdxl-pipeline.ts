@@ -14,6 +14,7 @@ import { decodeLatentsToImages } from "./vae-decoder.js";
 import { encodeImage, type EncodedImage } from "./image-encoder.js";
 import { FloatFeed, TimestepFeed, outputAsFloat32 } from "../onnx/tensors.js";
 import type { SdxlModel } from "./sdxl-model.js";
+import { SDXL_LATENT_CHANNELS, SDXL_VAE_FACTOR, sdxlLatentShape } from "../models/sdxl-spec.js";
 
 export interface StageHooks {
   /**
@@ -120,14 +121,14 @@ export async function runStage(
   let shape: number[];
   let latents: Float32Array;
   if (!input) {
-    shape = [n, 4, plan.height / 8, plan.width / 8];
-    latents = drawNoise(generators, new Float32Array(n * 4 * shape[2]! * shape[3]!));
+    shape = sdxlLatentShape(n, plan.width, plan.height);
+    latents = drawNoise(generators, new Float32Array(n * SDXL_LATENT_CHANNELS * shape[2]! * shape[3]!));
     for (let j = 0; j < latents.length; j++) latents[j] = latents[j]! * scheduler.initNoiseSigma;
   } else if (stage.strength !== undefined) {
     // SDEdit: the input is fully denoised (σ = 0, where both latent spaces agree); upscale as A1111's
     // "Latent" hires fix does (bilinear, no antialias), then re-noise to `strength` at timesteps[begin].
     const size = outputSize(plan);
-    shape = [n, 4, size.height / 8, size.width / 8];
+    shape = sdxlLatentShape(n, size.width, size.height);
     const x0 =
       shape[2] === input.shape[2] && shape[3] === input.shape[3]
         ? input.data
@@ -145,7 +146,7 @@ export async function runStage(
   const unet = model.unet;
   const batch = guided ? 2 * n : n;
   const conditioning = batchedConditioning(positive, negative, n);
-  const sample = new FloatFeed(unet, "sample", [batch, 4, h, w]);
+  const sample = new FloatFeed(unet, "sample", [batch, SDXL_LATENT_CHANNELS, h, w]);
   const timestep = new TimestepFeed(unet, batch);
   const feeds = {
     sample: sample.tensor,
@@ -161,7 +162,7 @@ export async function runStage(
       unet,
       "time_ids",
       [batch, model.timeIdsWidth],
-      timeIds(stageTimeIdInputs(plan, [h * 8, w * 8]), model.timeIdsWidth, n, guided),
+      timeIds(stageTimeIdInputs(plan, [h * SDXL_VAE_FACTOR, w * SDXL_VAE_FACTOR]), model.timeIdsWidth, n, guided),
     ).tensor,
   };
 

@@ -3,9 +3,6 @@ import { KilnError } from "@kiln/shared";
 import { floatTensor, outputAsFloat32, type LoadedSession } from "../onnx/tensors.js";
 import { firstNonFinite } from "./latent-ops.js";
 
-/** SDXL's VAE scaling factor (`vae/config.json` `scaling_factor`), used when the export has no config. */
-export const SDXL_VAE_SCALING_FACTOR = 0.13025;
-
 export interface DecodedImage {
   width: number;
   height: number;

@@ -3,6 +3,16 @@ import path from "node:path";
 import onnxProto from "onnx-proto";
 import type { onnx as OnnxTypes } from "onnx-proto";
 import { writeClipTokenizerFolder } from "../engine/tokenizer/clip-vocab.js";
+import {
+  SDXL_BIGG_WIDTH,
+  SDXL_CLIP_L_WIDTH,
+  SDXL_LATENT_CHANNELS,
+  SDXL_POOLED_WIDTH,
+  SDXL_ROLE_WIDTHS,
+  SDXL_TOKEN_LENGTH,
+  SDXL_VAE_FACTOR,
+  SDXL_VAE_SCALING_FACTOR,
+} from "./sdxl-spec.js";
 
 /**
  * Tiny SDXL models in the diffusers/optimum ONNX folder layout, for tests and for running Kiln
@@ -43,15 +53,10 @@ export const DEFAULT_TINY_SEED = 1;
 /** Marker in model_index.json: outputs of this folder are noise from a test model. */
 export const TINY_MODEL_MARKER = "_kiln_tiny";
 
-const SEQUENCE_LENGTH = 77;
 const TOKEN_TABLE_SIZE = 2039;
 const TOKEN_FEATURES = 16;
-const CLIP_L = { width: 768, layers: 12 } as const;
-const OPEN_CLIP_BIGG = { width: 1280, layers: 32 } as const;
-const POOLED_WIDTH = 1280;
-const LATENT_CHANNELS = 4;
-const VAE_SCALE = 8;
-const VAE_SCALING_FACTOR = 0.13025;
+const CLIP_L = { width: SDXL_CLIP_L_WIDTH, layers: 12 } as const;
+const OPEN_CLIP_BIGG = { width: SDXL_BIGG_WIDTH, layers: 32 } as const;
 
 const FLOAT = 1;
 const INT32 = 6;
@@ -269,11 +274,15 @@ function textEncoderGraph(spec: TextEncoderSpec): GraphBuilder {
   ]);
   const embedded = g.op("Add", [
     tokens,
-    g.floats("position_embedding", [SEQUENCE_LENGTH, TOKEN_FEATURES], w.uniform(SEQUENCE_LENGTH * TOKEN_FEATURES, 0.5)),
+    g.floats(
+      "position_embedding",
+      [SDXL_TOKEN_LENGTH, TOKEN_FEATURES],
+      w.uniform(SDXL_TOKEN_LENGTH * TOKEN_FEATURES, 0.5),
+    ),
   ]);
   const runningSum = g.op("CumSum", [embedded, g.int64s("sequence_axis", [], [1])]);
-  const inversePosition = Array.from({ length: SEQUENCE_LENGTH }, (_, i) => 1 / (i + 1));
-  const causalMean = g.op("Mul", [runningSum, g.floats("inverse_position", [SEQUENCE_LENGTH, 1], inversePosition)]);
+  const inversePosition = Array.from({ length: SDXL_TOKEN_LENGTH }, (_, i) => 1 / (i + 1));
+  const causalMean = g.op("Mul", [runningSum, g.floats("inverse_position", [SDXL_TOKEN_LENGTH, 1], inversePosition)]);
   const context = g.op("MatMul", [
     causalMean,
     g.floats("context_proj", [TOKEN_FEATURES, d], w.uniform(TOKEN_FEATURES * d, 0.5)),
@@ -346,12 +355,12 @@ interface UnetSpec {
  */
 function unetGraph(spec: UnetSpec): GraphBuilder {
   const { embedWidth: e, timeIdsWidth: n, weights: w } = spec;
-  const c = LATENT_CHANNELS;
+  const c = SDXL_LATENT_CHANNELS;
   const g = new GraphBuilder("tiny_unet");
   const sample = g.input("sample", FLOAT, ["batch_size", c, "height", "width"]);
   const timestep = g.input("timestep", ELEM_TYPE[spec.timestepDtype], spec.timestepRank === 1 ? ["steps"] : []);
   const tokens = g.input("encoder_hidden_states", FLOAT, ["batch_size", "sequence_length", e]);
-  const pooled = g.input("text_embeds", FLOAT, ["batch_size", POOLED_WIDTH]);
+  const pooled = g.input("text_embeds", FLOAT, ["batch_size", SDXL_POOLED_WIDTH]);
   const timeIds = g.input("time_ids", FLOAT, ["batch_size", n]);
 
   const conv = g.op(
@@ -369,7 +378,7 @@ function unetGraph(spec: UnetSpec): GraphBuilder {
   const fromTokens = g.op("MatMul", [tokenMean, g.floats("token_proj", [e, c], w.uniform(e * c, 4 / Math.sqrt(e)))]);
   const fromPooled = g.op("MatMul", [
     pooled,
-    g.floats("pooled_proj", [POOLED_WIDTH, c], w.uniform(POOLED_WIDTH * c, 2 / Math.sqrt(POOLED_WIDTH))),
+    g.floats("pooled_proj", [SDXL_POOLED_WIDTH, c], w.uniform(SDXL_POOLED_WIDTH * c, 2 / Math.sqrt(SDXL_POOLED_WIDTH))),
   ]);
   // Time ids span 0…4096 (sizes) and 2.5…6 (aesthetic scores): slow frequencies plus a phase keep
   // every value, zero crop offsets included, visible through the sinusoid.
@@ -402,15 +411,24 @@ function unetGraph(spec: UnetSpec): GraphBuilder {
 /** 1×1 conv 4→3 (scaled for latents divided by the 0.13025 scaling factor), linear ×8 upsampling, 3×3 conv, tanh. */
 function vaeDecoderGraph(w: Weights, emitNaN = false): GraphBuilder {
   const g = new GraphBuilder("tiny_vae_decoder");
-  const latents = g.input("latent_sample", FLOAT, ["batch_size", LATENT_CHANNELS, "latent_height", "latent_width"]);
+  const latents = g.input("latent_sample", FLOAT, [
+    "batch_size",
+    SDXL_LATENT_CHANNELS,
+    "latent_height",
+    "latent_width",
+  ]);
   const mixed = g.op("Conv", [
     latents,
-    g.floats("mix_weight", [3, LATENT_CHANNELS, 1, 1], w.uniform(3 * LATENT_CHANNELS, 0.6 * VAE_SCALING_FACTOR)),
+    g.floats(
+      "mix_weight",
+      [3, SDXL_LATENT_CHANNELS, 1, 1],
+      w.uniform(3 * SDXL_LATENT_CHANNELS, 0.6 * SDXL_VAE_SCALING_FACTOR),
+    ),
     g.floats("mix_bias", [3], w.uniform(3, 0.1)),
   ]);
   const up = g.op(
     "Resize",
-    [mixed, "", g.floats("upsample_scales", [4], [1, 1, VAE_SCALE, VAE_SCALE])],
+    [mixed, "", g.floats("upsample_scales", [4], [1, 1, SDXL_VAE_FACTOR, SDXL_VAE_FACTOR])],
     [attr.string("mode", "linear")],
   );
   const smooth = g.op(
@@ -435,19 +453,22 @@ function vaeEncoderGraph(w: Weights): GraphBuilder {
   const pooled = g.op(
     "AveragePool",
     [image],
-    [attr.ints("kernel_shape", [VAE_SCALE, VAE_SCALE]), attr.ints("strides", [VAE_SCALE, VAE_SCALE])],
+    [
+      attr.ints("kernel_shape", [SDXL_VAE_FACTOR, SDXL_VAE_FACTOR]),
+      attr.ints("strides", [SDXL_VAE_FACTOR, SDXL_VAE_FACTOR]),
+    ],
   );
   g.op(
     "Conv",
     [
       pooled,
-      g.floats("proj_weight", [LATENT_CHANNELS, 3, 1, 1], w.uniform(3 * LATENT_CHANNELS, 0.8)),
-      g.floats("proj_bias", [LATENT_CHANNELS], w.uniform(LATENT_CHANNELS, 0.1)),
+      g.floats("proj_weight", [SDXL_LATENT_CHANNELS, 3, 1, 1], w.uniform(3 * SDXL_LATENT_CHANNELS, 0.8)),
+      g.floats("proj_bias", [SDXL_LATENT_CHANNELS], w.uniform(SDXL_LATENT_CHANNELS, 0.1)),
     ],
     [],
     "latent_sample",
   );
-  g.output("latent_sample", FLOAT, ["batch_size", LATENT_CHANNELS, "latent_height", "latent_width"]);
+  g.output("latent_sample", FLOAT, ["batch_size", SDXL_LATENT_CHANNELS, "latent_height", "latent_width"]);
   return g;
 }
 
@@ -513,8 +534,8 @@ function textEncoderConfig(spec: { width: number; layers: number; withProjection
     model_type: "clip_text_model",
     hidden_size: spec.width,
     num_hidden_layers: spec.layers,
-    max_position_embeddings: SEQUENCE_LENGTH,
-    projection_dim: spec.withProjection ? POOLED_WIDTH : spec.width,
+    max_position_embeddings: SDXL_TOKEN_LENGTH,
+    projection_dim: spec.withProjection ? SDXL_POOLED_WIDTH : spec.width,
     vocab_size: 49408,
     [TINY_MODEL_MARKER]: true,
   };
@@ -526,9 +547,9 @@ function unetConfig(embedWidth: number, timeIdsWidth: number): Record<string, un
     addition_embed_type: "text_time",
     addition_time_embed_dim: 256,
     cross_attention_dim: embedWidth,
-    in_channels: LATENT_CHANNELS,
-    out_channels: LATENT_CHANNELS,
-    projection_class_embeddings_input_dim: POOLED_WIDTH + 256 * timeIdsWidth,
+    in_channels: SDXL_LATENT_CHANNELS,
+    out_channels: SDXL_LATENT_CHANNELS,
+    projection_class_embeddings_input_dim: SDXL_POOLED_WIDTH + 256 * timeIdsWidth,
     sample_size: 128,
     [TINY_MODEL_MARKER]: true,
   };
@@ -536,11 +557,11 @@ function unetConfig(embedWidth: number, timeIdsWidth: number): Record<string, un
 
 const VAE_CONFIG = {
   _class_name: "AutoencoderKL",
-  latent_channels: LATENT_CHANNELS,
+  latent_channels: SDXL_LATENT_CHANNELS,
   in_channels: 3,
   out_channels: 3,
   sample_size: 1024,
-  scaling_factor: VAE_SCALING_FACTOR,
+  scaling_factor: SDXL_VAE_SCALING_FACTOR,
   force_upcast: true,
   [TINY_MODEL_MARKER]: true,
 };
@@ -567,8 +588,7 @@ export function writeTinyModel(dir: string, options: TinyModelOptions): void {
   const seed = options.seed ?? DEFAULT_TINY_SEED;
   const role = options.role;
   const inputIdsDtype = options.inputIdsDtype ?? "int32";
-  const embedWidth = role === "base" ? CLIP_L.width + OPEN_CLIP_BIGG.width : OPEN_CLIP_BIGG.width;
-  const timeIdsWidth = role === "base" ? 6 : 5;
+  const { embedWidth, timeIdsWidth } = SDXL_ROLE_WIDTHS[role];
 
   fs.mkdirSync(dir, { recursive: true });
   writeJson(path.join(dir, "model_index.json"), modelIndex(role));
