@@ -22,7 +22,7 @@ import {
   type Ports,
 } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
-import { runStage } from "@kiln/gpu-worker";
+import { runPipelineStage } from "@kiln/gpu-worker";
 import type { EventLogLine } from "@kiln/gpu-worker";
 import {
   openStandinPorts,
@@ -301,7 +301,7 @@ export async function handOverDamaged(
   const job = await createJob(ports, body);
   const models = await (tinyModels ??= loadTinyModels());
   const stage = job.plan.stages[0]!;
-  const result = await runStage(models.base!, { jobId: job.id, plan: job.plan, stage }, undefined);
+  const result = await runPipelineStage(models.base!, { jobId: job.id, plan: job.plan, stage }, undefined);
   if (result.kind !== "latents") throw new Error("stage 0 of this body does not hand over");
   await ports.blobs.put(blobKeys.latents(job.id, 0), spoil(await encodeLatents(result.latents)));
   const at = new Date().toISOString();
@@ -358,7 +358,7 @@ async function renderInProcess(body: Record<string, unknown>): Promise<Buffer[]>
   let input: Latents | undefined;
   for (const stage of plan.stages) {
     const model = stage.model === "refiner" ? models.refiner! : models.base!;
-    const result = await runStage(model, { jobId: "reference", plan, stage }, input);
+    const result = await runPipelineStage(model, { jobId: "reference", plan, stage }, input);
     if (result.kind === "images") return result.images.map((i) => Buffer.from(i.bytes));
     input = await decodeLatents(await encodeLatents({ ...result.latents, meta: { ...result.latents.meta } }));
   }

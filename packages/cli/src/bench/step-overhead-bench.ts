@@ -4,7 +4,7 @@ import path from "node:path";
 import { planRender, renderRequestSchema, SCHEDULER_NAMES, type RenderPlan, type SchedulerName } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
 import type * as ort from "onnxruntime-node";
-import { loadSdxlModel, runStage, writeTinyModel, type SdxlModel } from "@kiln/gpu-worker";
+import { loadSdxlModel, runPipelineStage, writeTinyModel, type SdxlModel } from "@kiln/gpu-worker";
 import { fmt, percentile, table } from "./stats.js";
 
 const STEPS = 20;
@@ -156,7 +156,7 @@ async function measure(model: SdxlModel, scheduler: SchedulerName, n: number, un
         }
         last = now;
       };
-      await runStage(model, { jobId: `bench_${r}`, plan, stage: plan.stages[0]! }, undefined, { onStep });
+      await runPipelineStage(model, { jobId: `bench_${r}`, plan, stage: plan.stages[0]! }, undefined, { onStep });
     }
   } finally {
     (session as { run: unknown }).run = original;

@@ -11,7 +11,7 @@ import { stageTimeIdInputs, timeIds } from "./conditioning.js";
 import { applyGuidance, fillModelInput } from "./guidance.js";
 import { firstNonFinite, resizeLatentsBilinear } from "./latent-ops.js";
 import { decodeLatentsToImages } from "./vae-decoder.js";
-import { encodeImage, type EncodedImage } from "./image-encoder.js";
+import { encodeImageFile, type EncodedImage } from "./image-files.js";
 import { FloatFeed, TimestepFeed, outputAsFloat32 } from "../onnx/tensors.js";
 import type { SdxlModel } from "./sdxl-model.js";
 import { SDXL_LATENT_CHANNELS, SDXL_VAE_FACTOR, sdxlLatentShape } from "../models/sdxl-spec.js";
@@ -60,7 +60,7 @@ const UNET_FETCHES = ["out_sample"];
  * 5. prepare the UNet's conditioning → 6. denoise (CFG over a [negative, positive] batch) →
  * 7. hand the latents over, or decode and encode the images.
  */
-export async function runStage(
+export async function runPipelineStage(
   model: SdxlModel,
   job: { jobId: string; plan: RenderPlan; stage: StagePlan },
   input: Latents | undefined,
@@ -237,7 +237,7 @@ export async function runStage(
   const images: EncodedImage[] = [];
   for (let i = 0; i < decoded.length; i++) {
     images.push(
-      await encodeImage(
+      await encodeImageFile(
         decoded[i]!,
         plan.outputFormat,
         plan.outputQuality,

@@ -1,5 +1,5 @@
 import type { JobRecord, Latents, StagePlan } from "@kiln/shared";
-import { runStage, type StageHooks, type StageResult } from "../engine/sdxl-pipeline.js";
+import { runPipelineStage, type StageHooks, type StageResult } from "../engine/sdxl-pipeline.js";
 import type { SdxlModel } from "../engine/sdxl-model.js";
 
 /** Runs one stage's computation. The worker runtime is written against this, not against the engine. */
@@ -23,6 +23,6 @@ export function sdxlExecutor(models: ModelSet): StageExecutor {
   return (job, stage, input, hooks) => {
     const model = stage.model === "refiner" ? (models.refiner ?? models.base) : models.base;
     if (!model) throw new Error(`this worker has no model loaded for a ${stage.kind} stage`);
-    return runStage(model, { jobId: job.id, plan: job.plan, stage }, input, hooks);
+    return runPipelineStage(model, { jobId: job.id, plan: job.plan, stage }, input, hooks);
   };
 }
