@@ -4,8 +4,10 @@
  * uploads after a day. The job records expire on their own through DynamoDB TTL (table.ts).
  */
 
-/** Days objects under `jobs/` live; keep at least the API's longest retention_hours. */
-export const RETENTION_DAYS = Number(process.env.KILN_RETENTION_DAYS ?? 7);
+import { loadDeployConfig } from "../packages/shared/src/config";
+
+/** Days objects under `jobs/` live (KILN_RETENTION_DAYS); keep at least the API's longest retention_hours. */
+export const RETENTION_DAYS = loadDeployConfig().retentionDays;
 
 export const bucket = new sst.aws.Bucket("KilnBucket");
 

@@ -12,18 +12,10 @@ import { bucket } from "./storage";
 import { base, refine, webhooks, MAX_RECEIVES } from "./queues";
 import { table } from "./table";
 import { SST_LINKS } from "../packages/shared/src/sst-links";
+import { loadDeployConfig } from "../packages/shared/src/config";
 
-const config = {
-  instanceType: process.env.KILN_GPU_INSTANCE_TYPE ?? "g5.xlarge",
-  maxInstances: Number(process.env.KILN_GPU_MAX_INSTANCES ?? 4),
-  /** 0 saves money when idle; 1 keeps one warm worker (no cold start on the first job). */
-  minWorkers: Number(process.env.KILN_GPU_MIN_WORKERS ?? 0),
-  /** Jobs waiting per running worker the scaler aims at: ~6 s of backlog at ~1.5 s per SDXL render. */
-  backlogPerWorker: Number(process.env.KILN_BACKLOG_PER_WORKER ?? 4),
-  /** Where `aws s3 sync` fetches the model folders from at instance start (s3://bucket/prefix). */
-  modelsS3Uri: process.env.KILN_MODELS_S3_URI ?? "",
-  drainSeconds: 100,
-};
+/** KILN_GPU_*, KILN_BACKLOG_PER_WORKER (default 4: ~6 s of backlog at ~1.5 s per SDXL render), KILN_MODELS_S3_URI. */
+const config = { ...loadDeployConfig().gpu, drainSeconds: 100 };
 
 const vpc = new sst.aws.Vpc("KilnVpc", { nat: "ec2" });
 

@@ -34,6 +34,8 @@ const queueUrls = z
 /**
  * Kiln's configuration: one typed object read from `KILN_*` environment variables (and `PORT`),
  * validated once at start-up. Every variable is documented in README.md's configuration table.
+ * A setting is written twice: its variable and validation here, and its place in the typed object in
+ * `toConfig` below; the `KilnConfig` type is derived from both (`z.output`).
  */
 const configSchema = z.object({
   KILN_BACKEND: z.enum(["local", "aws"]).default("local"),
@@ -113,113 +115,51 @@ const configSchema = z.object({
     .default(24),
   KILN_WEBHOOK_BACKOFF_SECONDS: z.coerce.number().int().min(1).max(900).default(5),
   KILN_WEBHOOK_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(60).default(10),
+  // The `kiln` command and its benchmarks.
+  KILN_START_DEMO: boolish.default(true),
+  KILN_API_KEY: z.string().min(1).optional(),
+  KILN_BENCH_HANDOFFS: z.coerce.number().int().min(1).max(1_000_000).default(200),
+  KILN_BENCH_SECONDS: z.coerce.number().int().min(1).max(3600).default(10),
 });
 
 export type KilnConfigEnv = z.infer<typeof configSchema>;
 
-export interface KilnConfig {
-  backend: "local" | "aws";
-  dataDir: string;
-  port: number;
-  host: string;
-  /** Base URL clients reach the API at; used in links and local download URLs. */
-  publicUrl: string;
-  /** Secret signing local download URLs; generated per data dir when not set. */
-  urlSecret?: string;
-  modelDir?: string;
-  refinerDir?: string;
-  /** Generate and use the tiny test models when no model dir is configured. */
-  allowTinyModels: boolean;
-  providers: ("tensorrt" | "cuda" | "cpu")[];
-  deviceId: number;
-  stages: ("base" | "refine")[];
-  workerConcurrency: number;
-  visibilitySeconds: number;
-  drainSeconds: number;
-  maxReceives: number;
-  workerPort: number;
-  logLevel: KilnConfigEnv["KILN_LOG_LEVEL"];
-  downloadUrlSeconds: number;
-  retentionHours: number;
-  limits: { minSide: number; maxSide: number; maxBodyBytes: number; maxPixels: number; maxRetentionHours: number };
-  aws: {
-    region: string;
-    /** One endpoint for SQS, S3 and DynamoDB (a stand-in); the per-service ones win over it. */
-    endpoint?: string;
-    sqsEndpoint?: string;
-    s3Endpoint?: string;
-    dynamoEndpoint?: string;
-    queuePrefix: string;
-    /** Logical queue name → URL, from KILN_QUEUE_URLS or SST links; others are found by GetQueueUrl(prefix + name). */
-    queueUrls: Record<string, string>;
-    bucket?: string;
-    table?: string;
-  };
-  /** Worker: append every stored job transition as one JSON line to this file (an audit trail). */
-  eventLog?: string;
-  /** Defaults for keys whose record does not set a limit; 0 = no limit (burst is at least 1). */
-  keyLimits: { requestsPerSecond: number; burst: number; concurrentJobs: number; imagesPerDay: number };
-  webhooks: {
-    /** Deliver to private, loopback and link-local addresses too (tests, closed networks). */
-    allowPrivate: boolean;
-    /** Host names, IP addresses or CIDR ranges allowed even when they are private. */
-    allowedHosts: string[];
-    /** Give up on a delivery this long after its first attempt. */
-    retryHours: number;
-    /** Wait after the first failed attempt; doubles per attempt (capped at an hour). */
-    backoffSeconds: number;
-    timeoutSeconds: number;
-  };
-}
-
-/** Reads and validates the configuration; throws one KilnError listing every bad variable. */
-export function loadConfig(env: Record<string, string | undefined> = process.env): KilnConfig {
-  const picked = Object.fromEntries(
-    Object.entries(env).filter(([k, v]) => (k.startsWith("KILN_") || k === "PORT") && v !== undefined && v !== ""),
-  );
-  const parsed = configSchema.safeParse(picked);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map(
-      (i) => `  ${i.path.join(".")}=${JSON.stringify(picked[String(i.path[0])] ?? "")}: ${i.message}`,
-    );
-    throw new KilnError(
-      "config_invalid",
-      `Kiln's configuration is invalid; fix these environment variables:\n${lines.join("\n")}`,
-    );
-  }
-  const e = parsed.data;
+/** Rules between variables; each names the variables to change. */
+function checkCombinations(e: KilnConfigEnv, ctx: z.RefinementCtx): void {
   if (e.KILN_MIN_SIDE > e.KILN_MAX_SIDE) {
-    throw new KilnError(
-      "config_invalid",
-      `KILN_MIN_SIDE (${e.KILN_MIN_SIDE}) must not exceed KILN_MAX_SIDE (${e.KILN_MAX_SIDE}).`,
-    );
+    ctx.addIssue({
+      code: "custom",
+      path: ["KILN_MIN_SIDE"],
+      message: `KILN_MIN_SIDE (${e.KILN_MIN_SIDE}) must not exceed KILN_MAX_SIDE (${e.KILN_MAX_SIDE}).`,
+    });
   }
   if (e.KILN_RETENTION_HOURS > e.KILN_MAX_RETENTION_HOURS) {
-    throw new KilnError(
-      "config_invalid",
-      `KILN_RETENTION_HOURS (${e.KILN_RETENTION_HOURS}) must not exceed KILN_MAX_RETENTION_HOURS (${e.KILN_MAX_RETENTION_HOURS}).`,
-    );
+    ctx.addIssue({
+      code: "custom",
+      path: ["KILN_RETENTION_HOURS"],
+      message: `KILN_RETENTION_HOURS (${e.KILN_RETENTION_HOURS}) must not exceed KILN_MAX_RETENTION_HOURS (${e.KILN_MAX_RETENTION_HOURS}).`,
+    });
   }
-  const linked = readSstLinks(env);
-  const bucket = e.KILN_BUCKET ?? linked.bucket;
-  const table = e.KILN_TABLE ?? linked.table;
-  if (e.KILN_BACKEND === "aws" && (!bucket || !table)) {
-    throw new KilnError(
-      "config_invalid",
-      `KILN_BACKEND=aws needs KILN_BUCKET and KILN_TABLE, or the SST links ${SST_LINKS.bucket} and ${SST_LINKS.table} (environment variables SST_RESOURCE_${SST_LINKS.bucket} and SST_RESOURCE_${SST_LINKS.table}).`,
-    );
-  }
+}
+
+/** The typed object code reads, from the validated variables. */
+function toConfig(e: KilnConfigEnv) {
   return {
     backend: e.KILN_BACKEND,
     dataDir: e.KILN_DATA_DIR,
     port: e.PORT,
     host: e.KILN_HOST,
+    /** Base URL clients reach the API at; used in links and local download URLs. */
     publicUrl: (
       e.KILN_PUBLIC_URL ?? `http://${e.KILN_HOST === "0.0.0.0" ? "127.0.0.1" : e.KILN_HOST}:${e.PORT}`
     ).replace(/\/$/, ""),
+    /** KILN_PUBLIC_URL when it was set: hosts that can see each request's domain use that domain otherwise. */
+    explicitPublicUrl: e.KILN_PUBLIC_URL?.replace(/\/$/, ""),
+    /** Secret signing local download URLs; generated per data dir when not set. */
     urlSecret: e.KILN_URL_SECRET,
     modelDir: e.KILN_MODEL_DIR,
     refinerDir: e.KILN_REFINER_DIR,
+    /** Generate and use the tiny test models when no model dir is configured. */
     allowTinyModels: e.KILN_TINY_MODELS,
     providers: e.KILN_PROVIDERS,
     deviceId: e.KILN_DEVICE_ID,
@@ -241,16 +181,21 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     aws: {
       region: e.KILN_AWS_REGION,
+      /** One endpoint for SQS, S3 and DynamoDB (a stand-in); the per-service ones win over it. */
       endpoint: e.KILN_AWS_ENDPOINT,
       sqsEndpoint: e.KILN_SQS_ENDPOINT,
       s3Endpoint: e.KILN_S3_ENDPOINT,
       dynamoEndpoint: e.KILN_DYNAMO_ENDPOINT,
       queuePrefix: e.KILN_QUEUE_PREFIX,
-      queueUrls: { ...linked.queueUrls, ...e.KILN_QUEUE_URLS },
-      bucket,
-      table,
+      /** Logical queue name → URL, from KILN_QUEUE_URLS or SST links; others are found by GetQueueUrl(prefix + name). */
+      queueUrls: (e.KILN_QUEUE_URLS ?? {}) as Record<string, string>,
+      /** From KILN_BUCKET, else the SST link (`loadConfig` fills it in). */
+      bucket: e.KILN_BUCKET,
+      table: e.KILN_TABLE,
     },
+    /** Worker: append every stored job transition as one JSON line to this file (an audit trail). */
     eventLog: e.KILN_EVENT_LOG,
+    /** Defaults for keys whose record does not set a limit; 0 = no limit (burst is at least 1). */
     keyLimits: {
       requestsPerSecond: e.KILN_RATE_LIMIT_RPS,
       burst: e.KILN_RATE_LIMIT_BURST ?? Math.max(1, Math.ceil(2 * e.KILN_RATE_LIMIT_RPS)),
@@ -258,11 +203,111 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       imagesPerDay: e.KILN_IMAGES_PER_DAY,
     },
     webhooks: {
+      /** Deliver to private, loopback and link-local addresses too (tests, closed networks). */
       allowPrivate: e.KILN_WEBHOOK_ALLOW_PRIVATE,
+      /** Host names, IP addresses or CIDR ranges allowed even when they are private. */
       allowedHosts: e.KILN_WEBHOOK_ALLOWED_HOSTS,
+      /** Give up on a delivery this long after its first attempt. */
       retryHours: e.KILN_WEBHOOK_RETRY_HOURS,
+      /** Wait after the first failed attempt; doubles per attempt (capped at an hour). */
       backoffSeconds: e.KILN_WEBHOOK_BACKOFF_SECONDS,
       timeoutSeconds: e.KILN_WEBHOOK_TIMEOUT_SECONDS,
     },
+    // The `kiln` command and its benchmarks.
+    cli: {
+      /** `kiln start` renders one demo image through the public API after starting. */
+      startDemo: e.KILN_START_DEMO,
+      /** The key `kiln render` sends when `--key` is not given. */
+      apiKey: e.KILN_API_KEY,
+    },
+    bench: {
+      /** Hand-overs per family in `kiln bench handoff`. */
+      handoffs: e.KILN_BENCH_HANDOFFS,
+      /** Seconds per load run in `kiln bench api`. */
+      apiSeconds: e.KILN_BENCH_SECONDS,
+    },
   };
+}
+
+const kilnConfigSchema = configSchema.superRefine(checkCombinations).transform(toConfig);
+
+export type KilnConfig = z.output<typeof kilnConfigSchema>;
+
+/** Reads and validates the configuration; throws one KilnError listing every bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): KilnConfig {
+  const picked = Object.fromEntries(
+    Object.entries(env).filter(([k, v]) => (k.startsWith("KILN_") || k === "PORT") && v !== undefined && v !== ""),
+  );
+  const parsed = kilnConfigSchema.safeParse(picked);
+  if (!parsed.success) {
+    const combination = parsed.error.issues.find((i) => i.code === "custom");
+    if (combination) throw new KilnError("config_invalid", combination.message);
+    const lines = parsed.error.issues.map(
+      (i) => `  ${i.path.join(".")}=${JSON.stringify(picked[String(i.path[0])] ?? "")}: ${i.message}`,
+    );
+    throw new KilnError(
+      "config_invalid",
+      `Kiln's configuration is invalid; fix these environment variables:\n${lines.join("\n")}`,
+    );
+  }
+  const config = parsed.data;
+  const linked = readSstLinks(env);
+  config.aws.bucket ??= linked.bucket;
+  config.aws.table ??= linked.table;
+  config.aws.queueUrls = { ...linked.queueUrls, ...config.aws.queueUrls };
+  if (config.backend === "aws" && (!config.aws.bucket || !config.aws.table)) {
+    throw new KilnError(
+      "config_invalid",
+      `KILN_BACKEND=aws needs KILN_BUCKET and KILN_TABLE, or the SST links ${SST_LINKS.bucket} and ${SST_LINKS.table} (environment variables SST_RESOURCE_${SST_LINKS.bucket} and SST_RESOURCE_${SST_LINKS.table}).`,
+    );
+  }
+  return config;
+}
+
+// Deployment: what infra/ reads while `sst deploy` runs (never the API or the workers).
+const deployConfigSchema = z
+  .object({
+    /** Days objects under `jobs/` live in the bucket; keep at least the API's longest retention. */
+    KILN_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(7),
+    KILN_GPU_INSTANCE_TYPE: z.string().min(1).default("g5.xlarge"),
+    KILN_GPU_MAX_INSTANCES: z.coerce.number().int().min(1).max(1000).default(4),
+    KILN_GPU_MIN_WORKERS: z.coerce.number().int().min(0).max(1000).default(0),
+    KILN_BACKLOG_PER_WORKER: z.coerce.number().min(0.1).max(10_000).default(4),
+    KILN_MODELS_S3_URI: z
+      .string()
+      .regex(/^s3:\/\/\S+$/, "use s3://bucket/prefix")
+      .optional(),
+  })
+  .transform((e) => ({
+    retentionDays: e.KILN_RETENTION_DAYS,
+    gpu: {
+      instanceType: e.KILN_GPU_INSTANCE_TYPE,
+      maxInstances: e.KILN_GPU_MAX_INSTANCES,
+      /** 0 saves money when idle; 1 keeps one warm worker (no cold start on the first job). */
+      minWorkers: e.KILN_GPU_MIN_WORKERS,
+      /** Jobs waiting per running worker the scaler aims at. */
+      backlogPerWorker: e.KILN_BACKLOG_PER_WORKER,
+      /** Where `aws s3 sync` fetches the model folders from at instance start; "" = none. */
+      modelsS3Uri: e.KILN_MODELS_S3_URI ?? "",
+    },
+  }));
+
+export type KilnDeployConfig = z.output<typeof deployConfigSchema>;
+
+/** The deploy-time settings infra/ reads; throws one KilnError listing every bad variable. */
+export function loadDeployConfig(env: Record<string, string | undefined> = process.env): KilnDeployConfig {
+  const picked = Object.fromEntries(
+    Object.entries(env).filter(([k, v]) => k.startsWith("KILN_") && v !== undefined && v !== ""),
+  );
+  const parsed = deployConfigSchema.safeParse(picked);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map(
+      (i) => `  ${i.path.join(".")}=${JSON.stringify(picked[String(i.path[0])] ?? "")}: ${i.message}`,
+    );
+    throw new KilnError(
+      "config_invalid",
+      `Kiln's deploy settings are invalid; fix these variables:\n${lines.join("\n")}`,
+    );
+  }
+  return parsed.data;
 }

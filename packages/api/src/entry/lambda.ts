@@ -37,7 +37,7 @@ export function createLambdaHandler(
   }
   const logger = createLogger({ level: config.logLevel, name: "kiln-api" });
   const deps = apiDeps(config, openAwsPortsFromConfig(config), (level, obj, msg) => logger[level](obj, msg));
-  const app = createApp({ ...deps, publicUrl: env.KILN_PUBLIC_URL ? config.publicUrl : "", timing });
+  const app = createApp({ ...deps, publicUrl: config.explicitPublicUrl ?? "", timing });
   return handle(app);
 }
 

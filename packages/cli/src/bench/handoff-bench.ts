@@ -7,6 +7,7 @@ import path from "node:path";
 import {
   DEFAULT_RENDER_LIMITS,
   enqueueStage,
+  loadConfig,
   planRender,
   renderRequestSchema,
   stageMessage,
@@ -46,7 +47,7 @@ interface Family {
  * same run. Two in-process workers (one per stage kind) long-poll their queues, as a fleet does.
  */
 export async function run(): Promise<string> {
-  const rounds = Number(process.env.KILN_BENCH_HANDOFFS ?? 200);
+  const rounds = loadConfig().bench.handoffs;
   const rows: (string | number)[][] = [];
   const notes: string[] = [];
   for (const open of [openLocal, openAws]) {

@@ -27,9 +27,10 @@ export async function run(argv: string[]): Promise<void> {
     throw new Error(
       'usage: kiln render "a prompt" [--mode base|ensemble|sdedit] [--width W --height H] [--steps N] [--seed S] [--out FILE] [--key KEY] [--url URL]',
     );
-  const key = values.key ?? process.env.KILN_API_KEY;
+  const config = loadConfig();
+  const key = values.key ?? config.cli.apiKey;
   if (!key) throw new Error("pass --key or set KILN_API_KEY (create one with `kiln keys create --name me`)");
-  const url = values.url ?? loadConfig().publicUrl;
+  const url = values.url ?? config.publicUrl;
   const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
   const request = Object.fromEntries(
     Object.entries({

@@ -21,7 +21,7 @@ export async function run(): Promise<void> {
 
   const key = await localKey(config, ports);
   const usingTiny = !config.modelDir;
-  if (process.env.KILN_START_DEMO !== "false") await demoRender(config, key, usingTiny, logger);
+  if (config.cli.startDemo) await demoRender(config, key, usingTiny, logger);
   console.log(
     [
       "",
