@@ -4,11 +4,9 @@
  * Kiln's config reads them however SST delivers links to functions.
  */
 import { bucket, RETENTION_DAYS } from "./storage";
-import { base, refine, webhooks } from "./queues";
+import { allQueues, queueUrls } from "./queues";
 import { table } from "./table";
 import { urlSecret } from "./secrets";
-
-const queueUrls = $interpolate`kiln-base=${base.queue.url},kiln-base-dlq=${base.dlq.url},kiln-refine=${refine.queue.url},kiln-refine-dlq=${refine.dlq.url},kiln-webhooks=${webhooks.queue.url},kiln-webhooks-dlq=${webhooks.dlq.url}`;
 
 export const api = new sst.aws.Function("KilnApi", {
   handler: "packages/api/src/entry/lambda.handler",
@@ -16,7 +14,7 @@ export const api = new sst.aws.Function("KilnApi", {
   memory: "1024 MB",
   timeout: "30 seconds",
   url: true,
-  link: [bucket, table, base.queue, base.dlq, refine.queue, refine.dlq, webhooks.queue, webhooks.dlq, urlSecret],
+  link: [bucket, table, ...allQueues, urlSecret],
   environment: {
     KILN_BACKEND: "aws",
     KILN_BUCKET: bucket.name,
@@ -26,5 +24,3 @@ export const api = new sst.aws.Function("KilnApi", {
     KILN_URL_SECRET: urlSecret.value,
   },
 });
-
-export { queueUrls };

@@ -4,9 +4,8 @@
  * scaled to zero, so such jobs still end `failed` with `stage_dead_lettered` within minutes.
  */
 import { bucket } from "./storage";
-import { base, refine, webhooks } from "./queues";
+import { allQueues, queueUrls } from "./queues";
 import { table } from "./table";
-import { queueUrls } from "./api";
 
 new sst.aws.Cron("KilnDeadLetterSweep", {
   schedule: "rate(5 minutes)",
@@ -14,7 +13,7 @@ new sst.aws.Cron("KilnDeadLetterSweep", {
     handler: "packages/cli/src/cron/dead-letter-sweep.handler",
     runtime: "nodejs20.x",
     timeout: "60 seconds",
-    link: [bucket, table, base.queue, base.dlq, refine.queue, refine.dlq, webhooks.queue, webhooks.dlq],
+    link: [bucket, table, ...allQueues],
     environment: { KILN_BACKEND: "aws", KILN_BUCKET: bucket.name, KILN_TABLE: table.name, KILN_QUEUE_URLS: queueUrls },
   },
 });

@@ -9,9 +9,10 @@
  * interruptions send SIGTERM: the worker drains (KILN_DRAIN_SECONDS) within the stop timeout.
  */
 import { bucket } from "./storage";
-import { base, refine, webhooks, MAX_RECEIVES } from "./queues";
+import { allQueues, queues, stageQueuePairs, MAX_RECEIVES } from "./queues";
 import { table } from "./table";
 import { SST_LINKS } from "../packages/shared/src/sst-links";
+import { deadLetterQueueOf } from "../packages/shared/src/ports/queue";
 import { loadDeployConfig } from "../packages/shared/src/config";
 
 /** KILN_GPU_*, KILN_BACKLOG_PER_WORKER (default 4: ~6 s of backlog at ~1.5 s per SDXL render), KILN_MODELS_S3_URI. */
@@ -103,7 +104,6 @@ new aws.ecs.ClusterCapacityProviders("KilnGpuClusterCapacity", {
 });
 
 // --- task ------------------------------------------------------------------------------------
-const queues = [base.queue, base.dlq, refine.queue, refine.dlq, webhooks.queue, webhooks.dlq];
 
 const executionRole = new aws.iam.Role("KilnWorkerExecutionRole", {
   assumeRolePolicy: aws.iam.assumeRolePolicyForPrincipal({ Service: "ecs-tasks.amazonaws.com" }),
@@ -128,7 +128,7 @@ const taskRole = new aws.iam.Role("KilnWorkerTaskRole", {
               "sqs:GetQueueAttributes",
               "sqs:GetQueueUrl",
             ],
-            Resource: queues.map((q) => q.arn),
+            Resource: allQueues.map((q) => q.arn),
           },
           {
             Effect: "Allow",
@@ -159,30 +159,16 @@ const logGroup = new aws.cloudwatch.LogGroup("KilnWorkerLogs", { retentionInDays
 const links = [
   { name: `SST_RESOURCE_${SST_LINKS.bucket}`, value: $jsonStringify({ name: bucket.name, type: "sst.aws.Bucket" }) },
   { name: `SST_RESOURCE_${SST_LINKS.table}`, value: $jsonStringify({ name: table.name, type: "sst.aws.Dynamo" }) },
-  {
-    name: `SST_RESOURCE_${SST_LINKS.queues["kiln-base"]}`,
-    value: $jsonStringify({ url: base.queue.url, type: "sst.aws.Queue" }),
-  },
-  {
-    name: `SST_RESOURCE_${SST_LINKS.queues["kiln-base-dlq"]}`,
-    value: $jsonStringify({ url: base.dlq.url, type: "sst.aws.Queue" }),
-  },
-  {
-    name: `SST_RESOURCE_${SST_LINKS.queues["kiln-refine"]}`,
-    value: $jsonStringify({ url: refine.queue.url, type: "sst.aws.Queue" }),
-  },
-  {
-    name: `SST_RESOURCE_${SST_LINKS.queues["kiln-refine-dlq"]}`,
-    value: $jsonStringify({ url: refine.dlq.url, type: "sst.aws.Queue" }),
-  },
-  {
-    name: `SST_RESOURCE_${SST_LINKS.queues["kiln-webhooks"]}`,
-    value: $jsonStringify({ url: webhooks.queue.url, type: "sst.aws.Queue" }),
-  },
-  {
-    name: `SST_RESOURCE_${SST_LINKS.queues["kiln-webhooks-dlq"]}`,
-    value: $jsonStringify({ url: webhooks.dlq.url, type: "sst.aws.Queue" }),
-  },
+  ...Object.values(queues).flatMap(({ definition, queue, dlq }) => [
+    {
+      name: `SST_RESOURCE_${SST_LINKS.queues[definition.name]}`,
+      value: $jsonStringify({ url: queue.url, type: "sst.aws.Queue" }),
+    },
+    {
+      name: `SST_RESOURCE_${SST_LINKS.queues[deadLetterQueueOf(definition.name)]}`,
+      value: $jsonStringify({ url: dlq.url, type: "sst.aws.Queue" }),
+    },
+  ]),
 ];
 
 const HEALTH_PORT = 8788;
@@ -272,6 +258,13 @@ const target = new aws.appautoscaling.Target("KilnGpuWorkersScaling", {
   maxCapacity: config.maxInstances,
 });
 
+/** CloudWatch metric-math ids of the stage queues (`base`, `refine`, one per kind and lane). */
+const stageMetrics = stageQueuePairs.map((q) => ({
+  id: q.definition.name.replace(/^kiln-/, "").replace(/-/g, "_"),
+  queueName: q.queue.nodes.queue.name,
+}));
+const waitingStages = stageMetrics.map((m) => m.id).join(" + ");
+
 const visible = (id: string, queueName: $util.Output<string>) => ({
   id,
   returnData: false,
@@ -285,7 +278,7 @@ const visible = (id: string, queueName: $util.Output<string>) => ({
   },
 });
 
-/** (waiting base + waiting refine stages) / running workers, kept near `backlogPerWorker`. */
+/** (stages waiting in every stage queue) / running workers, kept near `backlogPerWorker`. */
 new aws.appautoscaling.Policy("KilnBacklogPerWorker", {
   policyType: "TargetTrackingScaling",
   serviceNamespace: target.serviceNamespace,
@@ -297,8 +290,7 @@ new aws.appautoscaling.Policy("KilnBacklogPerWorker", {
     scaleOutCooldown: 60,
     customizedMetricSpecification: {
       metrics: [
-        visible("base", base.queue.nodes.queue.name),
-        visible("refine", refine.queue.nodes.queue.name),
+        ...stageMetrics.map((m) => visible(m.id, m.queueName)),
         {
           id: "workers",
           returnData: false,
@@ -316,7 +308,7 @@ new aws.appautoscaling.Policy("KilnBacklogPerWorker", {
         },
         {
           id: "backlog",
-          expression: "(base + refine) / MAX([workers, 1])",
+          expression: `(${waitingStages}) / MAX([workers, 1])`,
           label: "Stages waiting per worker",
           returnData: true,
         },
@@ -358,8 +350,7 @@ new aws.cloudwatch.MetricAlarm("KilnStagesWaitingWithNoWorker", {
   threshold: 1,
   evaluationPeriods: 1,
   metricQueries: [
-    alarmVisible("base", base.queue.nodes.queue.name),
-    alarmVisible("refine", refine.queue.nodes.queue.name),
+    ...stageMetrics.map((m) => alarmVisible(m.id, m.queueName)),
     {
       id: "workers",
       returnData: false,
@@ -373,7 +364,7 @@ new aws.cloudwatch.MetricAlarm("KilnStagesWaitingWithNoWorker", {
     },
     {
       id: "waitingWithoutWorker",
-      expression: "IF(workers < 1, base + refine, 0)",
+      expression: `IF(workers < 1, ${waitingStages}, 0)`,
       label: "Stages waiting while no worker runs",
       returnData: true,
     },

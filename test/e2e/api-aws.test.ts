@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import sharp from "sharp";
-import { createApiKey, type Ports } from "@kiln/shared";
+import { createApiKey, stageQueues, type Ports } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
 import { sdxlExecutor, Worker } from "@kiln/gpu-worker";
 import { sweepExpiredJobs } from "@kiln/api";
@@ -127,7 +127,7 @@ describe("API on the AWS family through the Lambda handler", () => {
     standins = await startAwsStandins();
     ports = (
       await openStandinPorts(standins, {
-        queues: ["kiln-base", "kiln-refine"],
+        queues: stageQueues(),
         maxReceives: 3,
         bucket: "kiln-api",
         table: "kiln-api",

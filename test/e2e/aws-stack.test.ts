@@ -15,9 +15,11 @@ import {
   DEFAULT_RENDER_LIMITS,
   planRender,
   queueForStage,
+  QUEUES,
   renderRequestSchema,
   SST_LINKS,
   stageMessage,
+  stageQueues,
   type JobRecord,
 } from "@kiln/shared";
 import { handler as deadLetterSweep } from "../../packages/cli/src/cron/dead-letter-sweep.js";
@@ -58,7 +60,7 @@ describe("kiln api + kiln worker on the AWS family", { timeout: 120_000 }, () =>
     const names = { bucket: "kiln-stack", table: "kiln-stack", queuePrefix: "stack-" };
     let options;
     ({ ports, options } = await openStandinPorts(standins, {
-      queues: ["kiln-base", "kiln-refine", "kiln-webhooks"],
+      queues: QUEUES.map((q) => q.name),
       maxReceives: 3,
       ...names,
     }));
@@ -199,7 +201,7 @@ describe("kiln api + kiln worker on the AWS family", { timeout: 120_000 }, () =>
     await ports.jobs.create(job);
     // Queues of their own, so the running worker's own sweep cannot get there first.
     const { ports: cronPorts } = await openStandinPorts(standins, {
-      queues: ["kiln-base", "kiln-refine"],
+      queues: stageQueues(),
       maxReceives: 3,
       bucket: "kiln-stack",
       table: "kiln-stack",

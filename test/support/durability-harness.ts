@@ -20,6 +20,7 @@ import {
   type JobRecord,
   type Latents,
   type Ports,
+  QUEUES,
 } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
 import { runPipelineStage } from "@kiln/gpu-worker";
@@ -36,7 +37,6 @@ export type FamilyName = "local" | "aws";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const KILN_BIN = path.join(ROOT, "packages/cli/bin/kiln.js");
-const QUEUES = ["kiln-base", "kiln-refine", "kiln-webhooks"];
 /** Tiny models loaded once per test process, for references and in-process stages. */
 let tinyModels: ReturnType<typeof loadTinyModels> | undefined;
 
@@ -106,7 +106,7 @@ export async function startFamily(name: FamilyName): Promise<Family> {
     }
     const names = { bucket: `kiln-ns${n}`, table: `kiln-ns${n}`, queuePrefix: `ns${n}-` };
     const { ports } = await openStandinPorts(standins, {
-      queues: QUEUES,
+      queues: QUEUES.map((q) => q.name),
       maxReceives,
       visibilitySeconds: options.visibilitySeconds,
       ...names,

@@ -4,11 +4,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, afterEach, beforeEach, describe, it } from "node:test";
-import { createApiKey, type JobEvent, type JobRecord, type Ports } from "@kiln/shared";
+import { createApiKey, WEBHOOK_QUEUE, type JobEvent, type JobRecord, type Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
 import { createLogger } from "@kiln/shared/node";
 import { WebhookDispatcher, type WebhookDispatcherOptions } from "../../src/outbound/webhooks/dispatcher.js";
-import { WEBHOOK_QUEUE, webhookEventSink, type WebhookDelivery } from "../../src/outbound/webhooks/events.js";
+import { webhookEventSink, type WebhookDelivery } from "../../src/outbound/webhooks/events.js";
 import {
   startWebhookReceiver,
   verifyStandardWebhook,

@@ -11,6 +11,7 @@ import {
   planRender,
   renderRequestSchema,
   stageMessage,
+  stageQueues,
   type JobRecord,
   type Ports,
 } from "@kiln/shared";
@@ -250,7 +251,7 @@ async function openAws(): Promise<Family> {
   });
   const standins: AwsStandins = { ...endpoints, stop: async () => void (server.kill("SIGTERM"), await exited) };
   const { ports } = await openStandinPorts(standins, {
-    queues: ["kiln-base", "kiln-refine", "floor"],
+    queues: [...stageQueues(), "floor"],
     maxReceives: 5,
     visibilitySeconds: 60,
   });

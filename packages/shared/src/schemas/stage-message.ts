@@ -27,5 +27,3 @@ export const blobKeys = {
   imagesPrefix: (jobId: string) => `jobs/${jobId}/images/`,
   image: (jobId: string, index: number, ext: string) => `jobs/${jobId}/images/${index}.${ext}`,
 };
-
-export const queueForStage = (kind: "base" | "refine"): string => `kiln-${kind}`;

@@ -13,10 +13,10 @@ import http from "node:http";
 import https from "node:https";
 import type { LookupAddress } from "node:dns";
 import type { LookupFunction } from "node:net";
-import { describeError, type Ports, type QueueMessage } from "@kiln/shared";
+import { describeError, WEBHOOK_QUEUE, type Ports, type QueueMessage } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
 import { addressRefusal, hostOf, parseIp, webhookUrlRefusal, type WebhookPolicy } from "../address-policy.js";
-import { WEBHOOK_QUEUE, type WebhookDelivery } from "./events.js";
+import type { WebhookDelivery } from "./events.js";
 import { webhookHeaders } from "./signature.js";
 
 export interface WebhookDispatcherOptions {
