@@ -5,7 +5,7 @@ import { DEFAULT_RENDER_LIMITS, type KilnConfig, type Ports } from "@kiln/shared
 import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
 import { verifyDownloadSignature } from "@kiln/shared/signed-url";
 import type { ApiDeps } from "../deps.js";
-import { resolveHostAddresses } from "../outbound/webhooks/dispatcher.js";
+import { resolveHostAddresses } from "./webhook-dispatcher.js";
 import { webhookEventSink } from "../outbound/webhooks/events.js";
 
 /**

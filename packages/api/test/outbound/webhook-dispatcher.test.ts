@@ -7,7 +7,7 @@ import { after, afterEach, beforeEach, describe, it } from "node:test";
 import { createApiKey, WEBHOOK_QUEUE, type JobEvent, type JobRecord, type Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
 import { createLogger } from "@kiln/shared/node";
-import { WebhookDispatcher, type WebhookDispatcherOptions } from "../../src/outbound/webhooks/dispatcher.js";
+import { WebhookDispatcher, type WebhookDispatcherOptions } from "../../src/entry/webhook-dispatcher.js";
 import { webhookEventSink, type WebhookDelivery } from "../../src/outbound/webhooks/events.js";
 import {
   startWebhookReceiver,
