@@ -9,7 +9,9 @@ import { table } from "./table";
 import { urlSecret } from "./secrets";
 
 export const api = new sst.aws.Function("KilnApi", {
-  handler: "packages/api/src/entry/lambda.handler",
+  // Response streaming, so event streams (SSE) arrive as they happen through the function URL.
+  handler: "packages/api/src/entry/lambda.streamHandler",
+  streaming: true,
   runtime: "nodejs20.x",
   memory: "1024 MB",
   timeout: "30 seconds",
