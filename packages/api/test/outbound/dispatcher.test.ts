@@ -1,10 +1,7 @@
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import { after, afterEach, beforeEach, describe, it } from "node:test";
+import { afterEach, beforeEach, describe, it } from "node:test";
 import type { Ports } from "@kiln/shared";
-import { openLocalPorts } from "@kiln/shared/local";
+import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
 import { createLogger } from "@kiln/shared/node";
 import {
   MAX_HOP_SECONDS,
@@ -23,10 +20,6 @@ interface Scripted {
 
 const QUEUE = "kiln-test-outbound";
 const logger = createLogger({ level: process.env.KILN_TEST_LOG ?? "silent" });
-const tempDirs: string[] = [];
-after(() => {
-  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
-});
 
 async function until(check: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -37,6 +30,7 @@ async function until(check: () => Promise<boolean> | boolean, timeoutMs = 20_000
 }
 
 describe("outbound dispatcher", () => {
+  let local: TempLocalPorts;
   let ports: Ports;
   let dispatcher: OutboundDispatcher<Scripted> | undefined;
   let attempts: { id: string; attempt: number }[];
@@ -75,20 +69,14 @@ describe("outbound dispatcher", () => {
   };
 
   beforeEach(() => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-outbound-"));
-    tempDirs.push(dir);
-    ports = openLocalPorts({
-      dataDir: dir,
-      publicBaseUrl: "http://127.0.0.1:1",
-      urlSecret: "s".repeat(16),
-      maxReceives: 5,
-    });
+    local = openTempLocalPorts({ prefix: "kiln-outbound-" });
+    ports = local.ports;
     attempts = [];
   });
   afterEach(async () => {
     await dispatcher?.stop();
     dispatcher = undefined;
-    await ports.close();
+    await local.close();
   });
 
   it("acknowledges a delivered message, re-sends a retried one with the handler's next body, drops a given-up one", async () => {
@@ -113,17 +101,10 @@ describe("outbound dispatcher", () => {
   });
 
   it("carries a message whose time has not come in hops of at most 900 s, without attempting it", async () => {
-    await ports.close();
+    await local.close();
     let clock = Date.now();
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-outbound-"));
-    tempDirs.push(dir);
-    ports = openLocalPorts({
-      dataDir: dir,
-      publicBaseUrl: "http://127.0.0.1:1",
-      urlSecret: "s".repeat(16),
-      maxReceives: 5,
-      now: () => clock,
-    });
+    local = openTempLocalPorts({ prefix: "kiln-outbound-", now: () => clock });
+    ports = local.ports;
     const later = { id: "later", attempt: 1, answers: ["ok"], notBefore: clock + 3 * 3_600_000 };
     await ports.queue.send(QUEUE, later);
     start(() => clock);

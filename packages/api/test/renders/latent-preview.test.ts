@@ -1,13 +1,15 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import sharp from "sharp";
 import { decodeLatents, encodeLatents, type Latents } from "@kiln/shared";
-import { FileBlobStore } from "@kiln/shared/local";
+import { openTempLocalPorts } from "@kiln/shared/testing";
 import { encodePng } from "../../src/renders/png.js";
-import { SDXL_LATENT_RGB_BIAS, SDXL_LATENT_RGB_FACTORS, latentPreview, latentsToRgb } from "../../src/renders/latent-preview.js";
+import {
+  SDXL_LATENT_RGB_BIAS,
+  SDXL_LATENT_RGB_FACTORS,
+  latentPreview,
+  latentsToRgb,
+} from "../../src/renders/latent-preview.js";
 
 function latents(
   batch: number,
@@ -78,9 +80,9 @@ describe("latent previews", () => {
   });
 
   it("read hand-over latents from the blob store into one data-URL PNG per image", async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-preview-"));
+    const local = openTempLocalPorts({ prefix: "kiln-preview-" });
     try {
-      const blobs = new FileBlobStore({ dataDir: dir, publicBaseUrl: "http://127.0.0.1:1", urlSecret: "s".repeat(32) });
+      const blobs = local.ports.blobs;
       const l = latents(2, 4, 6, (b, c, p) => Math.sin(b + c + p));
       await blobs.put("jobs/job_x/stage-0.latents", await encodeLatents(l));
       const preview = await latentPreview(blobs, "jobs/job_x/stage-0.latents");
@@ -96,7 +98,7 @@ describe("latent previews", () => {
       assert.deepEqual([...data], [...latentsToRgb(stored, 1).rgb]);
       assert.equal(await latentPreview(blobs, "jobs/job_x/stage-9.latents"), undefined);
     } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
+      await local.close();
     }
   });
 });
