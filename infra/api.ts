@@ -3,10 +3,10 @@
  * Resources are linked (SST_RESOURCE_* for `Resource.X`) and also passed as KILN_* settings, so
  * Kiln's config reads them however SST delivers links to functions.
  */
-import { bucket, RETENTION_DAYS } from "./storage";
 import { allQueues, queueUrls } from "./queues";
-import { table } from "./table";
 import { urlSecret } from "./secrets";
+import { bucket, RETENTION_DAYS } from "./storage";
+import { table } from "./table";
 
 export const api = new sst.aws.Function("KilnApi", {
   // Response streaming, so event streams (SSE) arrive as they happen through the function URL.

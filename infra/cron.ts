@@ -3,8 +3,8 @@
  * no worker was running to notice) runs on the workers every 15 s; this schedule covers a fleet
  * scaled to zero, so such jobs still end `failed` with `stage_dead_lettered` within minutes.
  */
-import { bucket } from "./storage";
 import { allQueues, queueUrls } from "./queues";
+import { bucket } from "./storage";
 import { table } from "./table";
 
 new sst.aws.Cron("KilnDeadLetterSweep", {

@@ -8,12 +8,12 @@
  * packages/gpu-worker/Dockerfile, pushed to the ECR repository below. Scale-in and spot
  * interruptions send SIGTERM: the worker drains (KILN_DRAIN_SECONDS) within the stop timeout.
  */
-import { bucket } from "./storage";
-import { allQueues, queues, stageQueuePairs, MAX_RECEIVES } from "./queues";
-import { table } from "./table";
-import { SST_LINKS } from "../packages/shared/src/sst-links";
-import { deadLetterQueueOf } from "../packages/shared/src/ports/queue";
 import { loadDeployConfig } from "../packages/shared/src/config";
+import { deadLetterQueueOf } from "../packages/shared/src/ports/queue";
+import { SST_LINKS } from "../packages/shared/src/sst-links";
+import { allQueues, MAX_RECEIVES, queues, stageQueuePairs } from "./queues";
+import { bucket } from "./storage";
+import { table } from "./table";
 
 /** KILN_GPU_*, KILN_BACKLOG_PER_WORKER (default 4: ~6 s of backlog at ~1.5 s per SDXL render), KILN_MODELS_S3_URI. */
 const config = { ...loadDeployConfig().gpu, drainSeconds: 100 };

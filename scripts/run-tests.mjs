@@ -28,9 +28,19 @@ if (files.length === 0) {
 }
 
 if (filter.length === 0) {
-  console.log("# type-checking (tsc --noEmit)");
-  const tsc = spawnSync("npx", ["tsc", "-p", "tsconfig.json", "--noEmit"], { cwd: root, stdio: "inherit" });
-  if (tsc.status !== 0) process.exit(tsc.status ?? 1);
+  // Static checks first: a type error, a lint error or unformatted code fails the suite before any test runs.
+  for (const [what, args] of [
+    ["type-checking (tsc --noEmit)", ["tsc", "-p", "tsconfig.json", "--noEmit"]],
+    ["checking formatting (prettier --check)", ["prettier", "--check", "--log-level", "warn", "."]],
+    ["linting (eslint)", ["eslint", "--max-warnings", "0", "."]],
+  ]) {
+    console.log(`# ${what}`);
+    const check = spawnSync("npx", args, { cwd: root, stdio: "inherit" });
+    if (check.status !== 0) {
+      console.log(`0 passed, 1 failed, 0 skipped`);
+      process.exit(check.status ?? 1);
+    }
+  }
 }
 
 // Tests that spawn worker processes and kill them mid-stage run in a second phase, so the rest of the

@@ -1,24 +1,26 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import sharp from "sharp";
-import { createApiKey, stageQueues, type Ports } from "@kiln/shared";
-import { createLogger } from "@kiln/shared/node";
-import { sdxlExecutor, Worker } from "@kiln/gpu-worker";
-import { sweepExpiredJobs } from "@kiln/api";
 import { PassThrough } from "node:stream";
+import { after, before, describe, it } from "node:test";
+
+import { sweepExpiredJobs } from "@kiln/api";
 import {
   createLambdaHandler,
   createLambdaStreamHandler,
   type LambdaHandler,
   type LambdaStreamHandler,
 } from "@kiln/api/lambda";
+import { sdxlExecutor, Worker } from "@kiln/gpu-worker";
+import { createApiKey, type Ports, stageQueues } from "@kiln/shared";
+import { createLogger } from "@kiln/shared/node";
+import sharp from "sharp";
+
 import { jobRecord } from "../../packages/api/test/fixtures.js";
 import {
+  type AwsStandins,
   openStandinPorts,
   startAwsStandins,
-  type AwsStandins,
 } from "../../packages/shared/test/support/aws-standins.js";
 import { download, loadTinyModels } from "../support/local-stack.js";
 

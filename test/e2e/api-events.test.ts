@@ -1,16 +1,18 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import sharp from "sharp";
-import { createApiKey, loadConfig, type JobRecord, type Ports } from "@kiln/shared";
+import { after, before, describe, it } from "node:test";
+
 import { createApp } from "@kiln/api";
 import { apiDeps } from "@kiln/api/config";
 import { closeServer, serveOnNode } from "@kiln/api/node";
 import { openPorts } from "@kiln/api/ports";
+import { createApiKey, type JobRecord, loadConfig, type Ports } from "@kiln/shared";
+import sharp from "sharp";
+
 import { compareKeys, parseEventId } from "../../packages/api/src/renders/event-ids.js";
-import { api, startLocalStack, type LocalStack } from "../support/local-stack.js";
+import { api, type LocalStack, startLocalStack } from "../support/local-stack.js";
 import { openSse, type SseEvent } from "../support/sse-client.js";
 
 /** `GET /v1/renders/{id}/events` read by a real HTTP client, including reconnects with Last-Event-ID. */

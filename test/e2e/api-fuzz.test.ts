@@ -1,13 +1,14 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { createApiKey, loadConfig, queueForStage, type Ports } from "@kiln/shared";
+import { after, before, describe, it } from "node:test";
+
 import { createApp, type KilnApp } from "@kiln/api";
 import { apiDeps } from "@kiln/api/config";
 import { closeServer, serveOnNode } from "@kiln/api/node";
 import { openPorts } from "@kiln/api/ports";
+import { createApiKey, loadConfig, type Ports, queueForStage } from "@kiln/shared";
 
 /**
  * Thousands of random and mutated requests across every endpoint: none may answer 5xx, and every

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+
 import { createApiKey } from "@kiln/shared";
-import { api, startLocalStack, type LocalStack } from "../support/local-stack.js";
+
+import { api, type LocalStack, startLocalStack } from "../support/local-stack.js";
 
 const body = { prompt: "idempotent lighthouse", width: 64, height: 64, steps: 2, seed: 3 };
 

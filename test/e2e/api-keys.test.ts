@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { api, startLocalStack, type LocalStack } from "../support/local-stack.js";
+
+import { api, type LocalStack, startLocalStack } from "../support/local-stack.js";
 
 /** `/v1/keys` over HTTP on the local family: admin scope, shown-once keys, revocation, limits in the record. */
 describe("API keys over HTTP", () => {

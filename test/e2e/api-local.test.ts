@@ -1,8 +1,10 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import sharp from "sharp";
+import { after, before, describe, it } from "node:test";
+
 import { createApiKey } from "@kiln/shared";
-import { api, download, startLocalStack, waitForJob, type LocalStack } from "../support/local-stack.js";
+import sharp from "sharp";
+
+import { api, download, type LocalStack, startLocalStack, waitForJob } from "../support/local-stack.js";
 
 /** The public API over real HTTP on the local family: happy paths, errors and limits of every endpoint. */
 

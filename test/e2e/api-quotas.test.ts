@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+
 import { createApiKey, type KeyLimits } from "@kiln/shared";
-import { api, startLocalStack, type LocalStack } from "../support/local-stack.js";
+
+import { api, type LocalStack, startLocalStack } from "../support/local-stack.js";
 
 const RATE_LIMIT = /^"kiln-rps";r=(\d+);t=(\d+)$/;
 const render = (n = 1, extra: Record<string, unknown> = {}) => ({

@@ -1,13 +1,15 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+
 import { sha256Hex } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
-import { startWebhookService, type Service } from "../../packages/cli/src/services.js";
-import { api, download, startLocalStack, waitForJob, type LocalStack } from "../support/local-stack.js";
+
+import { type Service, startWebhookService } from "../../packages/cli/src/services.js";
+import { api, download, type LocalStack, startLocalStack, waitForJob } from "../support/local-stack.js";
 import {
+  type ReceivedWebhook,
   startWebhookReceiver,
   verifyStandardWebhook,
-  type ReceivedWebhook,
   type WebhookReceiver,
 } from "../support/webhook-receiver.js";
 

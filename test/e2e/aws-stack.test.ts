@@ -7,12 +7,14 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { after, before, describe, it } from "node:test";
-import sharp from "sharp";
+
 import { GetQueueUrlCommand } from "@aws-sdk/client-sqs";
+import type { Ports } from "@kiln/shared";
 import {
   createApiKey,
   deadLetterQueueOf,
   DEFAULT_RENDER_LIMITS,
+  type JobRecord,
   planRender,
   queueForStage,
   QUEUES,
@@ -20,23 +22,23 @@ import {
   SST_LINKS,
   stageMessage,
   stageQueues,
-  type JobRecord,
 } from "@kiln/shared";
-import { handler as deadLetterSweep } from "../../packages/cli/src/cron/dead-letter-sweep.js";
 import { createAwsClients } from "@kiln/shared/aws";
+import sharp from "sharp";
+
+import { handler as deadLetterSweep } from "../../packages/cli/src/cron/dead-letter-sweep.js";
 import {
+  type AwsStandins,
   openStandinPorts,
   startAwsStandins,
-  type AwsStandins,
 } from "../../packages/shared/test/support/aws-standins.js";
 import {
+  type ChildKiln,
+  type ChildWorker,
   killAllWorkers,
   spawnKiln,
   spawnWorker,
-  type ChildKiln,
-  type ChildWorker,
 } from "../support/durability-harness.js";
-import type { Ports } from "@kiln/shared";
 
 const freePort = () =>
   new Promise<number>((resolve) => {

@@ -1,6 +1,7 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import sharp from "sharp";
+import { after, before, describe, it } from "node:test";
+
+import { readPngText, runPipelineStage } from "@kiln/gpu-worker";
 import {
   decodeLatents,
   encodeLatents,
@@ -9,8 +10,9 @@ import {
   queueForStage,
   renderRequestSchema,
 } from "@kiln/shared";
-import { readPngText, runPipelineStage } from "@kiln/gpu-worker";
-import { api, download, startLocalStack, waitForJob, type LocalStack } from "../support/local-stack.js";
+import sharp from "sharp";
+
+import { api, download, type LocalStack, startLocalStack, waitForJob } from "../support/local-stack.js";
 
 /** The local stack end to end over HTTP: real SQLite queue, real blob files, real ONNX sessions, real PNGs. */
 describe("local stack, end to end", () => {

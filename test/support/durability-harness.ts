@@ -3,32 +3,34 @@
  * processes on them, and the observations the tests make — the job record, the blob store, the
  * workers' event logs (KILN_EVENT_LOG) and their /metrics — none of it mocked.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
+
+import type { EventLogLine } from "@kiln/gpu-worker";
+import { runPipelineStage } from "@kiln/gpu-worker";
 import {
-  DEFAULT_RENDER_LIMITS,
   blobKeys,
   decodeLatents,
+  DEFAULT_RENDER_LIMITS,
   encodeLatents,
   enqueueStage,
-  planRender,
-  renderRequestSchema,
-  stageMessage,
   type JobRecord,
   type Latents,
+  planRender,
   type Ports,
   QUEUES,
+  renderRequestSchema,
+  stageMessage,
 } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
-import { runPipelineStage } from "@kiln/gpu-worker";
-import type { EventLogLine } from "@kiln/gpu-worker";
+
 import {
+  type AwsStandins,
   openStandinPorts,
   startAwsStandins,
-  type AwsStandins,
 } from "../../packages/shared/test/support/aws-standins.js";
 import { loadTinyModels, tinyModelDirs } from "./local-stack.js";
 import { startTcpProxy, type TcpProxy } from "./tcp-proxy.js";

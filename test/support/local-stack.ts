@@ -1,17 +1,19 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { createApiKey, loadConfig, type KilnConfig, type Ports } from "@kiln/shared";
+
+import type { Worker } from "@kiln/gpu-worker";
+import { loadSdxlModel, type ModelSet, writeTinyModels } from "@kiln/gpu-worker";
+import { createApiKey, type KilnConfig, loadConfig, type Ports } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
-import { loadSdxlModel, writeTinyModels, type ModelSet } from "@kiln/gpu-worker";
-import { openPorts } from "../../packages/cli/src/stack.js";
+
 import {
+  type Service,
   startApiService,
   startWebhookService,
   startWorkerService,
-  type Service,
 } from "../../packages/cli/src/services.js";
-import type { Worker } from "@kiln/gpu-worker";
+import { openPorts } from "../../packages/cli/src/stack.js";
 
 let tinyRoot: { base: string; refiner: string } | undefined;
 

@@ -1,61 +1,61 @@
 import { OpenAPIHono, z } from "@hono/zod-openapi";
+import type { Hono, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
+
 import type { ApiDeps, ApiEnv } from "./deps.js";
+import { allowedMethods } from "./http/allowed-methods.js";
+import { problemSchema } from "./http/openapi.js";
+import { problem, PROBLEM_CONTENT_TYPE, problemFromError } from "./http/problem.js";
 import { requireKey } from "./middleware/auth.js";
 import { idempotency } from "./middleware/idempotency.js";
-import { rateLimit } from "./middleware/rate-limit.js";
 import { requireJsonBody } from "./middleware/json-body.js";
 import { openAiErrorShape } from "./middleware/openai-errors.js";
-import { problemSchema } from "./http/openapi.js";
-import { PROBLEM_CONTENT_TYPE, problem, problemFromError } from "./http/problem.js";
-import { ApiRuntime } from "./runtime.js";
+import { rateLimit } from "./middleware/rate-limit.js";
 import { eventRoutes } from "./routes/events.js";
 import { fileRoutes } from "./routes/files.js";
 import { keyRoutes } from "./routes/keys.js";
 import { openAiImageRoutes } from "./routes/openai-images.js";
 import { renderRoutes } from "./routes/renders.js";
 import { systemRoutes } from "./routes/system.js";
+import { ApiRuntime } from "./runtime.js";
 
 /**
  * Kiln's HTTP API as one Hono app over Web-standard Request/Response, so the same app serves Node
  * (`entry/node.ts`), AWS Lambda (`entry/lambda.ts`) and edge runtimes.
  *
- * Middleware runs in the order registered: OpenAI error shape (outermost, so it sees every
- * problem on its routes) → body size → JSON media type → API key → per-key policies (quotas,
- * idempotency: add them after `requireKey`) → routes.
+ * Routes come in groups, each mounted under its prefix with its own middleware chain (see `mount`):
+ * a JSON API group runs body size → JSON media type → API key → per-key rate limit; doors with
+ * other bodies or their own signatures (chat integrations) bring their own chain instead.
+ * Every refusal is thrown as an `HTTPException` carrying a problem+json response (`fail`), which
+ * `onError` returns as it is.
  */
 export function createApp(deps: ApiDeps) {
   const rt = new ApiRuntime(deps);
   const app = new OpenAPIHono<ApiEnv>();
 
-  app.use("/v1/images/*", openAiErrorShape());
-  app.use(
-    "*",
-    bodyLimit({
-      maxSize: deps.maxBodyBytes,
-      onError: () =>
-        problem(
-          413,
-          "body_too_large",
-          `The request body is larger than ${deps.maxBodyBytes} bytes; send a smaller one.`,
-          {
-            errors: [{ field: "body", message: `must be at most ${deps.maxBodyBytes} bytes` }],
-          },
-        ),
-    }),
-  );
-  app.use("*", requireJsonBody());
-  // `/x/*` also matches `/x` itself: listing both would run each middleware twice (and take two tokens).
-  for (const path of ["/v1/renders/*", "/v1/images/*", "/v1/keys/*"]) app.use(path, requireKey(deps), rateLimit(deps));
-  app.use("/v1/renders", idempotency(deps));
+  const limitBody = bodyLimit({
+    maxSize: deps.maxBodyBytes,
+    onError: () =>
+      problem(
+        413,
+        "body_too_large",
+        `The request body is larger than ${deps.maxBodyBytes} bytes; send a smaller one.`,
+        {
+          errors: [{ field: "body", message: `must be at most ${deps.maxBodyBytes} bytes` }],
+        },
+      ),
+  });
+  const jsonApi: MiddlewareHandler<ApiEnv>[] = [limitBody, requireJsonBody(), requireKey(deps), rateLimit(deps)];
 
-  app.route("/", systemRoutes(rt));
-  app.route("/", renderRoutes(rt));
-  app.route("/", eventRoutes(rt));
-  app.route("/", openAiImageRoutes(rt));
-  app.route("/", fileRoutes(deps));
-  app.route("/", keyRoutes(deps));
+  const mount = groupMounter(app);
+  mount("/", [limitBody], systemRoutes(rt));
+  mount("/v1/renders", [...jsonApi, idempotencyOnCollection("/v1/renders", idempotency(deps))], renderRoutes(rt));
+  mount("/v1/renders", [], eventRoutes(rt)); // the chain above already covers /v1/renders/*
+  // OpenAI error shape outermost, so it covers the auth, body-size and media-type answers too.
+  mount("/v1/images", [openAiErrorShape(), ...jsonApi], openAiImageRoutes(rt));
+  mount("/v1/files", [], fileRoutes(deps)); // signed URLs, no key
+  mount("/v1/keys", jsonApi, keyRoutes(deps));
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
@@ -79,6 +79,7 @@ export function createApp(deps: ApiDeps) {
           description: "The file",
           content: { "image/png": { schema: z.string().openapi({ format: "binary" }) } },
         },
+        400: { description: "Malformed file key", content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } } },
         403: { description: "Invalid or expired link", content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } } },
         404: {
           description: "Deleted after its retention period",
@@ -97,23 +98,72 @@ export function createApp(deps: ApiDeps) {
     servers: [{ url: rt.base(c) }],
   }));
 
-  app.notFound((c) => problem(404, "not_found", `No route for ${c.req.method} ${c.req.path}; see GET /openapi.json.`));
-  app.onError((err, c) => {
-    if (err instanceof HTTPException && err.status < 500) {
-      // Hono's validators throw these for unreadable bodies (malformed JSON and the like).
+  app.notFound((c) => {
+    const allow = allowedMethods(app.routes, c.req.path);
+    if (allow.length > 0) {
       return problem(
-        err.status,
-        err.status === 400 ? "invalid_body" : "bad_request",
-        `${err.message}; send a JSON object as described in GET /openapi.json.`,
-        {
-          errors: [{ field: "body", message: err.message }],
-        },
+        405,
+        "method_not_allowed",
+        `${c.req.method} is not allowed on ${c.req.path}; use ${allow.join(" or ")} (see GET /openapi.json).`,
+        {},
+        { allow: allow.join(", ") },
       );
     }
-    deps.log?.("error", { err: String(err), stack: (err as Error).stack, path: c.req.path }, "request failed");
-    return problemFromError(err);
+    return problem(404, "not_found", `No route for ${c.req.method} ${c.req.path}; see GET /openapi.json.`);
+  });
+  app.onError((err, c) => {
+    if (err instanceof HTTPException) {
+      // A thrown problem (`fail`) carries its own response.
+      if (err.res) return err.res;
+      if (err.status < 500) {
+        // Hono's validators throw these for unreadable bodies (malformed JSON and the like): the client's mistake.
+        deps.log?.("info", { status: err.status, path: c.req.path, err: err.message }, "request refused");
+        return problem(
+          err.status,
+          err.status === 400 ? "invalid_body" : "bad_request",
+          `${err.message}; send a JSON object as described in GET /openapi.json.`,
+          { errors: [{ field: "body", message: err.message }] },
+        );
+      }
+    }
+    const res = problemFromError(err);
+    if (res.status < 500) {
+      // Client mistakes (over quota, refused webhook URL…) are not errors: one line, no stack.
+      deps.log?.("info", { status: res.status, path: c.req.path, err: String(err) }, "request refused");
+    } else {
+      deps.log?.("error", { err: String(err), stack: (err as Error).stack, path: c.req.path }, "request failed");
+    }
+    return res;
   });
   return app;
 }
 
 export type KilnApp = ReturnType<typeof createApp>;
+
+/**
+ * Mounts a group of routes under `prefix` with its own middleware chain. Every route of the group
+ * must live under the prefix — checked here, so a route cannot silently escape its group's chain
+ * (e.g. run without its API key check).
+ */
+function groupMounter(app: OpenAPIHono<ApiEnv>) {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- any group router, whatever routes it typed
+  return (prefix: string, chain: MiddlewareHandler<ApiEnv>[], routes: Hono<ApiEnv, any, any>) => {
+    if (prefix !== "/") {
+      for (const r of routes.routes) {
+        if (r.path !== prefix && !r.path.startsWith(`${prefix}/`)) {
+          throw new Error(`route ${r.method} ${r.path} is outside its group ${prefix}`);
+        }
+      }
+      // `/x/*` also matches `/x` itself.
+      if (chain.length > 0) app.use(`${prefix}/*`, ...chain);
+    } else if (chain.length > 0) {
+      for (const r of routes.routes) app.use(r.path, ...chain);
+    }
+    app.route("/", routes);
+  };
+}
+
+/** Idempotency applies to creating a render (POST on the collection), not to its sub-resources. */
+function idempotencyOnCollection(path: string, mw: MiddlewareHandler<ApiEnv>): MiddlewareHandler<ApiEnv> {
+  return (c, next) => (c.req.path === path ? mw(c, next) : next());
+}

@@ -1,4 +1,5 @@
 import type { JobEventSink, KeyRecord, Ports, RenderLimits } from "@kiln/shared";
+
 import type { EffectiveLimits, WebhookSubmitPolicy } from "./renders/render-admission.js";
 
 /** What the API needs from its host: the ports of one family and a few settings. Web-standard only. */

@@ -1,10 +1,11 @@
-import type { Context } from "hono";
 import type { JobRecord } from "@kiln/shared";
-import { DEFAULT_TIMING, type ApiDeps, type ApiEnv, type ApiTiming } from "./deps.js";
-import { StageTimingBook, estimateEta } from "./renders/eta.js";
-import { problem } from "./http/problem.js";
+import type { Context } from "hono";
+
+import { type ApiDeps, type ApiEnv, type ApiTiming, DEFAULT_TIMING } from "./deps.js";
+import { fail } from "./http/problem.js";
+import { estimateEta, StageTimingBook } from "./renders/eta.js";
 import { expireIfOverdue, type JobMoveOptions } from "./renders/render-service.js";
-import { jobView, type JobInsight, type JobView } from "./renders/render-view.js";
+import { type JobInsight, type JobView, jobView } from "./renders/render-view.js";
 import { waitingReason, waitingStage } from "./renders/waiting-reason.js";
 
 /**
@@ -35,11 +36,10 @@ export class ApiRuntime {
   }
 
   /** The caller's job, with an overdue deadline applied; a 404 problem for a missing job or another key's. */
-  async ownJob(c: Context<ApiEnv>, id: string): Promise<JobRecord | Response> {
+  async ownJob(c: Context<ApiEnv>, id: string): Promise<JobRecord> {
     const job = await this.deps.ports.jobs.get(id);
     // Another key's job is indistinguishable from a missing one.
-    if (!job || job.ownerKeyId !== c.get("key").id)
-      return problem(404, "not_found", `No render ${id} for this API key.`);
+    if (!job || job.ownerKeyId !== c.get("key").id) fail(404, "not_found", `No render ${id} for this API key.`);
     return this.settle(job);
   }
 

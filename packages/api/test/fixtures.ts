@@ -1,8 +1,8 @@
 import {
-  planRender,
-  renderRequestSchema,
   type JobRecord,
+  planRender,
   type RenderRequestInput,
+  renderRequestSchema,
   type WorkerBeat,
   type WorkerRegistry,
 } from "@kiln/shared";

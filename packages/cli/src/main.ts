@@ -20,6 +20,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run(argv
     summary: "submit a render to a running Kiln and save the images",
     load: () => import("./commands/render.js"),
   },
+  simulate: {
+    summary: "simulate a GPU fleet under an arrival trace and a scaling policy (docs/scaling.md)",
+    load: () => import("./commands/simulate.js"),
+  },
   bench: { summary: "run Kiln's benchmarks and print the figures", load: () => import("./commands/bench.js") },
 };
 

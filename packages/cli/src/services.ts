@@ -1,11 +1,13 @@
-import os from "node:os";
 import { randomBytes } from "node:crypto";
+import os from "node:os";
+
+import { webhookEventSinkFromConfig } from "@kiln/api/config";
+import { closeServer, serveOnNode, startRetentionSweep } from "@kiln/api/node";
+import { WebhookDispatcher } from "@kiln/api/webhook-dispatcher";
+import { eventLogSink, fanOutEvents, type ModelSet, sdxlExecutor, startHealthServer, Worker } from "@kiln/gpu-worker";
 import type { KilnConfig, Ports } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
-import { serveOnNode, closeServer, startRetentionSweep } from "@kiln/api/node";
-import { webhookEventSinkFromConfig } from "@kiln/api/config";
-import { WebhookDispatcher } from "@kiln/api/webhook-dispatcher";
-import { eventLogSink, fanOutEvents, sdxlExecutor, startHealthServer, Worker, type ModelSet } from "@kiln/gpu-worker";
+
 import { buildApi, loadModels } from "./stack.js";
 
 export interface Service {

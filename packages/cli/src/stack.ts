@@ -1,10 +1,11 @@
 import fs from "node:fs";
 import path from "node:path";
+
+import { type ApiDeps, createApp } from "@kiln/api";
+import { apiDeps as apiDepsFromConfig } from "@kiln/api/config";
+import { loadSdxlModel, type ModelSet, type SdxlModel, writeTinyModel } from "@kiln/gpu-worker";
 import type { KilnConfig, Ports } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
-import { createApp, type ApiDeps } from "@kiln/api";
-import { apiDeps as apiDepsFromConfig } from "@kiln/api/config";
-import { loadSdxlModel, writeTinyModel, type SdxlModel, type ModelSet } from "@kiln/gpu-worker";
 
 // Ports and API settings from config live with the API, so its Lambda entry can share them.
 export { localUrlSecret } from "@kiln/api/config";

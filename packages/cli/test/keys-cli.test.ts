@@ -1,8 +1,9 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { after, before, describe, it } from "node:test";
+
 import { run } from "../src/commands/keys.js";
 
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-keys-cli-"));

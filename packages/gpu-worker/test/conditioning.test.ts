@@ -1,6 +1,8 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { planRender, renderRequestSchema, type RenderRequestInput } from "@kiln/shared";
+import { describe, it } from "node:test";
+
+import { planRender, type RenderRequestInput, renderRequestSchema } from "@kiln/shared";
+
 import { stageTimeIdInputs, timeIds } from "../src/engine/conditioning.js";
 
 const plan = (body: Partial<RenderRequestInput>) =>

@@ -1,9 +1,11 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
 import sharp from "sharp";
-import { chwToRgb8 } from "../src/engine/vae-decoder.js";
+
 import { encodeImageFile, readPngText } from "../src/engine/image-files.js";
 import { firstNonFinite, resizeLatentsBilinear } from "../src/engine/latent-ops.js";
+import { chwToRgb8 } from "../src/engine/vae-decoder.js";
 
 describe("chwToRgb8 (diffusers' postprocess)", () => {
   it("maps [−1, 1] to 0…255 with clamping, CHW to HWC", () => {

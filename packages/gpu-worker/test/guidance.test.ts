@@ -1,5 +1,6 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
 import { applyGuidance, fillModelInput } from "../src/engine/guidance.js";
 
 const close = (actual: Float32Array, expected: number[], tol = 1e-5) => {

@@ -1,10 +1,12 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import onnxProto from "onnx-proto";
+import { after, before, describe, it } from "node:test";
+
 import { KilnError } from "@kiln/shared";
+import onnxProto from "onnx-proto";
+
 import { loadModelFolder, type ModelRole } from "../src/models/model-folder.js";
 import { writeTinyModel, writeTinyModels } from "../src/models/tiny-models.js";
 import type { SessionLogger } from "../src/onnx/session-factory.js";

@@ -1,6 +1,8 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
 import { KilnError } from "@kiln/shared";
+
 import { drawNoise, NoiseSource } from "../src/engine/noise.js";
 import { noiseHelper } from "../src/engine/noise-helper.js";
 

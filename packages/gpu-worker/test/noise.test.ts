@@ -1,6 +1,8 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
 import { KilnError } from "@kiln/shared";
+
 import { drawNoise, initialNoise, NoiseSource } from "../src/engine/noise.js";
 
 /** Values printed by torch to 4 decimals: ours must round to them (half a unit in the last place, plus an ulp). */

@@ -1,18 +1,20 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import * as ort from "onnxruntime-node";
+import { after, before, describe, it } from "node:test";
+
 import { createLogger } from "@kiln/shared/node";
-import { writeTinyModel } from "../src/models/tiny-models.js";
-import { loadSdxlModel, type SdxlModel } from "../src/engine/sdxl-model.js";
+import * as ort from "onnxruntime-node";
+
 import {
   encodePrompt,
   encodePromptPair,
   type PromptEmbeddings,
   type TextEncoderPair,
 } from "../src/engine/prompt-encoder.js";
+import { loadSdxlModel, type SdxlModel } from "../src/engine/sdxl-model.js";
+import { writeTinyModel } from "../src/models/tiny-models.js";
 
 /** Embedding assembly as diffusers' `encode_prompt` does it, on the tiny models (real widths: 768 + 1280, pooled 1280). */
 

@@ -1,5 +1,6 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
 import { NoiseSource } from "../src/engine/noise.js";
 import { createScheduler, parseSchedulerConfig, type SchedulerName } from "../src/engine/schedulers/index.js";
 

@@ -1,6 +1,8 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
 import { KilnError } from "@kiln/shared";
+
 import { NoiseSource } from "../src/engine/noise.js";
 import {
   convertLatentSpace,

@@ -1,23 +1,25 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import sharp from "sharp";
+import { after, before, describe, it } from "node:test";
+
 import {
   KilnError,
-  planRender,
-  renderRequestSchema,
   type Latents,
+  planRender,
   type RenderPlan,
   type RenderRequestInput,
+  renderRequestSchema,
 } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
-import { writeTinyModel } from "../src/models/tiny-models.js";
-import { loadSdxlModel, type SdxlModel } from "../src/engine/sdxl-model.js";
-import { generationParameters, runPipelineStage, type StageResult } from "../src/engine/sdxl-pipeline.js";
+import sharp from "sharp";
+
 import { readPngText } from "../src/engine/image-files.js";
 import { firstNonFinite } from "../src/engine/latent-ops.js";
+import { loadSdxlModel, type SdxlModel } from "../src/engine/sdxl-model.js";
+import { generationParameters, runPipelineStage, type StageResult } from "../src/engine/sdxl-pipeline.js";
+import { writeTinyModel } from "../src/models/tiny-models.js";
 
 /** runPipelineStage on the tiny models: every scheduler renders, stages hand over across scheduler families, n images batch exactly. */
 

@@ -1,12 +1,14 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import * as ort from "onnxruntime-node";
+import { after, before, describe, it } from "node:test";
+
 import { KilnError } from "@kiln/shared";
-import { createSession, warmup, type SessionLogger } from "../src/onnx/session-factory.js";
+import * as ort from "onnxruntime-node";
+
 import { writeTinyModel } from "../src/models/tiny-models.js";
+import { createSession, type SessionLogger, warmup } from "../src/onnx/session-factory.js";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-session-"));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));

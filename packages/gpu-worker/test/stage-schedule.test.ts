@@ -1,6 +1,8 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { KilnError, planRender, renderRequestSchema, type RenderRequestInput, type SchedulerName } from "@kiln/shared";
+import { describe, it } from "node:test";
+
+import { KilnError, planRender, type RenderRequestInput, renderRequestSchema, type SchedulerName } from "@kiln/shared";
+
 import { createScheduler, parseSchedulerConfig } from "../src/engine/schedulers/index.js";
 import { stageSchedule } from "../src/engine/sdxl-pipeline.js";
 import { SDXL_SCHEDULER_CONFIG } from "../src/models/tiny-models.js";

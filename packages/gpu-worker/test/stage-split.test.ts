@@ -1,6 +1,8 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
 import { KilnError } from "@kiln/shared";
+
 import { createScheduler, parseSchedulerConfig } from "../src/engine/schedulers/index.js";
 import { ensembleSplit, sdeditStart } from "../src/engine/stage-split.js";
 import { SDXL_SCHEDULER_CONFIG } from "../src/models/tiny-models.js";

@@ -1,9 +1,11 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { after, before, describe, it } from "node:test";
+
 import * as ort from "onnxruntime-node";
+
 import { writeTinyModel, writeTinyModels } from "../src/models/tiny-models.js";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-tiny-"));

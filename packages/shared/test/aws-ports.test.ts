@@ -5,15 +5,17 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
-import { HeadObjectCommand } from "@aws-sdk/client-s3";
+
 import { GetItemCommand } from "@aws-sdk/client-dynamodb";
-import { createAwsClients, openAwsPorts, type AwsClients } from "../src/adapters/aws/index.js";
+import { HeadObjectCommand } from "@aws-sdk/client-s3";
+import { GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
+
+import { type AwsClients, createAwsClients, openAwsPorts } from "../src/adapters/aws/index.js";
 import { KilnError } from "../src/errors.js";
 import type { Ports } from "../src/ports/index.js";
 import type { JobRecord } from "../src/schemas/job.js";
 import { CONTRACT_MAX_RECEIVES, CONTRACT_QUEUES, describePortsContract } from "./contract/ports-contract.js";
-import { openStandinPorts, startAwsStandins, type AwsStandins } from "./support/aws-standins.js";
+import { type AwsStandins, openStandinPorts, startAwsStandins } from "./support/aws-standins.js";
 
 /** Stand-ins not yet stopped: a safety net so a failing case cannot leave servers keeping this process alive. */
 const running = new Set<AwsStandins>();

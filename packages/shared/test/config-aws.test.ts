@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+
 import { KilnError, loadConfig, readSstLinks, SST_LINKS } from "@kiln/shared";
 import { awsPortsOptionsFromConfig } from "@kiln/shared/aws";
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+
 import { loadConfig } from "../src/config.js";
 import { isKilnError } from "../src/errors.js";
 

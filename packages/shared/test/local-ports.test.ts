@@ -5,9 +5,11 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
+
 import Database from "better-sqlite3";
-import { openLocalPorts, openSqliteDatabase, SCHEMA_VERSION } from "../src/adapters/local/index.js";
+
 import type { LocalPortsOptions } from "../src/adapters/local/index.js";
+import { openLocalPorts, openSqliteDatabase, SCHEMA_VERSION } from "../src/adapters/local/index.js";
 import { isKilnError } from "../src/errors.js";
 import type { Ports } from "../src/ports/index.js";
 import { verifyDownloadSignature } from "../src/signed-url.js";

@@ -1,5 +1,6 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
 import { renderRequestSchema, SCHEDULER_NAMES } from "@kiln/shared";
 
 /** Issue 3's API surface for schedulers: `scheduler` ∈ euler | euler_a | dpmpp_2m | ddim, `karras` where supported. */

@@ -1,9 +1,11 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { describe, it } from "node:test";
+
 import Database from "better-sqlite3";
+
 import { SqliteWriteBatch } from "../src/adapters/local/sqlite-write-batch.js";
 
 function withDb(fn: (db: Database.Database) => Promise<void>) {

@@ -1,5 +1,6 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
 import { outputSize, planRender, renderRequestSchema } from "@kiln/shared";
 
 const parse = (body: unknown) => renderRequestSchema().parse(body);

@@ -10,14 +10,20 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+
+import { blobKeys, enqueueStage, type JobRecord, queueForStage, stageMessage } from "@kiln/shared";
 import Database from "better-sqlite3";
-import { blobKeys, enqueueStage, queueForStage, stageMessage, type JobRecord } from "@kiln/shared";
+
 import {
+  type ChildWorker,
   eventLog,
+  type Family,
+  type FamilyName,
   handOverDamaged,
   isEnded,
   killAllWorkers,
   metricSum,
+  type Namespace,
   referenceImages,
   spawnWorker,
   startFamily,
@@ -25,10 +31,6 @@ import {
   submitJob,
   waitFor,
   waitForJob,
-  type ChildWorker,
-  type Family,
-  type FamilyName,
-  type Namespace,
 } from "../../support/durability-harness.js";
 
 /** Long enough to stop a worker mid-stage: the base stage runs 116 steps (≈1 s alone on 2 cores). */

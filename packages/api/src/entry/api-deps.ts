@@ -1,9 +1,11 @@
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { randomBytes } from "node:crypto";
+
 import { DEFAULT_RENDER_LIMITS, type KilnConfig, type Ports } from "@kiln/shared";
 import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
 import { verifyDownloadSignature } from "@kiln/shared/signed-url";
+
 import type { ApiDeps } from "../deps.js";
 import { resolveHostAddresses } from "./webhook-dispatcher.js";
 import { webhookEventSink } from "../outbound/webhooks/events.js";

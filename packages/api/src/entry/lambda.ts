@@ -1,6 +1,7 @@
-import { handle, streamHandle, type LambdaContext, type LambdaEvent } from "hono/aws-lambda";
 import { KilnError, loadConfig } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
+import { handle, type LambdaContext, type LambdaEvent, streamHandle } from "hono/aws-lambda";
+
 import { createApp } from "../app.js";
 import type { ApiTiming } from "../deps.js";
 import { apiDeps, openAwsPortsFromConfig } from "./api-deps.js";

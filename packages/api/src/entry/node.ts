@@ -1,18 +1,56 @@
-import { serve, type ServerType } from "@hono/node-server";
+import { createServer } from "node:http";
+
+import type { ServerType } from "@hono/node-server";
+import { getRequestListener } from "@hono/node-server";
 import type { Ports } from "@kiln/shared";
+
 import type { KilnApp } from "../app.js";
+import { problem, PROBLEM_CONTENT_TYPE } from "../http/problem.js";
 import { sweepExpiredJobs } from "../renders/retention.js";
 
-/** Serves the app on Node. Resolves once the socket listens, with the bound port (for port 0). */
+/**
+ * Serves the app on Node. Resolves once the socket listens, with the bound port (for port 0).
+ *
+ * Requests Node or the adapter refuse before the app sees them (a backslash in the path, a bad Host,
+ * headers over Node's limit) get problem+json too, like every answer of the app itself.
+ */
 export function serveOnNode(
   app: KilnApp,
   options: { port: number; host: string },
 ): Promise<{ server: ServerType; port: number }> {
   return new Promise((resolve, reject) => {
-    const server = serve({ fetch: app.fetch, port: options.port, hostname: options.host }, (info) =>
-      resolve({ server, port: info.port }),
-    );
+    const listener = getRequestListener(app.fetch, {
+      hostname: options.host,
+      errorHandler: (e) =>
+        problem(400, "bad_request", `The request could not be read: ${(e as Error).message}; fix the request line.`),
+    });
+    const server = createServer(listener);
+    server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
+      if (!socket.writable) return socket.destroy();
+      const [status, text, detail] =
+        err.code === "HPE_HEADER_OVERFLOW"
+          ? [
+              431,
+              "Request Header Fields Too Large",
+              "The request headers are too large; send fewer or smaller headers.",
+            ]
+          : [400, "Bad Request", "The request could not be parsed as HTTP/1.1; fix the request."];
+      const body = JSON.stringify({
+        type: `https://kiln.dev/problems/${status === 431 ? "headers_too_large" : "bad_request"}`,
+        title: text,
+        status,
+        detail,
+        code: status === 431 ? "headers_too_large" : "bad_request",
+      });
+      socket.end(
+        `HTTP/1.1 ${status} ${text}\r\ncontent-type: ${PROBLEM_CONTENT_TYPE}\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
+    });
     server.once("error", reject);
+    server.listen(options.port, options.host, () => {
+      const address = server.address();
+      resolve({ server, port: typeof address === "object" && address ? address.port : options.port });
+    });
   });
 }
 

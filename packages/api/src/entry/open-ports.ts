@@ -1,5 +1,6 @@
 import type { KilnConfig, Ports } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
+
 import { localUrlSecret, openAwsPortsFromConfig } from "./api-deps.js";
 
 /** The configured family's ports: the embedded default (SQLite + files) or AWS. */

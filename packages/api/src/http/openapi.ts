@@ -1,4 +1,5 @@
 import { OpenAPIHono, z } from "@hono/zod-openapi";
+
 import type { ApiEnv } from "../deps.js";
 import { PROBLEM_CONTENT_TYPE, validationProblem } from "./problem.js";
 

@@ -1,5 +1,7 @@
-import type { Context } from "hono";
 import { KilnError } from "@kiln/shared";
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+
 import { LimitExceededError } from "../quotas/limit-exceeded.js";
 
 /** RFC 9457 problem details: every error Kiln's API returns has this shape. */
@@ -30,6 +32,25 @@ export function problem(
     ...extra,
   };
   return new Response(JSON.stringify(body), { status, headers: { ...headers, "content-type": PROBLEM_CONTENT_TYPE } });
+}
+
+/**
+ * Fails the request with a problem: thrown as Hono's `HTTPException` carrying the problem+json
+ * response, which the app's `onError` returns as it is. The one way a route or middleware refuses.
+ */
+export function fail(
+  status: number,
+  code: string,
+  detail: string,
+  extra: Record<string, unknown> = {},
+  headers: Record<string, string> = {},
+): never {
+  throw problemException(problem(status, code, detail, extra, headers));
+}
+
+/** Wraps a ready problem Response (e.g. from `validationProblem`) so it can be thrown. */
+export function problemException(res: Response): HTTPException {
+  return new HTTPException(res.status as ContentfulStatusCode, { res });
 }
 
 export function problemFromError(e: unknown): Response {

@@ -1,7 +1,8 @@
+import { type IdempotencyRecord, randomId, sha256Hex } from "@kiln/shared";
 import type { MiddlewareHandler } from "hono";
-import { randomId, sha256Hex, type IdempotencyRecord } from "@kiln/shared";
+
 import type { ApiDeps, ApiEnv } from "../deps.js";
-import { problem } from "../http/problem.js";
+import { fail } from "../http/problem.js";
 
 /** Records are kept this long (the issue's 24 h; Stripe keeps theirs as long). */
 const RECORD_SECONDS = 24 * 3600;
@@ -51,7 +52,7 @@ export function idempotency(deps: ApiDeps, options: { duplicateWaitMs?: number }
     const value = /^".*"$/.test(raw) ? raw.slice(1, -1) : raw;
     if (!KEY_PATTERN.test(value)) {
       const message = "must be 1–255 visible ASCII characters (a UUID is a good choice)";
-      return problem(400, "invalid_request", `The Idempotency-Key header is invalid — it ${message}.`, {
+      fail(400, "invalid_request", `The Idempotency-Key header is invalid — it ${message}.`, {
         errors: [{ field: "header.idempotency-key", message }],
       });
     }
@@ -77,7 +78,7 @@ export function idempotency(deps: ApiDeps, options: { duplicateWaitMs?: number }
       const existing = await keys.putIdempotency(claim(at), at);
       if (!existing) break;
       if (existing.fingerprint !== fingerprint) {
-        return problem(
+        fail(
           422,
           "idempotency_key_reused",
           "This Idempotency-Key was already used with a different request body; use a new key for a new request (keys are remembered for 24 hours).",
@@ -86,7 +87,7 @@ export function idempotency(deps: ApiDeps, options: { duplicateWaitMs?: number }
       }
       if (existing.state === "completed" && existing.response) return replay(existing.response);
       if (at - started >= duplicateWaitMs) {
-        return problem(
+        fail(
           409,
           "idempotency_key_in_progress",
           "A request with this Idempotency-Key is still being processed; retry in a moment to get its result.",

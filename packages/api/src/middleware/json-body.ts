@@ -1,5 +1,6 @@
 import type { MiddlewareHandler } from "hono";
-import { problem } from "../http/problem.js";
+
+import { fail } from "../http/problem.js";
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 
@@ -17,7 +18,7 @@ export function requireJsonBody(): MiddlewareHandler {
         Number(c.req.header("content-length") ?? 0) > 0 || c.req.header("transfer-encoding") !== undefined;
       if ((type || hasBody) && !JSON_TYPE.test(type)) {
         const rule = `content-type must be application/json (got ${type ? JSON.stringify(type.slice(0, 100)) : "none"})`;
-        return problem(415, "unsupported_media_type", `The request body must be JSON — ${rule}.`, {
+        fail(415, "unsupported_media_type", `The request body must be JSON — ${rule}.`, {
           errors: [{ field: "header.content-type", message: rule }],
         });
       }

@@ -1,5 +1,6 @@
 import type { MiddlewareHandler } from "hono";
-import { PROBLEM_CONTENT_TYPE, type Problem } from "../http/problem.js";
+
+import { type Problem, PROBLEM_CONTENT_TYPE } from "../http/problem.js";
 
 /** OpenAI's error `type` for an HTTP status, as its SDKs expect to find it. */
 export function openAiErrorType(status: number): string {

@@ -1,7 +1,8 @@
 import type { MiddlewareHandler } from "hono";
+
 import type { ApiDeps, ApiEnv } from "../deps.js";
-import { limitHeaders, rateLimitField, rateLimitPolicyField, type LimitPolicy } from "../quotas/limit-exceeded.js";
-import { problem } from "../http/problem.js";
+import { fail } from "../http/problem.js";
+import { limitHeaders, type LimitPolicy, rateLimitField, rateLimitPolicyField } from "../quotas/limit-exceeded.js";
 import { effectiveLimits } from "../renders/render-admission.js";
 
 /**
@@ -26,7 +27,7 @@ export function rateLimit(deps: ApiDeps): MiddlewareHandler<ApiEnv> {
     const taken = await deps.ports.keys.takeToken(`rps:${key.id}`, limits.requestsPerSecond, limits.burst, nowMs);
     if (!taken.allowed) {
       const retryAfter = taken.retryAfterMs / 1000;
-      return problem(
+      fail(
         429,
         "rate_limited",
         `This API key may send ${limits.requestsPerSecond} request${limits.requestsPerSecond === 1 ? "" : "s"} per second (bursts of ${limits.burst}); wait ${Math.max(1, Math.ceil(retryAfter))} s (Retry-After) before the next one.`,

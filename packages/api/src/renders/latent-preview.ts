@@ -1,5 +1,6 @@
-import { decodeLatents, type BlobStore, type Latents } from "@kiln/shared";
+import { type BlobStore, decodeLatents, type Latents } from "@kiln/shared";
 import { encodeBase64 } from "hono/utils/encode";
+
 import { encodePng } from "./png.js";
 
 /**

@@ -1,6 +1,7 @@
-import { KilnError, type KeyRecord, type Ports, type RenderRequest } from "@kiln/shared";
+import { type KeyRecord, KilnError, type Ports, type RenderRequest } from "@kiln/shared";
+
+import { addressRefusal, hostOf, parseIp, type WebhookPolicy, webhookUrlRefusal } from "../outbound/address-policy.js";
 import { LimitExceededError, limitHeaders, type LimitPolicy } from "../quotas/limit-exceeded.js";
-import { addressRefusal, hostOf, parseIp, webhookUrlRefusal, type WebhookPolicy } from "../outbound/address-policy.js";
 
 /** A key's limits after defaults; 0 = no limit (burst is at least 1). */
 export interface EffectiveLimits {

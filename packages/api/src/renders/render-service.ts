@@ -1,19 +1,20 @@
 import {
-  KilnError,
   enqueueStage,
   isTerminal,
-  planRender,
-  randomId,
-  stageMessage,
   type JobEventSink,
   type JobEventType,
   type JobRecord,
+  KilnError,
+  planRender,
   type Ports,
+  randomId,
   type RenderRequest,
+  stageMessage,
 } from "@kiln/shared";
+
+import { sleep } from "../http/sleep.js";
 import { admitRender, type RenderAdmission } from "./render-admission.js";
 import { expiresAtOnEnd } from "./retention.js";
-import { sleep } from "../http/sleep.js";
 
 /**
  * Submitting a render, whatever the channel (HTTP, Slack, Discord, batch): plan it, write the job

@@ -1,6 +1,7 @@
 import { z } from "@hono/zod-openapi";
+import { type BlobStore, isTerminal, JOB_STATUSES, type JobRecord, outputSize, RENDER_MODES } from "@kiln/shared";
+
 import { retentionEnd } from "./retention.js";
-import { JOB_STATUSES, RENDER_MODES, isTerminal, outputSize, type BlobStore, type JobRecord } from "@kiln/shared";
 
 export const WAITING_CODES = ["unknown", "no_workers", "workers_silent", "workers_busy", "next_in_line"] as const;
 export type WaitingCode = (typeof WAITING_CODES)[number];

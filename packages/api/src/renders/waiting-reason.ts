@@ -1,4 +1,5 @@
 import { isTerminal, type JobRecord, type StageKind, type WorkerBeat, type WorkerRegistry } from "@kiln/shared";
+
 import type { WaitingCode } from "./render-view.js";
 
 /** An idle worker polls at least every long-poll wait (≤ 20 s); silence past this means it is gone or stuck. */

@@ -1,10 +1,19 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { streamSSE, type SSEStreamingApi } from "hono/streaming";
 import { blobKeys, describeError, isTerminal, type JobRecord } from "@kiln/shared";
-import { END_ID, compareKeys, parseEventId, positionId, progressId, stageId, type EventKey } from "../renders/event-ids.js";
-import { latentPreview } from "../renders/latent-preview.js";
+import { type SSEStreamingApi, streamSSE } from "hono/streaming";
+
 import { apiRouter, problems } from "../http/openapi.js";
 import { sleep } from "../http/sleep.js";
+import {
+  compareKeys,
+  END_ID,
+  type EventKey,
+  parseEventId,
+  positionId,
+  progressId,
+  stageId,
+} from "../renders/event-ids.js";
+import { latentPreview } from "../renders/latent-preview.js";
 import type { ApiRuntime } from "../runtime.js";
 
 interface OutEvent {
@@ -61,7 +70,6 @@ export function eventRoutes(rt: ApiRuntime) {
     }),
     async (c) => {
       const first = await rt.ownJob(c, c.req.valid("param").id);
-      if (first instanceof Response) return first as never;
       const previews = c.req.valid("query").previews === "true";
       let cursor = parseEventId(c.req.header("last-event-id"));
       if (cursor && cursor[0] === 2) {

@@ -1,6 +1,7 @@
 import { Hono } from "hono";
+
 import type { ApiDeps, ApiEnv } from "../deps.js";
-import { problem } from "../http/problem.js";
+import { fail } from "../http/problem.js";
 
 const CONTENT_TYPES: Record<string, string> = {
   png: "image/png",
@@ -19,7 +20,7 @@ export function fileRoutes(deps: ApiDeps) {
     const expires = c.req.query("expires") ?? "";
     const sig = c.req.query("sig") ?? "";
     if (!(await serve.verify(key, expires, sig))) {
-      return problem(
+      fail(
         403,
         "download_url_invalid",
         "This download link is invalid or has expired; fetch the render again for a fresh link.",
@@ -27,11 +28,7 @@ export function fileRoutes(deps: ApiDeps) {
     }
     const bytes = await deps.ports.blobs.get(key);
     if (!bytes)
-      return problem(
-        404,
-        "not_found",
-        "This file no longer exists (outputs are deleted after their retention period).",
-      );
+      fail(404, "not_found", "This file no longer exists (outputs are deleted after their retention period).");
     const ext = key.split(".").pop() ?? "";
     return c.body(bytes as Uint8Array<ArrayBuffer>, 200, {
       "content-type": CONTENT_TYPES[ext] ?? "application/octet-stream",

@@ -1,9 +1,10 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import type { MiddlewareHandler } from "hono";
 import { createApiKey, type KeyLimits, type KeyRecord } from "@kiln/shared";
+import type { MiddlewareHandler } from "hono";
+
 import type { ApiDeps, ApiEnv } from "../deps.js";
 import { apiRouter, problems } from "../http/openapi.js";
-import { problem } from "../http/problem.js";
+import { fail } from "../http/problem.js";
 import { effectiveLimits } from "../renders/render-admission.js";
 
 const security = [{ bearer: [] }];
@@ -73,12 +74,10 @@ const keyViewSchema = z
 const createdSchema = keyViewSchema
   .extend({
     key: z.string().openapi({ description: "The API key. Shown only in this response: Kiln stores only its hash." }),
-    webhook_secret: z
-      .string()
-      .openapi({
-        description:
-          "`whsec_…`: verifies this key's webhook deliveries (Standard Webhooks). Also readable later at GET /v1/keys/{id}/webhook-secret.",
-      }),
+    webhook_secret: z.string().openapi({
+      description:
+        "`whsec_…`: verifies this key's webhook deliveries (Standard Webhooks). Also readable later at GET /v1/keys/{id}/webhook-secret.",
+    }),
   })
   .openapi("ApiKeyCreated");
 
@@ -100,7 +99,7 @@ const json = <T extends z.ZodTypeAny>(schema: T) => ({ content: { "application/j
 /** Only admin keys pass; the key itself was checked by `requireKey`. */
 const adminOnly: MiddlewareHandler<ApiEnv> = async (c, next) => {
   if (!c.get("key")?.scopes.includes("admin"))
-    return problem(403, "forbidden", 'Managing API keys needs a key with the "admin" scope.');
+    fail(403, "forbidden", 'Managing API keys needs a key with the "admin" scope.');
   await next();
 };
 
@@ -125,7 +124,7 @@ export function keyRoutes(deps: ApiDeps) {
       revoked_at: key.revokedAt,
     };
   };
-  const notFound = (id: string) => problem(404, "not_found", `No API key ${id}; list them with GET /v1/keys.`);
+  const notFound = (id: string): never => fail(404, "not_found", `No API key ${id}; list them with GET /v1/keys.`);
 
   app.use("/v1/keys", adminOnly);
   app.use("/v1/keys/:id", adminOnly);
@@ -188,7 +187,7 @@ export function keyRoutes(deps: ApiDeps) {
     async (c) => {
       const { id } = c.req.valid("param");
       const key = await deps.ports.keys.get(id);
-      return key ? c.json(view(key), 200) : (notFound(id) as never);
+      return key ? c.json(view(key), 200) : notFound(id);
     },
   );
 
@@ -207,7 +206,7 @@ export function keyRoutes(deps: ApiDeps) {
       const { id } = c.req.valid("param");
       await deps.ports.keys.revoke(id, now().toISOString());
       const key = await deps.ports.keys.get(id);
-      return key ? c.json(view(key), 200) : (notFound(id) as never);
+      return key ? c.json(view(key), 200) : notFound(id);
     },
   );
 
@@ -229,20 +228,16 @@ export function keyRoutes(deps: ApiDeps) {
       const { id } = c.req.valid("param");
       const caller = c.get("key");
       if (caller.id !== id && !caller.scopes.includes("admin")) {
-        return problem(
-          403,
-          "forbidden",
-          'Only the key itself or a key with the "admin" scope may read its webhook secret.',
-        ) as never;
+        fail(403, "forbidden", 'Only the key itself or a key with the "admin" scope may read its webhook secret.');
       }
       const key = await deps.ports.keys.get(id);
-      if (!key) return notFound(id) as never;
+      if (!key) return notFound(id);
       if (!key.webhookSecret) {
-        return problem(
+        fail(
           404,
           "webhook_secret_missing",
           `API key ${id} predates webhooks and has no webhook secret; create a new key to use webhooks.`,
-        ) as never;
+        );
       }
       return c.json({ webhook_secret: key.webhookSecret }, 200, { "Cache-Control": "no-store" });
     },

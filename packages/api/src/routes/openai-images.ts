@@ -1,8 +1,9 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import { type JobRecord, renderRequestSchema } from "@kiln/shared";
 import { encodeBase64 } from "hono/utils/encode";
-import { renderRequestSchema, type JobRecord } from "@kiln/shared";
+
 import { apiRouter, problems } from "../http/openapi.js";
-import { problem, validationProblem } from "../http/problem.js";
+import { problem, problemException, validationProblem } from "../http/problem.js";
 import { renderAdmission } from "../renders/render-admission.js";
 import { cancelRender, submitRender, waitForEnd } from "../renders/render-service.js";
 import type { ApiRuntime } from "../runtime.js";
@@ -136,16 +137,18 @@ export function openAiImageRoutes(rt: ApiRuntime) {
         if (job.status === "queued" || job.status === "running") {
           // Nobody will collect this render (the client timed out or left): stop spending GPU time on it.
           await cancelRender(deps.ports, job, rt.moveOptions());
-          return withHeaders(
-            problem(
-              504,
-              "render_timeout",
-              `The render did not finish within ${rt.timing.syncWaitSeconds} s and was canceled. For long renders use POST /v1/renders and follow GET /v1/renders/{id} or its events.`,
+          throw problemException(
+            withHeaders(
+              problem(
+                504,
+                "render_timeout",
+                `The render did not finish within ${rt.timing.syncWaitSeconds} s and was canceled. For long renders use POST /v1/renders and follow GET /v1/renders/{id} or its events.`,
+              ),
+              headers,
             ),
-            headers,
-          ) as never;
+          );
         }
-        return withHeaders(failureProblem(job), headers) as never;
+        throw problemException(withHeaders(failureProblem(job), headers));
       }
       const data = await Promise.all(
         job.images.map(async (img) => {

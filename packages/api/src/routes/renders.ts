@@ -1,10 +1,11 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { JOB_STATUSES, isKilnError, isTerminal, renderRequestSchema } from "@kiln/shared";
+import { isKilnError, isTerminal, JOB_STATUSES, renderRequestSchema } from "@kiln/shared";
+
 import { apiRouter, problems } from "../http/openapi.js";
 import { MAX_PREFER_WAIT_SECONDS, preferWait } from "../http/prefer.js";
-import { problem } from "../http/problem.js";
-import { cancelRender, submitRender, waitForEnd } from "../renders/render-service.js";
+import { fail } from "../http/problem.js";
 import { renderAdmission } from "../renders/render-admission.js";
+import { cancelRender, submitRender, waitForEnd } from "../renders/render-service.js";
 import { jobViewSchema } from "../renders/render-view.js";
 import type { ApiRuntime } from "../runtime.js";
 
@@ -61,13 +62,10 @@ export function renderRoutes(rt: ApiRuntime) {
       security,
       request: {
         headers: z.object({
-          prefer: z
-            .string()
-            .optional()
-            .openapi({
-              example: "wait=30",
-              description: "`wait=N`: hold the request up to N seconds (≤ 60) for the job to end.",
-            }),
+          prefer: z.string().optional().openapi({
+            example: "wait=30",
+            description: "`wait=N`: hold the request up to N seconds (≤ 60) for the job to end.",
+          }),
           "idempotency-key": z.string().optional().openapi({
             example: "8e03978e-40d5-43e8-bc93-6894a57f9324",
             description:
@@ -89,9 +87,9 @@ export function renderRoutes(rt: ApiRuntime) {
     async (c) => {
       const wait = preferWait(c.req.header("prefer"));
       if (wait.error) {
-        return problem(400, "invalid_request", `The Prefer header is invalid — ${wait.error}.`, {
+        fail(400, "invalid_request", `The Prefer header is invalid — ${wait.error}.`, {
           errors: [{ field: "header.prefer", message: wait.error }],
-        }) as never;
+        });
       }
       let job = await submitRender(deps.ports, {
         ownerKeyId: c.get("key").id,
@@ -139,9 +137,9 @@ export function renderRoutes(rt: ApiRuntime) {
         page = await deps.ports.jobs.listByOwner(c.get("key").id, { limit, cursor, status });
       } catch (e) {
         if (isKilnError(e) && e.code === "cursor_invalid") {
-          return problem(400, "invalid_request", `The request query is invalid — cursor: ${e.message}`, {
+          fail(400, "invalid_request", `The request query is invalid — cursor: ${e.message}`, {
             errors: [{ field: "cursor", message: e.message }],
-          }) as never;
+          });
         }
         throw e;
       }
@@ -169,7 +167,6 @@ export function renderRoutes(rt: ApiRuntime) {
     }),
     async (c) => {
       const job = await rt.ownJob(c, c.req.valid("param").id);
-      if (job instanceof Response) return job as never;
       return c.json(await rt.view(c, job, await rt.insight(job)), 200);
     },
   );
@@ -191,15 +188,11 @@ export function renderRoutes(rt: ApiRuntime) {
     }),
     async (c) => {
       const own = await rt.ownJob(c, c.req.valid("param").id);
-      if (own instanceof Response) return own as never;
       const { job, outcome } = await cancelRender(deps.ports, own, rt.moveOptions());
       if (outcome === "ended") {
-        return problem(
-          409,
-          "not_cancelable",
-          `Render ${job.id} already ended (${job.status}); there is nothing to cancel.`,
-          { render_status: job.status },
-        ) as never;
+        fail(409, "not_cancelable", `Render ${job.id} already ended (${job.status}); there is nothing to cancel.`, {
+          render_status: job.status,
+        });
       }
       return c.json(await rt.view(c, job), outcome === "canceled" ? 200 : 202);
     },

@@ -1,9 +1,10 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { DOCS_HTML } from "../ui/docs-page.js";
+
 import { apiRouter } from "../http/openapi.js";
-import { problem, PROBLEM_CONTENT_TYPE } from "../http/problem.js";
-import type { ApiRuntime } from "../runtime.js";
 import { problemSchema } from "../http/openapi.js";
+import { fail, PROBLEM_CONTENT_TYPE } from "../http/problem.js";
+import type { ApiRuntime } from "../runtime.js";
+import { DOCS_HTML } from "../ui/docs-page.js";
 
 /** Health and the human-facing reference. */
 export function systemRoutes(rt: ApiRuntime) {
@@ -27,9 +28,8 @@ export function systemRoutes(rt: ApiRuntime) {
     }),
     async (c) => {
       const ready = (await rt.deps.ready?.()) ?? true;
-      return ready
-        ? c.json({ status: "ok" as const }, 200)
-        : (problem(503, "not_ready", "Kiln is starting; retry in a moment.") as never);
+      if (!ready) fail(503, "not_ready", "Kiln is starting; retry in a moment.");
+      return c.json({ status: "ok" as const }, 200);
     },
   );
 

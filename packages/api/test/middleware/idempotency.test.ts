@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { Hono } from "hono";
+
 import type { KeyRecord, Ports } from "@kiln/shared";
 import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
+import { Hono } from "hono";
+
 import type { ApiDeps, ApiEnv } from "../../src/deps.js";
 import { canonicalJson, idempotency } from "../../src/middleware/idempotency.js";
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+
 import { addressRefusal, forbiddenKind, parseIp, webhookUrlRefusal } from "../../src/outbound/address-policy.js";
 
 const strict = { allowPrivate: false, allowedHosts: [] as string[] };

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+
 import { generateWebhookSecret } from "@kiln/shared";
+
 import { signWebhook, webhookHeaders } from "../../src/outbound/webhooks/signature.js";
 
 describe("webhook signatures (Standard Webhooks)", () => {

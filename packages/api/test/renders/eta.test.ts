@@ -1,6 +1,7 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { StageTimingBook, estimateEta, stageWork } from "../../src/renders/eta.js";
+import { describe, it } from "node:test";
+
+import { estimateEta, StageTimingBook, stageWork } from "../../src/renders/eta.js";
 import { jobRecord } from "../fixtures.js";
 
 /** A finished ensemble job whose stages took `base` and `refine` seconds. */

@@ -1,6 +1,7 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { END_ID, compareKeys, parseEventId, positionId, progressId, stageId } from "../../src/renders/event-ids.js";
+import { describe, it } from "node:test";
+
+import { compareKeys, END_ID, parseEventId, positionId, progressId, stageId } from "../../src/renders/event-ids.js";
 
 describe("render event ids", () => {
   it("order a job's life: position shrinking, then stages and their steps, then the end", () => {

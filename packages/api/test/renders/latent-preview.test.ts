@@ -1,15 +1,17 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import sharp from "sharp";
+import { describe, it } from "node:test";
+
 import { decodeLatents, encodeLatents, type Latents } from "@kiln/shared";
 import { openTempLocalPorts } from "@kiln/shared/testing";
-import { encodePng } from "../../src/renders/png.js";
+import sharp from "sharp";
+
 import {
-  SDXL_LATENT_RGB_BIAS,
-  SDXL_LATENT_RGB_FACTORS,
   latentPreview,
   latentsToRgb,
+  SDXL_LATENT_RGB_BIAS,
+  SDXL_LATENT_RGB_FACTORS,
 } from "../../src/renders/latent-preview.js";
+import { encodePng } from "../../src/renders/png.js";
 
 function latents(
   batch: number,

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { renderRequestSchema, type KeyRecord, type Ports } from "@kiln/shared";
+
+import { type KeyRecord, type Ports, renderRequestSchema } from "@kiln/shared";
 import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
+
 import { LimitExceededError } from "../../src/quotas/limit-exceeded.js";
 import { admitRender, effectiveLimits, renderAdmission } from "../../src/renders/render-admission.js";
 import { jobRecord } from "../fixtures.js";

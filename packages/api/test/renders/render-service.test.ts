@@ -1,7 +1,9 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+
 import { createApiKey, type JobEvent, type Ports } from "@kiln/shared";
 import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
+
 import { createApp } from "../../src/app.js";
 import { cancelRender, expireIfOverdue, waitForEnd } from "../../src/renders/render-service.js";
 import { jobRecord } from "../fixtures.js";

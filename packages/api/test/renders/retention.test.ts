@@ -1,6 +1,8 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
 import { openTempLocalPorts } from "@kiln/shared/testing";
+
 import { expiresAtOnEnd, retentionEnd, sweepExpiredJobs } from "../../src/renders/retention.js";
 import { jobRecord } from "../fixtures.js";
 

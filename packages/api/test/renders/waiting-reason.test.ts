@@ -1,5 +1,6 @@
-import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
 import { waitingReason, waitingStage } from "../../src/renders/waiting-reason.js";
 import { fakeRegistry, jobRecord } from "../fixtures.js";
 

@@ -1,7 +1,9 @@
-import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+
 import { createApiKey, type Ports } from "@kiln/shared";
 import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
+
 import { createApp, type KilnApp } from "../../src/app.js";
 
 /** The OpenAI route's outcomes other than success (success is covered end to end in test/e2e). */

@@ -8,12 +8,13 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
-import { Hono } from "hono";
-import { createApiKey, loadConfig } from "@kiln/shared";
+
 import { createApp } from "@kiln/api";
 import { apiDeps } from "@kiln/api/config";
 import { serveOnNode } from "@kiln/api/node";
 import { openPorts } from "@kiln/api/ports";
+import { createApiKey, loadConfig } from "@kiln/shared";
+import { Hono } from "hono";
 
 const mode = process.argv[2];
 createInterface({ input: process.stdin }).on("line", (line) => {

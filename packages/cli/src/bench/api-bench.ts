@@ -1,8 +1,10 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import autocannon from "autocannon";
+
 import { loadConfig } from "@kiln/shared";
+import autocannon from "autocannon";
+
 import { fmt, table } from "./stats.js";
 
 /**

@@ -1,23 +1,25 @@
 import { spawn } from "node:child_process";
 import fs from "node:fs";
-import readline from "node:readline";
-import { fileURLToPath } from "node:url";
 import os from "node:os";
 import path from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
+
+import { nullExecutor, Worker } from "@kiln/gpu-worker";
 import {
   DEFAULT_RENDER_LIMITS,
   enqueueStage,
+  type JobRecord,
   loadConfig,
   planRender,
+  type Ports,
   renderRequestSchema,
   stageMessage,
   stageQueues,
-  type JobRecord,
-  type Ports,
 } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
 import { createLogger } from "@kiln/shared/node";
-import { nullExecutor, Worker } from "@kiln/gpu-worker";
+
 import type { AwsStandins } from "../../../shared/test/support/aws-standins.js";
 import { fmt, percentile, table } from "./stats.js";
 

@@ -1,14 +1,16 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+
+import { loadSdxlModel, writeTinyModels } from "@kiln/gpu-worker";
 import { createApiKey, loadConfig } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
-import { loadSdxlModel, writeTinyModels } from "@kiln/gpu-worker";
-import { openPorts } from "../stack.js";
-import { startApiService, startWorkerService } from "../services.js";
+
 import { renderAndWait } from "../render-client.js";
-import { fmt, percentile, table } from "./stats.js";
+import { startApiService, startWorkerService } from "../services.js";
+import { openPorts } from "../stack.js";
 import { timeSessions } from "./session-timer.js";
+import { fmt, percentile, table } from "./stats.js";
 
 /**
  * Issue 2's figure: time to image for a 256×256 ensemble render (30 steps) on the tiny models,

@@ -1,5 +1,5 @@
-import type * as ort from "onnxruntime-node";
 import type { ModelSet } from "@kiln/gpu-worker";
+import type * as ort from "onnxruntime-node";
 
 /**
  * Measures time inside `session.run` for every session of a model set by wrapping each session's

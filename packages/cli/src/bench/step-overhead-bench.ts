@@ -1,10 +1,12 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { planRender, renderRequestSchema, SCHEDULER_NAMES, type RenderPlan, type SchedulerName } from "@kiln/shared";
+
+import { loadSdxlModel, runPipelineStage, type SdxlModel, writeTinyModel } from "@kiln/gpu-worker";
+import { planRender, type RenderPlan, renderRequestSchema, SCHEDULER_NAMES, type SchedulerName } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
 import type * as ort from "onnxruntime-node";
-import { loadSdxlModel, runPipelineStage, writeTinyModel, type SdxlModel } from "@kiln/gpu-worker";
+
 import { fmt, percentile, table } from "./stats.js";
 
 const STEPS = 20;

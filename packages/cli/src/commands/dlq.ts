@@ -1,5 +1,7 @@
 import { parseArgs } from "node:util";
+
 import { loadConfig, queueForStage, replayDeadLetters } from "@kiln/shared";
+
 import { openPorts } from "../stack.js";
 
 /** `kiln dlq list [--kind base|refine]` and `kiln dlq replay --kind base|refine`. */

@@ -1,5 +1,7 @@
 import { parseArgs } from "node:util";
-import { createApiKey, loadConfig, type KeyLimits, type KeyScope } from "@kiln/shared";
+
+import { createApiKey, type KeyLimits, type KeyScope, loadConfig } from "@kiln/shared";
+
 import { openPorts } from "../stack.js";
 
 const USAGE = [

@@ -1,5 +1,6 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
+
 import { writeTinyModels } from "@kiln/gpu-worker";
 
 /** `kiln models tiny --out DIR [--seed N]`: Kiln's tiny SDXL base and refiner, byte-identical per seed. */

@@ -1,5 +1,7 @@
 import { parseArgs } from "node:util";
+
 import { loadConfig } from "@kiln/shared";
+
 import { printProgress, renderAndWait, saveImages } from "../render-client.js";
 
 /** `kiln render "a prompt" [--mode ensemble] [--width 1024] … [--out render.png]` against a running Kiln. */

@@ -1,10 +1,12 @@
 import fs from "node:fs";
 import path from "node:path";
-import { createApiKey, loadConfig, verifyApiKey, type KilnConfig, type Ports } from "@kiln/shared";
+
+import { createApiKey, type KilnConfig, loadConfig, type Ports, verifyApiKey } from "@kiln/shared";
 import { createLogger, type Logger } from "@kiln/shared/node";
-import { openPorts } from "../stack.js";
-import { startApiService, startWebhookService, startWorkerService, stopOnSignals } from "../services.js";
+
 import { printProgress, renderAndWait, saveImages } from "../render-client.js";
+import { startApiService, startWebhookService, startWorkerService, stopOnSignals } from "../services.js";
+import { openPorts } from "../stack.js";
 
 /**
  * `kiln start` (what `npm start` runs): the API and one worker in one process on the configured

@@ -1,7 +1,8 @@
 import { loadConfig } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
-import { openPorts } from "../stack.js";
+
 import { startWebhookService, startWorkerService, stopOnSignals } from "../services.js";
+import { openPorts } from "../stack.js";
 
 export async function run(): Promise<void> {
   const config = loadConfig();

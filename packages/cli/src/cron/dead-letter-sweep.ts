@@ -1,5 +1,5 @@
 import { failDeadLetteredJobs, loadConfig } from "@kiln/shared";
-import { openAwsPorts, awsPortsOptionsFromConfig } from "@kiln/shared/aws";
+import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
 import { createLogger } from "@kiln/shared/node";
 
 /**

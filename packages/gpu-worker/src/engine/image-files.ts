@@ -1,6 +1,8 @@
-import sharp from "sharp";
 import { crc32 } from "node:zlib";
+
 import type { OutputFormat } from "@kiln/shared";
+import sharp from "sharp";
+
 import type { DecodedImage } from "./vae-decoder.js";
 
 export interface EncodedImage {

@@ -1,5 +1,7 @@
 import { Worker } from "node:worker_threads";
+
 import { KilnError } from "@kiln/shared";
+
 import type { NoiseSource } from "./noise.js";
 
 /**

@@ -1,8 +1,9 @@
-import * as ort from "onnxruntime-node";
 import type { Logger } from "@kiln/shared/node";
-import { truncationMessage, type ClipTokenizer, type Truncation } from "./tokenizer/clip-tokenizer.js";
-import { idsTensor, outputAsFloat32, type LoadedSession } from "../onnx/tensors.js";
+import * as ort from "onnxruntime-node";
+
 import { SDXL_TOKEN_LENGTH } from "../models/sdxl-spec.js";
+import { idsTensor, type LoadedSession, outputAsFloat32 } from "../onnx/tensors.js";
+import { type ClipTokenizer, type Truncation, truncationMessage } from "./tokenizer/clip-tokenizer.js";
 
 /**
  * SDXL prompt encoding, as diffusers' `encode_prompt`:

@@ -1,19 +1,20 @@
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { createHash } from "node:crypto";
+
 import {
   loadModelFolder,
   type LoadModelFolderOptions,
   type ModelFolder,
   type ModelRole,
 } from "../models/model-folder.js";
+import { SDXL_VAE_SCALING_FACTOR, type SdxlTimeIdsWidth } from "../models/sdxl-spec.js";
 import type { LoadedSession } from "../onnx/tensors.js";
-import { ClipTokenizer } from "./tokenizer/clip-tokenizer.js";
+import { noiseHelper } from "./noise-helper.js";
+import type { TextEncoderPair } from "./prompt-encoder.js";
 import { parseSchedulerConfigText } from "./schedulers/index.js";
 import type { SchedulerConfig } from "./schedulers/scheduler.js";
-import type { TextEncoderPair } from "./prompt-encoder.js";
-import { SDXL_VAE_SCALING_FACTOR, type SdxlTimeIdsWidth } from "../models/sdxl-spec.js";
-import { noiseHelper } from "./noise-helper.js";
+import { ClipTokenizer } from "./tokenizer/clip-tokenizer.js";
 
 /** A loaded SDXL model folder: validated sessions, tokenizers, scheduler config and the flags the pipeline needs. */
 export interface SdxlModel {

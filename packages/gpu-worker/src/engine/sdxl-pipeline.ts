@@ -1,20 +1,21 @@
-import * as ort from "onnxruntime-node";
-import { KilnError, outputSize, type Latents, type RenderPlan, type StagePlan } from "@kiln/shared";
+import { KilnError, type Latents, outputSize, type RenderPlan, type StagePlan } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
-import { createScheduler, convertLatentSpace } from "./schedulers/index.js";
-import type { Scheduler } from "./schedulers/scheduler.js";
-import { ensembleSplit, sdeditStart } from "./stage-split.js";
+import * as ort from "onnxruntime-node";
+
+import { SDXL_LATENT_CHANNELS, SDXL_VAE_FACTOR, sdxlLatentShape } from "../models/sdxl-spec.js";
+import { FloatFeed, outputAsFloat32, TimestepFeed } from "../onnx/tensors.js";
+import { stageTimeIdInputs, timeIds } from "./conditioning.js";
+import { applyGuidance, fillModelInput } from "./guidance.js";
+import { type EncodedImage, encodeImageFile } from "./image-files.js";
+import { firstNonFinite, resizeLatentsBilinear } from "./latent-ops.js";
 import { drawNoise, NoiseSource } from "./noise.js";
 import { noiseHelper } from "./noise-helper.js";
 import { encodePromptPair, type PromptEmbeddings } from "./prompt-encoder.js";
-import { stageTimeIdInputs, timeIds } from "./conditioning.js";
-import { applyGuidance, fillModelInput } from "./guidance.js";
-import { firstNonFinite, resizeLatentsBilinear } from "./latent-ops.js";
-import { decodeLatentsToImages } from "./vae-decoder.js";
-import { encodeImageFile, type EncodedImage } from "./image-files.js";
-import { FloatFeed, TimestepFeed, outputAsFloat32 } from "../onnx/tensors.js";
+import { convertLatentSpace, createScheduler } from "./schedulers/index.js";
+import type { Scheduler } from "./schedulers/scheduler.js";
 import type { SdxlModel } from "./sdxl-model.js";
-import { SDXL_LATENT_CHANNELS, SDXL_VAE_FACTOR, sdxlLatentShape } from "../models/sdxl-spec.js";
+import { ensembleSplit, sdeditStart } from "./stage-split.js";
+import { decodeLatentsToImages } from "./vae-decoder.js";
 
 export interface StageHooks {
   /**

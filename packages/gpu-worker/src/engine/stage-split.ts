@@ -1,4 +1,5 @@
 import { KilnError } from "@kiln/shared";
+
 import { roundHalfEven } from "./schedulers/noise-schedule.js";
 
 /**

@@ -1,6 +1,7 @@
-import * as ort from "onnxruntime-node";
 import { KilnError } from "@kiln/shared";
-import { floatTensor, outputAsFloat32, type LoadedSession } from "../onnx/tensors.js";
+import * as ort from "onnxruntime-node";
+
+import { floatTensor, type LoadedSession, outputAsFloat32 } from "../onnx/tensors.js";
 import { firstNonFinite } from "./latent-ops.js";
 
 export interface DecodedImage {

@@ -1,7 +1,9 @@
 import fs from "node:fs";
 import path from "node:path";
+
+import { describeError, KilnError } from "@kiln/shared";
 import onnxProto from "onnx-proto";
-import { KilnError, describeError } from "@kiln/shared";
+
 import {
   createSession,
   type ExecutionProviderName,

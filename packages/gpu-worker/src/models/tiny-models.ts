@@ -1,7 +1,9 @@
 import fs from "node:fs";
 import path from "node:path";
-import onnxProto from "onnx-proto";
+
 import type { onnx as OnnxTypes } from "onnx-proto";
+import onnxProto from "onnx-proto";
+
 import { writeClipTokenizerFolder } from "../engine/tokenizer/clip-vocab.js";
 import {
   SDXL_BIGG_WIDTH,

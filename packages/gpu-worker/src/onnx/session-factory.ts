@@ -1,5 +1,5 @@
+import { describeError, KilnError } from "@kiln/shared";
 import * as ort from "onnxruntime-node";
-import { KilnError, describeError } from "@kiln/shared";
 
 export type ExecutionProviderName = "tensorrt" | "cuda" | "cpu";
 

@@ -1,5 +1,6 @@
-import * as ort from "onnxruntime-node";
 import { float16BitsToFloat32, float32ToFloat16Bits, toFloat16 } from "@kiln/shared";
+import * as ort from "onnxruntime-node";
+
 import type { IoSpec, LoadedSession } from "./session-factory.js";
 
 export type { LoadedSession } from "./session-factory.js";

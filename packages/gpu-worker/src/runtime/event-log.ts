@@ -1,4 +1,5 @@
 import fs from "node:fs/promises";
+
 import type { JobEventSink } from "@kiln/shared";
 
 /** One line of the event log: a transition the store accepted, as this worker saw it. */

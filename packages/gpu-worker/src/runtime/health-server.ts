@@ -1,4 +1,5 @@
 import http from "node:http";
+
 import type { Worker } from "./worker.js";
 
 /** `GET /healthz` (models, providers, last poll, current jobs) and `GET /metrics` (Prometheus) for one worker. */

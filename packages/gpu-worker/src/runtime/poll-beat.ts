@@ -1,4 +1,5 @@
 import type { StageKind, WorkerRegistry } from "@kiln/shared";
+
 import type { BestEffortWrites } from "./best-effort-writes.js";
 
 /**

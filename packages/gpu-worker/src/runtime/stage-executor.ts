@@ -1,6 +1,7 @@
 import type { JobRecord, Latents, StagePlan } from "@kiln/shared";
-import { runPipelineStage, type StageHooks, type StageResult } from "../engine/sdxl-pipeline.js";
+
 import type { SdxlModel } from "../engine/sdxl-model.js";
+import { runPipelineStage, type StageHooks, type StageResult } from "../engine/sdxl-pipeline.js";
 
 /** Runs one stage's computation. The worker runtime is written against this, not against the engine. */
 export type StageExecutor = (

@@ -1,29 +1,30 @@
 import {
+  blobKeys,
   decodeLatents,
   describeError,
-  enqueueStage,
   encodeLatents,
+  enqueueStage,
   isKilnError,
   isTerminal,
-  KilnError,
-  blobKeys,
-  queueForStage,
-  retryTransient,
-  stageMessage,
-  stageMessageSchema,
   type JobEventSink,
   type JobEventType,
   type JobImage,
   type JobRecord,
+  KilnError,
   type Latents,
   type Ports,
+  queueForStage,
   type QueueMessage,
+  retryTransient,
   type StageMessage,
+  stageMessage,
+  stageMessageSchema,
 } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
-import type { StageExecutor } from "./stage-executor.js";
-import type { WorkerMetrics } from "./metrics.js";
+
 import { BestEffortWrites } from "./best-effort-writes.js";
+import type { WorkerMetrics } from "./metrics.js";
+import type { StageExecutor } from "./stage-executor.js";
 
 export interface StageRunnerOptions {
   ports: Ports;

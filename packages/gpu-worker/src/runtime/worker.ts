@@ -1,18 +1,20 @@
 import os from "node:os";
+
 import {
   describeError,
   failDeadLetteredJobs,
-  queueForStage,
   type JobEventSink,
   type Ports,
+  queueForStage,
   type StageKind,
 } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
-import { runStageMessage, type StageOutcome } from "./stage-runner.js";
-import type { StageExecutor } from "./stage-executor.js";
+
+import { BestEffortWrites } from "./best-effort-writes.js";
 import { createWorkerMetrics, type WorkerMetrics } from "./metrics.js";
 import { PollBeat } from "./poll-beat.js";
-import { BestEffortWrites } from "./best-effort-writes.js";
+import type { StageExecutor } from "./stage-executor.js";
+import { runStageMessage, type StageOutcome } from "./stage-runner.js";
 
 export interface WorkerOptions {
   ports: Ports;

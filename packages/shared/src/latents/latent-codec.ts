@@ -1,4 +1,5 @@
 import { z } from "zod";
+
 import { KilnError } from "../errors.js";
 import { fromFloat16, toFloat16 } from "./float16.js";
 

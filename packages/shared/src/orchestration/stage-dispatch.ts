@@ -1,5 +1,5 @@
-import type { Queue } from "../ports/queue.js";
 import type { RenderPlan } from "../plan/render-plan.js";
+import type { Queue } from "../ports/queue.js";
 import { queueForStage } from "../queues/registry.js";
 import { blobKeys, type StageMessage } from "../schemas/stage-message.js";
 

@@ -1,5 +1,5 @@
-import type { OutputFormat, RenderMode, SchedulerName } from "../schemas/render-request.js";
 import type { StageKind } from "../schemas/job.js";
+import type { OutputFormat, RenderMode, SchedulerName } from "../schemas/render-request.js";
 
 /** One stage of a render: what a worker of `kind` runs, fully determined by the plan. */
 export interface StagePlan {

@@ -4,10 +4,10 @@ export * from "./job-store.js";
 export * from "./key-store.js";
 export * from "./worker-registry.js";
 
-import type { Queue } from "./queue.js";
 import type { BlobStore } from "./blob-store.js";
 import type { JobStore } from "./job-store.js";
 import type { KeyStore } from "./key-store.js";
+import type { Queue } from "./queue.js";
 import type { WorkerRegistry } from "./worker-registry.js";
 
 /** One family of adapters: everything the API and the workers need from the outside world. */

@@ -1,4 +1,4 @@
-import type { JobRecord, JobStatus, JobProgress } from "../schemas/job.js";
+import type { JobProgress, JobRecord, JobStatus } from "../schemas/job.js";
 
 /**
  * The JobStore port. Every state transition is conditional on the current version (and,

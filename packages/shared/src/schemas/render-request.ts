@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+
 import { JOB_EVENT_TYPES } from "./job-event.js";
 
 export const RENDER_MODES = ["base", "ensemble", "sdedit"] as const;

@@ -15,9 +15,10 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+
 import { planRender } from "../../src/plan/stage-planner.js";
-import { deadLetterQueueOf } from "../../src/ports/index.js";
 import type { IdempotencyRecord, KeyRecord, Ports, QueueMessage } from "../../src/ports/index.js";
+import { deadLetterQueueOf } from "../../src/ports/index.js";
 import type { JobRecord, JobStatus } from "../../src/schemas/job.js";
 import { renderRequestSchema } from "../../src/schemas/render-request.js";
 

@@ -4,17 +4,19 @@
  * `startAwsStandins` starts fresh, empty servers on ephemeral ports and creates nothing in them;
  * `openStandinPorts` provisions queues, bucket and table in them and opens the AWS family.
  */
-import type { AddressInfo } from "node:net";
 import type { Server } from "node:http";
 import { createRequire } from "node:module";
+import type { AddressInfo } from "node:net";
+
 import { buildApp } from "fauxqs";
+
 import {
+  type AwsPortsOptions,
   createAwsClients,
   ensureBucket,
   ensureQueues,
   ensureTable,
   openAwsPorts,
-  type AwsPortsOptions,
 } from "../../src/adapters/aws/index.js";
 import type { Ports } from "../../src/ports/index.js";
 

@@ -1,12 +1,13 @@
 import {
-  isTerminal,
   type BlobStore,
+  isTerminal,
   type JobEvent,
   type JobEventSink,
   type JobEventType,
   type Queue,
   WEBHOOK_QUEUE,
 } from "@kiln/shared";
+
 import { jobView } from "../../renders/render-view.js";
 
 /** What a job's webhook receives when it lists no events: everything but step progress. */

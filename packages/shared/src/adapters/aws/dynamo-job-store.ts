@@ -9,24 +9,25 @@
  */
 import {
   DeleteCommand,
+  type DynamoDBDocumentClient,
   GetCommand,
   paginateQuery,
   paginateScan,
   PutCommand,
   UpdateCommand,
-  type DynamoDBDocumentClient,
 } from "@aws-sdk/lib-dynamodb";
+
 import { KilnError } from "../../errors.js";
 import type { JobCondition, JobPage, JobPatch, JobStore, ListJobsOptions } from "../../ports/job-store.js";
 import type { JobProgress, JobRecord } from "../../schemas/job.js";
 import {
+  createdSortKey,
   GSI_BY_OWNER,
   GSI_QUEUED,
-  QUEUED_PARTITION,
-  createdSortKey,
   isConditionalCheckFailed,
   jobKey,
   ownerPartition,
+  QUEUED_PARTITION,
   stripLayout,
 } from "./dynamo-table.js";
 

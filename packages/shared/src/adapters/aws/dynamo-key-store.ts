@@ -9,28 +9,29 @@
  */
 import {
   DeleteCommand,
+  type DynamoDBDocumentClient,
   GetCommand,
   paginateQuery,
   PutCommand,
   UpdateCommand,
-  type DynamoDBDocumentClient,
 } from "@aws-sdk/lib-dynamodb";
+
 import { KilnError } from "../../errors.js";
+import { isLiveIdempotency } from "../../idempotency-record.js";
 import type { IdempotencyRecord, KeyRecord, KeyStore, TokenResult } from "../../ports/key-store.js";
 import { allowedResult, bucketWindow, deniedResult } from "../../token-bucket.js";
-import { isLiveIdempotency } from "../../idempotency-record.js";
 import {
-  GSI_BY_OWNER,
-  KEYS_PARTITION,
-  TTL_ATTRIBUTE,
   apiKeyKey,
   counterKey,
   createdSortKey,
+  GSI_BY_OWNER,
   idempotencyKey,
   isConditionalCheckFailed,
   keyPrefixKey,
+  KEYS_PARTITION,
   rateBucketKey,
   stripLayout,
+  TTL_ATTRIBUTE,
 } from "./dynamo-table.js";
 
 /** A bucket item outlives its last refill by this long before TTL may delete it (a full bucket is no item). */

@@ -15,9 +15,10 @@
 import {
   CreateTableCommand,
   DescribeTableCommand,
-  UpdateTimeToLiveCommand,
   type DynamoDBClient,
+  UpdateTimeToLiveCommand,
 } from "@aws-sdk/client-dynamodb";
+
 import { KilnError } from "../../errors.js";
 
 export const TABLE_KEY = { partitionKey: "pk", sortKey: "sk" } as const;

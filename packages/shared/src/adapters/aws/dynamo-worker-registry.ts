@@ -3,10 +3,11 @@
  * beat, with a TTL so workers that scaled in disappear by themselves. Workers coalesce their beats
  * (a few writes per minute each), so one partition carries a large fleet.
  */
-import { paginateQuery, PutCommand, type DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
+import { type DynamoDBDocumentClient, paginateQuery, PutCommand } from "@aws-sdk/lib-dynamodb";
+
 import type { WorkerBeat, WorkerRegistry } from "../../ports/worker-registry.js";
 import type { StageKind } from "../../schemas/job.js";
-import { TTL_ATTRIBUTE, WORKERS_PARTITION, isConditionalCheckFailed, workerBeatKey } from "./dynamo-table.js";
+import { isConditionalCheckFailed, TTL_ATTRIBUTE, workerBeatKey, WORKERS_PARTITION } from "./dynamo-table.js";
 
 /** A beat item outlives its worker's last poll by this long before TTL may delete it. */
 const BEAT_TTL_SECONDS = 24 * 3600;

@@ -6,6 +6,7 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { DynamoDBDocumentClient } from "@aws-sdk/lib-dynamodb";
+
 import type { KilnConfig } from "../../config.js";
 import { KilnError } from "../../errors.js";
 import type { Ports } from "../../ports/index.js";

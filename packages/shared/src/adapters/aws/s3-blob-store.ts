@@ -9,12 +9,13 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
-  PutObjectCommand,
-  UploadPartCommand,
   paginateListObjectsV2,
+  PutObjectCommand,
   type S3Client,
+  UploadPartCommand,
 } from "@aws-sdk/client-s3";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
+
 import { KilnError } from "../../errors.js";
 import type { BlobHead, BlobStore, DownloadUrlOptions, PutOptions } from "../../ports/blob-store.js";
 

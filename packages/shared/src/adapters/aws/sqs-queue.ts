@@ -9,23 +9,15 @@ import {
   DeleteMessageCommand,
   GetQueueAttributesCommand,
   GetQueueUrlCommand,
+  type Message,
+  type MessageAttributeValue,
   ReceiveMessageCommand,
   SendMessageCommand,
   SetQueueAttributesCommand,
-  type Message,
-  type MessageAttributeValue,
   type SQSClient,
 } from "@aws-sdk/client-sqs";
+
 import { KilnError } from "../../errors.js";
-import {
-  MAX_BATCH,
-  MAX_DELAY_SECONDS,
-  MAX_MESSAGE_BYTES,
-  MAX_VISIBILITY_SECONDS,
-  MAX_WAIT_SECONDS as MAX_POLL_SECONDS,
-  checkCount,
-  checkSeconds,
-} from "../../ports/queue-limits.js";
 import {
   deadLetterQueueOf,
   type Queue,
@@ -35,6 +27,15 @@ import {
   type ReceiveOptions,
   type SendOptions,
 } from "../../ports/queue.js";
+import {
+  checkCount,
+  checkSeconds,
+  MAX_BATCH,
+  MAX_DELAY_SECONDS,
+  MAX_MESSAGE_BYTES,
+  MAX_VISIBILITY_SECONDS,
+  MAX_WAIT_SECONDS as MAX_POLL_SECONDS,
+} from "../../ports/queue-limits.js";
 
 /** Visibility while a redrive holds a dead letter between its send and its delete. */
 const REDRIVE_VISIBILITY_SECONDS = 30;

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
+
 import { KilnError } from "../../errors.js";
 import type { BlobHead, BlobStore, DownloadUrlOptions, PutOptions } from "../../ports/blob-store.js";
 import { signedDownloadUrl } from "../../signed-url.js";

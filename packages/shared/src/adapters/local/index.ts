@@ -1,4 +1,5 @@
 import path from "node:path";
+
 import type { Ports } from "../../ports/index.js";
 import { FileBlobStore } from "./file-blob-store.js";
 import { openSqliteDatabase } from "./sqlite-database.js";

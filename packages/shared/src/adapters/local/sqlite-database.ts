@@ -1,6 +1,8 @@
 import fs from "node:fs";
 import path from "node:path";
+
 import Database from "better-sqlite3";
+
 import { KilnError } from "../../errors.js";
 
 export type SqliteDatabase = Database.Database;

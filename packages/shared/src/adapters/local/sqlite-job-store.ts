@@ -1,7 +1,8 @@
+import type { Statement } from "better-sqlite3";
+
 import { KilnError } from "../../errors.js";
 import type { JobCondition, JobPage, JobPatch, JobStore, ListJobsOptions } from "../../ports/job-store.js";
 import type { JobProgress, JobRecord } from "../../schemas/job.js";
-import type { Statement } from "better-sqlite3";
 import type { SqliteDatabase } from "./sqlite-database.js";
 import { writeBatchOf } from "./sqlite-write-batch.js";
 

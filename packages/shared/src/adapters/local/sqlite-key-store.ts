@@ -1,4 +1,5 @@
 import { KilnError } from "../../errors.js";
+import { isLiveIdempotency } from "../../idempotency-record.js";
 import type {
   IdempotencyRecord,
   KeyLimits,
@@ -7,7 +8,6 @@ import type {
   KeyStore,
   TokenResult,
 } from "../../ports/key-store.js";
-import { isLiveIdempotency } from "../../idempotency-record.js";
 import { allowedResult, bucketWindow, deniedResult } from "../../token-bucket.js";
 import type { SqliteDatabase } from "./sqlite-database.js";
 

@@ -1,18 +1,19 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
+
 import { KilnError } from "../../errors.js";
+import type { Queue, QueueDepth, QueueMessage, QueueName, ReceiveOptions, SendOptions } from "../../ports/queue.js";
+import { deadLetterQueueOf } from "../../ports/queue.js";
 import {
+  checkCount,
+  checkSeconds,
   MAX_DELAY_SECONDS,
   MAX_MESSAGE_BYTES,
   MAX_VISIBILITY_SECONDS,
   MAX_WAIT_SECONDS,
-  checkCount,
-  checkSeconds,
 } from "../../ports/queue-limits.js";
-import { deadLetterQueueOf } from "../../ports/queue.js";
-import type { Queue, QueueDepth, QueueMessage, QueueName, ReceiveOptions, SendOptions } from "../../ports/queue.js";
 import type { SqliteDatabase } from "./sqlite-database.js";
-import { writeBatchOf, type SqliteWriteBatch } from "./sqlite-write-batch.js";
+import { type SqliteWriteBatch, writeBatchOf } from "./sqlite-write-batch.js";
 
 export interface SqliteQueueOptions {
   /** A message already received this many times goes to `<queue>-dlq` instead of being delivered again. */

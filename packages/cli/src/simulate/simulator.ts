@@ -1,0 +1,336 @@
+import { EventHeap } from "./heap.js";
+import type { ScalingPolicy } from "./policies.js";
+import { type GpuProfile, renderSeconds, type RenderShape } from "./profiles.js";
+import { exponential, seededRandom } from "./random.js";
+import type { Arrival, Trace } from "./traces.js";
+
+/**
+ * Kiln's capacity simulator: a discrete-event model of the fleet — renders arriving into two lanes
+ * (interactive first, batch when no interactive work waits), GPU instances that boot, load models,
+ * take compatible renders in one UNet batch, drain on a spot notice and stop when the policy says so.
+ * It is a model: its validation against the real runtime is in docs/scaling.md.
+ */
+export interface SimulationOptions {
+  profile: GpuProfile;
+  policy: ScalingPolicy;
+  /** Compatible renders in one UNet batch (1 = no batching). */
+  maxBatch: number;
+  /** Share of instances that are spot (0–1); the rest are on-demand. */
+  spotShare: number;
+  seed: number;
+  /** Points in the time-series plot. */
+  samples?: number;
+  /** Simulated duration; arrivals after it are ignored, work in flight is finished. */
+  hours: number;
+  /** Scale in only after the policy has wanted fewer instances this long (AWS target tracking: ~5 min). */
+  scaleInAfterSeconds?: number;
+  /** Count the CPU work around each stage as GPU idle time (today's worker) or hide it (pipelined). */
+  pipelined?: boolean;
+}
+
+export interface Sample {
+  t: number;
+  queued: number;
+  instances: number;
+  p95: number;
+}
+
+export interface SimulationResult {
+  jobs: number;
+  images: number;
+  p50_s: number;
+  p95_s: number;
+  p99_s: number;
+  max_s: number;
+  gpu_hours: number;
+  busy_gpu_hours: number;
+  cost_usd: number;
+  cost_per_1000_images: number;
+  scale_events: number;
+  spot_interruptions: number;
+  max_instances: number;
+  samples: Sample[];
+}
+
+interface Job {
+  arrival: number;
+  shape: RenderShape;
+  batch: boolean;
+}
+
+interface Instance {
+  id: number;
+  launchedAt: number;
+  readyAt: number;
+  spot: boolean;
+  busy: boolean;
+  /** No new work: terminating (scale-in) or on a spot notice. */
+  draining: boolean;
+  terminatedAt?: number;
+}
+
+type Event =
+  | { t: number; kind: "arrival"; arrival: Arrival }
+  | { t: number; kind: "ready"; instance: Instance }
+  | { t: number; kind: "done"; instance: Instance; jobs: Job[] }
+  | { t: number; kind: "evaluate" }
+  | { t: number; kind: "interrupt"; instance: Instance }
+  | { t: number; kind: "reclaim"; instance: Instance };
+
+/** A FIFO of jobs with O(1) shift, for queues that grow to millions. */
+class Lane {
+  private items: Job[] = [];
+  private head = 0;
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  push(job: Job): void {
+    this.items.push(job);
+  }
+  unshift(job: Job): void {
+    if (this.head > 0) this.items[--this.head] = job;
+    else this.items.unshift(job);
+  }
+  peek(): Job | undefined {
+    return this.items[this.head];
+  }
+  shift(): Job | undefined {
+    const job = this.items[this.head];
+    if (job === undefined) return undefined;
+    this.head++;
+    if (this.head > 4096 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return job;
+  }
+}
+
+const compatible = (a: RenderShape, b: RenderShape) =>
+  a.width === b.width && a.height === b.height && a.steps === b.steps && a.mode === b.mode && a.n === b.n;
+
+export function simulate(trace: Trace, o: SimulationOptions): SimulationResult {
+  const random = seededRandom(o.seed ^ 0x5eed);
+  const end = o.hours * 3600;
+  const events = new EventHeap<Event>();
+  const interactive = new Lane();
+  const batchLane = new Lane();
+  const instances = new Set<Instance>();
+  let nextId = 0;
+  let inService = 0;
+  let lastWorkAt = 0;
+  let scaleEvents = 0;
+  let interruptions = 0;
+  let maxInstances = 0;
+  let instanceSeconds = 0;
+  let busySeconds = 0;
+  let images = 0;
+  let spotSeconds = 0;
+  let latencies = new Float64Array(1 << 16);
+  let done = 0;
+
+  const bucketSeconds = Math.max(60, end / (o.samples ?? 400));
+  const samples: Sample[] = [];
+  let bucketLatencies: number[] = [];
+  let bucketQueued = 0;
+  let bucketInstances = 0;
+  let bucketStart = 0;
+
+  const arrivals = trace[Symbol.iterator]();
+  const scheduleNextArrival = () => {
+    const next = arrivals.next();
+    if (!next.done && next.value.t < end) events.push({ t: next.value.t, kind: "arrival", arrival: next.value });
+  };
+  scheduleNextArrival();
+  events.push({ t: 0, kind: "evaluate" });
+
+  const live = () => [...instances].filter((i) => !i.draining);
+  const retire = (inst: Instance, t: number) => {
+    inst.terminatedAt = t;
+    instances.delete(inst);
+    const seconds = t - inst.launchedAt;
+    instanceSeconds += seconds;
+    if (inst.spot) spotSeconds += seconds;
+  };
+
+  const takeWork = (): Job[] => {
+    const lane = interactive.length > 0 ? interactive : batchLane;
+    const first = lane.shift();
+    if (!first) return [];
+    const jobs = [first];
+    while (jobs.length < o.maxBatch && lane.peek() && compatible(lane.peek()!.shape, first.shape))
+      jobs.push(lane.shift()!);
+    return jobs;
+  };
+
+  const dispatch = (t: number) => {
+    for (const inst of instances) {
+      if (inst.busy || inst.draining || inst.readyAt > t) continue;
+      const jobs = takeWork();
+      if (jobs.length === 0) return;
+      inst.busy = true;
+      inService += jobs.length;
+      const gpu = renderSeconds(o.profile, jobs[0]!.shape, jobs.length, false);
+      const cpu = o.pipelined ? 0 : o.profile.stageOverheadSeconds * (jobs[0]!.shape.mode === "base" ? 1 : 2);
+      busySeconds += gpu;
+      events.push({ t: t + gpu + cpu, kind: "done", instance: inst, jobs });
+    }
+  };
+
+  const launch = (t: number) => {
+    const spot = random() < o.spotShare;
+    const inst: Instance = {
+      id: nextId++,
+      launchedAt: t,
+      readyAt: t + o.profile.bootSeconds + o.profile.modelLoadSeconds,
+      spot,
+      busy: false,
+      draining: false,
+    };
+    instances.add(inst);
+    events.push({ t: inst.readyAt, kind: "ready", instance: inst });
+    if (spot && o.profile.spotInterruptionsPerHour > 0) {
+      events.push({
+        t: t + exponential(random, o.profile.spotInterruptionsPerHour / 3600),
+        kind: "interrupt",
+        instance: inst,
+      });
+    }
+  };
+
+  const flushBuckets = (t: number) => {
+    while (t >= bucketStart + bucketSeconds) {
+      bucketLatencies.sort((a, b) => a - b);
+      samples.push({
+        t: bucketStart,
+        queued: bucketQueued,
+        instances: bucketInstances,
+        p95: bucketLatencies.length ? bucketLatencies[Math.floor(bucketLatencies.length * 0.95)]! : 0,
+      });
+      bucketLatencies = [];
+      bucketQueued = interactive.length + batchLane.length;
+      bucketInstances = instances.size;
+      bucketStart += bucketSeconds;
+    }
+  };
+
+  let lastT = 0;
+  let wantsFewerSince: number | undefined;
+  const scaleInAfter = o.scaleInAfterSeconds ?? 300;
+  for (let ev = events.pop(); ev; ev = events.pop()) {
+    const t = ev.t;
+    lastT = t;
+    flushBuckets(t);
+    switch (ev.kind) {
+      case "arrival": {
+        const job = { arrival: t, shape: ev.arrival.shape, batch: ev.arrival.batch === true };
+        (job.batch ? batchLane : interactive).push(job);
+        lastWorkAt = t;
+        scheduleNextArrival();
+        dispatch(t);
+        break;
+      }
+      case "ready":
+        if (instances.has(ev.instance)) dispatch(t);
+        break;
+      case "done": {
+        const inst = ev.instance;
+        inst.busy = false;
+        inService -= ev.jobs.length;
+        lastWorkAt = t;
+        for (const job of ev.jobs) {
+          const latency = t - job.arrival;
+          if (done === latencies.length) {
+            const grown = new Float64Array(latencies.length * 2);
+            grown.set(latencies);
+            latencies = grown;
+          }
+          latencies[done++] = latency;
+          images += job.shape.n;
+          bucketLatencies.push(latency);
+        }
+        if (inst.draining) {
+          if (inst.terminatedAt === undefined) retire(inst, t);
+        } else dispatch(t);
+        break;
+      }
+      case "interrupt": {
+        const inst = ev.instance;
+        if (!instances.has(inst) || inst.draining) break;
+        // The two-minute notice: the worker drains (SIGTERM), finishes its render, takes no more.
+        interruptions++;
+        inst.draining = true;
+        events.push({ t: t + 120, kind: "reclaim", instance: inst });
+        if (!inst.busy) retire(inst, t);
+        break;
+      }
+      case "reclaim":
+        if (instances.has(ev.instance)) retire(ev.instance, t);
+        break;
+      case "evaluate": {
+        const queued = interactive.length + batchLane.length;
+        const working = queued + inService > 0;
+        if (t >= end && !working) {
+          // The trace is over and every render is done: the fleet stops here.
+          for (const inst of [...instances]) retire(inst, t);
+          break;
+        }
+        const current = live();
+        const desired = o.policy.desired({
+          now: t,
+          queued,
+          inService,
+          instances: current.length,
+          idleFor: working ? 0 : t - lastWorkAt,
+        });
+        if (desired > current.length) {
+          scaleEvents++;
+          for (let i = current.length; i < desired; i++) launch(t);
+          wantsFewerSince = undefined;
+        } else if (desired >= current.length) {
+          wantsFewerSince = undefined;
+        } else if (wantsFewerSince === undefined || t - wantsFewerSince < scaleInAfter) {
+          wantsFewerSince ??= t;
+        } else {
+          wantsFewerSince = undefined;
+          // Scale in idle instances first; busy ones finish their render, then stop.
+          const victims = current.sort((a, b) => Number(a.busy) - Number(b.busy)).slice(0, current.length - desired);
+          scaleEvents++;
+          for (const inst of victims) {
+            inst.draining = true;
+            if (!inst.busy) retire(inst, t);
+          }
+        }
+        maxInstances = Math.max(maxInstances, instances.size);
+        bucketInstances = Math.max(bucketInstances, instances.size);
+        bucketQueued = Math.max(bucketQueued, queued);
+        events.push({ t: t + o.policy.evalSeconds, kind: "evaluate" });
+        break;
+      }
+    }
+  }
+  flushBuckets(lastT + bucketSeconds);
+
+  const sorted = latencies.subarray(0, done).sort();
+  const pct = (p: number) => (done ? sorted[Math.min(done - 1, Math.floor(done * p))]! : 0);
+  const onDemandSeconds = instanceSeconds - spotSeconds;
+  const cost = (onDemandSeconds * o.profile.pricePerHour + spotSeconds * o.profile.spotPricePerHour) / 3600;
+  return {
+    jobs: done,
+    images,
+    p50_s: round(pct(0.5)),
+    p95_s: round(pct(0.95)),
+    p99_s: round(pct(0.99)),
+    max_s: round(done ? sorted[done - 1]! : 0),
+    gpu_hours: round(instanceSeconds / 3600),
+    busy_gpu_hours: round(busySeconds / 3600),
+    cost_usd: round(cost),
+    cost_per_1000_images: round(images ? (cost / images) * 1000 : 0),
+    scale_events: scaleEvents,
+    spot_interruptions: interruptions,
+    max_instances: maxInstances,
+    samples,
+  };
+}
+
+const round = (x: number) => Math.round(x * 1000) / 1000;

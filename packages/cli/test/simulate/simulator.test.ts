@@ -1,0 +1,112 @@
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { describe, it } from "node:test";
+
+import { makePolicy } from "../../src/simulate/policies.js";
+import { DEFAULT_SHAPE, GPU_PROFILES, renderSeconds, stageSteps } from "../../src/simulate/profiles.js";
+import { simulate } from "../../src/simulate/simulator.js";
+import { diurnalRate, fileTrace, makeTrace } from "../../src/simulate/traces.js";
+
+const a10 = GPU_PROFILES.a10!;
+const fixed = (n: number) => makePolicy("fixed", { targetBacklog: 4, maxInstances: n, idleSeconds: 600 });
+const arrivals = (...ts: number[]) => ts.map((t) => ({ t, shape: DEFAULT_SHAPE }));
+const base = { profile: a10, maxBatch: 1, spotShare: 0, seed: 1, hours: 1 };
+
+describe("capacity simulator", () => {
+  it("splits steps as the stage planner does", () => {
+    assert.deepEqual(stageSteps({ ...DEFAULT_SHAPE, steps: 30 }), [24, 6]);
+    assert.deepEqual(stageSteps({ ...DEFAULT_SHAPE, mode: "sdedit", steps: 30 }), [30, 9]);
+    assert.deepEqual(stageSteps({ ...DEFAULT_SHAPE, mode: "base", steps: 30 }), [30]);
+  });
+
+  it("reproduces the published A10 figure for 30 steps at 1024² base + refiner", () => {
+    assert.ok(Math.abs(renderSeconds(a10, DEFAULT_SHAPE, 1, false) - 8.16) < 1e-9);
+  });
+
+  it("serves a queue on one GPU in order: time to image is 1, 2 and 3 renders long", () => {
+    const one = renderSeconds(a10, DEFAULT_SHAPE, 1, false) + 2 * a10.stageOverheadSeconds;
+    const r = simulate(arrivals(1000, 1000, 1000), { ...base, policy: fixed(1) });
+    assert.equal(r.jobs, 3);
+    assert.ok(Math.abs(r.p50_s - 2 * one) < 0.002, `p50 ${r.p50_s} vs ${2 * one}`);
+    assert.ok(Math.abs(r.max_s - 3 * one) < 0.002);
+    assert.ok(Math.abs(r.busy_gpu_hours - (3 * renderSeconds(a10, DEFAULT_SHAPE, 1, false)) / 3600) < 0.001);
+  });
+
+  it("hides the CPU work around stages when pipelined", () => {
+    const gpu = renderSeconds(a10, DEFAULT_SHAPE, 1, false);
+    const r = simulate(arrivals(1000), { ...base, policy: fixed(1), pipelined: true });
+    assert.ok(Math.abs(r.p50_s - gpu) < 0.002);
+  });
+
+  it("batches compatible renders waiting in the queue into one UNet batch at the profile's marginal cost", () => {
+    // The first render occupies the GPU; the three behind it go in as one batch when it is free.
+    const r = simulate(arrivals(999, 1000, 1000, 1000), { ...base, policy: fixed(1), maxBatch: 3, pipelined: true });
+    const one = renderSeconds(a10, DEFAULT_SHAPE, 1, false);
+    const batch = renderSeconds(a10, DEFAULT_SHAPE, 3, false);
+    assert.ok(Math.abs(r.max_s - (one + batch - 1)) < 0.002, `${r.max_s} vs ${one + batch - 1}`);
+    assert.ok(batch < 3 * one);
+  });
+
+  it("scales from zero on the first render and back to zero once idle", () => {
+    const policy = makePolicy("target-backlog", { targetBacklog: 1, maxInstances: 5, idleSeconds: 600 });
+    const r = simulate(arrivals(30), { ...base, policy });
+    assert.equal(r.jobs, 1);
+    assert.equal(r.max_instances, 1);
+    assert.equal(r.scale_events, 2, "one scale-out, one scale-in");
+    // Launched at the first evaluation after the arrival, billed through boot, the render and the idle time.
+    assert.ok(r.p50_s > a10.bootSeconds + a10.modelLoadSeconds);
+    assert.ok(r.gpu_hours * 3600 >= a10.bootSeconds + a10.modelLoadSeconds + 600);
+  });
+
+  it("serves an interactive render before a waiting batch of 200", () => {
+    const trace = [
+      ...Array.from({ length: 200 }, () => ({ t: 1000, shape: DEFAULT_SHAPE, batch: true })),
+      { t: 1001, shape: DEFAULT_SHAPE },
+    ];
+    const r = simulate(trace, { ...base, policy: fixed(1), pipelined: true, samples: 10 });
+    const one = renderSeconds(a10, DEFAULT_SHAPE, 1, false);
+    // The interactive render waits for at most the render already on the GPU.
+    assert.equal(r.jobs, 201);
+    assert.ok(r.samples.length > 0);
+    const sorted = [r.p50_s, r.max_s];
+    assert.ok(sorted[1]! > 150 * one);
+    const interactiveOnly = simulate([trace[200]!], { ...base, policy: fixed(1), pipelined: true });
+    assert.ok(interactiveOnly.max_s <= one + 0.002);
+  });
+
+  it("is deterministic per seed and keeps a diurnal trace's mean rate", () => {
+    const run = () =>
+      simulate(makeTrace("poisson", { ratePerMinute: 6, hours: 2, seed: 3 }), {
+        ...base,
+        hours: 2,
+        policy: makePolicy("step", { targetBacklog: 2, maxInstances: 10, idleSeconds: 300 }),
+      });
+    assert.deepEqual(run(), run());
+    let integral = 0;
+    for (let t = 0; t < 86_400; t += 60) integral += diurnalRate(10, t) * 60;
+    assert.ok(Math.abs(integral / 1440 - 10) < 0.01, `mean ${integral / 1440}/min`);
+    const count = [...makeTrace("diurnal", { ratePerMinute: 10, hours: 240, seed: 1 })].length;
+    assert.ok(Math.abs(count / (240 * 60) - 10) < 0.3, `${count / (240 * 60)}/min`);
+  });
+
+  it("reads arrival files and names the line of a bad one", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-sim-"));
+    const good = path.join(dir, "good.csv");
+    fs.writeFileSync(good, '# t,size,mode\n5,512x512,base\n1\n{"t":3,"n":2}\n');
+    const trace = [...fileTrace(good)];
+    assert.deepEqual(
+      trace.map((a) => [a.t, a.shape.width, a.shape.mode, a.shape.n]),
+      [
+        [1, 1024, "ensemble", 1],
+        [3, 1024, "ensemble", 2],
+        [5, 512, "base", 1],
+      ],
+    );
+    const bad = path.join(dir, "bad.csv");
+    fs.writeFileSync(bad, "1\n2,12x\n");
+    assert.throws(() => fileTrace(bad), /bad\.csv:2: size must be WIDTHxHEIGHT/);
+    fs.rmSync(dir, { recursive: true });
+  });
+});
