@@ -4,7 +4,7 @@
  * moves a message there on the receive after its `maxReceiveCount`-th). Names in Kiln's code are
  * logical (`kiln-base`, …); the component names here are the registry's links (`KilnBaseQueue`, …).
  */
-import { QUEUES, queueForStage } from "../packages/shared/src/queues/registry";
+import { queueForStage, QUEUES } from "../packages/shared/src/queues/registry";
 
 /** Deliveries before a message is dead-lettered: KILN_MAX_RECEIVES of the workers. */
 export const MAX_RECEIVES = 5;

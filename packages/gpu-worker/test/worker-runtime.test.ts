@@ -12,8 +12,8 @@ import {
   stageMessage,
   type WorkerBeat,
 } from "@kiln/shared";
-import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
 import { createLogger } from "@kiln/shared/node";
+import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
 
 import { nullExecutor, type StageExecutor, startHealthServer, Worker } from "../src/index.js";
 

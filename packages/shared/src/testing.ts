@@ -5,7 +5,8 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { openLocalPorts, type LocalPortsOptions } from "./adapters/local/index.js";
+
+import { type LocalPortsOptions, openLocalPorts } from "./adapters/local/index.js";
 import type { Ports } from "./ports/index.js";
 
 export interface TempLocalPorts {

@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+
 import {
   allQueueNames,
   deadLetterQueueOf,
   loadConfig,
-  QUEUES,
   queueForStage,
+  QUEUES,
   SST_LINKS,
   stageQueues,
   WEBHOOK_QUEUE,

@@ -7,8 +7,8 @@ import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
 import { verifyDownloadSignature } from "@kiln/shared/signed-url";
 
 import type { ApiDeps } from "../deps.js";
-import { resolveHostAddresses } from "./webhook-dispatcher.js";
 import { webhookEventSink } from "../outbound/webhooks/events.js";
+import { resolveHostAddresses } from "./webhook-dispatcher.js";
 
 /**
  * API settings and AWS ports from Kiln's configuration, for every Node-based host of the API

@@ -4,13 +4,15 @@
  * sockets itself, so the address policy checks the very address it dials. Imported by entry points
  * and the CLI (`@kiln/api/webhook-dispatcher`), never by the API core.
  */
+import type { LookupAddress } from "node:dns";
 import dns from "node:dns";
 import http from "node:http";
 import https from "node:https";
-import type { LookupAddress } from "node:dns";
 import type { LookupFunction } from "node:net";
+
 import { describeError, type Ports } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
+
 import { addressRefusal, hostOf, parseIp, type WebhookPolicy } from "../outbound/address-policy.js";
 import { OutboundDispatcher } from "../outbound/dispatcher.js";
 import { webhookDeliveryHandler, type WebhookTransport } from "../outbound/webhooks/delivery.js";

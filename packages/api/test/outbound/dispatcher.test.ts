@@ -1,13 +1,15 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
+
 import type { Ports } from "@kiln/shared";
-import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
 import { createLogger } from "@kiln/shared/node";
+import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
+
 import {
-  MAX_HOP_SECONDS,
-  OutboundDispatcher,
   type AttemptOutcome,
   type DeliveryHandler,
+  MAX_HOP_SECONDS,
+  OutboundDispatcher,
 } from "../../src/outbound/dispatcher.js";
 
 /** A test channel: each message scripts what its attempts answer, and every attempt is recorded. */

@@ -1,4 +1,5 @@
 import type { RenderPlan } from "@kiln/shared";
+
 import { SDXL_ROLE_WIDTHS, type SdxlTimeIdsWidth } from "../models/sdxl-spec.js";
 
 /** What SDXL's micro-conditioning reads from a render; sizes are (height, width) as diffusers orders them. */

@@ -1,5 +1,5 @@
-import type { StageExecutor } from "./stage-executor.js";
 import { sdxlLatentShape } from "../models/sdxl-spec.js";
+import type { StageExecutor } from "./stage-executor.js";
 
 /**
  * A stage executor with no model: a hand-over stage returns zero latents of the plan's shape at

@@ -1,7 +1,7 @@
 import type { Ports } from "../ports/index.js";
 import { deadLetterQueueOf } from "../ports/queue.js";
-import { isTerminal } from "../schemas/job.js";
 import { queueForStage } from "../queues/registry.js";
+import { isTerminal } from "../schemas/job.js";
 import { stageMessageSchema } from "../schemas/stage-message.js";
 
 export const DEAD_LETTER_CODES = ["stage_dead_lettered", "stage_failed_repeatedly"] as const;

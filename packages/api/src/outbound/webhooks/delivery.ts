@@ -4,8 +4,9 @@
  * delivered, retry after a backoff, or give up (refused, key gone, retry window spent).
  * Web-standard: the transport that opens sockets (and checks the addresses it dials) is the host's.
  */
-import { WEBHOOK_QUEUE, type KeyStore } from "@kiln/shared";
-import { webhookUrlRefusal, type WebhookPolicy } from "../address-policy.js";
+import { type KeyStore, WEBHOOK_QUEUE } from "@kiln/shared";
+
+import { type WebhookPolicy, webhookUrlRefusal } from "../address-policy.js";
 import { backoffSeconds, type DeliveryHandler } from "../dispatcher.js";
 import type { WebhookDelivery } from "./events.js";
 import { webhookHeaders } from "./signature.js";
