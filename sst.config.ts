@@ -1,9 +1,11 @@
 /// <reference path="./.sst/platform/config.d.ts" />
 
 /**
- * Kiln on AWS (SST v3+/4, Pulumi underneath): storage, queues, table, the API on Lambda, the GPU
- * worker fleet on ECS/EC2, a cron and secrets, one concern per file in infra/.
- * UNDEPLOYED and UNVERIFIED against a real account: see docs/operations.md ("What is not verified").
+ * Kiln on AWS (SST 4, Pulumi underneath), one concern per file in infra/: storage, queues (+ DLQs),
+ * table, permissions, the API on Lambda, batch schedules, the GPU worker fleet (raw Pulumi), the
+ * dead-letter cron, alarms, secrets. Parameters are derived in infra/plan/* and the fleet is built
+ * by infra/fleet/*, both tested offline (test/infra). `npm run infra:check` type-checks this file.
+ * NEVER DEPLOYED to a real account: see docs/operations.md ("What has never been deployed").
  */
 export default $config({
   app(input) {
@@ -18,19 +20,20 @@ export default $config({
   async run() {
     await import("./infra/secrets");
     const { bucket } = await import("./infra/storage");
-    const { base, refine } = await import("./infra/queues");
+    const { queues } = await import("./infra/queues");
     const { table } = await import("./infra/table");
     const { api } = await import("./infra/api");
-    const { repository, cluster } = await import("./infra/worker-fleet");
+    const { fleet } = await import("./infra/worker-fleet");
     await import("./infra/cron");
+    await import("./infra/alarms");
+    // Outbox relay (DynamoDB Streams → function): import "./infra/outbox-relay" once its handler exists.
     return {
       api: api.url,
       bucket: bucket.name,
       table: table.name,
-      baseQueue: base.queue.url,
-      refineQueue: refine.queue.url,
-      workerImage: repository.repositoryUrl,
-      cluster: cluster.name,
+      ...Object.fromEntries(queues.map((q) => [q.plan.name, q.queue.url])),
+      workerImage: fleet.repository.repositoryUrl,
+      cluster: fleet.cluster.name,
     };
   },
 });

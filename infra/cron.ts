@@ -3,9 +3,9 @@
  * no worker was running to notice) runs on the workers every 15 s; this schedule covers a fleet
  * scaled to zero, so such jobs still end `failed` with `stage_dead_lettered` within minutes.
  */
-import { allQueues, queueUrls } from "./queues";
-import { bucket } from "./storage";
-import { table } from "./table";
+import { apiEnvironment } from "./api";
+import { asSstPermissions, dataArns } from "./permissions";
+import { deadLetterSweepStatements } from "./plan/iam";
 
 new sst.aws.Cron("KilnDeadLetterSweep", {
   schedule: "rate(5 minutes)",
@@ -13,7 +13,7 @@ new sst.aws.Cron("KilnDeadLetterSweep", {
     handler: "packages/cli/src/cron/dead-letter-sweep.handler",
     runtime: "nodejs20.x",
     timeout: "60 seconds",
-    link: [bucket, table, ...allQueues],
-    environment: { KILN_BACKEND: "aws", KILN_BUCKET: bucket.name, KILN_TABLE: table.name, KILN_QUEUE_URLS: queueUrls },
+    permissions: asSstPermissions(deadLetterSweepStatements(dataArns)),
+    environment: apiEnvironment,
   },
 });

@@ -1,25 +1,20 @@
 /**
- * One bucket for latents (between stages) and finished images. Retention is S3's job: a lifecycle
- * rule expires everything under `jobs/` after the retention window, and unfinished multipart
- * uploads after a day. The job records expire on their own through DynamoDB TTL (table.ts).
+ * One private bucket for latents (between stages), outputs, models and TensorRT engines. Its
+ * lifecycle (infra/plan/storage.ts): latents expire after a day, outputs after the longest
+ * retention a request may ask for, engines and models never. Job records expire through DynamoDB
+ * TTL (table.ts).
  */
+import { BUCKET_ARGS, lifecycleRules } from "./plan/storage";
 
-import { loadDeployConfig } from "../packages/shared/src/config";
+/** KILN_MAX_RETENTION_HOURS of the API: outputs are kept at least this long. */
+export const MAX_RETENTION_HOURS = Number(process.env.KILN_MAX_RETENTION_HOURS ?? 24 * 30);
 
-/** Days objects under `jobs/` live (KILN_RETENTION_DAYS); keep at least the API's longest retention_hours. */
-export const RETENTION_DAYS = loadDeployConfig().retentionDays;
+export const bucket = new sst.aws.Bucket("KilnBucket", BUCKET_ARGS);
 
-export const bucket = new sst.aws.Bucket("KilnBucket");
-
-new aws.s3.BucketLifecycleConfigurationV2("KilnBucketRetention", {
+new aws.s3.BucketLifecycleConfigurationV2("KilnBucketLifecycle", {
   bucket: bucket.name,
-  rules: [
-    { id: "expire-job-outputs", status: "Enabled", filter: { prefix: "jobs/" }, expiration: { days: RETENTION_DAYS } },
-    {
-      id: "abort-stale-multipart",
-      status: "Enabled",
-      filter: { prefix: "" },
-      abortIncompleteMultipartUpload: { daysAfterInitiation: 1 },
-    },
-  ],
+  rules: lifecycleRules({ maxRetentionHours: MAX_RETENTION_HOURS }),
 });
+
+/** IAM resource forms of the bucket. */
+export const bucketArns = { bucket: bucket.arn, bucketObjects: $interpolate`${bucket.arn}/*` };

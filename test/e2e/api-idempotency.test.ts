@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
+import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import { createApiKey } from "@kiln/shared";
+import { createApiKey, sha256Hex } from "@kiln/shared";
+import Database from "better-sqlite3";
 
 import { api, type LocalStack, startLocalStack } from "../support/local-stack.js";
 
@@ -75,6 +77,45 @@ describe("idempotent submits", () => {
       (await api(second, "POST", "/v1/renders", body, { "idempotency-key": "retry-me" })).json.id,
       accepted.json.id,
     );
+  });
+
+  it("a replay answers with the job as it is now, not the stored body", async () => {
+    const first = await api(stack, "POST", "/v1/renders", body, { "idempotency-key": "fresh-1" });
+    assert.equal(first.status, 202);
+    assert.equal((await api(stack, "DELETE", `/v1/renders/${first.json.id}`)).status, 200);
+    const replay = await api(stack, "POST", "/v1/renders", body, { "idempotency-key": "fresh-1" });
+    assert.equal(replay.status, 200);
+    assert.equal(replay.headers.get("idempotent-replayed"), "true");
+    assert.equal(replay.json.id, first.json.id);
+    assert.equal(first.json.status, "queued");
+    assert.equal(replay.json.status, "canceled", "the current state, not the 202's");
+  });
+
+  it("a retry after the first attempt died mid-submit (its claim lapsed) finds that job; stage 0 is sent once", async () => {
+    const first = await api(stack, "POST", "/v1/renders", body, { "idempotency-key": "crash-1" });
+    assert.equal(first.status, 202);
+    // What a crash after storing the job leaves: the claim still pending until its lock lapses (here: lapsed), the
+    // job stored and, on AWS, possibly no stage-0 message (the enqueued mark is dropped to show the re-send).
+    const job = (await stack.ports.jobs.get(first.json.id))!;
+    const db = new Database(path.join(stack.config.dataDir, "kiln.db"));
+    db.prepare(
+      `UPDATE idempotency SET record = json_set(record, '$.state', 'pending', '$.lockedUntil', 0, '$.response', NULL) WHERE id = ?`,
+    ).run(await sha256Hex(`${job.ownerKeyId}\nPOST /v1/renders\ncrash-1`));
+    db.close();
+    await stack.ports.jobs.update(job.id, { version: job.version }, { enqueuedAt: undefined });
+    const before = (await stack.ports.queue.depth("kiln-base")).visible;
+    const retry = await api(stack, "POST", "/v1/renders", body, { "idempotency-key": "crash-1" });
+    assert.equal(retry.status, 202, retry.text);
+    assert.equal(retry.json.id, first.json.id, "the same job, not a second one");
+    assert.equal(
+      (await stack.ports.queue.depth("kiln-base")).visible,
+      before + 1,
+      "stage 0 re-sent for the unmarked job",
+    );
+    assert.ok((await stack.ports.jobs.get(first.json.id))?.enqueuedAt);
+    const again = await api(stack, "POST", "/v1/renders", body, { "idempotency-key": "crash-1" });
+    assert.equal(again.json.id, first.json.id);
+    assert.equal((await stack.ports.queue.depth("kiln-base")).visible, before + 1, "not re-sent once marked");
   });
 
   it("rejects a malformed Idempotency-Key as problem+json naming the header", async () => {

@@ -190,7 +190,13 @@ describe("API without a worker (local family): queue, list, cancel, deadlines, l
   before(async () => {
     stack = await startLocalStack({
       worker: false,
-      env: { KILN_MAX_PIXELS: String(1024 * 1024), KILN_MAX_RETENTION_HOURS: "48", KILN_MAX_BODY_BYTES: "8192" },
+      env: {
+        KILN_MAX_PIXELS: String(1024 * 1024),
+        KILN_MAX_RETENTION_HOURS: "48",
+        KILN_MAX_BODY_BYTES: "8192",
+        // POST /v1/renders takes pictures: its bound is 2 × 4/3 × KILN_MAX_IMAGE_BYTES + KILN_MAX_BODY_BYTES.
+        KILN_MAX_IMAGE_BYTES: "1024",
+      },
     });
     otherKey = (await createApiKey(stack.ports.keys, { name: "other", scopes: ["render"] })).key;
   });
@@ -347,7 +353,7 @@ describe("API without a worker (local family): queue, list, cancel, deadlines, l
   });
 
   it("answers 413 past the body limit, 415 for non-JSON, 400 for broken JSON and 401/404 as problems", async () => {
-    assertProblem(await api(stack, "POST", "/v1/renders", { ...small, prompt: "y".repeat(9000) }), 413, ["body"]);
+    assertProblem(await api(stack, "POST", "/v1/renders", { ...small, prompt: "y".repeat(12_000) }), 413, ["body"]);
     const form = await fetch(`${stack.url}/v1/renders`, {
       method: "POST",
       headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/x-www-form-urlencoded" },
@@ -387,7 +393,7 @@ describe("API without a worker (local family): queue, list, cancel, deadlines, l
       assert.ok(names.includes(route), `${route} in ${names}`);
     }
     for (const [name, op] of ops) {
-      if (op.security)
+      if (op.security?.length)
         assert.ok(op.responses["401"]?.content["application/problem+json"], `${name} documents 401 as a problem`);
       if (["POST /v1/renders", "POST /v1/images/generations"].includes(name))
         for (const s of ["400", "413", "415"]) assert.ok(op.responses[s], `${name} documents ${s}`);
@@ -397,7 +403,7 @@ describe("API without a worker (local family): queue, list, cancel, deadlines, l
     const docs = await fetch(`${stack.url}/docs`);
     assert.equal(docs.status, 200);
     const html = await docs.text();
-    assert.match(html, /fetch\("openapi\.json"\)/);
+    assert.match(html, /"openapi\.json"/);
     assert.doesNotMatch(html, /https?:\/\//, "loads nothing from the internet");
     assert.equal((await fetch(`${stack.url}/healthz`)).status, 200);
   });

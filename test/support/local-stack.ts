@@ -10,6 +10,7 @@ import { createLogger } from "@kiln/shared/node";
 import {
   type Service,
   startApiService,
+  startChatService,
   startWebhookService,
   startWorkerService,
 } from "../../packages/cli/src/services.js";
@@ -77,7 +78,7 @@ export async function startLocalStack(
     const w = await startWorkerService(config, ports, logger, models);
     worker = w.worker;
     // As `kiln worker` does: the webhook dispatcher runs beside the worker.
-    services.push(w, startWebhookService(config, ports, logger));
+    services.push(w, startWebhookService(config, ports, logger), startChatService(config, ports, logger));
   }
   const { key } = await createApiKey(ports.keys, { name: "test", scopes: ["render", "admin"] });
   return {

@@ -3,10 +3,15 @@ import type { Hono, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 
+import { batchRoutes } from "./batches/routes.js";
+import { resultRoutes } from "./channels/core/result-route.js";
+import { discordRoutes } from "./channels/discord/routes.js";
+import { slackRoutes } from "./channels/slack/routes.js";
 import type { ApiDeps, ApiEnv } from "./deps.js";
 import { allowedMethods } from "./http/allowed-methods.js";
 import { problemSchema } from "./http/openapi.js";
 import { problem, PROBLEM_CONTENT_TYPE, problemFromError } from "./http/problem.js";
+import { acceptsImages, imageBodyLimit } from "./inputs/image-routes.js";
 import { requireKey } from "./middleware/auth.js";
 import { idempotency } from "./middleware/idempotency.js";
 import { requireJsonBody } from "./middleware/json-body.js";
@@ -15,10 +20,13 @@ import { rateLimit } from "./middleware/rate-limit.js";
 import { eventRoutes } from "./routes/events.js";
 import { fileRoutes } from "./routes/files.js";
 import { keyRoutes } from "./routes/keys.js";
+import { openAiImageEditRoutes } from "./routes/openai-image-edits.js";
 import { openAiImageRoutes } from "./routes/openai-images.js";
+import { openAiModelRoutes } from "./routes/openai-models.js";
 import { renderRoutes } from "./routes/renders.js";
 import { systemRoutes } from "./routes/system.js";
 import { ApiRuntime } from "./runtime.js";
+import { playgroundRoutes } from "./ui/playground/routes.js";
 
 /**
  * Kiln's HTTP API as one Hono app over Web-standard Request/Response, so the same app serves Node
@@ -47,15 +55,54 @@ export function createApp(deps: ApiDeps) {
       ),
   });
   const jsonApi: MiddlewareHandler<ApiEnv>[] = [limitBody, requireJsonBody(), requireKey(deps), rateLimit(deps)];
+  // Image inputs: routes that take pictures (POST /v1/renders, /v1/images/edits, /v1/images/variations) get their
+  // own body bound (two files, base64-inflated, plus the fields) and accept multipart/form-data; every other route
+  // keeps the small JSON limit. Each file is checked against KILN_MAX_IMAGE_BYTES on its own.
+  const imageLimit = bodyLimit({
+    maxSize: imageBodyLimit(deps),
+    onError: () =>
+      problem(
+        413,
+        "body_too_large",
+        `The request body is larger than ${imageBodyLimit(deps)} bytes; send a smaller one.`,
+        {
+          errors: [{ field: "body", message: `must be at most ${imageBodyLimit(deps)} bytes` }],
+        },
+      ),
+  });
+  const imageApi: MiddlewareHandler<ApiEnv>[] = [
+    (c, next) => (acceptsImages(c.req.method, c.req.path) ? imageLimit(c, next) : limitBody(c, next)),
+    requireJsonBody({ multipart: acceptsImages }),
+    requireKey(deps),
+    rateLimit(deps),
+  ];
 
   const mount = groupMounter(app);
   mount("/", [limitBody], systemRoutes(rt));
-  mount("/v1/renders", [...jsonApi, idempotencyOnCollection("/v1/renders", idempotency(deps))], renderRoutes(rt));
+  mount("/v1/renders", [...imageApi, idempotencyOnCollection("/v1/renders", idempotency(deps))], renderRoutes(rt));
   mount("/v1/renders", [], eventRoutes(rt)); // the chain above already covers /v1/renders/*
   // OpenAI error shape outermost, so it covers the auth, body-size and media-type answers too.
-  mount("/v1/images", [openAiErrorShape(), ...jsonApi], openAiImageRoutes(rt));
+  mount("/v1/images", [openAiErrorShape(), ...imageApi], openAiImageRoutes(rt));
+  mount("/v1/images", [], openAiImageEditRoutes(rt)); // image inputs: edits and variations, under the chain above
   mount("/v1/files", [], fileRoutes(deps)); // signed URLs, no key
   mount("/v1/keys", jsonApi, keyRoutes(deps));
+  mount("/v1/models", [openAiErrorShape(), ...jsonApi], openAiModelRoutes(deps));
+  mount("/", [], playgroundRoutes()); // the web playground at / and its hashed assets
+  // Chat channels: no API key, no JSON-body rule (Slack posts forms); each verifies its platform's
+  // signature over the raw bytes before parsing. A bot whose secrets are unset answers 404.
+  mount("/integrations/discord", [limitBody], discordRoutes(rt, deps.chat));
+  mount("/integrations/slack", [limitBody], slackRoutes(rt, deps.chat));
+  mount("/integrations/results", [], resultRoutes(rt));
+  // Batches: manifests may be YAML, so these groups accept YAML bodies beside JSON.
+  const manifestApi: MiddlewareHandler<ApiEnv>[] = [
+    limitBody,
+    requireJsonBody({ alsoYaml: true }),
+    requireKey(deps),
+    rateLimit(deps),
+  ];
+  const batches = batchRoutes(rt, deps.batches);
+  mount("/v1/batches", manifestApi, batches.runs);
+  mount("/v1/manifests", manifestApi, batches.manifests);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
@@ -67,6 +114,8 @@ export function createApp(deps: ApiDeps) {
     app.openAPIRegistry.registerPath({
       method: "get",
       path: "/v1/files/{key}",
+      operationId: "downloadFile",
+      security: [], // the signed query authorises it
       summary: "Download an output (signed URL)",
       description:
         "The links in `images[].url` on the local family. No API key: the `expires` and `sig` query values authorise the download.",
@@ -77,7 +126,12 @@ export function createApp(deps: ApiDeps) {
       responses: {
         200: {
           description: "The file",
-          content: { "image/png": { schema: z.string().openapi({ format: "binary" }) } },
+          content: Object.fromEntries(
+            ["image/png", "image/webp", "image/jpeg"].map((type) => [
+              type,
+              { schema: z.string().openapi({ format: "binary" }) },
+            ]),
+          ),
         },
         400: { description: "Malformed file key", content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } } },
         403: { description: "Invalid or expired link", content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } } },
@@ -93,6 +147,7 @@ export function createApp(deps: ApiDeps) {
     info: {
       title: "Kiln",
       version: "0.1.0",
+      license: { name: "Apache-2.0", identifier: "Apache-2.0" },
       description: "Self-hostable SDXL render service. Every error is application/problem+json (RFC 9457).",
     },
     servers: [{ url: rt.base(c) }],

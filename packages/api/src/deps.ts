@@ -1,5 +1,8 @@
-import type { JobEventSink, KeyRecord, Ports, RenderLimits } from "@kiln/shared";
+import type { JobEventSink, KeyRecord, PausePoint, Ports, RenderLimits } from "@kiln/shared";
 
+import type { BatchOptions } from "./batches/routes.js";
+import type { ChatDeps } from "./channels/core/chat-deps.js";
+import type { ImageInputLimits } from "./inputs/image-inputs.js";
 import type { EffectiveLimits, WebhookSubmitPolicy } from "./renders/render-admission.js";
 
 /** What the API needs from its host: the ports of one family and a few settings. Web-standard only. */
@@ -9,6 +12,8 @@ export interface ApiDeps {
   publicUrl: string;
   limits: RenderLimits;
   maxBodyBytes: number;
+  /** Input pictures (img2img, inpaint, outpaint): per-file bytes, pixels, URL fetch time; defaults when absent. */
+  imageInputs?: ImageInputLimits;
   downloadUrlSeconds: number;
   retentionHours: number;
   /** Serves `/v1/files/*` from the BlobStore with signed URLs (local family). */
@@ -21,9 +26,15 @@ export interface ApiDeps {
   webhooks?: WebhookSubmitPolicy;
   /** Told when the API itself moves a job (cancel of a queued job, deadline expiry); webhooks listen here. */
   events?: JobEventSink;
+  /** Discord and Slack bots (channels/); absent or without secrets, their routes answer 404. */
+  chat?: ChatDeps;
   /** Timing knobs; the defaults suit a long-running Node server. */
   timing?: Partial<ApiTiming>;
+  /** Batches: estimate rate, lane window, contact-sheet maker (Node: sharp) and chat notifier. */
+  batches?: BatchOptions;
   now?: () => Date;
+  /** Crash-safe submit: fault tests' pause points (KILN_TEST_HOOKS=1); absent in production. */
+  pause?: PausePoint;
   log?: (level: "info" | "warn" | "error", obj: Record<string, unknown>, msg: string) => void;
 }
 
@@ -54,4 +65,11 @@ export const DEFAULT_TIMING: ApiTiming = {
   progressEveryMs: 500,
 };
 
-export type ApiEnv = { Variables: { key: KeyRecord; requestId: string } };
+export type ApiEnv = {
+  Variables: {
+    key: KeyRecord;
+    requestId: string;
+    /** Crash-safe submit: the job id an Idempotency-Key stands for, so every retry finds the same job. */
+    submitJobId?: string;
+  };
+};

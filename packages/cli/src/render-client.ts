@@ -1,6 +1,8 @@
 import fs from "node:fs";
 import path from "node:path";
 
+import { CliError } from "./cli/args.js";
+
 /** A small HTTP client of Kiln's public API, used by `kiln render` and the start-up demo. */
 export interface RenderJob {
   id: string;
@@ -11,14 +13,38 @@ export interface RenderJob {
   error?: { code: string; message: string };
 }
 
+/** fetch, with "nothing answers there" turned into a sentence that says where it looked and what to do. */
+async function reach(url: string, init?: RequestInit): Promise<Response> {
+  try {
+    return await fetch(url, init);
+  } catch (e) {
+    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+    const why = cause?.code ?? cause?.message ?? (e as Error).message;
+    throw new CliError(
+      `cannot reach Kiln at ${new URL(url).origin} (${why}); start it with \`npm start\`, or point KILN_API_URL or --url at a running Kiln`,
+    );
+  }
+}
+
 async function call(url: string, key: string, init: RequestInit = {}): Promise<unknown> {
-  const res = await fetch(url, {
+  const res = await reach(url, {
     ...init,
     headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...(init.headers ?? {}) },
   });
-  const body = (await res.json()) as { detail?: string };
-  if (!res.ok)
-    throw new Error(`${init.method ?? "GET"} ${url} → ${res.status}: ${body.detail ?? JSON.stringify(body)}`);
+  const text = await res.text();
+  let body: { detail?: string; errors?: { field: string; message: string }[] } = {};
+  try {
+    body = JSON.parse(text) as typeof body;
+  } catch {
+    if (!res.ok) throw new CliError(`${init.method ?? "GET"} ${url} → ${res.status}: ${text.slice(0, 200)}`);
+    throw new CliError(`${url} did not answer with JSON; is KILN_API_URL or --url a Kiln API?`);
+  }
+  if (!res.ok) {
+    const fields = body.errors?.map((e) => `${e.field}: ${e.message}`).join("; ");
+    throw new CliError(
+      `${init.method ?? "GET"} ${url} → ${res.status}: ${body.detail ?? text}${fields ? ` (${fields})` : ""}`,
+    );
+  }
   return body;
 }
 
@@ -39,7 +65,7 @@ export async function renderAndWait(
     onProgress?.(job);
     if (["succeeded", "failed", "canceled", "expired"].includes(job.status)) return job;
     if (Date.now() > deadline)
-      throw new Error(`render ${created.id} did not finish within ${timeoutMs / 1000} s (status ${job.status})`);
+      throw new CliError(`render ${created.id} did not finish within ${timeoutMs / 1000} s (status ${job.status})`);
     await new Promise((r) => setTimeout(r, options.pollMs ?? 200));
   }
 }
@@ -47,8 +73,8 @@ export async function renderAndWait(
 export async function saveImages(job: RenderJob, outPath: string): Promise<string[]> {
   const files: string[] = [];
   for (const [i, image] of job.images.entries()) {
-    const res = await fetch(image.url);
-    if (!res.ok) throw new Error(`download of image ${i} failed: ${res.status}`);
+    const res = await reach(image.url);
+    if (!res.ok) throw new CliError(`download of image ${i} failed: ${res.status}`);
     const ext = image.format === "jpeg" ? "jpg" : image.format;
     const file =
       job.images.length === 1
@@ -69,6 +95,14 @@ export function progressLine(job: RenderJob): string {
   return `${job.id} ${job.status.padEnd(9)} [stage ${p.stage + 1}/${p.stages} ${p.stage_kind}] ${"█".repeat(done)}${"░".repeat(width - done)} ${p.step}/${p.steps}`;
 }
 
+/** Carriage return, then erase the line (ANSI EL 2), so a shorter line leaves no characters of a longer one. */
+export const redraw = (line: string): string => `\r\x1b[2K${line}`;
+
 export function printProgress(job: RenderJob): void {
-  if (process.stderr.isTTY) process.stderr.write(`\r${progressLine(job)}`);
+  if (process.stderr.isTTY) process.stderr.write(redraw(progressLine(job)));
+}
+
+/** Ends the redrawn line so what follows starts on its own. */
+export function endProgress(): void {
+  if (process.stderr.isTTY) process.stderr.write("\n");
 }

@@ -1,14 +1,16 @@
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 
+import { batchDepsFrom, BatchScheduler, createApp } from "@kiln/api";
+import { chatDispatcherFromConfig, logChatStatus } from "@kiln/api/chat";
 import { webhookEventSinkFromConfig } from "@kiln/api/config";
 import { closeServer, serveOnNode, startRetentionSweep } from "@kiln/api/node";
 import { WebhookDispatcher } from "@kiln/api/webhook-dispatcher";
 import { eventLogSink, fanOutEvents, type ModelSet, sdxlExecutor, startHealthServer, Worker } from "@kiln/gpu-worker";
 import type { KilnConfig, Ports } from "@kiln/shared";
-import type { Logger } from "@kiln/shared/node";
+import { filePausePoints, type Logger } from "@kiln/shared/node";
 
-import { buildApi, loadModels } from "./stack.js";
+import { apiDeps, loadModels } from "./stack.js";
 
 export interface Service {
   name: string;
@@ -20,8 +22,15 @@ export async function startApiService(
   ports: Ports,
   logger: Logger,
 ): Promise<Service & { port: number }> {
-  const { server, port } = await serveOnNode(buildApi(config, ports, logger), { port: config.port, host: config.host });
+  const deps = apiDeps(config, ports, logger);
+  const { server, port } = await serveOnNode(createApp(deps), { port: config.port, host: config.host });
   logger.info({ url: config.publicUrl, port }, "API listening");
+  logChatStatus(config, (level, obj, msg) => logger[level](obj, msg));
+  // Batches: the embedded trigger; a lease in the key store lets one of several API processes fire each tick.
+  const scheduler = config.batches.scheduler
+    ? new BatchScheduler(batchDepsFrom(deps, deps.batches), config.batches.tickSeconds)
+    : undefined;
+  scheduler?.start();
   // On AWS, DynamoDB TTL and the bucket's lifecycle rule do this; a local data dir needs the API to.
   const sweep =
     config.backend === "local"
@@ -32,6 +41,7 @@ export async function startApiService(
     port,
     async stop() {
       await sweep?.stop();
+      await scheduler?.stop();
       await closeServer(server);
     },
   };
@@ -49,7 +59,7 @@ export async function startWorkerService(
   if (config.eventLog) sinks.push(eventLogSink(config.eventLog, workerId));
   const worker = new Worker({
     ports,
-    execute: sdxlExecutor(loaded),
+    execute: sdxlExecutor(loaded, { blobs: ports.blobs }),
     logger,
     workerId,
     stages: config.stages,
@@ -57,6 +67,8 @@ export async function startWorkerService(
     visibilitySeconds: config.visibilitySeconds,
     maxReceives: config.maxReceives,
     events: fanOutEvents(sinks),
+    // Fault tests hold a stage at a given step (KILN_TEST_HOOKS only).
+    ...(config.testHooksDir ? { pause: filePausePoints(config.testHooksDir, workerId) } : {}),
   });
   worker.start();
   const info = Object.fromEntries(
@@ -101,6 +113,17 @@ export function startWebhookService(config: KilnConfig, ports: Ports, logger: Lo
   });
   dispatcher.start();
   return { name: "webhooks", stop: () => dispatcher.stop() };
+}
+
+/**
+ * Chat channels: sends Discord and Slack follow-ups (progress, results) from the chat queue. Runs
+ * where the webhook dispatcher runs; a no-op service when neither bot is configured.
+ */
+export function startChatService(config: KilnConfig, ports: Ports, logger: Logger): Service {
+  const log = logger.child({ component: "chat" });
+  const dispatcher = chatDispatcherFromConfig(config, ports, (level, obj, msg) => log[level](obj, msg));
+  dispatcher?.start();
+  return { name: "chat", stop: async () => dispatcher?.stop() };
 }
 
 /** On SIGTERM/SIGINT: drain workers, close servers and ports, exit 0. */

@@ -3,7 +3,14 @@ import path from "node:path";
 
 import { type ApiDeps, createApp } from "@kiln/api";
 import { apiDeps as apiDepsFromConfig } from "@kiln/api/config";
-import { loadSdxlModel, type ModelSet, type SdxlModel, writeTinyModel } from "@kiln/gpu-worker";
+import {
+  loadSdxlModel,
+  type ModelSet,
+  REFERENCE_MODEL_VERSION,
+  type SdxlModel,
+  writeReferenceModel,
+  writeTinyModel,
+} from "@kiln/gpu-worker";
 import type { KilnConfig, Ports } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
 
@@ -18,8 +25,8 @@ export function apiDeps(config: KilnConfig, ports: Ports, logger: Logger): ApiDe
 export const buildApi = (config: KilnConfig, ports: Ports, logger: Logger) => createApp(apiDeps(config, ports, logger));
 
 /**
- * The models this worker runs. Without KILN_MODEL_DIR, Kiln generates its tiny test models into the
- * data dir and says loudly that the images are noise: the whole pipeline is real, the weights are not.
+ * The models this worker runs. Without KILN_MODEL_DIR, Kiln generates its reference models (or, with
+ * KILN_BUILTIN_MODELS=tiny, its tiny random ones) into the data dir and says loudly that they are not SDXL.
  */
 export async function loadModels(config: KilnConfig, logger: Logger): Promise<ModelSet> {
   let baseDir = config.modelDir;
@@ -31,14 +38,25 @@ export async function loadModels(config: KilnConfig, logger: Logger): Promise<Mo
       );
     }
     const root = path.join(config.dataDir, "models");
-    baseDir = path.join(root, "tiny-sdxl-base");
-    refinerDir ??= path.join(root, "tiny-sdxl-refiner");
-    if (!fs.existsSync(path.join(baseDir, "model_index.json"))) writeTinyModel(baseDir, { role: "base" });
-    if (!fs.existsSync(path.join(refinerDir, "model_index.json"))) writeTinyModel(refinerDir, { role: "refiner" });
-    logger.warn(
-      { baseDir, refinerDir },
-      "KILN_MODEL_DIR is not set: using Kiln's tiny test models. The pipeline is real but the weights are random — images are noise. Set KILN_MODEL_DIR (and KILN_REFINER_DIR) to an SDXL ONNX export for real images.",
-    );
+    const kind = config.builtinModels;
+    // The reference generator's version is in the folder name, so an upgrade never reuses stale graphs.
+    const folder = kind === "reference" ? `reference-v${REFERENCE_MODEL_VERSION}` : "tiny";
+    baseDir = path.join(root, `${folder}-sdxl-base`);
+    refinerDir ??= path.join(root, `${folder}-sdxl-refiner`);
+    const write = kind === "reference" ? writeReferenceModel : writeTinyModel;
+    if (!fs.existsSync(path.join(baseDir, "model_index.json"))) write(baseDir, { role: "base" });
+    if (!fs.existsSync(path.join(refinerDir, "model_index.json"))) write(refinerDir, { role: "refiner" });
+    if (kind === "reference") {
+      logger.warn(
+        { baseDir, refinerDir },
+        'KILN_MODEL_DIR is not set: using Kiln\'s reference models, which draw only coloured shapes (e.g. "a red circle on a blue background"); they are not SDXL. Set KILN_MODEL_DIR (and KILN_REFINER_DIR) to an SDXL ONNX export for real images.',
+      );
+    } else {
+      logger.warn(
+        { baseDir, refinerDir },
+        "KILN_MODEL_DIR is not set: using Kiln's tiny test models. The pipeline is real but the weights are random — images are noise. Set KILN_MODEL_DIR (and KILN_REFINER_DIR) to an SDXL ONNX export for real images.",
+      );
+    }
   }
   const options = { providers: config.providers, deviceId: config.deviceId, logger };
   const needBase = config.stages.includes("base") || !refinerDir;

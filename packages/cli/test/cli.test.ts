@@ -34,7 +34,7 @@ describe("kiln CLI", () => {
 
   it("keys create without --name and unknown scopes fail with a clear message", () => {
     const r = kiln(["keys", "create"], { KILN_DATA_DIR: dataDir });
-    assert.equal(r.status, 1);
+    assert.equal(r.status, 2, "a missing required flag is a usage error");
     assert.match(r.stderr, /--name/);
     assert.match(
       kiln(["keys", "create", "--name", "x", "--scopes", "root"], { KILN_DATA_DIR: dataDir }).stderr,

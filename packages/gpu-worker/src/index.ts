@@ -8,6 +8,13 @@ export {
 } from "./engine/sdxl-pipeline.js";
 export { readPngText } from "./engine/image-files.js";
 export { writeTinyModel, writeTinyModels } from "./models/tiny-models.js";
+export {
+  writeReferenceModel,
+  writeReferenceModels,
+  REFERENCE_MODEL_MARKER,
+  REFERENCE_MODEL_VERSION,
+} from "./models/reference/reference-models.js";
+export { ignoredWords, matchingPictures, drawPicture, type Picture } from "./models/reference/picture-set.js";
 export { sdxlExecutor, type ModelSet, type StageExecutor } from "./runtime/stage-executor.js";
 export { runStageMessage, type StageOutcome } from "./runtime/stage-runner.js";
 export { Worker, type WorkerOptions, type WorkerStatus } from "./runtime/worker.js";
@@ -16,3 +23,17 @@ export { createWorkerMetrics } from "./runtime/metrics.js";
 export { eventLogSink, fanOutEvents, type EventLogLine } from "./runtime/event-log.js";
 export { nullExecutor } from "./runtime/null-executor.js";
 export { BestEffortWrites } from "./runtime/best-effort-writes.js";
+export {
+  DEFAULT_SHAPE,
+  GPU_PROFILES,
+  type GpuProfile,
+  renderSeconds,
+  type RenderShape,
+  stageSeconds,
+  stageSteps,
+} from "./simulated-gpu/gpu-profiles.js";
+export { simulateGpu, type SimulatedGpu } from "./simulated-gpu/simulated-gpu.js";
+// Image inputs (img2img, inpaint, outpaint).
+export { prepareSource, type PreparedSource } from "./engine/img2img/source-image.js";
+export { encodeImageLatents, rgb8ToVaeInput } from "./engine/img2img/vae-encoder.js";
+export { NoiseSource } from "./engine/noise.js";

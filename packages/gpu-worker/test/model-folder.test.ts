@@ -75,7 +75,10 @@ describe("loadModelFolder", () => {
         timestepDtype: "float32",
         timestepRank: 1,
         floatDtype: "float32",
+        inChannels: 4,
       });
+      // optimum's vae_encoder is loaded when the folder has one (img2img, inpaint, outpaint).
+      assert.ok(folder.sessions.vaeEncoder);
       assert.deepEqual(folder.textEncoders.textEncoder, {
         inputIdsDtype: "int32",
         hiddenStateCount: 13,

@@ -333,6 +333,7 @@ describe("tiny SDXL models", () => {
 
     const encoder = await open(base, "vae_encoder");
     const encoded = await encoder.run({ sample: new ort.Tensor("float32", floats(image), [2, 3, 256, 256]) });
-    assert.deepEqual(encoded.latent_sample.dims, [2, 4, 32, 32]);
+    // optimum's layout: the distribution's mean ‖ logvar on the channel axis.
+    assert.deepEqual(encoded.latent_parameters.dims, [2, 8, 32, 32]);
   });
 });

@@ -80,7 +80,7 @@ describe("worker runtime: health, metrics, registry beats", () => {
         throw new KilnError("model_mismatch", "The UNet takes 1280-wide embeddings.");
       while (job.plan.prompt === "hold" && stage.index === 1 && !released.has(job.id))
         await new Promise((r) => setTimeout(r, 10));
-      for (let i = 1; i <= 4; i++) hooks.onStep?.(i, 4, new Float32Array(0), []);
+      for (let i = 1; i <= 4; i++) await hooks.onStep?.(i, 4, new Float32Array(0), []);
       return { ...(await inner(job, stage, input, hooks)), steps: 4 };
     };
     worker = new Worker({

@@ -44,6 +44,8 @@ const configSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8787),
   KILN_HOST: z.string().default("127.0.0.1"),
   KILN_PUBLIC_URL: z.string().url().optional(),
+  // CLI client: the Kiln `kiln render` talks to (default: this box's KILN_PUBLIC_URL).
+  KILN_API_URL: z.string().url().optional(),
   KILN_URL_SECRET: z.string().min(16, "must be at least 16 characters").optional(),
   KILN_MODEL_DIR: z.string().min(1).optional(),
   KILN_REFINER_DIR: z.string().min(1).optional(),
@@ -74,6 +76,19 @@ const configSchema = z.object({
     .int()
     .min(1024)
     .default(64 * 1024),
+  // Image inputs (img2img, inpaint, outpaint): their own bounded body limit instead of a larger global one.
+  KILN_MAX_IMAGE_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .max(100 * 1024 * 1024)
+    .default(10 * 1024 * 1024),
+  KILN_MAX_IMAGE_PIXELS: z.coerce
+    .number()
+    .int()
+    .min(64 * 64)
+    .default(4096 * 4096),
+  KILN_IMAGE_FETCH_SECONDS: z.coerce.number().min(1).max(120).default(10),
   KILN_MAX_PIXELS: z.coerce
     .number()
     .int()
@@ -95,6 +110,8 @@ const configSchema = z.object({
   KILN_BUCKET: z.string().optional(),
   KILN_TABLE: z.string().optional(),
   KILN_TINY_MODELS: boolish.default(true),
+  // Reference models: which generated models a worker uses when no model dir is set.
+  KILN_BUILTIN_MODELS: z.enum(["reference", "tiny"]).default("reference"),
   KILN_RATE_LIMIT_RPS: z.coerce.number().min(0).max(100_000).default(0),
   KILN_RATE_LIMIT_BURST: z.coerce.number().int().min(1).max(1_000_000).optional(),
   KILN_CONCURRENT_JOBS: z.coerce.number().int().min(0).max(1_000_000).default(0),
@@ -121,6 +138,44 @@ const configSchema = z.object({
   KILN_API_KEY: z.string().min(1).optional(),
   KILN_BENCH_HANDOFFS: z.coerce.number().int().min(1).max(1_000_000).default(200),
   KILN_BENCH_SECONDS: z.coerce.number().int().min(1).max(3600).default(10),
+  // Chat channels (Discord, Slack): a bot whose secrets are unset answers 404 on its routes.
+  KILN_DISCORD_APPLICATION_ID: z
+    .string()
+    .regex(/^\d{5,25}$/, "must be the application's numeric id")
+    .optional(),
+  KILN_DISCORD_PUBLIC_KEY: z
+    .string()
+    .regex(/^[0-9a-fA-F]{64}$/, "must be the application's Ed25519 public key, 64 hex characters")
+    .optional(),
+  KILN_DISCORD_BOT_TOKEN: z.string().min(1).optional(),
+  KILN_DISCORD_API_URL: z.string().url().default("https://discord.com/api/v10"),
+  KILN_SLACK_SIGNING_SECRET: z.string().min(8).optional(),
+  KILN_SLACK_BOT_TOKEN: z.string().min(1).optional(),
+  KILN_SLACK_API_URL: z.string().url().default("https://slack.com/api/"),
+  KILN_CHAT_KEY_ID: z.string().min(1).optional(),
+  KILN_CHAT_USER_RENDERS_PER_HOUR: z.coerce.number().int().min(0).max(100_000).default(30),
+  KILN_CHAT_GUILD_RENDERS_PER_HOUR: z.coerce.number().int().min(0).max(1_000_000).default(300),
+  KILN_CHAT_BLOCKED_WORDS: z
+    .string()
+    .transform((s) =>
+      s
+        .split(",")
+        .map((x) => x.trim().toLowerCase())
+        .filter(Boolean),
+    )
+    .default([]),
+  KILN_CHAT_BUTTONS_ANYONE: boolish.default(false),
+  // Batches
+  KILN_BATCH_STEP_SECONDS: z.coerce.number().positive().max(100).default(0.12),
+  KILN_BATCH_WINDOW: z.coerce.number().int().min(1).max(100_000).default(200),
+  KILN_BATCH_SCHEDULER: boolish.default(true),
+  KILN_BATCH_TICK_SECONDS: z.coerce
+    .number()
+    .int()
+    .refine((n) => [1, 2, 3, 5, 10, 15, 20, 30, 60].includes(n), "must be one of 1, 2, 3, 5, 10, 15, 20, 30, 60")
+    .default(5),
+  // Crash-safe submit: fault tests' pause points (a control directory); never set in production.
+  KILN_TEST_HOOKS: z.string().min(1).optional(),
 });
 
 export type KilnConfigEnv = z.infer<typeof configSchema>;
@@ -147,6 +202,8 @@ function checkCombinations(e: KilnConfigEnv, ctx: z.RefinementCtx): void {
 function toConfig(e: KilnConfigEnv) {
   return {
     backend: e.KILN_BACKEND,
+    /** Fault tests' pause-point control directory (KILN_TEST_HOOKS); undefined in production. */
+    testHooksDir: e.KILN_TEST_HOOKS,
     dataDir: e.KILN_DATA_DIR,
     port: e.PORT,
     host: e.KILN_HOST,
@@ -156,12 +213,20 @@ function toConfig(e: KilnConfigEnv) {
     ).replace(/\/$/, ""),
     /** KILN_PUBLIC_URL when it was set: hosts that can see each request's domain use that domain otherwise. */
     explicitPublicUrl: e.KILN_PUBLIC_URL?.replace(/\/$/, ""),
+    /** Base URL the CLI client (`kiln render`) calls; KILN_API_URL, else publicUrl. */
+    apiUrl: (
+      e.KILN_API_URL ??
+      e.KILN_PUBLIC_URL ??
+      `http://${e.KILN_HOST === "0.0.0.0" ? "127.0.0.1" : e.KILN_HOST}:${e.PORT}`
+    ).replace(/\/$/, ""),
     /** Secret signing local download URLs; generated per data dir when not set. */
     urlSecret: e.KILN_URL_SECRET,
     modelDir: e.KILN_MODEL_DIR,
     refinerDir: e.KILN_REFINER_DIR,
     /** Generate and use the tiny test models when no model dir is configured. */
     allowTinyModels: e.KILN_TINY_MODELS,
+    /** Which generated models: the reference pair (exact denoiser of a picture set) or the tiny random ones. */
+    builtinModels: e.KILN_BUILTIN_MODELS,
     providers: e.KILN_PROVIDERS,
     deviceId: e.KILN_DEVICE_ID,
     stages: e.KILN_STAGES,
@@ -179,6 +244,11 @@ function toConfig(e: KilnConfigEnv) {
       maxBodyBytes: e.KILN_MAX_BODY_BYTES,
       maxPixels: e.KILN_MAX_PIXELS,
       maxRetentionHours: e.KILN_MAX_RETENTION_HOURS,
+    },
+    imageInputs: {
+      maxBytes: e.KILN_MAX_IMAGE_BYTES,
+      maxPixels: e.KILN_MAX_IMAGE_PIXELS,
+      fetchTimeoutMs: e.KILN_IMAGE_FETCH_SECONDS * 1000,
     },
     aws: {
       region: e.KILN_AWS_REGION,
@@ -227,12 +297,46 @@ function toConfig(e: KilnConfigEnv) {
       /** Seconds per load run in `kiln bench api`. */
       apiSeconds: e.KILN_BENCH_SECONDS,
     },
+    /** Batches: estimate rate, per-key window in the batch lane, and the in-process scheduler. */
+    batches: {
+      /** Seconds per denoising step per megapixel when no stage has been measured yet. */
+      stepSeconds: e.KILN_BATCH_STEP_SECONDS,
+      /** Renders of one key in the batch lane (queued or running) at once. */
+      window: e.KILN_BATCH_WINDOW,
+      /** Run the croner scheduler in the API process (the embedded trigger). */
+      scheduler: e.KILN_BATCH_SCHEDULER,
+      tickSeconds: e.KILN_BATCH_TICK_SECONDS,
+    },
+    /** Chat channels; a platform is enabled when its secrets and KILN_CHAT_KEY_ID are set. */
+    chat: {
+      /** The API key whose quotas and ownership chat renders use (`kiln keys create --name chat`). */
+      keyId: e.KILN_CHAT_KEY_ID,
+      /** Per chat user and per Discord guild / Slack workspace, renders an hour; 0 = no limit. */
+      userRendersPerHour: e.KILN_CHAT_USER_RENDERS_PER_HOUR,
+      guildRendersPerHour: e.KILN_CHAT_GUILD_RENDERS_PER_HOUR,
+      /** Prompts containing one of these words (lower case) are refused everywhere. */
+      blockedWords: e.KILN_CHAT_BLOCKED_WORDS,
+      /** Anyone in the channel may press a result's buttons (default: only the requester). */
+      buttonsAnyone: e.KILN_CHAT_BUTTONS_ANYONE,
+      discord: {
+        applicationId: e.KILN_DISCORD_APPLICATION_ID,
+        publicKey: e.KILN_DISCORD_PUBLIC_KEY?.toLowerCase(),
+        botToken: e.KILN_DISCORD_BOT_TOKEN,
+        apiUrl: e.KILN_DISCORD_API_URL.replace(/\/+$/, ""),
+      },
+      slack: {
+        signingSecret: e.KILN_SLACK_SIGNING_SECRET,
+        botToken: e.KILN_SLACK_BOT_TOKEN,
+        apiUrl: e.KILN_SLACK_API_URL.endsWith("/") ? e.KILN_SLACK_API_URL : `${e.KILN_SLACK_API_URL}/`,
+      },
+    },
   };
 }
 
 const kilnConfigSchema = configSchema.superRefine(checkCombinations).transform(toConfig);
 
 export type KilnConfig = z.output<typeof kilnConfigSchema>;
+export type ChatConfig = KilnConfig["chat"];
 
 /** Reads and validates the configuration; throws one KilnError listing every bad variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): KilnConfig {
@@ -263,52 +367,4 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     );
   }
   return config;
-}
-
-// Deployment: what infra/ reads while `sst deploy` runs (never the API or the workers).
-const deployConfigSchema = z
-  .object({
-    /** Days objects under `jobs/` live in the bucket; keep at least the API's longest retention. */
-    KILN_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(7),
-    KILN_GPU_INSTANCE_TYPE: z.string().min(1).default("g5.xlarge"),
-    KILN_GPU_MAX_INSTANCES: z.coerce.number().int().min(1).max(1000).default(4),
-    KILN_GPU_MIN_WORKERS: z.coerce.number().int().min(0).max(1000).default(0),
-    KILN_BACKLOG_PER_WORKER: z.coerce.number().min(0.1).max(10_000).default(4),
-    KILN_MODELS_S3_URI: z
-      .string()
-      .regex(/^s3:\/\/\S+$/, "use s3://bucket/prefix")
-      .optional(),
-  })
-  .transform((e) => ({
-    retentionDays: e.KILN_RETENTION_DAYS,
-    gpu: {
-      instanceType: e.KILN_GPU_INSTANCE_TYPE,
-      maxInstances: e.KILN_GPU_MAX_INSTANCES,
-      /** 0 saves money when idle; 1 keeps one warm worker (no cold start on the first job). */
-      minWorkers: e.KILN_GPU_MIN_WORKERS,
-      /** Jobs waiting per running worker the scaler aims at. */
-      backlogPerWorker: e.KILN_BACKLOG_PER_WORKER,
-      /** Where `aws s3 sync` fetches the model folders from at instance start; "" = none. */
-      modelsS3Uri: e.KILN_MODELS_S3_URI ?? "",
-    },
-  }));
-
-export type KilnDeployConfig = z.output<typeof deployConfigSchema>;
-
-/** The deploy-time settings infra/ reads; throws one KilnError listing every bad variable. */
-export function loadDeployConfig(env: Record<string, string | undefined> = process.env): KilnDeployConfig {
-  const picked = Object.fromEntries(
-    Object.entries(env).filter(([k, v]) => k.startsWith("KILN_") && v !== undefined && v !== ""),
-  );
-  const parsed = deployConfigSchema.safeParse(picked);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map(
-      (i) => `  ${i.path.join(".")}=${JSON.stringify(picked[String(i.path[0])] ?? "")}: ${i.message}`,
-    );
-    throw new KilnError(
-      "config_invalid",
-      `Kiln's deploy settings are invalid; fix these variables:\n${lines.join("\n")}`,
-    );
-  }
-  return parsed.data;
 }

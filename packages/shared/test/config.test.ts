@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { KilnError, loadConfig, loadDeployConfig } from "@kiln/shared";
+import { KilnError, loadConfig } from "@kiln/shared";
 
 describe("config", () => {
   it("has working defaults", () => {
@@ -62,16 +62,22 @@ describe("config: every KILN_* variable in one place", () => {
     );
   });
 
-  it("reads the deploy-time settings infra/ uses", () => {
-    const d = loadDeployConfig({ KILN_GPU_MIN_WORKERS: "1", KILN_MODELS_S3_URI: "s3://models/sdxl" });
-    assert.equal(d.retentionDays, 7);
-    assert.deepEqual(d.gpu, {
-      instanceType: "g5.xlarge",
-      maxInstances: 4,
-      minWorkers: 1,
-      backlogPerWorker: 4,
-      modelsS3Uri: "s3://models/sdxl",
+  it("reads the chat, batch and image-input sections", () => {
+    const c = loadConfig({
+      KILN_CHAT_KEY_ID: "key_chat",
+      KILN_CHAT_BLOCKED_WORDS: "Foo, bar",
+      KILN_SLACK_API_URL: "http://127.0.0.1:9/api",
+      KILN_BATCH_WINDOW: "7",
+      KILN_MAX_IMAGE_BYTES: "2048",
+      KILN_TEST_HOOKS: "/tmp/hooks",
     });
-    assert.throws(() => loadDeployConfig({ KILN_MODELS_S3_URI: "models" }), /KILN_MODELS_S3_URI/);
+    assert.equal(c.chat.keyId, "key_chat");
+    assert.deepEqual(c.chat.blockedWords, ["foo", "bar"]);
+    assert.equal(c.chat.slack.apiUrl, "http://127.0.0.1:9/api/");
+    assert.equal(c.batches.window, 7);
+    assert.equal(c.imageInputs.maxBytes, 2048);
+    assert.equal(c.testHooksDir, "/tmp/hooks");
+    assert.equal(c.builtinModels, "reference");
+    assert.throws(() => loadConfig({ KILN_BATCH_TICK_SECONDS: "7" }), /KILN_BATCH_TICK_SECONDS/);
   });
 });

@@ -32,6 +32,7 @@ import {
   waitFor,
   waitForJob,
 } from "../../support/durability-harness.js";
+import { PauseControl, type Paused } from "../../support/pause-control.js";
 
 /** Long enough to stop a worker mid-stage: the base stage runs 116 steps (≈1 s alone on 2 cores). */
 const LONG = {
@@ -44,20 +45,25 @@ const LONG = {
 } as const;
 const SHORT = { prompt: "a small boat", mode: "ensemble", width: 256, height: 256, steps: 20, seed: 11 } as const;
 const VISIBILITY_SECONDS = 5;
+/** Where held stages wait: early in the base stage's 116 steps. */
+const MID_STEP = 10;
 
 export function describeDurability(name: FamilyName): void {
   describe(`durability on the ${name} family`, { timeout: 300_000 }, () => {
     let family: Family;
     let ns: Namespace;
     let pool: ChildWorker[] = [];
+    const hooks = new PauseControl();
+    const spawn = (env: Record<string, string> = {}) => spawnWorker(ns, { ...hooks.env, ...env });
 
     before(async () => {
       family = await startFamily(name);
       // Proxied: on AWS every worker reaches the stand-ins through proxies the outage case pauses.
       ns = await family.open({ visibilitySeconds: VISIBILITY_SECONDS, proxied: true });
-      pool = await Promise.all([spawnWorker(ns), spawnWorker(ns), spawnWorker(ns)]);
+      pool = await Promise.all([spawn(), spawn(), spawn()]);
     });
     after(async () => {
+      hooks.remove();
       await killAllWorkers();
       await ns?.close();
       await family?.stop();
@@ -106,24 +112,35 @@ export function describeDurability(name: FamilyName): void {
       return done;
     }
 
-    const midStage = (job: JobRecord, stage: number) =>
-      waitForJob(
+    /**
+     * Submits `body` with its stage 0 held at step `MID_STEP` by a pause point: the worker stops
+     * there, its progress recorded, until `paused.release()` (or a signal). Before pause points,
+     * this polled for progress and, under load, raced the stage: a worker whose progress writes
+     * were paused after the outage case (BestEffortWrites shuts them for 5 s after a failure) could
+     * finish the whole stage before any progress showed.
+     */
+    async function startHeld(body: Record<string, unknown>): Promise<{ job: JobRecord; paused: Paused }> {
+      const point = `stage0-step${MID_STEP}`;
+      hooks.arm(point);
+      const submitted = await submitJob(ns.ports, body);
+      const paused = await hooks.paused(point);
+      assert.equal(paused.info.jobId, submitted.id, "the held stage is this job's");
+      const job = await waitForJob(
         ns,
-        job.id,
-        (j) =>
-          j.status === "running" &&
-          j.progress?.stage === stage &&
-          j.progress.step > 0 &&
-          j.progress.step < j.progress.steps,
-        `stage ${stage} of ${job.id} to be mid-way`,
+        submitted.id,
+        (j) => j.status === "running" && j.progress?.stage === 0 && j.progress.step === MID_STEP,
+        `stage 0 of ${submitted.id} to show it is held mid-way`,
       );
+      return { job, paused };
+    }
 
     const ranBy = (job: JobRecord, stage: number, workers: ChildWorker[]) =>
       workers.find((w) => job.stageTimings.find((t) => t.stage === stage)?.worker?.startsWith(w.idPrefix));
 
     it("kill -9 mid-stage: another worker re-runs the stage after the visibility timeout; one result", async () => {
-      const job = await submitJob(ns.ports, LONG);
-      const victim = ranBy(await midStage(job, 0), 0, pool);
+      const { job: held } = await startHeld(LONG);
+      const job = held;
+      const victim = ranBy(held, 0, pool);
       assert.ok(victim, "the stage runs on a pool worker");
       victim.signal("SIGKILL");
       assert.equal((await victim.exited).signal, "SIGKILL");
@@ -192,14 +209,14 @@ export function describeDurability(name: FamilyName): void {
 
     it("the queue and stores refusing service for a few seconds: backoff, recovery, nothing lost", async () => {
       const retriesBefore = await poolMetric("kiln_io_retries_total");
-      const job = await submitJob(ns.ports, LONG);
-      await midStage(job, 0);
+      const { job, paused } = await startHeld(LONG);
       const retried = () =>
         pool.some((w) =>
           w.logs.some((l) => l.msg === "queue or store call failed transiently; retrying" && Number(l.time) >= started),
         );
       const started = Date.now();
       const restore = await refuseService(ns);
+      paused.release();
       // At least 4 s, and until a worker has had to retry a call its stage needs (the hand-over).
       await waitFor(
         "a worker to retry a store call",
@@ -212,10 +229,11 @@ export function describeDurability(name: FamilyName): void {
     });
 
     it("SIGTERM mid-stage with grace to spare: the stage finishes, the worker exits 0, another refines", async () => {
-      const job = await submitJob(ns.ports, LONG);
-      const draining = ranBy(await midStage(job, 0), 0, pool);
+      const { job, paused } = await startHeld(LONG);
+      const draining = ranBy(job, 0, pool);
       assert.ok(draining);
       draining.signal("SIGTERM");
+      paused.release();
       assert.deepEqual(await draining.exited, { code: 0, signal: null });
       const done = await assertOneResult(job, LONG);
       assert.equal(ranBy(done, 0, [draining]), draining, "the draining worker finished its stage");
@@ -234,11 +252,16 @@ export function describeDurability(name: FamilyName): void {
       // An idle worker drains at once.
       for (const w of pool) w.signal("SIGTERM");
       for (const w of pool) assert.deepEqual(await w.exited, { code: 0, signal: null });
-      const draining = await spawnWorker(ns, { KILN_DRAIN_SECONDS: "0", KILN_VISIBILITY_SECONDS: "60" });
+      const draining = await spawn({ KILN_DRAIN_SECONDS: "0", KILN_VISIBILITY_SECONDS: "60" });
       pool = [draining];
-      const job = await submitJob(ns.ports, LONG);
-      await midStage(job, 0);
+      const { job, paused } = await startHeld(LONG);
       draining.signal("SIGTERM");
+      // Let the stage go on once the drain began: its 0 s grace timer fires before the held step
+      // notices the release, so the stage stops at the next step boundary.
+      await waitFor("the worker to start draining", async () =>
+        draining.logs.some((l) => String(l.msg).startsWith("draining:")),
+      );
+      paused.release();
       assert.deepEqual(await draining.exited, { code: 0, signal: null });
       const released = (await ns.ports.jobs.get(job.id))!;
       assert.equal(released.status, "queued", "not left running");
@@ -247,7 +270,7 @@ export function describeDurability(name: FamilyName): void {
         { visible: 1, inFlight: 0, delayed: 0 },
         "released, not waiting out its 60 s visibility",
       );
-      pool = [await spawnWorker(ns)];
+      pool = [await spawn()];
       const done = await assertOneResult(job, LONG);
       assert.ok(ranBy(done, 0, pool), "a new worker ran it");
     });

@@ -2,12 +2,13 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 
-import { DEFAULT_RENDER_LIMITS, type KilnConfig, type Ports } from "@kiln/shared";
+import type { KilnConfig, Ports } from "@kiln/shared";
 import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
-import { verifyDownloadSignature } from "@kiln/shared/signed-url";
+import { filePausePoints } from "@kiln/shared/node";
 
 import type { ApiDeps } from "../deps.js";
-import { webhookEventSink } from "../outbound/webhooks/events.js";
+import { apiDepsFromConfig, webhookEventSinkFromConfig } from "./config-deps.js";
+import { sharpContactSheet } from "./contact-sheet.js";
 import { resolveHostAddresses } from "./webhook-dispatcher.js";
 
 /**
@@ -38,41 +39,16 @@ export function openAwsPortsFromConfig(config: KilnConfig): Ports {
 }
 
 export function apiDeps(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]): ApiDeps {
-  const secret = config.backend === "local" ? localUrlSecret(config) : undefined;
   return {
-    ports,
-    publicUrl: config.publicUrl,
-    limits: {
-      ...DEFAULT_RENDER_LIMITS,
-      minSide: config.limits.minSide,
-      maxSide: config.limits.maxSide,
-      maxPixels: config.limits.maxPixels,
-      maxRetentionHours: config.limits.maxRetentionHours,
-    },
-    maxBodyBytes: config.limits.maxBodyBytes,
-    downloadUrlSeconds: config.downloadUrlSeconds,
-    retentionHours: config.retentionHours,
-    serveFiles: secret
-      ? { verify: (key, expires, sig) => verifyDownloadSignature(key, expires, sig, secret, Date.now()) }
-      : undefined,
-    keyLimits: config.keyLimits,
-    webhooks: {
-      allowPrivate: config.webhooks.allowPrivate,
-      allowedHosts: config.webhooks.allowedHosts,
+    ...apiDepsFromConfig(config, ports, {
+      urlSecret: config.backend === "local" ? localUrlSecret(config) : undefined,
       resolveHost: resolveHostAddresses,
-    },
-    events: webhookEventSinkFromConfig(config, ports, log),
-    log,
+      log,
+      contactSheet: sharpContactSheet,
+    }),
+    // Crash-safe submit: fault tests hold a submit between its writes (KILN_TEST_HOOKS only).
+    ...(config.testHooksDir ? { pause: filePausePoints(config.testHooksDir, "api") } : {}),
   };
 }
 
-/** Enqueues webhook deliveries for job events (API-side moves, and the worker's via the CLI). */
-export function webhookEventSinkFromConfig(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]) {
-  return webhookEventSink({
-    queue: ports.queue,
-    blobs: ports.blobs,
-    publicUrl: config.publicUrl,
-    downloadUrlSeconds: config.downloadUrlSeconds,
-    log,
-  });
-}
+export { webhookEventSinkFromConfig };

@@ -3,6 +3,7 @@ import { createLogger } from "@kiln/shared/node";
 import { handle, type LambdaContext, type LambdaEvent, streamHandle } from "hono/aws-lambda";
 
 import { createApp } from "../app.js";
+import { chatStatus } from "../channels/core/chat-deps.js";
 import type { ApiTiming } from "../deps.js";
 import { apiDeps, openAwsPortsFromConfig } from "./api-deps.js";
 
@@ -65,6 +66,10 @@ function createLambdaApp(env: Record<string, string | undefined>, timing: Partia
   }
   const logger = createLogger({ level: config.logLevel, name: "kiln-api" });
   const deps = apiDeps(config, openAwsPortsFromConfig(config), (level, obj, msg) => logger[level](obj, msg));
+  // Chat channels: say at start-up which bots answer, or which variables they miss.
+  const chat = chatStatus(config.chat);
+  logger.info({ bot: "discord" }, `Discord bot ${chat.discord}`);
+  logger.info({ bot: "slack" }, `Slack bot ${chat.slack}`);
   return createApp({ ...deps, publicUrl: config.explicitPublicUrl ?? "", timing });
 }
 

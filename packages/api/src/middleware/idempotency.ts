@@ -1,5 +1,5 @@
 import { type IdempotencyRecord, randomId, sha256Hex } from "@kiln/shared";
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler, Next } from "hono";
 
 import type { ApiDeps, ApiEnv } from "../deps.js";
 import { fail } from "../http/problem.js";
@@ -85,6 +85,7 @@ export function idempotency(deps: ApiDeps, options: { duplicateWaitMs?: number }
           { errors: [{ field: "header.idempotency-key", message: "already used with a different body" }] },
         );
       }
+      if (existing.state === "completed" && existing.jobId === jobIdFor(id)) return replayJob(c, next, existing.jobId);
       if (existing.state === "completed" && existing.response) return replay(existing.response);
       if (at - started >= duplicateWaitMs) {
         fail(
@@ -99,6 +100,7 @@ export function idempotency(deps: ApiDeps, options: { duplicateWaitMs?: number }
       pause = Math.min(250, pause * 2);
     }
 
+    c.set("submitJobId", jobIdFor(id));
     try {
       await next();
     } finally {
@@ -125,6 +127,31 @@ export function idempotency(deps: ApiDeps, options: { duplicateWaitMs?: number }
       }
     }
   };
+}
+
+/**
+ * The job id a submit with this idempotency record creates: derived, so a retry after the first
+ * attempt died (its lock lapsed, nothing completed) finds the job that attempt stored instead of
+ * creating a second one.
+ */
+export function jobIdFor(idempotencyId: string): string {
+  return `job_${idempotencyId.slice(0, 24)}`;
+}
+
+/**
+ * A replay of a submit answers with the job as it is now (fresh signed URLs, current status), not
+ * the stored body: the route runs again, finds the job by its derived id and renders it.
+ */
+async function replayJob(c: Context<ApiEnv>, next: Next, jobId: string): Promise<Response> {
+  c.set("submitJobId", jobId);
+  await next();
+  const res = c.res;
+  if (res.status < 200 || res.status >= 300) return res;
+  const headers = new Headers(res.headers);
+  headers.set("idempotent-replayed", "true");
+  // After `next()` Hono keeps `c.res`, not a returned Response.
+  c.res = new Response(res.body, { status: 200, headers });
+  return c.res;
 }
 
 function replay(response: NonNullable<IdempotencyRecord["response"]>): Response {

@@ -36,7 +36,9 @@ export function rateLimit(deps: ApiDeps): MiddlewareHandler<ApiEnv> {
       );
     }
     await next();
-    c.header("RateLimit-Policy", rateLimitPolicyField(policy));
-    c.header("RateLimit", rateLimitField(policy, taken.remaining, taken.resetMs / 1000));
+    // Appended, not set: when a quota of the submit path answered (a 429 for the daily images),
+    // its own fields stay and this one joins them as another member of the lists.
+    c.header("RateLimit-Policy", rateLimitPolicyField(policy), { append: true });
+    c.header("RateLimit", rateLimitField(policy, taken.remaining, taken.resetMs / 1000), { append: true });
   };
 }

@@ -193,3 +193,142 @@ export function webhookUrlRefusal(url: URL, policy: WebhookPolicy): string | nul
   const host = hostOf(url);
   return parseIp(host) ? addressRefusal(host, host, policy) : null;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fetching a user-given URL (image inputs): the same policy, checked at every redirect hop, with size and time
+// limits. Web-standard fetch, so it runs wherever the API does.
+
+export interface OutboundFetchPolicy extends WebhookPolicy {
+  /** The host's addresses (`[]` when the name does not exist); absent on runtimes without DNS. */
+  resolveHost?: (host: string) => Promise<string[]>;
+}
+
+export interface FetchLimits {
+  maxBytes: number;
+  /** For the whole exchange, every redirect and the body included. */
+  timeoutMs: number;
+  maxRedirects?: number;
+}
+
+/** A fetch Kiln will not make or could not complete: 400 (refused, failed, too slow) or 413 (too large). */
+export class FetchRefusedError extends Error {
+  constructor(
+    readonly status: 400 | 413,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Why Kiln will not fetch `url`, or null: https only (plain http only to a host the policy allows privately), no
+ * credentials, and no private, loopback, link-local or metadata address — by literal, or by what DNS answers.
+ */
+export async function fetchUrlRefusal(url: URL, policy: OutboundFetchPolicy): Promise<string | null> {
+  const host = hostOf(url);
+  // A refused address is the more useful answer than a refused scheme, so it is checked first.
+  const literal = parseIp(host) ? fetchAddressRefusal(host, host, policy) : null;
+  if (literal) return literal;
+  const allowedPlain = policy.allowPrivate || allowlisted(host, parseIp(host), policy);
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && allowedPlain))
+    return `${url.protocol}//${host} is not fetched; use an https URL`;
+  if (url.username || url.password) return "a URL must not carry credentials";
+  if (parseIp(host)) return null;
+  if (policy.allowPrivate || !policy.resolveHost) return null;
+  let addresses: string[];
+  try {
+    addresses = await policy.resolveHost(host);
+  } catch {
+    return `${host} could not be resolved; check the URL`;
+  }
+  if (addresses.length === 0) return `${host} does not resolve to any address`;
+  return addresses.map((a) => fetchAddressRefusal(host, a, policy)).find((r) => r !== null) ?? null;
+}
+
+function fetchAddressRefusal(host: string, address: string, policy: WebhookPolicy): string | null {
+  const reason = addressRefusal(host, address, policy);
+  return reason && reason.replace("does not deliver webhooks to", "does not fetch from");
+}
+
+/**
+ * GETs a user-given URL under the policy: redirects are followed by hand (at most `maxRedirects`), each hop
+ * checked before it is requested, so a redirect to 127.0.0.1 or the metadata service is refused; the body is
+ * read up to `maxBytes`; everything within `timeoutMs`. Name-based hops are checked by DNS before the request;
+ * the connection itself resolves again, so a name that changes its answer in between (DNS rebinding) is not
+ * caught here — deployments that fetch from untrusted names should also egress through a filtering proxy.
+ */
+export async function fetchWithPolicy(
+  raw: string,
+  policy: OutboundFetchPolicy,
+  limits: FetchLimits,
+  fetchImpl: typeof fetch = fetch,
+): Promise<{ bytes: Uint8Array; contentType: string | null }> {
+  const deadline = AbortSignal.timeout(limits.timeoutMs);
+  const seconds = limits.timeoutMs / 1000;
+  const slow = () =>
+    new FetchRefusedError(
+      400,
+      `the URL did not answer in full within ${seconds} s; host the file somewhere faster or upload it`,
+    );
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new FetchRefusedError(400, "not an absolute URL");
+  }
+  for (let hop = 0; ; hop++) {
+    const refusal = await fetchUrlRefusal(url, policy);
+    if (refusal) throw new FetchRefusedError(400, hop === 0 ? refusal : `it redirects to ${url.href}: ${refusal}`);
+    let response: Response;
+    try {
+      response = await fetchImpl(url, { redirect: "manual", signal: deadline, headers: { accept: "image/*" } });
+    } catch (e) {
+      if (deadline.aborted) throw slow();
+      throw new FetchRefusedError(400, `fetching ${url.host} failed (${e instanceof Error ? e.message : String(e)})`);
+    }
+    if (response.status >= 300 && response.status < 400 && response.headers.get("location")) {
+      await response.body?.cancel().catch(() => undefined);
+      if (hop >= (limits.maxRedirects ?? 3)) throw new FetchRefusedError(400, "the URL redirects too many times");
+      url = new URL(response.headers.get("location")!, url);
+      continue;
+    }
+    if (!response.ok) {
+      await response.body?.cancel().catch(() => undefined);
+      throw new FetchRefusedError(400, `the URL answered HTTP ${response.status}`);
+    }
+    const declared = Number(response.headers.get("content-length") ?? NaN);
+    if (declared > limits.maxBytes) {
+      await response.body?.cancel().catch(() => undefined);
+      throw new FetchRefusedError(413, `the file is ${declared} bytes; at most ${limits.maxBytes} are accepted`);
+    }
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    const reader = response.body?.getReader();
+    try {
+      while (reader) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        total += value.length;
+        if (total > limits.maxBytes) {
+          await reader.cancel().catch(() => undefined);
+          throw new FetchRefusedError(413, `the file is over ${limits.maxBytes} bytes, the most accepted`);
+        }
+        chunks.push(value);
+      }
+    } catch (e) {
+      if (e instanceof FetchRefusedError) throw e;
+      if (deadline.aborted) throw slow();
+      throw new FetchRefusedError(
+        400,
+        `reading from ${url.host} failed (${e instanceof Error ? e.message : String(e)})`,
+      );
+    }
+    const bytes = new Uint8Array(total);
+    let o = 0;
+    for (const c of chunks) {
+      bytes.set(c, o);
+      o += c.length;
+    }
+    return { bytes, contentType: response.headers.get("content-type") };
+  }
+}

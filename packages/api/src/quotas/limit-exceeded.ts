@@ -19,6 +19,13 @@ export function rateLimitField(policy: LimitPolicy, remaining: number, resetSeco
   return `"${policy.name}";r=${Math.max(0, Math.floor(remaining))}${resetSeconds === undefined ? "" : `;t=${Math.max(0, Math.ceil(resetSeconds))}`}`;
 }
 
+/**
+ * Past this, a 429 tells clients not to retry on their own (`x-should-retry: false`, which the
+ * official OpenAI SDKs obey): a daily quota's Retry-After of hours would otherwise hold a client
+ * asleep. Retry-After still says when the limit resets.
+ */
+export const AUTO_RETRY_MAX_SECONDS = 60;
+
 /** The headers of a 429 for `policy`: when to retry and what the policy is. */
 export function limitHeaders(
   policy: LimitPolicy,
@@ -30,6 +37,7 @@ export function limitHeaders(
     "retry-after": String(Math.max(1, Math.ceil(retryAfterSeconds))),
     "ratelimit-policy": rateLimitPolicyField(policy),
     ratelimit: rateLimitField(policy, remaining, resetSeconds),
+    ...(retryAfterSeconds > AUTO_RETRY_MAX_SECONDS ? { "x-should-retry": "false" } : {}),
   };
 }
 

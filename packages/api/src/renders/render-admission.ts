@@ -61,8 +61,13 @@ const CONCURRENCY_POLICY = (quota: number): LimitPolicy => ({ name: "kiln-concur
 const DAILY_POLICY = (quota: number): LimitPolicy => ({ name: "kiln-images-per-day", quota, windowSeconds: 86_400 });
 /** A job slot frees when some job ends, which cannot be predicted; this is how soon to look again. */
 const CONCURRENCY_RETRY_SECONDS = 5;
-/** Lifetime of the "submits in progress" counter; a submit takes milliseconds. */
-const IN_FLIGHT_TTL_SECONDS = 300;
+/**
+ * Submits in progress are counted in leases of this many seconds: each submit adds itself to the
+ * current lease's counter and reads the previous one's too. A submit that crashed before giving its
+ * place back is counted only while its lease is current or previous, so it costs its key at most
+ * two leases of a slot; a live submit takes milliseconds, well within one.
+ */
+const IN_FLIGHT_LEASE_SECONDS = 3;
 
 /**
  * Runs `create` (which writes the job) only if the key may submit this render: its webhook is
@@ -98,16 +103,22 @@ export async function admitRender<T>(
 
 /**
  * Queued + running jobs are counted in the JobStore; submits of the same key in progress are
- * counted in an atomic counter that each holds until its job is written. Of two racing submits the
- * later counter value sees the other, in the counter or in the store, so the limit holds under
- * concurrency. Returns the release of this submit's place.
+ * counted in leased atomic counters (see IN_FLIGHT_LEASE_SECONDS) that each holds until its job is
+ * written. Of two racing submits the later counter value sees the other, in a counter or in the
+ * store, so the limit holds under concurrency; a crashed submit's place heals when its lease ages
+ * out. Returns the release of this submit's place.
  */
 async function claimJobSlot(ports: Ports, keyId: string, limit: number, now: Date): Promise<() => Promise<void>> {
-  const name = `submitting:${keyId}`;
-  const expiresAt = Math.floor(now.getTime() / 1000) + IN_FLIGHT_TTL_SECONDS;
-  const inFlight = await ports.keys.incrementCounter(name, 1, expiresAt);
+  const lease = Math.floor(now.getTime() / 1000 / IN_FLIGHT_LEASE_SECONDS);
+  const name = (l: number) => `submitting:${keyId}:${l}`;
+  const expiresAt = (l: number) => (l + 3) * IN_FLIGHT_LEASE_SECONDS;
+  const [mine, previous] = await Promise.all([
+    ports.keys.incrementCounter(name(lease), 1, expiresAt(lease)),
+    ports.keys.incrementCounter(name(lease - 1), 0, expiresAt(lease - 1)),
+  ]);
+  const inFlight = mine + Math.max(0, previous);
   const release = async () => {
-    await ports.keys.incrementCounter(name, -1, expiresAt);
+    await ports.keys.incrementCounter(name(lease), -1, expiresAt(lease));
   };
   try {
     const active = await countActiveJobs(ports, keyId, limit);

@@ -1,25 +1,36 @@
 import {
-  enqueueStage,
+  applyTransition,
+  blobKeys,
+  type ChatOrigin,
+  createQueuedJob,
+  ensureEnqueued,
+  isOverdue,
   isTerminal,
   type JobEventSink,
-  type JobEventType,
   type JobRecord,
+  type JobTransition,
+  jobTransitions,
   KilnError,
+  type PausePoint,
+  type PlannedInputs,
   planRender,
   type Ports,
   randomId,
   type RenderRequest,
-  stageMessage,
 } from "@kiln/shared";
 
 import { sleep } from "../http/sleep.js";
+import type { SubmittedInputs } from "../inputs/image-inputs.js";
 import { admitRender, type RenderAdmission } from "./render-admission.js";
-import { expiresAtOnEnd } from "./retention.js";
 
 /**
- * Submitting a render, whatever the channel (HTTP, Slack, Discord, batch): plan it, write the job
- * `queued`, then enqueue stage 0. The job is written first so a crash between the two leaves a
- * visible queued job rather than an orphan message; the enqueue is retried by the caller.
+ * Submitting a render, whatever the channel (HTTP, Slack, Discord, batch): plan it, then write the
+ * job `queued` with its stage-0 message through the submit outbox (`createQueuedJob`: one
+ * transaction on local, create → send → mark with a reconciler on AWS).
+ *
+ * With `jobId` (derived from an Idempotency-Key) a retry of a submit — after a crash, after its
+ * lock lapsed, or a replay — finds the job it created and answers with it as it is now, re-sending
+ * stage 0 if the first attempt died before sending it; it is not admitted (charged) twice.
  */
 export async function submitRender(
   ports: Ports,
@@ -31,14 +42,45 @@ export async function submitRender(
     traceparent?: string;
     /** The key's quotas and webhook policy; absent for trusted internal callers. */
     admission?: RenderAdmission;
+    /**
+     * A deterministic id (from the Idempotency-Key, or a batch render's canonical parameters); random
+     * when absent. A second submit with the same id answers with the stored job.
+     */
+    jobId?: string;
+    /** Fault tests' pause points (off in production). */
+    pause?: PausePoint;
+    /** img2img, inpaint, outpaint: the checked pictures, and the size bounds the picture's own size is fitted to. */
+    inputs?: SubmittedInputs;
+    limits?: { minSide: number; maxSide: number; maxPixels: number };
+    /** Chat channels: where progress and the result go (see channels/). */
+    chat?: ChatOrigin;
+    /** Batch renders travel in the batch lane. */
+    lane?: "batch";
   },
 ): Promise<JobRecord> {
+  if (input.jobId) {
+    const existing = await ports.jobs.get(input.jobId);
+    if (existing?.ownerKeyId === input.ownerKeyId) return ensureEnqueued(ports, existing, input.now);
+    if (existing) throw new KilnError("submit_conflict", "This render id belongs to another key.", { status: 409 });
+  }
   const seed = input.request.seed ?? crypto.getRandomValues(new Uint32Array(1))[0]!;
-  const plan = planRender(input.request, seed);
+  const id = input.jobId ?? `job_${randomId(12)}`;
+  const pictures = storedInputs(id, input.inputs);
+  const plan = {
+    ...planRender(input.request, seed, plannedInputs(pictures, input.inputs, input.limits)),
+    ...(input.lane ? { lane: input.lane } : {}),
+  };
+  if (input.inputs && input.limits && plan.width * plan.height > input.limits.maxPixels) {
+    const message = `the render would be ${plan.width}×${plan.height}, over ${input.limits.maxPixels} pixels; lower width/height or expand`;
+    throw new KilnError("invalid_request", `The request body is invalid — width: ${message}.`, {
+      status: 400,
+      details: { errors: [{ field: input.request.mode === "outpaint" ? "expand" : "width", message }] },
+    });
+  }
   const created = input.now.toISOString();
   const retention = input.request.retention_hours ?? input.retentionHours;
   const job: JobRecord = {
-    id: `job_${randomId(12)}`,
+    id,
     ownerKeyId: input.ownerKeyId,
     status: "queued",
     version: 1,
@@ -50,12 +92,94 @@ export async function submitRender(
     deadlineAt: input.request.deadline_seconds
       ? new Date(input.now.getTime() + input.request.deadline_seconds * 1000).toISOString()
       : undefined,
+    retentionSeconds: retention * 3600,
     expiresAt: Math.ceil(input.now.getTime() / 1000 + retention * 3600),
     ...(input.request.webhook ? { webhook: input.request.webhook } : {}),
+    ...(input.chat ? { chat: input.chat } : {}),
   };
-  await admitRender(ports, input.admission, input.request, input.now, () => ports.jobs.create(job));
-  await enqueueStage(ports.queue, stageMessage(job.id, plan, 0, input.traceparent));
+  const stored = await admitRender(ports, input.admission, input.request, input.now, async () => {
+    // The pictures are stored once, under the job, before the job exists: a stage can never find its job
+    // without them. A failed create removes them again (the retention sweep catches a crash in between).
+    await Promise.all(pictures.map((s) => ports.blobs.put(s.key, s.bytes, { contentType: s.contentType })));
+    let ok;
+    try {
+      ok = await createQueuedJob(ports, job, {
+        traceparent: input.traceparent,
+        now: input.now,
+        pause: input.pause,
+      });
+    } catch (e) {
+      await Promise.all(pictures.map((s) => ports.blobs.delete(s.key).catch(() => undefined)));
+      throw e;
+    }
+    // Lost a race with a concurrent retry of the same Idempotency-Key: the job (and the same pictures) are theirs.
+    if (!ok) throw new SubmitRaced();
+    return ok;
+  }).catch(async (e) => {
+    if (!(e instanceof SubmitRaced)) throw e;
+    return false;
+  });
+  if (!stored) {
+    const existing = await ports.jobs.get(job.id);
+    if (!existing)
+      throw new KilnError("submit_conflict", "The render could not be stored; submit it again.", {
+        status: 409,
+        retryable: true,
+      });
+    return ensureEnqueued(ports, existing, input.now);
+  }
   return job;
+}
+
+/** The create lost to a concurrent submit with the same id; the admission gives back what it took. */
+class SubmitRaced extends Error {}
+
+interface StoredInput {
+  name: "image" | "mask";
+  key: string;
+  bytes: Uint8Array;
+  contentType: string;
+  width: number;
+  height: number;
+}
+
+function storedInputs(jobId: string, inputs: SubmittedInputs | undefined): StoredInput[] {
+  if (!inputs) return [];
+  return (["image", "mask"] as const).flatMap((name) => {
+    const received = inputs[name];
+    if (!received) return [];
+    const { header, bytes } = received;
+    return [
+      {
+        name,
+        key: blobKeys.input(jobId, name, header.format),
+        bytes,
+        contentType: header.contentType,
+        width: header.width,
+        height: header.height,
+      },
+    ];
+  });
+}
+
+function plannedInputs(
+  stored: StoredInput[],
+  inputs: SubmittedInputs | undefined,
+  limits: { minSide: number; maxSide: number; maxPixels: number } | undefined,
+): PlannedInputs | undefined {
+  const image = stored.find((s) => s.name === "image");
+  if (!inputs || !image) return undefined;
+  const mask = stored.find((s) => s.name === "mask");
+  const pick = (s: StoredInput) => ({ key: s.key, width: s.width, height: s.height });
+  return {
+    image: pick(image),
+    ...(mask ? { mask: pick(mask) } : {}),
+    maskFrom: inputs.maskFrom,
+    // The picture's own size, scaled down to SDXL's native area (or the server's budget, if smaller).
+    pixelBudget: Math.min(1024 * 1024, limits?.maxPixels ?? Infinity),
+    minSide: limits?.minSide,
+    maxSide: limits?.maxSide,
+  };
 }
 
 export interface JobMoveOptions {
@@ -64,10 +188,19 @@ export interface JobMoveOptions {
   log?: (level: "warn", obj: Record<string, unknown>, msg: string) => void;
 }
 
-function emit(options: JobMoveOptions, type: JobEventType, job: JobRecord): void {
-  options
-    .events?.({ type, job, at: options.now.toISOString() })
-    .catch((e) => options.log?.("warn", { err: String(e), event: type, jobId: job.id }, "job event not delivered"));
+/** Stores a transition of the job state machine; its event goes out without holding up the answer. */
+function move(ports: Ports, job: JobRecord, transition: JobTransition, options: JobMoveOptions) {
+  return applyTransition(ports.jobs, job.id, transition, {
+    at: options.now,
+    events: options.events
+      ? (event) => {
+          void options.events!(event).catch((e) =>
+            options.log?.("warn", { err: String(e), event: event.type, jobId: job.id }, "job event not delivered"),
+          );
+          return Promise.resolve();
+        }
+      : undefined,
+  });
 }
 
 /**
@@ -76,25 +209,9 @@ function emit(options: JobMoveOptions, type: JobEventType, job: JobRecord): void
  * conditional update) and drops the stage message when it finds the job ended.
  */
 export async function expireIfOverdue(ports: Ports, job: JobRecord, options: JobMoveOptions): Promise<JobRecord> {
-  if (job.status !== "queued" || !job.deadlineAt || Date.parse(job.deadlineAt) > options.now.getTime()) return job;
-  const expired = await ports.jobs.update(
-    job.id,
-    { status: ["queued"] },
-    {
-      status: "expired",
-      finishedAt: options.now.toISOString(),
-      expiresAt: expiresAtOnEnd(job, options.now),
-      error: {
-        code: "deadline_passed",
-        message: `The job was not started before its deadline (${job.deadlineAt}); it never ran. Submit it again with a later deadline_seconds.`,
-      },
-    },
-  );
-  if (expired) {
-    emit(options, "expired", expired);
-    return expired;
-  }
-  return (await ports.jobs.get(job.id)) ?? job;
+  if (!isOverdue(job, options.now)) return job;
+  const expired = await move(ports, job, jobTransitions.expire(job, options.now), options);
+  return expired ?? (await ports.jobs.get(job.id)) ?? job;
 }
 
 export type CancelOutcome = "canceled" | "requested" | "ended";
@@ -114,21 +231,13 @@ export async function cancelRender(
   for (let attempt = 0; attempt < 3; attempt++) {
     if (isTerminal(current.status)) return { job: current, outcome: "ended" };
     if (current.status === "queued") {
-      const canceled = await ports.jobs.update(
-        current.id,
-        { status: ["queued"] },
-        {
-          status: "canceled",
-          cancelRequested: true,
-          finishedAt: options.now.toISOString(),
-          expiresAt: expiresAtOnEnd(current, options.now),
-          error: { code: "canceled", message: "The job was canceled at its owner's request." },
-        },
+      const canceled = await move(
+        ports,
+        current,
+        jobTransitions.cancel(current, options.now, { from: ["queued"] }),
+        options,
       );
-      if (canceled) {
-        emit(options, "canceled", canceled);
-        return { job: canceled, outcome: "canceled" };
-      }
+      if (canceled) return { job: canceled, outcome: "canceled" };
     } else {
       if (current.cancelRequested) return { job: current, outcome: "requested" };
       const requested = await ports.jobs.update(current.id, { status: ["running"] }, { cancelRequested: true });

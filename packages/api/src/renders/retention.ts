@@ -1,23 +1,7 @@
-import { isTerminal, type JobRecord, type Ports } from "@kiln/shared";
+import { type Ports, retentionEnd } from "@kiln/shared";
 
-/**
- * Retention counts from the end of a job: a job that waited or ran long keeps its outputs as long
- * as a quick one. The record stores `expiresAt` from submission (created + retention), so the
- * retention period is `expiresAt − createdAt` and the outputs go at `finishedAt` plus that.
- * A job that has not ended has no end of retention yet.
- */
-export function retentionEnd(job: JobRecord): number | undefined {
-  if (!isTerminal(job.status) || job.expiresAt === undefined) return undefined;
-  const retentionSeconds = job.expiresAt - Date.parse(job.createdAt) / 1000;
-  const finished = Date.parse(job.finishedAt ?? job.updatedAt) / 1000;
-  return Math.ceil(finished + Math.max(0, retentionSeconds));
-}
-
-/** `expiresAt` for a job that ends now, so DynamoDB's TTL (which reads the attribute) agrees with `retentionEnd`. */
-export function expiresAtOnEnd(job: JobRecord, now: Date): number | undefined {
-  if (job.expiresAt === undefined) return undefined;
-  return Math.ceil(now.getTime() / 1000 + Math.max(0, job.expiresAt - Date.parse(job.createdAt) / 1000));
-}
+/** Retention counts from the end of a job; the one rule lives with the job state machine in shared. */
+export { expiresAtOnEnd, retentionEnd } from "@kiln/shared";
 
 export interface SweepResult {
   deletedJobs: string[];

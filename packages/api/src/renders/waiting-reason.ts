@@ -4,8 +4,11 @@ import type { WaitingCode } from "./render-view.js";
 
 /** An idle worker polls at least every long-poll wait (≤ 20 s); silence past this means it is gone or stuck. */
 export const IDLE_LIVENESS_MS = 60_000;
-/** A worker that was busy at its last poll does not poll again until its stage ends; allow a long stage. */
-export const BUSY_LIVENESS_MS = 15 * 60_000;
+/**
+ * A busy worker does not poll until its stage ends, but beats every 10 s (the worker's
+ * BUSY_BEAT_MS); silence past this means it was killed mid-stage, not that it is busy.
+ */
+export const BUSY_LIVENESS_MS = 60_000;
 /** How far back the registry is asked; older workers count as never seen. */
 export const LOOKBACK_MS = 60 * 60_000;
 

@@ -41,6 +41,7 @@ export function eventRoutes(rt: ApiRuntime) {
     createRoute({
       method: "get",
       path: "/v1/renders/{id}/events",
+      operationId: "streamRenderEvents",
       summary: "Stream a render's events (SSE)",
       description: DESCRIPTION,
       security: [{ bearer: [] }],
@@ -65,7 +66,7 @@ export function eventRoutes(rt: ApiRuntime) {
       responses: {
         200: { description: "An event stream", content: { "text/event-stream": { schema: z.string() } } },
         204: { description: "The client already has the terminal event" },
-        ...problems(400, 401, 403, 404),
+        ...problems(400, 401, 403, 404, 429),
       },
     }),
     async (c) => {

@@ -16,7 +16,13 @@ export function fileRoutes(deps: ApiDeps) {
   const serve = deps.serveFiles;
   if (!serve) return app;
   app.get("/v1/files/*", async (c) => {
-    const key = decodeURIComponent(c.req.path.slice("/v1/files/".length));
+    const key = decodePath(c.req.path.slice("/v1/files/".length));
+    if (key === null) {
+      const message = "contains a malformed percent-escape (e.g. `%zz`, a lone `%`, or bytes that are not UTF-8)";
+      fail(400, "invalid_request", `The file path ${message}; use the download link exactly as given.`, {
+        errors: [{ field: "path", message }],
+      });
+    }
     const expires = c.req.query("expires") ?? "";
     const sig = c.req.query("sig") ?? "";
     if (!(await serve.verify(key, expires, sig))) {
@@ -37,4 +43,13 @@ export function fileRoutes(deps: ApiDeps) {
     });
   });
   return app;
+}
+
+/** The path's percent-escapes decoded, or null when they are malformed (decodeURIComponent throws URIError). */
+function decodePath(raw: string): string | null {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return null;
+  }
 }

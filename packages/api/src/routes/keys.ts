@@ -133,6 +133,7 @@ export function keyRoutes(deps: ApiDeps) {
     createRoute({
       method: "post",
       path: "/v1/keys",
+      operationId: "createKey",
       summary: "Create an API key",
       description: "Answers 201 with the key and its webhook secret. The key is shown only here; store it now.",
       security,
@@ -164,6 +165,7 @@ export function keyRoutes(deps: ApiDeps) {
     createRoute({
       method: "get",
       path: "/v1/keys",
+      operationId: "listKeys",
       summary: "List API keys",
       description: "Every key, oldest first, revoked ones included. Never shows a key or its hash.",
       security,
@@ -179,6 +181,7 @@ export function keyRoutes(deps: ApiDeps) {
     createRoute({
       method: "get",
       path: "/v1/keys/{id}",
+      operationId: "getKey",
       summary: "Get an API key",
       security,
       request: { params: idParam },
@@ -195,6 +198,7 @@ export function keyRoutes(deps: ApiDeps) {
     createRoute({
       method: "delete",
       path: "/v1/keys/{id}",
+      operationId: "revokeKey",
       summary: "Revoke an API key",
       description:
         "The key stops working at once, for every API instance. Revoking a revoked key changes nothing (200). Its renders keep running and their webhooks are still delivered.",
@@ -214,6 +218,7 @@ export function keyRoutes(deps: ApiDeps) {
     createRoute({
       method: "get",
       path: "/v1/keys/{id}/webhook-secret",
+      operationId: "getKeyWebhookSecret",
       summary: "Get a key's webhook secret",
       description:
         "The `whsec_…` secret that signs the webhooks of this key's renders. An admin key may read any key's; any key may read its own.",

@@ -1,5 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { type JobRecord, renderRequestSchema } from "@kiln/shared";
+import type { Context } from "hono";
 import { encodeBase64 } from "hono/utils/encode";
 
 import { apiRouter, problems } from "../http/openapi.js";
@@ -61,7 +62,7 @@ function requestSchema(maxPromptChars: number) {
       user: z.string().max(256).nullish().openapi({ description: IGNORED }),
     })
     .strict()
-    .openapi("OpenAIImageRequest");
+    .openapi("OpenAIImageRequest", { example: { prompt: "a lighthouse on a cliff at dusk", size: "256x256" } });
 }
 
 const responseSchema = z
@@ -84,6 +85,7 @@ export function openAiImageRoutes(rt: ApiRuntime) {
     createRoute({
       method: "post",
       path: "/v1/images/generations",
+      operationId: "createImage",
       summary: "Generate images (OpenAI-compatible)",
       description:
         "A compatible subset of OpenAI's `POST /v1/images/generations`, answered when the render ends, so OpenAI SDKs work with `baseURL` set to Kiln and a Kiln key. Errors are problem+json with OpenAI's `error` member inside. The render uses Kiln's defaults (ensemble, 30 steps); the job id is in the `x-kiln-render-id` header.",
@@ -96,7 +98,7 @@ export function openAiImageRoutes(rt: ApiRuntime) {
       },
       responses: {
         200: { description: "The images", content: { "application/json": { schema: responseSchema } } },
-        ...problems(400, 401, 403, 413, 415, 504),
+        ...problems(400, 401, 403, 413, 415, 429, 504),
       },
     }),
     async (c) => {
@@ -122,54 +124,70 @@ export function openAiImageRoutes(rt: ApiRuntime) {
         now: rt.now(),
         retentionHours: deps.retentionHours,
         admission: renderAdmission(c.get("key"), deps),
+        jobId: c.get("submitJobId"),
+        pause: deps.pause,
       });
-      const signal = c.req.raw.signal;
-      const job = await waitForEnd(deps.ports, submitted, {
-        ...rt.moveOptions(),
-        timeoutMs: rt.timing.syncWaitSeconds * 1000,
-        pollMs: rt.timing.pollMs,
-        signal,
-        clock: () => rt.now(),
-      });
-      rt.book.observe(job);
-      const headers = { "x-kiln-render-id": job.id };
-      if (job.status !== "succeeded") {
-        if (job.status === "queued" || job.status === "running") {
-          // Nobody will collect this render (the client timed out or left): stop spending GPU time on it.
-          await cancelRender(deps.ports, job, rt.moveOptions());
-          throw problemException(
-            withHeaders(
-              problem(
-                504,
-                "render_timeout",
-                `The render did not finish within ${rt.timing.syncWaitSeconds} s and was canceled. For long renders use POST /v1/renders and follow GET /v1/renders/{id} or its events.`,
-              ),
-              headers,
-            ),
-          );
-        }
-        throw problemException(withHeaders(failureProblem(job), headers));
-      }
-      const data = await Promise.all(
-        job.images.map(async (img) => {
-          if (body.response_format === "b64_json") {
-            const bytes = await deps.ports.blobs.get(img.key);
-            if (!bytes) throw new Error(`image ${img.key} of ${job.id} is missing from the blob store`);
-            return { b64_json: encodeBase64(new Uint8Array(bytes).buffer as ArrayBuffer) };
-          }
-          return {
-            url: await deps.ports.blobs.downloadUrl(img.key, {
-              expiresSeconds: deps.downloadUrlSeconds,
-              filename: `${job.id}-${img.index}.${img.format === "jpeg" ? "jpg" : img.format}`,
-            }),
-          };
-        }),
-      );
-      return c.json({ created: Math.floor(Date.parse(job.createdAt) / 1000), data }, 200, headers);
+      return (await answerWhenEnded(rt, c, submitted, body.response_format ?? "url")) as never;
     },
   );
 
   return app;
+}
+
+/**
+ * OpenAI's synchronous answer: waits for the render to end (canceling it when nobody will collect it), then
+ * answers its images as URLs or base64, or the failure as a problem; the job id is in `x-kiln-render-id`.
+ */
+export async function answerWhenEnded(
+  rt: ApiRuntime,
+  c: Context,
+  submitted: JobRecord,
+  responseFormat: "url" | "b64_json",
+): Promise<Response> {
+  const { deps } = rt;
+  const signal = c.req.raw.signal;
+  const job = await waitForEnd(deps.ports, submitted, {
+    ...rt.moveOptions(),
+    timeoutMs: rt.timing.syncWaitSeconds * 1000,
+    pollMs: rt.timing.pollMs,
+    signal,
+    clock: () => rt.now(),
+  });
+  rt.book.observe(job);
+  const headers = { "x-kiln-render-id": job.id };
+  if (job.status !== "succeeded") {
+    if (job.status === "queued" || job.status === "running") {
+      // Nobody will collect this render (the client timed out or left): stop spending GPU time on it.
+      await cancelRender(deps.ports, job, rt.moveOptions());
+      throw problemException(
+        withHeaders(
+          problem(
+            504,
+            "render_timeout",
+            `The render did not finish within ${rt.timing.syncWaitSeconds} s and was canceled. For long renders use POST /v1/renders and follow GET /v1/renders/{id} or its events.`,
+          ),
+          headers,
+        ),
+      );
+    }
+    throw problemException(withHeaders(failureProblem(job), headers));
+  }
+  const data = await Promise.all(
+    job.images.map(async (img) => {
+      if (responseFormat === "b64_json") {
+        const bytes = await deps.ports.blobs.get(img.key);
+        if (!bytes) throw new Error(`image ${img.key} of ${job.id} is missing from the blob store`);
+        return { b64_json: encodeBase64(new Uint8Array(bytes).buffer as ArrayBuffer) };
+      }
+      return {
+        url: await deps.ports.blobs.downloadUrl(img.key, {
+          expiresSeconds: deps.downloadUrlSeconds,
+          filename: `${job.id}-${img.index}.${img.format === "jpeg" ? "jpg" : img.format}`,
+        }),
+      };
+    }),
+  );
+  return c.json({ created: Math.floor(Date.parse(job.createdAt) / 1000), data }, 200, headers);
 }
 
 function failureProblem(job: JobRecord): Response {

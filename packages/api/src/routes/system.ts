@@ -14,6 +14,8 @@ export function systemRoutes(rt: ApiRuntime) {
     createRoute({
       method: "get",
       path: "/healthz",
+      operationId: "getHealth",
+      security: [], // public: load balancers and probes call it without a key
       summary: "Health",
       responses: {
         200: {
@@ -37,6 +39,8 @@ export function systemRoutes(rt: ApiRuntime) {
     createRoute({
       method: "get",
       path: "/docs",
+      operationId: "getApiReference",
+      security: [],
       summary: "API reference (HTML)",
       description:
         "Renders GET /openapi.json in the browser, with a request panel per route. Self-contained: loads nothing from the internet.",
@@ -44,6 +48,8 @@ export function systemRoutes(rt: ApiRuntime) {
     }),
     (c) => c.html(DOCS_HTML) as never,
   );
+  // The same page with a trailing slash (Hono routes are strict), left out of the document.
+  app.get("/docs/", (c) => c.html(DOCS_HTML));
 
   return app;
 }

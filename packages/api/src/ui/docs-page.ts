@@ -19,19 +19,21 @@ export const DOCS_HTML = `<!doctype html>
   .op { border-top: 1px solid var(--line); padding: 20px 0; }
   .m { font: 600 12px ui-monospace, monospace; padding: 2px 6px; border-radius: 4px; background: var(--accent); color: #fff; text-transform: uppercase; }
   code, pre, textarea, input { font: 13px ui-monospace, monospace; }
-  pre { background: var(--bg2); padding: 10px; overflow: auto; border-radius: 6px; white-space: pre-wrap; }
+  pre { background: var(--bg2); padding: 10px; overflow: auto; border-radius: 6px; white-space: pre-wrap; overflow-wrap: anywhere; max-height: 480px; }
+  main { min-width: 0; }
+  img { max-width: 100%; }
   table { border-collapse: collapse; width: 100%; font-size: 14px; }
   td, th { border-bottom: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
   .muted { color: var(--muted); }
   details { margin: 8px 0; }
   textarea { width: 100%; min-height: 120px; box-sizing: border-box; }
-  input[type=text] { width: 100%; box-sizing: border-box; }
+  input[type=text], input[type=password] { width: 100%; box-sizing: border-box; }
   button { margin-top: 6px; }
 </style>
 </head>
 <body>
 <nav><strong>Kiln API</strong><div id="toc" class="muted">loading…</div>
-<p><label>API key<br><input type="text" id="token" placeholder="kiln_…"></label></p></nav>
+<p><label>API key<br><input type="password" id="token" placeholder="kiln_…" autocomplete="off" spellcheck="false"></label></p></nav>
 <main id="main"><p class="muted">Loading /openapi.json…</p></main>
 <script>
 "use strict";
@@ -127,7 +129,8 @@ function tryIt(path, method, op) {
   return $("details", {}, $("summary", { text: "Try it" }), box, body, send, out);
 }
 async function main() {
-  spec = await (await fetch("openapi.json")).json();
+  // Relative to the page, minus its own name, so /docs, /docs/ and a stage prefix (/prod/docs) all find it.
+  spec = await (await fetch(location.pathname.replace(/\\/docs\\/?$/, "/") + "openapi.json")).json();
   const main = document.getElementById("main");
   const toc = document.getElementById("toc");
   main.textContent = "";

@@ -36,10 +36,12 @@ describe("waiting reason", () => {
     assert.match(reason.message, /has polled in 95 s \(last seen: w2\)/);
   });
 
-  it("keeps a worker that was busy at its last poll alive through a long stage", async () => {
-    const { reason, liveWorkers } = await waitingReason(fakeRegistry([beat("w1", ["base"], 300, 1)]), "base", 0, NOW);
+  it("keeps a busy worker alive while it beats, and drops one killed mid-stage within a minute", async () => {
+    const { reason, liveWorkers } = await waitingReason(fakeRegistry([beat("w1", ["base"], 30, 1)]), "base", 0, NOW);
     assert.equal(reason.code, "workers_busy");
     assert.equal(liveWorkers, 1);
+    const killed = await waitingReason(fakeRegistry([beat("w1", ["base"], 300, 1)]), "base", 0, NOW);
+    assert.equal(killed.liveWorkers, 0, "a busy worker beats every 10 s; five minutes of silence is a dead one");
   });
 
   it("tells busy workers (jobs ahead) from next in line", async () => {

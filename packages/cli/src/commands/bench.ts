@@ -1,5 +1,7 @@
 import os from "node:os";
 
+import { UsageError } from "../cli/args.js";
+
 /**
  * `kiln bench [name …]` — Kiln's benchmarks. Each prints its figures as a Markdown table, with the
  * machine and date, ready for docs/benchmarks.md. Speed is measured here, never asserted in tests.
@@ -18,16 +20,32 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Pr
     summary: "time to image, 256×256 ensemble on the tiny models, and the share outside session.run",
     load: () => import("../bench/render-bench.js"),
   },
+  "duty-cycle": {
+    summary:
+      "GPU busy time / wall time of one saturated worker with a simulated H100 (real runtime, stores and PNG encoding), per mode",
+    load: () => import("../bench/duty-cycle-bench.js"),
+  },
+  // Image inputs.
+  img2img: {
+    summary: "VAE encode, and img2img at strength 0.3 vs text-to-image time to image, 1024², tiny models",
+    load: () => import("../bench/img2img-bench.js"),
+  },
   "step-overhead": {
     summary: "CPU cost per denoising step outside session.run at 1024² (real tensor sizes), per scheduler, n = 1 and 4",
     load: () => import("../bench/step-overhead-bench.js"),
+  },
+  // Deployment: the API's Lambda bundle.
+  "lambda-bundle": {
+    summary: "the API's esbuild Lambda bundle: size, and cold init (import + first request) in a fresh node",
+    load: () => import("../bench/lambda-bundle-bench.js"),
   },
 };
 
 export async function run(argv: string[]): Promise<void> {
   const names = argv.length ? argv : Object.keys(BENCHES);
   for (const name of names) {
-    if (!BENCHES[name]) throw new Error(`unknown benchmark "${name}"; choose from ${Object.keys(BENCHES).join(", ")}`);
+    if (!BENCHES[name])
+      throw new UsageError(`unknown benchmark "${name}"; choose from ${Object.keys(BENCHES).join(", ")}`);
   }
   console.log(
     `Machine: ${os.cpus()[0]?.model ?? "unknown CPU"}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()} ${os.arch()}. Date: ${new Date().toISOString().slice(0, 10)}.\n`,

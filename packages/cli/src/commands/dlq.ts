@@ -1,26 +1,29 @@
-import { parseArgs } from "node:util";
+import { LANES, loadConfig, queueForStage, replayDeadLetters } from "@kiln/shared";
 
-import { loadConfig, queueForStage, replayDeadLetters } from "@kiln/shared";
-
+import { parseFlags, UsageError } from "../cli/args.js";
 import { openPorts } from "../stack.js";
 
 /** `kiln dlq list [--kind base|refine]` and `kiln dlq replay --kind base|refine`. */
 export async function run(argv: string[]): Promise<void> {
   const [action, ...rest] = argv;
-  const { values } = parseArgs({ args: rest, options: { kind: { type: "string" } } });
+  if (action !== "list" && action !== "replay")
+    throw new UsageError(action ? `unknown action "${action}"; use list or replay` : "say list or replay");
+  const { values } = parseFlags(rest, { kind: { type: "string" } });
   const kinds = values.kind ? [values.kind] : ["base", "refine"];
-  for (const k of kinds) if (k !== "base" && k !== "refine") throw new Error(`--kind must be base or refine, got ${k}`);
+  for (const k of kinds)
+    if (k !== "base" && k !== "refine") throw new UsageError(`--kind must be base or refine, got ${k}`);
   const ports = openPorts(loadConfig());
   try {
     switch (action) {
       case "list":
-        for (const kind of kinds as ("base" | "refine")[]) {
-          const letters = await ports.queue.peekDeadLetters(queueForStage(kind), { max: 100 });
-          console.error(`${queueForStage(kind)}: ${letters.length} dead letter(s)`);
+        // Batch lanes: both lanes of each kind.
+        for (const queue of (kinds as ("base" | "refine")[]).flatMap((k) => LANES.map((l) => queueForStage(k, l)))) {
+          const letters = await ports.queue.peekDeadLetters(queue, { max: 100 });
+          console.error(`${queue}: ${letters.length} dead letter(s)`);
           for (const m of letters)
             console.log(
               JSON.stringify({
-                queue: queueForStage(kind),
+                queue,
                 id: m.id,
                 receives: m.receiveCount,
                 sentAt: new Date(m.sentAt).toISOString(),
@@ -30,14 +33,14 @@ export async function run(argv: string[]): Promise<void> {
         }
         break;
       case "replay":
-        if (!values.kind) throw new Error("kiln dlq replay needs --kind base|refine");
+        if (!values.kind) throw new UsageError("replay needs --kind base|refine");
         {
           const { requeuedJobs, messages } = await replayDeadLetters(ports, values.kind as "base" | "refine");
           console.error(`Re-drove ${messages} message(s); ${requeuedJobs.length} failed job(s) back to queued.`);
         }
         break;
       default:
-        throw new Error("usage: kiln dlq list [--kind base|refine] | kiln dlq replay --kind base|refine");
+        throw new UsageError("say list or replay");
     }
   } finally {
     await ports.close();

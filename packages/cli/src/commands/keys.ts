@@ -1,15 +1,7 @@
-import { parseArgs } from "node:util";
-
 import { createApiKey, type KeyLimits, type KeyScope, loadConfig } from "@kiln/shared";
 
+import { CliError, parseFlags, UsageError } from "../cli/args.js";
 import { openPorts } from "../stack.js";
-
-const USAGE = [
-  "usage: kiln keys create --name NAME [--scopes render,admin] [--rps N] [--burst N] [--concurrent-jobs N] [--images-per-day N]",
-  "       kiln keys list [--json]",
-  "       kiln keys revoke KEY_ID",
-  "       kiln keys webhook-secret KEY_ID",
-].join("\n");
 
 const LIMIT_FLAGS: [flag: string, field: keyof KeyLimits][] = [
   ["rps", "requestsPerSecond"],
@@ -25,33 +17,39 @@ const LIMIT_FLAGS: [flag: string, field: keyof KeyLimits][] = [
  */
 export async function run(argv: string[]): Promise<void> {
   const [action, ...rest] = argv;
-  const { values, positionals } = parseArgs({
-    args: rest,
-    options: {
+  if (!["create", "list", "revoke", "webhook-secret"].includes(action ?? ""))
+    throw new UsageError(
+      action
+        ? `unknown action "${action}"; use create, list, revoke or webhook-secret`
+        : "say create, list, revoke or webhook-secret",
+    );
+  const { values, positionals } = parseFlags(
+    rest,
+    {
       name: { type: "string" },
       scopes: { type: "string", default: "render" },
       json: { type: "boolean", default: false },
       ...Object.fromEntries(LIMIT_FLAGS.map(([flag]) => [flag, { type: "string" as const }])),
     },
-    allowPositionals: true,
-  });
+    true,
+  );
   const ports = openPorts(loadConfig());
   try {
     switch (action) {
       case "create": {
-        if (!values.name) throw new Error("kiln keys create needs --name NAME (a label for whoever uses the key)");
+        if (!values.name) throw new UsageError("create needs --name NAME (a label for whoever uses the key)");
         const scopes = String(values.scopes)
           .split(",")
           .map((s) => s.trim()) as KeyScope[];
         const bad = scopes.filter((s) => s !== "render" && s !== "admin");
-        if (bad.length) throw new Error(`unknown scope(s) ${bad.join(", ")}; use render and/or admin`);
+        if (bad.length) throw new UsageError(`unknown scope(s) ${bad.join(", ")}; use render and/or admin`);
         const limits: KeyLimits = {};
         for (const [flag, field] of LIMIT_FLAGS) {
           const raw = values[flag as keyof typeof values];
           if (typeof raw !== "string") continue;
           const n = Number(raw);
           if (raw.trim() === "" || !Number.isFinite(n))
-            throw new Error(`--${flag} must be a number (got ${JSON.stringify(raw)})`);
+            throw new UsageError(`--${flag} must be a number (got ${JSON.stringify(raw)})`);
           limits[field] = n;
         }
         const { key, record } = await createApiKey(ports.keys, { name: String(values.name), scopes, limits });
@@ -87,23 +85,21 @@ export async function run(argv: string[]): Promise<void> {
       }
       case "revoke": {
         const id = positionals[0];
-        if (!id) throw new Error("kiln keys revoke needs the key id (see kiln keys list)");
-        if (!(await ports.keys.revoke(id, new Date().toISOString()))) throw new Error(`no active key ${id}`);
+        if (!id) throw new UsageError("revoke needs the key id (see kiln keys list)");
+        if (!(await ports.keys.revoke(id, new Date().toISOString()))) throw new CliError(`no active key ${id}`);
         console.error(`Revoked ${id}.`);
         break;
       }
       case "webhook-secret": {
         const id = positionals[0];
-        if (!id) throw new Error("kiln keys webhook-secret needs the key id (see kiln keys list)");
+        if (!id) throw new UsageError("webhook-secret needs the key id (see kiln keys list)");
         const key = await ports.keys.get(id);
-        if (!key) throw new Error(`no key ${id}`);
+        if (!key) throw new CliError(`no key ${id}`);
         if (!key.webhookSecret)
-          throw new Error(`key ${id} predates webhooks and has no webhook secret; create a new key`);
+          throw new CliError(`key ${id} predates webhooks and has no webhook secret; create a new key`);
         console.log(key.webhookSecret);
         break;
       }
-      default:
-        throw new Error(USAGE);
     }
   } finally {
     await ports.close();

@@ -1,15 +1,13 @@
-import { parseArgs } from "node:util";
-
 import { loadConfig } from "@kiln/shared";
 
-import { printProgress, renderAndWait, saveImages } from "../render-client.js";
+import { CliError, parseFlags, UsageError } from "../cli/args.js";
+import { endProgress, printProgress, renderAndWait, saveImages } from "../render-client.js";
 
 /** `kiln render "a prompt" [--mode ensemble] [--width 1024] … [--out render.png]` against a running Kiln. */
 export async function run(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
+  const { values, positionals } = parseFlags(
+    argv,
+    {
       url: { type: "string" },
       key: { type: "string" },
       out: { type: "string", default: "render.png" },
@@ -23,34 +21,38 @@ export async function run(argv: string[]): Promise<void> {
       format: { type: "string" },
       negative: { type: "string" },
     },
-  });
+    true,
+  );
   const prompt = positionals.join(" ");
-  if (!prompt)
-    throw new Error(
-      'usage: kiln render "a prompt" [--mode base|ensemble|sdedit] [--width W --height H] [--steps N] [--seed S] [--out FILE] [--key KEY] [--url URL]',
-    );
+  if (!prompt) throw new UsageError('give a prompt: kiln render "a lighthouse at dusk"');
   const config = loadConfig();
   const key = values.key ?? config.cli.apiKey;
-  if (!key) throw new Error("pass --key or set KILN_API_KEY (create one with `kiln keys create --name me`)");
-  const url = values.url ?? config.publicUrl;
-  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+  if (!key) throw new UsageError("pass --key or set KILN_API_KEY (create one with `npx kiln keys create --name me`)");
+  const url = (values.url ?? config.apiUrl).replace(/\/$/, "");
+  const num = (flag: string, v: string | undefined) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (v.trim() === "" || !Number.isFinite(n))
+      throw new UsageError(`--${flag} must be a number (got ${JSON.stringify(v)})`);
+    return n;
+  };
   const request = Object.fromEntries(
     Object.entries({
       prompt,
       negative_prompt: values.negative,
       mode: values.mode,
-      width: num(values.width),
-      height: num(values.height),
-      steps: num(values.steps),
-      seed: num(values.seed),
-      n: num(values.n),
+      width: num("width", values.width),
+      height: num("height", values.height),
+      steps: num("steps", values.steps),
+      seed: num("seed", values.seed),
+      n: num("n", values.n),
       scheduler: values.scheduler,
       output_format: values.format,
     }).filter(([, v]) => v !== undefined),
   );
   const job = await renderAndWait(url, key, request, printProgress);
-  if (process.stderr.isTTY) process.stderr.write("\n");
+  endProgress();
   if (job.status !== "succeeded")
-    throw new Error(`render ${job.id} ${job.status}: ${job.error?.code} — ${job.error?.message}`);
+    throw new CliError(`render ${job.id} ${job.status}: ${job.error?.code} — ${job.error?.message}`);
   for (const file of await saveImages(job, values.out!)) console.log(file);
 }

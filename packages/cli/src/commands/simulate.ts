@@ -1,8 +1,9 @@
 import fs from "node:fs";
 import { parseArgs } from "node:util";
 
+import { GPU_PROFILES } from "@kiln/gpu-worker";
+
 import { makePolicy, POLICY_NAMES } from "../simulate/policies.js";
-import { GPU_PROFILES } from "../simulate/profiles.js";
 import { simulate } from "../simulate/simulator.js";
 import { plotSvg } from "../simulate/svg-plot.js";
 import { makeTrace, TRACE_NAMES } from "../simulate/traces.js";

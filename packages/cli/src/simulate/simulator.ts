@@ -1,6 +1,7 @@
+import { type GpuProfile, renderSeconds, type RenderShape } from "@kiln/gpu-worker";
+
 import { EventHeap } from "./heap.js";
 import type { ScalingPolicy } from "./policies.js";
-import { type GpuProfile, renderSeconds, type RenderShape } from "./profiles.js";
 import { exponential, seededRandom } from "./random.js";
 import type { Arrival, Trace } from "./traces.js";
 

@@ -1,6 +1,7 @@
 import fs from "node:fs";
 
-import { DEFAULT_SHAPE, type RenderShape } from "./profiles.js";
+import { DEFAULT_SHAPE, type RenderShape } from "@kiln/gpu-worker";
+
 import { exponential, seededRandom } from "./random.js";
 
 /** One arrival: when (seconds from the start) and what it asks for. */

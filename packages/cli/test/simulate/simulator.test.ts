@@ -4,8 +4,9 @@ import os from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
 
+import { DEFAULT_SHAPE, GPU_PROFILES, renderSeconds, stageSteps } from "@kiln/gpu-worker";
+
 import { makePolicy } from "../../src/simulate/policies.js";
-import { DEFAULT_SHAPE, GPU_PROFILES, renderSeconds, stageSteps } from "../../src/simulate/profiles.js";
 import { simulate } from "../../src/simulate/simulator.js";
 import { diurnalRate, fileTrace, makeTrace } from "../../src/simulate/traces.js";
 

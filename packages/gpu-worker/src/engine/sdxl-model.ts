@@ -28,6 +28,10 @@ export interface SdxlModel {
   unetEmbedWidth: number;
   timeIdsWidth: SdxlTimeIdsWidth;
   vaeDecoder: LoadedSession;
+  /** optimum's `vae_encoder`, when the folder has one (img2img, inpaint, outpaint). */
+  vaeEncoder?: LoadedSession;
+  /** 4, or 9 for an inpainting UNet (latents ‖ mask ‖ masked-image latents), read from its `sample` input. */
+  unetInChannels: 4 | 9;
   vaeScalingFactor: number;
   schedulerConfig: SchedulerConfig;
   schedulerConfigHash: string;
@@ -58,6 +62,8 @@ export async function loadSdxlModel(dir: string, role: ModelRole, options: LoadM
     unetEmbedWidth: folder.unet.embedWidth,
     timeIdsWidth: folder.unet.timeIdsWidth,
     vaeDecoder: sessions.vaeDecoder,
+    vaeEncoder: sessions.vaeEncoder,
+    unetInChannels: folder.unet.inChannels,
     vaeScalingFactor: readVaeScalingFactor(folder.dir),
     schedulerConfig,
     schedulerConfigHash: createHash("sha256").update(folder.schedulerConfigJson).digest("hex").slice(0, 16),

@@ -2,11 +2,15 @@ import { KilnError, type Latents, outputSize, type RenderPlan, type StagePlan } 
 import type { Logger } from "@kiln/shared/node";
 import * as ort from "onnxruntime-node";
 
+import { reportReferencePrompt } from "../models/reference/prompt-report.js";
 import { SDXL_LATENT_CHANNELS, SDXL_VAE_FACTOR, sdxlLatentShape } from "../models/sdxl-spec.js";
 import { FloatFeed, outputAsFloat32, TimestepFeed } from "../onnx/tensors.js";
 import { stageTimeIdInputs, timeIds } from "./conditioning.js";
 import { applyGuidance, fillModelInput } from "./guidance.js";
 import { type EncodedImage, encodeImageFile } from "./image-files.js";
+import { blendKnownLatents, compositeOverOriginal, fillInpaintModelInput } from "./img2img/mask.js";
+import { type ImageStart, prepareImageStart } from "./img2img/prepare-latents.js";
+import type { PreparedSource } from "./img2img/source-image.js";
 import { firstNonFinite, resizeLatentsBilinear } from "./latent-ops.js";
 import { drawNoise, NoiseSource } from "./noise.js";
 import { noiseHelper } from "./noise-helper.js";
@@ -22,7 +26,7 @@ export interface StageHooks {
    * Called after every denoising step with the steps done and the steps this stage runs. `latents` is the
    * loop's own buffer, updated in place by the next step: copy it to keep it.
    */
-  onStep?(step: number, steps: number, latents: Float32Array, shape: readonly number[]): void;
+  onStep?(step: number, steps: number, latents: Float32Array, shape: readonly number[]): void | Promise<void>;
   /** Checked between steps: aborting stops the stage at the next step boundary (cancel, drain). */
   signal?: AbortSignal;
   logger?: Logger;
@@ -63,7 +67,13 @@ const UNET_FETCHES = ["out_sample"];
  */
 export async function runPipelineStage(
   model: SdxlModel,
-  job: { jobId: string; plan: RenderPlan; stage: StagePlan },
+  job: {
+    jobId: string;
+    plan: RenderPlan;
+    stage: StagePlan;
+    /** The plan's source picture at the render's size: read when the stage starts from it or composites onto it. */
+    source?: PreparedSource;
+  },
   input: Latents | undefined,
   hooks: StageHooks = {},
 ): Promise<StageResult> {
@@ -80,6 +90,15 @@ export async function runPipelineStage(
       "latents_shape_mismatch",
       `The latents hold ${input.shape[0]} images but the plan asks for ${n}; the producing stage must run again.`,
       { retryable: true },
+    );
+  }
+
+  if (stage.start === "image" && !job.source)
+    throw new KilnError("input_missing", `Stage ${stage.index} starts from the job's picture, which was not given.`);
+  if (model.unetInChannels === 9 && !(stage.start === "image" && job.source?.mask)) {
+    throw new KilnError(
+      "model_is_inpainting",
+      `${model.dir} has a 9-channel inpainting UNet, which only runs inpaint and outpaint starts; use a standard SDXL model for ${plan.mode}.`,
     );
   }
 
@@ -101,6 +120,7 @@ export async function runPipelineStage(
     },
     hooks.logger,
   );
+  reportReferencePrompt(model.folder.index, plan.prompt, plan.negativePrompt, hooks.logger);
   if (positive.width !== model.unetEmbedWidth) {
     throw new KilnError(
       "model_mismatch",
@@ -121,7 +141,13 @@ export async function runPipelineStage(
   const generators = Array.from({ length: n }, (_, i) => new NoiseSource(stageNoiseSeed(plan.seed + i, stage.index)));
   let shape: number[];
   let latents: Float32Array;
-  if (!input) {
+  let imageStart: ImageStart | undefined;
+  if (stage.start === "image") {
+    // img2img / inpaint / outpaint: the picture's latents, re-noised to `strength` at timesteps[begin].
+    imageStart = await prepareImageStart(model, plan, stage.strength ?? 1, scheduler, begin, generators, job.source!);
+    shape = imageStart.shape;
+    latents = imageStart.latents;
+  } else if (!input) {
     shape = sdxlLatentShape(n, plan.width, plan.height);
     latents = drawNoise(generators, new Float32Array(n * SDXL_LATENT_CHANNELS * shape[2]! * shape[3]!));
     for (let j = 0; j < latents.length; j++) latents[j] = latents[j]! * scheduler.initNoiseSigma;
@@ -147,7 +173,8 @@ export async function runPipelineStage(
   const unet = model.unet;
   const batch = guided ? 2 * n : n;
   const conditioning = batchedConditioning(positive, negative, n);
-  const sample = new FloatFeed(unet, "sample", [batch, SDXL_LATENT_CHANNELS, h, w]);
+  const conditioningChannels = imageStart?.conditioning ? imageStart.conditioning[0]!.length / (h * w) : 0;
+  const sample = new FloatFeed(unet, "sample", [batch, SDXL_LATENT_CHANNELS + conditioningChannels, h, w]);
   const timestep = new TimestepFeed(unet, batch);
   const feeds = {
     sample: sample.tensor,
@@ -183,7 +210,9 @@ export async function runPipelineStage(
     for (let i = begin; i < end; i++) {
       hooks.signal?.throwIfAborted();
       noise?.request();
-      fillModelInput(latents, scheduler.modelInputDivisor(), sample.values);
+      if (imageStart?.conditioning)
+        fillInpaintModelInput(latents, scheduler.modelInputDivisor(), imageStart.conditioning, sample.values);
+      else fillModelInput(latents, scheduler.modelInputDivisor(), sample.values);
       sample.sync();
       timestep.set(scheduler.timesteps[i]!);
       const started = performance.now();
@@ -194,7 +223,17 @@ export async function runPipelineStage(
         ? applyGuidance(predicted, n, plan.guidanceScale, plan.guidanceRescale, guidedNoise)
         : predicted;
       scheduler.step(noisePred, latents, noise ? noise.take() : generators, latents);
-      hooks.onStep?.(i - begin + 1, steps, latents, shape);
+      const blend = imageStart?.blend;
+      if (blend) {
+        // diffusers' 4-channel inpainting: outside the mask, the picture re-noised to the next step's level
+        // (clean after the schedule's last step).
+        const known =
+          i + 1 < scheduler.timesteps.length
+            ? scheduler.addNoise(blend.imageLatents, blend.noise, i + 1)
+            : blend.imageLatents;
+        blendKnownLatents(latents, known, blend.mask);
+      }
+      await hooks.onStep?.(i - begin + 1, steps, latents, shape);
     }
   } finally {
     noise?.close();
@@ -235,6 +274,11 @@ export async function runPipelineStage(
   }
   const decoded = await decodeLatentsToImages(model.vaeDecoder, latents, shape, model.vaeScalingFactor);
   hooks.signal?.throwIfAborted();
+  const overlay = job.source?.mask;
+  if (overlay) {
+    // The final composite (diffusers' `apply_overlay`): outside the mask the picture comes back as sent.
+    for (const image of decoded) image.rgb = compositeOverOriginal(image.rgb, job.source!.rgb, overlay);
+  }
   const images: EncodedImage[] = [];
   for (let i = 0; i < decoded.length; i++) {
     images.push(
@@ -294,7 +338,7 @@ export function generationParameters(
     ["Model", model.name],
     ["Mode", plan.mode],
     ["Refiner switch at", plan.mode === "ensemble" ? plan.highNoiseFrac : undefined],
-    ["Denoising strength", plan.mode === "sdedit" ? plan.strength : undefined],
+    ["Denoising strength", plan.mode === "sdedit" || plan.source ? plan.strength : undefined],
     ["Hires upscale", hires ? plan.hiresScale : undefined],
     ["Hires upscaler", hires ? "Latent" : undefined],
     ["CFG rescale", plan.guidanceRescale || undefined],

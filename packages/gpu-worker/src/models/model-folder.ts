@@ -14,6 +14,7 @@ import {
 import {
   SDXL_BIGG_WIDTH,
   SDXL_CLIP_L_WIDTH,
+  SDXL_INPAINT_CHANNELS,
   SDXL_LATENT_CHANNELS,
   SDXL_POOLED_WIDTH,
   SDXL_ROLE_WIDTHS,
@@ -51,6 +52,8 @@ export interface UnetInfo {
   timestepRank: 0 | 1;
   /** dtype of `sample`, `encoder_hidden_states`, `text_embeds` and `time_ids` (fp16 exports take float16). */
   floatDtype: "float32" | "float16";
+  /** Channels of `sample`: 4, or 9 for an inpainting UNet (latents ‖ mask ‖ masked-image latents). */
+  inChannels: 4 | 9;
 }
 
 export interface ModelFolder {
@@ -67,6 +70,8 @@ export interface ModelFolder {
     textEncoder2: LoadedSession;
     unet: LoadedSession;
     vaeDecoder: LoadedSession;
+    /** Present when the folder ships `vae_encoder/` (needed by img2img, inpaint and outpaint). */
+    vaeEncoder?: LoadedSession;
   };
   unet: UnetInfo;
   textEncoders: { textEncoder?: TextEncoderInfo; textEncoder2: TextEncoderInfo };
@@ -299,11 +304,13 @@ function inspectUnet(loaded: LoadedSession, role: ModelRole, logger: SessionLogg
       );
   }
   checkRank(file, sample, [4], `[batch, ${SDXL_LATENT_CHANNELS}, height, width]`);
-  if (sample.shape && typeof sample.shape[1] === "number" && sample.shape[1] !== SDXL_LATENT_CHANNELS) {
+  const channels = sample.shape?.[1];
+  if (typeof channels === "number" && channels !== SDXL_LATENT_CHANNELS && channels !== SDXL_INPAINT_CHANNELS) {
     throw invalid(
-      `${file}: sample has ${sample.shape[1]} channels; SDXL's UNet takes ${SDXL_LATENT_CHANNELS} (an inpainting UNet takes 9 and is not supported).`,
+      `${file}: sample has ${channels} channels; SDXL's UNet takes ${SDXL_LATENT_CHANNELS} (an inpainting UNet ${SDXL_INPAINT_CHANNELS}).`,
     );
   }
+  const inChannels = channels === SDXL_INPAINT_CHANNELS ? SDXL_INPAINT_CHANNELS : SDXL_LATENT_CHANNELS;
   const timestepDtype = checkDtype(file, timestep, ["float32", "float16", "int64"] as const, "float32");
   checkRank(file, timestep, [0, 1], "a scalar or [1]");
   const timestepRank = timestep.shape?.length === 0 ? 0 : 1;
@@ -347,6 +354,7 @@ function inspectUnet(loaded: LoadedSession, role: ModelRole, logger: SessionLogg
     timestepDtype,
     timestepRank,
     floatDtype,
+    inChannels,
   };
 }
 
@@ -402,6 +410,20 @@ function inspectVaeDecoder(loaded: LoadedSession): "float32" | "float16" {
   return checkDtype(file, latents, ["float32", "float16"] as const, "float32");
 }
 
+/** optimum's `vae_encoder`: `sample` → `latent_parameters` (the distribution's mean ‖ logvar, 8 channels). */
+function inspectVaeEncoder(loaded: LoadedSession): void {
+  const file = loaded.modelPath;
+  requireNames(loaded, "input", ["sample"], true);
+  requireNames(loaded, "output", ["latent_parameters"], false);
+  const params = byName(loaded.outputs).get("latent_parameters")!;
+  checkRank(file, params, [4], `[batch, ${2 * SDXL_LATENT_CHANNELS}, height, width]`);
+  if (params.shape && typeof params.shape[1] === "number" && params.shape[1] !== 2 * SDXL_LATENT_CHANNELS) {
+    throw invalid(
+      `${file}: latent_parameters has ${params.shape[1]} channels; SDXL's VAE encoder gives ${2 * SDXL_LATENT_CHANNELS} (mean and logvar of ${SDXL_LATENT_CHANNELS}). Re-export it with optimum.`,
+    );
+  }
+}
+
 /** ONNX Runtime's messages when the file, not the provider, is at fault. */
 const FILE_FAULT = /Protobuf parsing failed|External data path|File doesn't exist/i;
 
@@ -450,6 +472,10 @@ export async function loadModelFolder(
   const textEncoderFile = role === "base" ? checkOnnxFile(resolved, "text_encoder", role) : undefined;
   const textEncoder2File = checkOnnxFile(resolved, "text_encoder_2", role);
   const vaeDecoderFile = checkOnnxFile(resolved, "vae_decoder", role);
+  // Optional: text-to-image never needs it; image inputs fail with a clear error when it is missing.
+  const vaeEncoderFile = fs.existsSync(path.join(resolved, "vae_encoder", "model.onnx"))
+    ? checkOnnxFile(resolved, "vae_encoder", role)
+    : undefined;
 
   const opened: LoadedSession[] = [];
   const open = async (file: string): Promise<LoadedSession> => {
@@ -471,6 +497,8 @@ export async function loadModelFolder(
     const textEncoder2 = inspectTextEncoder(textEncoder2Session, SDXL_BIGG_WIDTH, "text_embeds");
     const vaeDecoderSession = await open(vaeDecoderFile);
     const vaeDecoderDtype = inspectVaeDecoder(vaeDecoderSession);
+    const vaeEncoderSession = vaeEncoderFile ? await open(vaeEncoderFile) : undefined;
+    if (vaeEncoderSession) inspectVaeEncoder(vaeEncoderSession);
 
     const isTinyTestModel = index[TINY_MODEL_MARKER] === true;
     if (isTinyTestModel) {
@@ -501,6 +529,7 @@ export async function loadModelFolder(
         textEncoder2: textEncoder2Session,
         unet: unetSession,
         vaeDecoder: vaeDecoderSession,
+        vaeEncoder: vaeEncoderSession,
       },
       unet,
       textEncoders: { textEncoder, textEncoder2 },

@@ -16,6 +16,8 @@ export const SDXL_POOLED_WIDTH = 1280;
 
 /** Latent channels of the VAE and the (non-inpainting) UNet. */
 export const SDXL_LATENT_CHANNELS = 4;
+/** Input channels of an inpainting UNet: latents ‖ mask ‖ masked-image latents (4 + 1 + 4). */
+export const SDXL_INPAINT_CHANNELS = 9;
 /** Pixels per latent cell on each side: the VAE down- and upsamples by 8. */
 export const SDXL_VAE_FACTOR = 8;
 /** SDXL's VAE scaling factor (`vae/config.json` `scaling_factor`), used when the export has no config. */

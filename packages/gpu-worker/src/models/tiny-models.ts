@@ -48,6 +48,11 @@ export interface TinyModelOptions {
   unetExternalData?: boolean;
   /** The VAE decoder outputs NaN, as the stock SDXL VAE does when it overflows in fp16 (tests of the NaN guard). */
   vaeDecoderEmitsNaN?: boolean;
+  /**
+   * 9: an inpainting UNet (SDXL inpainting 0.1 layout: `sample` takes latents ‖ mask ‖ masked-image latents).
+   * Default 4.
+   */
+  unetInChannels?: 4 | 9;
 }
 
 export const DEFAULT_TINY_SEED = 1;
@@ -107,7 +112,7 @@ class Weights {
 
 type Dim = number | string;
 
-const attr = {
+export const attr = {
   int: (name: string, i: number): AttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INT, i }),
   float: (name: string, f: number): AttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.FLOAT, f }),
   ints: (name: string, ints: number[]): AttributeProto => ({
@@ -133,7 +138,7 @@ interface Initializer {
 const EXTERNAL_DATA_THRESHOLD = 1024;
 const EXTERNAL_DATA_ALIGNMENT = 64;
 
-class GraphBuilder {
+export class GraphBuilder {
   private readonly nodes: NodeProto[] = [];
   private readonly initializers: Initializer[] = [];
   private readonly inputs: ValueInfoProto[] = [];
@@ -347,6 +352,8 @@ interface UnetSpec {
   timeIdsWidth: number;
   timestepDtype: "float32" | "int64" | "float16";
   timestepRank: 0 | 1;
+  /** Channels of `sample`: 4, or 9 for an inpainting UNet. */
+  inChannels?: number;
   weights: Weights;
 }
 
@@ -358,8 +365,9 @@ interface UnetSpec {
 function unetGraph(spec: UnetSpec): GraphBuilder {
   const { embedWidth: e, timeIdsWidth: n, weights: w } = spec;
   const c = SDXL_LATENT_CHANNELS;
+  const cin = spec.inChannels ?? SDXL_LATENT_CHANNELS;
   const g = new GraphBuilder("tiny_unet");
-  const sample = g.input("sample", FLOAT, ["batch_size", c, "height", "width"]);
+  const sample = g.input("sample", FLOAT, ["batch_size", cin, "height", "width"]);
   const timestep = g.input("timestep", ELEM_TYPE[spec.timestepDtype], spec.timestepRank === 1 ? ["steps"] : []);
   const tokens = g.input("encoder_hidden_states", FLOAT, ["batch_size", "sequence_length", e]);
   const pooled = g.input("text_embeds", FLOAT, ["batch_size", SDXL_POOLED_WIDTH]);
@@ -369,7 +377,7 @@ function unetGraph(spec: UnetSpec): GraphBuilder {
     "Conv",
     [
       sample,
-      g.floats("conv_weight", [c, c, 3, 3], w.uniform(c * c * 9, 0.35)),
+      g.floats("conv_weight", [c, cin, 3, 3], w.uniform(c * cin * 9, 0.35)),
       g.floats("conv_bias", [c], w.uniform(c, 0.1)),
     ],
     [attr.ints("kernel_shape", [3, 3]), attr.ints("pads", [1, 1, 1, 1])],
@@ -448,7 +456,11 @@ function vaeDecoderGraph(w: Weights, emitNaN = false): GraphBuilder {
   return g;
 }
 
-/** 8×8 average pooling and a 1×1 conv 3→4: the shape of SDXL's encoder, for img2img input. */
+/**
+ * 8×8 average pooling and a 1×1 conv 3→8: the shape of SDXL's encoder as optimum exports it, whose
+ * `latent_parameters` are the diagonal Gaussian's mean ‖ logvar on the channel axis. The mean is scaled up by
+ * 1/0.13025 (as real latents are) and the logvar sits near −6, so a sampled latent is mostly its mean.
+ */
 function vaeEncoderGraph(w: Weights): GraphBuilder {
   const g = new GraphBuilder("tiny_vae_encoder");
   const image = g.input("sample", FLOAT, ["batch_size", 3, "height", "width"]);
@@ -460,17 +472,22 @@ function vaeEncoderGraph(w: Weights): GraphBuilder {
       attr.ints("strides", [SDXL_VAE_FACTOR, SDXL_VAE_FACTOR]),
     ],
   );
+  const c = SDXL_LATENT_CHANNELS;
+  const meanWeights = w.uniform(3 * c, 0.4 / SDXL_VAE_SCALING_FACTOR);
+  const logvarWeights = w.uniform(3 * c, 0.5);
+  const meanBias = w.uniform(c, 0.1 / SDXL_VAE_SCALING_FACTOR);
+  const logvarBias = w.uniform(c, 0.5, -6);
   g.op(
     "Conv",
     [
       pooled,
-      g.floats("proj_weight", [SDXL_LATENT_CHANNELS, 3, 1, 1], w.uniform(3 * SDXL_LATENT_CHANNELS, 0.8)),
-      g.floats("proj_bias", [SDXL_LATENT_CHANNELS], w.uniform(SDXL_LATENT_CHANNELS, 0.1)),
+      g.floats("proj_weight", [2 * c, 3, 1, 1], [...meanWeights, ...logvarWeights]),
+      g.floats("proj_bias", [2 * c], [...meanBias, ...logvarBias]),
     ],
     [],
-    "latent_sample",
+    "latent_parameters",
   );
-  g.output("latent_sample", FLOAT, ["batch_size", SDXL_LATENT_CHANNELS, "latent_height", "latent_width"]);
+  g.output("latent_parameters", FLOAT, ["batch_size", 2 * c, "latent_height", "latent_width"]);
   return g;
 }
 
@@ -543,13 +560,13 @@ function textEncoderConfig(spec: { width: number; layers: number; withProjection
   };
 }
 
-function unetConfig(embedWidth: number, timeIdsWidth: number): Record<string, unknown> {
+function unetConfig(embedWidth: number, timeIdsWidth: number, inChannels: number): Record<string, unknown> {
   return {
     _class_name: "UNet2DConditionModel",
     addition_embed_type: "text_time",
     addition_time_embed_dim: 256,
     cross_attention_dim: embedWidth,
-    in_channels: SDXL_LATENT_CHANNELS,
+    in_channels: inChannels,
     out_channels: SDXL_LATENT_CHANNELS,
     projection_class_embeddings_input_dim: SDXL_POOLED_WIDTH + 256 * timeIdsWidth,
     sample_size: 128,
@@ -568,12 +585,12 @@ const VAE_CONFIG = {
   [TINY_MODEL_MARKER]: true,
 };
 
-function writeJson(file: string, value: unknown): void {
+export function writeJson(file: string, value: unknown): void {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`);
 }
 
-function writeOnnx(dir: string, graph: GraphBuilder, externalData = false): void {
+export function writeOnnx(dir: string, graph: GraphBuilder, externalData = false): void {
   fs.mkdirSync(dir, { recursive: true });
   const dataName = "model.onnx_data";
   const { model, externalData: data } = graph.encode(externalData ? dataName : undefined);
@@ -613,7 +630,8 @@ export function writeTinyModel(dir: string, options: TinyModelOptions): void {
     textEncoderGraph({ ...te2, inputIdsDtype, weights: new Weights(seed, "text_encoder_2") }),
   );
 
-  writeJson(path.join(dir, "unet", "config.json"), unetConfig(embedWidth, timeIdsWidth));
+  const inChannels = options.unetInChannels ?? SDXL_LATENT_CHANNELS;
+  writeJson(path.join(dir, "unet", "config.json"), unetConfig(embedWidth, timeIdsWidth, inChannels));
   writeOnnx(
     path.join(dir, "unet"),
     unetGraph({
@@ -621,7 +639,8 @@ export function writeTinyModel(dir: string, options: TinyModelOptions): void {
       timeIdsWidth,
       timestepDtype: options.timestepDtype ?? "float32",
       timestepRank: options.timestepRank ?? 1,
-      weights: new Weights(seed, `unet_${role}`),
+      inChannels,
+      weights: new Weights(seed, inChannels === SDXL_LATENT_CHANNELS ? `unet_${role}` : `unet_${role}_inpaint`),
     }),
     options.unetExternalData ?? true,
   );

@@ -1,5 +1,6 @@
-import type { JobRecord, Latents, StagePlan } from "@kiln/shared";
+import { type BlobStore, type JobRecord, KilnError, type Latents, type StagePlan } from "@kiln/shared";
 
+import { type PreparedSource, prepareSource } from "../engine/img2img/source-image.js";
 import type { SdxlModel } from "../engine/sdxl-model.js";
 import { runPipelineStage, type StageHooks, type StageResult } from "../engine/sdxl-pipeline.js";
 
@@ -19,11 +20,47 @@ export interface ModelSet {
 /**
  * The SDXL executor. A refine stage runs on the refiner when one is loaded, else on the base model
  * (diffusers allows the base UNet as its own refiner; the conditioning follows the model's UNet).
+ * `blobs` holds the jobs' input pictures (img2img, inpaint, outpaint).
  */
-export function sdxlExecutor(models: ModelSet): StageExecutor {
-  return (job, stage, input, hooks) => {
+export function sdxlExecutor(models: ModelSet, options: { blobs?: BlobStore } = {}): StageExecutor {
+  return async (job, stage, input, hooks) => {
     const model = stage.model === "refiner" ? (models.refiner ?? models.base) : models.base;
     if (!model) throw new Error(`this worker has no model loaded for a ${stage.kind} stage`);
-    return runPipelineStage(model, { jobId: job.id, plan: job.plan, stage }, input, hooks);
+    const source = await readSource(job, stage, options.blobs);
+    hooks.signal?.throwIfAborted();
+    return runPipelineStage(model, { jobId: job.id, plan: job.plan, stage, source }, input, hooks);
   };
+}
+
+/**
+ * The job's picture (and mask) at the render's size, for the stage that starts from it and for the last stage
+ * of an inpaint/outpaint, which composites onto it. Every stage and retry reads the same stored bytes.
+ */
+async function readSource(
+  job: JobRecord,
+  stage: StagePlan,
+  blobs: BlobStore | undefined,
+): Promise<PreparedSource | undefined> {
+  const source = job.plan.source;
+  const mode = job.plan.mode;
+  if (!source || (mode !== "img2img" && mode !== "inpaint" && mode !== "outpaint")) return undefined;
+  const composites = stage.output === "images" && mode !== "img2img";
+  if (stage.start !== "image" && !composites) return undefined;
+  if (!blobs)
+    throw new KilnError("input_unavailable", "This worker has no blob store to read the job's input picture from.");
+  const read = async (key: string) => {
+    const bytes = await blobs.get(key);
+    if (!bytes)
+      throw new KilnError(
+        "input_missing",
+        `The job's input ${key} is missing from the blob store; submit the render again.`,
+        {
+          retryable: false,
+        },
+      );
+    return bytes;
+  };
+  const image = await read(source.image);
+  const mask = source.mask ? await read(source.mask) : undefined;
+  return prepareSource(source, mode, image, mask, job.plan.seed);
 }

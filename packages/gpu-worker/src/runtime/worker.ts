@@ -4,8 +4,12 @@ import {
   describeError,
   failDeadLetteredJobs,
   type JobEventSink,
+  LANES,
+  type PausePoint,
   type Ports,
   queueForStage,
+  type QueueMessage,
+  reconcileQueuedJobs,
   type StageKind,
 } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
@@ -22,6 +26,8 @@ export interface WorkerOptions {
   logger: Logger;
   /** Stage kinds this worker serves (`KILN_STAGES`). */
   stages: StageKind[];
+  /** Fault tests' pause points (`stage<k>-step<n>`); absent in production. */
+  pause?: PausePoint;
   concurrency: number;
   visibilitySeconds: number;
   maxReceives: number;
@@ -55,6 +61,9 @@ export interface WorkerStatus {
  * let running stages finish within the grace period, else stop them at the next step and release
  * their messages for another worker.
  */
+/** How often a worker tells the registry it is alive while busy (it beats on every poll when idle). */
+export const BUSY_BEAT_MS = 10_000;
+
 export class Worker {
   readonly metrics: WorkerMetrics;
   readonly status: WorkerStatus;
@@ -62,6 +71,7 @@ export class Worker {
   private readonly drainAbort = new AbortController();
   private loops: Promise<void>[] = [];
   private sweeper?: NodeJS.Timeout;
+  private beating?: NodeJS.Timeout;
   private readonly beat: PollBeat;
   private readonly bestEffort: BestEffortWrites;
 
@@ -82,14 +92,26 @@ export class Worker {
     this.status.state = "running";
     for (let i = 0; i < this.options.concurrency; i++) this.loops.push(this.loop());
     const sweep = () =>
-      failDeadLetteredJobs(this.options.ports, this.options.stages)
+      failDeadLetteredJobs(this.options.ports, this.options.stages, new Date(), this.options.events)
         .then(
           (ids) =>
             ids.length &&
             this.options.logger.warn({ jobIds: ids }, "failed jobs whose stage messages were dead-lettered"),
         )
-        .catch((e) => this.options.logger.warn({ err: describeError(e) }, "dead-letter sweep failed"));
+        .then(() => reconcileQueuedJobs(this.options.ports))
+        .then(
+          (ids) =>
+            ids.length &&
+            this.options.logger.warn(
+              { jobIds: ids },
+              "re-sent stage 0 of queued jobs whose submit died before marking them",
+            ),
+        )
+        .catch((e) => this.options.logger.warn({ err: describeError(e) }, "dead-letter or submit-outbox sweep failed"));
     this.sweeper = setInterval(sweep, this.options.deadLetterSweepMs ?? 15_000);
+    // A worker running a long stage does not poll: it beats anyway, so one killed mid-stage stops
+    // counting as busy within a minute (the API's BUSY_LIVENESS_MS) instead of lingering.
+    this.beating = setInterval(() => this.beat.record(this.status.current.length), BUSY_BEAT_MS);
     void sweep();
   }
 
@@ -102,6 +124,7 @@ export class Worker {
       "draining: no new work; finishing or releasing the current stages",
     );
     clearInterval(this.sweeper);
+    clearInterval(this.beating);
     this.pollAbort.abort();
     const grace = setTimeout(() => this.drainAbort.abort(), graceSeconds * 1000);
     await Promise.allSettled(this.loops);
@@ -111,17 +134,20 @@ export class Worker {
 
   private async loop(): Promise<void> {
     const { ports, logger } = this.options;
-    const order = (["refine", "base"] as const).filter((k) => this.options.stages.includes(k));
+    // Batch lanes: interactive queues first (refine before base), then the batch queues, so batch work
+    // is taken only when no interactive stage is waiting and a person waits at most one running stage.
+    const kinds = (["refine", "base"] as const).filter((k) => this.options.stages.includes(k));
+    const order = LANES.flatMap((lane) => kinds.map((kind) => ({ kind, lane })));
     let pollFailures = 0;
     while (!this.pollAbort.signal.aborted) {
       let claimed = false;
-      for (const [i, kind] of order.entries()) {
+      for (const [i, { kind, lane }] of order.entries()) {
         if (this.pollAbort.signal.aborted) break;
         // Only the last queue in priority order long-polls, so a waiting refine stage is seen quickly.
         const wait = i === order.length - 1 ? (this.options.pollWaitSeconds ?? (order.length > 1 ? 1 : 10)) : 0;
         let messages;
         try {
-          messages = await ports.queue.receive(queueForStage(kind), {
+          messages = await ports.queue.receive(queueForStage(kind, lane), {
             max: 1,
             visibilitySeconds: this.options.visibilitySeconds,
             waitSeconds: wait,
@@ -145,48 +171,54 @@ export class Worker {
         }
         for (const message of messages) {
           claimed = true;
-          const body = message.body as { jobId?: string; stage?: number };
-          const current = {
-            jobId: String(body?.jobId),
-            stage: Number(body?.stage),
-            kind,
-            since: new Date().toISOString(),
-          };
-          this.status.current.push(current);
-          this.metrics.busy.set(this.status.current.length);
-          try {
-            const outcome = await runStageMessage(
-              {
-                ports,
-                execute: this.options.execute,
-                logger,
-                metrics: this.metrics,
-                workerId: this.status.workerId,
-                visibilitySeconds: this.options.visibilitySeconds,
-                maxReceives: this.options.maxReceives,
-                cancelPollMs: this.options.cancelPollMs,
-                ioRetryMs: this.options.ioRetryMs,
-                bestEffort: this.bestEffort,
-                drainSignal: this.drainAbort.signal,
-                events: this.options.events,
-              },
-              message,
-            );
-            this.status.completed[outcome] = (this.status.completed[outcome] ?? 0) + 1;
-          } catch (e) {
-            // The store or queue failed mid-stage: leave the message to reappear after its visibility timeout.
-            logger.error(
-              { err: describeError(e), jobId: current.jobId },
-              "stage run failed against the queue or stores; the message will be redelivered",
-            );
-            await sleep(1000, this.pollAbort.signal);
-          } finally {
-            this.status.current = this.status.current.filter((c) => c !== current);
-            this.metrics.busy.set(this.status.current.length);
-          }
+          await this.runOne(kind, message);
         }
         if (claimed) break;
       }
+    }
+  }
+
+  /** Runs one claimed message; a store or queue failure leaves it to reappear after its visibility timeout. */
+  private async runOne(kind: StageKind, message: QueueMessage): Promise<void> {
+    const { ports, logger } = this.options;
+    const body = message.body as { jobId?: string; stage?: number };
+    const current = {
+      jobId: String(body?.jobId),
+      stage: Number(body?.stage),
+      kind,
+      since: new Date().toISOString(),
+    };
+    this.status.current.push(current);
+    this.metrics.busy.set(this.status.current.length);
+    try {
+      const outcome = await runStageMessage(
+        {
+          ports,
+          execute: this.options.execute,
+          logger,
+          metrics: this.metrics,
+          workerId: this.status.workerId,
+          visibilitySeconds: this.options.visibilitySeconds,
+          maxReceives: this.options.maxReceives,
+          cancelPollMs: this.options.cancelPollMs,
+          ioRetryMs: this.options.ioRetryMs,
+          bestEffort: this.bestEffort,
+          drainSignal: this.drainAbort.signal,
+          events: this.options.events,
+          pause: this.options.pause,
+        },
+        message,
+      );
+      this.status.completed[outcome] = (this.status.completed[outcome] ?? 0) + 1;
+    } catch (e) {
+      logger.error(
+        { err: describeError(e), jobId: current.jobId },
+        "stage run failed against the queue or stores; the message will be redelivered",
+      );
+      await sleep(1000, this.pollAbort.signal);
+    } finally {
+      this.status.current = this.status.current.filter((c) => c !== current);
+      this.metrics.busy.set(this.status.current.length);
     }
   }
 }

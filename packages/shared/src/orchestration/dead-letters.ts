@@ -1,7 +1,9 @@
+import { applyTransition, jobTransitions } from "../jobs/job-transitions.js";
 import type { Ports } from "../ports/index.js";
 import { deadLetterQueueOf } from "../ports/queue.js";
-import { queueForStage } from "../queues/registry.js";
+import { LANES, queueForStage } from "../queues/registry.js";
 import { isTerminal } from "../schemas/job.js";
+import type { JobEventSink } from "../schemas/job-event.js";
 import { stageMessageSchema } from "../schemas/stage-message.js";
 
 export const DEAD_LETTER_CODES = ["stage_dead_lettered", "stage_failed_repeatedly"] as const;
@@ -15,27 +17,27 @@ export async function failDeadLetteredJobs(
   ports: Ports,
   kinds: readonly ("base" | "refine")[],
   now = new Date(),
+  events?: JobEventSink,
 ): Promise<string[]> {
   const failed: string[] = [];
-  for (const kind of kinds) {
-    for (const message of await ports.queue.peekDeadLetters(queueForStage(kind), { max: 10 })) {
+  // Batch lanes: both lanes of each kind have dead letters.
+  for (const [kind, lane] of kinds.flatMap((k) => LANES.map((l) => [k, l] as const))) {
+    for (const message of await ports.queue.peekDeadLetters(queueForStage(kind, lane), { max: 10 })) {
       const parsed = stageMessageSchema.safeParse(message.body);
       if (!parsed.success) continue;
       const job = await ports.jobs.get(parsed.data.jobId);
       if (!job || isTerminal(job.status)) continue;
       // A duplicate of a stage the job has moved past says nothing about the job.
       if (job.progress && job.progress.stage > parsed.data.stage) continue;
-      const updated = await ports.jobs.update(
+      const error = {
+        code: "stage_dead_lettered",
+        message: `Stage ${parsed.data.stage} (${kind}) failed on each of its ${message.receiveCount} deliveries and was moved to the dead-letter queue ${deadLetterQueueOf(queueForStage(kind, lane))}. An operator can inspect it with \`kiln dlq list\` and re-run it with \`kiln dlq replay\`.`,
+      };
+      const updated = await applyTransition(
+        ports.jobs,
         job.id,
-        { version: job.version },
-        {
-          status: "failed",
-          finishedAt: now.toISOString(),
-          error: {
-            code: "stage_dead_lettered",
-            message: `Stage ${parsed.data.stage} (${kind}) failed on each of its ${message.receiveCount} deliveries and was moved to the dead-letter queue ${deadLetterQueueOf(queueForStage(kind))}. An operator can inspect it with \`kiln dlq list\` and re-run it with \`kiln dlq replay\`.`,
-          },
-        },
+        jobTransitions.fail(job, error, now, { version: job.version }),
+        { events, at: now },
       );
       if (updated) failed.push(job.id);
     }
@@ -53,23 +55,23 @@ export async function replayDeadLetters(
   now = new Date(),
 ): Promise<{ requeuedJobs: string[]; messages: number }> {
   const requeuedJobs: string[] = [];
-  for (const message of await ports.queue.peekDeadLetters(queueForStage(kind), { max: 1000 })) {
-    const parsed = stageMessageSchema.safeParse(message.body);
-    if (!parsed.success) continue;
-    const job = await ports.jobs.get(parsed.data.jobId);
-    if (
-      !job ||
-      job.status !== "failed" ||
-      !DEAD_LETTER_CODES.includes(job.error?.code as (typeof DEAD_LETTER_CODES)[number])
-    )
-      continue;
-    const updated = await ports.jobs.update(
-      job.id,
-      { version: job.version, status: ["failed"] },
-      { status: "queued", error: undefined, finishedAt: undefined, updatedAt: now.toISOString() },
-    );
-    if (updated) requeuedJobs.push(job.id);
+  let messages = 0;
+  // Batch lanes: replay both lanes of the kind.
+  for (const lane of LANES) {
+    for (const message of await ports.queue.peekDeadLetters(queueForStage(kind, lane), { max: 1000 })) {
+      const parsed = stageMessageSchema.safeParse(message.body);
+      if (!parsed.success) continue;
+      const job = await ports.jobs.get(parsed.data.jobId);
+      if (
+        !job ||
+        job.status !== "failed" ||
+        !DEAD_LETTER_CODES.includes(job.error?.code as (typeof DEAD_LETTER_CODES)[number])
+      )
+        continue;
+      const updated = await applyTransition(ports.jobs, job.id, jobTransitions.replay(job, now));
+      if (updated) requeuedJobs.push(job.id);
+    }
+    messages += await ports.queue.redrive(queueForStage(kind, lane));
   }
-  const messages = await ports.queue.redrive(queueForStage(kind));
   return { requeuedJobs, messages };
 }

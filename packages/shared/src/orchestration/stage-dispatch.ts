@@ -15,11 +15,12 @@ export function stageMessage(jobId: string, plan: RenderPlan, index: number, tra
     inputKey: index > 0 ? blobKeys.latents(jobId, index - 1) : undefined,
     outputKey: stage.output === "latents" ? blobKeys.latents(jobId, index) : blobKeys.imagesPrefix(jobId),
     traceparent,
+    ...(plan.lane === "batch" ? { lane: "batch" as const } : {}),
   };
 }
 
 export async function enqueueStage(queue: Queue, message: StageMessage): Promise<void> {
-  await queue.send(queueForStage(message.kind), message, {
+  await queue.send(queueForStage(message.kind, message.lane), message, {
     attributes: message.traceparent ? { traceparent: message.traceparent } : undefined,
   });
 }

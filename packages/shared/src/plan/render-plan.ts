@@ -1,5 +1,5 @@
 import type { StageKind } from "../schemas/job.js";
-import type { OutputFormat, RenderMode, SchedulerName } from "../schemas/render-request.js";
+import type { ImageResize, OutputFormat, RenderMode, SchedulerName } from "../schemas/render-request.js";
 
 /** One stage of a render: what a worker of `kind` runs, fully determined by the plan. */
 export interface StagePlan {
@@ -13,6 +13,11 @@ export interface StagePlan {
   /** SDEdit: re-noise the input latents to this strength, after an optional latent upscale. */
   strength?: number;
   hiresScale?: number;
+  /**
+   * `image`: the stage starts from the plan's source picture (img2img, inpaint, outpaint): VAE-encoded, re-noised
+   * to `strength`, and for inpaint/outpaint masked.
+   */
+  start?: "image";
   /** `latents` hands over to the next stage; `images` decodes with the VAE and finishes the job. */
   output: "latents" | "images";
 }
@@ -20,6 +25,8 @@ export interface StagePlan {
 /** A render request, normalised (defaults applied, seed chosen) and split into stages. Immutable once planned. */
 export interface RenderPlan {
   v: 1;
+  /** Batch lanes: renders of a batch run travel in the batch queues; absent = interactive. */
+  lane?: "batch";
   mode: RenderMode;
   prompt: string;
   prompt2?: string;
@@ -48,7 +55,26 @@ export interface RenderPlan {
   negativeAestheticScore: number;
   outputFormat: OutputFormat;
   outputQuality: number;
+  /** img2img, inpaint, outpaint: the user's picture and how to bring it to the render's size. */
+  source?: ImageSource;
   stages: StagePlan[];
+}
+
+/** The pixels a render starts from: stored once under the job, read by every stage and retry. */
+export interface ImageSource {
+  /** Blob key of the picture as uploaded (`jobs/<id>/inputs/image`). */
+  image: string;
+  /** Blob key of the mask, when one was sent. */
+  mask?: string;
+  /** `luminance`: white = repaint (Kiln, diffusers); `alpha`: fully transparent = repaint (OpenAI edits). */
+  maskFrom: "luminance" | "alpha";
+  /** The size the picture is resized to; `outpaint` then adds `expand` around it (the plan's width/height). */
+  width: number;
+  height: number;
+  resize: ImageResize;
+  /** Gaussian σ, in pixels, applied to the mask before the final composite. */
+  maskBlur: number;
+  expand?: { left: number; right: number; top: number; bottom: number };
 }
 
 /** Pixel size of the final images: SDEdit with a latent upscale grows them, in whole latent cells. */

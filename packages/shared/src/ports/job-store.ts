@@ -26,9 +26,24 @@ export interface JobPage {
   nextCursor?: string;
 }
 
+/** A queue message that must be sent if and only if the write it goes with is stored (the outbox). */
+export interface OutboxMessage {
+  queue: string;
+  body: unknown;
+  attributes?: Record<string, string>;
+}
+
 export interface JobStore {
   /** Creates the job; returns false if a job with this id already exists. */
   create(job: JobRecord): Promise<boolean>;
+  /**
+   * Creates the job and sends `messages` in one transaction: both or neither are stored. Only
+   * families whose job table and queue share one database have it (local: one SQLite
+   * transaction); elsewhere the submit path marks the job `enqueuedAt` after sending and a
+   * reconciling sweep re-sends for jobs left without the mark (see orchestration/submit-outbox.ts).
+   * Returns false, sending nothing, if a job with this id already exists.
+   */
+  createWithMessages?(job: JobRecord, messages: readonly OutboxMessage[]): Promise<boolean>;
   get(id: string): Promise<JobRecord | null>;
   /**
    * Applies `patch` if `condition` holds, bumping `version` and `updatedAt`. Top-level fields of the
@@ -44,6 +59,8 @@ export interface JobStore {
   listByOwner(ownerKeyId: string, options: ListJobsOptions): Promise<JobPage>;
   /** Jobs in `queued` state created before the given job, for queue position. */
   countQueuedBefore(job: Pick<JobRecord, "id" | "createdAt">): Promise<number>;
+  /** Up to `limit` jobs still `queued` that were created before `createdBefore` (ISO), oldest first. */
+  listQueued(createdBefore: string, limit: number): Promise<JobRecord[]>;
   /**
    * Up to `limit` ended jobs (succeeded, failed, canceled, expired) whose `expiresAt` (epoch
    * seconds) is before `nowSeconds`, for the retention sweep. On DynamoDB, TTL deletes such records

@@ -18,17 +18,28 @@ export const STAGE_KINDS = ["base", "refine"] as const satisfies readonly StageK
  */
 export const STAGE_LANES = {
   interactive: { suffix: "", link: "" },
+  // Batch lanes (`kiln-base-batch`, …): workers take batch work only when the interactive queues are empty.
+  batch: { suffix: "-batch", link: "Batch" },
 } as const satisfies Record<string, { suffix: string; link: string }>;
 export type StageLane = keyof typeof STAGE_LANES;
 export const DEFAULT_STAGE_LANE: StageLane = "interactive";
+/** Every lane, most preferred first. */
+export const LANES: readonly StageLane[] = Object.keys(STAGE_LANES) as StageLane[];
+/** The lane names the batch code uses (`"interactive" | "batch"`). */
+export type Lane = StageLane;
 
-/** Queues of work that leaves Kiln (webhooks now; chat replies later), carried by the outbound dispatcher. */
+/**
+ * Queues of work that leaves Kiln: webhooks (carried by the outbound dispatcher) and chat replies
+ * (carried, for now, by the chat channels' own ChatDispatcher).
+ */
 export const OUTBOUND_QUEUES = {
   webhooks: { name: "kiln-webhooks", link: "KilnWebhook" },
+  chat: { name: "kiln-chat", link: "KilnChat" },
 } as const satisfies Record<string, { name: string; link: string }>;
 export type OutboundQueue = keyof typeof OUTBOUND_QUEUES;
 
 export const WEBHOOK_QUEUE = OUTBOUND_QUEUES.webhooks.name;
+export const CHAT_QUEUE = OUTBOUND_QUEUES.chat.name;
 
 export interface QueueDefinition {
   /** Logical name: what code, KILN_QUEUE_URLS and GetQueueUrl (after KILN_QUEUE_PREFIX) use. */
@@ -48,7 +59,7 @@ export function queueForStage(kind: StageKind, lane: StageLane = DEFAULT_STAGE_L
 
 /** Every stage queue a worker serving `kinds` reads, most preferred lane first. */
 export function stageQueues(kinds: readonly StageKind[] = STAGE_KINDS): string[] {
-  return (Object.keys(STAGE_LANES) as StageLane[]).flatMap((lane) => kinds.map((kind) => queueForStage(kind, lane)));
+  return LANES.flatMap((lane) => kinds.map((kind) => queueForStage(kind, lane)));
 }
 
 /** Every queue, stage queues first (by lane, then kind), then the outbound ones. */

@@ -1,4 +1,5 @@
 import type { RenderPlan } from "../plan/render-plan.js";
+import type { ChatOrigin } from "./chat-origin.js";
 import type { JobEventType } from "./job-event.js";
 
 export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "canceled", "expired"] as const;
@@ -63,12 +64,18 @@ export interface JobRecord {
   /** Times a stage found its input latents missing or corrupt and re-ran the producing stage. */
   recoveries?: number;
   stageTimings: StageTiming[];
+  /** When stage 0 was known to be on its queue (the submit's outbox mark); absent: the reconciler may re-send it. */
+  enqueuedAt?: string;
   /** Not started by then → `expired` (ISO time). */
   deadlineAt?: string;
-  /** Epoch seconds after which the record and its outputs may be deleted (DynamoDB TTL). */
+  /** How long the record and outputs are kept after the job ends (set at submit). */
+  retentionSeconds?: number;
+  /** Epoch seconds after which the record and its outputs may be deleted (DynamoDB TTL); moved to the end when it ends. */
   expiresAt?: number;
   /** Where this job's events are POSTed (signed with the owner key's webhook secret). */
   webhook?: WebhookTarget;
+  /** Chat channels: where a Discord or Slack render reports progress and delivers its images. */
+  chat?: ChatOrigin;
 }
 
 export interface WebhookTarget {

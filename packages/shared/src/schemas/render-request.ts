@@ -2,7 +2,24 @@ import { z } from "@hono/zod-openapi";
 
 import { JOB_EVENT_TYPES } from "./job-event.js";
 
-export const RENDER_MODES = ["base", "ensemble", "sdedit"] as const;
+export const RENDER_MODES = ["base", "ensemble", "sdedit", "img2img", "inpaint", "outpaint"] as const;
+/** Modes that start from the user's picture. */
+export const IMAGE_MODES = ["img2img", "inpaint", "outpaint"] as const;
+export const IMAGE_RESIZE_MODES = ["fit", "fill", "crop"] as const;
+/** How an image mode uses the refiner: not at all, as the ensemble's last steps, or as an SDEdit pass after. */
+export const IMAGE_REFINER_MODES = ["none", "ensemble", "sdedit"] as const;
+export type ImageMode = (typeof IMAGE_MODES)[number];
+export type ImageResize = (typeof IMAGE_RESIZE_MODES)[number];
+export const isImageMode = (mode: string): mode is ImageMode => (IMAGE_MODES as readonly string[]).includes(mode);
+/** Default `strength` per mode, as diffusers' pipelines have it (inpaint: 0.9999, so the image latents still count). */
+export const DEFAULT_STRENGTH: Record<RenderMode, number> = {
+  base: 0.3,
+  ensemble: 0.3,
+  sdedit: 0.3,
+  img2img: 0.3,
+  inpaint: 0.9999,
+  outpaint: 0.9999,
+};
 export const SCHEDULER_NAMES = ["euler", "euler_a", "dpmpp_2m", "ddim"] as const;
 export const OUTPUT_FORMATS = ["png", "webp", "jpeg"] as const;
 export type RenderMode = (typeof RENDER_MODES)[number];
@@ -65,6 +82,23 @@ export const webhookTargetSchema = z
 
 const sizePair = z.tuple([z.number().int().positive(), z.number().int().positive()]);
 
+const imageInput = (field: string) =>
+  z
+    .string()
+    .min(1, `${field} must not be empty`)
+    .openapi({
+      description: `img2img/inpaint/outpaint: a data URL (\`data:image/png;base64,…\`), bare base64, or an https URL Kiln fetches. PNG, JPEG or WebP. Or send it as the \`${field}\` part of a multipart/form-data request.`,
+    });
+
+const expandSide = (side: string) =>
+  z
+    .number()
+    .int()
+    .min(0)
+    .max(1024)
+    .refine((v) => v % 8 === 0, { message: `expand.${side} must be a multiple of 8` })
+    .default(0);
+
 /**
  * The body of `POST /v1/renders`. Field names follow diffusers' SDXL pipeline arguments so a
  * user moving from diffusers finds what they know. Unknown fields are rejected.
@@ -86,8 +120,10 @@ export function renderRequestSchema(limits: RenderLimits = DEFAULT_RENDER_LIMITS
         .openapi({ description: "Prompt for the second text encoder (OpenCLIP bigG); defaults to `prompt`." }),
       negative_prompt_2: prompt.optional(),
       mode: z.enum(RENDER_MODES).default("ensemble"),
-      width: side("width").default(1024),
-      height: side("height").default(1024),
+      width: side("width")
+        .optional()
+        .openapi({ description: "Default 1024; with an input image, the image's size (aspect kept, within budget)." }),
+      height: side("height").optional(),
       steps: z.number().int().min(1).max(150).default(30),
       guidance_scale: z.number().min(0).max(30).default(5),
       guidance_rescale: z.number().min(0).max(1).default(0),
@@ -105,12 +141,39 @@ export function renderRequestSchema(limits: RenderLimits = DEFAULT_RENDER_LIMITS
         .lt(1)
         .default(0.8)
         .openapi({ description: "ensemble: share of the schedule the base runs." }),
-      strength: z
+      strength: z.number().gt(0).max(1).optional().openapi({
+        description:
+          "sdedit: how far the refiner re-noises the base image (default 0.3). img2img/inpaint/outpaint: how far the input picture is re-noised (default 0.3 for img2img, 0.9999 for inpaint and outpaint); the job costs about this share of a full render.",
+      }),
+      image: imageInput("image").optional(),
+      mask: imageInput("mask")
+        .optional()
+        .openapi({ description: "inpaint: white = repaint, black = keep; the same size as the image." }),
+      resize: z.enum(IMAGE_RESIZE_MODES).default("fit").openapi({
+        description:
+          "How the image is brought to width × height: `fit` scales to exactly that size; `fill` keeps it whole and fills the borders with its stretched edges; `crop` covers the size and cuts the overflow (centred).",
+      }),
+      mask_blur: z
         .number()
-        .gt(0)
-        .max(1)
-        .default(0.3)
-        .openapi({ description: "sdedit: how far the refiner re-noises the base image." }),
+        .min(0)
+        .max(64)
+        .default(0)
+        .openapi({ description: "inpaint/outpaint: Gaussian σ (pixels) of the mask edge in the final composite." }),
+      expand: z
+        .object({
+          left: expandSide("left"),
+          right: expandSide("right"),
+          top: expandSide("top"),
+          bottom: expandSide("bottom"),
+        })
+        .strict()
+        .optional()
+        .openapi({ description: "outpaint: pixels added on each side (multiples of 8)." }),
+      refiner: z.enum(IMAGE_REFINER_MODES).default("none").openapi({
+        description:
+          "img2img/inpaint/outpaint: `ensemble` hands the last `1 − high_noise_frac` of the schedule to the refiner; `sdedit` runs the refiner after, at `refiner_strength`.",
+      }),
+      refiner_strength: z.number().gt(0).max(1).default(0.3),
       hires_scale: z
         .number()
         .min(1)
@@ -157,9 +220,70 @@ export function renderRequestSchema(limits: RenderLimits = DEFAULT_RENDER_LIMITS
             "karras is not supported with scheduler ddim (DDIM has no Karras sigma schedule); use euler, euler_a or dpmpp_2m, or drop karras",
         });
       }
-      // The budget applies to the images the job produces: an SDEdit latent upscale grows them.
+      const imageMode = isImageMode(body.mode);
+      if (imageMode && body.image === undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["image"],
+          message: `mode ${body.mode} needs an image: a data URL, base64, an https URL, or a multipart part named image`,
+        });
+      }
+      if (!imageMode) {
+        for (const field of ["image", "mask", "expand"] as const) {
+          if (body[field] !== undefined)
+            ctx.addIssue({
+              code: "custom",
+              path: [field],
+              message: `${field} is used by modes img2img, inpaint and outpaint; set mode, or leave ${field} out`,
+            });
+        }
+        if (body.refiner !== "none")
+          ctx.addIssue({
+            code: "custom",
+            path: ["refiner"],
+            message: "refiner applies to img2img, inpaint and outpaint; text-to-image picks it with mode",
+          });
+      }
+      if (body.mode === "inpaint" && body.mask === undefined) {
+        ctx.addIssue({ code: "custom", path: ["mask"], message: "inpaint needs a mask (white = repaint)" });
+      }
+      if (body.mode !== "inpaint" && body.mask !== undefined && imageMode) {
+        ctx.addIssue({ code: "custom", path: ["mask"], message: "mask is used by mode inpaint; set mode inpaint" });
+      }
+      if (body.mode === "outpaint") {
+        const e = body.expand;
+        if (!e || e.left + e.right + e.top + e.bottom === 0)
+          ctx.addIssue({
+            code: "custom",
+            path: ["expand"],
+            message: 'outpaint needs expand with at least one side above 0, e.g. {"right": 256}',
+          });
+      }
+      if (imageMode && body.refiner === "ensemble") {
+        const strength = body.strength ?? DEFAULT_STRENGTH[body.mode];
+        if (strength <= 1 - body.high_noise_frac)
+          ctx.addIssue({
+            code: "custom",
+            path: ["strength"],
+            message: `with refiner ensemble the strength must exceed 1 − high_noise_frac (${1 - body.high_noise_frac}) so the base has steps to run; raise strength or use refiner sdedit`,
+          });
+      }
+      // The refine stage of an SDEdit runs trunc(steps × strength) steps (diffusers' img2img rule):
+      // refuse at submit what would otherwise run the base stage and then fail.
+      const sdeditStrength = body.strength ?? DEFAULT_STRENGTH.sdedit;
+      if (body.mode === "sdedit" && Math.trunc(body.steps * sdeditStrength) < 1) {
+        const message = `strength × steps must be at least 1 so the SDEdit stage has a step to run (strength ${sdeditStrength} × steps ${body.steps} = ${+(sdeditStrength * body.steps).toFixed(4)}); raise strength or steps`;
+        ctx.addIssue({ code: "custom", path: ["strength"], message });
+        ctx.addIssue({ code: "custom", path: ["steps"], message });
+      }
+      // The budget applies to the images the job produces: an SDEdit latent upscale grows them. Without a size,
+      // an image mode takes the picture's (checked when it is read).
+      if (imageMode && (body.width === undefined || body.height === undefined)) return;
       const scale = body.mode === "sdedit" ? body.hires_scale : 1;
-      const pixels = Math.round((body.width / 8) * scale) * 8 * Math.round((body.height / 8) * scale) * 8;
+      const e = body.mode === "outpaint" && body.expand ? body.expand : { left: 0, right: 0, top: 0, bottom: 0 };
+      const width = (body.width ?? 1024) + e.left + e.right;
+      const height = (body.height ?? 1024) + e.top + e.bottom;
+      const pixels = Math.round((width / 8) * scale) * 8 * Math.round((height / 8) * scale) * 8;
       if (pixels > limits.maxPixels) {
         ctx.addIssue({
           code: "custom",

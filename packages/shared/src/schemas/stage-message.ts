@@ -17,6 +17,8 @@ export const stageMessageSchema = z
     outputKey: z.string().min(1),
     /** W3C trace context of the submit request. */
     traceparent: z.string().optional(),
+    // Batch lanes: absent means the interactive lane.
+    lane: z.enum(["batch"]).optional(),
   })
   .strict();
 
@@ -26,4 +28,9 @@ export const blobKeys = {
   latents: (jobId: string, stage: number) => `jobs/${jobId}/stage-${stage}.latents`,
   imagesPrefix: (jobId: string) => `jobs/${jobId}/images/`,
   image: (jobId: string, index: number, ext: string) => `jobs/${jobId}/images/${index}.${ext}`,
+  /** A picture the user sent (img2img, inpaint, outpaint): `image` or `mask`, stored once, read by every stage. */
+  input: (jobId: string, name: "image" | "mask", ext: string) => `jobs/${jobId}/inputs/${name}.${ext}`,
 };
+
+// Lanes and stage queue names live in the queue registry; re-exported for the batch code's imports.
+export { type Lane, LANES, queueForStage, stageQueues } from "../queues/registry.js";

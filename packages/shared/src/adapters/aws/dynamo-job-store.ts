@@ -14,6 +14,7 @@ import {
   paginateQuery,
   paginateScan,
   PutCommand,
+  QueryCommand,
   UpdateCommand,
 } from "@aws-sdk/lib-dynamodb";
 
@@ -243,6 +244,22 @@ export class DynamoJobStore implements JobStore {
     return count;
   }
 
+  /** The queued index holds keys only; each job is then read strongly. */
+  async listQueued(createdBefore: string, limit: number): Promise<JobRecord[]> {
+    const page = await this.doc.send(
+      new QueryCommand({
+        TableName: this.table,
+        IndexName: GSI_QUEUED.name,
+        KeyConditionExpression: "#pk = :queued AND #sk < :before",
+        ExpressionAttributeNames: { "#pk": GSI_QUEUED.partitionKey, "#sk": GSI_QUEUED.sortKey },
+        ExpressionAttributeValues: { ":queued": QUEUED_PARTITION, ":before": createdSortKey(createdBefore, "") },
+        Limit: limit,
+      }),
+    );
+    const jobs = await Promise.all((page.Items ?? []).map((item) => this.get(String(item.pk).replace(/^JOB#/, ""))));
+    return jobs.filter((j): j is JobRecord => j !== null && j.status === "queued");
+  }
+
   /**
    * A filtered Scan of the whole table, so it is meant for a periodic sweep, not a request path.
    * TTL deletes the records by itself; the sweep exists for the blobs, which TTL does not touch.
@@ -277,10 +294,21 @@ export class DynamoJobStore implements JobStore {
   }
 }
 
-const encodeCursor = (sortKey: string): string => Buffer.from(sortKey, "utf8").toString("base64url");
+// base64url with Web-standard calls (no Buffer), so the family also runs on edge runtimes.
+const encodeCursor = (sortKey: string): string =>
+  btoa(String.fromCharCode(...new TextEncoder().encode(sortKey)))
+    .replace(/\+/g, "-")
+    .replace(/\//g, "_")
+    .replace(/=+$/, "");
 
 function decodeCursor(cursor: string): string {
-  const sortKey = Buffer.from(cursor, "base64url").toString("utf8");
+  let sortKey = "";
+  try {
+    const binary = atob(cursor.replace(/-/g, "+").replace(/_/g, "/"));
+    sortKey = new TextDecoder("utf-8", { fatal: true }).decode(Uint8Array.from(binary, (c) => c.charCodeAt(0)));
+  } catch {
+    // Not base64url or not UTF-8: refused below like any cursor this server did not issue.
+  }
   if (!sortKey.includes("#") || encodeCursor(sortKey) !== cursor) {
     throw new KilnError(
       "cursor_invalid",

@@ -42,8 +42,8 @@ export interface AwsPortsOptions {
   queueUrls?: Record<string, string>;
   bucket: string;
   table: string;
-  /** Omit to use the SDK's default chain (environment, instance role, …). */
-  credentials?: { accessKeyId: string; secretAccessKey: string };
+  /** Omit to use the SDK's default chain (environment, instance role, …); the edge has no chain and passes them. */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
   /**
    * Receives before a message is dead-lettered. SQS enforces it through the queues' RedrivePolicy
    * (set by SST or `ensureQueues`), so the adapters do not read it; it is part of the options so

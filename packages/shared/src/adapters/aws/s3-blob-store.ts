@@ -66,6 +66,7 @@ export class S3BlobStore implements BlobStore {
             Body: bytes,
             ContentType: options.contentType,
             IfNoneMatch: ifNoneMatch,
+            Tagging: lifecycleTagging(key),
           }),
         );
       }
@@ -85,7 +86,12 @@ export class S3BlobStore implements BlobStore {
     ifNoneMatch: string | undefined,
   ): Promise<void> {
     const { UploadId } = await this.s3.send(
-      new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: contentType }),
+      new CreateMultipartUploadCommand({
+        Bucket: this.bucket,
+        Key: key,
+        ContentType: contentType,
+        Tagging: lifecycleTagging(key),
+      }),
     );
     if (!UploadId)
       throw new KilnError(
@@ -201,3 +207,11 @@ function contentDisposition(filename: string): string {
 
 const httpStatus = (e: unknown): number | undefined =>
   (e as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
+
+/**
+ * S3 lifecycle rules match prefixes and tags, not suffixes: latents between stages carry a tag so
+ * the bucket expires them after a day while outputs under the same job prefix live their retention
+ * (infra/plan/storage.ts, `LATENTS_TAG`).
+ */
+const lifecycleTagging = (key: string): string | undefined =>
+  key.endsWith(".latents") ? "kiln-blob=latents" : undefined;

@@ -106,7 +106,7 @@ export class SqsQueue implements Queue {
       );
     }
     const attributes = options.attributes ?? {};
-    if (Buffer.byteLength(text) + Buffer.byteLength(JSON.stringify(attributes)) > MAX_MESSAGE_BYTES) {
+    if (utf8Bytes(text) + utf8Bytes(JSON.stringify(attributes)) > MAX_MESSAGE_BYTES) {
       throw new KilnError(
         "queue_message_too_large",
         `A queue message may hold at most ${MAX_MESSAGE_BYTES} bytes (the SQS limit); put large data in the blob store and send its key.`,
@@ -415,3 +415,7 @@ export async function ensureQueues(
   }
   return urls;
 }
+
+const encoder = new TextEncoder();
+/** UTF-8 length with Web-standard calls (no Buffer), so the family also runs on edge runtimes. */
+const utf8Bytes = (text: string): number => encoder.encode(text).byteLength;

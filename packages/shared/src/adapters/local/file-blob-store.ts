@@ -133,10 +133,12 @@ export class FileBlobStore implements BlobStore {
 
   private async writeTemp(bytes: Uint8Array): Promise<string> {
     const dir = path.join(this.root, TMP_DIR);
-    await fs.mkdir(dir, { recursive: true });
+    await fs.mkdir(dir, { recursive: true, mode: PRIVATE_DIR });
     const tmp = path.join(dir, `${randomBytes(12).toString("hex")}.part`);
-    const handle = await fs.open(tmp, "wx");
+    const handle = await fs.open(tmp, "wx", PRIVATE_FILE);
     try {
+      // Images and their metadata belong to the API keys' owners: private whatever the umask.
+      await handle.chmod(PRIVATE_FILE);
       await handle.writeFile(bytes);
       // Without the fsync a crash soon after the rename can leave an empty file under the key.
       await handle.sync();
@@ -218,10 +220,14 @@ const badKey = (key: string, what: "key" | "prefix"): KilnError =>
     { status: 400 },
   );
 
+/** Blob files and folders: the owner only (the umask can narrow these, never widen them). */
+const PRIVATE_FILE = 0o600;
+const PRIVATE_DIR = 0o700;
+
 /** Runs a link/rename into `file`, creating its directory; retried because a concurrent delete may prune it in between. */
 async function withParentDir(file: string, op: () => Promise<void>): Promise<void> {
   for (let attempt = 0; ; attempt++) {
-    await fs.mkdir(path.dirname(file), { recursive: true });
+    await fs.mkdir(path.dirname(file), { recursive: true, mode: PRIVATE_DIR });
     try {
       await op();
       return;

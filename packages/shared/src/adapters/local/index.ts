@@ -43,7 +43,7 @@ export function openLocalPorts(options: LocalPortsOptions): Ports {
     return {
       queue,
       blobs: new FileBlobStore({ dataDir, publicBaseUrl: options.publicBaseUrl, urlSecret: options.urlSecret, now }),
-      jobs: new SqliteJobStore(db, { now }),
+      jobs: new SqliteJobStore(db, { now, queue }),
       keys: new SqliteKeyStore(db, { now }),
       workers: new SqliteWorkerRegistry(db),
       async close() {

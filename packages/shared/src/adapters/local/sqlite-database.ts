@@ -99,7 +99,11 @@ export function openSqliteDatabase(dataDir: string): SqliteDatabase {
   const file = path.join(dataDir, "kiln.db");
   let db: SqliteDatabase;
   try {
-    fs.mkdirSync(dataDir, { recursive: true });
+    // The database holds webhook secrets and key hashes: owner-only whatever the umask. SQLite
+    // creates `-wal` and `-shm` with the main file's permissions, so setting it first covers them.
+    fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    fs.closeSync(fs.openSync(file, "a", 0o600));
+    fs.chmodSync(file, 0o600);
     db = new Database(file);
   } catch (cause) {
     throw new KilnError(

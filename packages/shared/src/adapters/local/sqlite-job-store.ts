@@ -1,14 +1,24 @@
 import type { Statement } from "better-sqlite3";
 
 import { KilnError } from "../../errors.js";
-import type { JobCondition, JobPage, JobPatch, JobStore, ListJobsOptions } from "../../ports/job-store.js";
+import type {
+  JobCondition,
+  JobPage,
+  JobPatch,
+  JobStore,
+  ListJobsOptions,
+  OutboxMessage,
+} from "../../ports/job-store.js";
 import type { JobProgress, JobRecord } from "../../schemas/job.js";
 import type { SqliteDatabase } from "./sqlite-database.js";
+import type { SqliteQueue } from "./sqlite-queue.js";
 import { writeBatchOf } from "./sqlite-write-batch.js";
 
 export interface SqliteJobStoreOptions {
   /** Epoch ms; stamps `updatedAt`. */
   now?: () => number;
+  /** The queue on the same database: with it, `createWithMessages` commits a job and its messages together. */
+  queue?: SqliteQueue;
 }
 
 /** Fields a patch may never change: they identify the job or are managed by the store. */
@@ -32,6 +42,9 @@ export class SqliteJobStore implements JobStore {
   private readonly getStmt;
   private readonly progressStmt;
   private readonly countQueuedStmt;
+  private readonly listQueuedStmt;
+  /** Present when the store was given the queue on its database. */
+  readonly createWithMessages?: (job: JobRecord, messages: readonly OutboxMessage[]) => Promise<boolean>;
   private readonly expiredStmt;
   private readonly deleteStmt;
   /** update and listByOwner build their SQL from the patch and filters; each shape is prepared once. */
@@ -42,6 +55,8 @@ export class SqliteJobStore implements JobStore {
     options: SqliteJobStoreOptions = {},
   ) {
     this.now = options.now ?? Date.now;
+    const queue = options.queue;
+    if (queue) this.createWithMessages = (job, messages) => this.createAtomically(job, messages, queue);
     this.insertStmt = db.prepare<[string, string, string, number, number, string]>(
       `INSERT INTO jobs (id, owner_key_id, status, version, created_ms, record) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO NOTHING`,
@@ -55,6 +70,9 @@ export class SqliteJobStore implements JobStore {
         `SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND (created_ms < @ms OR (created_ms = @ms AND id < @id))`,
       )
       .pluck();
+    this.listQueuedStmt = db.prepare<[number, number], JobRow>(
+      "SELECT record FROM jobs WHERE status = 'queued' AND created_ms < ? ORDER BY created_ms, id LIMIT ?",
+    );
     // A sweep every few minutes reads the table once; no index on expiresAt is worth its writes.
     this.expiredStmt = db.prepare<[number, number], JobRow>(
       "SELECT record FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled', 'expired') AND json_extract(record, '$.expiresAt') < ? ORDER BY created_ms LIMIT ?",
@@ -70,6 +88,28 @@ export class SqliteJobStore implements JobStore {
       this.insertStmt.run(job.id, job.ownerKeyId, job.status, job.version, ms, record),
     );
     return info.changes === 1;
+  }
+
+  /** The job row and its messages in one savepoint: a crash or a failed insert leaves neither. */
+  private async createAtomically(
+    job: JobRecord,
+    messages: readonly OutboxMessage[],
+    queue: SqliteQueue,
+  ): Promise<boolean> {
+    const ms = createdMs(job.createdAt);
+    const record = JSON.stringify(job);
+    const sends = messages.map((m) => queue.prepareSend(m.queue, m.body, { attributes: m.attributes }));
+    const created = await writeBatchOf(this.db).runAtomic(() => {
+      if (this.insertStmt.run(job.id, job.ownerKeyId, job.status, job.version, ms, record).changes !== 1) return false;
+      for (const send of sends) send.write();
+      return true;
+    });
+    if (created) for (const send of sends) send.sent();
+    return created;
+  }
+
+  async listQueued(createdBefore: string, limit: number): Promise<JobRecord[]> {
+    return this.listQueuedStmt.all(createdMs(createdBefore), limit).map((r) => JSON.parse(r.record) as JobRecord);
   }
 
   async get(id: string): Promise<JobRecord | null> {

@@ -138,6 +138,22 @@ export class SqliteQueue implements Queue {
   }
 
   async send(queue: QueueName, body: unknown, options: SendOptions = {}): Promise<string> {
+    const { id, write, sent } = this.prepareSend(queue, body, options);
+    // Concurrent sends share a commit (see sqlite-write-batch.ts).
+    await this.writes.run(write);
+    sent();
+    return id;
+  }
+
+  /**
+   * A send split in two, for writes that must commit with it (the job store's outbox): `write`
+   * inserts the row (synchronously, inside the caller's transaction), `sent` runs after the commit.
+   */
+  prepareSend(
+    queue: QueueName,
+    body: unknown,
+    options: SendOptions = {},
+  ): { id: string; write: () => void; sent: () => void } {
     const delaySeconds = options.delaySeconds ?? 0;
     checkSeconds("delaySeconds", delaySeconds, MAX_DELAY_SECONDS);
     const text = JSON.stringify(body);
@@ -156,10 +172,13 @@ export class SqliteQueue implements Queue {
     }
     const id = randomUUID();
     const now = this.now();
-    // Concurrent sends share a commit (see sqlite-write-batch.ts).
-    await this.writes.run(() => this.insertStmt.run(id, queue, text, attributes, now, now + delaySeconds * 1000));
-    if (delaySeconds === 0) this.wake(queue);
-    return id;
+    return {
+      id,
+      write: () => void this.insertStmt.run(id, queue, text, attributes, now, now + delaySeconds * 1000),
+      sent: () => {
+        if (delaySeconds === 0) this.wake(queue);
+      },
+    };
   }
 
   /**

@@ -25,6 +25,14 @@ export class SqliteWriteBatch {
     });
   }
 
+  /**
+   * Several writes that commit together or not at all: they run in a savepoint inside the batch's
+   * transaction, so one failing rolls the others back without touching the rest of the batch.
+   */
+  runAtomic<T>(writes: () => T): Promise<T> {
+    return this.run(() => this.db.transaction(writes)());
+  }
+
   private flush(): void {
     const writes = this.pending;
     this.pending = [];

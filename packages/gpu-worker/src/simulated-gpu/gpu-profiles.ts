@@ -93,7 +93,7 @@ export function stageSteps(shape: RenderShape): number[] {
 /** GPU seconds of one stage of a batch of `batch` compatible renders (the VAE runs on the last stage). */
 export function stageSeconds(profile: GpuProfile, shape: RenderShape, stage: number, batch = 1): number {
   const steps = stageSteps(shape);
-  const scale = Math.pow((shape.width * shape.height) / (1024 * 1024), 1.1);
+  const scale = Math.pow((shape.width * shape.height) / (1024 * 1024), 1.1); // as pixelScale in simulated-gpu.ts
   const images = shape.n * batch;
   const batchFactor = 1 + profile.batchMarginal * (images - 1);
   let seconds = steps[stage]! * profile.stepSeconds * scale * batchFactor;

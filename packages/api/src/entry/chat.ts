@@ -1,0 +1,49 @@
+import type { KilnConfig, Ports } from "@kiln/shared";
+
+import { chatStatus, discordEnabled, slackEnabled } from "../channels/core/chat-deps.js";
+import { ChatDispatcher } from "../channels/core/dispatcher.js";
+import type { ChatPresenter } from "../channels/core/presenter.js";
+import { DiscordClient } from "../channels/discord/client.js";
+import { DiscordPresenter } from "../channels/discord/presenter.js";
+import { SlackPresenter } from "../channels/slack/presenter.js";
+import { slackWebApi } from "./slack-web-api.js";
+
+export { DISCORD_COMMANDS } from "../channels/discord/commands.js";
+
+type Log = (level: "info" | "warn" | "error", obj: Record<string, unknown>, msg: string) => void;
+
+/** Says at start-up which bots answer and, for a disabled one, which variables are missing. */
+export function logChatStatus(config: KilnConfig, log: Log): void {
+  const status = chatStatus(config.chat);
+  log("info", { bot: "discord" }, `Discord bot ${status.discord}`);
+  log("info", { bot: "slack" }, `Slack bot ${status.slack}`);
+}
+
+export function discordClientFromConfig(config: KilnConfig): DiscordClient {
+  const d = config.chat.discord;
+  return new DiscordClient({ apiUrl: d.apiUrl, applicationId: d.applicationId ?? "", botToken: d.botToken });
+}
+
+/**
+ * The chat follow-up sender for the configured bots, or undefined when neither is enabled. Runs
+ * beside the webhook dispatcher (`kiln start`, `kiln worker`); any number may share the queue.
+ */
+export function chatDispatcherFromConfig(config: KilnConfig, ports: Ports, log: Log): ChatDispatcher | undefined {
+  const presenters: Partial<Record<"discord" | "slack", ChatPresenter>> = {};
+  if (discordEnabled(config.chat))
+    presenters.discord = new DiscordPresenter(discordClientFromConfig(config), {
+      blobs: ports.blobs,
+      publicUrl: config.publicUrl,
+      log,
+    });
+  if (slackEnabled(config.chat)) {
+    const s = config.chat.slack;
+    presenters.slack = new SlackPresenter({
+      keys: ports.keys,
+      web: s.botToken ? slackWebApi({ token: s.botToken, apiUrl: s.apiUrl }) : undefined,
+      log,
+    });
+  }
+  if (!presenters.discord && !presenters.slack) return undefined;
+  return new ChatDispatcher({ ports, presenters, downloadUrlSeconds: config.downloadUrlSeconds, log });
+}

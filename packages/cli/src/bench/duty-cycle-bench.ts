@@ -1,0 +1,107 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+import { GPU_PROFILES, loadSdxlModel, simulateGpu, writeTinyModels } from "@kiln/gpu-worker";
+import { createApiKey, loadConfig } from "@kiln/shared";
+import { createLogger } from "@kiln/shared/node";
+
+import { startApiService, startWorkerService } from "../services.js";
+import { openPorts } from "../stack.js";
+import { fmt, table } from "./stats.js";
+
+interface Case {
+  mode: "base" | "ensemble" | "sdedit";
+  n: number;
+  renders: number;
+}
+
+const CASES: Case[] = [
+  { mode: "ensemble", n: 1, renders: 8 },
+  { mode: "ensemble", n: 4, renders: 3 },
+  { mode: "base", n: 1, renders: 8 },
+  { mode: "sdedit", n: 1, renders: 6 },
+];
+
+/**
+ * Issue 15's figure: the duty cycle of one saturated worker — simulated-GPU busy time / wall time —
+ * on the local family, with the real runtime, queue, stores, tiny text encoders, hand-over and PNG
+ * encoding, and the UNet and VAE replaced by waits of the H100 TensorRT profile (1.47 s per 1024²
+ * ensemble render). The renders are queued before the worker starts, so it never waits for work.
+ */
+export async function run(): Promise<string> {
+  const profile = GPU_PROFILES.h100!;
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-bench-duty-"));
+  const dirs = writeTinyModels(path.join(root, "models"));
+  const logger = createLogger({ level: "silent" });
+  const options = { providers: ["cpu" as const], logger };
+  const models = {
+    base: await loadSdxlModel(dirs.base, "base", options),
+    refiner: await loadSdxlModel(dirs.refiner, "refiner", options),
+  };
+  const gpu = simulateGpu(models, profile);
+  const rows: string[][] = [];
+  let headline = 0;
+  try {
+    for (const c of CASES) {
+      const port = 18000 + Math.floor(Math.random() * 1000);
+      const config = loadConfig({
+        KILN_DATA_DIR: path.join(root, `data-${c.mode}-${c.n}`),
+        PORT: String(port),
+        KILN_WORKER_PORT: "0",
+        KILN_MAX_SIDE: "1024",
+      });
+      const ports = openPorts(config);
+      const api = await startApiService(config, ports, logger);
+      const { key } = await createApiKey(ports.keys, { name: "bench", scopes: ["render"] });
+      const ids: string[] = [];
+      for (let i = 0; i < c.renders; i++) {
+        const res = await fetch(`${config.publicUrl}/v1/renders`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+          body: JSON.stringify({ prompt: "a red circle", mode: c.mode, n: c.n, width: 1024, height: 1024, seed: i }),
+        });
+        if (res.status !== 202) throw new Error(`submit failed: ${res.status} ${await res.text()}`);
+        ids.push(((await res.json()) as { id: string }).id);
+      }
+      gpu.reset();
+      const started = performance.now();
+      const worker = await startWorkerService(config, ports, logger, models);
+      const finished: number[] = [];
+      for (;;) {
+        const jobs = await Promise.all(ids.map((id) => ports.jobs.get(id)));
+        const bad = jobs.find((j) => j && (j.status === "failed" || j.status === "canceled"));
+        if (bad) throw new Error(`bench render ${bad.id} ${bad.status}: ${JSON.stringify(bad.error)}`);
+        if (jobs.every((j) => j?.status === "succeeded")) {
+          for (const j of jobs) finished.push(Date.parse(j!.finishedAt!) - Date.parse(j!.createdAt));
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      const wall = (performance.now() - started) / 1000;
+      await worker.stop();
+      await api.stop();
+      await ports.close();
+      const duty = gpu.busySeconds() / wall;
+      if (c.mode === "ensemble" && c.n === 1) headline = duty;
+      rows.push([
+        `${c.mode}, n = ${c.n}`,
+        String(c.renders),
+        fmt(wall, 2),
+        fmt(gpu.busySeconds(), 2),
+        fmt(duty * 100, 1) + " %",
+        fmt((3600 / wall) * c.renders * c.n, 0),
+      ]);
+    }
+  } finally {
+    for (const m of Object.values(models)) await m.release();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+  return [
+    `One worker (concurrency 1) on the local family, 1024², 30 steps, renders queued before it starts; UNet and VAE simulated with the ${profile.name} profile (${fmt(profile.stepSeconds * 1000, 1)} ms per UNet step, ${fmt(profile.vaeSeconds * 1000, 0)} ms per VAE decode; see gpu-profiles.ts). Everything else is Kiln's real code on this CPU.`,
+    "",
+    table(["case", "renders", "wall (s)", "GPU busy (s)", "duty cycle", "images per GPU-hour"], rows),
+    "",
+    `duty cycle: ${fmt(headline * 100, 1)} %`,
+  ].join("\n");
+}
