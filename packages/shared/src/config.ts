@@ -185,6 +185,7 @@ function checkCombinations(e: KilnConfigEnv, ctx: z.RefinementCtx): void {
   if (e.KILN_MIN_SIDE > e.KILN_MAX_SIDE) {
     ctx.addIssue({
       code: "custom",
+      params: { combination: true },
       path: ["KILN_MIN_SIDE"],
       message: `KILN_MIN_SIDE (${e.KILN_MIN_SIDE}) must not exceed KILN_MAX_SIDE (${e.KILN_MAX_SIDE}).`,
     });
@@ -192,6 +193,7 @@ function checkCombinations(e: KilnConfigEnv, ctx: z.RefinementCtx): void {
   if (e.KILN_RETENTION_HOURS > e.KILN_MAX_RETENTION_HOURS) {
     ctx.addIssue({
       code: "custom",
+      params: { combination: true },
       path: ["KILN_RETENTION_HOURS"],
       message: `KILN_RETENTION_HOURS (${e.KILN_RETENTION_HOURS}) must not exceed KILN_MAX_RETENTION_HOURS (${e.KILN_MAX_RETENTION_HOURS}).`,
     });
@@ -345,7 +347,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   );
   const parsed = kilnConfigSchema.safeParse(picked);
   if (!parsed.success) {
-    const combination = parsed.error.issues.find((i) => i.code === "custom");
+    // A rule between variables (checkCombinations) is reported alone, in its own words.
+    const combination = parsed.error.issues.find((i) => i.code === "custom" && i.params?.combination === true);
     if (combination) throw new KilnError("config_invalid", combination.message);
     const lines = parsed.error.issues.map(
       (i) => `  ${i.path.join(".")}=${JSON.stringify(picked[String(i.path[0])] ?? "")}: ${i.message}`,

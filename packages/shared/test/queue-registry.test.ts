@@ -19,14 +19,18 @@ describe("queue registry", () => {
       [
         ["kiln-base", "KilnBase"],
         ["kiln-refine", "KilnRefine"],
+        ["kiln-base-batch", "KilnBaseBatch"],
+        ["kiln-refine-batch", "KilnRefineBatch"],
         ["kiln-webhooks", "KilnWebhook"],
+        ["kiln-chat", "KilnChat"],
       ],
     );
     assert.equal(queueForStage("base"), "kiln-base");
     assert.equal(queueForStage("refine", "interactive"), "kiln-refine");
     assert.equal(WEBHOOK_QUEUE, "kiln-webhooks");
-    assert.deepEqual(stageQueues(["refine"]), ["kiln-refine"]);
-    assert.deepEqual(stageQueues(), ["kiln-base", "kiln-refine"]);
+    assert.equal(queueForStage("base", "batch"), "kiln-base-batch");
+    assert.deepEqual(stageQueues(["refine"]), ["kiln-refine", "kiln-refine-batch"]);
+    assert.deepEqual(stageQueues(), ["kiln-base", "kiln-refine", "kiln-base-batch", "kiln-refine-batch"]);
   });
 
   it("gives every queue and its dead-letter queue an SST link, which the AWS config reads", () => {
@@ -35,16 +39,28 @@ describe("queue registry", () => {
       "kiln-base-dlq",
       "kiln-refine",
       "kiln-refine-dlq",
+      "kiln-base-batch",
+      "kiln-base-batch-dlq",
+      "kiln-refine-batch",
+      "kiln-refine-batch-dlq",
       "kiln-webhooks",
       "kiln-webhooks-dlq",
+      "kiln-chat",
+      "kiln-chat-dlq",
     ]);
     assert.deepEqual(SST_LINKS.queues, {
       "kiln-base": "KilnBaseQueue",
       "kiln-base-dlq": "KilnBaseDlq",
       "kiln-refine": "KilnRefineQueue",
       "kiln-refine-dlq": "KilnRefineDlq",
+      "kiln-base-batch": "KilnBaseBatchQueue",
+      "kiln-base-batch-dlq": "KilnBaseBatchDlq",
+      "kiln-refine-batch": "KilnRefineBatchQueue",
+      "kiln-refine-batch-dlq": "KilnRefineBatchDlq",
       "kiln-webhooks": "KilnWebhookQueue",
       "kiln-webhooks-dlq": "KilnWebhookDlq",
+      "kiln-chat": "KilnChatQueue",
+      "kiln-chat-dlq": "KilnChatDlq",
     });
     const env = Object.fromEntries(
       allQueueNames().map((name) => [
