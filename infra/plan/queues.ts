@@ -9,6 +9,8 @@ import {
  * The queues Kiln's code uses and the SQS settings derived for each. Pure: the SST files
  * (infra/queues.ts) and the offline tests read the same answers.
  */
+
+/** `webhook`: any outbound queue (webhook deliveries, chat follow-ups): short HTTP attempts, retried by re-send. */
 export type QueueRole = "stage" | "webhook" | "batch";
 
 export interface QueueSpec {
@@ -41,7 +43,9 @@ export function kilnQueueSpecs(links: Record<string, string> = queueLinkNames())
 function roleOf(name: string, definition: QueueDefinition | undefined): QueueRole {
   if (!definition) return name === WEBHOOK_QUEUE ? "webhook" : name.includes("batch") ? "batch" : "stage";
   const carries = definition.carries;
-  if ("outbound" in carries) return carries.outbound === "webhooks" ? "webhook" : "stage";
+  // Outbound queues (webhooks, chat follow-ups) hold short HTTP attempts, not GPU work: the GPU fleet
+  // neither scales on them nor waits a stage's visibility for them.
+  if ("outbound" in carries) return "webhook";
   return carries.lane === "batch" ? "batch" : "stage";
 }
 

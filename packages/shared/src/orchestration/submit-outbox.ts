@@ -24,7 +24,9 @@ export async function createQueuedJob(
   const marked = { ...job, enqueuedAt: options.now.toISOString() };
   if (ports.jobs.createWithMessages) {
     await options.pause?.("submit:before-commit", { jobId: job.id });
-    return ports.jobs.createWithMessages(marked, [{ queue: queueForStage(first.kind), body: first, attributes }]);
+    return ports.jobs.createWithMessages(marked, [
+      { queue: queueForStage(first.kind, first.lane), body: first, attributes },
+    ]);
   }
   if (!(await ports.jobs.create(job))) return false;
   await options.pause?.("submit:after-create", { jobId: job.id });
