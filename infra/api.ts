@@ -20,7 +20,9 @@ export const apiEnvironment = {
 };
 
 export const api = new sst.aws.Function("KilnApi", {
-  handler: "packages/api/src/entry/lambda.handler",
+  // Response streaming, so event streams (SSE) arrive as they happen through the function URL.
+  handler: "packages/api/src/entry/lambda.streamHandler",
+  streaming: true,
   runtime: "nodejs20.x",
   architecture: "arm64",
   memory: "1024 MB",

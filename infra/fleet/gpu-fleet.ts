@@ -53,7 +53,8 @@ const HEALTH_PORT = 8788;
 
 export function createGpuFleet(args: GpuFleetArgs) {
   const plan = planFleet(args.settings);
-  const stageQueues = args.queues.filter((q) => q.plan.role === "stage");
+  // Workers read both lanes (batch only when the interactive queues are empty), so both wake and scale the fleet.
+  const stageQueues = args.queues.filter((q) => q.plan.role === "stage" || q.plan.role === "batch");
   const longestVisibility = Math.max(...stageQueues.map((q) => q.plan.visibilitySeconds));
 
   const repository = new aws.ecr.Repository("KilnWorkerImage", {

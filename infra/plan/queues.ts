@@ -1,9 +1,16 @@
-import { SST_LINKS } from "../../packages/shared/src/sst-links.js";
+import {
+  type QueueDefinition,
+  queueLinkNames,
+  QUEUES,
+  WEBHOOK_QUEUE,
+} from "../../packages/shared/src/queues/registry.js";
 
 /**
  * The queues Kiln's code uses and the SQS settings derived for each. Pure: the SST files
  * (infra/queues.ts) and the offline tests read the same answers.
  */
+
+/** `webhook`: any outbound queue (webhook deliveries, chat follow-ups): short HTTP attempts, retried by re-send. */
 export type QueueRole = "stage" | "webhook" | "batch";
 
 export interface QueueSpec {
@@ -16,21 +23,30 @@ export interface QueueSpec {
 }
 
 /**
- * Where infra learns which queues exist. Today: the link table in packages/shared/src/sst-links.ts
- * (stages and webhooks). When the shared queue registry lands (stage, webhook and batch-lane
- * queues with their DLQs), point this function at it; everything below derives from its answer.
+ * Where infra learns which queues exist: Kiln's queue registry (packages/shared/src/queues/registry.ts:
+ * every stage kind in every lane, the outbound queues), by way of its link table. Everything below
+ * derives from this answer. `links` is for tests of names the registry does not hold.
  */
-export function kilnQueueSpecs(links: Record<string, string> = SST_LINKS.queues): QueueSpec[] {
+export function kilnQueueSpecs(links: Record<string, string> = queueLinkNames()): QueueSpec[] {
+  const byName = new Map(QUEUES.map((q) => [q.name, q]));
   const specs: QueueSpec[] = [];
   for (const [name, link] of Object.entries(links)) {
     if (name.endsWith("-dlq")) continue;
     const dlqLink = links[`${name}-dlq`];
     if (!dlqLink)
       throw new Error(`queue ${name} has no ${name}-dlq link: every queue Kiln uses needs a dead-letter queue`);
-    const role: QueueRole = name === "kiln-webhooks" ? "webhook" : name.includes("batch") ? "batch" : "stage";
-    specs.push({ name, role, link, dlqLink });
+    specs.push({ name, role: roleOf(name, byName.get(name)), link, dlqLink });
   }
   return specs;
+}
+
+function roleOf(name: string, definition: QueueDefinition | undefined): QueueRole {
+  if (!definition) return name === WEBHOOK_QUEUE ? "webhook" : name.includes("batch") ? "batch" : "stage";
+  const carries = definition.carries;
+  // Outbound queues (webhooks, chat follow-ups) hold short HTTP attempts, not GPU work: the GPU fleet
+  // neither scales on them nor waits a stage's visibility for them.
+  if ("outbound" in carries) return "webhook";
+  return carries.lane === "batch" ? "batch" : "stage";
 }
 
 export interface QueueTimings {

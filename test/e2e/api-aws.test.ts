@@ -1,15 +1,22 @@
 import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { PassThrough } from "node:stream";
 import { after, before, describe, it } from "node:test";
 
 import { sweepExpiredJobs } from "@kiln/api";
-import { createLambdaHandler, type LambdaHandler } from "@kiln/api/lambda";
+import {
+  createLambdaHandler,
+  createLambdaStreamHandler,
+  type LambdaHandler,
+  type LambdaStreamHandler,
+} from "@kiln/api/lambda";
 import { sdxlExecutor, Worker } from "@kiln/gpu-worker";
-import { createApiKey, type Ports } from "@kiln/shared";
+import { createApiKey, type Ports, stageQueues } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
 import sharp from "sharp";
 
+import { jobRecord } from "../../packages/api/test/fixtures.js";
 import {
   type AwsStandins,
   openStandinPorts,
@@ -122,6 +129,9 @@ describe("API on the AWS family through the Lambda handler", () => {
   let ports: Ports;
   let handler: LambdaHandler;
   let key: string;
+  let keyId: string;
+  let lambdaEnv: Record<string, string>;
+  const timing = { preferWaitCapSeconds: 25, syncWaitSeconds: 25, eventStreamSeconds: 20, pollMs: 100 };
   let worker: Worker;
   const savedEnv = { ...process.env };
 
@@ -129,7 +139,7 @@ describe("API on the AWS family through the Lambda handler", () => {
     standins = await startAwsStandins();
     ports = (
       await openStandinPorts(standins, {
-        queues: ["kiln-base", "kiln-refine"],
+        queues: stageQueues(),
         maxReceives: 3,
         bucket: "kiln-api",
         table: "kiln-api",
@@ -139,19 +149,20 @@ describe("API on the AWS family through the Lambda handler", () => {
     // The SDK's default credential chain reads these, as it would on Lambda.
     process.env.AWS_ACCESS_KEY_ID = standins.credentials.accessKeyId;
     process.env.AWS_SECRET_ACCESS_KEY = standins.credentials.secretAccessKey;
-    handler = createLambdaHandler(
-      {
-        KILN_BACKEND: "aws",
-        KILN_AWS_ENDPOINT: router.url,
-        KILN_AWS_REGION: standins.region,
-        KILN_BUCKET: "kiln-api",
-        KILN_TABLE: "kiln-api",
-        KILN_MIN_SIDE: "64",
-        KILN_LOG_LEVEL: "silent",
-      },
-      { preferWaitCapSeconds: 25, syncWaitSeconds: 25, eventStreamSeconds: 20, pollMs: 100 },
-    );
-    key = (await createApiKey(ports.keys, { name: "lambda", scopes: ["render"] })).key;
+    lambdaEnv = {
+      KILN_BACKEND: "aws",
+      KILN_AWS_ENDPOINT: router.url,
+      KILN_AWS_REGION: standins.region,
+      KILN_BUCKET: "kiln-api",
+      KILN_TABLE: "kiln-api",
+      KILN_MIN_SIDE: "64",
+      KILN_LOG_LEVEL: "silent",
+    };
+    handler = createLambdaHandler(lambdaEnv, timing);
+    ({
+      key,
+      record: { id: keyId },
+    } = await createApiKey(ports.keys, { name: "lambda", scopes: ["render"] }));
     worker = new Worker({
       ports,
       execute: sdxlExecutor(await loadTinyModels(), { blobs: ports.blobs }),
@@ -322,6 +333,53 @@ describe("API on the AWS family through the Lambda handler", () => {
       204,
     );
   });
+
+  it("streams an event stream as it happens through streamHandler (Lambda response streaming)", async () => {
+    // The Lambda Node runtime's streaming globals, as documented: streamifyResponse marks the
+    // handler; HttpResponseStream.from carries the status and headers ahead of the body.
+    let metadata: { statusCode: number; headers: Record<string, string> } | undefined;
+    const runtime = globalThis as { awslambda?: Record<string, unknown> };
+    const saved = runtime.awslambda; // the AWS SDK keeps its own state there
+    runtime.awslambda = {
+      ...saved,
+      streamifyResponse: (fn: unknown) => fn,
+      HttpResponseStream: { from: (stream: unknown, meta: typeof metadata) => ((metadata = meta), stream) },
+    };
+    try {
+      await streamEventsOfACanceledRender(createLambdaStreamHandler(lambdaEnv, timing), () => metadata);
+    } finally {
+      runtime.awslambda = saved;
+    }
+  });
+
+  async function streamEventsOfACanceledRender(
+    streamer: LambdaStreamHandler,
+    metadata: () => { statusCode: number; headers: Record<string, string> } | undefined,
+  ): Promise<void> {
+    // Queued and never enqueued, so the stream stays open until the render is canceled.
+    const job = jobRecord({ width: 64, height: 64 }, { id: "job_streamed1", ownerKeyId: keyId, status: "queued" });
+    await ports.jobs.create(job);
+    const body = new PassThrough();
+    let text = "";
+    let ended = false;
+    const firstChunk = new Promise<void>((resolve) => body.once("data", () => resolve()));
+    body.on("data", (chunk: Buffer) => (text += chunk.toString("utf8")));
+    const done = streamer(
+      lambdaEvent("url", "GET", `/v1/renders/${job.id}/events`, {
+        headers: { authorization: `Bearer ${key}` },
+      }) as never,
+      body,
+    ).then(() => (ended = true));
+    await firstChunk;
+    assert.equal(ended, false, "the first bytes arrive while the stream is still open");
+    assert.equal(metadata()?.statusCode, 200);
+    assert.match(metadata()?.headers["content-type"] ?? "", /^text\/event-stream/);
+    const canceled = await invoke("url", "DELETE", `/v1/renders/${job.id}`);
+    assert.equal(canceled.statusCode, 200, canceled.raw); // a queued render is canceled at once
+    await done;
+    assert.match(text, /^retry: 2000\n\n/);
+    assert.match(text, /event: canceled\ndata: \{.*\}\nid: end\n\n$/s);
+  }
 
   it("answers errors as problem+json through both event types", async () => {
     for (const kind of ["apigw", "url"] as const) {

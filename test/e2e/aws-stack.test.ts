@@ -17,9 +17,11 @@ import {
   type JobRecord,
   planRender,
   queueForStage,
+  QUEUES,
   renderRequestSchema,
   SST_LINKS,
   stageMessage,
+  stageQueues,
 } from "@kiln/shared";
 import { createAwsClients } from "@kiln/shared/aws";
 import sharp from "sharp";
@@ -60,7 +62,7 @@ describe("kiln api + kiln worker on the AWS family", { timeout: 120_000 }, () =>
     const names = { bucket: "kiln-stack", table: "kiln-stack", queuePrefix: "stack-" };
     let options;
     ({ ports, options } = await openStandinPorts(standins, {
-      queues: Object.keys(SST_LINKS.queues).filter((q) => !q.endsWith("-dlq")),
+      queues: QUEUES.map((q) => q.name),
       maxReceives: 3,
       ...names,
     }));
@@ -201,7 +203,7 @@ describe("kiln api + kiln worker on the AWS family", { timeout: 120_000 }, () =>
     await ports.jobs.create(job);
     // Queues of their own, so the running worker's own sweep cannot get there first.
     const { ports: cronPorts } = await openStandinPorts(standins, {
-      queues: ["kiln-base", "kiln-refine", "kiln-base-batch", "kiln-refine-batch"], // the sweep covers both lanes
+      queues: stageQueues(),
       maxReceives: 3,
       bucket: "kiln-stack",
       table: "kiln-stack",

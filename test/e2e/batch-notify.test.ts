@@ -17,7 +17,7 @@ import { getRun, pumpKey, startRun } from "../../packages/api/src/batches/batch-
 import { manifestSchema } from "../../packages/api/src/batches/manifest.js";
 import type { BatchChatMessage, BatchChatNotifier } from "../../packages/api/src/batches/notify.js";
 import { batchDepsFrom } from "../../packages/api/src/batches/routes.js";
-import { WebhookDispatcher } from "../../packages/api/src/outbound/webhooks/dispatcher.js";
+import { WebhookDispatcher } from "../../packages/api/src/entry/webhook-dispatcher.js";
 import { startWebhookReceiver, verifyStandardWebhook, type WebhookReceiver } from "../support/webhook-receiver.js";
 
 describe("batch run notifications", () => {

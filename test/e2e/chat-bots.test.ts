@@ -539,7 +539,11 @@ describe("Discord and Slack bots against loopback platforms and a real local sta
     });
     assert.equal((await app.request("/integrations/discord", { method: "POST", body: "{}" })).status, 404);
     assert.equal((await app.request("/integrations/slack/commands", { method: "POST", body: "a=b" })).status, 404);
-    const status = chatStatus({ ...stack.config.chat, keyId: undefined, slack: { apiUrl: "x" } });
+    const status = chatStatus({
+      ...stack.config.chat,
+      keyId: undefined,
+      slack: { apiUrl: "x", signingSecret: undefined, botToken: undefined },
+    });
     assert.match(status.discord, /disabled.*KILN_CHAT_KEY_ID/);
     assert.match(status.slack, /disabled.*KILN_SLACK_SIGNING_SECRET, KILN_CHAT_KEY_ID/);
   });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
-import { readPngText, runStage } from "@kiln/gpu-worker";
+import { readPngText, runPipelineStage } from "@kiln/gpu-worker";
 import {
   decodeLatents,
   encodeLatents,
@@ -116,13 +116,13 @@ describe("local stack, end to end", () => {
       77,
     );
     const models = stack.models!;
-    const base = await runStage(models.base!, { jobId: job.id, plan, stage: plan.stages[0]! }, undefined);
+    const base = await runPipelineStage(models.base!, { jobId: job.id, plan, stage: plan.stages[0]! }, undefined);
     assert.equal(base.kind, "latents");
     // The hand-over goes through the same fp16 codec in memory, without the queue or the blob store.
     const handed = await decodeLatents(
       await encodeLatents(base.kind === "latents" ? base.latents : (undefined as never)),
     );
-    const refined = await runStage(models.refiner!, { jobId: job.id, plan, stage: plan.stages[1]! }, handed);
+    const refined = await runPipelineStage(models.refiner!, { jobId: job.id, plan, stage: plan.stages[1]! }, handed);
     assert.equal(refined.kind, "images");
     assert.ok(Buffer.from(refined.kind === "images" ? refined.images[0]!.bytes : []).equals(viaQueue));
   });

@@ -128,7 +128,9 @@ describe("GPU fleet resource graph (Pulumi mocks)", { timeout: 120_000 }, () => 
     const returned = metrics.filter((m: { returnData: boolean }) => m.returnData);
     assert.equal(returned.length, 1);
     assert.match(returned[0].expression, /\/ MAX\(\[workers, 1\]\)$/);
-    const stageQueues = plans.filter((p) => p.role === "stage").map((p) => p.name);
+    // Both lanes of every stage kind; outbound queues (webhooks, chat) never scale the GPU fleet.
+    const stageQueues = plans.filter((p) => p.role === "stage" || p.role === "batch").map((p) => p.name);
+    assert.ok(stageQueues.includes("kiln-base-batch") && !stageQueues.includes("kiln-chat"));
     const measured = metrics
       .filter((m: any) => m.metricStat?.metric.metricName === "ApproximateNumberOfMessagesVisible")
       .map((m: any) => m.metricStat.metric.dimensions[0].value);

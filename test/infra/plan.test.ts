@@ -25,16 +25,29 @@ import {
   SPOT_NOTICE_SECONDS,
 } from "../../infra/plan/scaling.js";
 import { BUCKET_ARGS, KEPT_PREFIXES, LATENTS_TAG, lifecycleRules } from "../../infra/plan/storage.js";
-import { WEBHOOK_QUEUE } from "../../packages/api/src/outbound/webhooks/events.js";
+import { CHAT_QUEUE, WEBHOOK_QUEUE } from "../../packages/shared/src/queues/registry.js";
 
 describe("queues", () => {
   const plans = planQueues(kilnQueueSpecs());
 
   it("covers every queue the code sends to, each with a dead-letter queue", () => {
     const names = plans.map((p) => p.name).sort();
-    for (const used of [queueForStage("base"), queueForStage("refine"), WEBHOOK_QUEUE]) {
+    for (const used of [
+      queueForStage("base"),
+      queueForStage("refine"),
+      queueForStage("base", "batch"),
+      queueForStage("refine", "batch"),
+      WEBHOOK_QUEUE,
+      CHAT_QUEUE,
+    ]) {
       assert.ok(names.includes(used), `${used} has no queue in infra`);
     }
+    // Roles come from the registry: the GPU fleet scales on interactive stage queues only.
+    const role = (name: string) => plans.find((p) => p.name === name)!.role;
+    assert.equal(role(queueForStage("base")), "stage");
+    assert.equal(role(queueForStage("refine", "batch")), "batch");
+    assert.equal(role(WEBHOOK_QUEUE), "webhook");
+    assert.equal(role(CHAT_QUEUE), "webhook");
     for (const p of plans) {
       assert.equal(SST_LINKS.queues[`${p.name}-dlq` as keyof typeof SST_LINKS.queues], p.dlqLink);
       assert.ok(p.maxReceives >= 1);

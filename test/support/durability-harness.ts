@@ -10,7 +10,7 @@ import path from "node:path";
 import readline from "node:readline";
 
 import type { EventLogLine } from "@kiln/gpu-worker";
-import { runStage, sdxlExecutor } from "@kiln/gpu-worker";
+import { runPipelineStage, sdxlExecutor } from "@kiln/gpu-worker";
 import {
   blobKeys,
   decodeLatents,
@@ -21,6 +21,7 @@ import {
   type Latents,
   planRender,
   type Ports,
+  QUEUES,
   renderRequestSchema,
   stageMessage,
 } from "@kiln/shared";
@@ -38,7 +39,6 @@ export type FamilyName = "local" | "aws";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const KILN_BIN = path.join(ROOT, "packages/cli/bin/kiln.js");
-const QUEUES = ["kiln-base", "kiln-refine", "kiln-webhooks"];
 /** Tiny models loaded once per test process, for references and in-process stages. */
 let tinyModels: ReturnType<typeof loadTinyModels> | undefined;
 
@@ -108,7 +108,7 @@ export async function startFamily(name: FamilyName): Promise<Family> {
     }
     const names = { bucket: `kiln-ns${n}`, table: `kiln-ns${n}`, queuePrefix: `ns${n}-` };
     const { ports } = await openStandinPorts(standins, {
-      queues: QUEUES,
+      queues: QUEUES.map((q) => q.name),
       maxReceives,
       visibilitySeconds: options.visibilitySeconds,
       ...names,
@@ -303,7 +303,7 @@ export async function handOverDamaged(
   const job = await createJob(ports, body);
   const models = await (tinyModels ??= loadTinyModels());
   const stage = job.plan.stages[0]!;
-  const result = await runStage(models.base!, { jobId: job.id, plan: job.plan, stage }, undefined);
+  const result = await runPipelineStage(models.base!, { jobId: job.id, plan: job.plan, stage }, undefined);
   if (result.kind !== "latents") throw new Error("stage 0 of this body does not hand over");
   await ports.blobs.put(blobKeys.latents(job.id, 0), spoil(await encodeLatents(result.latents)));
   const at = new Date().toISOString();
@@ -398,7 +398,7 @@ async function renderInProcess(body: Record<string, unknown>): Promise<Buffer[]>
   let input: Latents | undefined;
   for (const stage of plan.stages) {
     const model = stage.model === "refiner" ? models.refiner! : models.base!;
-    const result = await runStage(model, { jobId: "reference", plan, stage }, input);
+    const result = await runPipelineStage(model, { jobId: "reference", plan, stage }, input);
     if (result.kind === "images") return result.images.map((i) => Buffer.from(i.bytes));
     input = await decodeLatents(await encodeLatents({ ...result.latents, meta: { ...result.latents.meta } }));
   }

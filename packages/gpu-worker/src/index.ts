@@ -1,12 +1,12 @@
 export { loadSdxlModel, type SdxlModel } from "./engine/sdxl-model.js";
 export {
-  runStage,
+  runPipelineStage,
   stageSchedule,
   generationParameters,
   type StageHooks,
   type StageResult,
 } from "./engine/sdxl-pipeline.js";
-export { readPngText } from "./engine/image-encoder.js";
+export { readPngText } from "./engine/image-files.js";
 export { writeTinyModel, writeTinyModels } from "./models/tiny-models.js";
 export {
   writeReferenceModel,

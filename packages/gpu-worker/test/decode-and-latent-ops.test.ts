@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 
 import sharp from "sharp";
 
-import { encodeImage, readPngText } from "../src/engine/image-encoder.js";
+import { encodeImageFile, readPngText } from "../src/engine/image-files.js";
 import { firstNonFinite, resizeLatentsBilinear } from "../src/engine/latent-ops.js";
 import { chwToRgb8 } from "../src/engine/vae-decoder.js";
 
@@ -43,12 +43,12 @@ describe("resizeLatentsBilinear (torch interpolate, bilinear, align_corners=Fals
   });
 });
 
-describe("encodeImage", () => {
+describe("encodeImageFile", () => {
   const image = { width: 8, height: 8, rgb: new Uint8Array(8 * 8 * 3).map((_, i) => (i * 37) % 256) };
 
   it("PNG: the parameters as a UTF-8 iTXt chunk that readPngText and sharp both read back", async () => {
     const text = "ein Fuchs im Schnee — 雪\nSteps: 6, Sampler: Euler";
-    const png = await encodeImage(image, "png", 90, text);
+    const png = await encodeImageFile(image, "png", 90, text);
     assert.equal(png.contentType, "image/png");
     assert.equal(readPngText(png.bytes).parameters, text);
     const meta = await sharp(png.bytes).metadata();

@@ -22,10 +22,10 @@ import { encodeImageLatents, rgb8ToVaeInput, sampleLatentDistribution } from "..
 import { NoiseSource } from "../src/engine/noise.js";
 import { createScheduler } from "../src/engine/schedulers/index.js";
 import { loadSdxlModel, type SdxlModel } from "../src/engine/sdxl-model.js";
-import { runStage, stageSchedule } from "../src/engine/sdxl-pipeline.js";
+import { runPipelineStage, stageSchedule } from "../src/engine/sdxl-pipeline.js";
 import { writeTinyModel } from "../src/models/tiny-models.js";
 
-/** img2img, inpaint and outpaint: diffusers' formulas with constants computed from them, then runStage end to end. */
+/** img2img, inpaint and outpaint: diffusers' formulas with constants computed from them, then runPipelineStage end to end. */
 
 describe("img2img math (diffusers' formulas)", () => {
   it("samples the encoder's diagonal Gaussian: mean + exp(0.5·clamp(logvar, −30, 20))·ε, × 0.13025", () => {
@@ -141,7 +141,7 @@ async function render(model: SdxlModel, body: Partial<RenderRequestInput>, mask 
   });
   const mode = plan.mode as "img2img" | "inpaint" | "outpaint";
   const source = await prepareSource(plan.source!, mode, picture, mask ? maskPng : undefined, plan.seed);
-  const result = await runStage(model, { jobId: "job_t", plan, stage: plan.stages[0]!, source }, undefined);
+  const result = await runPipelineStage(model, { jobId: "job_t", plan, stage: plan.stages[0]!, source }, undefined);
   assert.equal(result.kind, "images");
   if (result.kind !== "images") throw new Error("unreachable");
   return { plan, images: result.images, steps: result.steps };
@@ -152,7 +152,7 @@ async function rgbOf(png: Uint8Array): Promise<{ data: Buffer; width: number; he
   return { data, width: info.width, height: info.height };
 }
 
-describe("runStage from a picture (tiny models)", () => {
+describe("runPipelineStage from a picture (tiny models)", () => {
   it("VAE-encodes as the encoder's distribution sampled with the image's generator", async () => {
     const pixels = rgb8ToVaeInput(pictureRgb, 64, 64);
     const { latents } = await encodeImageLatents(base.vaeEncoder!, pixels, 64, 64, new NoiseSource(5), 0.13025);

@@ -15,13 +15,13 @@ import {
 import { createLogger } from "@kiln/shared/node";
 import sharp from "sharp";
 
-import { readPngText } from "../src/engine/image-encoder.js";
+import { readPngText } from "../src/engine/image-files.js";
 import { firstNonFinite } from "../src/engine/latent-ops.js";
 import { loadSdxlModel, type SdxlModel } from "../src/engine/sdxl-model.js";
-import { generationParameters, runStage, type StageResult } from "../src/engine/sdxl-pipeline.js";
+import { generationParameters, runPipelineStage, type StageResult } from "../src/engine/sdxl-pipeline.js";
 import { writeTinyModel } from "../src/models/tiny-models.js";
 
-/** runStage on the tiny models: every scheduler renders, stages hand over across scheduler families, n images batch exactly. */
+/** runPipelineStage on the tiny models: every scheduler renders, stages hand over across scheduler families, n images batch exactly. */
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-pipeline-"));
 const logger = createLogger({ level: "silent" });
@@ -63,7 +63,7 @@ const plan = (body: Partial<RenderRequestInput>, seed = 42): RenderPlan =>
   );
 
 async function render(model: SdxlModel, p: RenderPlan, stage = 0, input?: Latents): Promise<StageResult> {
-  return runStage(model, { jobId: "job_test", plan: p, stage: p.stages[stage]! }, input);
+  return runPipelineStage(model, { jobId: "job_test", plan: p, stage: p.stages[stage]! }, input);
 }
 
 const images = (r: StageResult) => {
@@ -75,7 +75,7 @@ async function pixels(bytes: Uint8Array): Promise<Buffer> {
   return sharp(bytes).removeAlpha().raw().toBuffer();
 }
 
-describe("runStage renders with every scheduler", () => {
+describe("runPipelineStage renders with every scheduler", () => {
   const cases = [
     { scheduler: "euler" },
     { scheduler: "euler", karras: true },

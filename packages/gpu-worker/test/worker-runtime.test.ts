@@ -1,7 +1,4 @@
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
 import {
@@ -15,8 +12,8 @@ import {
   stageMessage,
   type WorkerBeat,
 } from "@kiln/shared";
-import { openLocalPorts } from "@kiln/shared/local";
 import { createLogger } from "@kiln/shared/node";
+import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
 
 import { nullExecutor, type StageExecutor, startHealthServer, Worker } from "../src/index.js";
 
@@ -56,7 +53,7 @@ async function until<T>(
 }
 
 describe("worker runtime: health, metrics, registry beats", () => {
-  let dir: string;
+  let local: TempLocalPorts;
   let ports: Ports;
   let worker: Worker;
   let health: Awaited<ReturnType<typeof startHealthServer>>;
@@ -67,13 +64,13 @@ describe("worker runtime: health, metrics, registry beats", () => {
   const releaseHeld = (id: string) => released.add(id);
 
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-runtime-"));
-    ports = openLocalPorts({
-      dataDir: dir,
+    local = openTempLocalPorts({
+      prefix: "kiln-runtime-",
       publicBaseUrl: "http://127.0.0.1:9",
       urlSecret: "runtime-test-secret-0123456789",
       maxReceives: 3,
     });
+    ports = local.ports;
     const registry = ports.workers!;
     // Recorded on the way to the real registry: how often the worker writes, not what it would write.
     ports.workers = { heartbeat: (b) => (beats.push(b), registry.heartbeat(b)), list: (s) => registry.list(s) };
@@ -110,8 +107,7 @@ describe("worker runtime: health, metrics, registry beats", () => {
     for (const job of (await ports.jobs.listByOwner("k", { limit: 100 })).jobs) releaseHeld(job.id);
     await worker.drain(5);
     await new Promise<void>((r) => health.close(() => r()));
-    await ports.close();
-    fs.rmSync(dir, { recursive: true, force: true });
+    await local.close();
   });
 
   it("GET /healthz names the models, providers, last successful poll and the job it runs", async () => {

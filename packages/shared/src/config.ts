@@ -35,6 +35,8 @@ const queueUrls = z
 /**
  * Kiln's configuration: one typed object read from `KILN_*` environment variables (and `PORT`),
  * validated once at start-up. Every variable is documented in README.md's configuration table.
+ * A setting is written twice: its variable and validation here, and its place in the typed object in
+ * `toConfig` below; the `KilnConfig` type is derived from both (`z.output`).
  */
 const configSchema = z.object({
   KILN_BACKEND: z.enum(["local", "aws"]).default("local"),
@@ -131,6 +133,11 @@ const configSchema = z.object({
     .default(24),
   KILN_WEBHOOK_BACKOFF_SECONDS: z.coerce.number().int().min(1).max(900).default(5),
   KILN_WEBHOOK_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(60).default(10),
+  // The `kiln` command and its benchmarks.
+  KILN_START_DEMO: boolish.default(true),
+  KILN_API_KEY: z.string().min(1).optional(),
+  KILN_BENCH_HANDOFFS: z.coerce.number().int().min(1).max(1_000_000).default(200),
+  KILN_BENCH_SECONDS: z.coerce.number().int().min(1).max(3600).default(10),
   // Chat channels (Discord, Slack): a bot whose secrets are unset answers 404 on its routes.
   KILN_DISCORD_APPLICATION_ID: z
     .string()
@@ -173,150 +180,54 @@ const configSchema = z.object({
 
 export type KilnConfigEnv = z.infer<typeof configSchema>;
 
-export interface KilnConfig {
-  backend: "local" | "aws";
-  /** Fault tests' pause-point control directory (KILN_TEST_HOOKS); undefined in production. */
-  testHooksDir?: string;
-  dataDir: string;
-  port: number;
-  host: string;
-  /** Base URL clients reach the API at; used in links and local download URLs. */
-  publicUrl: string;
-  /** Base URL the CLI client (`kiln render`) calls; KILN_API_URL, else publicUrl. */
-  apiUrl: string;
-  /** Secret signing local download URLs; generated per data dir when not set. */
-  urlSecret?: string;
-  modelDir?: string;
-  refinerDir?: string;
-  /** Generate and use the tiny test models when no model dir is configured. */
-  allowTinyModels: boolean;
-  /** Which generated models: the reference pair (exact denoiser of a picture set) or the tiny random ones. */
-  builtinModels: "reference" | "tiny";
-  providers: ("tensorrt" | "cuda" | "cpu")[];
-  deviceId: number;
-  stages: ("base" | "refine")[];
-  workerConcurrency: number;
-  visibilitySeconds: number;
-  drainSeconds: number;
-  maxReceives: number;
-  workerPort: number;
-  logLevel: KilnConfigEnv["KILN_LOG_LEVEL"];
-  downloadUrlSeconds: number;
-  retentionHours: number;
-  limits: { minSide: number; maxSide: number; maxBodyBytes: number; maxPixels: number; maxRetentionHours: number };
-  /** Input pictures: bytes per file, decoded pixels, and the time allowed to fetch one from a URL. */
-  imageInputs: { maxBytes: number; maxPixels: number; fetchTimeoutMs: number };
-  aws: {
-    region: string;
-    /** One endpoint for SQS, S3 and DynamoDB (a stand-in); the per-service ones win over it. */
-    endpoint?: string;
-    sqsEndpoint?: string;
-    s3Endpoint?: string;
-    dynamoEndpoint?: string;
-    queuePrefix: string;
-    /** Logical queue name → URL, from KILN_QUEUE_URLS or SST links; others are found by GetQueueUrl(prefix + name). */
-    queueUrls: Record<string, string>;
-    bucket?: string;
-    table?: string;
-  };
-  /** Worker: append every stored job transition as one JSON line to this file (an audit trail). */
-  eventLog?: string;
-  /** Defaults for keys whose record does not set a limit; 0 = no limit (burst is at least 1). */
-  keyLimits: { requestsPerSecond: number; burst: number; concurrentJobs: number; imagesPerDay: number };
-  webhooks: {
-    /** Deliver to private, loopback and link-local addresses too (tests, closed networks). */
-    allowPrivate: boolean;
-    /** Host names, IP addresses or CIDR ranges allowed even when they are private. */
-    allowedHosts: string[];
-    /** Give up on a delivery this long after its first attempt. */
-    retryHours: number;
-    /** Wait after the first failed attempt; doubles per attempt (capped at an hour). */
-    backoffSeconds: number;
-    timeoutSeconds: number;
-  };
-  /** Batches: estimate rate, per-key window in the batch lane, and the in-process scheduler. */
-  batches: {
-    /** Seconds per denoising step per megapixel when no stage has been measured yet. */
-    stepSeconds: number;
-    /** Renders of one key in the batch lane (queued or running) at once. */
-    window: number;
-    /** Run the croner scheduler in the API process (the embedded trigger). */
-    scheduler: boolean;
-    tickSeconds: number;
-  };
-  /** Chat channels; a platform is enabled when its secrets and KILN_CHAT_KEY_ID are set. */
-  chat: ChatConfig;
-}
-
-export interface ChatConfig {
-  /** The API key whose quotas and ownership chat renders use (`kiln keys create --name chat`). */
-  keyId?: string;
-  /** Per chat user and per Discord guild / Slack workspace, renders an hour; 0 = no limit. */
-  userRendersPerHour: number;
-  guildRendersPerHour: number;
-  /** Prompts containing one of these words (lower case) are refused everywhere. */
-  blockedWords: string[];
-  /** Anyone in the channel may press a result's buttons (default: only the requester). */
-  buttonsAnyone: boolean;
-  discord: { applicationId?: string; publicKey?: string; botToken?: string; apiUrl: string };
-  slack: { signingSecret?: string; botToken?: string; apiUrl: string };
-}
-
-/** Reads and validates the configuration; throws one KilnError listing every bad variable. */
-export function loadConfig(env: Record<string, string | undefined> = process.env): KilnConfig {
-  const picked = Object.fromEntries(
-    Object.entries(env).filter(([k, v]) => (k.startsWith("KILN_") || k === "PORT") && v !== undefined && v !== ""),
-  );
-  const parsed = configSchema.safeParse(picked);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map(
-      (i) => `  ${i.path.join(".")}=${JSON.stringify(picked[String(i.path[0])] ?? "")}: ${i.message}`,
-    );
-    throw new KilnError(
-      "config_invalid",
-      `Kiln's configuration is invalid; fix these environment variables:\n${lines.join("\n")}`,
-    );
-  }
-  const e = parsed.data;
+/** Rules between variables; each names the variables to change. */
+function checkCombinations(e: KilnConfigEnv, ctx: z.RefinementCtx): void {
   if (e.KILN_MIN_SIDE > e.KILN_MAX_SIDE) {
-    throw new KilnError(
-      "config_invalid",
-      `KILN_MIN_SIDE (${e.KILN_MIN_SIDE}) must not exceed KILN_MAX_SIDE (${e.KILN_MAX_SIDE}).`,
-    );
+    ctx.addIssue({
+      code: "custom",
+      params: { combination: true },
+      path: ["KILN_MIN_SIDE"],
+      message: `KILN_MIN_SIDE (${e.KILN_MIN_SIDE}) must not exceed KILN_MAX_SIDE (${e.KILN_MAX_SIDE}).`,
+    });
   }
   if (e.KILN_RETENTION_HOURS > e.KILN_MAX_RETENTION_HOURS) {
-    throw new KilnError(
-      "config_invalid",
-      `KILN_RETENTION_HOURS (${e.KILN_RETENTION_HOURS}) must not exceed KILN_MAX_RETENTION_HOURS (${e.KILN_MAX_RETENTION_HOURS}).`,
-    );
+    ctx.addIssue({
+      code: "custom",
+      params: { combination: true },
+      path: ["KILN_RETENTION_HOURS"],
+      message: `KILN_RETENTION_HOURS (${e.KILN_RETENTION_HOURS}) must not exceed KILN_MAX_RETENTION_HOURS (${e.KILN_MAX_RETENTION_HOURS}).`,
+    });
   }
-  const linked = readSstLinks(env);
-  const bucket = e.KILN_BUCKET ?? linked.bucket;
-  const table = e.KILN_TABLE ?? linked.table;
-  if (e.KILN_BACKEND === "aws" && (!bucket || !table)) {
-    throw new KilnError(
-      "config_invalid",
-      `KILN_BACKEND=aws needs KILN_BUCKET and KILN_TABLE, or the SST links ${SST_LINKS.bucket} and ${SST_LINKS.table} (environment variables SST_RESOURCE_${SST_LINKS.bucket} and SST_RESOURCE_${SST_LINKS.table}).`,
-    );
-  }
+}
+
+/** The typed object code reads, from the validated variables. */
+function toConfig(e: KilnConfigEnv) {
   return {
     backend: e.KILN_BACKEND,
+    /** Fault tests' pause-point control directory (KILN_TEST_HOOKS); undefined in production. */
     testHooksDir: e.KILN_TEST_HOOKS,
     dataDir: e.KILN_DATA_DIR,
     port: e.PORT,
     host: e.KILN_HOST,
+    /** Base URL clients reach the API at; used in links and local download URLs. */
     publicUrl: (
       e.KILN_PUBLIC_URL ?? `http://${e.KILN_HOST === "0.0.0.0" ? "127.0.0.1" : e.KILN_HOST}:${e.PORT}`
     ).replace(/\/$/, ""),
+    /** KILN_PUBLIC_URL when it was set: hosts that can see each request's domain use that domain otherwise. */
+    explicitPublicUrl: e.KILN_PUBLIC_URL?.replace(/\/$/, ""),
+    /** Base URL the CLI client (`kiln render`) calls; KILN_API_URL, else publicUrl. */
     apiUrl: (
       e.KILN_API_URL ??
       e.KILN_PUBLIC_URL ??
       `http://${e.KILN_HOST === "0.0.0.0" ? "127.0.0.1" : e.KILN_HOST}:${e.PORT}`
     ).replace(/\/$/, ""),
+    /** Secret signing local download URLs; generated per data dir when not set. */
     urlSecret: e.KILN_URL_SECRET,
     modelDir: e.KILN_MODEL_DIR,
     refinerDir: e.KILN_REFINER_DIR,
+    /** Generate and use the tiny test models when no model dir is configured. */
     allowTinyModels: e.KILN_TINY_MODELS,
+    /** Which generated models: the reference pair (exact denoiser of a picture set) or the tiny random ones. */
     builtinModels: e.KILN_BUILTIN_MODELS,
     providers: e.KILN_PROVIDERS,
     deviceId: e.KILN_DEVICE_ID,
@@ -343,16 +254,21 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     aws: {
       region: e.KILN_AWS_REGION,
+      /** One endpoint for SQS, S3 and DynamoDB (a stand-in); the per-service ones win over it. */
       endpoint: e.KILN_AWS_ENDPOINT,
       sqsEndpoint: e.KILN_SQS_ENDPOINT,
       s3Endpoint: e.KILN_S3_ENDPOINT,
       dynamoEndpoint: e.KILN_DYNAMO_ENDPOINT,
       queuePrefix: e.KILN_QUEUE_PREFIX,
-      queueUrls: { ...linked.queueUrls, ...e.KILN_QUEUE_URLS },
-      bucket,
-      table,
+      /** Logical queue name → URL, from KILN_QUEUE_URLS or SST links; others are found by GetQueueUrl(prefix + name). */
+      queueUrls: (e.KILN_QUEUE_URLS ?? {}) as Record<string, string>,
+      /** From KILN_BUCKET, else the SST link (`loadConfig` fills it in). */
+      bucket: e.KILN_BUCKET,
+      table: e.KILN_TABLE,
     },
+    /** Worker: append every stored job transition as one JSON line to this file (an audit trail). */
     eventLog: e.KILN_EVENT_LOG,
+    /** Defaults for keys whose record does not set a limit; 0 = no limit (burst is at least 1). */
     keyLimits: {
       requestsPerSecond: e.KILN_RATE_LIMIT_RPS,
       burst: e.KILN_RATE_LIMIT_BURST ?? Math.max(1, Math.ceil(2 * e.KILN_RATE_LIMIT_RPS)),
@@ -360,23 +276,49 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       imagesPerDay: e.KILN_IMAGES_PER_DAY,
     },
     webhooks: {
+      /** Deliver to private, loopback and link-local addresses too (tests, closed networks). */
       allowPrivate: e.KILN_WEBHOOK_ALLOW_PRIVATE,
+      /** Host names, IP addresses or CIDR ranges allowed even when they are private. */
       allowedHosts: e.KILN_WEBHOOK_ALLOWED_HOSTS,
+      /** Give up on a delivery this long after its first attempt. */
       retryHours: e.KILN_WEBHOOK_RETRY_HOURS,
+      /** Wait after the first failed attempt; doubles per attempt (capped at an hour). */
       backoffSeconds: e.KILN_WEBHOOK_BACKOFF_SECONDS,
       timeoutSeconds: e.KILN_WEBHOOK_TIMEOUT_SECONDS,
     },
+    // The `kiln` command and its benchmarks.
+    cli: {
+      /** `kiln start` renders one demo image through the public API after starting. */
+      startDemo: e.KILN_START_DEMO,
+      /** The key `kiln render` sends when `--key` is not given. */
+      apiKey: e.KILN_API_KEY,
+    },
+    bench: {
+      /** Hand-overs per family in `kiln bench handoff`. */
+      handoffs: e.KILN_BENCH_HANDOFFS,
+      /** Seconds per load run in `kiln bench api`. */
+      apiSeconds: e.KILN_BENCH_SECONDS,
+    },
+    /** Batches: estimate rate, per-key window in the batch lane, and the in-process scheduler. */
     batches: {
+      /** Seconds per denoising step per megapixel when no stage has been measured yet. */
       stepSeconds: e.KILN_BATCH_STEP_SECONDS,
+      /** Renders of one key in the batch lane (queued or running) at once. */
       window: e.KILN_BATCH_WINDOW,
+      /** Run the croner scheduler in the API process (the embedded trigger). */
       scheduler: e.KILN_BATCH_SCHEDULER,
       tickSeconds: e.KILN_BATCH_TICK_SECONDS,
     },
+    /** Chat channels; a platform is enabled when its secrets and KILN_CHAT_KEY_ID are set. */
     chat: {
+      /** The API key whose quotas and ownership chat renders use (`kiln keys create --name chat`). */
       keyId: e.KILN_CHAT_KEY_ID,
+      /** Per chat user and per Discord guild / Slack workspace, renders an hour; 0 = no limit. */
       userRendersPerHour: e.KILN_CHAT_USER_RENDERS_PER_HOUR,
       guildRendersPerHour: e.KILN_CHAT_GUILD_RENDERS_PER_HOUR,
+      /** Prompts containing one of these words (lower case) are refused everywhere. */
       blockedWords: e.KILN_CHAT_BLOCKED_WORDS,
+      /** Anyone in the channel may press a result's buttons (default: only the requester). */
       buttonsAnyone: e.KILN_CHAT_BUTTONS_ANYONE,
       discord: {
         applicationId: e.KILN_DISCORD_APPLICATION_ID,
@@ -391,4 +333,41 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       },
     },
   };
+}
+
+const kilnConfigSchema = configSchema.superRefine(checkCombinations).transform(toConfig);
+
+export type KilnConfig = z.output<typeof kilnConfigSchema>;
+export type ChatConfig = KilnConfig["chat"];
+
+/** Reads and validates the configuration; throws one KilnError listing every bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): KilnConfig {
+  const picked = Object.fromEntries(
+    Object.entries(env).filter(([k, v]) => (k.startsWith("KILN_") || k === "PORT") && v !== undefined && v !== ""),
+  );
+  const parsed = kilnConfigSchema.safeParse(picked);
+  if (!parsed.success) {
+    // A rule between variables (checkCombinations) is reported alone, in its own words.
+    const combination = parsed.error.issues.find((i) => i.code === "custom" && i.params?.combination === true);
+    if (combination) throw new KilnError("config_invalid", combination.message);
+    const lines = parsed.error.issues.map(
+      (i) => `  ${i.path.join(".")}=${JSON.stringify(picked[String(i.path[0])] ?? "")}: ${i.message}`,
+    );
+    throw new KilnError(
+      "config_invalid",
+      `Kiln's configuration is invalid; fix these environment variables:\n${lines.join("\n")}`,
+    );
+  }
+  const config = parsed.data;
+  const linked = readSstLinks(env);
+  config.aws.bucket ??= linked.bucket;
+  config.aws.table ??= linked.table;
+  config.aws.queueUrls = { ...linked.queueUrls, ...config.aws.queueUrls };
+  if (config.backend === "aws" && (!config.aws.bucket || !config.aws.table)) {
+    throw new KilnError(
+      "config_invalid",
+      `KILN_BACKEND=aws needs KILN_BUCKET and KILN_TABLE, or the SST links ${SST_LINKS.bucket} and ${SST_LINKS.table} (environment variables SST_RESOURCE_${SST_LINKS.bucket} and SST_RESOURCE_${SST_LINKS.table}).`,
+    );
+  }
+  return config;
 }

@@ -9,6 +9,7 @@ export * from "./plan/render-plan.js";
 export * from "./plan/stage-planner.js";
 export * from "./config.js";
 export * from "./sst-links.js";
+export * from "./queues/registry.js";
 export * from "./latents/latent-codec.js";
 export * from "./latents/float16.js";
 export * from "./api-keys.js";

@@ -1,4 +1,5 @@
 import { KilnError } from "./errors.js";
+import { queueLinkNames } from "./queues/registry.js";
 
 /**
  * SST resource links, read without the `sst` package. SST's `Resource.<Name>` reads the JSON in
@@ -9,17 +10,8 @@ import { KilnError } from "./errors.js";
 export const SST_LINKS = {
   bucket: "KilnBucket",
   table: "KilnTable",
-  /** Logical queue name → link name. */
-  queues: {
-    "kiln-base": "KilnBaseQueue",
-    "kiln-base-dlq": "KilnBaseDlq",
-    "kiln-refine": "KilnRefineQueue",
-    "kiln-refine-dlq": "KilnRefineDlq",
-    "kiln-webhooks": "KilnWebhookQueue",
-    "kiln-webhooks-dlq": "KilnWebhookDlq",
-    "kiln-chat": "KilnChatQueue",
-    "kiln-chat-dlq": "KilnChatDlq",
-  },
+  /** Logical queue name → link name, for every queue in the registry and its dead-letter queue. */
+  queues: queueLinkNames(),
 } as const;
 
 export interface SstLinks {

@@ -37,3 +37,47 @@ describe("config", () => {
     assert.throws(() => loadConfig({ KILN_BACKEND: "aws" }), /KILN_BUCKET/);
   });
 });
+
+describe("config: every KILN_* variable in one place", () => {
+  it("reads the command's and the benchmarks' settings", () => {
+    const c = loadConfig({ KILN_START_DEMO: "false", KILN_API_KEY: "kiln_x", KILN_BENCH_HANDOFFS: "50" });
+    assert.deepEqual(c.cli, { startDemo: false, apiKey: "kiln_x" });
+    assert.deepEqual(c.bench, { handoffs: 50, apiSeconds: 10 });
+    assert.equal(loadConfig({}).cli.startDemo, true);
+    assert.throws(() => loadConfig({ KILN_START_DEMO: "maybe" }), /KILN_START_DEMO/);
+  });
+
+  it("keeps KILN_PUBLIC_URL apart from the derived public URL", () => {
+    assert.equal(loadConfig({}).explicitPublicUrl, undefined);
+    const c = loadConfig({ KILN_PUBLIC_URL: "https://kiln.example/" });
+    assert.equal(c.explicitPublicUrl, "https://kiln.example");
+    assert.equal(c.publicUrl, "https://kiln.example");
+  });
+
+  it("reports a bound crossed between two variables in its own words", () => {
+    assert.throws(
+      () => loadConfig({ KILN_MIN_SIDE: "1024", KILN_MAX_SIDE: "512" }),
+      (e: unknown) =>
+        e instanceof KilnError && e.message === "KILN_MIN_SIDE (1024) must not exceed KILN_MAX_SIDE (512).",
+    );
+  });
+
+  it("reads the chat, batch and image-input sections", () => {
+    const c = loadConfig({
+      KILN_CHAT_KEY_ID: "key_chat",
+      KILN_CHAT_BLOCKED_WORDS: "Foo, bar",
+      KILN_SLACK_API_URL: "http://127.0.0.1:9/api",
+      KILN_BATCH_WINDOW: "7",
+      KILN_MAX_IMAGE_BYTES: "2048",
+      KILN_TEST_HOOKS: "/tmp/hooks",
+    });
+    assert.equal(c.chat.keyId, "key_chat");
+    assert.deepEqual(c.chat.blockedWords, ["foo", "bar"]);
+    assert.equal(c.chat.slack.apiUrl, "http://127.0.0.1:9/api/");
+    assert.equal(c.batches.window, 7);
+    assert.equal(c.imageInputs.maxBytes, 2048);
+    assert.equal(c.testHooksDir, "/tmp/hooks");
+    assert.equal(c.builtinModels, "reference");
+    assert.throws(() => loadConfig({ KILN_BATCH_TICK_SECONDS: "7" }), /KILN_BATCH_TICK_SECONDS/);
+  });
+});

@@ -1,6 +1,6 @@
-import { type JobEventType, randomId } from "@kiln/shared";
+import { type JobEventType, randomId, WEBHOOK_QUEUE } from "@kiln/shared";
 
-import { WEBHOOK_QUEUE, type WebhookDelivery } from "../outbound/webhooks/events.js";
+import type { WebhookDelivery } from "../outbound/webhooks/events.js";
 import type { BatchDeps } from "./batch-service.js";
 import type { BatchRun, RunCounts } from "./run-record.js";
 

@@ -7,9 +7,9 @@ import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
 import { filePausePoints } from "@kiln/shared/node";
 
 import type { ApiDeps } from "../deps.js";
-import { resolveHostAddresses } from "../outbound/webhooks/dispatcher.js";
 import { apiDepsFromConfig, webhookEventSinkFromConfig } from "./config-deps.js";
 import { sharpContactSheet } from "./contact-sheet.js";
+import { resolveHostAddresses } from "./webhook-dispatcher.js";
 
 /**
  * API settings and AWS ports from Kiln's configuration, for every Node-based host of the API

@@ -1,19 +1,20 @@
 import { KilnError, loadConfig } from "@kiln/shared";
 import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
 import { createLogger } from "@kiln/shared/node";
-import { handle, type LambdaContext, type LambdaEvent } from "hono/aws-lambda";
+import { handle, type LambdaContext, type LambdaEvent, streamHandle } from "hono/aws-lambda";
 
 import { createApp } from "../app.js";
 import { chatStatus } from "../channels/core/chat-deps.js";
 import type { ApiTiming } from "../deps.js";
-import { resolveHostAddresses } from "../outbound/webhooks/dispatcher.js";
 import { apiDepsFromConfig } from "./config-deps.js";
+import { resolveHostAddresses } from "./webhook-dispatcher.js";
 
 /**
  * API Gateway HTTP APIs end an integration after 30 s, so waits stop short of it; a Function URL
  * allows up to the function's timeout, but one setting for both keeps behaviour predictable.
- * Event streams end under it too, and clients resume with Last-Event-ID (responses are buffered:
- * `handle` does not stream, so on Lambda an event stream arrives as one batch per connection).
+ * Event streams end under it too, and clients resume with Last-Event-ID. Through `handler`
+ * (buffered) an event stream arrives as one batch per connection; through `streamHandler` (a
+ * Function URL with response streaming) each event arrives as it happens.
  */
 export const LAMBDA_TIMING: Partial<ApiTiming> = {
   preferWaitCapSeconds: 25,
@@ -24,14 +25,40 @@ export const LAMBDA_TIMING: Partial<ApiTiming> = {
 export type LambdaHandler = (event: LambdaEvent, context?: LambdaContext) => Promise<unknown>;
 
 /**
- * Kiln's API as a Lambda handler for API Gateway (REST v1 and HTTP v2 payloads) and Function URLs,
- * on the AWS family built from `KILN_*` environment variables. Without KILN_PUBLIC_URL, links
- * use the domain each request arrived at.
+ * Kiln's API as a buffered Lambda handler for API Gateway (REST v1 and HTTP v2 payloads) and
+ * Function URLs, on the AWS family built from `KILN_*` environment variables. Without
+ * KILN_PUBLIC_URL, links use the domain each request arrived at.
  */
 export function createLambdaHandler(
   env: Record<string, string | undefined> = process.env,
   timing: Partial<ApiTiming> = LAMBDA_TIMING,
 ): LambdaHandler {
+  return handle(createLambdaApp(env, timing));
+}
+
+/**
+ * The same API for a Function URL in RESPONSE_STREAM mode (`hono/aws-lambda`'s `streamHandle`):
+ * responses, event streams above all, are written as they are produced. Needs the Lambda Node
+ * runtime's `awslambda` global (`streamifyResponse`, `HttpResponseStream`); API Gateway cannot
+ * stream, so it keeps `handler`.
+ */
+export function createLambdaStreamHandler(
+  env: Record<string, string | undefined> = process.env,
+  timing: Partial<ApiTiming> = LAMBDA_TIMING,
+): LambdaStreamHandler {
+  // The runtime's streamifyResponse marks and returns the (event, responseStream, context) function;
+  // hono types the result as a plain handler.
+  return streamHandle(createLambdaApp(env, timing)) as unknown as LambdaStreamHandler;
+}
+
+/** What `awslambda.streamifyResponse` wraps: the runtime passes a writable response stream. */
+export type LambdaStreamHandler = (
+  event: LambdaEvent,
+  responseStream: NodeJS.WritableStream,
+  context?: LambdaContext,
+) => Promise<void>;
+
+function createLambdaApp(env: Record<string, string | undefined>, timing: Partial<ApiTiming>) {
   const config = loadConfig(env);
   if (config.backend !== "aws") {
     throw new KilnError(
@@ -50,8 +77,7 @@ export function createLambdaHandler(
   const chat = chatStatus(config.chat);
   logger.info({ bot: "discord" }, `Discord bot ${chat.discord}`);
   logger.info({ bot: "slack" }, `Slack bot ${chat.slack}`);
-  const app = createApp({ ...deps, publicUrl: env.KILN_PUBLIC_URL ? config.publicUrl : "", timing });
-  return handle(app);
+  return createApp({ ...deps, publicUrl: config.explicitPublicUrl ?? "", timing });
 }
 
 let cached: LambdaHandler | undefined;
@@ -61,3 +87,14 @@ export const handler: LambdaHandler = (event, context) => {
   cached ??= createLambdaHandler();
   return cached(event, context);
 };
+
+/**
+ * The streaming function's handler (`packages/api/src/entry/lambda.streamHandler`, SST
+ * `streaming: true`). The runtime reads the streaming mark at load, so it is made when the module
+ * loads — only where the runtime's `awslambda.streamifyResponse` exists (the AWS SDK itself leaves an
+ * empty `awslambda` object on every host); elsewhere it is undefined.
+ */
+export const streamHandler: LambdaStreamHandler | undefined =
+  typeof (globalThis as { awslambda?: { streamifyResponse?: unknown } }).awslambda?.streamifyResponse === "function"
+    ? createLambdaStreamHandler()
+    : undefined;

@@ -1,20 +1,13 @@
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import { after, afterEach, beforeEach, describe, it } from "node:test";
+import { afterEach, beforeEach, describe, it } from "node:test";
 
 import type { KeyRecord, Ports } from "@kiln/shared";
-import { openLocalPorts } from "@kiln/shared/local";
+import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
 import { Hono } from "hono";
 
 import type { ApiDeps, ApiEnv } from "../../src/deps.js";
 import { canonicalJson, idempotency } from "../../src/middleware/idempotency.js";
 
-const tempDirs: string[] = [];
-after(() => {
-  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
-});
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const keyRecord = (id: string): KeyRecord => ({
   id,
@@ -26,6 +19,7 @@ const keyRecord = (id: string): KeyRecord => ({
 });
 
 describe("Idempotency-Key middleware", () => {
+  let local: TempLocalPorts;
   let ports: Ports;
   let clock: number | undefined;
   let runs: number;
@@ -33,19 +27,13 @@ describe("Idempotency-Key middleware", () => {
   let answer: { status: number; delayMs: number };
 
   beforeEach(() => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-idem-"));
-    tempDirs.push(dir);
-    ports = openLocalPorts({
-      dataDir: dir,
-      publicBaseUrl: "http://127.0.0.1",
-      urlSecret: "s".repeat(16),
-      maxReceives: 5,
-    });
+    local = openTempLocalPorts({ prefix: "kiln-idem-", publicBaseUrl: "http://127.0.0.1" });
+    ports = local.ports;
     clock = undefined;
     runs = 0;
     answer = { status: 202, delayMs: 0 };
   });
-  afterEach(() => ports.close());
+  afterEach(() => local.close());
 
   function app(options: { duplicateWaitMs?: number } = {}) {
     const deps = { ports, now: () => (clock === undefined ? new Date() : new Date(clock)) } as unknown as ApiDeps;

@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, afterEach, beforeEach, describe, it } from "node:test";
 
-import { createApiKey, type JobEvent, type JobRecord, type Ports } from "@kiln/shared";
+import { createApiKey, type JobEvent, type JobRecord, type Ports, WEBHOOK_QUEUE } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
 import { createLogger } from "@kiln/shared/node";
 
@@ -14,8 +14,8 @@ import {
   verifyStandardWebhook,
   type WebhookReceiver,
 } from "../../../../test/support/webhook-receiver.js";
-import { WebhookDispatcher, type WebhookDispatcherOptions } from "../../src/outbound/webhooks/dispatcher.js";
-import { WEBHOOK_QUEUE, type WebhookDelivery, webhookEventSink } from "../../src/outbound/webhooks/events.js";
+import { WebhookDispatcher, type WebhookDispatcherOptions } from "../../src/entry/webhook-dispatcher.js";
+import { type WebhookDelivery, webhookEventSink } from "../../src/outbound/webhooks/events.js";
 import { jobRecord } from "../fixtures.js";
 
 const tempDirs: string[] = [];

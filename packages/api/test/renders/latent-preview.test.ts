@@ -1,11 +1,8 @@
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { describe, it } from "node:test";
 
 import { decodeLatents, encodeLatents, type Latents } from "@kiln/shared";
-import { FileBlobStore } from "@kiln/shared/local";
+import { openTempLocalPorts } from "@kiln/shared/testing";
 import sharp from "sharp";
 
 import {
@@ -85,9 +82,9 @@ describe("latent previews", () => {
   });
 
   it("read hand-over latents from the blob store into one data-URL PNG per image", async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-preview-"));
+    const local = openTempLocalPorts({ prefix: "kiln-preview-" });
     try {
-      const blobs = new FileBlobStore({ dataDir: dir, publicBaseUrl: "http://127.0.0.1:1", urlSecret: "s".repeat(32) });
+      const blobs = local.ports.blobs;
       const l = latents(2, 4, 6, (b, c, p) => Math.sin(b + c + p));
       await blobs.put("jobs/job_x/stage-0.latents", await encodeLatents(l));
       const preview = await latentPreview(blobs, "jobs/job_x/stage-0.latents");
@@ -103,7 +100,7 @@ describe("latent previews", () => {
       assert.deepEqual([...data], [...latentsToRgb(stored, 1).rgb]);
       assert.equal(await latentPreview(blobs, "jobs/job_x/stage-9.latents"), undefined);
     } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
+      await local.close();
     }
   });
 });

@@ -1,20 +1,12 @@
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import { after, afterEach, beforeEach, describe, it } from "node:test";
+import { afterEach, beforeEach, describe, it } from "node:test";
 
 import { type KeyRecord, type Ports, renderRequestSchema } from "@kiln/shared";
-import { openLocalPorts } from "@kiln/shared/local";
+import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
 
 import { LimitExceededError } from "../../src/quotas/limit-exceeded.js";
 import { admitRender, effectiveLimits, renderAdmission } from "../../src/renders/render-admission.js";
 import { jobRecord } from "../fixtures.js";
-
-const tempDirs: string[] = [];
-after(() => {
-  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
-});
 
 const key = (limits?: KeyRecord["limits"], webhookSecret: string | null = "whsec_AAAA"): KeyRecord => ({
   id: "key_adm",
@@ -31,18 +23,13 @@ const request = (extra: Record<string, unknown> = {}) =>
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe("render admission", () => {
+  let local: TempLocalPorts;
   let ports: Ports;
   beforeEach(() => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-admission-"));
-    tempDirs.push(dir);
-    ports = openLocalPorts({
-      dataDir: dir,
-      publicBaseUrl: "http://127.0.0.1",
-      urlSecret: "s".repeat(16),
-      maxReceives: 5,
-    });
+    local = openTempLocalPorts({ prefix: "kiln-admission-", publicBaseUrl: "http://127.0.0.1" });
+    ports = local.ports;
   });
-  afterEach(() => ports.close());
+  afterEach(() => local.close());
 
   it("takes each limit from the key, else from the defaults, with a burst of twice the key's own rate", () => {
     const defaults = { requestsPerSecond: 10, burst: 30, concurrentJobs: 4, imagesPerDay: 100 };

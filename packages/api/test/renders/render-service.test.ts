@@ -1,36 +1,25 @@
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
 import { createApiKey, type JobEvent, type Ports } from "@kiln/shared";
-import { openLocalPorts } from "@kiln/shared/local";
+import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
 
 import { createApp } from "../../src/app.js";
 import { cancelRender, expireIfOverdue, waitForEnd } from "../../src/renders/render-service.js";
 import { jobRecord } from "../fixtures.js";
 
 describe("render service: moves the API makes itself", () => {
-  let dir: string;
+  let local: TempLocalPorts;
   let ports: Ports;
   const events: JobEvent[] = [];
   const sink = async (e: JobEvent) => {
     events.push(e);
   };
   before(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-service-"));
-    ports = openLocalPorts({
-      dataDir: dir,
-      publicBaseUrl: "http://127.0.0.1:1",
-      urlSecret: "s".repeat(32),
-      maxReceives: 3,
-    });
+    local = openTempLocalPorts({ prefix: "kiln-service-", maxReceives: 3 });
+    ports = local.ports;
   });
-  after(async () => {
-    await ports.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => local.close());
 
   it("cancels a queued job at once and tells the event sink; rebases retention on the end", async () => {
     events.length = 0;

@@ -1,10 +1,7 @@
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { describe, it } from "node:test";
 
-import { openLocalPorts } from "@kiln/shared/local";
+import { openTempLocalPorts } from "@kiln/shared/testing";
 
 import { expiresAtOnEnd, retentionEnd, sweepExpiredJobs } from "../../src/renders/retention.js";
 import { jobRecord } from "../fixtures.js";
@@ -20,13 +17,8 @@ describe("retention", () => {
   });
 
   it("sweeps ended jobs past retention (blobs, then record) and leaves the rest", async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-sweep-"));
-    const ports = openLocalPorts({
-      dataDir: dir,
-      publicBaseUrl: "http://127.0.0.1:1",
-      urlSecret: "s".repeat(32),
-      maxReceives: 3,
-    });
+    const local = openTempLocalPorts({ prefix: "kiln-sweep-", maxReceives: 3 });
+    const ports = local.ports;
     try {
       const jobs = {
         old: jobRecord(
@@ -59,8 +51,7 @@ describe("retention", () => {
       const later = await sweepExpiredJobs(ports, { now: new Date("2030-01-01T06:00:01Z") });
       assert.deepEqual(later.deletedJobs, ["job_slow"]);
     } finally {
-      await ports.close();
-      fs.rmSync(dir, { recursive: true, force: true });
+      await local.close();
     }
   });
 });

@@ -1,28 +1,20 @@
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
 import { createApiKey, type Ports } from "@kiln/shared";
-import { openLocalPorts } from "@kiln/shared/local";
+import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
 
 import { createApp, type KilnApp } from "../../src/app.js";
 
 /** The OpenAI route's outcomes other than success (success is covered end to end in test/e2e). */
 describe("POST /v1/images/generations when the render does not succeed", () => {
-  let dir: string;
+  let local: TempLocalPorts;
   let ports: Ports;
   let app: KilnApp;
   let headers: Record<string, string>;
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-openai-"));
-    ports = openLocalPorts({
-      dataDir: dir,
-      publicBaseUrl: "http://127.0.0.1:1",
-      urlSecret: "s".repeat(32),
-      maxReceives: 3,
-    });
+    local = openTempLocalPorts({ prefix: "kiln-openai-", maxReceives: 3 });
+    ports = local.ports;
     app = createApp({
       ports,
       publicUrl: "http://kiln.test",
@@ -37,10 +29,7 @@ describe("POST /v1/images/generations when the render does not succeed", () => {
       "content-type": "application/json",
     };
   });
-  after(async () => {
-    await ports.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => local.close());
 
   const generate = () =>
     app.request("/v1/images/generations", {

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
+import { loadConfig } from "@kiln/shared";
 import autocannon from "autocannon";
 
 import { fmt, table } from "./stats.js";
@@ -13,7 +14,8 @@ import { fmt, table } from "./stats.js";
  * server in its own process. Target: ≥ 0.3 of bare Hono's throughput, p99 < 50 ms.
  */
 const CONNECTIONS = 50;
-const SECONDS = Number(process.env.KILN_BENCH_SECONDS ?? 10);
+/** Seconds per measured run (KILN_BENCH_SECONDS). */
+const benchSeconds = (): number => loadConfig().bench.apiSeconds;
 
 interface BenchServer {
   child: ChildProcess;
@@ -74,7 +76,7 @@ async function measure(name: string, server: BenchServer, options: autocannon.Op
   // A short warm-up lets the JIT and SQLite's page cache settle before the measured run.
   await autocannon({ ...options, duration: 2 });
   const cpu0 = await server.cpu();
-  const r = await autocannon({ ...options, duration: SECONDS });
+  const r = await autocannon({ ...options, duration: benchSeconds() });
   const cpu = (await server.cpu()) - cpu0;
   return {
     name,
@@ -140,7 +142,7 @@ export async function run(): Promise<string> {
     m.errors,
   ]);
   return [
-    `${CONNECTIONS} connections, ${SECONDS} s each after a 2 s warm-up (autocannon), servers in separate processes; server CPU is the server process's user + system time per request.`,
+    `${CONNECTIONS} connections, ${benchSeconds()} s each after a 2 s warm-up (autocannon), servers in separate processes; server CPU is the server process's user + system time per request.`,
     "",
     table(["endpoint", "req/s", "p50 ms", "p99 ms", "server CPU µs/req", "requests", "non-2xx", "errors"], rows),
     "",

@@ -10,10 +10,12 @@ import {
   DEFAULT_RENDER_LIMITS,
   enqueueStage,
   type JobRecord,
+  loadConfig,
   planRender,
   type Ports,
   renderRequestSchema,
   stageMessage,
+  stageQueues,
 } from "@kiln/shared";
 import { openLocalPorts } from "@kiln/shared/local";
 import { createLogger } from "@kiln/shared/node";
@@ -48,7 +50,7 @@ interface Family {
  * same run. Two in-process workers (one per stage kind) long-poll their queues, as a fleet does.
  */
 export async function run(): Promise<string> {
-  const rounds = Number(process.env.KILN_BENCH_HANDOFFS ?? 200);
+  const rounds = loadConfig().bench.handoffs;
   const rows: (string | number)[][] = [];
   const notes: string[] = [];
   for (const open of [openLocal, openAws]) {
@@ -251,7 +253,7 @@ async function openAws(): Promise<Family> {
   });
   const standins: AwsStandins = { ...endpoints, stop: async () => void (server.kill("SIGTERM"), await exited) };
   const { ports } = await openStandinPorts(standins, {
-    queues: ["kiln-base", "kiln-refine", "floor"],
+    queues: [...stageQueues(), "floor"],
     maxReceives: 5,
     visibilitySeconds: 60,
   });

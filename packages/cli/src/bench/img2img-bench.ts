@@ -8,7 +8,7 @@ import {
   NoiseSource,
   prepareSource,
   rgb8ToVaeInput,
-  runStage,
+  runPipelineStage,
   writeTinyModel,
 } from "@kiln/gpu-worker";
 import { planRender, type RenderPlan, renderRequestSchema } from "@kiln/shared";
@@ -62,13 +62,13 @@ export async function run(): Promise<string> {
     );
     const render = async (plan: RenderPlan) => {
       const source = plan.source ? await prepareSource(plan.source, "img2img", png, undefined, plan.seed) : undefined;
-      return runStage(model, { jobId: "job_bench", plan, stage: plan.stages[0]!, source }, undefined);
+      return runPipelineStage(model, { jobId: "job_bench", plan, stage: plan.stages[0]!, source }, undefined);
     };
     const text = await timed(RUNS, () => render(textPlan));
     const image = await timed(RUNS, () => render(imagePlan));
     const ratio = percentile(image, 50) / percentile(text, 50);
     return [
-      `${RUNS} runs after a warm-up each; ${SIDE}×${SIDE}, ${STEPS} steps, guidance 5, n = 1, tiny base model on the CPU provider, in-process (runStage; no queue or HTTP). img2img at strength 0.3 runs int(30·0.3) = 9 steps after decoding the PNG and VAE-encoding it.`,
+      `${RUNS} runs after a warm-up each; ${SIDE}×${SIDE}, ${STEPS} steps, guidance 5, n = 1, tiny base model on the CPU provider, in-process (runPipelineStage; no queue or HTTP). img2img at strength 0.3 runs int(30·0.3) = 9 steps after decoding the PNG and VAE-encoding it.`,
       "",
       table(
         ["figure", "p50 (ms)", "max (ms)"],

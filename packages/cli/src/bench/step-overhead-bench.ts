@@ -2,7 +2,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { loadSdxlModel, runStage, type SdxlModel, writeTinyModel } from "@kiln/gpu-worker";
+import { loadSdxlModel, runPipelineStage, type SdxlModel, writeTinyModel } from "@kiln/gpu-worker";
 import { planRender, type RenderPlan, renderRequestSchema, SCHEDULER_NAMES, type SchedulerName } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
 import type * as ort from "onnxruntime-node";
@@ -158,7 +158,7 @@ async function measure(model: SdxlModel, scheduler: SchedulerName, n: number, un
         }
         last = now;
       };
-      await runStage(model, { jobId: `bench_${r}`, plan, stage: plan.stages[0]! }, undefined, { onStep });
+      await runPipelineStage(model, { jobId: `bench_${r}`, plan, stage: plan.stages[0]! }, undefined, { onStep });
     }
   } finally {
     (session as { run: unknown }).run = original;

@@ -100,10 +100,11 @@ export async function run(argv: string[]): Promise<void> {
     },
   });
   const [sub, arg] = positionals;
-  const key = values.key ?? process.env.KILN_API_KEY;
+  const config = loadConfig();
+  const key = values.key ?? config.cli.apiKey;
   if (!sub) throw new Error(USAGE);
   if (!key) throw new Error("pass --key or set KILN_API_KEY (create one with `kiln keys create --name me`)");
-  const url = (values.url ?? loadConfig().publicUrl).replace(/\/+$/, "");
+  const url = (values.url ?? config.publicUrl).replace(/\/+$/, "");
   const pollMs = Number(values["poll-ms"]);
   switch (sub) {
     case "run": {

@@ -25,9 +25,10 @@ export async function run(argv: string[]): Promise<void> {
   );
   const prompt = positionals.join(" ");
   if (!prompt) throw new UsageError('give a prompt: kiln render "a lighthouse at dusk"');
-  const key = values.key ?? process.env.KILN_API_KEY;
+  const config = loadConfig();
+  const key = values.key ?? config.cli.apiKey;
   if (!key) throw new UsageError("pass --key or set KILN_API_KEY (create one with `npx kiln keys create --name me`)");
-  const url = (values.url ?? loadConfig().apiUrl).replace(/\/$/, "");
+  const url = (values.url ?? config.apiUrl).replace(/\/$/, "");
   const num = (flag: string, v: string | undefined) => {
     if (v === undefined) return undefined;
     const n = Number(v);

@@ -35,7 +35,7 @@ export async function run(argv: string[] = []): Promise<void> {
 
   const key = await localKey(config, ports);
   const builtin = config.modelDir ? undefined : config.builtinModels;
-  if (process.env.KILN_START_DEMO !== "false") await demoRender(config, key, builtin, logger);
+  if (config.cli.startDemo) await demoRender(config, key, builtin, logger);
   console.log(
     [
       "",

@@ -1,5 +1,7 @@
 import type { RenderPlan } from "@kiln/shared";
 
+import { SDXL_ROLE_WIDTHS, type SdxlTimeIdsWidth } from "../models/sdxl-spec.js";
+
 /** What SDXL's micro-conditioning reads from a render; sizes are (height, width) as diffusers orders them. */
 export type TimeIdInputs = Pick<
   RenderPlan,
@@ -39,12 +41,14 @@ const pickTimeIdInputs = (p: TimeIdInputs): TimeIdInputs => ({
  *   diffusers' default (0, 0).
  * Rows are laid out [negative × n, positive × n] when guidance is on, else [positive × n].
  */
-export function timeIds(inputs: TimeIdInputs, width: 5 | 6, n: number, guided: boolean): Float32Array {
+export function timeIds(inputs: TimeIdInputs, width: SdxlTimeIdsWidth, n: number, guided: boolean): Float32Array {
   const [oh, ow] = inputs.originalSize;
   const [ct, cl] = inputs.cropsCoordsTopLeft;
   const [th, tw] = inputs.targetSize;
-  const positive = width === 6 ? [oh, ow, ct, cl, th, tw] : [oh, ow, ct, cl, inputs.aestheticScore];
-  const negative = width === 6 ? positive : [oh, ow, 0, 0, inputs.negativeAestheticScore];
+  const positive =
+    width === SDXL_ROLE_WIDTHS.base.timeIdsWidth ? [oh, ow, ct, cl, th, tw] : [oh, ow, ct, cl, inputs.aestheticScore];
+  const negative =
+    width === SDXL_ROLE_WIDTHS.base.timeIdsWidth ? positive : [oh, ow, 0, 0, inputs.negativeAestheticScore];
   const rows = guided
     ? [...Array<number[]>(n).fill(negative), ...Array<number[]>(n).fill(positive)]
     : Array<number[]>(n).fill(positive);

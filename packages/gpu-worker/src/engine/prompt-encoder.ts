@@ -1,6 +1,7 @@
 import type { Logger } from "@kiln/shared/node";
 import * as ort from "onnxruntime-node";
 
+import { SDXL_TOKEN_LENGTH } from "../models/sdxl-spec.js";
 import { idsTensor, type LoadedSession, outputAsFloat32 } from "../onnx/tensors.js";
 import { type ClipTokenizer, type Truncation, truncationMessage } from "./tokenizer/clip-tokenizer.js";
 
@@ -116,15 +117,19 @@ export async function encodePrompt(
   let tokens: number | undefined;
   for (const [tokenizer, session, text, isSecond] of encoderInputs(pair, prompt, prompt2)) {
     const { windows, weights } = tokenize(tokenizer, text, options, logger);
-    if (tokens !== undefined && tokens !== windows.length * 77) {
+    if (tokens !== undefined && tokens !== windows.length * SDXL_TOKEN_LENGTH) {
       throw new RangeError(
-        `the text encoders got ${tokens / 77} and ${windows.length} windows; pass minWindows in long mode`,
+        `the text encoders got ${tokens / SDXL_TOKEN_LENGTH} and ${windows.length} windows; pass minWindows in long mode`,
       );
     }
-    tokens = windows.length * 77;
+    tokens = windows.length * SDXL_TOKEN_LENGTH;
     const result = await runEncoder(session, windows, hiddenStateName(session, options.clipSkip), isSecond);
     weights?.forEach((w, i) =>
-      applyTokenWeights(result.hidden.subarray(i * 77 * result.width, (i + 1) * 77 * result.width), result.width, w),
+      applyTokenWeights(
+        result.hidden.subarray(i * SDXL_TOKEN_LENGTH * result.width, (i + 1) * SDXL_TOKEN_LENGTH * result.width),
+        result.width,
+        w,
+      ),
     );
     parts.push(result);
     if (isSecond) pooled = result.pooled;

@@ -8,13 +8,13 @@ import {
   type ModelFolder,
   type ModelRole,
 } from "../models/model-folder.js";
+import { SDXL_VAE_SCALING_FACTOR, type SdxlTimeIdsWidth } from "../models/sdxl-spec.js";
 import type { LoadedSession } from "../onnx/tensors.js";
 import { noiseHelper } from "./noise-helper.js";
 import type { TextEncoderPair } from "./prompt-encoder.js";
 import { parseSchedulerConfigText } from "./schedulers/index.js";
 import type { SchedulerConfig } from "./schedulers/scheduler.js";
 import { ClipTokenizer } from "./tokenizer/clip-tokenizer.js";
-import { SDXL_VAE_SCALING_FACTOR } from "./vae-decoder.js";
 
 /** A loaded SDXL model folder: validated sessions, tokenizers, scheduler config and the flags the pipeline needs. */
 export interface SdxlModel {
@@ -26,7 +26,7 @@ export interface SdxlModel {
   encoders: TextEncoderPair;
   unet: LoadedSession;
   unetEmbedWidth: number;
-  timeIdsWidth: 5 | 6;
+  timeIdsWidth: SdxlTimeIdsWidth;
   vaeDecoder: LoadedSession;
   /** optimum's `vae_encoder`, when the folder has one (img2img, inpaint, outpaint). */
   vaeEncoder?: LoadedSession;

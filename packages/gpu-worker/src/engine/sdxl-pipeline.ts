@@ -3,10 +3,11 @@ import type { Logger } from "@kiln/shared/node";
 import * as ort from "onnxruntime-node";
 
 import { reportReferencePrompt } from "../models/reference/prompt-report.js";
+import { SDXL_LATENT_CHANNELS, SDXL_VAE_FACTOR, sdxlLatentShape } from "../models/sdxl-spec.js";
 import { FloatFeed, outputAsFloat32, TimestepFeed } from "../onnx/tensors.js";
 import { stageTimeIdInputs, timeIds } from "./conditioning.js";
 import { applyGuidance, fillModelInput } from "./guidance.js";
-import { type EncodedImage, encodeImage } from "./image-encoder.js";
+import { type EncodedImage, encodeImageFile } from "./image-files.js";
 import { blendKnownLatents, compositeOverOriginal, fillInpaintModelInput } from "./img2img/mask.js";
 import { type ImageStart, prepareImageStart } from "./img2img/prepare-latents.js";
 import type { PreparedSource } from "./img2img/source-image.js";
@@ -64,7 +65,7 @@ const UNET_FETCHES = ["out_sample"];
  * 5. prepare the UNet's conditioning → 6. denoise (CFG over a [negative, positive] batch) →
  * 7. hand the latents over, or decode and encode the images.
  */
-export async function runStage(
+export async function runPipelineStage(
   model: SdxlModel,
   job: {
     jobId: string;
@@ -147,14 +148,14 @@ export async function runStage(
     shape = imageStart.shape;
     latents = imageStart.latents;
   } else if (!input) {
-    shape = [n, 4, plan.height / 8, plan.width / 8];
-    latents = drawNoise(generators, new Float32Array(n * 4 * shape[2]! * shape[3]!));
+    shape = sdxlLatentShape(n, plan.width, plan.height);
+    latents = drawNoise(generators, new Float32Array(n * SDXL_LATENT_CHANNELS * shape[2]! * shape[3]!));
     for (let j = 0; j < latents.length; j++) latents[j] = latents[j]! * scheduler.initNoiseSigma;
   } else if (stage.strength !== undefined) {
     // SDEdit: the input is fully denoised (σ = 0, where both latent spaces agree); upscale as A1111's
     // "Latent" hires fix does (bilinear, no antialias), then re-noise to `strength` at timesteps[begin].
     const size = outputSize(plan);
-    shape = [n, 4, size.height / 8, size.width / 8];
+    shape = sdxlLatentShape(n, size.width, size.height);
     const x0 =
       shape[2] === input.shape[2] && shape[3] === input.shape[3]
         ? input.data
@@ -173,7 +174,7 @@ export async function runStage(
   const batch = guided ? 2 * n : n;
   const conditioning = batchedConditioning(positive, negative, n);
   const conditioningChannels = imageStart?.conditioning ? imageStart.conditioning[0]!.length / (h * w) : 0;
-  const sample = new FloatFeed(unet, "sample", [batch, 4 + conditioningChannels, h, w]);
+  const sample = new FloatFeed(unet, "sample", [batch, SDXL_LATENT_CHANNELS + conditioningChannels, h, w]);
   const timestep = new TimestepFeed(unet, batch);
   const feeds = {
     sample: sample.tensor,
@@ -189,7 +190,7 @@ export async function runStage(
       unet,
       "time_ids",
       [batch, model.timeIdsWidth],
-      timeIds(stageTimeIdInputs(plan, [h * 8, w * 8]), model.timeIdsWidth, n, guided),
+      timeIds(stageTimeIdInputs(plan, [h * SDXL_VAE_FACTOR, w * SDXL_VAE_FACTOR]), model.timeIdsWidth, n, guided),
     ).tensor,
   };
 
@@ -281,7 +282,7 @@ export async function runStage(
   const images: EncodedImage[] = [];
   for (let i = 0; i < decoded.length; i++) {
     images.push(
-      await encodeImage(
+      await encodeImageFile(
         decoded[i]!,
         plan.outputFormat,
         plan.outputQuality,

@@ -4,9 +4,6 @@ import * as ort from "onnxruntime-node";
 import { floatTensor, type LoadedSession, outputAsFloat32 } from "../onnx/tensors.js";
 import { firstNonFinite } from "./latent-ops.js";
 
-/** SDXL's VAE scaling factor (`vae/config.json` `scaling_factor`), used when the export has no config. */
-export const SDXL_VAE_SCALING_FACTOR = 0.13025;
-
 export interface DecodedImage {
   width: number;
   height: number;

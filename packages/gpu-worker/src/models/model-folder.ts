@@ -11,6 +11,17 @@ import {
   type LoadedSession,
   type SessionLogger,
 } from "../onnx/session-factory.js";
+import {
+  SDXL_BIGG_WIDTH,
+  SDXL_CLIP_L_WIDTH,
+  SDXL_INPAINT_CHANNELS,
+  SDXL_LATENT_CHANNELS,
+  SDXL_POOLED_WIDTH,
+  SDXL_ROLE_WIDTHS,
+  SDXL_TOKEN_LENGTH,
+  type SdxlEmbedWidth,
+  type SdxlTimeIdsWidth,
+} from "./sdxl-spec.js";
 import { TINY_MODEL_MARKER } from "./tiny-models.js";
 
 /**
@@ -34,8 +45,8 @@ export interface TextEncoderInfo {
 }
 
 export interface UnetInfo {
-  embedWidth: 2048 | 1280;
-  timeIdsWidth: 6 | 5;
+  embedWidth: SdxlEmbedWidth;
+  timeIdsWidth: SdxlTimeIdsWidth;
   timestepDtype: "float32" | "float16" | "int64";
   /** 1 → feed shape [1]; 0 → feed a scalar. */
   timestepRank: 0 | 1;
@@ -78,14 +89,9 @@ export interface LoadModelFolderOptions {
 }
 
 const ROLE_SHAPE = {
-  base: { embedWidth: 2048, timeIdsWidth: 6, setting: "KILN_MODEL_DIR" },
-  refiner: { embedWidth: 1280, timeIdsWidth: 5, setting: "KILN_REFINER_DIR" },
+  base: { ...SDXL_ROLE_WIDTHS.base, setting: "KILN_MODEL_DIR" },
+  refiner: { ...SDXL_ROLE_WIDTHS.refiner, setting: "KILN_REFINER_DIR" },
 } as const;
-const CLIP_L_WIDTH = 768;
-const BIGG_WIDTH = 1280;
-const POOLED_WIDTH = 1280;
-const LATENT_CHANNELS = 4;
-const INPAINT_CHANNELS = 9;
 /** Graphs up to this size are decoded to check their external data; bigger ones hold their weights inline. */
 const DECODE_LIMIT_BYTES = 256 * 1024 * 1024;
 
@@ -297,20 +303,25 @@ function inspectUnet(loaded: LoadedSession, role: ModelRole, logger: SessionLogg
         `${file}: ${spec.name} is ${spec.dtype} but sample is ${floatDtype}; expected one float type for all of them.`,
       );
   }
-  checkRank(file, sample, [4], `[batch, ${LATENT_CHANNELS}, height, width]`);
+  checkRank(file, sample, [4], `[batch, ${SDXL_LATENT_CHANNELS}, height, width]`);
   const channels = sample.shape?.[1];
-  if (typeof channels === "number" && channels !== LATENT_CHANNELS && channels !== INPAINT_CHANNELS) {
+  if (typeof channels === "number" && channels !== SDXL_LATENT_CHANNELS && channels !== SDXL_INPAINT_CHANNELS) {
     throw invalid(
-      `${file}: sample has ${channels} channels; SDXL's UNet takes ${LATENT_CHANNELS} (an inpainting UNet ${INPAINT_CHANNELS}).`,
+      `${file}: sample has ${channels} channels; SDXL's UNet takes ${SDXL_LATENT_CHANNELS} (an inpainting UNet ${SDXL_INPAINT_CHANNELS}).`,
     );
   }
-  const inChannels = channels === INPAINT_CHANNELS ? INPAINT_CHANNELS : LATENT_CHANNELS;
+  const inChannels = channels === SDXL_INPAINT_CHANNELS ? SDXL_INPAINT_CHANNELS : SDXL_LATENT_CHANNELS;
   const timestepDtype = checkDtype(file, timestep, ["float32", "float16", "int64"] as const, "float32");
   checkRank(file, timestep, [0, 1], "a scalar or [1]");
   const timestepRank = timestep.shape?.length === 0 ? 0 : 1;
-  checkRank(file, tokens, [3], "[batch, 77, width]");
-  checkRank(file, pooled, [2], `[batch, ${POOLED_WIDTH}]`);
-  checkRank(file, timeIds, [2], "[batch, 6] (base) or [batch, 5] (refiner)");
+  checkRank(file, tokens, [3], `[batch, ${SDXL_TOKEN_LENGTH}, width]`);
+  checkRank(file, pooled, [2], `[batch, ${SDXL_POOLED_WIDTH}]`);
+  checkRank(
+    file,
+    timeIds,
+    [2],
+    `[batch, ${SDXL_ROLE_WIDTHS.base.timeIdsWidth}] (base) or [batch, ${SDXL_ROLE_WIDTHS.refiner.timeIdsWidth}] (refiner)`,
+  );
 
   const expected = ROLE_SHAPE[role];
   const embedWidth = lastDim(tokens);
@@ -328,8 +339,8 @@ function inspectUnet(loaded: LoadedSession, role: ModelRole, logger: SessionLogg
     );
   }
   const pooledWidth = lastDim(pooled);
-  if (pooledWidth !== undefined && pooledWidth !== POOLED_WIDTH) {
-    throw invalid(`${file}: text_embeds is ${pooledWidth} wide; SDXL's UNet takes ${POOLED_WIDTH}.`);
+  if (pooledWidth !== undefined && pooledWidth !== SDXL_POOLED_WIDTH) {
+    throw invalid(`${file}: text_embeds is ${pooledWidth} wide; SDXL's UNet takes ${SDXL_POOLED_WIDTH}.`);
   }
   if (embedWidth === undefined || timeIdsWidth === undefined) {
     logger?.warn(
@@ -368,19 +379,19 @@ function inspectTextEncoder(
   }
   const ids = byName(loaded.inputs).get("input_ids")!;
   const inputIdsDtype = checkDtype(file, ids, ["int32", "int64"] as const, "int32");
-  checkRank(file, ids, [2], "[batch, 77]");
+  checkRank(file, ids, [2], `[batch, ${SDXL_TOKEN_LENGTH}]`);
   const penultimateOutput = `hidden_states.${count - 2}`;
   const actual = lastDim(outputs.get(penultimateOutput));
   if (actual !== undefined && actual !== width) {
     throw invalid(
-      `${file}: ${penultimateOutput} is ${actual} wide; expected ${width} (${width === CLIP_L_WIDTH ? "CLIP ViT-L" : "OpenCLIP bigG"}).`,
+      `${file}: ${penultimateOutput} is ${actual} wide; expected ${width} (${width === SDXL_CLIP_L_WIDTH ? "CLIP ViT-L" : "OpenCLIP bigG"}).`,
     );
   }
   if (pooledOutput === "text_embeds") {
     const pooledWidth = lastDim(outputs.get("text_embeds"));
-    if (pooledWidth !== undefined && pooledWidth !== POOLED_WIDTH) {
+    if (pooledWidth !== undefined && pooledWidth !== SDXL_POOLED_WIDTH) {
       throw invalid(
-        `${file}: text_embeds is ${pooledWidth} wide; expected ${POOLED_WIDTH} (OpenCLIP bigG's projection).`,
+        `${file}: text_embeds is ${pooledWidth} wide; expected ${SDXL_POOLED_WIDTH} (OpenCLIP bigG's projection).`,
       );
     }
   }
@@ -392,9 +403,9 @@ function inspectVaeDecoder(loaded: LoadedSession): "float32" | "float16" {
   requireNames(loaded, "input", ["latent_sample"], true);
   requireNames(loaded, "output", ["sample"], false);
   const latents = byName(loaded.inputs).get("latent_sample")!;
-  checkRank(file, latents, [4], `[batch, ${LATENT_CHANNELS}, height, width]`);
-  if (latents.shape && typeof latents.shape[1] === "number" && latents.shape[1] !== LATENT_CHANNELS) {
-    throw invalid(`${file}: latent_sample has ${latents.shape[1]} channels; SDXL's VAE takes ${LATENT_CHANNELS}.`);
+  checkRank(file, latents, [4], `[batch, ${SDXL_LATENT_CHANNELS}, height, width]`);
+  if (latents.shape && typeof latents.shape[1] === "number" && latents.shape[1] !== SDXL_LATENT_CHANNELS) {
+    throw invalid(`${file}: latent_sample has ${latents.shape[1]} channels; SDXL's VAE takes ${SDXL_LATENT_CHANNELS}.`);
   }
   return checkDtype(file, latents, ["float32", "float16"] as const, "float32");
 }
@@ -405,10 +416,10 @@ function inspectVaeEncoder(loaded: LoadedSession): void {
   requireNames(loaded, "input", ["sample"], true);
   requireNames(loaded, "output", ["latent_parameters"], false);
   const params = byName(loaded.outputs).get("latent_parameters")!;
-  checkRank(file, params, [4], `[batch, ${2 * LATENT_CHANNELS}, height, width]`);
-  if (params.shape && typeof params.shape[1] === "number" && params.shape[1] !== 2 * LATENT_CHANNELS) {
+  checkRank(file, params, [4], `[batch, ${2 * SDXL_LATENT_CHANNELS}, height, width]`);
+  if (params.shape && typeof params.shape[1] === "number" && params.shape[1] !== 2 * SDXL_LATENT_CHANNELS) {
     throw invalid(
-      `${file}: latent_parameters has ${params.shape[1]} channels; SDXL's VAE encoder gives ${2 * LATENT_CHANNELS} (mean and logvar of ${LATENT_CHANNELS}). Re-export it with optimum.`,
+      `${file}: latent_parameters has ${params.shape[1]} channels; SDXL's VAE encoder gives ${2 * SDXL_LATENT_CHANNELS} (mean and logvar of ${SDXL_LATENT_CHANNELS}). Re-export it with optimum.`,
     );
   }
 }
@@ -480,10 +491,10 @@ export async function loadModelFolder(
     const unet = inspectUnet(unetSession, role, logger);
     const textEncoderSession = textEncoderFile ? await open(textEncoderFile) : undefined;
     const textEncoder = textEncoderSession
-      ? inspectTextEncoder(textEncoderSession, CLIP_L_WIDTH, undefined)
+      ? inspectTextEncoder(textEncoderSession, SDXL_CLIP_L_WIDTH, undefined)
       : undefined;
     const textEncoder2Session = await open(textEncoder2File);
-    const textEncoder2 = inspectTextEncoder(textEncoder2Session, BIGG_WIDTH, "text_embeds");
+    const textEncoder2 = inspectTextEncoder(textEncoder2Session, SDXL_BIGG_WIDTH, "text_embeds");
     const vaeDecoderSession = await open(vaeDecoderFile);
     const vaeDecoderDtype = inspectVaeDecoder(vaeDecoderSession);
     const vaeEncoderSession = vaeEncoderFile ? await open(vaeEncoderFile) : undefined;

@@ -5,6 +5,16 @@ import type { onnx as OnnxTypes } from "onnx-proto";
 import onnxProto from "onnx-proto";
 
 import { writeClipTokenizerFolder } from "../engine/tokenizer/clip-vocab.js";
+import {
+  SDXL_BIGG_WIDTH,
+  SDXL_CLIP_L_WIDTH,
+  SDXL_LATENT_CHANNELS,
+  SDXL_POOLED_WIDTH,
+  SDXL_ROLE_WIDTHS,
+  SDXL_TOKEN_LENGTH,
+  SDXL_VAE_FACTOR,
+  SDXL_VAE_SCALING_FACTOR,
+} from "./sdxl-spec.js";
 
 /**
  * Tiny SDXL models in the diffusers/optimum ONNX folder layout, for tests and for running Kiln
@@ -50,15 +60,10 @@ export const DEFAULT_TINY_SEED = 1;
 /** Marker in model_index.json: outputs of this folder are noise from a test model. */
 export const TINY_MODEL_MARKER = "_kiln_tiny";
 
-const SEQUENCE_LENGTH = 77;
 const TOKEN_TABLE_SIZE = 2039;
 const TOKEN_FEATURES = 16;
-const CLIP_L = { width: 768, layers: 12 } as const;
-const OPEN_CLIP_BIGG = { width: 1280, layers: 32 } as const;
-const POOLED_WIDTH = 1280;
-const LATENT_CHANNELS = 4;
-const VAE_SCALE = 8;
-const VAE_SCALING_FACTOR = 0.13025;
+const CLIP_L = { width: SDXL_CLIP_L_WIDTH, layers: 12 } as const;
+const OPEN_CLIP_BIGG = { width: SDXL_BIGG_WIDTH, layers: 32 } as const;
 
 const FLOAT = 1;
 const INT32 = 6;
@@ -276,11 +281,15 @@ function textEncoderGraph(spec: TextEncoderSpec): GraphBuilder {
   ]);
   const embedded = g.op("Add", [
     tokens,
-    g.floats("position_embedding", [SEQUENCE_LENGTH, TOKEN_FEATURES], w.uniform(SEQUENCE_LENGTH * TOKEN_FEATURES, 0.5)),
+    g.floats(
+      "position_embedding",
+      [SDXL_TOKEN_LENGTH, TOKEN_FEATURES],
+      w.uniform(SDXL_TOKEN_LENGTH * TOKEN_FEATURES, 0.5),
+    ),
   ]);
   const runningSum = g.op("CumSum", [embedded, g.int64s("sequence_axis", [], [1])]);
-  const inversePosition = Array.from({ length: SEQUENCE_LENGTH }, (_, i) => 1 / (i + 1));
-  const causalMean = g.op("Mul", [runningSum, g.floats("inverse_position", [SEQUENCE_LENGTH, 1], inversePosition)]);
+  const inversePosition = Array.from({ length: SDXL_TOKEN_LENGTH }, (_, i) => 1 / (i + 1));
+  const causalMean = g.op("Mul", [runningSum, g.floats("inverse_position", [SDXL_TOKEN_LENGTH, 1], inversePosition)]);
   const context = g.op("MatMul", [
     causalMean,
     g.floats("context_proj", [TOKEN_FEATURES, d], w.uniform(TOKEN_FEATURES * d, 0.5)),
@@ -355,13 +364,13 @@ interface UnetSpec {
  */
 function unetGraph(spec: UnetSpec): GraphBuilder {
   const { embedWidth: e, timeIdsWidth: n, weights: w } = spec;
-  const c = LATENT_CHANNELS;
-  const cin = spec.inChannels ?? LATENT_CHANNELS;
+  const c = SDXL_LATENT_CHANNELS;
+  const cin = spec.inChannels ?? SDXL_LATENT_CHANNELS;
   const g = new GraphBuilder("tiny_unet");
   const sample = g.input("sample", FLOAT, ["batch_size", cin, "height", "width"]);
   const timestep = g.input("timestep", ELEM_TYPE[spec.timestepDtype], spec.timestepRank === 1 ? ["steps"] : []);
   const tokens = g.input("encoder_hidden_states", FLOAT, ["batch_size", "sequence_length", e]);
-  const pooled = g.input("text_embeds", FLOAT, ["batch_size", POOLED_WIDTH]);
+  const pooled = g.input("text_embeds", FLOAT, ["batch_size", SDXL_POOLED_WIDTH]);
   const timeIds = g.input("time_ids", FLOAT, ["batch_size", n]);
 
   const conv = g.op(
@@ -379,7 +388,7 @@ function unetGraph(spec: UnetSpec): GraphBuilder {
   const fromTokens = g.op("MatMul", [tokenMean, g.floats("token_proj", [e, c], w.uniform(e * c, 4 / Math.sqrt(e)))]);
   const fromPooled = g.op("MatMul", [
     pooled,
-    g.floats("pooled_proj", [POOLED_WIDTH, c], w.uniform(POOLED_WIDTH * c, 2 / Math.sqrt(POOLED_WIDTH))),
+    g.floats("pooled_proj", [SDXL_POOLED_WIDTH, c], w.uniform(SDXL_POOLED_WIDTH * c, 2 / Math.sqrt(SDXL_POOLED_WIDTH))),
   ]);
   // Time ids span 0…4096 (sizes) and 2.5…6 (aesthetic scores): slow frequencies plus a phase keep
   // every value, zero crop offsets included, visible through the sinusoid.
@@ -412,15 +421,24 @@ function unetGraph(spec: UnetSpec): GraphBuilder {
 /** 1×1 conv 4→3 (scaled for latents divided by the 0.13025 scaling factor), linear ×8 upsampling, 3×3 conv, tanh. */
 function vaeDecoderGraph(w: Weights, emitNaN = false): GraphBuilder {
   const g = new GraphBuilder("tiny_vae_decoder");
-  const latents = g.input("latent_sample", FLOAT, ["batch_size", LATENT_CHANNELS, "latent_height", "latent_width"]);
+  const latents = g.input("latent_sample", FLOAT, [
+    "batch_size",
+    SDXL_LATENT_CHANNELS,
+    "latent_height",
+    "latent_width",
+  ]);
   const mixed = g.op("Conv", [
     latents,
-    g.floats("mix_weight", [3, LATENT_CHANNELS, 1, 1], w.uniform(3 * LATENT_CHANNELS, 0.6 * VAE_SCALING_FACTOR)),
+    g.floats(
+      "mix_weight",
+      [3, SDXL_LATENT_CHANNELS, 1, 1],
+      w.uniform(3 * SDXL_LATENT_CHANNELS, 0.6 * SDXL_VAE_SCALING_FACTOR),
+    ),
     g.floats("mix_bias", [3], w.uniform(3, 0.1)),
   ]);
   const up = g.op(
     "Resize",
-    [mixed, "", g.floats("upsample_scales", [4], [1, 1, VAE_SCALE, VAE_SCALE])],
+    [mixed, "", g.floats("upsample_scales", [4], [1, 1, SDXL_VAE_FACTOR, SDXL_VAE_FACTOR])],
     [attr.string("mode", "linear")],
   );
   const smooth = g.op(
@@ -449,12 +467,15 @@ function vaeEncoderGraph(w: Weights): GraphBuilder {
   const pooled = g.op(
     "AveragePool",
     [image],
-    [attr.ints("kernel_shape", [VAE_SCALE, VAE_SCALE]), attr.ints("strides", [VAE_SCALE, VAE_SCALE])],
+    [
+      attr.ints("kernel_shape", [SDXL_VAE_FACTOR, SDXL_VAE_FACTOR]),
+      attr.ints("strides", [SDXL_VAE_FACTOR, SDXL_VAE_FACTOR]),
+    ],
   );
-  const c = LATENT_CHANNELS;
-  const meanWeights = w.uniform(3 * c, 0.4 / VAE_SCALING_FACTOR);
+  const c = SDXL_LATENT_CHANNELS;
+  const meanWeights = w.uniform(3 * c, 0.4 / SDXL_VAE_SCALING_FACTOR);
   const logvarWeights = w.uniform(3 * c, 0.5);
-  const meanBias = w.uniform(c, 0.1 / VAE_SCALING_FACTOR);
+  const meanBias = w.uniform(c, 0.1 / SDXL_VAE_SCALING_FACTOR);
   const logvarBias = w.uniform(c, 0.5, -6);
   g.op(
     "Conv",
@@ -532,8 +553,8 @@ function textEncoderConfig(spec: { width: number; layers: number; withProjection
     model_type: "clip_text_model",
     hidden_size: spec.width,
     num_hidden_layers: spec.layers,
-    max_position_embeddings: SEQUENCE_LENGTH,
-    projection_dim: spec.withProjection ? POOLED_WIDTH : spec.width,
+    max_position_embeddings: SDXL_TOKEN_LENGTH,
+    projection_dim: spec.withProjection ? SDXL_POOLED_WIDTH : spec.width,
     vocab_size: 49408,
     [TINY_MODEL_MARKER]: true,
   };
@@ -546,8 +567,8 @@ function unetConfig(embedWidth: number, timeIdsWidth: number, inChannels: number
     addition_time_embed_dim: 256,
     cross_attention_dim: embedWidth,
     in_channels: inChannels,
-    out_channels: LATENT_CHANNELS,
-    projection_class_embeddings_input_dim: POOLED_WIDTH + 256 * timeIdsWidth,
+    out_channels: SDXL_LATENT_CHANNELS,
+    projection_class_embeddings_input_dim: SDXL_POOLED_WIDTH + 256 * timeIdsWidth,
     sample_size: 128,
     [TINY_MODEL_MARKER]: true,
   };
@@ -555,11 +576,11 @@ function unetConfig(embedWidth: number, timeIdsWidth: number, inChannels: number
 
 const VAE_CONFIG = {
   _class_name: "AutoencoderKL",
-  latent_channels: LATENT_CHANNELS,
+  latent_channels: SDXL_LATENT_CHANNELS,
   in_channels: 3,
   out_channels: 3,
   sample_size: 1024,
-  scaling_factor: VAE_SCALING_FACTOR,
+  scaling_factor: SDXL_VAE_SCALING_FACTOR,
   force_upcast: true,
   [TINY_MODEL_MARKER]: true,
 };
@@ -586,8 +607,7 @@ export function writeTinyModel(dir: string, options: TinyModelOptions): void {
   const seed = options.seed ?? DEFAULT_TINY_SEED;
   const role = options.role;
   const inputIdsDtype = options.inputIdsDtype ?? "int32";
-  const embedWidth = role === "base" ? CLIP_L.width + OPEN_CLIP_BIGG.width : OPEN_CLIP_BIGG.width;
-  const timeIdsWidth = role === "base" ? 6 : 5;
+  const { embedWidth, timeIdsWidth } = SDXL_ROLE_WIDTHS[role];
 
   fs.mkdirSync(dir, { recursive: true });
   writeJson(path.join(dir, "model_index.json"), modelIndex(role));
@@ -610,7 +630,7 @@ export function writeTinyModel(dir: string, options: TinyModelOptions): void {
     textEncoderGraph({ ...te2, inputIdsDtype, weights: new Weights(seed, "text_encoder_2") }),
   );
 
-  const inChannels = options.unetInChannels ?? LATENT_CHANNELS;
+  const inChannels = options.unetInChannels ?? SDXL_LATENT_CHANNELS;
   writeJson(path.join(dir, "unet", "config.json"), unetConfig(embedWidth, timeIdsWidth, inChannels));
   writeOnnx(
     path.join(dir, "unet"),
@@ -620,7 +640,7 @@ export function writeTinyModel(dir: string, options: TinyModelOptions): void {
       timestepDtype: options.timestepDtype ?? "float32",
       timestepRank: options.timestepRank ?? 1,
       inChannels,
-      weights: new Weights(seed, inChannels === LATENT_CHANNELS ? `unet_${role}` : `unet_${role}_inpaint`),
+      weights: new Weights(seed, inChannels === SDXL_LATENT_CHANNELS ? `unet_${role}` : `unet_${role}_inpaint`),
     }),
     options.unetExternalData ?? true,
   );

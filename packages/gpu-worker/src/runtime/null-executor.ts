@@ -1,3 +1,4 @@
+import { sdxlLatentShape } from "../models/sdxl-spec.js";
 import type { StageExecutor } from "./stage-executor.js";
 
 /**
@@ -13,7 +14,7 @@ export function nullExecutor(
     hooks.onStage?.(job.id, stage.index, "start");
     try {
       if (stage.output === "images") return { kind: "images", images: [], unetSeconds: 0, denoiseSeconds: 0, steps: 0 };
-      const shape = input?.shape ?? [job.plan.n, 4, job.plan.height / 8, job.plan.width / 8];
+      const shape = input?.shape ?? sdxlLatentShape(job.plan.n, job.plan.width, job.plan.height);
       return {
         kind: "latents",
         unetSeconds: 0,

@@ -2,7 +2,7 @@ import { type BlobStore, type JobRecord, KilnError, type Latents, type StagePlan
 
 import { type PreparedSource, prepareSource } from "../engine/img2img/source-image.js";
 import type { SdxlModel } from "../engine/sdxl-model.js";
-import { runStage, type StageHooks, type StageResult } from "../engine/sdxl-pipeline.js";
+import { runPipelineStage, type StageHooks, type StageResult } from "../engine/sdxl-pipeline.js";
 
 /** Runs one stage's computation. The worker runtime is written against this, not against the engine. */
 export type StageExecutor = (
@@ -28,7 +28,7 @@ export function sdxlExecutor(models: ModelSet, options: { blobs?: BlobStore } = 
     if (!model) throw new Error(`this worker has no model loaded for a ${stage.kind} stage`);
     const source = await readSource(job, stage, options.blobs);
     hooks.signal?.throwIfAborted();
-    return runStage(model, { jobId: job.id, plan: job.plan, stage, source }, input, hooks);
+    return runPipelineStage(model, { jobId: job.id, plan: job.plan, stage, source }, input, hooks);
   };
 }
 

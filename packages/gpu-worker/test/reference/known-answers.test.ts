@@ -11,7 +11,7 @@ import sharp from "sharp";
 import { initialNoise } from "../../src/engine/noise.js";
 import { createScheduler } from "../../src/engine/schedulers/index.js";
 import { loadSdxlModel, type SdxlModel } from "../../src/engine/sdxl-model.js";
-import { runStage } from "../../src/engine/sdxl-pipeline.js";
+import { runPipelineStage } from "../../src/engine/sdxl-pipeline.js";
 import { drawPicture, matchingPictures } from "../../src/models/reference/picture-set.js";
 import { writeReferenceModel } from "../../src/models/reference/reference-models.js";
 import { decodeExpected, maxAbsDiff, meanAbsDiff, onlyPicture, pictureLatents } from "./expected.js";
@@ -63,7 +63,7 @@ async function render(
   let last: Float32Array | undefined;
   for (const stage of p.stages) {
     const model = stage.index === 0 ? models.base! : refiner;
-    const result = await runStage(model, { jobId: "job_ref", plan: p, stage }, input, {
+    const result = await runPipelineStage(model, { jobId: "job_ref", plan: p, stage }, input, {
       onStep: (step, steps, latents) => {
         everyStep?.push(latents.slice());
         if (step === steps) last = latents.slice();

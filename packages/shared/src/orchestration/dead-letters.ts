@@ -1,9 +1,10 @@
 import { applyTransition, jobTransitions } from "../jobs/job-transitions.js";
 import type { Ports } from "../ports/index.js";
 import { deadLetterQueueOf } from "../ports/queue.js";
+import { LANES, queueForStage } from "../queues/registry.js";
 import { isTerminal } from "../schemas/job.js";
 import type { JobEventSink } from "../schemas/job-event.js";
-import { LANES, queueForStage, stageMessageSchema } from "../schemas/stage-message.js";
+import { stageMessageSchema } from "../schemas/stage-message.js";
 
 export const DEAD_LETTER_CODES = ["stage_dead_lettered", "stage_failed_repeatedly"] as const;
 
@@ -30,7 +31,7 @@ export async function failDeadLetteredJobs(
       if (job.progress && job.progress.stage > parsed.data.stage) continue;
       const error = {
         code: "stage_dead_lettered",
-        message: `Stage ${parsed.data.stage} (${kind}) failed on each of its ${message.receiveCount} deliveries and was moved to the dead-letter queue ${deadLetterQueueOf(queueForStage(kind))}. An operator can inspect it with \`kiln dlq list\` and re-run it with \`kiln dlq replay\`.`,
+        message: `Stage ${parsed.data.stage} (${kind}) failed on each of its ${message.receiveCount} deliveries and was moved to the dead-letter queue ${deadLetterQueueOf(queueForStage(kind, lane))}. An operator can inspect it with \`kiln dlq list\` and re-run it with \`kiln dlq replay\`.`,
       };
       const updated = await applyTransition(
         ports.jobs,

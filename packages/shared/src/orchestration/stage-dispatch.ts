@@ -1,6 +1,7 @@
 import type { RenderPlan } from "../plan/render-plan.js";
 import type { Queue } from "../ports/queue.js";
-import { blobKeys, queueForStage, type StageMessage } from "../schemas/stage-message.js";
+import { queueForStage } from "../queues/registry.js";
+import { blobKeys, type StageMessage } from "../schemas/stage-message.js";
 
 /** The message that runs stage `index` of a job: deterministic, so a re-sent stage writes the same blobs. */
 export function stageMessage(jobId: string, plan: RenderPlan, index: number, traceparent?: string): StageMessage {

@@ -2,8 +2,9 @@
  * The Queue port: at-least-once delivery with visibility timeouts, long polling and a
  * dead-letter queue after `maxReceives` receives. Local family: SQLite. AWS family: SQS.
  *
- * Kiln keeps one queue per stage kind (`base`, `refine`) so worker pools can specialise;
- * each has a dead-letter queue named `<name>-dlq`.
+ * Kiln keeps one queue per stage kind (`base`, `refine`) so worker pools can specialise, and one
+ * per outbound channel; each has a dead-letter queue named `<name>-dlq`. The names are listed in
+ * queues/registry.ts.
  */
 export type QueueName = string;
 

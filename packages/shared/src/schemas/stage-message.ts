@@ -32,12 +32,5 @@ export const blobKeys = {
   input: (jobId: string, name: "image" | "mask", ext: string) => `jobs/${jobId}/inputs/${name}.${ext}`,
 };
 
-// Batch lanes: each stage kind has an interactive queue and a batch queue (`kiln-base-batch`, …);
-// workers take batch work only when the interactive queues are empty (see docs/batches.md).
-export type Lane = "interactive" | "batch";
-export const LANES: readonly Lane[] = ["interactive", "batch"];
-export const queueForStage = (kind: "base" | "refine", lane?: Lane): string =>
-  lane === "batch" ? `kiln-${kind}-batch` : `kiln-${kind}`;
-/** Every stage queue a worker serving `kinds` reads, interactive lane first. */
-export const stageQueues = (kinds: readonly ("base" | "refine")[]): string[] =>
-  LANES.flatMap((lane) => kinds.map((kind) => queueForStage(kind, lane)));
+// Lanes and stage queue names live in the queue registry; re-exported for the batch code's imports.
+export { type Lane, LANES, queueForStage, stageQueues } from "../queues/registry.js";

@@ -1,7 +1,7 @@
-import { isTerminal, type JobEventSink, type Queue } from "@kiln/shared";
+import { CHAT_QUEUE, isTerminal, type JobEventSink, type Queue } from "@kiln/shared";
 
-/** Chat follow-ups wait here, so progress and results survive a restart of whoever sends them. */
-export const CHAT_QUEUE = "kiln-chat";
+/** Chat follow-ups wait on CHAT_QUEUE (the registry's), so progress and results survive a restart of whoever sends them. */
+export { CHAT_QUEUE };
 
 /**
  * One chat follow-up to make. It names the job, not the message: the sender re-reads the job and

@@ -5,12 +5,10 @@ import {
   type JobEventSink,
   type JobEventType,
   type Queue,
+  WEBHOOK_QUEUE,
 } from "@kiln/shared";
 
 import { jobView } from "../../renders/render-view.js";
-
-/** Deliveries wait here between attempts; the queue makes them survive restarts. */
-export const WEBHOOK_QUEUE = "kiln-webhooks";
 
 /** What a job's webhook receives when it lists no events: everything but step progress. */
 export const DEFAULT_WEBHOOK_EVENTS: readonly JobEventType[] = [

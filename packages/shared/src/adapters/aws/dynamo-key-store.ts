@@ -11,8 +11,8 @@ import {
   DeleteCommand,
   type DynamoDBDocumentClient,
   GetCommand,
+  paginateQuery,
   PutCommand,
-  QueryCommand,
   UpdateCommand,
 } from "@aws-sdk/lib-dynamodb";
 
@@ -120,21 +120,17 @@ export class DynamoKeyStore implements KeyStore {
   /** Oldest first. Reads the key index, which on real DynamoDB is eventually consistent. */
   async list(): Promise<KeyRecord[]> {
     const keys: KeyRecord[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const page = await this.doc.send(
-        new QueryCommand({
-          TableName: this.table,
-          IndexName: GSI_BY_OWNER.name,
-          KeyConditionExpression: "#pk = :keys",
-          ExpressionAttributeNames: { "#pk": GSI_BY_OWNER.partitionKey },
-          ExpressionAttributeValues: { ":keys": KEYS_PARTITION },
-          ExclusiveStartKey: startKey,
-        }),
-      );
-      keys.push(...(page.Items ?? []).map((item) => stripLayout<KeyRecord>(item)));
-      startKey = page.LastEvaluatedKey;
-    } while (startKey);
+    const pages = paginateQuery(
+      { client: this.doc },
+      {
+        TableName: this.table,
+        IndexName: GSI_BY_OWNER.name,
+        KeyConditionExpression: "#pk = :keys",
+        ExpressionAttributeNames: { "#pk": GSI_BY_OWNER.partitionKey },
+        ExpressionAttributeValues: { ":keys": KEYS_PARTITION },
+      },
+    );
+    for await (const page of pages) keys.push(...(page.Items ?? []).map((item) => stripLayout<KeyRecord>(item)));
     return keys;
   }
 

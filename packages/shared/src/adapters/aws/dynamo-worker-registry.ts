@@ -3,7 +3,7 @@
  * beat, with a TTL so workers that scaled in disappear by themselves. Workers coalesce their beats
  * (a few writes per minute each), so one partition carries a large fleet.
  */
-import { type DynamoDBDocumentClient, PutCommand, QueryCommand } from "@aws-sdk/lib-dynamodb";
+import { type DynamoDBDocumentClient, paginateQuery, PutCommand } from "@aws-sdk/lib-dynamodb";
 
 import type { WorkerBeat, WorkerRegistry } from "../../ports/worker-registry.js";
 import type { StageKind } from "../../schemas/job.js";
@@ -43,17 +43,16 @@ export class DynamoWorkerRegistry implements WorkerRegistry {
 
   async list(sinceMs: number): Promise<WorkerBeat[]> {
     const beats: WorkerBeat[] = [];
-    let startKey: Record<string, unknown> | undefined;
-    do {
-      const page = await this.doc.send(
-        new QueryCommand({
-          TableName: this.table,
-          KeyConditionExpression: "pk = :workers",
-          FilterExpression: "lastPollAt >= :since",
-          ExpressionAttributeValues: { ":workers": WORKERS_PARTITION, ":since": sinceMs },
-          ExclusiveStartKey: startKey,
-        }),
-      );
+    const pages = paginateQuery(
+      { client: this.doc },
+      {
+        TableName: this.table,
+        KeyConditionExpression: "pk = :workers",
+        FilterExpression: "lastPollAt >= :since",
+        ExpressionAttributeValues: { ":workers": WORKERS_PARTITION, ":since": sinceMs },
+      },
+    );
+    for await (const page of pages) {
       for (const item of page.Items ?? []) {
         beats.push({
           workerId: String(item.workerId),
@@ -62,8 +61,7 @@ export class DynamoWorkerRegistry implements WorkerRegistry {
           busy: Number(item.busy),
         });
       }
-      startKey = page.LastEvaluatedKey;
-    } while (startKey);
+    }
     return beats.sort((a, b) => b.lastPollAt - a.lastPollAt);
   }
 }

@@ -20,7 +20,7 @@ const CONTENT_TYPES: Record<OutputFormat, string> = { png: "image/png", webp: "i
  * (a PNG `parameters` text chunk; EXIF ImageDescription for WebP/JPEG), so a user can see how an image
  * was made in any tool that reads them.
  */
-export async function encodeImage(
+export async function encodeImageFile(
   image: DecodedImage,
   format: OutputFormat,
   quality: number,
