@@ -86,6 +86,9 @@ describe("kiln keys: limits and webhook secrets", () => {
       /burst must be a whole number from 1/,
     );
     assert.match((await kiln(["webhook-secret", "key_missing"])).error?.message ?? "", /no key key_missing/);
-    assert.match((await kiln(["frobnicate"])).error?.message ?? "", /unknown action "frobnicate"; use create, list, revoke or webhook-secret/);
+    assert.match(
+      (await kiln(["frobnicate"])).error?.message ?? "",
+      /unknown action "frobnicate"; use create, list, revoke or webhook-secret/,
+    );
   });
 });
