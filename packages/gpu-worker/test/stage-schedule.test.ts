@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { KilnError, planRender, type RenderRequestInput, renderRequestSchema, type SchedulerName } from "@kiln/shared";
+import { planRender, type RenderRequestInput, renderRequestSchema, type SchedulerName } from "@kiln/shared";
 
 import { createScheduler, parseSchedulerConfig } from "../src/engine/schedulers/index.js";
 import { stageSchedule } from "../src/engine/sdxl-pipeline.js";
