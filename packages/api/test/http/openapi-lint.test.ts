@@ -1,14 +1,11 @@
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import type { Ports } from "@kiln/shared";
-import { openLocalPorts } from "@kiln/shared/local";
 import { lintFromString, loadConfig } from "@redocly/openapi-core";
 
-import { createApp, type KilnApp } from "../../src/app.js";
+import type { KilnApp } from "../../src/app.js";
+import { type AppFixture, openAppFixture } from "../app-fixture.js";
 
 /**
  * The generated /openapi.json, linted with Redocly's engine (what `redocly lint` runs) on its
@@ -16,31 +13,13 @@ import { createApp, type KilnApp } from "../../src/app.js";
  * reference UIs get operation ids, a licence, declared security and every documented status.
  */
 describe("GET /openapi.json", () => {
-  let dir: string;
-  let ports: Ports;
+  let fixture: AppFixture;
   let app: KilnApp;
   before(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-openapi-"));
-    ports = openLocalPorts({
-      dataDir: dir,
-      publicBaseUrl: "http://kiln.test",
-      urlSecret: "s".repeat(32),
-      maxReceives: 3,
-    });
-    app = createApp({
-      ports,
-      publicUrl: "http://kiln.test",
-      limits: { minSide: 64, maxSide: 2048, maxPixels: 2048 * 2048, maxPromptChars: 4000 },
-      maxBodyBytes: 65536,
-      downloadUrlSeconds: 600,
-      retentionHours: 1,
-      serveFiles: { verify: async () => false },
-    });
+    fixture = openAppFixture({ serveFiles: { verify: async () => false } });
+    ({ app } = fixture);
   });
-  after(async () => {
-    await ports.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => fixture.close());
 
   it("passes redocly's recommended ruleset with no errors and no warnings", async () => {
     const res = await app.request("/openapi.json");

@@ -1,18 +1,15 @@
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
 import { createApiKey, type Ports } from "@kiln/shared";
-import { openLocalPorts } from "@kiln/shared/local";
 import OpenAI from "openai";
 
-import { createApp, type KilnApp } from "../../src/app.js";
+import type { KilnApp } from "../../src/app.js";
+import { type AppFixture, openAppFixture } from "../app-fixture.js";
 
 /** `GET /v1/models` driven by the official OpenAI SDK, and the reference page's rough edges. */
 describe("OpenAI models route and the reference page", () => {
-  let dir: string;
+  let fixture: AppFixture;
   let ports: Ports;
   let app: KilnApp;
   let key: string;
@@ -24,27 +21,11 @@ describe("OpenAI models route and the reference page", () => {
       fetch: (url: string | URL | Request, init?: RequestInit) => app.request(String(url), init) as Promise<Response>,
     });
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-models-"));
-    ports = openLocalPorts({
-      dataDir: dir,
-      publicBaseUrl: "http://kiln.test",
-      urlSecret: "s".repeat(32),
-      maxReceives: 3,
-    });
-    app = createApp({
-      ports,
-      publicUrl: "http://kiln.test",
-      limits: { minSide: 64, maxSide: 2048, maxPixels: 2048 * 2048, maxPromptChars: 4000 },
-      maxBodyBytes: 65536,
-      downloadUrlSeconds: 600,
-      retentionHours: 1,
-    });
+    fixture = openAppFixture();
+    ({ app, ports } = fixture);
     key = (await createApiKey(ports.keys, { name: "t", scopes: ["render"] })).key;
   });
-  after(async () => {
-    await ports.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => fixture.close());
 
   it("models.list() lists the models of workers that polled recently, in OpenAI's shape", async () => {
     assert.ok(ports.workers, "the local family records worker polls");

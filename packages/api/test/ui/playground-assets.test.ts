@@ -1,40 +1,19 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import type { Ports } from "@kiln/shared";
-import { openLocalPorts } from "@kiln/shared/local";
-
 import { buildPlayground, GENERATED_FILE } from "../../../../scripts/build-playground.js";
-import { createApp, type KilnApp } from "../../src/app.js";
+import type { KilnApp } from "../../src/app.js";
+import { type AppFixture, openAppFixture } from "../app-fixture.js";
 
 describe("the playground's assets", () => {
-  let dir: string;
-  let ports: Ports;
+  let fixture: AppFixture;
   let app: KilnApp;
   before(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-playground-"));
-    ports = openLocalPorts({
-      dataDir: dir,
-      publicBaseUrl: "http://kiln.test",
-      urlSecret: "s".repeat(32),
-      maxReceives: 3,
-    });
-    app = createApp({
-      ports,
-      publicUrl: "http://kiln.test",
-      limits: { minSide: 64, maxSide: 2048, maxPixels: 2048 * 2048, maxPromptChars: 4000 },
-      maxBodyBytes: 65536,
-      downloadUrlSeconds: 600,
-      retentionHours: 1,
-    });
+    fixture = openAppFixture();
+    ({ app } = fixture);
   });
-  after(async () => {
-    await ports.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => fixture.close());
 
   it("the committed generated module is what its sources build to (run npm run build:playground)", async () => {
     assert.ok(fs.readFileSync(GENERATED_FILE, "utf8") === (await buildPlayground()), "assets.generated.ts is stale");
