@@ -294,16 +294,21 @@ export class StageDelivery {
 
   private recordProgress(stage: StagePlan, step: number, steps: number, always: boolean): void {
     const t = Date.now();
-    if (!this.bestEffort.open) return;
+    // `always` (a fault test's pause point) writes even while the best-effort gate is shut after a store
+    // failure: the test must see where the held stage stands, and the gate would hide it for seconds.
+    if (!always && !this.bestEffort.open) return;
     if (!always && step !== steps && t - this.lastProgress < (this.options.progressIntervalMs ?? 250)) return;
     this.lastProgress = t;
     const progress = { stage: stage.index, stageKind: stage.kind, step, steps };
     const jobId = this.job.id;
-    this.progressWrites = this.progressWrites
-      .then(() =>
-        this.bestEffort.run("record progress", () => this.options.ports.jobs.setProgress(jobId, progress), this.log),
-      )
-      .then(() => undefined);
+    const write = () => this.options.ports.jobs.setProgress(jobId, progress);
+    this.progressWrites = this.progressWrites.then(async () => {
+      if (!always) {
+        await this.bestEffort.run("record progress", write, this.log);
+        return;
+      }
+      await write().catch((e) => this.log.warn({ err: String(e) }, "progress at a pause point not recorded"));
+    });
     void this.emit("progress", { ...this.job, progress });
   }
 
