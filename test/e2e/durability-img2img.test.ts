@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
-import { blobKeys, enqueueStage, type JobRecord, queueForStage, stageMessage } from "@kiln/shared";
+import { blobKeys, enqueueStage, type JobRecord, stageMessage } from "@kiln/shared";
 import sharp from "sharp";
 
 import {
@@ -25,6 +25,7 @@ import {
   submitImageJob,
   waitFor,
   waitForJob,
+  waitForQueuesEmpty,
 } from "../support/durability-harness.js";
 import { PauseControl } from "../support/pause-control.js";
 
@@ -93,20 +94,7 @@ for (const name of ["local", "aws"] as const)
         [blobKeys.input(job.id, "image", "png")],
         "the picture is stored once",
       );
-      await waitFor(
-        "the queues to empty",
-        async () => {
-          for (const kind of ["base", "refine"] as const) {
-            const depth = await ns.ports.queue.depth(queueForStage(kind));
-            if (depth.visible + depth.inFlight + depth.delayed > 0) return false;
-            if ((await ns.ports.queue.peekDeadLetters(queueForStage(kind))).length > 0)
-              throw new Error(`a ${kind} message was dead-lettered`);
-          }
-          return true;
-        },
-        30_000,
-        100,
-      );
+      await waitForQueuesEmpty(ns);
       assert.deepEqual([...transitions()], [done.version], "one succeeded transition");
       return done;
     }

@@ -21,6 +21,7 @@ import {
   type Latents,
   planRender,
   type Ports,
+  queueForStage,
   QUEUES,
   renderRequestSchema,
   stageMessage,
@@ -433,6 +434,23 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
+
+/** Both stage queues drained, nothing in flight or delayed; a dead-lettered stage message fails the test at once. */
+export const waitForQueuesEmpty = (ns: Namespace) =>
+  waitFor(
+    "the queues to empty",
+    async () => {
+      for (const kind of ["base", "refine"] as const) {
+        const depth = await ns.ports.queue.depth(queueForStage(kind));
+        if (depth.visible + depth.inFlight + depth.delayed > 0) return false;
+        if ((await ns.ports.queue.peekDeadLetters(queueForStage(kind))).length > 0)
+          throw new Error(`a ${kind} message was dead-lettered`);
+      }
+      return true;
+    },
+    30_000,
+    100,
+  );
 
 export const waitForJob = (
   ns: Namespace,

@@ -31,6 +31,7 @@ import {
   submitJob,
   waitFor,
   waitForJob,
+  waitForQueuesEmpty,
 } from "../../support/durability-harness.js";
 import { PauseControl, type Paused } from "../../support/pause-control.js";
 
@@ -94,20 +95,7 @@ export function describeDurability(name: FamilyName): void {
       stored.forEach((image, i) =>
         assert.ok(image.equals(reference[i]!), `image ${i} is byte-identical to a fault-free render`),
       );
-      await waitFor(
-        "the queues to empty",
-        async () => {
-          for (const kind of ["base", "refine"] as const) {
-            const depth = await ns.ports.queue.depth(queueForStage(kind));
-            if (depth.visible + depth.inFlight + depth.delayed > 0) return false;
-            if ((await ns.ports.queue.peekDeadLetters(queueForStage(kind))).length > 0)
-              throw new Error(`a ${kind} message was dead-lettered`);
-          }
-          return true;
-        },
-        30_000,
-        100,
-      );
+      await waitForQueuesEmpty(ns);
       assert.deepEqual([...transitions("succeeded")], [done.version], "one succeeded transition");
       return done;
     }
