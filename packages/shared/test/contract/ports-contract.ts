@@ -453,6 +453,34 @@ export function describePortsContract(
         await jobs().setProgress("job-missing", progress);
       });
 
+      // Event outbox: events stored with their transition, cleared once told, listed for the sweep.
+      it("stores due events with a transition, clears told ones without bumping the version, lists the rest", async () => {
+        await jobs().create(makeJob("job-due", "key-1", 0));
+        const stored = await jobs().update("job-due", { version: 1 }, { status: "running", eventsDue: ["started"] });
+        assert.deepEqual(stored?.eventsDue, ["started"]);
+        const ended = await jobs().update(
+          "job-due",
+          { version: 2 },
+          { status: "succeeded", eventsDue: ["started", "succeeded"] },
+        );
+        assert.ok(ended);
+        const later = new Date(Date.parse(ended.updatedAt) + 1000).toISOString();
+        assert.deepEqual(
+          (await jobs().listEventsDue(later, 10)).map((j) => j.id),
+          ["job-due"],
+        );
+        assert.deepEqual(await jobs().listEventsDue(ended.updatedAt, 10), [], "not before its last update");
+
+        await jobs().clearEventsDue("job-due", ["started"]);
+        const cleared = await jobs().get("job-due");
+        assert.deepEqual(cleared?.eventsDue, ["succeeded"]);
+        assert.equal(cleared?.version, 3, "clearing does not bump the version");
+        await jobs().clearEventsDue("job-due", ["succeeded", "failed"]);
+        assert.equal("eventsDue" in (await jobs().get("job-due"))!, false, "nothing due: the field is gone");
+        assert.deepEqual(await jobs().listEventsDue(later, 10), []);
+        await jobs().clearEventsDue("job-missing", ["started"]);
+      });
+
       it("lists an owner's jobs newest first, across pages, with a status filter", async () => {
         const statusOf = (i: number): JobStatus => (i % 3 === 0 ? "succeeded" : "queued");
         for (let i = 0; i < 7; i++) await jobs().create(makeJob(`job-${i}`, "key-1", i, statusOf(i)));
