@@ -713,6 +713,22 @@ export function describePortsContract(
           assert.equal(await keys().putIdempotency(claim("idem-r", "tok-b"), t0), null);
         });
 
+        // Crash-safe submit: a running request keeps its short claim alive; a dead one's lapses.
+        it("renews a pending claim for its holder only, keeping it from lapsing", async () => {
+          await keys().putIdempotency(claim("idem-n", "tok-a"), t0);
+          assert.equal(await keys().renewIdempotency("idem-n", "tok-b", t0 + 180_000), false, "not another token's");
+          assert.equal(await keys().renewIdempotency("idem-n", "tok-a", t0 + 180_000), true);
+          assert.equal((await keys().getIdempotency("idem-n", t0))?.lockedUntil, t0 + 180_000);
+          assert.equal(
+            (await keys().putIdempotency(claim("idem-n", "tok-c"), t0 + 120_000))?.token,
+            "tok-a",
+            "the renewed claim has not lapsed",
+          );
+          await keys().completeIdempotency("idem-n", "tok-a", { jobId: "job-n" });
+          assert.equal(await keys().renewIdempotency("idem-n", "tok-a", t0 + 240_000), false, "only a pending claim");
+          assert.equal(await keys().renewIdempotency("idem-missing", "tok-a", t0), false);
+        });
+
         it("lets a claim be taken over once its lock lapsed, and a record be replaced once it expired", async () => {
           await keys().putIdempotency(claim("idem-l", "tok-a"), t0);
           assert.equal(
