@@ -386,10 +386,12 @@ function describeChaos(name: FamilyName, kills: number): void {
         if (victim) kills.push(killWorker(victim));
         await Promise.all(kills);
         figures.killPoints++;
+        t.diagnostic(`kill ${k + 1} (${target} at ${point}) after ${Math.round((Date.now() - started) / 1000)} s`);
         figures.byTarget[target] = (figures.byTarget[target] ?? 0) + 1;
         figures.byPoint[point] = (figures.byPoint[point] ?? 0) + 1;
       }
       const accepted = await Promise.all(submits);
+      t.diagnostic(`all accepted after ${Math.round((Date.now() - started) / 1000)} s`);
       figures.jobs = accepted.length;
       figures.retriedSubmits = accepted.filter((a) => a.attempts > 1).length;
 
@@ -410,6 +412,7 @@ function describeChaos(name: FamilyName, kills: number): void {
       figures.webhooksMissing = checked.webhooksMissing;
       assert.equal(figures.duplicated, 0, "no job the client was not told about");
       assert.equal(figures.lost, 0, "every accepted job is stored");
+      t.diagnostic(`all checked after ${Math.round((Date.now() - started) / 1000)} s`);
 
       // No lockout: with every job ended, the key's CHAOS_SLOTS slots all take a render at once.
       const probes = await Promise.all(
