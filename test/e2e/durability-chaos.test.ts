@@ -372,9 +372,10 @@ function describeChaos(name: FamilyName, kills: number): void {
         for (let b = 0; b < BURST; b++) {
           const body = bodyFor(n, receiver.url);
           const idempotencyKey = `chaos-${seed}-${n++}`;
-          submits.push(submitUntilAccepted(keys.chaos, idempotencyKey, body).then((r) => ({ ...r, body })));
+          submits.push(submitUntilAccepted(keys.chaos, idempotencyKey, body, 1_200_000).then((r) => ({ ...r, body })));
         }
-        const paused = await hooks.paused(point, 90_000);
+        // Slow under load: the key's 4 slots hold admissions back while killed stages come back.
+        const paused = await hooks.paused(point, 600_000);
         const worker = workerHolding(paused.pid);
         assert.ok(
           paused.pid === api.pid || worker,
