@@ -14,14 +14,15 @@ import { api, download, type LocalStack, startLocalStack, waitForJob } from "../
  */
 
 const W = 256;
-const H = 192;
+const H = 256;
 const pictureRgb = new Uint8Array(W * H * 3).map((_, i) => (i * 29 + (i >> 6) * 7) & 255);
 // Repaint the box x ∈ [150, 190), y ∈ [40, 70).
 const mask = new Uint8Array(W * H).map((_, p) => (p % W >= 150 && p % W < 190 && p >= 40 * W && p < 70 * W ? 255 : 0));
-// diffusers' get_crop_region(mask, 256, 192, pad=16): crop_left 150, crop_right 66, crop_top 40, crop_bottom 122 →
-// (134, 24, 206, 86), 72 × 62, ratio 1.16 ≤ 256/192 → desired_width = 62 · 4/3 = 82.67, diff = int(10.67) = 10 →
-// x1 = 129, x2 = 211. Outside (129, 24)–(211, 86) the crop cannot reach.
-const REGION = [129, 24, 211, 86] as const;
+// diffusers' get_crop_region(mask, 256, 256, pad=16): crop_left 150, crop_right 66, crop_top 40, crop_bottom 186 →
+// (134, 24, 206, 86), 72 × 62, ratio 1.16 > 256/256 → desired_height = 72, diff = int(72 − 62) = 10 →
+// y1 = 24 − 5 = 19, y2 = 86 + 5 = 91. Outside (134, 19)–(206, 91) the crop cannot reach. At 256² the render is
+// also watermarked (before the paste-back), so this checks that the mark never reaches unmasked pixels.
+const REGION = [134, 19, 206, 91] as const;
 
 function assertProblem(res: { status: number; headers: Headers; json: any; text: string }, field: string) {
   assert.equal(res.status, 400, res.text);
@@ -89,7 +90,16 @@ describe("padding_mask_crop and the SDXL watermark over HTTP (local family)", ()
     }
     assert.ok(outsideRegion > 0.8 * W * H * 3, `${outsideRegion} values outside the crop`);
     assert.ok(changed > 1000, `${changed} masked values repainted`);
-    // The crop is rendered at the full 256×192 and scaled down into the 82×62 region: a different picture from the
+    // The mark was applied (the same render without it differs inside the mask) and stayed inside the mask.
+    const unmarked = await rgbOf((await rendered(inpaint({ padding_mask_crop: 16, watermark: false }))).bytes);
+    let markDiffers = 0;
+    for (let p = 0; p < W * H; p++)
+      for (let c = 0; c < 3; c++) {
+        if (mask[p] === 0) assert.equal(unmarked.data[p * 3 + c], cropped.data[p * 3 + c]);
+        else if (unmarked.data[p * 3 + c] !== cropped.data[p * 3 + c]) markDiffers++;
+      }
+    assert.ok(markDiffers > 100, `${markDiffers} masked values changed by the watermark`);
+    // The crop is rendered at the full 256×256 and scaled down into the 72×72 region: a different picture from the
     // whole-canvas inpaint inside the mask.
     const whole = await rgbOf((await rendered(inpaint({}))).bytes);
     let differs = 0;
