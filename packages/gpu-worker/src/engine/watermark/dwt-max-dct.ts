@@ -46,41 +46,58 @@ export interface BgrPlanes {
   r: Float32Array;
 }
 
-/** Haar level-1 `dwt2` of the top-left `h × w` (even) pixels of `plane` (row stride `stride`). */
-function dwt2(
-  plane: ArrayLike<number>,
+/**
+ * Haar level-1 `dwt2` of the top-left `h × w` (even) pixels of a float32 plane (row stride `stride`), in float32 as
+ * pywt keeps float32 input. pywt transforms axis −2 (rows) first, then axis −1; cH = 'da' (detail down,
+ * approximation across), cV = 'ad'.
+ */
+function dwt2F32(
+  plane: Float32Array,
   stride: number,
   h: number,
   w: number,
-  round: (x: number) => number,
-  s: number,
 ): { a: Float64Array; hd: Float64Array; vd: Float64Array; dd: Float64Array } {
-  const H = h / 2;
+  const s = HAAR32;
   const W = w / 2;
-  const a = new Float64Array(H * W);
-  const hd = new Float64Array(H * W);
-  const vd = new Float64Array(H * W);
-  const dd = new Float64Array(H * W);
-  for (let i = 0; i < H; i++) {
-    for (let j = 0; j < W; j++) {
+  const n = (h / 2) * W;
+  const a = new Float64Array(n);
+  const hd = new Float64Array(n);
+  const vd = new Float64Array(n);
+  const dd = new Float64Array(n);
+  for (let i = 0, k = 0; i < h / 2; i++) {
+    for (let j = 0; j < W; j++, k++) {
       const p = 2 * i * stride + 2 * j;
-      const x00 = plane[p]!;
-      const x01 = plane[p + 1]!;
-      const x10 = plane[p + stride]!;
-      const x11 = plane[p + stride + 1]!;
-      // pywt transforms axis −2 (rows) first, then axis −1; cH = 'da' (detail down, approximation across).
-      const lo0 = round(round(s * x10) + round(s * x00));
-      const lo1 = round(round(s * x11) + round(s * x01));
-      const hi0 = round(round(s * x00) - round(s * x10));
-      const hi1 = round(round(s * x01) - round(s * x11));
-      const k = i * W + j;
-      a[k] = round(round(s * lo1) + round(s * lo0));
-      vd[k] = round(round(s * lo0) - round(s * lo1));
-      hd[k] = round(round(s * hi1) + round(s * hi0));
-      dd[k] = round(round(s * hi0) - round(s * hi1));
+      const x00 = f32(s * plane[p]!);
+      const x01 = f32(s * plane[p + 1]!);
+      const x10 = f32(s * plane[p + stride]!);
+      const x11 = f32(s * plane[p + stride + 1]!);
+      const lo0 = f32(x10 + x00);
+      const lo1 = f32(x11 + x01);
+      const hi0 = f32(x00 - x10);
+      const hi1 = f32(x01 - x11);
+      a[k] = f32(f32(s * lo1) + f32(s * lo0));
+      vd[k] = f32(f32(s * lo0) - f32(s * lo1));
+      hd[k] = f32(f32(s * hi1) + f32(s * hi0));
+      dd[k] = f32(f32(s * hi0) - f32(s * hi1));
     }
   }
   return { a, hd, vd, dd };
+}
+
+/** The approximation band of `dwt2` in float64 (pywt turns 8-bit input into float64); the decoder needs no other. */
+function approximationF64(plane: ArrayLike<number>, stride: number, h: number, w: number): Float64Array {
+  const s = HAAR64;
+  const W = w / 2;
+  const a = new Float64Array((h / 2) * W);
+  for (let i = 0, k = 0; i < h / 2; i++) {
+    for (let j = 0; j < W; j++, k++) {
+      const p = 2 * i * stride + 2 * j;
+      const lo0 = s * plane[p + stride]! + s * plane[p]!;
+      const lo1 = s * plane[p + stride + 1]! + s * plane[p + 1]!;
+      a[k] = s * lo1 + s * lo0;
+    }
+  }
+  return a;
 }
 
 /**
@@ -150,7 +167,7 @@ export function encodeDwtMaxDct(image: BgrPlanes, bits: readonly number[]): void
   }
   const h = Math.floor(row / 4) * 4;
   const w = Math.floor(col / 4) * 4;
-  const { a, hd, vd, dd } = dwt2(u, col, h, w, f32, HAAR32);
+  const { a, hd, vd, dd } = dwt2F32(u, col, h, w);
   const W = w / 2;
   const blocksDown = Math.floor(h / 2 / BLOCK);
   const blocksAcross = Math.floor(W / BLOCK);
@@ -219,7 +236,7 @@ export function decodeDwtMaxDct(
   const u = centre === "package" ? u8 : Float64Array.from(u8, (v) => v - 127.5);
   const h = Math.floor(height / 4) * 4;
   const w = Math.floor(width / 4) * 4;
-  const { a } = dwt2(u, width, h, w, (x) => x, HAAR64);
+  const a = approximationF64(u, width, h, w);
   const W = w / 2;
   const sums = new Array<number>(length).fill(0);
   const counts = new Array<number>(length).fill(0);
