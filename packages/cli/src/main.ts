@@ -79,6 +79,13 @@ const COMMANDS: Record<string, Command> = {
       "usage: kiln bench [handoff|api|render|step-overhead|duty-cycle …]\n\nWithout names, runs them all (figures for docs/benchmarks.md).",
     load: () => import("./commands/bench.js"),
   },
+  // SDXL invisible watermark.
+  watermark: {
+    summary: "tell whether an image carries the SDXL invisible watermark (`kiln watermark detect FILE`)",
+    usage:
+      "usage: kiln watermark detect FILE [--json]\n\nReads FILE (PNG, JPEG, WebP) and looks for the SDXL watermark's 48-bit message (invisible-watermark's dwtDct).\nExit 0 found, 1 not found, 3 the file cannot be checked (not an image, or under 256×256 pixels).",
+    load: () => import("./commands/watermark.js"),
+  },
   // Chat channels.
   discord: {
     summary: "publish the Discord bot's commands (`kiln discord register-commands [--guild ID]`)",

@@ -37,3 +37,11 @@ export { simulateGpu, type SimulatedGpu } from "./simulated-gpu/simulated-gpu.js
 export { prepareSource, type PreparedSource } from "./engine/img2img/source-image.js";
 export { encodeImageLatents, rgb8ToVaeInput } from "./engine/img2img/vae-encoder.js";
 export { NoiseSource } from "./engine/noise.js";
+// SDXL invisible watermark.
+export {
+  detectSdxlWatermark,
+  SDXL_WATERMARK_BITS,
+  WATERMARK_MATCH_THRESHOLD,
+  type WatermarkDetection,
+} from "./engine/watermark/sdxl-watermark.js";
+export { detectSdxlWatermarkInFile } from "./engine/watermark/detect-file.js";

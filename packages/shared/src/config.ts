@@ -117,6 +117,8 @@ const configSchema = z.object({
   KILN_CONCURRENT_JOBS: z.coerce.number().int().min(0).max(1_000_000).default(0),
   KILN_IMAGES_PER_DAY: z.coerce.number().int().min(0).max(1_000_000_000).default(0),
   KILN_WEBHOOK_ALLOW_PRIVATE: boolish.default(false),
+  // SDXL invisible watermark: whether a request may turn it off.
+  KILN_ALLOW_UNWATERMARKED: boolish.default(false),
   KILN_WEBHOOK_ALLOWED_HOSTS: z
     .string()
     .transform((s) =>
@@ -246,6 +248,8 @@ function toConfig(e: KilnConfigEnv) {
       maxBodyBytes: e.KILN_MAX_BODY_BYTES,
       maxPixels: e.KILN_MAX_PIXELS,
       maxRetentionHours: e.KILN_MAX_RETENTION_HOURS,
+      /** SDXL invisible watermark: a request may send `watermark: false` (KILN_ALLOW_UNWATERMARKED). */
+      allowUnwatermarked: e.KILN_ALLOW_UNWATERMARKED,
     },
     imageInputs: {
       maxBytes: e.KILN_MAX_IMAGE_BYTES,

@@ -33,8 +33,8 @@ export function sdxlExecutor(models: ModelSet, options: { blobs?: BlobStore } = 
 }
 
 /**
- * The job's picture (and mask) at the render's size, for the stage that starts from it and for the last stage
- * of an inpaint/outpaint, which composites onto it. Every stage and retry reads the same stored bytes.
+ * The job's picture (and mask) at the render's size, for the stage that starts from it and for every stage of an
+ * inpaint/outpaint. Every stage and retry reads the same stored bytes.
  */
 async function readSource(
   job: JobRecord,
@@ -44,8 +44,10 @@ async function readSource(
   const source = job.plan.source;
   const mode = job.plan.mode;
   if (!source || (mode !== "img2img" && mode !== "inpaint" && mode !== "outpaint")) return undefined;
-  const composites = stage.output === "images" && mode !== "img2img";
-  if (stage.start !== "image" && !composites) return undefined;
+  // Every stage of an inpaint/outpaint reads it: the first starts from it, later ones blend it in outside the mask
+  // and the last composites onto it.
+  const masked = mode !== "img2img";
+  if (stage.start !== "image" && !masked) return undefined;
   if (!blobs)
     throw new KilnError("input_unavailable", "This worker has no blob store to read the job's input picture from.");
   const read = async (key: string) => {
