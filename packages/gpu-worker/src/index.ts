@@ -36,7 +36,7 @@ export { simulateGpu, type SimulatedGpu } from "./simulated-gpu/simulated-gpu.js
 // Image inputs (img2img, inpaint, outpaint).
 export { prepareSource, type PreparedSource } from "./engine/img2img/source-image.js";
 export { encodeImageLatents, rgb8ToVaeInput } from "./engine/img2img/vae-encoder.js";
-export { NoiseSource } from "./engine/noise.js";
+export { type NoiseKernel, NoiseSource } from "./engine/noise.js";
 // SDXL invisible watermark.
 export {
   detectSdxlWatermark,

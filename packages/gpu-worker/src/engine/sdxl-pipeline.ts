@@ -13,7 +13,7 @@ import { pasteCropBack } from "./img2img/mask-crop.js";
 import { type ImageStart, prepareImageStart, prepareRefineBlend } from "./img2img/prepare-latents.js";
 import type { PreparedSource } from "./img2img/source-image.js";
 import { firstNonFinite, resizeLatentsBilinear } from "./latent-ops.js";
-import { drawNoise, NoiseSource } from "./noise.js";
+import { drawNoise, type NoiseKernel, NoiseSource } from "./noise.js";
 import { noiseHelper } from "./noise-helper.js";
 import { encodePromptPair, type PromptEmbeddings } from "./prompt-encoder.js";
 import { convertLatentSpace, createScheduler } from "./schedulers/index.js";
@@ -75,6 +75,8 @@ export async function runPipelineStage(
     stage: StagePlan;
     /** The plan's source picture at the render's size: read when the stage starts from it or composites onto it. */
     source?: PreparedSource;
+    /** Which of torch's CPU Box–Muller kernels the noise reproduces (default `avx2`, see noise.ts). */
+    noiseKernel?: NoiseKernel;
   },
   input: Latents | undefined,
   hooks: StageHooks = {},
@@ -140,7 +142,10 @@ export async function runPipelineStage(
   // first stage draws the initial noise from it and keeps drawing (ancestral steps); later stages get
   // their own stream per image so a stage re-run on another worker draws the same noise. The loop
   // steps `latents` in place, so it is always a fresh array, never the caller's input.
-  const generators = Array.from({ length: n }, (_, i) => new NoiseSource(stageNoiseSeed(plan.seed + i, stage.index)));
+  const generators = Array.from(
+    { length: n },
+    (_, i) => new NoiseSource(stageNoiseSeed(plan.seed + i, stage.index), job.noiseKernel),
+  );
   let shape: number[];
   let latents: Float32Array;
   let imageStart: ImageStart | undefined;
