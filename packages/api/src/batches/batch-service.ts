@@ -16,7 +16,7 @@ import { cancelRender, submitRender } from "../renders/render-service.js";
 import { type BatchEstimate, estimateBatch } from "./estimate.js";
 import { type BatchItem, expandManifest, expansionCount } from "./expand.js";
 import type { Manifest } from "./manifest.js";
-import { type BatchChatNotifier, notifyRunEnded } from "./notify.js";
+import { type BatchChatNotifier, type ChatPlatform, notifyRunEnded } from "./notify.js";
 import { type ContactSheetMaker, writeRunOutputs } from "./outputs.js";
 import {
   batchKeys,
@@ -43,6 +43,11 @@ export interface BatchDeps {
   admission?: (keyId: string) => Promise<RenderAdmission | undefined>;
   contactSheet?: ContactSheetMaker;
   chat?: BatchChatNotifier;
+  /**
+   * Chat platforms a manifest's `notify` may name (from the bots' configuration); absent: those of
+   * `chat`. A host that only accepts manifests (the Lambda API) knows them without a notifier.
+   */
+  notifyPlatforms?: readonly ChatPlatform[];
   now?: () => Date;
   log?: (level: "info" | "warn" | "error", obj: Record<string, unknown>, msg: string) => void;
 }

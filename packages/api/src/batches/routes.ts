@@ -8,11 +8,14 @@ import { renderAdmission } from "../renders/render-admission.js";
 import type { ApiRuntime } from "../runtime.js";
 import { type BatchDeps, cancelRun, getRun, listRuns, planBatch, startRun, withLiveCounts } from "./batch-service.js";
 import { ManifestError, manifestFormat, manifestSchema, type ParsedManifest, parseManifest } from "./manifest.js";
+import { checkNotifyTargets } from "./notify.js";
 import { batchKeys, type BatchRun, readJson, RUN_STATUSES, writeJson } from "./run-record.js";
 import { listStoredManifests, nextFires, type StoredManifest, validateSchedule } from "./schedule.js";
 
 /** Batch settings a host may pass; the rest of BatchDeps comes from the API's own deps. */
-export type BatchOptions = Partial<Pick<BatchDeps, "stepSeconds" | "window" | "contactSheet" | "chat">>;
+export type BatchOptions = Partial<
+  Pick<BatchDeps, "stepSeconds" | "window" | "contactSheet" | "chat" | "notifyPlatforms">
+>;
 
 export const DEFAULT_BATCH_STEP_SECONDS = 0.12;
 export const DEFAULT_BATCH_WINDOW = 200;
@@ -33,6 +36,7 @@ export function batchDepsFrom(deps: ApiDeps, options: BatchOptions = {}, book?: 
     },
     contactSheet: options.contactSheet,
     chat: options.chat,
+    notifyPlatforms: options.notifyPlatforms,
     now: deps.now,
     log: deps.log,
   };
@@ -162,6 +166,7 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
   const app = apiRouter();
   const manifests = apiRouter();
   const key = (c: Context<ApiEnv>) => c.get("key").id;
+  const notifyPlatforms = batch.notifyPlatforms ?? batch.chat?.platforms ?? [];
 
   app.post("/v1/batches", async (c) => {
     const dryRun = c.req.query("dry_run") === "true";
@@ -179,6 +184,7 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
     } else {
       parsed = await readManifest(c);
     }
+    checkNotifyTargets(parsed.manifest, notifyPlatforms, parsed.locate);
     if (dryRun) {
       const planned = await planBatch(batch, key(c), parsed.manifest, parsed.locate);
       const estimate = planned.estimate;
@@ -242,6 +248,7 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
         },
       ]);
     }
+    checkNotifyTargets(parsed.manifest, notifyPlatforms, parsed.locate);
     // Expanding now reports bad render fields at PUT, not at 02:00 in a log.
     await planBatch(batch, key(c), parsed.manifest, parsed.locate);
     const existed = (await deps.ports.blobs.head(batchKeys.manifest(key(c), id))) !== null;
