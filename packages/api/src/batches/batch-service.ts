@@ -18,6 +18,7 @@ import { type BatchItem, expandManifest, expansionCount } from "./expand.js";
 import type { Manifest } from "./manifest.js";
 import { type BatchChatNotifier, type ChatPlatform, notifyRunEnded } from "./notify.js";
 import { type ContactSheetMaker, writeRunOutputs } from "./outputs.js";
+import { indexRun, listRunsPage } from "./pages.js";
 import {
   batchKeys,
   type BatchRun,
@@ -222,6 +223,7 @@ export async function startRun(deps: BatchDeps, input: StartRunInput): Promise<{
     outputPrefix: `outputs/${input.ownerKeyId}/${prefix.replace(/\/+$/, "")}/`,
   };
   await writeJson(ports.blobs, batchKeys.run(run.ownerKeyId, run.id), run);
+  await indexRun(deps, run);
   await ports.blobs.put(batchKeys.active(run.ownerKeyId, run.id), new Uint8Array(0));
   deps.log?.("info", { runId, manifestId: run.manifestId, counts: run.counts, estimate }, "batch run started");
   await pumpKey(deps, run.ownerKeyId);
@@ -232,13 +234,9 @@ export async function getRun(deps: BatchDeps, ownerKeyId: string, runId: string)
   return readJson<BatchRun>(deps.ports.blobs, batchKeys.run(ownerKeyId, runId));
 }
 
+/** The newest `limit` runs of a key (the first page of `GET /v1/batches`). */
 export async function listRuns(deps: BatchDeps, ownerKeyId: string, limit = 50): Promise<BatchRun[]> {
-  const keys = await deps.ports.blobs.list(batchKeys.runs(ownerKeyId));
-  const runs = await Promise.all(keys.map((k) => readJson<BatchRun>(deps.ports.blobs, k)));
-  return runs
-    .filter((r): r is BatchRun => r !== null)
-    .sort((a, b) => b.createdAt.localeCompare(a.createdAt))
-    .slice(0, limit);
+  return (await listRunsPage(deps, ownerKeyId, { limit })).items;
 }
 
 /** Cancels what has not finished: pending renders are never submitted, queued and running jobs are canceled. */

@@ -6,11 +6,12 @@ import { apiRouter, problems } from "../http/openapi.js";
 import { problem } from "../http/problem.js";
 import { renderAdmission } from "../renders/render-admission.js";
 import type { ApiRuntime } from "../runtime.js";
-import { type BatchDeps, cancelRun, getRun, listRuns, planBatch, startRun, withLiveCounts } from "./batch-service.js";
+import { type BatchDeps, cancelRun, getRun, planBatch, startRun, withLiveCounts } from "./batch-service.js";
 import { ManifestError, manifestFormat, manifestSchema, type ParsedManifest, parseManifest } from "./manifest.js";
 import { checkNotifyTargets } from "./notify.js";
+import { cursorOrFail, listManifestsPage, listRunsPage, pageQuery, readPageQuery } from "./pages.js";
 import { batchKeys, type BatchRun, readJson, RUN_STATUSES, writeJson } from "./run-record.js";
-import { listStoredManifests, nextFires, type StoredManifest, validateSchedule } from "./schedule.js";
+import { nextFires, type StoredManifest, validateSchedule } from "./schedule.js";
 
 /** Batch settings a host may pass; the rest of BatchDeps comes from the API's own deps. */
 export type BatchOptions = Partial<
@@ -87,6 +88,22 @@ export const batchRunSchema = z
     renders: z.array(renderRow).optional(),
   })
   .openapi("BatchRun");
+
+const pageLinks = z.object({ next: z.string().optional() });
+const runListSchema = z
+  .object({ data: z.array(batchRunSchema), next_cursor: z.string().optional(), links: pageLinks })
+  .openapi("BatchRunList");
+const storedManifestSchema = z
+  .object({
+    id: z.string(),
+    manifest: manifestSchema,
+    updated_at: z.string(),
+    next_fires: z.array(z.string()),
+  })
+  .openapi("StoredManifest");
+const manifestListSchema = z
+  .object({ data: z.array(storedManifestSchema), next_cursor: z.string().optional(), links: pageLinks })
+  .openapi("ManifestList");
 
 async function runView(deps: ApiDeps, run: BatchRun, withRenders: boolean) {
   const url = async (key?: string) =>
@@ -218,10 +235,22 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
     return c.json(await runView(deps, run, false), 202, { Location: `${rt.base(c)}/v1/batches/${run.id}` });
   });
 
+  /** `{data, next_cursor, links: {next}}`, as `GET /v1/renders` answers. */
+  const pageBody = <T>(c: Context<ApiEnv>, path: string, limit: number, data: T[], nextCursor?: string) => ({
+    data,
+    next_cursor: nextCursor,
+    links: {
+      next: nextCursor
+        ? `${rt.base(c)}${path}?${new URLSearchParams({ limit: String(limit), cursor: nextCursor })}`
+        : undefined,
+    },
+  });
+
   app.get("/v1/batches", async (c) => {
-    const limit = Math.min(100, Math.max(1, Number(c.req.query("limit") ?? 20) || 20));
-    const runs = await listRuns(batch, key(c), limit);
-    return c.json({ data: await Promise.all(runs.map((r) => runView(deps, r, false))) });
+    const { limit, cursor } = readPageQuery(c.req.query());
+    const page = await listRunsPage(batch, key(c), { limit, after: cursorOrFail(cursor) });
+    const data = await Promise.all(page.items.map((r) => runView(deps, r, false)));
+    return c.json(pageBody(c, "/v1/batches", limit, data, page.nextCursor));
   });
 
   app.get("/v1/batches/:id", async (c) => {
@@ -264,8 +293,10 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
   });
 
   manifests.get("/v1/manifests", async (c) => {
-    const stored = await listStoredManifests(batch, key(c));
-    return c.json({ data: stored.map((s) => manifestView(s, rt.now())) });
+    const { limit, cursor } = readPageQuery(c.req.query());
+    const page = await listManifestsPage(batch, key(c), { limit, after: cursorOrFail(cursor) });
+    const data = page.items.map((s) => manifestView(s, rt.now()));
+    return c.json(pageBody(c, "/v1/manifests", limit, data, page.nextCursor));
   });
 
   manifests.get("/v1/manifests/:id", async (c) => {
@@ -326,8 +357,14 @@ function registerDocs(app: ReturnType<typeof apiRouter>) {
     path: "/v1/batches",
     operationId: "listBatches",
     summary: "List your batch runs",
+    description:
+      "Newest first, a page at a time: follow `links.next` (or pass `next_cursor` as `cursor`) until it is absent.",
     security,
-    responses: { 200: { description: "Newest first" }, ...problems(401, 403, 429) },
+    request: { query: pageQuery },
+    responses: {
+      200: { description: "A page of runs, newest first", content: { "application/json": { schema: runListSchema } } },
+      ...problems(400, 401, 403, 429),
+    },
   });
   r.registerPath({
     method: "get",
@@ -366,8 +403,16 @@ function registerDocs(app: ReturnType<typeof apiRouter>) {
     path: "/v1/manifests",
     operationId: "listManifests",
     summary: "List your stored manifests with their next fire times",
+    description: "By id, a page at a time: follow `links.next` (or pass `next_cursor` as `cursor`) until it is absent.",
     security,
-    responses: { 200: { description: "Stored manifests" }, ...problems(401, 403, 429) },
+    request: { query: pageQuery },
+    responses: {
+      200: {
+        description: "A page of stored manifests, by id",
+        content: { "application/json": { schema: manifestListSchema } },
+      },
+      ...problems(400, 401, 403, 429),
+    },
   });
   r.registerPath({
     method: "get",
