@@ -16,6 +16,7 @@ import { cancelRender, submitRender } from "../renders/render-service.js";
 import { type BatchEstimate, estimateBatch } from "./estimate.js";
 import { type BatchItem, expandManifest, expansionCount } from "./expand.js";
 import type { Manifest } from "./manifest.js";
+import type { ManifestSchedules } from "./manifest-schedules.js";
 import { type BatchChatNotifier, type ChatPlatform, notifyRunEnded } from "./notify.js";
 import { type ContactSheetMaker, writeRunOutputs } from "./outputs.js";
 import { indexRun, listRunsPage } from "./pages.js";
@@ -49,6 +50,8 @@ export interface BatchDeps {
    * `chat`. A host that only accepts manifests (the Lambda API) knows them without a notifier.
    */
   notifyPlatforms?: readonly ChatPlatform[];
+  /** Per-manifest schedules outside the process (EventBridge Scheduler on AWS); absent: the in-process tick fires them. */
+  schedules?: ManifestSchedules;
   now?: () => Date;
   log?: (level: "info" | "warn" | "error", obj: Record<string, unknown>, msg: string) => void;
 }

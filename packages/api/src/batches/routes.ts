@@ -15,7 +15,7 @@ import { nextFires, type StoredManifest, validateSchedule } from "./schedule.js"
 
 /** Batch settings a host may pass; the rest of BatchDeps comes from the API's own deps. */
 export type BatchOptions = Partial<
-  Pick<BatchDeps, "stepSeconds" | "window" | "contactSheet" | "chat" | "notifyPlatforms">
+  Pick<BatchDeps, "stepSeconds" | "window" | "contactSheet" | "chat" | "notifyPlatforms" | "schedules">
 >;
 
 export const DEFAULT_BATCH_STEP_SECONDS = 0.12;
@@ -38,6 +38,7 @@ export function batchDepsFrom(deps: ApiDeps, options: BatchOptions = {}, book?: 
     contactSheet: options.contactSheet,
     chat: options.chat,
     notifyPlatforms: options.notifyPlatforms,
+    schedules: options.schedules,
     now: deps.now,
     log: deps.log,
   };
@@ -278,9 +279,17 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
       ]);
     }
     checkNotifyTargets(parsed.manifest, notifyPlatforms, parsed.locate);
+    // Per-manifest schedules (EventBridge on AWS): what they cannot express is refused here.
+    const unschedulable = batch.schedules?.check(parsed.manifest);
+    if (unschedulable) {
+      const path = unschedulable.field.replace(/^\$\./, "").split(".");
+      throw new ManifestError([{ ...unschedulable, ...parsed.locate(path) }]);
+    }
     // Expanding now reports bad render fields at PUT, not at 02:00 in a log.
     await planBatch(batch, key(c), parsed.manifest, parsed.locate);
     const existed = (await deps.ports.blobs.head(batchKeys.manifest(key(c), id))) !== null;
+    // The schedule first: if the scheduler refuses, nothing new is stored and the PUT can be repeated.
+    await batch.schedules?.sync(key(c), parsed.manifest);
     const stored: StoredManifest = {
       ownerKeyId: key(c),
       manifest: parsed.manifest,
@@ -311,6 +320,8 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
       return problem(404, "not_found", `No stored manifest ${c.req.param("id")} for this API key.`);
     }
     await deps.ports.blobs.delete(blobKey);
+    // A schedule left behind by a failure here removes itself at its next fire (batches/trigger.ts).
+    await batch.schedules?.remove(key(c), c.req.param("id"));
     return c.body(null, 204);
   });
 

@@ -10,6 +10,7 @@ import type { ApiDeps } from "../deps.js";
 import { batchChatNotifierFromConfig } from "./chat.js";
 import { apiDepsFromConfig, webhookEventSinkFromConfig } from "./config-deps.js";
 import { sharpContactSheet } from "./contact-sheet.js";
+import { eventBridgeSchedulesFromConfig } from "./eventbridge-schedules.js";
 import { resolveHostAddresses } from "./webhook-dispatcher.js";
 
 /**
@@ -47,6 +48,7 @@ export function apiDeps(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]):
       log,
       contactSheet: sharpContactSheet,
       batchChat: batchChatNotifierFromConfig(config),
+      manifestSchedules: eventBridgeSchedulesFromConfig(config),
     }),
     // Crash-safe submit: fault tests hold a submit between its writes (KILN_TEST_HOOKS only).
     ...(config.testHooksDir ? { pause: filePausePoints(config.testHooksDir, "api") } : {}),

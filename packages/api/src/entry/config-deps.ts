@@ -22,6 +22,8 @@ export interface HostServices {
   contactSheet?: BatchOptions["contactSheet"];
   /** Batches: posts a run's end to Slack/Discord (Node hosts that finish runs); absent: runs end untold in chat. */
   batchChat?: BatchOptions["chat"];
+  /** Batches: per-manifest schedules outside the process (EventBridge Scheduler on AWS). */
+  manifestSchedules?: BatchOptions["schedules"];
 }
 
 export function apiDepsFromConfig(config: KilnConfig, ports: Ports, host: HostServices = {}): ApiDeps {
@@ -58,6 +60,7 @@ export function apiDepsFromConfig(config: KilnConfig, ports: Ports, host: HostSe
       // Batch notifications: a manifest may name the chat platforms whose bot token is set.
       chat: host.batchChat,
       notifyPlatforms: batchChatPlatforms(config.chat),
+      schedules: host.manifestSchedules,
     },
     log: host.log,
   };
