@@ -174,5 +174,8 @@ export function fromEventBridgeCron(expression: string): string {
   if (year === undefined) throw new Error(`EventBridge cron has six fields: ${expression}`);
   const day = (t: string) => t.replace(/^([1-7])(#\d|L)?$/, (_, d: string, rest = "") => `${Number(d) - 1}${rest}`);
   const dowCron = dow === "?" ? "*" : dow!.split(",").map(day).join(",");
-  return `0 ${minute} ${hour} ${dom === "?" ? "*" : dom} ${month} ${dowCron}${year === "*" ? "" : ` ${year}`}`;
+  // croner steps from a range, not from a start value: `0/15` is `0-59/15`.
+  const steps = (field: string, max: number) => field.replace(/^(\d+)\/(\d+)$/, `$1-${max}/$2`);
+  const domCron = dom === "?" ? "*" : steps(dom!, 31);
+  return `0 ${steps(minute!, 59)} ${steps(hour!, 23)} ${domCron} ${steps(month!, 12)} ${dowCron}${year === "*" ? "" : ` ${year}`}`;
 }
