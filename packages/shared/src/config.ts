@@ -333,8 +333,10 @@ function toConfig(e: KilnConfigEnv) {
       stepSeconds: e.KILN_BATCH_STEP_SECONDS,
       /** Renders of one key in the batch lane (queued or running) at once. */
       window: e.KILN_BATCH_WINDOW,
-      /** Run the croner scheduler in the API process (the embedded trigger). */
-      scheduler: e.KILN_BATCH_SCHEDULER,
+      /** Run the croner scheduler in the API process (the embedded trigger); off where EventBridge fires manifests. */
+      scheduler:
+        e.KILN_BATCH_SCHEDULER &&
+        !(e.KILN_BATCH_SCHEDULE_GROUP && e.KILN_BATCH_SCHEDULER_ROLE_ARN && e.KILN_BATCH_TRIGGER_ARN),
       tickSeconds: e.KILN_BATCH_TICK_SECONDS,
       /** Per-manifest EventBridge Scheduler schedules (AWS); absent: the in-process tick fires manifests. */
       eventBridge:
