@@ -95,6 +95,9 @@ describe("config: every KILN_* variable in one place", () => {
       triggerArn: "arn:aws:lambda:us-east-1:1:function:t",
       endpoint: "http://127.0.0.1:4566",
     });
+    // EventBridge fires each manifest, so the API process does not run its own trigger as well.
+    assert.equal(c.batches.scheduler, false);
+    assert.equal(loadConfig({}).batches.scheduler, true);
     assert.throws(
       () => loadConfig({ KILN_BATCH_SCHEDULE_GROUP: "kiln-batch" }),
       /set KILN_BATCH_SCHEDULER_ROLE_ARN, KILN_BATCH_TRIGGER_ARN too/,
