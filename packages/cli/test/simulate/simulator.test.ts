@@ -114,6 +114,32 @@ describe("capacity simulator", () => {
     assert.ok(Math.abs(done[5]! - (1000 + gpu + 1 + gpu)) < 1e-6, `${done.slice(3)}`);
   });
 
+  it("kiln simulate lays a --profile file over --gpu and names a bad field", async () => {
+    const { run } = await import("../../src/commands/simulate.js");
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-sim-"));
+    const trace = path.join(dir, "one.csv");
+    fs.writeFileSync(trace, "1\n");
+    const profile = path.join(dir, "p.json");
+    const common = ["--trace", trace, "--policy", "fixed", "--max", "1", "--hours", "0.1", "--poll", "0"];
+    const lines: string[] = [];
+    const [log, error] = [console.log, console.error];
+    console.log = console.error = (x: string) => void lines.push(x);
+    try {
+      const fields = { stepSeconds: 0.01, vaeSeconds: 0, bootSeconds: 0, modelLoadSeconds: 0, stageOverheadSeconds: 0 };
+      fs.writeFileSync(profile, JSON.stringify(fields));
+      await run([...common, "--profile", profile, "--json"]);
+      assert.equal((JSON.parse(lines.pop()!) as { p50_s: number }).p50_s, 0.3, "30 steps × 10 ms");
+      fs.writeFileSync(profile, '{"stepSecs": 1}');
+      await run([...common, "--profile", profile, "--json"]);
+      assert.equal(process.exitCode, 2);
+      assert.match(lines.pop()!, /--profile .*p\.json: "stepSecs" must be one of name, stepSeconds/);
+    } finally {
+      [console.log, console.error] = [log, error];
+      process.exitCode = undefined;
+      fs.rmSync(dir, { recursive: true });
+    }
+  });
+
   it("reads arrival files and names the line of a bad one", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-sim-"));
     const good = path.join(dir, "good.csv");
