@@ -155,7 +155,7 @@ export async function startRealStack(o: {
       // The runtime's Worker as `kiln worker` builds it, with the poll cycle compressed like the trace.
       new Worker({
         ports,
-        execute: sdxlExecutor(models, { blobs: ports.blobs }),
+        execute: sdxlExecutor(models, { blobs: ports.blobs, noiseKernel: config.noiseKernel }),
         logger: o.logger,
         workerId: `validate-${i}`,
         stages: config.stages,
