@@ -140,6 +140,14 @@ describe("fleet", () => {
     assert.equal(plan.scaling.wakeFromZeroWorkers, 1);
   });
 
+  // Capacity simulator (issue 15): the default the simulator recommends (docs/scaling.md).
+  it("tracks one waiting stage per worker, scales in after 5 minutes and reads the target from the environment", () => {
+    const plan = planFleet(DEFAULT_FLEET);
+    assert.equal(plan.scaling.targetBacklogPerWorker, 1);
+    assert.equal(plan.scaling.scaleInCooldown, 300);
+    assert.equal(fleetSettingsFromEnv({ KILN_BACKLOG_PER_WORKER: "4" }).backlogPerWorker, 4);
+  });
+
   it("fits drain and release inside the spot interruption notice", () => {
     const plan = planFleet(DEFAULT_FLEET);
     assert.ok(plan.task.stopTimeoutSeconds <= SPOT_NOTICE_SECONDS);
