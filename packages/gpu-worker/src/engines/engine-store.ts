@@ -28,10 +28,27 @@ import {
 
 export const ENGINE_PREFIX = "engines";
 
-export interface StoredFile {
+/** One stored blob. */
+export interface StoredChunk {
   key: string;
   size: number;
   sha256: string;
+}
+
+/**
+ * A stored file: one blob, or for large engines (an fp16 SDXL UNet engine is ~5 GB, past what one
+ * Buffer or one protobuf holds) consecutive chunks `<key>.part-NNNN`, each with its own hash, which
+ * the worker appends in order; `sha256` is always over the whole file.
+ */
+export interface StoredFile extends StoredChunk {
+  chunks?: StoredChunk[];
+}
+
+/** Engines larger than this are stored in chunks of this size. */
+export const DEFAULT_CHUNK_BYTES = 256 * 1024 * 1024;
+
+export interface EngineStoreOptions {
+  chunkBytes?: number;
 }
 
 export interface ManifestEntry extends EngineKey {
@@ -119,7 +136,81 @@ export function lookupEngine(manifest: EngineManifest | null, q: EngineQuery): E
 }
 
 export class EngineStore {
-  constructor(private readonly blobs: BlobStore) {}
+  private readonly chunkBytes: number;
+
+  constructor(
+    private readonly blobs: BlobStore,
+    options: EngineStoreOptions = {},
+  ) {
+    this.chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+  }
+
+  /** Stores bytes or a file (read a chunk at a time) under `blobKey`, chunked when larger than a chunk. */
+  private async storeFile(blobKey: string, source: Uint8Array | { path: string }): Promise<StoredFile> {
+    const size = source instanceof Uint8Array ? source.byteLength : fs.statSync(source.path).size;
+    const whole = createHash("sha256");
+    const fd = source instanceof Uint8Array ? undefined : fs.openSync(source.path, "r");
+    try {
+      const read = (offset: number, length: number): Uint8Array => {
+        if (source instanceof Uint8Array) return source.subarray(offset, offset + length);
+        const buf = Buffer.allocUnsafe(length);
+        let got = 0;
+        while (got < length) got += fs.readSync(fd!, buf, got, length - got, offset + got);
+        return buf;
+      };
+      const put = async (key: string, bytes: Uint8Array): Promise<StoredChunk> => {
+        await this.blobs.put(key, bytes, { contentType: "application/octet-stream" });
+        return { key, size: bytes.byteLength, sha256: sha256(bytes) };
+      };
+      if (size <= this.chunkBytes) {
+        const bytes = read(0, size);
+        return put(blobKey, bytes);
+      }
+      const chunks: StoredChunk[] = [];
+      for (let offset = 0, i = 0; offset < size; offset += this.chunkBytes, i++) {
+        const bytes = read(offset, Math.min(this.chunkBytes, size - offset));
+        whole.update(bytes);
+        chunks.push(await put(`${blobKey}.part-${String(i).padStart(4, "0")}`, bytes));
+      }
+      return { key: blobKey, size, sha256: whole.digest("hex"), chunks };
+    } finally {
+      if (fd !== undefined) fs.closeSync(fd);
+    }
+  }
+
+  /** Writes a stored file to `local` (via a temp file), checking every chunk's and the whole file's hash. */
+  private async fetchFile(file: StoredFile, local: string): Promise<void> {
+    const tmp = `${local}.tmp-${process.pid}`;
+    const fd = fs.openSync(tmp, "w");
+    const whole = createHash("sha256");
+    try {
+      for (const chunk of file.chunks ?? [file]) {
+        const bytes = await this.blobs.get(chunk.key);
+        if (!bytes)
+          throw new Error(`engine file ${chunk.key} is listed in the manifest but missing from the store; rebuild it`);
+        const actual = sha256(bytes);
+        if (actual !== chunk.sha256)
+          throw new Error(
+            `engine file ${chunk.key} has sha256 ${actual.slice(0, 12)}, the manifest says ${chunk.sha256.slice(0, 12)}; it is corrupt, rebuild it`,
+          );
+        whole.update(bytes);
+        fs.writeSync(fd, bytes);
+      }
+    } catch (e) {
+      fs.closeSync(fd);
+      fs.rmSync(tmp, { force: true });
+      throw e;
+    }
+    fs.closeSync(fd);
+    const actual = whole.digest("hex");
+    if (actual !== file.sha256) {
+      fs.rmSync(tmp, { force: true });
+      throw new Error(
+        `engine file ${file.key} reassembled to sha256 ${actual.slice(0, 12)}, the manifest says ${file.sha256.slice(0, 12)}; it is corrupt, rebuild it`,
+      );
+    }
+    fs.renameSync(tmp, local);
+  }
 
   manifestKey(modelId: string): string {
     return `${ENGINE_PREFIX}/${slug(modelId)}/manifest.json`;
@@ -169,18 +260,28 @@ export class EngineStore {
     await this.upsert({ ...key, id: engineId(key), state: "building", updatedAt: new Date().toISOString() });
   }
 
+  /** Drops a `building` entry whose build failed; a ready engine of the same key is left alone. */
+  async clearBuilding(key: EngineKey): Promise<void> {
+    const current = await this.manifest(key.modelId);
+    const id = engineId(key);
+    if (!current?.entries.some((e) => e.id === id && e.state === "building")) return;
+    const entries = current.entries.filter((e) => e.id !== id);
+    await this.blobs.put(
+      this.manifestKey(key.modelId),
+      new TextEncoder().encode(`${JSON.stringify({ ...current, entries }, null, 2)}\n`),
+      { contentType: "application/json" },
+    );
+  }
+
   /** Stores the wrapper (and the engine, unless embedded) and lists them in the manifest. */
   async put(
     key: EngineKey,
-    files: { wrapper: Uint8Array; engine?: Uint8Array },
+    files: { wrapper: Uint8Array; engine?: Uint8Array | { path: string } },
     info: { buildSeconds?: number } = {},
   ): Promise<ManifestEntry> {
     const dir = `${ENGINE_PREFIX}/${engineDir(key)}`;
-    const stored = async (name: string, bytes: Uint8Array): Promise<StoredFile> => {
-      const blobKey = `${dir}/${name}`;
-      await this.blobs.put(blobKey, bytes, { contentType: "application/octet-stream" });
-      return { key: blobKey, size: bytes.byteLength, sha256: sha256(bytes) };
-    };
+    const stored = (name: string, source: Uint8Array | { path: string }): Promise<StoredFile> =>
+      this.storeFile(`${dir}/${name}`, source);
     // The engine first: a wrapper that names a missing engine must never be listed.
     const engine = files.engine ? await stored(ENGINE_FILE, files.engine) : undefined;
     const wrapper = await stored(WRAPPER_FILE, files.wrapper);
@@ -214,17 +315,7 @@ export class EngineStore {
       if (fs.existsSync(local) && fs.existsSync(marker) && fs.readFileSync(marker, "utf8") === file.sha256) {
         if (fs.statSync(local).size === file.size) continue;
       }
-      const bytes = await this.blobs.get(file.key);
-      if (!bytes)
-        throw new Error(`engine file ${file.key} is listed in the manifest but missing from the store; rebuild it`);
-      const actual = sha256(bytes);
-      if (actual !== file.sha256)
-        throw new Error(
-          `engine file ${file.key} has sha256 ${actual.slice(0, 12)}, the manifest says ${file.sha256.slice(0, 12)}; it is corrupt, rebuild it`,
-        );
-      const tmp = `${local}.tmp-${process.pid}`;
-      fs.writeFileSync(tmp, bytes);
-      fs.renameSync(tmp, local);
+      await this.fetchFile(file, local);
       fs.writeFileSync(marker, file.sha256);
     }
     return path.join(dir, WRAPPER_FILE);

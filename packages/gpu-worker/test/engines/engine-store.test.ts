@@ -90,7 +90,8 @@ function describeStore(name: string, open: () => Promise<{ blobs: BlobStore; clo
     });
 
     it("stores an engine beside its wrapper, lists it in the manifest and fetches both verified", async () => {
-      const store = new EngineStore(blobs);
+      // 1 MiB chunks: the 6 MiB engine goes up as 7 chunks, as a multi-GB engine does in 256 MiB ones.
+      const store = new EngineStore(blobs, { chunkBytes: 1024 * 1024 });
       const engine = new Uint8Array(6 * 1024 * 1024 + 123).map((_, i) => (i * 7) & 0xff);
       const wrapper = writeEpContextModel({
         io: readGraphIo(fs.readFileSync(path.join(dir, "base", "unet", "model.onnx"))),
@@ -103,18 +104,33 @@ function describeStore(name: string, open: () => Promise<{ blobs: BlobStore; clo
       const during = lookupEngine(await store.manifest(key.modelId), { ...key, target: A10G });
       assert.equal(during.state, "building");
 
-      await store.put(key, { wrapper, engine }, { buildSeconds: 1 });
+      const engineFile = path.join(dir, "unet.engine");
+      fs.writeFileSync(engineFile, engine);
+      await store.put(key, { wrapper, engine: { path: engineFile } }, { buildSeconds: 1 });
       const manifest = await store.manifest(key.modelId);
       assert.equal(manifest!.entries.length, 1, "the building entry is replaced, not duplicated");
       const found = lookupEngine(manifest, { ...key, target: A10G });
       assert.equal(found.state, "ready");
       if (found.state !== "ready") return;
+      assert.equal(found.entry.engine!.chunks!.length, 7);
+      assert.equal(found.entry.engine!.size, engine.byteLength);
 
       const cache = path.join(dir, "cache");
       const wrapperPath = await store.fetch(found.entry, cache);
       assert.equal(path.basename(wrapperPath), WRAPPER_FILE);
       assert.ok(Buffer.from(engine).equals(fs.readFileSync(path.join(path.dirname(wrapperPath), ENGINE_FILE))));
       assert.equal(readEpContextModel(fs.readFileSync(wrapperPath)).engineFile, ENGINE_FILE);
+    });
+
+    it("reuses a fetched engine it verified before instead of downloading it again", async () => {
+      const store = new EngineStore(blobs);
+      const found = lookupEngine(await store.manifest(key.modelId), { ...key, target: A10G });
+      if (found.state !== "ready") throw new Error("expected a ready engine");
+      const cache = path.join(dir, "cache");
+      const engineCopy = path.join(cache, engineDir(key), ENGINE_FILE);
+      const before = fs.statSync(engineCopy).mtimeMs;
+      await store.fetch(found.entry, cache);
+      assert.equal(fs.statSync(engineCopy).mtimeMs, before);
     });
 
     it("says why an engine does not fit: other GPU, other TensorRT, other model, other bucket", async () => {
@@ -138,8 +154,10 @@ function describeStore(name: string, open: () => Promise<{ blobs: BlobStore; clo
       const found = lookupEngine(await store.manifest(key.modelId), { ...key, target: A10G });
       assert.equal(found.state, "ready");
       if (found.state !== "ready") return;
-      await blobs.put(found.entry.engine!.key, new Uint8Array([1, 2, 3]));
-      await assert.rejects(store.fetch(found.entry, path.join(dir, "cache2")), /corrupt, rebuild it/);
+      await blobs.put(found.entry.engine!.chunks![3]!.key, new Uint8Array([1, 2, 3]));
+      const cache = path.join(dir, "cache2");
+      await assert.rejects(store.fetch(found.entry, cache), /part-0003 has sha256 .*corrupt, rebuild it/);
+      assert.ok(!fs.existsSync(path.join(cache, engineDir(key), ENGINE_FILE)), "no partial engine is left in place");
     });
   });
 }
