@@ -79,6 +79,11 @@ const COMMANDS: Record<string, Command> = {
       "usage: kiln bench [handoff|api|render|step-overhead|duty-cycle …]\n\nWithout names, runs them all (figures for docs/benchmarks.md).",
     load: () => import("./commands/bench.js"),
   },
+  // TensorRT engines
+  engines: {
+    summary: "build TensorRT engines per GPU and size bucket, or list them (`kiln engines build --help`)",
+    load: () => import("./commands/engines.js"),
+  },
   // Chat channels.
   discord: {
     summary: "publish the Discord bot's commands (`kiln discord register-commands [--guild ID]`)",
