@@ -8,6 +8,7 @@ import {
   type ModelFolder,
   type ModelRole,
 } from "../models/model-folder.js";
+import type { EngineSessions } from "../engines/engine-sessions.js";
 import { SDXL_VAE_SCALING_FACTOR, type SdxlTimeIdsWidth } from "../models/sdxl-spec.js";
 import type { LoadedSession } from "../onnx/tensors.js";
 import { noiseHelper } from "./noise-helper.js";
@@ -37,6 +38,8 @@ export interface SdxlModel {
   schedulerConfigHash: string;
   forceZerosForEmptyPrompt: boolean;
   providers: string[];
+  /** TensorRT engines per part and bucket (KILN_PROVIDERS=tensorrt,…); absent: the sessions above run everything. */
+  engines?: EngineSessions;
   folder: ModelFolder;
   release(): Promise<void>;
 }

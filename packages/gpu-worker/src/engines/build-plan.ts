@@ -85,7 +85,7 @@ function concreteDims(part: EnginePart, input: TensorIo, s: Sizes): number[] {
   });
 }
 
-function batchRange(part: EnginePart, maxImages: number): { min: number; opt: number; max: number } {
+export function batchRange(part: EnginePart, maxImages: number): { min: number; opt: number; max: number } {
   if (part === "unet") return { min: 2, opt: 2, max: 2 * maxImages };
   if (part === "vae_decoder") return { min: 1, opt: 1, max: maxImages };
   return { min: 1, opt: 2, max: 2 * maxImages };

@@ -5,3 +5,4 @@ export * from "./engine-key.js";
 export * from "./engine-store.js";
 export * from "./epcontext-model.js";
 export * from "./toolchain.js";
+export * from "./engine-sessions.js";
