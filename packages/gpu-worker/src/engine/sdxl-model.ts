@@ -2,13 +2,13 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 
+import type { EngineSessions } from "../engines/engine-sessions.js";
 import {
   loadModelFolder,
   type LoadModelFolderOptions,
   type ModelFolder,
   type ModelRole,
 } from "../models/model-folder.js";
-import type { EngineSessions } from "../engines/engine-sessions.js";
 import { SDXL_VAE_SCALING_FACTOR, type SdxlTimeIdsWidth } from "../models/sdxl-spec.js";
 import type { LoadedSession } from "../onnx/tensors.js";
 import { noiseHelper } from "./noise-helper.js";
