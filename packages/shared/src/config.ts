@@ -112,11 +112,15 @@ const configSchema = z.object({
   KILN_TINY_MODELS: boolish.default(true),
   // Reference models: which generated models a worker uses when no model dir is set.
   KILN_BUILTIN_MODELS: z.enum(["reference", "tiny"]).default("reference"),
+  // Torch-exact noise: which of ATen's CPU Box–Muller kernels seeded noise reproduces.
+  KILN_NOISE_KERNEL: z.enum(["avx2", "scalar"]).default("avx2"),
   KILN_RATE_LIMIT_RPS: z.coerce.number().min(0).max(100_000).default(0),
   KILN_RATE_LIMIT_BURST: z.coerce.number().int().min(1).max(1_000_000).optional(),
   KILN_CONCURRENT_JOBS: z.coerce.number().int().min(0).max(1_000_000).default(0),
   KILN_IMAGES_PER_DAY: z.coerce.number().int().min(0).max(1_000_000_000).default(0),
   KILN_WEBHOOK_ALLOW_PRIVATE: boolish.default(false),
+  // SDXL invisible watermark: whether a request may turn it off.
+  KILN_ALLOW_UNWATERMARKED: boolish.default(false),
   KILN_WEBHOOK_ALLOWED_HOSTS: z
     .string()
     .transform((s) =>
@@ -174,6 +178,11 @@ const configSchema = z.object({
     .int()
     .refine((n) => [1, 2, 3, 5, 10, 15, 20, 30, 60].includes(n), "must be one of 1, 2, 3, 5, 10, 15, 20, 30, 60")
     .default(5),
+  // Batch schedules on EventBridge Scheduler (AWS): one schedule per stored manifest, set together.
+  KILN_BATCH_SCHEDULE_GROUP: z.string().min(1).optional(),
+  KILN_BATCH_SCHEDULER_ROLE_ARN: z.string().startsWith("arn:", "must be an IAM role ARN").optional(),
+  KILN_BATCH_TRIGGER_ARN: z.string().startsWith("arn:", "must be the batch trigger function's ARN").optional(),
+  KILN_SCHEDULER_ENDPOINT: z.string().url().optional(),
   // Crash-safe submit: fault tests' pause points (a control directory); never set in production.
   KILN_TEST_HOOKS: z.string().min(1).optional(),
   // TensorRT engines: the buckets a worker with KILN_PROVIDERS=tensorrt,… loads engines for (SDXL's standard set).
@@ -203,6 +212,21 @@ export type KilnConfigEnv = z.infer<typeof configSchema>;
 
 /** Rules between variables; each names the variables to change. */
 function checkCombinations(e: KilnConfigEnv, ctx: z.RefinementCtx): void {
+  // Batch schedules on EventBridge Scheduler: all three settings or none.
+  const scheduleSettings = [
+    ["KILN_BATCH_SCHEDULE_GROUP", e.KILN_BATCH_SCHEDULE_GROUP],
+    ["KILN_BATCH_SCHEDULER_ROLE_ARN", e.KILN_BATCH_SCHEDULER_ROLE_ARN],
+    ["KILN_BATCH_TRIGGER_ARN", e.KILN_BATCH_TRIGGER_ARN],
+  ] as const;
+  const scheduleMissing = scheduleSettings.filter(([, v]) => !v).map(([n]) => n);
+  if (scheduleMissing.length > 0 && scheduleMissing.length < scheduleSettings.length) {
+    ctx.addIssue({
+      code: "custom",
+      params: { combination: true },
+      path: [scheduleMissing[0]!],
+      message: `EventBridge batch schedules need KILN_BATCH_SCHEDULE_GROUP, KILN_BATCH_SCHEDULER_ROLE_ARN and KILN_BATCH_TRIGGER_ARN together: set ${scheduleMissing.join(", ")} too (infra/schedules.ts declares them), or unset the others.`,
+    });
+  }
   if (e.KILN_MIN_SIDE > e.KILN_MAX_SIDE) {
     ctx.addIssue({
       code: "custom",
@@ -250,6 +274,8 @@ function toConfig(e: KilnConfigEnv) {
     allowTinyModels: e.KILN_TINY_MODELS,
     /** Which generated models: the reference pair (exact denoiser of a picture set) or the tiny random ones. */
     builtinModels: e.KILN_BUILTIN_MODELS,
+    /** Box–Muller kernel of seeded noise: torch on x86-64 with AVX2 (`avx2`) or without (`scalar`, e.g. ARM). */
+    noiseKernel: e.KILN_NOISE_KERNEL,
     providers: e.KILN_PROVIDERS,
     deviceId: e.KILN_DEVICE_ID,
     stages: e.KILN_STAGES,
@@ -267,6 +293,8 @@ function toConfig(e: KilnConfigEnv) {
       maxBodyBytes: e.KILN_MAX_BODY_BYTES,
       maxPixels: e.KILN_MAX_PIXELS,
       maxRetentionHours: e.KILN_MAX_RETENTION_HOURS,
+      /** SDXL invisible watermark: a request may send `watermark: false` (KILN_ALLOW_UNWATERMARKED). */
+      allowUnwatermarked: e.KILN_ALLOW_UNWATERMARKED,
     },
     imageInputs: {
       maxBytes: e.KILN_MAX_IMAGE_BYTES,
@@ -329,6 +357,16 @@ function toConfig(e: KilnConfigEnv) {
       /** Run the croner scheduler in the API process (the embedded trigger). */
       scheduler: e.KILN_BATCH_SCHEDULER,
       tickSeconds: e.KILN_BATCH_TICK_SECONDS,
+      /** Per-manifest EventBridge Scheduler schedules (AWS); absent: the in-process tick fires manifests. */
+      eventBridge:
+        e.KILN_BATCH_SCHEDULE_GROUP && e.KILN_BATCH_SCHEDULER_ROLE_ARN && e.KILN_BATCH_TRIGGER_ARN
+          ? {
+              group: e.KILN_BATCH_SCHEDULE_GROUP,
+              roleArn: e.KILN_BATCH_SCHEDULER_ROLE_ARN,
+              triggerArn: e.KILN_BATCH_TRIGGER_ARN,
+              endpoint: e.KILN_SCHEDULER_ENDPOINT ?? e.KILN_AWS_ENDPOINT,
+            }
+          : undefined,
     },
     /** Chat channels; a platform is enabled when its secrets and KILN_CHAT_KEY_ID are set. */
     chat: {
