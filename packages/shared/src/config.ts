@@ -185,6 +185,27 @@ const configSchema = z.object({
   KILN_SCHEDULER_ENDPOINT: z.string().url().optional(),
   // Crash-safe submit: fault tests' pause points (a control directory); never set in production.
   KILN_TEST_HOOKS: z.string().min(1).optional(),
+  // TensorRT engines: the buckets a worker with KILN_PROVIDERS=tensorrt,… loads engines for (SDXL's standard set).
+  KILN_ENGINE_BUCKETS: z
+    .string()
+    .default("1024x1024,1152x896,896x1152,1216x832,832x1216,1344x768,768x1344,1536x640,640x1536")
+    .transform((s) =>
+      s
+        .split(",")
+        .map((x) => x.trim())
+        .filter(Boolean),
+    )
+    .pipe(
+      z.array(
+        z
+          .string()
+          .regex(/^\d+x\d+$/, "use WIDTHxHEIGHT pairs separated by commas, e.g. 1024x1024,1152x896")
+          .refine(
+            (b) => b.split("x").every((n) => Number(n) >= 64 && Number(n) % 64 === 0),
+            "sizes must be multiples of 64",
+          ),
+      ),
+    ),
 });
 
 export type KilnConfigEnv = z.infer<typeof configSchema>;
@@ -372,6 +393,8 @@ function toConfig(e: KilnConfigEnv) {
         apiUrl: e.KILN_SLACK_API_URL.endsWith("/") ? e.KILN_SLACK_API_URL : `${e.KILN_SLACK_API_URL}/`,
       },
     },
+    // TensorRT engines
+    engineBuckets: e.KILN_ENGINE_BUCKETS,
   };
 }
 
