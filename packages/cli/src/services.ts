@@ -7,7 +7,7 @@ import { webhookEventSinkFromConfig } from "@kiln/api/config";
 import { closeServer, serveOnNode, startRetentionSweep } from "@kiln/api/node";
 import { WebhookDispatcher } from "@kiln/api/webhook-dispatcher";
 import { eventLogSink, fanOutEvents, type ModelSet, sdxlExecutor, startHealthServer, Worker } from "@kiln/gpu-worker";
-import type { KilnConfig, Ports } from "@kiln/shared";
+import { bucketId, type KilnConfig, type Ports } from "@kiln/shared";
 import { filePausePoints, type Logger } from "@kiln/shared/node";
 
 import { apiDeps, loadModels } from "./stack.js";
@@ -67,6 +67,7 @@ export async function startWorkerService(
     visibilitySeconds: config.visibilitySeconds,
     maxReceives: config.maxReceives,
     events: fanOutEvents(sinks),
+    ...(config.buckets.routing === "lanes" ? { buckets: workerBuckets(config) } : {}),
     // Fault tests hold a stage at a given step (KILN_TEST_HOOKS only).
     ...(config.testHooksDir ? { pause: filePausePoints(config.testHooksDir, workerId) } : {}),
   });
@@ -150,4 +151,13 @@ export function stopOnSignals(services: Service[], ports: Ports, logger: Logger,
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+}
+
+/**
+ * Resolution buckets, `lanes` routing: the bucket queues a worker reads. KILN_WORKER_BUCKETS=all (the
+ * default, and what a worker without TensorRT engines should say) reads every bucket's queues.
+ */
+export function workerBuckets(config: KilnConfig): { take: string[]; all: string[] } {
+  const all = config.buckets.list.map(bucketId);
+  return { take: config.buckets.worker === "all" ? all : [...config.buckets.worker], all };
 }
