@@ -37,3 +37,4 @@ export { simulateGpu, type SimulatedGpu } from "./simulated-gpu/simulated-gpu.js
 export { prepareSource, type PreparedSource } from "./engine/img2img/source-image.js";
 export { encodeImageLatents, rgb8ToVaeInput } from "./engine/img2img/vae-encoder.js";
 export { NoiseSource } from "./engine/noise.js";
+export * from "./models/sync/index.js";
