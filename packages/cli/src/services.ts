@@ -6,7 +6,16 @@ import { chatDispatcherFromConfig, logChatStatus } from "@kiln/api/chat";
 import { webhookEventSinkFromConfig } from "@kiln/api/config";
 import { closeServer, serveOnNode, startRetentionSweep } from "@kiln/api/node";
 import { WebhookDispatcher } from "@kiln/api/webhook-dispatcher";
-import { eventLogSink, fanOutEvents, type ModelSet, sdxlExecutor, startHealthServer, Worker } from "@kiln/gpu-worker";
+import {
+  createWorkerMetrics,
+  eventLogSink,
+  fanOutEvents,
+  type ModelSet,
+  sdxlExecutor,
+  startHealthServer,
+  type SyncReport,
+  Worker,
+} from "@kiln/gpu-worker";
 import { bucketId, type KilnConfig, type Ports } from "@kiln/shared";
 import { filePausePoints, type Logger } from "@kiln/shared/node";
 
@@ -53,7 +62,9 @@ export async function startWorkerService(
   logger: Logger,
   models?: ModelSet,
 ): Promise<Service & { worker: Worker }> {
-  const loaded = models ?? (await loadModels(config, logger));
+  const syncs: Partial<Record<"base" | "refiner", SyncReport>> = {};
+  const loaded = models ?? (await loadModels(config, logger, syncs));
+  const metrics = createWorkerMetrics();
   const workerId = `${os.hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const sinks = [webhookEventSinkFromConfig(config, ports, (level, obj, msg) => logger[level](obj, msg))];
   if (config.eventLog) sinks.push(eventLogSink(config.eventLog, workerId));
@@ -67,11 +78,31 @@ export async function startWorkerService(
     visibilitySeconds: config.visibilitySeconds,
     maxReceives: config.maxReceives,
     events: fanOutEvents(sinks),
+    metrics,
     ...(config.buckets.routing === "lanes" ? { buckets: workerBuckets(config) } : {}),
     // Fault tests hold a stage at a given step (KILN_TEST_HOOKS only).
     ...(config.testHooksDir ? { pause: filePausePoints(config.testHooksDir, workerId) } : {}),
   });
   worker.start();
+  // Cold start: time to ready (process start to polling) and what the model sync took.
+  const readySeconds = process.uptime();
+  metrics.readySeconds.set(readySeconds);
+  for (const [role, r] of Object.entries(syncs)) {
+    metrics.modelSyncSeconds.set({ role }, r.seconds);
+    metrics.modelSyncBytes.set({ role }, r.downloadedBytes);
+  }
+  logger.info(
+    {
+      timeToReadySeconds: Number(readySeconds.toFixed(3)),
+      modelSync: Object.fromEntries(
+        Object.entries(syncs).map(([role, r]) => [
+          role,
+          { seconds: Number(r.seconds.toFixed(3)), downloadedBytes: r.downloadedBytes, bytes: r.bytes },
+        ]),
+      ),
+    },
+    "worker ready",
+  );
   const info = Object.fromEntries(
     Object.entries(loaded).map(([role, m]) => [
       role,
