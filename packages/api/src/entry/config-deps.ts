@@ -37,6 +37,7 @@ export function apiDepsFromConfig(config: KilnConfig, ports: Ports, host: HostSe
         strict: config.buckets.strict,
         routeByBucket: config.buckets.routing === "lanes",
       },
+      allowUnwatermarked: config.limits.allowUnwatermarked,
     },
     maxBodyBytes: config.limits.maxBodyBytes,
     imageInputs: config.imageInputs,

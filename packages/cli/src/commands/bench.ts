@@ -40,6 +40,11 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Pr
       "a 1 GiB synthetic model file from the S3 stand-in to disk: Kiln's parallel ranged sync vs one GetObject stream",
     load: () => import("../bench/model-sync-bench.js"),
   },
+  // Torch-exact noise.
+  noise: {
+    summary: "ms to draw one 1024² image's 65,536 torch-exact normals, AVX2 and scalar Box–Muller kernels",
+    load: () => import("../bench/noise-bench.js"),
+  },
   // Deployment: the API's Lambda bundle.
   "lambda-bundle": {
     summary: "the API's esbuild Lambda bundle: size, and cold init (import + first request) in a fresh node",

@@ -9,10 +9,11 @@ import { stageTimeIdInputs, timeIds } from "./conditioning.js";
 import { applyGuidance, fillModelInput } from "./guidance.js";
 import { type EncodedImage, encodeImageFile } from "./image-files.js";
 import { blendKnownLatents, compositeOverOriginal, fillInpaintModelInput } from "./img2img/mask.js";
-import { type ImageStart, prepareImageStart } from "./img2img/prepare-latents.js";
+import { pasteCropBack } from "./img2img/mask-crop.js";
+import { type ImageStart, prepareImageStart, prepareRefineBlend } from "./img2img/prepare-latents.js";
 import type { PreparedSource } from "./img2img/source-image.js";
 import { firstNonFinite, resizeLatentsBilinear } from "./latent-ops.js";
-import { drawNoise, NoiseSource } from "./noise.js";
+import { drawNoise, type NoiseKernel, NoiseSource } from "./noise.js";
 import { noiseHelper } from "./noise-helper.js";
 import { encodePromptPair, type PromptEmbeddings } from "./prompt-encoder.js";
 import { convertLatentSpace, createScheduler } from "./schedulers/index.js";
@@ -20,6 +21,7 @@ import type { Scheduler } from "./schedulers/scheduler.js";
 import type { SdxlModel } from "./sdxl-model.js";
 import { ensembleSplit, sdeditStart } from "./stage-split.js";
 import { decodeLatentsToImages } from "./vae-decoder.js";
+import { watermarkDecoded } from "./watermark/sdxl-watermark.js";
 
 export interface StageHooks {
   /**
@@ -73,6 +75,8 @@ export async function runPipelineStage(
     stage: StagePlan;
     /** The plan's source picture at the render's size: read when the stage starts from it or composites onto it. */
     source?: PreparedSource;
+    /** Which of torch's CPU Box–Muller kernels the noise reproduces (default `avx2`, see noise.ts). */
+    noiseKernel?: NoiseKernel;
   },
   input: Latents | undefined,
   hooks: StageHooks = {},
@@ -138,10 +142,18 @@ export async function runPipelineStage(
   // first stage draws the initial noise from it and keeps drawing (ancestral steps); later stages get
   // their own stream per image so a stage re-run on another worker draws the same noise. The loop
   // steps `latents` in place, so it is always a fresh array, never the caller's input.
-  const generators = Array.from({ length: n }, (_, i) => new NoiseSource(stageNoiseSeed(plan.seed + i, stage.index)));
+  const generators = Array.from(
+    { length: n },
+    (_, i) => new NoiseSource(stageNoiseSeed(plan.seed + i, stage.index), job.noiseKernel),
+  );
   let shape: number[];
   let latents: Float32Array;
   let imageStart: ImageStart | undefined;
+  // A later stage of an inpaint/outpaint (ensemble or SDEdit refiner) keeps blending the picture in outside the mask.
+  const refineBlend =
+    stage.start !== "image" && input && job.source?.mask && model.unetInChannels !== 9
+      ? await prepareRefineBlend(model, job.source, generators)
+      : undefined;
   if (stage.start === "image") {
     // img2img / inpaint / outpaint: the picture's latents, re-noised to `strength` at timesteps[begin].
     imageStart = await prepareImageStart(model, plan, stage.strength ?? 1, scheduler, begin, generators, job.source!);
@@ -160,7 +172,9 @@ export async function runPipelineStage(
       shape[2] === input.shape[2] && shape[3] === input.shape[3]
         ? input.data
         : resizeLatentsBilinear(input.data, input.shape, shape[2]!, shape[3]!);
-    latents = scheduler.addNoise(x0, drawNoise(generators, new Float32Array(x0.length)), begin);
+    // After an inpaint the re-noise is the blend's noise, drawn after the picture's latents (diffusers' order).
+    const eps = refineBlend?.noise ?? drawNoise(generators, new Float32Array(x0.length));
+    latents = scheduler.addNoise(x0, eps, begin);
   } else {
     // Ensemble of experts: continue from the noisy latents as they are, re-expressed if the families differ.
     shape = [...input.shape];
@@ -223,7 +237,7 @@ export async function runPipelineStage(
         ? applyGuidance(predicted, n, plan.guidanceScale, plan.guidanceRescale, guidedNoise)
         : predicted;
       scheduler.step(noisePred, latents, noise ? noise.take() : generators, latents);
-      const blend = imageStart?.blend;
+      const blend = imageStart?.blend ?? refineBlend;
       if (blend) {
         // diffusers' 4-channel inpainting: outside the mask, the picture re-noised to the next step's level
         // (clean after the schedule's last step).
@@ -272,12 +286,29 @@ export async function runPipelineStage(
       },
     };
   }
-  const decoded = await decodeLatentsToImages(model.vaeDecoder, latents, shape, model.vaeScalingFactor);
+  // diffusers' SDXL pipelines mark the decoded images before `postprocess` rounds them, and before `apply_overlay`.
+  const decoded = await decodeLatentsToImages(
+    model.vaeDecoder,
+    latents,
+    shape,
+    model.vaeScalingFactor,
+    plan.watermark === false ? undefined : watermarkDecoded,
+  );
   hooks.signal?.throwIfAborted();
-  const overlay = job.source?.mask;
-  if (overlay) {
-    // The final composite (diffusers' `apply_overlay`): outside the mask the picture comes back as sent.
-    for (const image of decoded) image.rgb = compositeOverOriginal(image.rgb, job.source!.rgb, overlay);
+  const source = job.source;
+  if (source?.mask) {
+    // The final composite (diffusers' `apply_overlay`): outside the mask the picture comes back as sent; with
+    // `padding_mask_crop` the crop is first resized back and placed at its region.
+    for (const image of decoded) {
+      image.rgb = source.crop
+        ? await pasteCropBack(image.rgb, image.width, image.height, source.crop.region, {
+            width: source.width,
+            height: source.height,
+            rgb: source.crop.rgb,
+            mask: source.crop.mask,
+          })
+        : compositeOverOriginal(image.rgb, source.rgb, source.mask);
+    }
   }
   const images: EncodedImage[] = [];
   for (let i = 0; i < decoded.length; i++) {
