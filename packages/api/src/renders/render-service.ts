@@ -13,6 +13,7 @@ import {
   type JobTransition,
   jobTransitions,
   KilnError,
+  outputSize,
   type PausePoint,
   type PlannedInputs,
   planRender,
@@ -155,15 +156,14 @@ function bucketedPlan(
   const choice = chooseBucket(plan.width, plan.height, policy);
   const tag = (bucket: string) => ({ bucket, ...(policy.routeByBucket ? { route: bucket } : {}) });
   if (!choice.snappedFrom) return choice.bucket ? { ...plan, ...tag(choice.bucket) } : plan;
+  if (request.mode === "outpaint" || !choice.bucket) return plan;
+  const snapped = planRender({ ...request, width: choice.width, height: choice.height }, seed, inputs);
+  // The output (after an SDEdit upscale too) must stay within the server's limits, as the size asked for did.
+  const out = outputSize(snapped);
   const fits =
-    !limits ||
-    (Math.max(choice.width, choice.height) <= limits.maxSide && choice.width * choice.height <= limits.maxPixels);
-  if (request.mode === "outpaint" || !fits || !choice.bucket) return plan;
-  return {
-    ...planRender({ ...request, width: choice.width, height: choice.height }, seed, inputs),
-    ...tag(choice.bucket),
-    requestedSize: [plan.width, plan.height],
-  };
+    !limits || (Math.max(out.width, out.height) <= limits.maxSide && out.width * out.height <= limits.maxPixels);
+  if (!fits) return plan;
+  return { ...snapped, ...tag(choice.bucket), requestedSize: [plan.width, plan.height] };
 }
 
 /** The create lost to a concurrent submit with the same id; the admission gives back what it took. */

@@ -70,4 +70,16 @@ describe("resolution buckets in POST /v1/renders", () => {
     const smallJob = await f.ports.jobs.get(String(small.json.id));
     assert.equal(smallJob?.plan.bucket, undefined);
   });
+
+  it("not strict: a size is not snapped when the bucket's output would exceed the server's limits", async () => {
+    const f = openAppFixture({
+      limits: { ...limits, maxPixels: 1_600_000, buckets: { buckets: SDXL_BUCKETS, strict: false } },
+    });
+    fixtures.push(f);
+    // 960×720 upscaled 1.5× is 1440×1080 (within 1.6 MP); its bucket 1152×896 upscaled would be 1728×1344.
+    const { res, json } = await post(f, { mode: "sdedit", width: 960, height: 720, hires_scale: 1.5, steps: 10 });
+    assert.equal(res.status, 202, JSON.stringify(json));
+    const job = await f.ports.jobs.get(String(json.id));
+    assert.deepEqual([job?.plan.width, job?.plan.height, job?.plan.bucket], [960, 720, undefined]);
+  });
 });
