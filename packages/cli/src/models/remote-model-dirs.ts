@@ -1,6 +1,6 @@
 import path from "node:path";
 
-import { parseS3Url, syncModelFolder,type SyncReport } from "@kiln/gpu-worker";
+import { parseS3Url, syncModelFolder, type SyncReport } from "@kiln/gpu-worker";
 import type { KilnConfig, PausePoint } from "@kiln/shared";
 import { createAwsClients, s3ObjectSource } from "@kiln/shared/aws";
 import type { Logger } from "@kiln/shared/node";

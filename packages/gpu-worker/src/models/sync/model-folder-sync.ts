@@ -5,7 +5,7 @@ import type { RangedObjectSource } from "@kiln/shared/aws";
 import type { Logger } from "@kiln/shared/node";
 
 import { MANIFEST_NAME, syncManifestSchema } from "./manifest.js";
-import { syncObjects,type SyncReport } from "./sync-objects.js";
+import { syncObjects, type SyncReport } from "./sync-objects.js";
 
 /** `s3://bucket/some/prefix` → bucket and prefix (no trailing slash); undefined for anything else. */
 export function parseS3Url(url: string): { bucket: string; prefix: string } | undefined {
