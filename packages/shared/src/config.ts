@@ -216,6 +216,11 @@ const configSchema = z.object({
   KILN_MODEL_CACHE_DIR: z.string().min(1).optional(),
   KILN_SYNC_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(8),
   KILN_SYNC_PART_MIB: z.coerce.number().int().min(1).max(1024).default(16),
+  // Batch schedules on EventBridge Scheduler (AWS): one schedule per stored manifest, set together.
+  KILN_BATCH_SCHEDULE_GROUP: z.string().min(1).optional(),
+  KILN_BATCH_SCHEDULER_ROLE_ARN: z.string().startsWith("arn:", "must be an IAM role ARN").optional(),
+  KILN_BATCH_TRIGGER_ARN: z.string().startsWith("arn:", "must be the batch trigger function's ARN").optional(),
+  KILN_SCHEDULER_ENDPOINT: z.string().url().optional(),
   // Crash-safe submit: fault tests' pause points (a control directory); never set in production.
   KILN_TEST_HOOKS: z.string().min(1).optional(),
 });
@@ -224,6 +229,21 @@ export type KilnConfigEnv = z.infer<typeof configSchema>;
 
 /** Rules between variables; each names the variables to change. */
 function checkCombinations(e: KilnConfigEnv, ctx: z.RefinementCtx): void {
+  // Batch schedules on EventBridge Scheduler: all three settings or none.
+  const scheduleSettings = [
+    ["KILN_BATCH_SCHEDULE_GROUP", e.KILN_BATCH_SCHEDULE_GROUP],
+    ["KILN_BATCH_SCHEDULER_ROLE_ARN", e.KILN_BATCH_SCHEDULER_ROLE_ARN],
+    ["KILN_BATCH_TRIGGER_ARN", e.KILN_BATCH_TRIGGER_ARN],
+  ] as const;
+  const scheduleMissing = scheduleSettings.filter(([, v]) => !v).map(([n]) => n);
+  if (scheduleMissing.length > 0 && scheduleMissing.length < scheduleSettings.length) {
+    ctx.addIssue({
+      code: "custom",
+      params: { combination: true },
+      path: [scheduleMissing[0]!],
+      message: `EventBridge batch schedules need KILN_BATCH_SCHEDULE_GROUP, KILN_BATCH_SCHEDULER_ROLE_ARN and KILN_BATCH_TRIGGER_ARN together: set ${scheduleMissing.join(", ")} too (infra/schedules.ts declares them), or unset the others.`,
+    });
+  }
   if (e.KILN_MIN_SIDE > e.KILN_MAX_SIDE) {
     ctx.addIssue({
       code: "custom",
@@ -388,9 +408,21 @@ function toConfig(e: KilnConfigEnv) {
       stepSeconds: e.KILN_BATCH_STEP_SECONDS,
       /** Renders of one key in the batch lane (queued or running) at once. */
       window: e.KILN_BATCH_WINDOW,
-      /** Run the croner scheduler in the API process (the embedded trigger). */
-      scheduler: e.KILN_BATCH_SCHEDULER,
+      /** Run the croner scheduler in the API process (the embedded trigger); off where EventBridge fires manifests. */
+      scheduler:
+        e.KILN_BATCH_SCHEDULER &&
+        !(e.KILN_BATCH_SCHEDULE_GROUP && e.KILN_BATCH_SCHEDULER_ROLE_ARN && e.KILN_BATCH_TRIGGER_ARN),
       tickSeconds: e.KILN_BATCH_TICK_SECONDS,
+      /** Per-manifest EventBridge Scheduler schedules (AWS); absent: the in-process tick fires manifests. */
+      eventBridge:
+        e.KILN_BATCH_SCHEDULE_GROUP && e.KILN_BATCH_SCHEDULER_ROLE_ARN && e.KILN_BATCH_TRIGGER_ARN
+          ? {
+              group: e.KILN_BATCH_SCHEDULE_GROUP,
+              roleArn: e.KILN_BATCH_SCHEDULER_ROLE_ARN,
+              triggerArn: e.KILN_BATCH_TRIGGER_ARN,
+              endpoint: e.KILN_SCHEDULER_ENDPOINT ?? e.KILN_AWS_ENDPOINT,
+            }
+          : undefined,
     },
     /** Chat channels; a platform is enabled when its secrets and KILN_CHAT_KEY_ID are set. */
     chat: {

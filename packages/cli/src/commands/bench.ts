@@ -40,6 +40,12 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Pr
       "a 1 GiB synthetic model file from the S3 stand-in to disk: Kiln's parallel ranged sync vs one GetObject stream",
     load: () => import("../bench/model-sync-bench.js"),
   },
+  // Capacity simulator validation (issue 15).
+  "simulate-validate": {
+    summary:
+      "the real local stack with two simulated-GPU workers under time-compressed traces vs `kiln simulate` on the same arrivals: p50/p95 time to image",
+    load: () => import("../bench/simulate-validate-bench.js"),
+  },
   // Torch-exact noise.
   noise: {
     summary: "ms to draw one 1024² image's 65,536 torch-exact normals, AVX2 and scalar Box–Muller kernels",
