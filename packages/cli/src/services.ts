@@ -9,16 +9,17 @@ import { closeServer, serveOnNode, startRetentionSweep } from "@kiln/api/node";
 import { WebhookDispatcher } from "@kiln/api/webhook-dispatcher";
 import {
   attachEngineSessions,
+  createWorkerMetrics,
   EngineStore,
   eventLogSink,
   fanOutEvents,
   type ModelSet,
-  parseBuckets,
   sdxlExecutor,
   startHealthServer,
+  type SyncReport,
   Worker,
 } from "@kiln/gpu-worker";
-import type { KilnConfig, Ports } from "@kiln/shared";
+import { bucketId, type KilnConfig, type Ports } from "@kiln/shared";
 import { filePausePoints, type Logger } from "@kiln/shared/node";
 
 import { apiDeps, loadModels } from "./stack.js";
@@ -64,7 +65,9 @@ export async function startWorkerService(
   logger: Logger,
   models?: ModelSet,
 ): Promise<Service & { worker: Worker }> {
-  const loaded = models ?? (await loadModels(config, logger));
+  const syncs: Partial<Record<"base" | "refiner", SyncReport>> = {};
+  const loaded = models ?? (await loadModels(config, logger, syncs));
+  const metrics = createWorkerMetrics();
   const workerId = `${os.hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const sinks = [webhookEventSinkFromConfig(config, ports, (level, obj, msg) => logger[level](obj, msg))];
   if (config.eventLog) sinks.push(eventLogSink(config.eventLog, workerId));
@@ -78,10 +81,31 @@ export async function startWorkerService(
     visibilitySeconds: config.visibilitySeconds,
     maxReceives: config.maxReceives,
     events: fanOutEvents(sinks),
+    metrics,
+    ...(config.buckets.routing === "lanes" ? { buckets: workerBuckets(config) } : {}),
     // Fault tests hold a stage at a given step (KILN_TEST_HOOKS only).
     ...(config.testHooksDir ? { pause: filePausePoints(config.testHooksDir, workerId) } : {}),
   });
   worker.start();
+  // Cold start: time to ready (process start to polling) and what the model sync took.
+  const readySeconds = process.uptime();
+  metrics.readySeconds.set(readySeconds);
+  for (const [role, r] of Object.entries(syncs)) {
+    metrics.modelSyncSeconds.set({ role }, r.seconds);
+    metrics.modelSyncBytes.set({ role }, r.downloadedBytes);
+  }
+  logger.info(
+    {
+      timeToReadySeconds: Number(readySeconds.toFixed(3)),
+      modelSync: Object.fromEntries(
+        Object.entries(syncs).map(([role, r]) => [
+          role,
+          { seconds: Number(r.seconds.toFixed(3)), downloadedBytes: r.downloadedBytes, bytes: r.bytes },
+        ]),
+      ),
+    },
+    "worker ready",
+  );
   const info = Object.fromEntries(
     Object.entries(loaded).map(([role, m]) => [
       role,
@@ -94,7 +118,12 @@ export async function startWorkerService(
       ? await attachEngineSessions(loaded, {
           store: new EngineStore(ports.blobs),
           cacheDir: path.join(config.dataDir, "engine-cache"),
-          buckets: parseBuckets(config.engineBuckets.join(",")),
+          // The buckets this worker serves (KILN_WORKER_BUCKETS, else every configured one); TensorRT engines need
+          // sides that are multiples of 64, so other sizes simply run on the next provider.
+          buckets: (config.buckets.worker === "all" ? config.buckets.list.map(bucketId) : config.buckets.worker)
+            .map((id) => id.split("x").map(Number) as [number, number])
+            .filter(([w, h]) => w % 64 === 0 && h % 64 === 0)
+            .map(([width, height]) => ({ width, height })),
           deviceId: config.deviceId,
           logger,
         })
@@ -178,4 +207,13 @@ export function stopOnSignals(services: Service[], ports: Ports, logger: Logger,
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+}
+
+/**
+ * Resolution buckets, `lanes` routing: the bucket queues a worker reads. KILN_WORKER_BUCKETS=all (the
+ * default, and what a worker without TensorRT engines should say) reads every bucket's queues.
+ */
+export function workerBuckets(config: KilnConfig): { take: string[]; all: string[] } {
+  const all = config.buckets.list.map(bucketId);
+  return { take: config.buckets.worker === "all" ? all : [...config.buckets.worker], all };
 }

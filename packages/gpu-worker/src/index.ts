@@ -47,3 +47,5 @@ export {
 export { detectSdxlWatermarkInFile } from "./engine/watermark/detect-file.js";
 // TensorRT engines
 export * from "./engines/index.js";
+// Model and engine sync from S3
+export * from "./models/sync/index.js";

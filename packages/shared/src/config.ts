@@ -1,5 +1,6 @@
 import { z } from "zod";
 
+import { parseBucket, type ResolutionBucket, SDXL_BUCKETS } from "./buckets/resolution-buckets.js";
 import { KilnError } from "./errors.js";
 import { readSstLinks, SST_LINKS } from "./sst-links.js";
 
@@ -178,17 +179,28 @@ const configSchema = z.object({
     .int()
     .refine((n) => [1, 2, 3, 5, 10, 15, 20, 30, 60].includes(n), "must be one of 1, 2, 3, 5, 10, 15, 20, 30, 60")
     .default(5),
-  // Batch schedules on EventBridge Scheduler (AWS): one schedule per stored manifest, set together.
-  KILN_BATCH_SCHEDULE_GROUP: z.string().min(1).optional(),
-  KILN_BATCH_SCHEDULER_ROLE_ARN: z.string().startsWith("arn:", "must be an IAM role ARN").optional(),
-  KILN_BATCH_TRIGGER_ARN: z.string().startsWith("arn:", "must be the batch trigger function's ARN").optional(),
-  KILN_SCHEDULER_ENDPOINT: z.string().url().optional(),
-  // Crash-safe submit: fault tests' pause points (a control directory); never set in production.
-  KILN_TEST_HOOKS: z.string().min(1).optional(),
-  // TensorRT engines: the buckets a worker with KILN_PROVIDERS=tensorrt,… loads engines for (SDXL's standard set).
-  KILN_ENGINE_BUCKETS: z
+  // Resolution buckets and model sync (TensorRT engines per bucket; cold start from S3).
+  KILN_BUCKETS: z
     .string()
-    .default("1024x1024,1152x896,896x1152,1216x832,832x1216,1344x768,768x1344,1536x640,640x1536")
+    .transform((s, ctx) => {
+      const out: ResolutionBucket[] = [];
+      for (const part of s
+        .split(",")
+        .map((x) => x.trim())
+        .filter(Boolean)) {
+        const b = parseBucket(part);
+        if (!b)
+          ctx.addIssue({ code: "custom", message: `"${part}" is not WIDTHxHEIGHT with sides that are multiples of 8` });
+        else out.push(b);
+      }
+      if (out.length === 0) ctx.addIssue({ code: "custom", message: "list at least one bucket, e.g. 1024x1024" });
+      return out;
+    })
+    .optional(),
+  KILN_STRICT_BUCKETS: boolish.default(false),
+  KILN_BUCKET_ROUTING: z.enum(["shared", "lanes"]).default("shared"),
+  KILN_WORKER_BUCKETS: z
+    .string()
     .transform((s) =>
       s
         .split(",")
@@ -196,16 +208,21 @@ const configSchema = z.object({
         .filter(Boolean),
     )
     .pipe(
-      z.array(
-        z
-          .string()
-          .regex(/^\d+x\d+$/, "use WIDTHxHEIGHT pairs separated by commas, e.g. 1024x1024,1152x896")
-          .refine(
-            (b) => b.split("x").every((n) => Number(n) >= 64 && Number(n) % 64 === 0),
-            "sizes must be multiples of 64",
-          ),
-      ),
-    ),
+      z
+        .array(z.string().regex(/^(all|\d{2,5}x\d{2,5})$/, "use all, or bucket ids such as 1024x1024"))
+        .min(1, "use all, or bucket ids such as 1024x1024"),
+    )
+    .default(["all"]),
+  KILN_MODEL_CACHE_DIR: z.string().min(1).optional(),
+  KILN_SYNC_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(8),
+  KILN_SYNC_PART_MIB: z.coerce.number().int().min(1).max(1024).default(16),
+  // Batch schedules on EventBridge Scheduler (AWS): one schedule per stored manifest, set together.
+  KILN_BATCH_SCHEDULE_GROUP: z.string().min(1).optional(),
+  KILN_BATCH_SCHEDULER_ROLE_ARN: z.string().startsWith("arn:", "must be an IAM role ARN").optional(),
+  KILN_BATCH_TRIGGER_ARN: z.string().startsWith("arn:", "must be the batch trigger function's ARN").optional(),
+  KILN_SCHEDULER_ENDPOINT: z.string().url().optional(),
+  // Crash-safe submit: fault tests' pause points (a control directory); never set in production.
+  KILN_TEST_HOOKS: z.string().min(1).optional(),
 });
 
 export type KilnConfigEnv = z.infer<typeof configSchema>;
@@ -243,12 +260,49 @@ function checkCombinations(e: KilnConfigEnv, ctx: z.RefinementCtx): void {
       message: `KILN_RETENTION_HOURS (${e.KILN_RETENTION_HOURS}) must not exceed KILN_MAX_RETENTION_HOURS (${e.KILN_MAX_RETENTION_HOURS}).`,
     });
   }
+  // Resolution buckets: a worker can only hold engines of configured buckets.
+  if (e.KILN_BUCKETS && !e.KILN_WORKER_BUCKETS.includes("all")) {
+    const ids = new Set(e.KILN_BUCKETS.map((b) => `${b.width}x${b.height}`));
+    const unknown = e.KILN_WORKER_BUCKETS.filter((b) => !ids.has(b));
+    if (unknown.length)
+      ctx.addIssue({
+        code: "custom",
+        params: { combination: true },
+        path: ["KILN_WORKER_BUCKETS"],
+        message: `KILN_WORKER_BUCKETS lists ${unknown.join(", ")}, which KILN_BUCKETS does not; list only configured buckets (or all).`,
+      });
+  } else if (!e.KILN_WORKER_BUCKETS.includes("all")) {
+    const ids = new Set(SDXL_BUCKETS.map((b) => `${b.width}x${b.height}`));
+    const unknown = e.KILN_WORKER_BUCKETS.filter((b) => !ids.has(b));
+    if (unknown.length)
+      ctx.addIssue({
+        code: "custom",
+        params: { combination: true },
+        path: ["KILN_WORKER_BUCKETS"],
+        message: `KILN_WORKER_BUCKETS lists ${unknown.join(", ")}, which are not SDXL's standard buckets (KILN_BUCKETS is unset); list only configured buckets (or all).`,
+      });
+  }
 }
 
 /** The typed object code reads, from the validated variables. */
 function toConfig(e: KilnConfigEnv) {
   return {
     backend: e.KILN_BACKEND,
+    /** Resolution buckets: the sizes engines exist for, and how jobs are mapped to them and routed. */
+    buckets: {
+      list: e.KILN_BUCKETS ?? [...SDXL_BUCKETS],
+      strict: e.KILN_STRICT_BUCKETS,
+      /** `shared`: one queue per stage kind and lane; `lanes`: one per bucket too (see docs/architecture.md). */
+      routing: e.KILN_BUCKET_ROUTING,
+      /** Buckets this worker takes in `lanes` routing; `all` (the default, and any worker without engines) takes every one. */
+      worker: e.KILN_WORKER_BUCKETS.includes("all") ? ("all" as const) : e.KILN_WORKER_BUCKETS,
+    },
+    /** Model folders given as s3:// are synced here (default `<data dir>/models/s3`); parallel ranged GETs. */
+    modelSync: {
+      cacheDir: e.KILN_MODEL_CACHE_DIR,
+      concurrency: e.KILN_SYNC_CONCURRENCY,
+      partBytes: e.KILN_SYNC_PART_MIB * 1024 * 1024,
+    },
     /** Fault tests' pause-point control directory (KILN_TEST_HOOKS); undefined in production. */
     testHooksDir: e.KILN_TEST_HOOKS,
     dataDir: e.KILN_DATA_DIR,
@@ -393,8 +447,6 @@ function toConfig(e: KilnConfigEnv) {
         apiUrl: e.KILN_SLACK_API_URL.endsWith("/") ? e.KILN_SLACK_API_URL : `${e.KILN_SLACK_API_URL}/`,
       },
     },
-    // TensorRT engines
-    engineBuckets: e.KILN_ENGINE_BUCKETS,
   };
 }
 

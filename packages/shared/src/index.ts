@@ -18,3 +18,4 @@ export * from "./orchestration/dead-letters.js";
 export * from "./orchestration/transient-errors.js";
 export * from "./jobs/job-transitions.js";
 export * from "./orchestration/submit-outbox.js";
+export * from "./buckets/resolution-buckets.js";

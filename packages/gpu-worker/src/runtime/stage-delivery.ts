@@ -76,7 +76,7 @@ export class StageDelivery {
     private readonly delivery: QueueMessage,
     private readonly message: StageMessage,
   ) {
-    this.queueName = queueForStage(message.kind, message.lane);
+    this.queueName = queueForStage(message.kind, message.lane, message.route);
     this.log = options.logger.child({
       jobId: message.jobId,
       stage: message.stage,

@@ -59,9 +59,10 @@ export async function runStageMessage(options: StageRunnerOptions, delivery: Que
       { messageId: delivery.id, issues: parsed.error.issues },
       "stage message is invalid; releasing it towards the dead-letter queue",
     );
-    const body = delivery.body as { kind?: string; lane?: string };
+    const body = delivery.body as { kind?: string; lane?: string; route?: unknown };
+    const route = typeof body?.route === "string" && /^\d{2,5}x\d{2,5}$/.test(body.route) ? body.route : undefined;
     await options.ports.queue.release(
-      queueForStage(body?.kind === "refine" ? "refine" : "base", body?.lane === "batch" ? "batch" : undefined),
+      queueForStage(body?.kind === "refine" ? "refine" : "base", body?.lane === "batch" ? "batch" : undefined, route),
       delivery.receipt,
       0,
     );

@@ -43,11 +43,19 @@ export interface WorkerOptions {
   workerId?: string;
   metrics?: WorkerMetrics;
   events?: JobEventSink;
+  /**
+   * Resolution buckets, KILN_BUCKET_ROUTING=lanes: the bucket queues this worker reads besides the
+   * shared ones (the buckets it holds engines for; every configured bucket for a worker without
+   * engines), and every configured bucket, whose dead letters it sweeps. Absent: shared queues only.
+   */
+  buckets?: { take: readonly string[]; all: readonly string[] };
 }
 
 export interface WorkerStatus {
   workerId: string;
   stages: StageKind[];
+  /** Bucket queues it reads (`lanes` routing); absent: the shared queues only. */
+  buckets?: string[];
   state: "starting" | "running" | "draining" | "stopped";
   lastPollAt?: string;
   lastPollError?: string;
@@ -80,6 +88,7 @@ export class Worker {
     this.status = {
       workerId: options.workerId ?? `${os.hostname()}-${process.pid}`,
       stages: options.stages,
+      ...(options.buckets ? { buckets: [...options.buckets.take] } : {}),
       state: "starting",
       current: [],
       completed: {},
@@ -92,7 +101,13 @@ export class Worker {
     this.status.state = "running";
     for (let i = 0; i < this.options.concurrency; i++) this.loops.push(this.loop());
     const sweep = () =>
-      failDeadLetteredJobs(this.options.ports, this.options.stages, new Date(), this.options.events)
+      failDeadLetteredJobs(
+        this.options.ports,
+        this.options.stages,
+        new Date(),
+        this.options.events,
+        this.options.buckets?.all,
+      )
         .then(
           (ids) =>
             ids.length &&
@@ -137,17 +152,25 @@ export class Worker {
     // Batch lanes: interactive queues first (refine before base), then the batch queues, so batch work
     // is taken only when no interactive stage is waiting and a person waits at most one running stage.
     const kinds = (["refine", "base"] as const).filter((k) => this.options.stages.includes(k));
-    const order = LANES.flatMap((lane) => kinds.map((kind) => ({ kind, lane })));
+    // Resolution buckets (`lanes` routing): within a lane and kind, the shared queue first, then the bucket
+    // queues this worker holds, starting one further each round so that under load no bucket starves another.
+    const routes = this.options.buckets?.take ?? [];
+    let round = 0;
     let pollFailures = 0;
     while (!this.pollAbort.signal.aborted) {
+      const turn = round++ % Math.max(1, routes.length);
+      const rotated = [...routes.slice(turn), ...routes.slice(0, turn)];
+      const order = LANES.flatMap((lane) =>
+        kinds.flatMap((kind) => [undefined, ...rotated].map((route) => ({ kind, lane, route }))),
+      );
       let claimed = false;
-      for (const [i, { kind, lane }] of order.entries()) {
+      for (const [i, { kind, lane, route }] of order.entries()) {
         if (this.pollAbort.signal.aborted) break;
         // Only the last queue in priority order long-polls, so a waiting refine stage is seen quickly.
         const wait = i === order.length - 1 ? (this.options.pollWaitSeconds ?? (order.length > 1 ? 1 : 10)) : 0;
         let messages;
         try {
-          messages = await ports.queue.receive(queueForStage(kind, lane), {
+          messages = await ports.queue.receive(queueForStage(kind, lane, route), {
             max: 1,
             visibilitySeconds: this.options.visibilitySeconds,
             waitSeconds: wait,
