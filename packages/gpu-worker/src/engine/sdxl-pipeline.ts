@@ -5,6 +5,7 @@ import * as ort from "onnxruntime-node";
 import { reportReferencePrompt } from "../models/reference/prompt-report.js";
 import { SDXL_LATENT_CHANNELS, SDXL_VAE_FACTOR, sdxlLatentShape } from "../models/sdxl-spec.js";
 import { FloatFeed, outputAsFloat32, TimestepFeed } from "../onnx/tensors.js";
+import type { GpuTurn } from "../runtime/pipeline/gpu-turns.js";
 import { stageTimeIdInputs, timeIds } from "./conditioning.js";
 import { applyGuidance, fillModelInput } from "./guidance.js";
 import { type EncodedImage, encodeImageFile } from "./image-files.js";
@@ -30,6 +31,11 @@ export interface StageHooks {
   /** Checked between steps: aborting stops the stage at the next step boundary (cancel, drain). */
   signal?: AbortSignal;
   logger?: Logger;
+  /**
+   * The pipelined worker's GPU turn: taken right before the first UNet call and given back after the last
+   * GPU call, so prompt encoding before and image encoding after overlap another stage's GPU work.
+   */
+  gpu?: GpuTurn;
 }
 
 /** `unetSeconds`: time in the UNet's `session.run`; `denoiseSeconds`: the whole denoising loop, UNet included. */
@@ -205,92 +211,108 @@ export async function runPipelineStage(
   const noise = scheduler.stochastic ? (await noiseHelper(hooks.logger))?.open(generators, latents.length) : undefined;
   const steps = end - begin;
   let unetSeconds = 0;
+  try {
+    await hooks.gpu?.acquire(hooks.signal);
+  } catch (e) {
+    noise?.close();
+    throw e;
+  }
   const denoiseStarted = performance.now();
   try {
-    for (let i = begin; i < end; i++) {
-      hooks.signal?.throwIfAborted();
-      noise?.request();
-      if (imageStart?.conditioning)
-        fillInpaintModelInput(latents, scheduler.modelInputDivisor(), imageStart.conditioning, sample.values);
-      else fillModelInput(latents, scheduler.modelInputDivisor(), sample.values);
-      sample.sync();
-      timestep.set(scheduler.timesteps[i]!);
-      const started = performance.now();
-      const out = await unet.session.run(feeds, UNET_FETCHES);
-      unetSeconds += (performance.now() - started) / 1000;
-      const predicted = outputAsFloat32(out.out_sample as ort.Tensor, fp16Output);
-      const noisePred = guidedNoise
-        ? applyGuidance(predicted, n, plan.guidanceScale, plan.guidanceRescale, guidedNoise)
-        : predicted;
-      scheduler.step(noisePred, latents, noise ? noise.take() : generators, latents);
-      const blend = imageStart?.blend;
-      if (blend) {
-        // diffusers' 4-channel inpainting: outside the mask, the picture re-noised to the next step's level
-        // (clean after the schedule's last step).
-        const known =
-          i + 1 < scheduler.timesteps.length
-            ? scheduler.addNoise(blend.imageLatents, blend.noise, i + 1)
-            : blend.imageLatents;
-        blendKnownLatents(latents, known, blend.mask);
-      }
-      await hooks.onStep?.(i - begin + 1, steps, latents, shape);
-    }
+    return await denoiseAndFinish();
   } finally {
-    noise?.close();
-  }
-  const denoiseSeconds = (performance.now() - denoiseStarted) / 1000;
-  const bad = firstNonFinite(latents);
-  if (bad >= 0) {
-    throw new KilnError(
-      "latents_non_finite",
-      `Denoising produced ${latents[bad]} in the latents; the model or its precision is broken (try fp32 or another scheduler).`,
-    );
+    hooks.gpu?.release();
   }
 
-  // 7. Hand over (unscaled scheduler-space latents, diffusers' `output_type="latent"`) or decode.
-  if (stage.output === "latents") {
-    return {
-      kind: "latents",
-      unetSeconds,
-      denoiseSeconds,
-      steps,
-      latents: {
-        shape,
-        data: latents,
-        meta: {
-          jobId: job.jobId,
-          stage: stage.index,
-          scheduler: scheduler.name,
-          schedulerConfigHash: model.schedulerConfigHash,
-          latentSpace: scheduler.latentSpace,
-          stepIndex: end,
-          steps: plan.steps,
-          timestep: end < scheduler.timesteps.length ? scheduler.timesteps[end]! : 0,
-          sigma: scheduler.sigmaAt(end),
-          seed: plan.seed,
+  async function denoiseAndFinish(): Promise<StageResult> {
+    try {
+      for (let i = begin; i < end; i++) {
+        hooks.signal?.throwIfAborted();
+        noise?.request();
+        if (imageStart?.conditioning)
+          fillInpaintModelInput(latents, scheduler.modelInputDivisor(), imageStart.conditioning, sample.values);
+        else fillModelInput(latents, scheduler.modelInputDivisor(), sample.values);
+        sample.sync();
+        timestep.set(scheduler.timesteps[i]!);
+        const started = performance.now();
+        const out = await unet.session.run(feeds, UNET_FETCHES);
+        unetSeconds += (performance.now() - started) / 1000;
+        const predicted = outputAsFloat32(out.out_sample as ort.Tensor, fp16Output);
+        const noisePred = guidedNoise
+          ? applyGuidance(predicted, n, plan.guidanceScale, plan.guidanceRescale, guidedNoise)
+          : predicted;
+        scheduler.step(noisePred, latents, noise ? noise.take() : generators, latents);
+        const blend = imageStart?.blend;
+        if (blend) {
+          // diffusers' 4-channel inpainting: outside the mask, the picture re-noised to the next step's level
+          // (clean after the schedule's last step).
+          const known =
+            i + 1 < scheduler.timesteps.length
+              ? scheduler.addNoise(blend.imageLatents, blend.noise, i + 1)
+              : blend.imageLatents;
+          blendKnownLatents(latents, known, blend.mask);
+        }
+        await hooks.onStep?.(i - begin + 1, steps, latents, shape);
+      }
+    } finally {
+      noise?.close();
+    }
+    const denoiseSeconds = (performance.now() - denoiseStarted) / 1000;
+    const bad = firstNonFinite(latents);
+    if (bad >= 0) {
+      throw new KilnError(
+        "latents_non_finite",
+        `Denoising produced ${latents[bad]} in the latents; the model or its precision is broken (try fp32 or another scheduler).`,
+      );
+    }
+
+    // 7. Hand over (unscaled scheduler-space latents, diffusers' `output_type="latent"`) or decode.
+    if (stage.output === "latents") {
+      return {
+        kind: "latents",
+        unetSeconds,
+        denoiseSeconds,
+        steps,
+        latents: {
+          shape,
+          data: latents,
+          meta: {
+            jobId: job.jobId,
+            stage: stage.index,
+            scheduler: scheduler.name,
+            schedulerConfigHash: model.schedulerConfigHash,
+            latentSpace: scheduler.latentSpace,
+            stepIndex: end,
+            steps: plan.steps,
+            timestep: end < scheduler.timesteps.length ? scheduler.timesteps[end]! : 0,
+            sigma: scheduler.sigmaAt(end),
+            seed: plan.seed,
+          },
         },
-      },
-    };
+      };
+    }
+    const decoded = await decodeLatentsToImages(model.vaeDecoder, latents, shape, model.vaeScalingFactor);
+    // The VAE was the last GPU call: the PNG encoding below overlaps the next stage's denoising.
+    hooks.gpu?.release();
+    hooks.signal?.throwIfAborted();
+    const overlay = job.source?.mask;
+    if (overlay) {
+      // The final composite (diffusers' `apply_overlay`): outside the mask the picture comes back as sent.
+      for (const image of decoded) image.rgb = compositeOverOriginal(image.rgb, job.source!.rgb, overlay);
+    }
+    const images: EncodedImage[] = [];
+    for (let i = 0; i < decoded.length; i++) {
+      images.push(
+        await encodeImageFile(
+          decoded[i]!,
+          plan.outputFormat,
+          plan.outputQuality,
+          generationParameters(plan, model, i, scheduler.name),
+        ),
+      );
+    }
+    return { kind: "images", images, unetSeconds, denoiseSeconds, steps };
   }
-  const decoded = await decodeLatentsToImages(model.vaeDecoder, latents, shape, model.vaeScalingFactor);
-  hooks.signal?.throwIfAborted();
-  const overlay = job.source?.mask;
-  if (overlay) {
-    // The final composite (diffusers' `apply_overlay`): outside the mask the picture comes back as sent.
-    for (const image of decoded) image.rgb = compositeOverOriginal(image.rgb, job.source!.rgb, overlay);
-  }
-  const images: EncodedImage[] = [];
-  for (let i = 0; i < decoded.length; i++) {
-    images.push(
-      await encodeImageFile(
-        decoded[i]!,
-        plan.outputFormat,
-        plan.outputQuality,
-        generationParameters(plan, model, i, scheduler.name),
-      ),
-    );
-  }
-  return { kind: "images", images, unetSeconds, denoiseSeconds, steps };
 }
 
 /** [negative × n, positive × n] (or [positive × n] without guidance) for the UNet's conditioning inputs. */
