@@ -26,7 +26,10 @@ const SHAPES: Omit<Case, "pipelined">[] = [
   { mode: "base", n: 1, renders: 8 },
   { mode: "sdedit", n: 1, renders: 6 },
 ];
-const CASES: Case[] = SHAPES.flatMap((c) => [false, true].map((pipelined) => ({ ...c, pipelined })));
+const CASES: Case[] = [
+  ...SHAPES.flatMap((c) => [false, true].map((pipelined) => ({ ...c, pipelined }))),
+  { ...SHAPES[0]!, pipelined: true, gpuSlots: 2 },
+];
 
 /**
  * Issue 15's figure: the duty cycle of one saturated worker — simulated-GPU busy time / wall time —
@@ -76,6 +79,7 @@ export async function run(cases: Case[] = CASES): Promise<string> {
       }
       gpu.reset();
       const started = Date.now();
+      const cpu = process.cpuUsage();
       const worker = await startWorkerService(config, ports, logger, models);
       const finished: number[] = [];
       let last = started;
@@ -92,18 +96,21 @@ export async function run(cases: Case[] = CASES): Promise<string> {
         await new Promise((r) => setTimeout(r, 200));
       }
       const wall = (last - started) / 1000;
+      const used = process.cpuUsage(cpu);
       await worker.stop();
       await api.stop();
       await ports.close();
       const duty = gpu.busySeconds() / wall;
-      if (c.mode === "ensemble" && c.n === 1 && c.pipelined) headline = duty;
+      if (c.mode === "ensemble" && c.n === 1 && c.pipelined && (c.gpuSlots ?? 1) === 1) headline = duty;
       rows.push([
         `${c.mode}, n = ${c.n}`,
-        c.pipelined ? "on" : "off",
+        c.pipelined ? `on${c.gpuSlots && c.gpuSlots > 1 ? `, ${c.gpuSlots} on the GPU` : ""}` : "off",
         String(c.renders),
         fmt(wall, 2),
         fmt(gpu.busySeconds(), 2),
         fmt(duty * 100, 1) + " %",
+        fmt((gpu.busySeconds() / gpu.spanSeconds()) * 100, 1) + " %",
+        fmt((used.user + used.system) / 1e6 / c.renders, 2),
         fmt((3600 / wall) * c.renders * c.n, 0),
         fmt(percentile(finished, 50) / 1000, 2),
         fmt(percentile(finished, 99) / 1000, 2),
@@ -124,6 +131,8 @@ export async function run(cases: Case[] = CASES): Promise<string> {
         "wall (s)",
         "GPU busy (s)",
         "duty cycle",
+        "steady duty cycle",
+        "CPU s per render",
         "images per GPU-hour",
         "time to image p50 (s)",
         "p99 (s)",
@@ -131,7 +140,7 @@ export async function run(cases: Case[] = CASES): Promise<string> {
       rows,
     ),
     "",
-    "Time to image: from submission to `succeeded`, all renders submitted at once (queue wait included).",
+    "Duty cycle: GPU busy / wall from the worker's start to the last `succeeded`. Steady: GPU busy / time from the first GPU call's start to the last one's end (without the first prompt encoding and the last image's finishing). CPU s per render: this process's CPU time (all threads: event loop, PNG encoding, ONNX text encoders) per render. Time to image: from submission to `succeeded`, all renders submitted at once (queue wait included).",
     "",
     `duty cycle: ${fmt(headline * 100, 1)} %`,
   ].join("\n");
