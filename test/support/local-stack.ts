@@ -46,9 +46,11 @@ export interface LocalStack {
 /**
  * The real local stack in this process: SQLite queue and stores, blob files, the Hono API on an
  * ephemeral loopback port, and (unless `worker: false`) one worker on the tiny ONNX models.
+ * `ports` replaces the local family (e.g. the AWS family on the fauxqs/dynalite stand-ins); the stack
+ * closes them when it stops.
  */
 export async function startLocalStack(
-  options: { worker?: boolean; env?: Record<string, string>; models?: ModelSet } = {},
+  options: { worker?: boolean; env?: Record<string, string>; models?: ModelSet; ports?: Ports } = {},
 ): Promise<LocalStack> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-stack-"));
   const logger = createLogger({ level: process.env.KILN_TEST_LOG ?? "silent" });
@@ -70,7 +72,7 @@ export async function startLocalStack(
     KILN_VISIBILITY_SECONDS: "10",
     ...options.env,
   });
-  const ports = openPorts(config);
+  const ports = options.ports ?? openPorts(config);
   const services: Service[] = [await startApiService(config, ports, logger)];
   let worker: Worker | undefined;
   const models = options.worker === false ? undefined : (options.models ?? (await loadTinyModels()));

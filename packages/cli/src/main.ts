@@ -76,8 +76,15 @@ const COMMANDS: Record<string, Command> = {
   bench: {
     summary: "run Kiln's benchmarks and print the figures",
     usage:
-      "usage: kiln bench [handoff|api|render|step-overhead|duty-cycle …]\n\nWithout names, runs them all (figures for docs/benchmarks.md).",
+      "usage: kiln bench [handoff|api|render|step-overhead|duty-cycle|noise …]\n\nWithout names, runs them all (figures for docs/benchmarks.md).",
     load: () => import("./commands/bench.js"),
+  },
+  // SDXL invisible watermark.
+  watermark: {
+    summary: "tell whether an image carries the SDXL invisible watermark (`kiln watermark detect FILE`)",
+    usage:
+      "usage: kiln watermark detect FILE [--json]\n\nReads FILE (PNG, JPEG, WebP) and looks for the SDXL watermark's 48-bit message (invisible-watermark's dwtDct).\nExit 0 found, 1 not found, 3 the file cannot be checked (not an image, or under 256×256 pixels).",
+    load: () => import("./commands/watermark.js"),
   },
   // Chat channels.
   discord: {

@@ -59,7 +59,7 @@ export async function startWorkerService(
   if (config.eventLog) sinks.push(eventLogSink(config.eventLog, workerId));
   const worker = new Worker({
     ports,
-    execute: sdxlExecutor(loaded, { blobs: ports.blobs }),
+    execute: sdxlExecutor(loaded, { blobs: ports.blobs, noiseKernel: config.noiseKernel }),
     logger,
     workerId,
     stages: config.stages,

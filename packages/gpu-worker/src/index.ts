@@ -36,4 +36,12 @@ export { simulateGpu, type SimulatedGpu } from "./simulated-gpu/simulated-gpu.js
 // Image inputs (img2img, inpaint, outpaint).
 export { prepareSource, type PreparedSource } from "./engine/img2img/source-image.js";
 export { encodeImageLatents, rgb8ToVaeInput } from "./engine/img2img/vae-encoder.js";
-export { NoiseSource } from "./engine/noise.js";
+export { type NoiseKernel, NoiseSource } from "./engine/noise.js";
+// SDXL invisible watermark.
+export {
+  detectSdxlWatermark,
+  SDXL_WATERMARK_BITS,
+  WATERMARK_MATCH_THRESHOLD,
+  type WatermarkDetection,
+} from "./engine/watermark/sdxl-watermark.js";
+export { detectSdxlWatermarkInFile } from "./engine/watermark/detect-file.js";

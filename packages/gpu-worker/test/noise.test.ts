@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 
 import { KilnError } from "@kiln/shared";
 
-import { drawNoise, initialNoise, NoiseSource } from "../src/engine/noise.js";
+import { drawNoise, initialNoise, NOISE_KERNELS, NoiseSource } from "../src/engine/noise.js";
 
 /** Values printed by torch to 4 decimals: ours must round to them (half a unit in the last place, plus an ulp). */
 function assertPrinted(actual: Float32Array, printed: number[], label: string): void {
@@ -63,78 +63,82 @@ const Y_10x4 = [
 // torch.distributions docs: `torch.manual_seed(0); Normal(0., 1.).rsample((8,))` (the < 16 path, double Box–Muller).
 const RANDN_8 = [1.541, -0.2934, -2.1788, 0.5684, -1.0845, -1.3986, 0.4033, 0.838];
 
-describe("NoiseSource (torch.randn on the CPU generator)", () => {
-  it("reproduces torch.manual_seed(0); torch.randn(16)", () => {
-    assertPrinted(new NoiseSource(0).randn(16), RANDN_16, "randn(16)");
-  });
+// Printed to 4 decimals, these hold for both kernels (they differ by at most ~2e-6); the AVX2 bytes are checked
+// against full-precision torch output in noise-avx2.test.ts.
+for (const kernel of NOISE_KERNELS) {
+  describe(`NoiseSource (torch.randn on the CPU generator, ${kernel} kernel)`, () => {
+    it("reproduces torch.manual_seed(0); torch.randn(16)", () => {
+      assertPrinted(new NoiseSource(0, kernel).randn(16), RANDN_16, "randn(16)");
+    });
 
-  it("reproduces a sequence of draws including the tail re-fill of a 40-value tensor", () => {
-    const g = new NoiseSource(0);
-    assertPrinted(g.randn(40), X_10x4, "X");
-    assertPrinted(g.randn(16), W_4x4, "W");
-    assertPrinted(g.randn(40), Y_10x4, "Y");
-  });
+    it("reproduces a sequence of draws including the tail re-fill of a 40-value tensor", () => {
+      const g = new NoiseSource(0, kernel);
+      assertPrinted(g.randn(40), X_10x4, "X");
+      assertPrinted(g.randn(16), W_4x4, "W");
+      assertPrinted(g.randn(40), Y_10x4, "Y");
+    });
 
-  it("reproduces the small-tensor path, and its cached second normal across draws", () => {
-    assertPrinted(new NoiseSource(0).randn(8), RANDN_8, "randn(8)");
-    // Two draws of 3: the 4th value is the cached sine half of the 2nd pair, not a new pair.
-    const g = new NoiseSource(0);
-    const a = g.randn(3);
-    const b = g.randn(3);
-    assertPrinted(Float32Array.of(...a, ...b), RANDN_8.slice(0, 6), "randn(3) twice");
-  });
+    it("reproduces the small-tensor path, and its cached second normal across draws", () => {
+      assertPrinted(new NoiseSource(0, kernel).randn(8), RANDN_8, "randn(8)");
+      // Two draws of 3: the 4th value is the cached sine half of the 2nd pair, not a new pair.
+      const g = new NoiseSource(0, kernel);
+      const a = g.randn(3);
+      const b = g.randn(3);
+      assertPrinted(Float32Array.of(...a, ...b), RANDN_8.slice(0, 6), "randn(3) twice");
+    });
 
-  it("reproduces a 27-value tensor (tail overlapping the first block) then a 3-value one", () => {
-    // A docstring's `manual_seed(0); x = randn(3, 3, 3); y = randn(3)`, printed as shuffled mini-batches.
-    const g = new NoiseSource(0);
-    const x = g.randn(27);
-    assertPrinted(x.subarray(0, 9), RANDN_16.slice(0, 9), "x[0:9]");
-    assertPrinted(
-      x.subarray(9, 18),
-      [-1.2633, 0.35, 0.266, 0.1665, 0.8744, -0.1435, -0.1116, -0.6136, 0.0316],
-      "x[9:18]",
-    );
-    assertPrinted(
-      x.subarray(18, 27),
-      [-0.4927, 0.0537, 0.6181, -0.4128, -0.8411, -2.316, -0.1023, 0.7924, -0.2897],
-      "x[18:27]",
-    );
-    assertPrinted(g.randn(3), [-0.2251, 2.3466, -1.1088], "y");
-  });
-
-  it("fills in place with randnInto exactly as randn would", () => {
-    const out = new Float32Array(1000);
-    assert.equal(new NoiseSource(7).randnInto(out), out);
-    assert.deepEqual(out, new NoiseSource(7).randn(1000));
-  });
-
-  it("uses the low 32 bits of the seed, like torch's mt19937", () => {
-    assert.deepEqual(new NoiseSource(2 ** 32 + 5).randn(20), new NoiseSource(5).randn(20));
-    assert.notDeepEqual(new NoiseSource(6).randn(20), new NoiseSource(5).randn(20));
-  });
-
-  it("rejects seeds that are not non-negative safe integers", () => {
-    for (const bad of [-1, 1.5, Number.NaN, 2 ** 53]) {
-      assert.throws(
-        () => new NoiseSource(bad),
-        (e: unknown) => e instanceof KilnError && e.code === "noise_seed_invalid",
+    it("reproduces a 27-value tensor (tail overlapping the first block) then a 3-value one", () => {
+      // A docstring's `manual_seed(0); x = randn(3, 3, 3); y = randn(3)`, printed as shuffled mini-batches.
+      const g = new NoiseSource(0, kernel);
+      const x = g.randn(27);
+      assertPrinted(x.subarray(0, 9), RANDN_16.slice(0, 9), "x[0:9]");
+      assertPrinted(
+        x.subarray(9, 18),
+        [-1.2633, 0.35, 0.266, 0.1665, 0.8744, -0.1435, -0.1116, -0.6136, 0.0316],
+        "x[9:18]",
       );
-    }
-  });
+      assertPrinted(
+        x.subarray(18, 27),
+        [-0.4927, 0.0537, 0.6181, -0.4128, -0.8411, -2.316, -0.1023, 0.7924, -0.2897],
+        "x[18:27]",
+      );
+      assertPrinted(g.randn(3), [-0.2251, 2.3466, -1.1088], "y");
+    });
 
-  it("looks Gaussian over a large draw", () => {
-    const x = new NoiseSource(1234).randn(200_000);
-    let sum = 0;
-    let sq = 0;
-    for (const v of x) {
-      sum += v;
-      sq += v * v;
-    }
-    const mean = sum / x.length;
-    assert.ok(Math.abs(mean) < 0.01, `mean ${mean}`);
-    assert.ok(Math.abs(sq / x.length - mean * mean - 1) < 0.01, `variance ${sq / x.length}`);
+    it("fills in place with randnInto exactly as randn would", () => {
+      const out = new Float32Array(1000);
+      assert.equal(new NoiseSource(7, kernel).randnInto(out), out);
+      assert.deepEqual(out, new NoiseSource(7, kernel).randn(1000));
+    });
+
+    it("uses the low 32 bits of the seed, like torch's mt19937", () => {
+      assert.deepEqual(new NoiseSource(2 ** 32 + 5, kernel).randn(20), new NoiseSource(5, kernel).randn(20));
+      assert.notDeepEqual(new NoiseSource(6, kernel).randn(20), new NoiseSource(5, kernel).randn(20));
+    });
+
+    it("rejects seeds that are not non-negative safe integers", () => {
+      for (const bad of [-1, 1.5, Number.NaN, 2 ** 53]) {
+        assert.throws(
+          () => new NoiseSource(bad, kernel),
+          (e: unknown) => e instanceof KilnError && e.code === "noise_seed_invalid",
+        );
+      }
+    });
+
+    it("looks Gaussian over a large draw", () => {
+      const x = new NoiseSource(1234, kernel).randn(200_000);
+      let sum = 0;
+      let sq = 0;
+      for (const v of x) {
+        sum += v;
+        sq += v * v;
+      }
+      const mean = sum / x.length;
+      assert.ok(Math.abs(mean) < 0.01, `mean ${mean}`);
+      assert.ok(Math.abs(sq / x.length - mean * mean - 1) < 0.01, `variance ${sq / x.length}`);
+    });
   });
-});
+}
 
 describe("initialNoise and drawNoise", () => {
   it("gives image i the noise of seed + i", () => {

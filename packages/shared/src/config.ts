@@ -114,11 +114,15 @@ const configSchema = z.object({
   KILN_TINY_MODELS: boolish.default(true),
   // Reference models: which generated models a worker uses when no model dir is set.
   KILN_BUILTIN_MODELS: z.enum(["reference", "tiny"]).default("reference"),
+  // Torch-exact noise: which of ATen's CPU Box–Muller kernels seeded noise reproduces.
+  KILN_NOISE_KERNEL: z.enum(["avx2", "scalar"]).default("avx2"),
   KILN_RATE_LIMIT_RPS: z.coerce.number().min(0).max(100_000).default(0),
   KILN_RATE_LIMIT_BURST: z.coerce.number().int().min(1).max(1_000_000).optional(),
   KILN_CONCURRENT_JOBS: z.coerce.number().int().min(0).max(1_000_000).default(0),
   KILN_IMAGES_PER_DAY: z.coerce.number().int().min(0).max(1_000_000_000).default(0),
   KILN_WEBHOOK_ALLOW_PRIVATE: boolish.default(false),
+  // SDXL invisible watermark: whether a request may turn it off.
+  KILN_ALLOW_UNWATERMARKED: boolish.default(false),
   KILN_WEBHOOK_ALLOWED_HOSTS: z
     .string()
     .transform((s) =>
@@ -231,6 +235,8 @@ function toConfig(e: KilnConfigEnv) {
     allowTinyModels: e.KILN_TINY_MODELS,
     /** Which generated models: the reference pair (exact denoiser of a picture set) or the tiny random ones. */
     builtinModels: e.KILN_BUILTIN_MODELS,
+    /** Box–Muller kernel of seeded noise: torch on x86-64 with AVX2 (`avx2`) or without (`scalar`, e.g. ARM). */
+    noiseKernel: e.KILN_NOISE_KERNEL,
     providers: e.KILN_PROVIDERS,
     deviceId: e.KILN_DEVICE_ID,
     stages: e.KILN_STAGES,
@@ -250,6 +256,8 @@ function toConfig(e: KilnConfigEnv) {
       maxBodyBytes: e.KILN_MAX_BODY_BYTES,
       maxPixels: e.KILN_MAX_PIXELS,
       maxRetentionHours: e.KILN_MAX_RETENTION_HOURS,
+      /** SDXL invisible watermark: a request may send `watermark: false` (KILN_ALLOW_UNWATERMARKED). */
+      allowUnwatermarked: e.KILN_ALLOW_UNWATERMARKED,
     },
     imageInputs: {
       maxBytes: e.KILN_MAX_IMAGE_BYTES,

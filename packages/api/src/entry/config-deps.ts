@@ -32,6 +32,7 @@ export function apiDepsFromConfig(config: KilnConfig, ports: Ports, host: HostSe
       maxSide: config.limits.maxSide,
       maxPixels: config.limits.maxPixels,
       maxRetentionHours: config.limits.maxRetentionHours,
+      allowUnwatermarked: config.limits.allowUnwatermarked,
     },
     maxBodyBytes: config.limits.maxBodyBytes,
     imageInputs: config.imageInputs,

@@ -34,6 +34,11 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Pr
     summary: "CPU cost per denoising step outside session.run at 1024² (real tensor sizes), per scheduler, n = 1 and 4",
     load: () => import("../bench/step-overhead-bench.js"),
   },
+  // Torch-exact noise.
+  noise: {
+    summary: "ms to draw one 1024² image's 65,536 torch-exact normals, AVX2 and scalar Box–Muller kernels",
+    load: () => import("../bench/noise-bench.js"),
+  },
   // Deployment: the API's Lambda bundle.
   "lambda-bundle": {
     summary: "the API's esbuild Lambda bundle: size, and cold init (import + first request) in a fresh node",

@@ -41,8 +41,9 @@ export async function encodeImageFile(
         .toBuffer();
       break;
     case "jpeg":
+      // Full-resolution chroma: the SDXL watermark lives in U, and 4:2:0 subsampling erases it (watermark/).
       bytes = await base
-        .jpeg({ quality })
+        .jpeg({ quality, chromaSubsampling: "4:4:4" })
         .withExif({ IFD0: { ImageDescription: asciiSafe(parameters) } })
         .toBuffer();
       break;

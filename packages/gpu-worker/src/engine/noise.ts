@@ -1,5 +1,7 @@
 import { KilnError } from "@kiln/shared";
 
+import { boxMuller16Avx2 } from "./noise-avx2.js";
+
 /**
  * Seeded Gaussian noise, bit-compatible with PyTorch's CPU generator: `torch.Generator().manual_seed(seed)` then
  * `torch.randn(..., dtype=torch.float32)`, so a seed gives the same noise here as in diffusers run with a CPU
@@ -11,8 +13,13 @@ import { KilnError } from "@kiln/shared";
  *   uniforms and transformed again;
  * - smaller tensors: `normal_distribution<double>` per value, Box–Muller with `log1p`, the sine half cached in the
  *   generator for the next small draw.
- * The Box–Muller arithmetic is float32 as in the scalar kernel; builds that take the AVX2 kernel (vectorised
- * log/sincos approximations) can differ in the last bit of a value.
+ * The Box–Muller of the ≥ 16 path exists in two kernels, chosen by `kernel`:
+ * - `"avx2"` (the default): `normal_fill_16_AVX2`, which every x86-64 build of torch runs on a CPU with AVX2 (the
+ *   machines diffusers and ComfyUI users have): ATen's own float32 polynomial log and sincos with the compiled
+ *   code's fused multiply-adds, emulated exactly (./noise-avx2.ts);
+ * - `"scalar"`: `normal_fill_16`, what torch runs without AVX2 (e.g. on ARM): float32 libm log/cos/sin. About a
+ *   third of its values differ from the AVX2 kernel's in the last bits (≤ ~2e-6).
+ * The uniforms, the pairing and the tail rule are the same for both; tensors below 16 values never use either.
  */
 const N = 624;
 const M = 397;
@@ -21,9 +28,14 @@ const TWO_POW_M53 = 2 ** -53;
 const TWO_PI = 2 * Math.PI;
 const f32 = Math.fround;
 
+/** Which of ATen's Box–Muller kernels the ≥ 16-value path reproduces. */
+export type NoiseKernel = "avx2" | "scalar";
+export const NOISE_KERNELS: readonly NoiseKernel[] = ["avx2", "scalar"];
+
 /** A generator's full state, to continue its stream elsewhere (another thread) with the same values. */
 export interface NoiseState {
   seed: number;
+  kernel: NoiseKernel;
   state: Uint32Array;
   next: number;
   cachedNormal: number | undefined;
@@ -31,16 +43,25 @@ export interface NoiseState {
 
 export class NoiseSource {
   readonly seed: number;
+  readonly kernel: NoiseKernel;
+  private readonly boxMuller: (data: Float32Array, o: number) => void;
   private readonly state = new Uint32Array(N);
   private next = N;
   /** torch's `next_double_normal_sample_`: the unused half of the last small-tensor Box–Muller pair. */
   private cachedNormal: number | undefined;
 
   /** `seed`: a non-negative integer; like torch, only its low 32 bits reach the engine. */
-  constructor(seed: number) {
+  constructor(seed: number, kernel: NoiseKernel = "avx2") {
     if (!Number.isSafeInteger(seed) || seed < 0)
       throw new KilnError("noise_seed_invalid", `A noise seed must be a non-negative integer below 2^53, got ${seed}.`);
+    if (!NOISE_KERNELS.includes(kernel))
+      throw new KilnError(
+        "noise_kernel_invalid",
+        `The noise kernel must be one of ${NOISE_KERNELS.join(", ")}, got ${String(kernel)}.`,
+      );
     this.seed = seed;
+    this.kernel = kernel;
+    this.boxMuller = kernel === "avx2" ? boxMuller16Avx2 : boxMuller16;
     const s = this.state;
     s[0] = seed % 2 ** 32;
     for (let i = 1; i < N; i++) {
@@ -50,12 +71,18 @@ export class NoiseSource {
   }
 
   snapshot(): NoiseState {
-    return { seed: this.seed, state: this.state.slice(), next: this.next, cachedNormal: this.cachedNormal };
+    return {
+      seed: this.seed,
+      kernel: this.kernel,
+      state: this.state.slice(),
+      next: this.next,
+      cachedNormal: this.cachedNormal,
+    };
   }
 
   /** A generator that continues from `snapshot()`: it draws what the snapshotted one would have drawn next. */
   static restore(snapshot: NoiseState): NoiseSource {
-    const source = new NoiseSource(snapshot.seed);
+    const source = new NoiseSource(snapshot.seed, snapshot.kernel);
     source.state.set(snapshot.state);
     source.next = snapshot.next;
     source.cachedNormal = snapshot.cachedNormal;
@@ -75,10 +102,11 @@ export class NoiseSource {
       return out;
     }
     this.fillUniform(out, 0, size);
-    for (let i = 0; i + 16 <= size; i += 16) boxMuller16(out, i);
+    const boxMuller = this.boxMuller;
+    for (let i = 0; i + 16 <= size; i += 16) boxMuller(out, i);
     if (size % 16 !== 0) {
       this.fillUniform(out, size - 16, size);
-      boxMuller16(out, size - 16);
+      boxMuller(out, size - 16);
     }
     return out;
   }
@@ -166,8 +194,13 @@ function boxMuller16(data: Float32Array, o: number): void {
  * `seed + i`, as A1111 does and as diffusers does when given one generator per image, so image i of a batch
  * equals image 0 of a render with seed + i. `shape` is one image's latent shape (e.g. [4, 128, 128]).
  */
-export function initialNoise(seed: number, imageIndex: number, shape: readonly number[]): Float32Array {
-  return new NoiseSource(seed + imageIndex).randn(shape.reduce((a, b) => a * b, 1));
+export function initialNoise(
+  seed: number,
+  imageIndex: number,
+  shape: readonly number[],
+  kernel: NoiseKernel = "avx2",
+): Float32Array {
+  return new NoiseSource(seed + imageIndex, kernel).randn(shape.reduce((a, b) => a * b, 1));
 }
 
 /**

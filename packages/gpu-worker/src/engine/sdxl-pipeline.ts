@@ -10,10 +10,11 @@ import { stageTimeIdInputs, timeIds } from "./conditioning.js";
 import { applyGuidance, fillModelInput } from "./guidance.js";
 import { type EncodedImage, encodeImageFile } from "./image-files.js";
 import { blendKnownLatents, compositeOverOriginal, fillInpaintModelInput } from "./img2img/mask.js";
-import { type ImageStart, prepareImageStart } from "./img2img/prepare-latents.js";
+import { pasteCropBack } from "./img2img/mask-crop.js";
+import { type ImageStart, prepareImageStart, prepareRefineBlend } from "./img2img/prepare-latents.js";
 import type { PreparedSource } from "./img2img/source-image.js";
 import { firstNonFinite, resizeLatentsBilinear } from "./latent-ops.js";
-import { drawNoise, NoiseSource } from "./noise.js";
+import { drawNoise, type NoiseKernel, NoiseSource } from "./noise.js";
 import { noiseHelper } from "./noise-helper.js";
 import { encodePromptPair, type PromptEmbeddings } from "./prompt-encoder.js";
 import { convertLatentSpace, createScheduler } from "./schedulers/index.js";
@@ -21,6 +22,7 @@ import type { Scheduler } from "./schedulers/scheduler.js";
 import type { SdxlModel } from "./sdxl-model.js";
 import { ensembleSplit, sdeditStart } from "./stage-split.js";
 import { decodeLatentsToImages } from "./vae-decoder.js";
+import { watermarkDecoded } from "./watermark/sdxl-watermark.js";
 
 export interface StageHooks {
   /**
@@ -33,7 +35,8 @@ export interface StageHooks {
   logger?: Logger;
   /**
    * The pipelined worker's GPU turn: taken right before the first UNet call and given back after the last
-   * GPU call, so prompt encoding before and image encoding after overlap another stage's GPU work.
+   * GPU call (here after the VAE decode; a hand-over stage's executor gives it back as the stage returns), so
+   * prompt encoding before and image encoding after overlap another stage's GPU work.
    */
   gpu?: GpuTurn;
 }
@@ -79,6 +82,8 @@ export async function runPipelineStage(
     stage: StagePlan;
     /** The plan's source picture at the render's size: read when the stage starts from it or composites onto it. */
     source?: PreparedSource;
+    /** Which of torch's CPU Box–Muller kernels the noise reproduces (default `avx2`, see noise.ts). */
+    noiseKernel?: NoiseKernel;
   },
   input: Latents | undefined,
   hooks: StageHooks = {},
@@ -144,10 +149,18 @@ export async function runPipelineStage(
   // first stage draws the initial noise from it and keeps drawing (ancestral steps); later stages get
   // their own stream per image so a stage re-run on another worker draws the same noise. The loop
   // steps `latents` in place, so it is always a fresh array, never the caller's input.
-  const generators = Array.from({ length: n }, (_, i) => new NoiseSource(stageNoiseSeed(plan.seed + i, stage.index)));
+  const generators = Array.from(
+    { length: n },
+    (_, i) => new NoiseSource(stageNoiseSeed(plan.seed + i, stage.index), job.noiseKernel),
+  );
   let shape: number[];
   let latents: Float32Array;
   let imageStart: ImageStart | undefined;
+  // A later stage of an inpaint/outpaint (ensemble or SDEdit refiner) keeps blending the picture in outside the mask.
+  const refineBlend =
+    stage.start !== "image" && input && job.source?.mask && model.unetInChannels !== 9
+      ? await prepareRefineBlend(model, job.source, generators)
+      : undefined;
   if (stage.start === "image") {
     // img2img / inpaint / outpaint: the picture's latents, re-noised to `strength` at timesteps[begin].
     imageStart = await prepareImageStart(model, plan, stage.strength ?? 1, scheduler, begin, generators, job.source!);
@@ -166,7 +179,9 @@ export async function runPipelineStage(
       shape[2] === input.shape[2] && shape[3] === input.shape[3]
         ? input.data
         : resizeLatentsBilinear(input.data, input.shape, shape[2]!, shape[3]!);
-    latents = scheduler.addNoise(x0, drawNoise(generators, new Float32Array(x0.length)), begin);
+    // After an inpaint the re-noise is the blend's noise, drawn after the picture's latents (diffusers' order).
+    const eps = refineBlend?.noise ?? drawNoise(generators, new Float32Array(x0.length));
+    latents = scheduler.addNoise(x0, eps, begin);
   } else {
     // Ensemble of experts: continue from the noisy latents as they are, re-expressed if the families differ.
     shape = [...input.shape];
@@ -211,108 +226,113 @@ export async function runPipelineStage(
   const noise = scheduler.stochastic ? (await noiseHelper(hooks.logger))?.open(generators, latents.length) : undefined;
   const steps = end - begin;
   let unetSeconds = 0;
+  let denoiseStarted = performance.now();
   try {
     await hooks.gpu?.acquire(hooks.signal);
-  } catch (e) {
-    noise?.close();
-    throw e;
-  }
-  const denoiseStarted = performance.now();
-  try {
-    return await denoiseAndFinish();
-  } finally {
-    hooks.gpu?.release();
-  }
-
-  async function denoiseAndFinish(): Promise<StageResult> {
-    try {
-      for (let i = begin; i < end; i++) {
-        hooks.signal?.throwIfAborted();
-        noise?.request();
-        if (imageStart?.conditioning)
-          fillInpaintModelInput(latents, scheduler.modelInputDivisor(), imageStart.conditioning, sample.values);
-        else fillModelInput(latents, scheduler.modelInputDivisor(), sample.values);
-        sample.sync();
-        timestep.set(scheduler.timesteps[i]!);
-        const started = performance.now();
-        const out = await unet.session.run(feeds, UNET_FETCHES);
-        unetSeconds += (performance.now() - started) / 1000;
-        const predicted = outputAsFloat32(out.out_sample as ort.Tensor, fp16Output);
-        const noisePred = guidedNoise
-          ? applyGuidance(predicted, n, plan.guidanceScale, plan.guidanceRescale, guidedNoise)
-          : predicted;
-        scheduler.step(noisePred, latents, noise ? noise.take() : generators, latents);
-        const blend = imageStart?.blend;
-        if (blend) {
-          // diffusers' 4-channel inpainting: outside the mask, the picture re-noised to the next step's level
-          // (clean after the schedule's last step).
-          const known =
-            i + 1 < scheduler.timesteps.length
-              ? scheduler.addNoise(blend.imageLatents, blend.noise, i + 1)
-              : blend.imageLatents;
-          blendKnownLatents(latents, known, blend.mask);
-        }
-        await hooks.onStep?.(i - begin + 1, steps, latents, shape);
+    denoiseStarted = performance.now();
+    for (let i = begin; i < end; i++) {
+      hooks.signal?.throwIfAborted();
+      noise?.request();
+      if (imageStart?.conditioning)
+        fillInpaintModelInput(latents, scheduler.modelInputDivisor(), imageStart.conditioning, sample.values);
+      else fillModelInput(latents, scheduler.modelInputDivisor(), sample.values);
+      sample.sync();
+      timestep.set(scheduler.timesteps[i]!);
+      const started = performance.now();
+      const out = await unet.session.run(feeds, UNET_FETCHES);
+      unetSeconds += (performance.now() - started) / 1000;
+      const predicted = outputAsFloat32(out.out_sample as ort.Tensor, fp16Output);
+      const noisePred = guidedNoise
+        ? applyGuidance(predicted, n, plan.guidanceScale, plan.guidanceRescale, guidedNoise)
+        : predicted;
+      scheduler.step(noisePred, latents, noise ? noise.take() : generators, latents);
+      const blend = imageStart?.blend ?? refineBlend;
+      if (blend) {
+        // diffusers' 4-channel inpainting: outside the mask, the picture re-noised to the next step's level
+        // (clean after the schedule's last step).
+        const known =
+          i + 1 < scheduler.timesteps.length
+            ? scheduler.addNoise(blend.imageLatents, blend.noise, i + 1)
+            : blend.imageLatents;
+        blendKnownLatents(latents, known, blend.mask);
       }
-    } finally {
-      noise?.close();
+      await hooks.onStep?.(i - begin + 1, steps, latents, shape);
     }
-    const denoiseSeconds = (performance.now() - denoiseStarted) / 1000;
-    const bad = firstNonFinite(latents);
-    if (bad >= 0) {
-      throw new KilnError(
-        "latents_non_finite",
-        `Denoising produced ${latents[bad]} in the latents; the model or its precision is broken (try fp32 or another scheduler).`,
-      );
-    }
-
-    // 7. Hand over (unscaled scheduler-space latents, diffusers' `output_type="latent"`) or decode.
-    if (stage.output === "latents") {
-      return {
-        kind: "latents",
-        unetSeconds,
-        denoiseSeconds,
-        steps,
-        latents: {
-          shape,
-          data: latents,
-          meta: {
-            jobId: job.jobId,
-            stage: stage.index,
-            scheduler: scheduler.name,
-            schedulerConfigHash: model.schedulerConfigHash,
-            latentSpace: scheduler.latentSpace,
-            stepIndex: end,
-            steps: plan.steps,
-            timestep: end < scheduler.timesteps.length ? scheduler.timesteps[end]! : 0,
-            sigma: scheduler.sigmaAt(end),
-            seed: plan.seed,
-          },
-        },
-      };
-    }
-    const decoded = await decodeLatentsToImages(model.vaeDecoder, latents, shape, model.vaeScalingFactor);
-    // The VAE was the last GPU call: the PNG encoding below overlaps the next stage's denoising.
-    hooks.gpu?.release();
-    hooks.signal?.throwIfAborted();
-    const overlay = job.source?.mask;
-    if (overlay) {
-      // The final composite (diffusers' `apply_overlay`): outside the mask the picture comes back as sent.
-      for (const image of decoded) image.rgb = compositeOverOriginal(image.rgb, job.source!.rgb, overlay);
-    }
-    const images: EncodedImage[] = [];
-    for (let i = 0; i < decoded.length; i++) {
-      images.push(
-        await encodeImageFile(
-          decoded[i]!,
-          plan.outputFormat,
-          plan.outputQuality,
-          generationParameters(plan, model, i, scheduler.name),
-        ),
-      );
-    }
-    return { kind: "images", images, unetSeconds, denoiseSeconds, steps };
+  } finally {
+    noise?.close();
   }
+  const denoiseSeconds = (performance.now() - denoiseStarted) / 1000;
+  const bad = firstNonFinite(latents);
+  if (bad >= 0) {
+    throw new KilnError(
+      "latents_non_finite",
+      `Denoising produced ${latents[bad]} in the latents; the model or its precision is broken (try fp32 or another scheduler).`,
+    );
+  }
+
+  // 7. Hand over (unscaled scheduler-space latents, diffusers' `output_type="latent"`) or decode.
+  if (stage.output === "latents") {
+    return {
+      kind: "latents",
+      unetSeconds,
+      denoiseSeconds,
+      steps,
+      latents: {
+        shape,
+        data: latents,
+        meta: {
+          jobId: job.jobId,
+          stage: stage.index,
+          scheduler: scheduler.name,
+          schedulerConfigHash: model.schedulerConfigHash,
+          latentSpace: scheduler.latentSpace,
+          stepIndex: end,
+          steps: plan.steps,
+          timestep: end < scheduler.timesteps.length ? scheduler.timesteps[end]! : 0,
+          sigma: scheduler.sigmaAt(end),
+          seed: plan.seed,
+        },
+      },
+    };
+  }
+  // diffusers' SDXL pipelines mark the decoded images before `postprocess` rounds them, and before `apply_overlay`.
+  const decoded = await decodeLatentsToImages(
+    model.vaeDecoder,
+    latents,
+    shape,
+    model.vaeScalingFactor,
+    plan.watermark === false ? undefined : watermarkDecoded,
+  );
+  // The VAE was the last GPU call: what follows (composite, PNG) overlaps the next stage's denoising.
+  hooks.gpu?.release();
+  hooks.signal?.throwIfAborted();
+  const source = job.source;
+  if (source?.mask) {
+    // The final composite (diffusers' `apply_overlay`): outside the mask the picture comes back as sent; with
+    // `padding_mask_crop` the crop is first resized back and placed at its region.
+    for (const image of decoded) {
+      image.rgb = source.crop
+        ? await pasteCropBack(image.rgb, image.width, image.height, source.crop.region, {
+            width: source.width,
+            height: source.height,
+            rgb: source.crop.rgb,
+            mask: source.crop.mask,
+          })
+        : compositeOverOriginal(image.rgb, source.rgb, source.mask);
+    }
+  }
+  const images: EncodedImage[] = [];
+  for (let i = 0; i < decoded.length; i++) {
+    images.push(
+      await encodeImageFile(
+        decoded[i]!,
+        plan.outputFormat,
+        plan.outputQuality,
+        generationParameters(plan, model, i, scheduler.name),
+      ),
+    );
+  }
+  return { kind: "images", images, unetSeconds, denoiseSeconds, steps };
 }
 
 /** [negative × n, positive × n] (or [positive × n] without guidance) for the UNet's conditioning inputs. */

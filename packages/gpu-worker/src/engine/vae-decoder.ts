@@ -21,6 +21,8 @@ export async function decodeLatentsToImages(
   latents: Float32Array,
   shape: readonly number[],
   scalingFactor: number,
+  /** Runs on each image's CHW floats before they are rounded to bytes (diffusers' watermark step). */
+  beforeRounding?: (pixels: Float32Array, height: number, width: number) => void,
 ): Promise<DecodedImage[]> {
   const [n, c, h, w] = shape as [number, number, number, number];
   const per = c * h * w;
@@ -41,6 +43,7 @@ export async function decodeLatentsToImages(
       );
     }
     const [, , H, W] = sample.dims as [number, number, number, number];
+    beforeRounding?.(pixels, H, W);
     images.push({ width: W, height: H, rgb: chwToRgb8(pixels, H, W) });
   }
   return images;

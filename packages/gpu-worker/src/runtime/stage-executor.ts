@@ -1,6 +1,7 @@
 import { type BlobStore, type JobRecord, KilnError, type Latents, type StagePlan } from "@kiln/shared";
 
 import { type PreparedSource, prepareSource } from "../engine/img2img/source-image.js";
+import type { NoiseKernel } from "../engine/noise.js";
 import type { SdxlModel } from "../engine/sdxl-model.js";
 import { runPipelineStage, type StageHooks, type StageResult } from "../engine/sdxl-pipeline.js";
 
@@ -20,21 +21,35 @@ export interface ModelSet {
 /**
  * The SDXL executor. A refine stage runs on the refiner when one is loaded, else on the base model
  * (diffusers allows the base UNet as its own refiner; the conditioning follows the model's UNet).
- * `blobs` holds the jobs' input pictures (img2img, inpaint, outpaint).
+ * `blobs` holds the jobs' input pictures (img2img, inpaint, outpaint); `noiseKernel` picks which of torch's CPU
+ * Box–Muller kernels seeded noise reproduces (default `avx2`).
  */
-export function sdxlExecutor(models: ModelSet, options: { blobs?: BlobStore } = {}): StageExecutor {
+export function sdxlExecutor(
+  models: ModelSet,
+  options: { blobs?: BlobStore; noiseKernel?: NoiseKernel } = {},
+): StageExecutor {
   return async (job, stage, input, hooks) => {
     const model = stage.model === "refiner" ? (models.refiner ?? models.base) : models.base;
     if (!model) throw new Error(`this worker has no model loaded for a ${stage.kind} stage`);
     const source = await readSource(job, stage, options.blobs);
     hooks.signal?.throwIfAborted();
-    return runPipelineStage(model, { jobId: job.id, plan: job.plan, stage, source }, input, hooks);
+    try {
+      return await runPipelineStage(
+        model,
+        { jobId: job.id, plan: job.plan, stage, source, noiseKernel: options.noiseKernel },
+        input,
+        hooks,
+      );
+    } finally {
+      // A hand-over stage's last GPU call was its last step; a failed stage gives its turn back here too.
+      hooks.gpu?.release();
+    }
   };
 }
 
 /**
- * The job's picture (and mask) at the render's size, for the stage that starts from it and for the last stage
- * of an inpaint/outpaint, which composites onto it. Every stage and retry reads the same stored bytes.
+ * The job's picture (and mask) at the render's size, for the stage that starts from it and for every stage of an
+ * inpaint/outpaint. Every stage and retry reads the same stored bytes.
  */
 async function readSource(
   job: JobRecord,
@@ -44,8 +59,10 @@ async function readSource(
   const source = job.plan.source;
   const mode = job.plan.mode;
   if (!source || (mode !== "img2img" && mode !== "inpaint" && mode !== "outpaint")) return undefined;
-  const composites = stage.output === "images" && mode !== "img2img";
-  if (stage.start !== "image" && !composites) return undefined;
+  // Every stage of an inpaint/outpaint reads it: the first starts from it, later ones blend it in outside the mask
+  // and the last composites onto it.
+  const masked = mode !== "img2img";
+  if (stage.start !== "image" && !masked) return undefined;
   if (!blobs)
     throw new KilnError("input_unavailable", "This worker has no blob store to read the job's input picture from.");
   const read = async (key: string) => {

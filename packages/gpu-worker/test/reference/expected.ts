@@ -6,6 +6,7 @@ import {
   MASK_GRID,
   matchingPictures,
   type Picture,
+  pictureLayers,
   PLACEMENTS,
 } from "../../src/models/reference/picture-set.js";
 
@@ -40,17 +41,20 @@ const maskCache = new Map<string, Float32Array>();
 
 /** A picture's latents (after the VAE scaling factor) on an h × w latent grid, [4, h, w]. */
 export function pictureLatents(pic: Picture, h: number, w: number, detail = false): Float64Array {
-  const key = `${pic.placement}/${detail}`;
-  let grid = maskCache.get(key);
-  if (!grid) {
-    grid = drawMask(PLACEMENTS[pic.placement]!, MASK_GRID, MASK_GRID, detail);
-    maskCache.set(key, grid);
-  }
-  const mask = resizeLinear(grid, MASK_GRID, MASK_GRID, h, w);
-  const f = colourLatent(pic.colour);
   const b = colourLatent(pic.background);
   const out = new Float64Array(4 * h * w);
-  for (let c = 0; c < 4; c++) for (let p = 0; p < h * w; p++) out[c * h * w + p] = b[c]! + mask[p]! * (f[c]! - b[c]!);
+  for (let c = 0; c < 4; c++) out.fill(b[c]!, c * h * w, (c + 1) * h * w);
+  for (const layer of pictureLayers(pic)) {
+    const key = `${layer.placement}/${detail}`;
+    let grid = maskCache.get(key);
+    if (!grid) {
+      grid = drawMask(PLACEMENTS[layer.placement]!, MASK_GRID, MASK_GRID, detail);
+      maskCache.set(key, grid);
+    }
+    const mask = resizeLinear(grid, MASK_GRID, MASK_GRID, h, w);
+    const f = colourLatent(layer.colour);
+    for (let c = 0; c < 4; c++) for (let p = 0; p < h * w; p++) out[c * h * w + p]! += mask[p]! * (f[c]! - b[c]!);
+  }
   return out;
 }
 

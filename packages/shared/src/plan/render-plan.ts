@@ -57,6 +57,8 @@ export interface RenderPlan {
   outputQuality: number;
   /** img2img, inpaint, outpaint: the user's picture and how to bring it to the render's size. */
   source?: ImageSource;
+  /** The SDXL invisible watermark on the final images (absent in plans made before it: on). */
+  watermark?: boolean;
   stages: StagePlan[];
 }
 
@@ -75,6 +77,11 @@ export interface ImageSource {
   /** Gaussian σ, in pixels, applied to the mask before the final composite. */
   maskBlur: number;
   expand?: { left: number; right: number; top: number; bottom: number };
+  /**
+   * diffusers' `padding_mask_crop`: the stages work on the crop around the mask (grown by this many pixels, then to
+   * the render's aspect ratio) resized to the render size; the last stage pastes it back onto the picture.
+   */
+  paddingMaskCrop?: number;
 }
 
 /** Pixel size of the final images: SDEdit with a latent upscale grows them, in whole latent cells. */

@@ -69,6 +69,7 @@ export function planRender(request: RenderRequest, seed: number, inputs?: Planne
       resize: request.resize,
       maskBlur: request.mask_blur,
       ...(expand ? { expand } : {}),
+      ...(request.padding_mask_crop !== undefined ? { paddingMaskCrop: request.padding_mask_crop } : {}),
     };
     width = size.width + (expand ? expand.left + expand.right : 0);
     height = size.height + (expand ? expand.top + expand.bottom : 0);
@@ -163,6 +164,7 @@ export function planRender(request: RenderRequest, seed: number, inputs?: Planne
     outputFormat: request.output_format,
     outputQuality: request.output_quality,
     ...(source ? { source } : {}),
+    watermark: request.watermark,
     stages,
   };
 }

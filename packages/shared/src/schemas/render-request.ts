@@ -34,6 +34,8 @@ export interface RenderLimits {
   maxPromptChars: number;
   /** Upper bound of `retention_hours` (KILN_MAX_RETENTION_HOURS); 30 days when absent. */
   maxRetentionHours?: number;
+  /** Whether a request may send `watermark: false` (KILN_ALLOW_UNWATERMARKED); refused when absent. */
+  allowUnwatermarked?: boolean;
 }
 
 export const DEFAULT_RENDER_LIMITS: RenderLimits = {
@@ -159,6 +161,16 @@ export function renderRequestSchema(limits: RenderLimits = DEFAULT_RENDER_LIMITS
         .max(64)
         .default(0)
         .openapi({ description: "inpaint/outpaint: Gaussian σ (pixels) of the mask edge in the final composite." }),
+      padding_mask_crop: z
+        .number()
+        .int("padding_mask_crop must be a whole number of pixels")
+        .min(0, "padding_mask_crop must be at least 0")
+        .max(4096, "padding_mask_crop must be at most 4096")
+        .optional()
+        .openapi({
+          description:
+            "inpaint/outpaint: render only a crop around the mask, grown by this many pixels on each side and then to the render's aspect ratio, at the full render size, and paste it back (diffusers' `padding_mask_crop`). Detail in a small masked area; the output keeps the picture's size.",
+        }),
       expand: z
         .object({
           left: expandSide("left"),
@@ -209,6 +221,10 @@ export function renderRequestSchema(limits: RenderLimits = DEFAULT_RENDER_LIMITS
         .optional()
         .openapi({ description: "Hours the outputs are kept after the job ends; the server's default when absent." }),
       webhook: webhookTargetSchema.optional(),
+      watermark: z.boolean().default(true).openapi({
+        description:
+          "The SDXL invisible watermark (invisible-watermark's dwtDct with SDXL's 48-bit message), as diffusers applies it to images at least 256 px wide. `false` only where the server sets KILN_ALLOW_UNWATERMARKED.",
+      }),
     })
     .strict()
     .superRefine((body, ctx) => {
@@ -243,6 +259,21 @@ export function renderRequestSchema(limits: RenderLimits = DEFAULT_RENDER_LIMITS
             path: ["refiner"],
             message: "refiner applies to img2img, inpaint and outpaint; text-to-image picks it with mode",
           });
+      }
+      if (!body.watermark && !limits.allowUnwatermarked) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["watermark"],
+          message:
+            "this server marks every image with the SDXL invisible watermark; leave watermark out (or true), or ask the operator to set KILN_ALLOW_UNWATERMARKED",
+        });
+      }
+      if (body.padding_mask_crop !== undefined && body.mode !== "inpaint" && body.mode !== "outpaint") {
+        ctx.addIssue({
+          code: "custom",
+          path: ["padding_mask_crop"],
+          message: "padding_mask_crop is used by modes inpaint and outpaint; set mode, or leave padding_mask_crop out",
+        });
       }
       if (body.mode === "inpaint" && body.mask === undefined) {
         ctx.addIssue({ code: "custom", path: ["mask"], message: "inpaint needs a mask (white = repaint)" });

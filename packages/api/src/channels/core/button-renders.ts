@@ -75,6 +75,7 @@ export async function buttonRender(
         resize: plan.source.resize,
         mask_blur: plan.source.maskBlur,
         ...(plan.source.expand ? { expand: plan.source.expand } : {}),
+        ...(plan.source.paddingMaskCrop !== undefined ? { padding_mask_crop: plan.source.paddingMaskCrop } : {}),
       };
     }
   } else {

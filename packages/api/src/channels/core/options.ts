@@ -76,6 +76,7 @@ export function requestFromPlan(plan: RenderPlan): Record<string, unknown> {
     prompt_weighting: plan.promptWeighting,
     output_format: plan.outputFormat,
     output_quality: plan.outputQuality,
+    ...(plan.watermark === false ? { watermark: false } : {}),
   };
 }
 

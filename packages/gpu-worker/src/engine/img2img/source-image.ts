@@ -2,6 +2,7 @@ import { type ImageSource, KilnError } from "@kiln/shared";
 import sharp from "sharp";
 
 import { NoiseSource } from "../noise.js";
+import { cropAndFill, type CropRegion, cropRegion } from "./mask-crop.js";
 
 /** An RGB picture at the render's size, with its mask (white = repaint) when the mode has one. */
 export interface PreparedSource {
@@ -11,6 +12,11 @@ export interface PreparedSource {
   rgb: Uint8Array;
   /** Grey bytes, white = repaint, after `mask_blur` (used for the final composite). */
   mask?: Uint8Array;
+  /**
+   * `padding_mask_crop`: `rgb` and `mask` above are the crop around the mask brought to the render's size; the
+   * region and the whole picture (same size) are kept for pasting the result back.
+   */
+  crop?: { region: CropRegion; rgb: Uint8Array; mask: Uint8Array };
 }
 
 /** Pictures bigger than this are refused by the decoder itself (the API checks the header first). */
@@ -101,6 +107,29 @@ async function blurred(mask: Uint8Array, width: number, height: number, sigma: n
  * stretching its edges plus seeded noise, and the border is the mask.
  */
 export async function prepareSource(
+  source: ImageSource,
+  mode: "img2img" | "inpaint" | "outpaint",
+  imageBytes: Uint8Array,
+  maskBytes: Uint8Array | undefined,
+  seed: number,
+): Promise<PreparedSource> {
+  const whole = await preparedWhole(source, mode, imageBytes, maskBytes, seed);
+  const pad = source.paddingMaskCrop;
+  if (pad === undefined || !whole.mask || !whole.mask.some((m) => m !== 0)) return whole;
+  // diffusers' `padding_mask_crop`, on the mask as the pipeline is given it (blurred): outside the region the mask
+  // is 0, so the final composite returns the picture's own bytes there.
+  const { width, height, rgb, mask } = whole;
+  const region = cropRegion(mask, width, height, width, height, pad);
+  return {
+    width,
+    height,
+    rgb: await cropAndFill(rgb, width, height, 3, region, width, height),
+    mask: await cropAndFill(mask, width, height, 1, region, width, height),
+    crop: { region, rgb, mask },
+  };
+}
+
+async function preparedWhole(
   source: ImageSource,
   mode: "img2img" | "inpaint" | "outpaint",
   imageBytes: Uint8Array,

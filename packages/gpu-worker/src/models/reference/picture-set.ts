@@ -1,10 +1,11 @@
 /**
  * The reference models' picture set, drawn by Kiln's own code: every picture is one shape (circle,
  * square, triangle, star) in one colour on a plain background of another colour, at one of six
- * placements (left, centre or right; small or large). A picture's latents are a fixed linear map of
- * its RGB, so each is `background ⊗ 1 + mask ⊗ (shape − background)` with a per-placement mask: that
- * structure is what lets the UNet graph compute the exact posterior over all 1,344 pictures with a
- * handful of small matrix products (see reference-models.ts).
+ * placements (left, centre or right; small or large), or two small shapes side by side (left and right)
+ * on one background. A picture's latents are a fixed linear map of its RGB, so each is
+ * `background ⊗ 1 + Σ mask ⊗ (shape − background)` with per-placement masks: that structure is what lets
+ * the UNet graph compute the exact posterior over all 7,616 pictures with a handful of small matrix
+ * products (see reference-models.ts).
  */
 
 export const COLOURS = {
@@ -45,19 +46,66 @@ export const PLACEMENTS: Placement[] = SHAPES.flatMap((shape) =>
   POSITION_NAMES.flatMap((position) => SIZE_NAMES.map((size) => ({ shape, position, size }))),
 );
 
+/** The second shape of a two-shape picture: small, at the right. */
+export interface SecondShape {
+  shape: ShapeName;
+  colour: ColourName;
+  /** Index into PLACEMENTS. */
+  placement: number;
+}
+
 export interface Picture extends Placement {
   colour: ColourName;
   background: ColourName;
   /** Index into PLACEMENTS. */
   placement: number;
+  /** Two-shape pictures: the right-hand shape (the fields above are then the small left-hand one). */
+  second?: SecondShape;
 }
 
-/** Every picture: 8 shape colours × 7 other background colours × 24 placements = 1,344. */
-export const PICTURES: Picture[] = COLOUR_NAMES.flatMap((colour) =>
+const placementIndex = (shape: ShapeName, position: PositionName, size: SizeName): number =>
+  PLACEMENTS.findIndex((p) => p.shape === shape && p.position === position && p.size === size);
+
+/**
+ * The shape pairs of two-shape pictures: a small shape at the left and a small one at the right, which
+ * never overlap (their extents end at x = 0.47 and start at 0.53), in every order: 4 × 4 = 16.
+ */
+export const SHAPE_PAIRS: { left: number; right: number }[] = SHAPES.flatMap((a) =>
+  SHAPES.map((b) => ({ left: placementIndex(a, "left", "small"), right: placementIndex(b, "right", "small") })),
+);
+
+/** One-shape pictures: 8 shape colours × 7 other background colours × 24 placements = 1,344. */
+const SINGLE_PICTURES: Picture[] = COLOUR_NAMES.flatMap((colour) =>
   COLOUR_NAMES.filter((b) => b !== colour).flatMap((background) =>
     PLACEMENTS.map((p, placement) => ({ ...p, colour, background, placement })),
   ),
 );
+
+/** Two-shape pictures: 8 backgrounds × 7 × 7 shape colours (other than the background) × 16 pairs = 6,272. */
+const PAIR_PICTURES: Picture[] = COLOUR_NAMES.flatMap((background) => {
+  const others = COLOUR_NAMES.filter((c) => c !== background);
+  return others.flatMap((colour) =>
+    others.flatMap((colour2) =>
+      SHAPE_PAIRS.map(({ left, right }) => ({
+        ...PLACEMENTS[left]!,
+        colour,
+        background,
+        placement: left,
+        second: { shape: PLACEMENTS[right]!.shape, colour: colour2, placement: right },
+      })),
+    ),
+  );
+});
+
+/** Every picture: the 1,344 one-shape pictures first (their order is the UNet's), then the 6,272 pairs. */
+export const PICTURES: Picture[] = [...SINGLE_PICTURES, ...PAIR_PICTURES];
+
+/** The shapes of a picture as (placement, colour) layers over its background. */
+export function pictureLayers(pic: Picture): { placement: number; colour: ColourName }[] {
+  const layers = [{ placement: pic.placement, colour: pic.colour }];
+  if (pic.second) layers.push({ placement: pic.second.placement, colour: pic.second.colour });
+  return layers;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Latent ↔ RGB: three orthonormal columns of a 4×4 Hadamard matrix, so the decoder is the transpose.
@@ -159,27 +207,45 @@ export function drawMask(p: Placement, height: number, width: number, detail = f
 
 /** An RGB (8-bit, HWC) rendering of a picture drawn directly at `height × width`: the oracle for decoded PNGs. */
 export function drawPicture(pic: Picture, height: number, width: number, detail = false): Uint8Array {
-  const mask = drawMask(pic, height, width, detail);
-  const fg = COLOURS[pic.colour];
   const bg = COLOURS[pic.background];
+  const layers = pictureLayers(pic).map((l) => ({
+    mask: drawMask(PLACEMENTS[l.placement]!, height, width, detail),
+    fg: COLOURS[l.colour],
+  }));
   const rgb = new Uint8Array(height * width * 3);
-  for (let p = 0; p < height * width; p++)
-    for (let c = 0; c < 3; c++) rgb[p * 3 + c] = Math.round(bg[c]! + mask[p]! * (fg[c]! - bg[c]!));
+  for (let p = 0; p < height * width; p++) {
+    for (let c = 0; c < 3; c++) {
+      let v = bg[c]!;
+      for (const { mask, fg } of layers) v += mask[p]! * (fg[c]! - bg[c]!);
+      rgb[p * 3 + c] = Math.round(v);
+    }
+  }
   return rgb;
 }
 
 // ---------------------------------------------------------------------------------------------
 // The prompt code: which words the text encoders know and which slot of the code each one sets.
 
-export type CodeGroup = "colour" | "shape" | "background" | "position" | "size";
+export type CodeGroup = "colour" | "shape" | "background" | "position" | "size" | "first" | "second" | "count";
 
-/** Code layout: shape colour (8), shape (4), background colour (8), position (3), size (2). */
+/** "colour shape" bindings: a colour word directly before a shape word. */
+export const BINDINGS = COLOUR_NAMES.flatMap((c) => SHAPES.map((s) => `${c} ${s}`));
+export const COUNTS = ["one", "two"] as const;
+
+/**
+ * Code layout: shape colour (8), shape (4), background colour (8), position (3), size (2), then the
+ * composition slots: the first-named and the second-named "colour shape" binding (32 each) and how many
+ * shape words the prompt has (one, two or more).
+ */
 export const CODE_GROUPS: { group: CodeGroup; names: readonly string[] }[] = [
   { group: "colour", names: COLOUR_NAMES },
   { group: "shape", names: SHAPES },
   { group: "background", names: COLOUR_NAMES },
   { group: "position", names: POSITION_NAMES },
   { group: "size", names: SIZE_NAMES },
+  { group: "first", names: BINDINGS },
+  { group: "second", names: BINDINGS },
+  { group: "count", names: COUNTS },
 ];
 export const CODE_WIDTH = CODE_GROUPS.reduce((a, g) => a + g.names.length, 0);
 
@@ -195,6 +261,11 @@ export function codeSlot(group: CodeGroup, name: string): number {
   }
   throw new Error(`no code group ${group}`);
 }
+
+/** Each code slot's group and name, in slot order. */
+export const CODE_SLOTS: { group: CodeGroup; name: string }[] = CODE_GROUPS.flatMap((g) =>
+  g.names.map((name) => ({ group: g.group, name })),
+);
 
 /**
  * Words the text encoders know, each to the slot it sets. A colour word sets the shape's colour,
@@ -218,31 +289,91 @@ export const BACKGROUND_WORD = "background";
 /** Words with no meaning for the picture set (all others are reported as ignored). */
 const FILLER = new Set(["a", "an", "the", "on", "at", "in", "of", "with", "and", BACKGROUND_WORD]);
 
+/** Lower-case words, with each punctuation mark a token of its own (as CLIP's tokenizer splits them). */
+const tokens = (prompt: string): string[] => prompt.toLowerCase().match(/\p{L}+|[^\s\p{L}]/gu) ?? [];
+
 /** The prompt words the reference models ignore (neither a keyword nor a filler word). */
 export function ignoredWords(prompt: string): string[] {
   const words = prompt.toLowerCase().match(/[\p{L}]+/gu) ?? [];
   return [...new Set(words.filter((w) => !(w in KEYWORDS) && !FILLER.has(w)))];
 }
 
-/** The pictures a prompt matches, by the same rule as the UNet graph (an unmentioned group matches anything). */
-export function matchingPictures(prompt: string): Picture[] {
-  const words = prompt.toLowerCase().match(/[\p{L}]+/gu) ?? [];
-  const wanted: Record<CodeGroup, Set<string>> = {
-    colour: new Set(),
-    shape: new Set(),
-    background: new Set(),
-    position: new Set(),
-    size: new Set(),
-  };
+/**
+ * The prompt's code as the text encoders compute it (the pooled output's first CODE_WIDTH entries): keyword
+ * slots; a colour directly before "background" is the background's; a colour directly before a shape is also
+ * a binding, the first-named one if no shape word came before it, else the second; the count slot says whether
+ * the prompt has one shape word or several.
+ */
+export function promptCode(prompt: string): Float32Array {
+  const code = new Float32Array(CODE_WIDTH);
+  const words = tokens(prompt);
+  let shapesSoFar = 0;
   words.forEach((w, i) => {
     const k = KEYWORDS[w];
     if (!k) return;
-    const group = k.group === "colour" && words[i + 1] === BACKGROUND_WORD ? "background" : k.group;
-    wanted[group].add(k.name);
+    const next = KEYWORDS[words[i + 1] ?? ""];
+    if (k.group === "colour" && words[i + 1] === BACKGROUND_WORD) code[codeSlot("background", k.name)] = 1;
+    else code[codeSlot(k.group, k.name)] = 1;
+    if (k.group === "colour" && next?.group === "shape")
+      code[codeSlot(shapesSoFar === 0 ? "first" : "second", `${k.name} ${next.name}`)] = 1;
+    if (k.group === "shape") shapesSoFar++;
   });
-  const attr = (p: Picture, g: CodeGroup): string =>
-    g === "colour" ? p.colour : g === "background" ? p.background : p[g];
-  return PICTURES.filter((p) =>
-    (Object.keys(wanted) as CodeGroup[]).every((g) => wanted[g].size === 0 || wanted[g].has(attr(p, g))),
+  if (shapesSoFar === 1) code[codeSlot("count", "one")] = 1;
+  if (shapesSoFar >= 2) code[codeSlot("count", "two")] = 1;
+  return code;
+}
+
+/**
+ * Whether slot `f`, when the prompt sets it, allows picture `k` under the "any of the group" rule: a picture
+ * passes a mentioned group when one of the group's set slots allows it. Two-shape pictures pass the colour,
+ * shape, position and size groups here (they are checked by `slotMisses` instead, or not at all).
+ */
+export function slotAllows(f: number, pic: Picture): boolean {
+  const { group, name } = CODE_SLOTS[f]!;
+  const pair = pic.second !== undefined;
+  switch (group) {
+    case "colour":
+      return pair || pic.colour === name;
+    case "shape":
+      return pair || pic.shape === name;
+    case "position":
+      return pair || pic.position === name;
+    case "size":
+      return pair || pic.size === name;
+    case "background":
+      return pic.background === name;
+    case "first":
+      return `${pic.colour} ${pic.shape}` === name;
+    case "second":
+      return pic.second !== undefined && `${pic.second.colour} ${pic.second.shape}` === name;
+    case "count":
+      return name === (pair ? "two" : "one");
+  }
+}
+
+/**
+ * Whether slot `f`, when the prompt sets it, rules out two-shape picture `k` on its own: every colour and
+ * shape the prompt names must be one of the picture's two.
+ */
+export function slotMisses(f: number, pic: Picture): boolean {
+  if (!pic.second) return false;
+  const { group, name } = CODE_SLOTS[f]!;
+  if (group === "colour") return pic.colour !== name && pic.second.colour !== name;
+  if (group === "shape") return pic.shape !== name && pic.second.shape !== name;
+  return false;
+}
+
+/**
+ * The pictures a prompt matches, by the same rule as the UNet graph: every mentioned group allows the
+ * picture (an unmentioned group allows anything) and no set slot misses it.
+ */
+export function matchingPictures(prompt: string): Picture[] {
+  const code = promptCode(prompt);
+  const set = [...code.keys()].filter((f) => code[f]! > 0);
+  const groups = new Set(set.map((f) => CODE_SLOTS[f]!.group));
+  return PICTURES.filter(
+    (p) =>
+      [...groups].every((g) => set.some((f) => CODE_SLOTS[f]!.group === g && slotAllows(f, p))) &&
+      !set.some((f) => slotMisses(f, p)),
   );
 }

@@ -7,8 +7,8 @@ import { attr, GraphBuilder, SDXL_SCHEDULER_CONFIG, writeJson, writeOnnx } from 
 import {
   BACKGROUND_WORD,
   CODE_GROUPS,
+  CODE_SLOTS,
   CODE_WIDTH,
-  type CodeGroup,
   codeSlot,
   COLOUR_NAMES,
   colourLatent,
@@ -16,9 +16,13 @@ import {
   KEYWORDS,
   LATENT_FROM_RGB,
   MASK_GRID,
-  type Picture,
+  pictureLayers,
   PICTURES,
   PLACEMENTS,
+  SHAPE_PAIRS,
+  SHAPES,
+  slotAllows,
+  slotMisses,
 } from "./picture-set.js";
 
 /**
@@ -33,7 +37,7 @@ import {
 /** Marker in model_index.json: a Kiln reference model (exact denoiser of a procedural picture set). */
 export const REFERENCE_MODEL_MARKER = "_kiln_reference";
 /** Bumped whenever the generated graphs change, so cached folders are regenerated. */
-export const REFERENCE_MODEL_VERSION = 1;
+export const REFERENCE_MODEL_VERSION = 2;
 
 export interface ReferenceModelOptions {
   role: "base" | "refiner";
@@ -77,8 +81,11 @@ function codeEmbedding(width: number): Float32Array {
 /**
  * Keyword lookup + pooling. Per token: a one-hot over the known words (Equal against their ids), mapped
  * to code slots; a colour word directly before "background" moves from the shape-colour slots to the
- * background slots. Hidden states are the per-token code embedded at the encoder's width; the pooled
- * output is the token sum clipped to 1.
+ * background slots; a colour word directly before a shape word also sets that "colour shape" binding,
+ * the first-named one when no shape word precedes it (a cumulative sum over the tokens), else the second.
+ * Hidden states are the per-token code embedded at the encoder's width; the pooled output is the token
+ * sum clipped to 1, plus the count slot (one shape word, or several). `promptCode` in picture-set.ts is
+ * the same computation in JavaScript.
  */
 function textEncoderGraph(width: number, layers: number, withProjection: boolean): GraphBuilder {
   const g = new GraphBuilder(
@@ -105,10 +112,12 @@ function textEncoderGraph(width: number, layers: number, withProjection: boolean
   );
   const toCode = new Float32Array(W * CODE_WIDTH);
   const toColour = new Float32Array(W * COLOUR_NAMES.length);
+  const toShape = new Float32Array(W * SHAPES.length);
   keywords.forEach((k, i) => {
     const kw = KEYWORDS[k.word]!;
     toCode[i * CODE_WIDTH + codeSlot(kw.group, kw.name)] = 1;
     if (kw.group === "colour") toColour[i * COLOUR_NAMES.length + COLOUR_NAMES.indexOf(kw.name as never)] = 1;
+    if (kw.group === "shape") toShape[i * SHAPES.length + SHAPES.indexOf(kw.name as never)] = 1;
   });
   const direct = g.op("MatMul", [hits, g.floats("keyword_to_code", [W, CODE_WIDTH], toCode)]);
   const colours = g.op("MatMul", [hits, g.floats("keyword_to_colour", [W, COLOUR_NAMES.length], toColour)]);
@@ -137,13 +146,67 @@ function textEncoderGraph(width: number, layers: number, withProjection: boolean
     move[i * CODE_WIDTH + codeSlot("colour", c)] = -1;
     move[i * CODE_WIDTH + codeSlot("background", c)] = 1;
   });
-  const perToken = g.op("Add", [
-    direct,
-    g.op("MatMul", [moved, g.floats("colour_to_background", [COLOUR_NAMES.length, CODE_WIDTH], move)]),
+  // Bindings: the colour at token i with the shape at token i + 1, as [B, T, 8·4].
+  const shapes = g.op("MatMul", [hits, g.floats("keyword_to_shape", [W, SHAPES.length], toShape)]);
+  const shapeNext = g.op(
+    "Concat",
+    [
+      g.op("Slice", [shapes, g.int64s("from_one_s", [1], [1]), g.int64s("to_end_s", [1], [1 << 30]), axisOne]),
+      g.op("Mul", [
+        g.op("Slice", [shapes, g.int64s("from_zero_s", [1], [0]), g.int64s("to_one_s", [1], [1]), axisOne]),
+        g.floats("zero_s", [], [0]),
+      ]),
+    ],
+    [attr.int("axis", 1)],
+  );
+  const pairs = g.op("Reshape", [
+    g.op("Mul", [
+      g.op("Unsqueeze", [colours, g.int64s("axis_three", [1], [3])]),
+      g.op("Unsqueeze", [shapeNext, g.int64s("axis_two_c", [1], [2])]),
+    ]),
+    g.int64s("pairs_shape", [3], [0, 0, COLOUR_NAMES.length * SHAPES.length]),
   ]);
-  const code = g.op("Min", [
-    g.op("ReduceSum", [perToken, axisOne], [attr.int("keepdims", 0)]),
-    g.floats("one", [], [1]),
+  // Shape words up to and including each token: 0 before the first shape word.
+  const shapeWords = g.op("ReduceSum", [shapes, g.int64s("axis_two_d", [1], [2])], [attr.int("keepdims", 0)]);
+  const shapesSoFar = g.op("CumSum", [shapeWords, g.int64s("cumsum_axis", [], [1])]);
+  const isFirst = g.op("Cast", [g.op("Less", [shapesSoFar, g.floats("half", [], [0.5])])], [attr.int("to", FLOAT)]);
+  const isSecond = g.op("Sub", [g.floats("one_b", [], [1]), isFirst]);
+  const axisTwoE = g.int64s("axis_two_e", [1], [2]);
+  const bindingTo = (group: "first" | "second") => {
+    const table = new Float32Array(COLOUR_NAMES.length * SHAPES.length * CODE_WIDTH);
+    COLOUR_NAMES.forEach((c, i) =>
+      SHAPES.forEach((sh, j) => (table[(i * SHAPES.length + j) * CODE_WIDTH + codeSlot(group, `${c} ${sh}`)] = 1)),
+    );
+    return g.floats(`${group}_binding_to_code`, [COLOUR_NAMES.length * SHAPES.length, CODE_WIDTH], table);
+  };
+  const bindings = g.op("Add", [
+    g.op("MatMul", [g.op("Mul", [pairs, g.op("Unsqueeze", [isFirst, axisTwoE])]), bindingTo("first")]),
+    g.op("MatMul", [g.op("Mul", [pairs, g.op("Unsqueeze", [isSecond, axisTwoE])]), bindingTo("second")]),
+  ]);
+  const perToken = g.op("Add", [
+    g.op("Add", [
+      direct,
+      g.op("MatMul", [moved, g.floats("colour_to_background", [COLOUR_NAMES.length, CODE_WIDTH], move)]),
+    ]),
+    bindings,
+  ]);
+  // Count: "one" when the prompt has exactly one shape word, "two" when it has several.
+  const one = g.floats("one", [], [1]);
+  const zero = g.floats("zero_c", [], [0]);
+  const clip01 = (x: string) => g.op("Min", [g.op("Max", [x, zero]), one]);
+  const nShapes = g.op("ReduceSum", [shapeWords, axisOne], [attr.int("keepdims", 1)]);
+  const two = clip01(g.op("Sub", [nShapes, one]));
+  const single = g.op("Sub", [clip01(nShapes), two]);
+  const countTable = new Float32Array(2 * CODE_WIDTH);
+  countTable[codeSlot("count", "one")] = 1;
+  countTable[CODE_WIDTH + codeSlot("count", "two")] = 1;
+  const count = g.op("MatMul", [
+    g.op("Concat", [single, two], [attr.int("axis", 1)]),
+    g.floats("count_to_code", [2, CODE_WIDTH], countTable),
+  ]);
+  const code = g.op("Add", [
+    g.op("Min", [g.op("ReduceSum", [perToken, axisOne], [attr.int("keepdims", 0)]), one]),
+    count,
   ]);
 
   const embed = g.floats("code_embedding", [CODE_WIDTH, width], codeEmbedding(width));
@@ -162,54 +225,54 @@ function textEncoderGraph(width: number, layers: number, withProjection: boolean
 /** Constant tables of the posterior computation, from the picture set (see `unetGraph`). */
 function posteriorTables() {
   const S = PLACEMENTS.length;
+  const P = SHAPE_PAIRS.length;
   const K = PICTURES.length;
-  const fg = PICTURES.map((p) => colourLatent(p.colour));
-  const bg = PICTURES.map((p) => colourLatent(p.background));
-  // <x, μ_k> = Σ_c b_c·Σ_p x_cp + Σ_c d_c·Σ_p m_{s,p}·x_cp, with d = f − b: v·Cdot, v = [Σx (4), Σ m_s·x (4·S)].
+  const F = CODE_WIDTH;
+  // <x, μ_k> = Σ_c b_c·Σ_p x_cp + Σ_layers Σ_c d_c·Σ_p m_{s,p}·x_cp, with d = f − b: v·Cdot, v = [Σx (4), Σ m_s·x (4·S)].
   const cdot = new Float32Array((4 + 4 * S) * K);
-  // ‖μ_k‖² = Σ_c b_c²·N + 2·b_c·d_c·Σm_s + d_c²·Σm_s²: u·Q, u = [N, Σm (S), Σm² (S)].
-  const q = new Float32Array((1 + 2 * S) * K);
+  // ‖μ_k‖² = Σ_c b_c²·N + Σ_layers (2·b_c·d_c·Σm_s + d_c²·Σm_s²) + 2·d1_c·d2_c·Σ m_left·m_right: u·Q,
+  // u = [N, Σm (S), Σm² (S), Σ m_left·m_right (P pairs)]. The last term is 0 on every grid (the shapes do not
+  // touch), kept so the denoiser stays exact by construction.
+  const q = new Float32Array((1 + 2 * S + P) * K);
   // E[x₀] = (w·B) ⊗ 1 + Σ_s (w·D)_s ⊗ m_s.
   const bmat = new Float32Array(K * 4);
   const dmat = new Float32Array(K * 4 * S);
-  PICTURES.forEach((p, k) => {
-    const s = p.placement;
-    let bb = 0;
-    let bd = 0;
-    let dd = 0;
-    for (let c = 0; c < 4; c++) {
-      const b = bg[k]![c]!;
-      const d = fg[k]![c]! - b;
-      cdot[c * K + k] = b;
-      cdot[(4 + c * S + s) * K + k] = d;
-      bmat[k * 4 + c] = b;
-      dmat[k * 4 * S + c * S + s] = d;
-      bb += b * b;
-      bd += 2 * b * d;
-      dd += d * d;
-    }
-    q[k] = bb;
-    q[(1 + s) * K + k] = bd;
-    q[(1 + S + s) * K + k] = dd;
-  });
-  // Match tables: per code group, which pictures each slot allows; and each slot's group.
-  const G = CODE_GROUPS.length;
-  const allow = new Float32Array(CODE_WIDTH * G * K);
-  const groupOf = new Float32Array(CODE_WIDTH * G);
-  const attrOf = (p: Picture, group: CodeGroup): string =>
-    group === "colour" ? p.colour : group === "background" ? p.background : p[group];
-  let offset = 0;
-  CODE_GROUPS.forEach((grp, gi) => {
-    grp.names.forEach((name, i) => {
-      const f = offset + i;
-      groupOf[f * G + gi] = 1;
-      PICTURES.forEach((p, k) => {
-        if (attrOf(p, grp.group) === name) allow[f * G * K + gi * K + k] = 1;
-      });
+  PICTURES.forEach((pic, k) => {
+    const b = colourLatent(pic.background);
+    const layers = pictureLayers(pic).map((l) => {
+      const f = colourLatent(l.colour);
+      return { s: l.placement, d: f.map((v, c) => v - b[c]!) };
     });
-    offset += grp.names.length;
+    for (let c = 0; c < 4; c++) {
+      cdot[c * K + k] = b[c]!;
+      bmat[k * 4 + c] = b[c]!;
+      q[k] = (q[k] ?? 0) + b[c]! * b[c]!;
+      for (const { s, d } of layers) {
+        cdot[(4 + c * S + s) * K + k] = d[c]!;
+        dmat[k * 4 * S + c * S + s] = d[c]!;
+        q[(1 + s) * K + k] = q[(1 + s) * K + k]! + 2 * b[c]! * d[c]!;
+        q[(1 + S + s) * K + k] = q[(1 + S + s) * K + k]! + d[c]! * d[c]!;
+      }
+      if (layers.length === 2) {
+        const pair = SHAPE_PAIRS.findIndex((sp) => sp.left === layers[0]!.s && sp.right === layers[1]!.s);
+        q[(1 + 2 * S + pair) * K + k] = q[(1 + 2 * S + pair) * K + k]! + 2 * layers[0]!.d[c]! * layers[1]!.d[c]!;
+      }
+    }
   });
-  return { S, K, G, cdot, q, bmat, dmat, allow, groupOf };
+  // Match tables (the rule of `matchingPictures`): which pictures each slot allows, each slot's group, and
+  // which pictures a set slot rules out on its own.
+  const G = CODE_GROUPS.length;
+  const allow = new Float32Array(F * K);
+  const misses = new Float32Array(F * K);
+  const groupOf = new Float32Array(F * G);
+  CODE_SLOTS.forEach((slot, f) => {
+    groupOf[f * G + CODE_GROUPS.findIndex((g) => g.group === slot.group)] = 1;
+    PICTURES.forEach((pic, k) => {
+      if (slotAllows(f, pic)) allow[f * K + k] = 1;
+      if (slotMisses(f, pic)) misses[f * K + k] = 1;
+    });
+  });
+  return { S, P, K, G, cdot, q, bmat, dmat, allow, misses, groupOf };
 }
 
 /**
@@ -224,7 +287,7 @@ function unetGraph(embedWidth: number, timeIdsWidth: number, detail: boolean): G
   g.input("encoder_hidden_states", FLOAT, ["batch_size", "sequence_length", embedWidth]);
   const textEmbeds = g.input("text_embeds", FLOAT, ["batch_size", POOLED_WIDTH]);
   g.input("time_ids", FLOAT, ["batch_size", timeIdsWidth]);
-  const { S, K, G, cdot, q, bmat, dmat, allow, groupOf } = posteriorTables();
+  const { S, P, K, G, cdot, q, bmat, dmat, allow, misses, groupOf } = posteriorTables();
 
   // a and s at this timestep: log σ interpolated linearly in t over the training table (the inverse of
   // the schedulers' σ→t), ᾱ = 1/(1 + σ²).
@@ -284,13 +347,38 @@ function unetGraph(embedWidth: number, timeIdsWidth: number, detail: boolean): G
   const pixels = g.op("Cast", [g.op("ReduceProd", [hw], [attr.int("keepdims", 1)])], [attr.int("to", FLOAT)]);
   const m1 = g.op("ReduceSum", [m, axisOne], [attr.int("keepdims", 0)]);
   const m2 = g.op("ReduceSum", [g.op("Mul", [m, m]), axisOne], [attr.int("keepdims", 0)]);
+  const left = g.op(
+    "Gather",
+    [
+      m,
+      g.int64s(
+        "pair_left",
+        [P],
+        SHAPE_PAIRS.map((p) => p.left),
+      ),
+    ],
+    [attr.int("axis", 0)],
+  );
+  const right = g.op(
+    "Gather",
+    [
+      m,
+      g.int64s(
+        "pair_right",
+        [P],
+        SHAPE_PAIRS.map((p) => p.right),
+      ),
+    ],
+    [attr.int("axis", 0)],
+  );
+  const overlap = g.op("ReduceSum", [g.op("Mul", [left, right]), axisOne], [attr.int("keepdims", 0)]);
   const u = g.op("Unsqueeze", [
-    g.op("Concat", [pixels, m1, m2], [attr.int("axis", 0)]),
+    g.op("Concat", [pixels, m1, m2, overlap], [attr.int("axis", 0)]),
     g.int64s("axis_zero", [1], [0]),
   ]);
-  const norm = g.op("MatMul", [u, g.floats("norm_table", [1 + 2 * S, K], q)]);
+  const norm = g.op("MatMul", [u, g.floats("norm_table", [1 + 2 * S + P, K], q)]);
 
-  // Log prior: 0 for pictures every mentioned code group allows, −1e30 otherwise.
+  // Log prior: 0 for pictures every mentioned code group allows and no set slot rules out, −1e30 otherwise.
   const code = g.op("Min", [
     g.op("Max", [
       g.op("Slice", [textEmbeds, g.int64s("code_from", [1], [0]), g.int64s("code_to", [1], [CODE_WIDTH]), axisOne]),
@@ -303,13 +391,20 @@ function unetGraph(embedWidth: number, timeIdsWidth: number, detail: boolean): G
     g.op("Cast", [g.op("Less", [mentioned, g.floats("half_b", [], [0.5])])], [attr.int("to", FLOAT)]),
     axisTwo,
   ]);
-  const allowed = g.op("Reshape", [
-    g.op("MatMul", [code, g.floats("slot_allows", [CODE_WIDTH, G * K], allow)]),
-    g.int64s("group_shape", [3], [0, G, K]),
-  ]);
+  // allowed[b, g, k] = Σ_f code[b, f]·[f in g]·allow[f, k].
+  const codeByGroup = g.op(
+    "Transpose",
+    [g.op("Mul", [g.op("Unsqueeze", [code, axisTwo]), g.floats("slot_group_b", [CODE_WIDTH, G], groupOf)])],
+    [attr.ints("perm", [0, 2, 1])],
+  );
+  const allowed = g.op("MatMul", [codeByGroup, g.floats("slot_allows", [CODE_WIDTH, K], allow)]);
   const ok = g.op("Min", [g.op("Add", [allowed, unmentioned]), one]);
-  const misses = g.op("ReduceSum", [g.op("Sub", [one, ok]), axisOne], [attr.int("keepdims", 0)]);
-  const logPrior = g.op("Mul", [misses, g.floats("unmatched_log_prior", [], [UNMATCHED_LOG_PRIOR])]);
+  const groupMisses = g.op("ReduceSum", [g.op("Sub", [one, ok]), axisOne], [attr.int("keepdims", 0)]);
+  const slotMissCount = g.op("MatMul", [code, g.floats("slot_misses", [CODE_WIDTH, K], misses)]);
+  const logPrior = g.op("Mul", [
+    g.op("Add", [groupMisses, slotMissCount]),
+    g.floats("unmatched_log_prior", [], [UNMATCHED_LOG_PRIOR]),
+  ]);
 
   const logits = g.op("Add", [g.op("Sub", [g.op("Mul", [dot, coefDot]), g.op("Mul", [norm, coefNorm])]), logPrior]);
   const w = g.op("Softmax", [logits], [attr.int("axis", -1)]);
