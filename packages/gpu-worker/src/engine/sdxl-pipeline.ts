@@ -302,9 +302,10 @@ export async function runPipelineStage(
     shape,
     model.vaeScalingFactor,
     plan.watermark === false ? undefined : watermarkDecoded,
+    // The last VAE call was the last GPU call: what follows (watermark, rounding, composite, PNG) overlaps the
+    // next stage's denoising.
+    () => hooks.gpu?.release(),
   );
-  // The VAE was the last GPU call: what follows (composite, PNG) overlaps the next stage's denoising.
-  hooks.gpu?.release();
   hooks.signal?.throwIfAborted();
   const source = job.source;
   if (source?.mask) {
