@@ -3,21 +3,13 @@
  * handler with esbuild too) behind a function URL, with least-privilege permissions and its
  * settings as KILN_* variables.
  */
+import { apiEnvironment } from "./environment";
 import { asSstPermissions, dataArns } from "./permissions";
 import { apiStatements } from "./plan/iam";
-import { queueUrls } from "./queues";
 import { batchSchedules } from "./schedules";
 import { urlSecret } from "./secrets";
-import { bucket, MAX_RETENTION_HOURS } from "./storage";
-import { table } from "./table";
 
-export const apiEnvironment = {
-  KILN_BACKEND: "aws",
-  KILN_BUCKET: bucket.name,
-  KILN_TABLE: table.name,
-  KILN_QUEUE_URLS: queueUrls,
-  KILN_MAX_RETENTION_HOURS: String(MAX_RETENTION_HOURS),
-};
+export { apiEnvironment };
 
 export const api = new sst.aws.Function("KilnApi", {
   // Response streaming, so event streams (SSE) arrive as they happen through the function URL.
@@ -34,8 +26,7 @@ export const api = new sst.aws.Function("KilnApi", {
   environment: {
     ...apiEnvironment,
     KILN_URL_SECRET: urlSecret.value,
-    // Batch schedules (EventBridge Scheduler): the group and the role schedules run as.
-    KILN_BATCH_SCHEDULE_GROUP: batchSchedules.group.name,
-    KILN_BATCH_SCHEDULER_ROLE_ARN: batchSchedules.role.arn,
+    // Batch schedules (EventBridge Scheduler): the group, the role schedules run as, the trigger they invoke.
+    ...batchSchedules.apiSettings,
   },
 });

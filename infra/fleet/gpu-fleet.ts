@@ -56,6 +56,8 @@ export function createGpuFleet(args: GpuFleetArgs) {
   // Workers read both lanes (batch only when the interactive queues are empty), so both wake and scale the fleet.
   const stageQueues = args.queues.filter((q) => q.plan.role === "stage" || q.plan.role === "batch");
   const longestVisibility = Math.max(...stageQueues.map((q) => q.plan.visibilitySeconds));
+  // Batch warm-up: its messages count as waiting stages, so the fleet scales ahead of a scheduled run.
+  const scaledQueues = [...stageQueues, ...args.queues.filter((q) => q.plan.role === "warmup")];
 
   const repository = new aws.ecr.Repository("KilnWorkerImage", {
     forceDelete: args.stage !== "production",
@@ -289,7 +291,7 @@ if [ -n "${args.modelsPrefix}" ]; then aws s3 sync --only-show-errors "${args.mo
     maxCapacity: plan.service.maxCapacity,
   });
 
-  const queueMetrics = stageQueues.map((q, i) => ({
+  const queueMetrics = scaledQueues.map((q, i) => ({
     id: `q${i}`,
     returnData: false,
     metricStat: {
@@ -332,7 +334,7 @@ if [ -n "${args.modelsPrefix}" ]; then aws s3 sync --only-show-errors "${args.mo
           workersMetric,
           {
             id: "backlog",
-            expression: backlogPerWorkerExpression(stageQueues.length),
+            expression: backlogPerWorkerExpression(scaledQueues.length),
             label: "Stages waiting per worker",
             returnData: true,
           },
@@ -359,7 +361,7 @@ if [ -n "${args.modelsPrefix}" ]; then aws s3 sync --only-show-errors "${args.mo
     threshold: 1,
     evaluationPeriods: 1,
     metricQueries: [
-      ...stageQueues.map((q, i) => ({
+      ...scaledQueues.map((q, i) => ({
         id: `q${i}`,
         returnData: false,
         metric: {
@@ -383,7 +385,7 @@ if [ -n "${args.modelsPrefix}" ]; then aws s3 sync --only-show-errors "${args.mo
       },
       {
         id: "waitingWithoutWorker",
-        expression: waitingWithoutWorkerExpression(stageQueues.length),
+        expression: waitingWithoutWorkerExpression(scaledQueues.length),
         label: "Stages waiting while no worker runs",
         returnData: true,
       },

@@ -93,12 +93,28 @@ export function batchScheduleStatements<A>(s: { scheduleGroupSchedules: A; sched
   ];
 }
 
-/** The role EventBridge Scheduler assumes to start a batch run: send to the batch lane only. */
-export function schedulerInvokeStatements<A>(s: { batchQueues: A[] }): Statement<A>[] {
-  return [{ Effect: "Allow", Action: ["sqs:SendMessage"], Resource: s.batchQueues }];
+/** The role EventBridge Scheduler assumes for a manifest's schedules: invoke the batch trigger only. */
+export function schedulerInvokeStatements<A>(s: { triggerFunction: A }): Statement<A>[] {
+  return [{ Effect: "Allow", Action: ["lambda:InvokeFunction"], Resource: [s.triggerFunction] }];
 }
 
-const DATA_SERVICES = ["s3", "sqs", "dynamodb", "scheduler", "iam"];
+/**
+ * The batch trigger (fires, warm-ups, pumps): what the API may do with data, plus reading and
+ * deleting the warm-up queue's messages (a fire clears its warm-up) and removing a schedule whose
+ * manifest is gone (batchScheduleStatements).
+ */
+export function batchTriggerStatements<A>(d: DataArns<A> & { warmupQueue: A }): Statement<A>[] {
+  return [
+    ...apiStatements(d),
+    {
+      Effect: "Allow",
+      Action: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
+      Resource: [d.warmupQueue],
+    },
+  ];
+}
+
+const DATA_SERVICES = ["s3", "sqs", "dynamodb", "scheduler", "iam", "lambda"];
 
 /**
  * Statements that grant too much on data: a `*` or `service:*` action, or a bare `*` resource.

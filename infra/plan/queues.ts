@@ -11,7 +11,7 @@ import {
  */
 
 /** `webhook`: any outbound queue (webhook deliveries, chat follow-ups): short HTTP attempts, retried by re-send. */
-export type QueueRole = "stage" | "webhook" | "batch";
+export type QueueRole = "stage" | "webhook" | "batch" | "warmup";
 
 export interface QueueSpec {
   /** Logical name in Kiln's code (`kiln-base`); its dead-letter queue is `<name>-dlq`. */
@@ -46,6 +46,8 @@ function roleOf(name: string, definition: QueueDefinition | undefined): QueueRol
   // Outbound queues (webhooks, chat follow-ups) hold short HTTP attempts, not GPU work: the GPU fleet
   // neither scales on them nor waits a stage's visibility for them.
   if ("outbound" in carries) return "webhook";
+  // Batch warm-up: read by no worker; the fleet's scaling counts its messages (see WARMUP_RETENTION_SECONDS).
+  if ("signal" in carries) return "warmup";
   return carries.lane === "batch" ? "batch" : "stage";
 }
 
@@ -82,6 +84,15 @@ export interface QueuePlan extends QueueSpec {
 }
 
 const SQS_MAX_VISIBILITY = 43_200;
+/** SQS's largest maxReceiveCount: warm-up messages are received and released by every run's fire. */
+const SQS_MAX_RECEIVE_COUNT = 1000;
+/** The longest warm-up a manifest may ask for (`schedule.warmup_minutes`, packages/api/src/batches/manifest.ts). */
+export const MAX_WARMUP_MINUTES = 60;
+/**
+ * Warm-up messages are deleted when their run fires; the retention bounds one that was missed:
+ * it keeps the fleet up at most this long after it was sent.
+ */
+export const WARMUP_RETENTION_SECONDS = (MAX_WARMUP_MINUTES + 15) * 60;
 const SQS_MAX_RETENTION = 14 * 86_400;
 
 /**
@@ -101,11 +112,13 @@ export function planQueues(specs: QueueSpec[], t: QueueTimings = DEFAULT_QUEUE_T
     const retentionSeconds =
       spec.role === "webhook"
         ? Math.min(SQS_MAX_RETENTION, Math.max(4 * 86_400, Math.ceil(t.webhookRetryHours * 3600 * 2)))
-        : 4 * 86_400;
+        : spec.role === "warmup"
+          ? WARMUP_RETENTION_SECONDS
+          : 4 * 86_400;
     const oldestAgeAlarmSeconds =
       spec.role === "webhook"
         ? 3600
-        : spec.role === "batch"
+        : spec.role === "batch" || spec.role === "warmup"
           ? 6 * 3600
           : t.coldStartSeconds + 2 * t.longestStageSeconds;
     return {
@@ -113,7 +126,7 @@ export function planQueues(specs: QueueSpec[], t: QueueTimings = DEFAULT_QUEUE_T
       visibilitySeconds,
       retentionSeconds,
       dlqRetentionSeconds: SQS_MAX_RETENTION,
-      maxReceives: t.maxReceives,
+      maxReceives: spec.role === "warmup" ? SQS_MAX_RECEIVE_COUNT : t.maxReceives,
       oldestAgeAlarmSeconds,
       dlqDepthAlarm: 1,
     };

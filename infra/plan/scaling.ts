@@ -24,8 +24,9 @@ export const DEFAULT_FLEET: FleetSettings = {
   minWorkers: 0,
   onDemandBase: 0,
   onDemandPercentAboveBase: 0,
-  // ~6 s of backlog at ~1.5 s per SDXL stage on an A10G.
-  backlogPerWorker: 4,
+  // One waiting render per worker: `kiln simulate` (docs/scaling.md) puts an A10 render at ~8 s, so
+  // 4 waiting stages meant a p50 of ~22 s at 10 renders/min; 1 gives ~9 s for ~14 % more GPU cost.
+  backlogPerWorker: 1,
   drainSeconds: 90,
 };
 

@@ -6,18 +6,16 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
-import { createApiKey, DEFAULT_RENDER_LIMITS, type Ports } from "@kiln/shared";
+import type { Ports } from "@kiln/shared";
 
 import { cancelRun, getRun, listRuns, pumpKey } from "../../packages/api/src/batches/batch-service.js";
-import { manifestSchema } from "../../packages/api/src/batches/manifest.js";
-import { batchDepsFrom } from "../../packages/api/src/batches/routes.js";
-import { batchKeys, writeJson } from "../../packages/api/src/batches/run-record.js";
-import { fireManifest, type StoredManifest, takeTickLease } from "../../packages/api/src/batches/schedule.js";
+import { fireManifest, takeTickLease } from "../../packages/api/src/batches/schedule.js";
 import {
   type AwsStandins,
   openStandinPorts,
   startAwsStandins,
 } from "../../packages/shared/test/support/aws-standins.js";
+import { batchKey, batchTestDeps, storeManifest, tinyManifest } from "../support/batch-fixture.js";
 
 describe("batch runs on the AWS family (stand-ins)", () => {
   let standins: AwsStandins;
@@ -36,33 +34,15 @@ describe("batch runs on the AWS family (stand-ins)", () => {
   });
 
   it("a double fire makes one run; the lane, reruns and cancel work on SQS, S3 and DynamoDB", async () => {
-    const deps = batchDepsFrom(
-      {
-        ports,
-        publicUrl: "http://127.0.0.1:9",
-        limits: DEFAULT_RENDER_LIMITS,
-        maxBodyBytes: 65536,
-        downloadUrlSeconds: 60,
-        retentionHours: 1,
-      },
-      { window: 4, stepSeconds: 0.1 },
-    );
-    const keyId = (await createApiKey(ports.keys, { name: "aws", scopes: ["render"] })).record.id;
-    const manifest = manifestSchema.parse({
+    const deps = batchTestDeps(ports, { window: 4 });
+    const keyId = await batchKey(ports, "aws");
+    const manifest = tinyManifest({
       id: "nightly",
       schedule: { cron: "0 2 * * *", timezone: "Europe/Berlin" },
-      defaults: { steps: 2, width: 64, height: 64, mode: "base" },
       prompts: ["a chair"],
       seeds: [1, 2, 3],
     });
-    const stored: StoredManifest = {
-      ownerKeyId: keyId,
-      manifest,
-      source: "",
-      format: "json",
-      updatedAt: new Date().toISOString(),
-    };
-    await writeJson(ports.blobs, batchKeys.manifest(keyId, "nightly"), stored);
+    await storeManifest(ports, keyId, manifest);
 
     const at = new Date("2026-12-05T01:00:00Z");
     const fires = await Promise.all([1, 2, 3].map(() => fireManifest(deps, keyId, "nightly", at)));

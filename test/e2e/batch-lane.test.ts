@@ -4,54 +4,34 @@
  * stage. Asserted on the order in which the worker starts stages, not on wall-clock time.
  */
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
 import { nullExecutor, type StageExecutor, Worker } from "@kiln/gpu-worker";
 import { createApiKey, DEFAULT_RENDER_LIMITS, type Ports, renderRequestSchema } from "@kiln/shared";
-import { openLocalPorts } from "@kiln/shared/local";
 import { createLogger } from "@kiln/shared/node";
 
 import { cancelRun, getRun, pumpKey, startRun } from "../../packages/api/src/batches/batch-service.js";
 import { manifestSchema } from "../../packages/api/src/batches/manifest.js";
-import { batchDepsFrom } from "../../packages/api/src/batches/routes.js";
 import { submitRender } from "../../packages/api/src/renders/render-service.js";
+import { batchTestDeps, openLocalBatchPorts } from "../support/batch-fixture.js";
 
 describe("batch lane", () => {
-  let dir: string;
+  let local: ReturnType<typeof openLocalBatchPorts>;
   let ports: Ports;
   let worker: Worker | undefined;
 
   before(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-lane-"));
-    ports = openLocalPorts({
-      dataDir: dir,
-      publicBaseUrl: "http://127.0.0.1:9",
-      urlSecret: "l".repeat(32),
-      maxReceives: 3,
-    });
+    local = openLocalBatchPorts("lane");
+    ports = local.ports;
   });
   after(async () => {
     await worker?.drain(5);
-    await ports.close();
-    fs.rmSync(dir, { recursive: true, force: true });
+    await local.close();
   });
 
   it("an interactive render starts within one stage while 200 batch renders wait", async () => {
     const { record } = await createApiKey(ports.keys, { name: "lane", scopes: ["render"] });
-    const deps = batchDepsFrom(
-      {
-        ports,
-        publicUrl: "http://127.0.0.1:9",
-        limits: DEFAULT_RENDER_LIMITS,
-        maxBodyBytes: 65536,
-        downloadUrlSeconds: 60,
-        retentionHours: 1,
-      },
-      { window: 1000, stepSeconds: 0.1 },
-    );
+    const deps = batchTestDeps(ports, { window: 1000 });
     const manifest = manifestSchema.parse({
       id: "big",
       defaults: { steps: 2, width: 64, height: 64, mode: "ensemble" },
@@ -106,17 +86,7 @@ describe("batch lane", () => {
   });
 
   it("per-key fair share: each key has a window of the lane, and one key's runs share it round-robin", async () => {
-    const deps = batchDepsFrom(
-      {
-        ports,
-        publicUrl: "http://127.0.0.1:9",
-        limits: DEFAULT_RENDER_LIMITS,
-        maxBodyBytes: 65536,
-        downloadUrlSeconds: 60,
-        retentionHours: 1,
-      },
-      { window: 6, stepSeconds: 0.1 },
-    );
+    const deps = batchTestDeps(ports, { window: 6 });
     const manifest = (id: string, count: number, priority = 5) =>
       manifestSchema.parse({
         id,
@@ -160,17 +130,7 @@ describe("batch lane", () => {
   });
 
   it("cancelling a run cancels its queued renders and never submits the rest", async () => {
-    const deps = batchDepsFrom(
-      {
-        ports,
-        publicUrl: "http://127.0.0.1:9",
-        limits: DEFAULT_RENDER_LIMITS,
-        maxBodyBytes: 65536,
-        downloadUrlSeconds: 60,
-        retentionHours: 1,
-      },
-      { window: 3, stepSeconds: 0.1 },
-    );
+    const deps = batchTestDeps(ports, { window: 3 });
     const d = (await createApiKey(ports.keys, { name: "d", scopes: ["render"] })).record.id;
     const manifest = manifestSchema.parse({
       id: "stop-me",

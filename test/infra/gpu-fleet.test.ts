@@ -129,8 +129,12 @@ describe("GPU fleet resource graph (Pulumi mocks)", { timeout: 120_000 }, () => 
     assert.equal(returned.length, 1);
     assert.match(returned[0].expression, /\/ MAX\(\[workers, 1\]\)$/);
     // Both lanes of every stage kind; outbound queues (webhooks, chat) never scale the GPU fleet.
-    const stageQueues = plans.filter((p) => p.role === "stage" || p.role === "batch").map((p) => p.name);
+    // Batch warm-up: its signal queue counts too, so a scheduled run's warm-up starts workers.
+    const stageQueues = plans
+      .filter((p) => p.role === "stage" || p.role === "batch" || p.role === "warmup")
+      .map((p) => p.name);
     assert.ok(stageQueues.includes("kiln-base-batch") && !stageQueues.includes("kiln-chat"));
+    assert.ok(stageQueues.includes("kiln-batch-warmup"));
     const measured = metrics
       .filter((m: any) => m.metricStat?.metric.metricName === "ApproximateNumberOfMessagesVisible")
       .map((m: any) => m.metricStat.metric.dimensions[0].value);

@@ -5,18 +5,25 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { queueForStage, SST_LINKS } from "@kiln/shared";
+import { queueForStage, SST_LINKS, WARMUP_QUEUE } from "@kiln/shared";
 
 import {
   apiStatements,
   batchScheduleStatements,
+  batchTriggerStatements,
   deadLetterSweepStatements,
   outboxRelayStatements,
   overlyBroad,
   schedulerInvokeStatements,
   workerTaskStatements,
 } from "../../infra/plan/iam.js";
-import { DEFAULT_QUEUE_TIMINGS, kilnQueueSpecs, planQueues } from "../../infra/plan/queues.js";
+import {
+  DEFAULT_QUEUE_TIMINGS,
+  kilnQueueSpecs,
+  MAX_WARMUP_MINUTES,
+  planQueues,
+  WARMUP_RETENTION_SECONDS,
+} from "../../infra/plan/queues.js";
 import {
   backlogPerWorkerExpression,
   DEFAULT_FLEET,
@@ -48,6 +55,12 @@ describe("queues", () => {
     assert.equal(role(queueForStage("refine", "batch")), "batch");
     assert.equal(role(WEBHOOK_QUEUE), "webhook");
     assert.equal(role(CHAT_QUEUE), "webhook");
+    // Batch warm-up: no worker reads it; retention bounds a warm-up its run did not clear.
+    const warmup = plans.find((p) => p.name === WARMUP_QUEUE)!;
+    assert.equal(warmup.role, "warmup");
+    assert.equal(warmup.retentionSeconds, WARMUP_RETENTION_SECONDS);
+    assert.ok(warmup.retentionSeconds > MAX_WARMUP_MINUTES * 60 && warmup.retentionSeconds < 2 * 3600);
+    assert.equal(warmup.maxReceives, 1000, "received and released by every fire, never dead-lettered for it");
     for (const p of plans) {
       assert.equal(SST_LINKS.queues[`${p.name}-dlq` as keyof typeof SST_LINKS.queues], p.dlqLink);
       assert.ok(p.maxReceives >= 1);
@@ -127,6 +140,14 @@ describe("fleet", () => {
     assert.equal(plan.scaling.wakeFromZeroWorkers, 1);
   });
 
+  // Capacity simulator (issue 15): the default the simulator recommends (docs/scaling.md).
+  it("tracks one waiting stage per worker, scales in after 5 minutes and reads the target from the environment", () => {
+    const plan = planFleet(DEFAULT_FLEET);
+    assert.equal(plan.scaling.targetBacklogPerWorker, 1);
+    assert.equal(plan.scaling.scaleInCooldown, 300);
+    assert.equal(fleetSettingsFromEnv({ KILN_BACKLOG_PER_WORKER: "4" }).backlogPerWorker, 4);
+  });
+
   it("fits drain and release inside the spot interruption notice", () => {
     const plan = planFleet(DEFAULT_FLEET);
     assert.ok(plan.task.stopTimeoutSeconds <= SPOT_NOTICE_SECONDS);
@@ -171,7 +192,10 @@ describe("IAM", () => {
       scheduleGroupSchedules: "arn:aws:scheduler:us-east-1:1:schedule/kiln-batch/*",
       schedulerRole: "arn:aws:iam::1:role/kiln-scheduler",
     }),
-    scheduler: schedulerInvokeStatements({ batchQueues: ["arn:aws:sqs:us-east-1:1:kiln-batch-base"] }),
+    scheduler: schedulerInvokeStatements({
+      triggerFunction: "arn:aws:lambda:us-east-1:1:function:kiln-batch-trigger",
+    }),
+    trigger: batchTriggerStatements({ ...data, warmupQueue: "arn:aws:sqs:us-east-1:1:kiln-batch-warmup" }),
   };
 
   for (const [role, statements] of Object.entries(roles)) {

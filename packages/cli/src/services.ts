@@ -1,12 +1,23 @@
 import { randomBytes } from "node:crypto";
 import os from "node:os";
+import path from "node:path";
 
 import { batchDepsFrom, BatchScheduler, createApp } from "@kiln/api";
 import { chatDispatcherFromConfig, logChatStatus } from "@kiln/api/chat";
 import { webhookEventSinkFromConfig } from "@kiln/api/config";
 import { closeServer, serveOnNode, startRetentionSweep } from "@kiln/api/node";
 import { WebhookDispatcher } from "@kiln/api/webhook-dispatcher";
-import { eventLogSink, fanOutEvents, type ModelSet, sdxlExecutor, startHealthServer, Worker } from "@kiln/gpu-worker";
+import {
+  attachEngineSessions,
+  EngineStore,
+  eventLogSink,
+  fanOutEvents,
+  type ModelSet,
+  parseBuckets,
+  sdxlExecutor,
+  startHealthServer,
+  Worker,
+} from "@kiln/gpu-worker";
 import type { KilnConfig, Ports } from "@kiln/shared";
 import { filePausePoints, type Logger } from "@kiln/shared/node";
 
@@ -78,7 +89,23 @@ export async function startWorkerService(
       { dir: m!.dir, providers: m!.providers, tiny: m!.isTinyTestModel },
     ]),
   );
-  const health = await startHealthServer(worker, { models: info }, config.workerPort, config.host);
+  // TensorRT engines
+  const engines =
+    config.providers[0] === "tensorrt"
+      ? await attachEngineSessions(loaded, {
+          store: new EngineStore(ports.blobs),
+          cacheDir: path.join(config.dataDir, "engine-cache"),
+          buckets: parseBuckets(config.engineBuckets.join(",")),
+          deviceId: config.deviceId,
+          logger,
+        })
+      : undefined;
+  const health = await startHealthServer(
+    worker,
+    { models: info, ...(engines ? { engines } : {}) },
+    config.workerPort,
+    config.host,
+  );
   const address = health.address();
   logger.info(
     {
@@ -94,6 +121,7 @@ export async function startWorkerService(
       await worker.drain(config.drainSeconds);
       await new Promise<void>((r) => health.close(() => r()));
       // Models passed in belong to the caller (tests share them across stacks).
+      for (const m of Object.values(loaded)) await m?.engines?.release();
       if (!models) for (const m of Object.values(loaded)) await m?.release();
     },
   };

@@ -58,7 +58,15 @@ export async function loadModels(config: KilnConfig, logger: Logger): Promise<Mo
       );
     }
   }
-  const options = { providers: config.providers, deviceId: config.deviceId, logger };
+  // TensorRT engines: with tensorrt first, TensorRT runs only the prebuilt EPContext engines (attached by the
+  // worker); the model's own sessions open on the providers after it, so no engine is ever built at boot.
+  const providers =
+    config.providers[0] === "tensorrt"
+      ? config.providers.length > 1
+        ? config.providers.slice(1)
+        : (["cpu"] as const)
+      : config.providers;
+  const options = { providers: [...providers], deviceId: config.deviceId, logger };
   const needBase = config.stages.includes("base") || !refinerDir;
   const models: ModelSet = {};
   if (needBase) models.base = await loadSdxlModel(baseDir, "base", options);

@@ -45,3 +45,5 @@ export {
   type WatermarkDetection,
 } from "./engine/watermark/sdxl-watermark.js";
 export { detectSdxlWatermarkInFile } from "./engine/watermark/detect-file.js";
+// TensorRT engines
+export * from "./engines/index.js";

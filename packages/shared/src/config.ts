@@ -180,14 +180,55 @@ const configSchema = z.object({
     .int()
     .refine((n) => [1, 2, 3, 5, 10, 15, 20, 30, 60].includes(n), "must be one of 1, 2, 3, 5, 10, 15, 20, 30, 60")
     .default(5),
+  // Batch schedules on EventBridge Scheduler (AWS): one schedule per stored manifest, set together.
+  KILN_BATCH_SCHEDULE_GROUP: z.string().min(1).optional(),
+  KILN_BATCH_SCHEDULER_ROLE_ARN: z.string().startsWith("arn:", "must be an IAM role ARN").optional(),
+  KILN_BATCH_TRIGGER_ARN: z.string().startsWith("arn:", "must be the batch trigger function's ARN").optional(),
+  KILN_SCHEDULER_ENDPOINT: z.string().url().optional(),
   // Crash-safe submit: fault tests' pause points (a control directory); never set in production.
   KILN_TEST_HOOKS: z.string().min(1).optional(),
+  // TensorRT engines: the buckets a worker with KILN_PROVIDERS=tensorrt,… loads engines for (SDXL's standard set).
+  KILN_ENGINE_BUCKETS: z
+    .string()
+    .default("1024x1024,1152x896,896x1152,1216x832,832x1216,1344x768,768x1344,1536x640,640x1536")
+    .transform((s) =>
+      s
+        .split(",")
+        .map((x) => x.trim())
+        .filter(Boolean),
+    )
+    .pipe(
+      z.array(
+        z
+          .string()
+          .regex(/^\d+x\d+$/, "use WIDTHxHEIGHT pairs separated by commas, e.g. 1024x1024,1152x896")
+          .refine(
+            (b) => b.split("x").every((n) => Number(n) >= 64 && Number(n) % 64 === 0),
+            "sizes must be multiples of 64",
+          ),
+      ),
+    ),
 });
 
 export type KilnConfigEnv = z.infer<typeof configSchema>;
 
 /** Rules between variables; each names the variables to change. */
 function checkCombinations(e: KilnConfigEnv, ctx: z.RefinementCtx): void {
+  // Batch schedules on EventBridge Scheduler: all three settings or none.
+  const scheduleSettings = [
+    ["KILN_BATCH_SCHEDULE_GROUP", e.KILN_BATCH_SCHEDULE_GROUP],
+    ["KILN_BATCH_SCHEDULER_ROLE_ARN", e.KILN_BATCH_SCHEDULER_ROLE_ARN],
+    ["KILN_BATCH_TRIGGER_ARN", e.KILN_BATCH_TRIGGER_ARN],
+  ] as const;
+  const scheduleMissing = scheduleSettings.filter(([, v]) => !v).map(([n]) => n);
+  if (scheduleMissing.length > 0 && scheduleMissing.length < scheduleSettings.length) {
+    ctx.addIssue({
+      code: "custom",
+      params: { combination: true },
+      path: [scheduleMissing[0]!],
+      message: `EventBridge batch schedules need KILN_BATCH_SCHEDULE_GROUP, KILN_BATCH_SCHEDULER_ROLE_ARN and KILN_BATCH_TRIGGER_ARN together: set ${scheduleMissing.join(", ")} too (infra/schedules.ts declares them), or unset the others.`,
+    });
+  }
   if (e.KILN_MIN_SIDE > e.KILN_MAX_SIDE) {
     ctx.addIssue({
       code: "custom",
@@ -317,9 +358,21 @@ function toConfig(e: KilnConfigEnv) {
       stepSeconds: e.KILN_BATCH_STEP_SECONDS,
       /** Renders of one key in the batch lane (queued or running) at once. */
       window: e.KILN_BATCH_WINDOW,
-      /** Run the croner scheduler in the API process (the embedded trigger). */
-      scheduler: e.KILN_BATCH_SCHEDULER,
+      /** Run the croner scheduler in the API process (the embedded trigger); off where EventBridge fires manifests. */
+      scheduler:
+        e.KILN_BATCH_SCHEDULER &&
+        !(e.KILN_BATCH_SCHEDULE_GROUP && e.KILN_BATCH_SCHEDULER_ROLE_ARN && e.KILN_BATCH_TRIGGER_ARN),
       tickSeconds: e.KILN_BATCH_TICK_SECONDS,
+      /** Per-manifest EventBridge Scheduler schedules (AWS); absent: the in-process tick fires manifests. */
+      eventBridge:
+        e.KILN_BATCH_SCHEDULE_GROUP && e.KILN_BATCH_SCHEDULER_ROLE_ARN && e.KILN_BATCH_TRIGGER_ARN
+          ? {
+              group: e.KILN_BATCH_SCHEDULE_GROUP,
+              roleArn: e.KILN_BATCH_SCHEDULER_ROLE_ARN,
+              triggerArn: e.KILN_BATCH_TRIGGER_ARN,
+              endpoint: e.KILN_SCHEDULER_ENDPOINT ?? e.KILN_AWS_ENDPOINT,
+            }
+          : undefined,
     },
     /** Chat channels; a platform is enabled when its secrets and KILN_CHAT_KEY_ID are set. */
     chat: {
@@ -344,6 +397,8 @@ function toConfig(e: KilnConfigEnv) {
         apiUrl: e.KILN_SLACK_API_URL.endsWith("/") ? e.KILN_SLACK_API_URL : `${e.KILN_SLACK_API_URL}/`,
       },
     },
+    // TensorRT engines
+    engineBuckets: e.KILN_ENGINE_BUCKETS,
   };
 }
 

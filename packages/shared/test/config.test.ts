@@ -80,4 +80,27 @@ describe("config: every KILN_* variable in one place", () => {
     assert.equal(c.builtinModels, "reference");
     assert.throws(() => loadConfig({ KILN_BATCH_TICK_SECONDS: "7" }), /KILN_BATCH_TICK_SECONDS/);
   });
+
+  it("takes EventBridge batch schedules as three settings together", () => {
+    assert.equal(loadConfig({}).batches.eventBridge, undefined);
+    const c = loadConfig({
+      KILN_BATCH_SCHEDULE_GROUP: "kiln-batch",
+      KILN_BATCH_SCHEDULER_ROLE_ARN: "arn:aws:iam::1:role/r",
+      KILN_BATCH_TRIGGER_ARN: "arn:aws:lambda:us-east-1:1:function:t",
+      KILN_AWS_ENDPOINT: "http://127.0.0.1:4566",
+    });
+    assert.deepEqual(c.batches.eventBridge, {
+      group: "kiln-batch",
+      roleArn: "arn:aws:iam::1:role/r",
+      triggerArn: "arn:aws:lambda:us-east-1:1:function:t",
+      endpoint: "http://127.0.0.1:4566",
+    });
+    // EventBridge fires each manifest, so the API process does not run its own trigger as well.
+    assert.equal(c.batches.scheduler, false);
+    assert.equal(loadConfig({}).batches.scheduler, true);
+    assert.throws(
+      () => loadConfig({ KILN_BATCH_SCHEDULE_GROUP: "kiln-batch" }),
+      /set KILN_BATCH_SCHEDULER_ROLE_ARN, KILN_BATCH_TRIGGER_ARN too/,
+    );
+  });
 });

@@ -23,6 +23,7 @@ describe("queue registry", () => {
         ["kiln-refine-batch", "KilnRefineBatch"],
         ["kiln-webhooks", "KilnWebhook"],
         ["kiln-chat", "KilnChat"],
+        ["kiln-batch-warmup", "KilnBatchWarmup"],
       ],
     );
     assert.equal(queueForStage("base"), "kiln-base");
@@ -47,6 +48,8 @@ describe("queue registry", () => {
       "kiln-webhooks-dlq",
       "kiln-chat",
       "kiln-chat-dlq",
+      "kiln-batch-warmup",
+      "kiln-batch-warmup-dlq",
     ]);
     assert.deepEqual(SST_LINKS.queues, {
       "kiln-base": "KilnBaseQueue",
@@ -61,6 +64,8 @@ describe("queue registry", () => {
       "kiln-webhooks-dlq": "KilnWebhookDlq",
       "kiln-chat": "KilnChatQueue",
       "kiln-chat-dlq": "KilnChatDlq",
+      "kiln-batch-warmup": "KilnBatchWarmupQueue",
+      "kiln-batch-warmup-dlq": "KilnBatchWarmupDlq",
     });
     const env = Object.fromEntries(
       allQueueNames().map((name) => [

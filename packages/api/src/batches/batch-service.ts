@@ -16,8 +16,10 @@ import { cancelRender, submitRender } from "../renders/render-service.js";
 import { type BatchEstimate, estimateBatch } from "./estimate.js";
 import { type BatchItem, expandManifest, expansionCount } from "./expand.js";
 import type { Manifest } from "./manifest.js";
-import { type BatchChatNotifier, notifyRunEnded } from "./notify.js";
+import type { ManifestSchedules } from "./manifest-schedules.js";
+import { type BatchChatNotifier, type ChatPlatform, notifyRunEnded } from "./notify.js";
 import { type ContactSheetMaker, writeRunOutputs } from "./outputs.js";
+import { indexRun, listRunsPage } from "./pages.js";
 import {
   batchKeys,
   type BatchRun,
@@ -43,6 +45,13 @@ export interface BatchDeps {
   admission?: (keyId: string) => Promise<RenderAdmission | undefined>;
   contactSheet?: ContactSheetMaker;
   chat?: BatchChatNotifier;
+  /**
+   * Chat platforms a manifest's `notify` may name (from the bots' configuration); absent: those of
+   * `chat`. A host that only accepts manifests (the Lambda API) knows them without a notifier.
+   */
+  notifyPlatforms?: readonly ChatPlatform[];
+  /** Per-manifest schedules outside the process (EventBridge Scheduler on AWS); absent: the in-process tick fires them. */
+  schedules?: ManifestSchedules;
   now?: () => Date;
   log?: (level: "info" | "warn" | "error", obj: Record<string, unknown>, msg: string) => void;
 }
@@ -217,6 +226,7 @@ export async function startRun(deps: BatchDeps, input: StartRunInput): Promise<{
     outputPrefix: `outputs/${input.ownerKeyId}/${prefix.replace(/\/+$/, "")}/`,
   };
   await writeJson(ports.blobs, batchKeys.run(run.ownerKeyId, run.id), run);
+  await indexRun(deps, run);
   await ports.blobs.put(batchKeys.active(run.ownerKeyId, run.id), new Uint8Array(0));
   deps.log?.("info", { runId, manifestId: run.manifestId, counts: run.counts, estimate }, "batch run started");
   await pumpKey(deps, run.ownerKeyId);
@@ -227,13 +237,9 @@ export async function getRun(deps: BatchDeps, ownerKeyId: string, runId: string)
   return readJson<BatchRun>(deps.ports.blobs, batchKeys.run(ownerKeyId, runId));
 }
 
+/** The newest `limit` runs of a key (the first page of `GET /v1/batches`). */
 export async function listRuns(deps: BatchDeps, ownerKeyId: string, limit = 50): Promise<BatchRun[]> {
-  const keys = await deps.ports.blobs.list(batchKeys.runs(ownerKeyId));
-  const runs = await Promise.all(keys.map((k) => readJson<BatchRun>(deps.ports.blobs, k)));
-  return runs
-    .filter((r): r is BatchRun => r !== null)
-    .sort((a, b) => b.createdAt.localeCompare(a.createdAt))
-    .slice(0, limit);
+  return (await listRunsPage(deps, ownerKeyId, { limit })).items;
 }
 
 /** Cancels what has not finished: pending renders are never submitted, queued and running jobs are canceled. */

@@ -33,6 +33,18 @@ export const manifestSchema = z
       .object({
         cron: z.string().min(1).openapi({ example: "0 2 * * *", description: "5- or 6-field cron (croner syntax)." }),
         timezone: z.string().default("UTC").openapi({ example: "Europe/Berlin", description: "IANA time zone." }),
+        // Batch warm-up: the autoscaler sees the run coming (batches/warmup.ts).
+        warmup_minutes: z
+          .number()
+          .int("warmup_minutes is a whole number of minutes")
+          .min(1)
+          .max(60, "warmup_minutes is at most 60")
+          .optional()
+          .openapi({
+            example: 15,
+            description:
+              "Minutes before each fire to start GPU workers: a warm-up signal the fleet's autoscaling counts like waiting stages.",
+          }),
       })
       .strict()
       .optional()

@@ -6,13 +6,17 @@ import { apiRouter, problems } from "../http/openapi.js";
 import { problem } from "../http/problem.js";
 import { renderAdmission } from "../renders/render-admission.js";
 import type { ApiRuntime } from "../runtime.js";
-import { type BatchDeps, cancelRun, getRun, listRuns, planBatch, startRun, withLiveCounts } from "./batch-service.js";
+import { type BatchDeps, cancelRun, getRun, planBatch, startRun, withLiveCounts } from "./batch-service.js";
 import { ManifestError, manifestFormat, manifestSchema, type ParsedManifest, parseManifest } from "./manifest.js";
+import { checkNotifyTargets } from "./notify.js";
+import { cursorOrFail, listManifestsPage, listRunsPage, pageQuery, readPageQuery } from "./pages.js";
 import { batchKeys, type BatchRun, readJson, RUN_STATUSES, writeJson } from "./run-record.js";
-import { listStoredManifests, nextFires, type StoredManifest, validateSchedule } from "./schedule.js";
+import { nextFires, type StoredManifest, validateSchedule } from "./schedule.js";
 
 /** Batch settings a host may pass; the rest of BatchDeps comes from the API's own deps. */
-export type BatchOptions = Partial<Pick<BatchDeps, "stepSeconds" | "window" | "contactSheet" | "chat">>;
+export type BatchOptions = Partial<
+  Pick<BatchDeps, "stepSeconds" | "window" | "contactSheet" | "chat" | "notifyPlatforms" | "schedules">
+>;
 
 export const DEFAULT_BATCH_STEP_SECONDS = 0.12;
 export const DEFAULT_BATCH_WINDOW = 200;
@@ -33,6 +37,8 @@ export function batchDepsFrom(deps: ApiDeps, options: BatchOptions = {}, book?: 
     },
     contactSheet: options.contactSheet,
     chat: options.chat,
+    notifyPlatforms: options.notifyPlatforms,
+    schedules: options.schedules,
     now: deps.now,
     log: deps.log,
   };
@@ -83,6 +89,22 @@ export const batchRunSchema = z
     renders: z.array(renderRow).optional(),
   })
   .openapi("BatchRun");
+
+const pageLinks = z.object({ next: z.string().optional() });
+const runListSchema = z
+  .object({ data: z.array(batchRunSchema), next_cursor: z.string().optional(), links: pageLinks })
+  .openapi("BatchRunList");
+const storedManifestSchema = z
+  .object({
+    id: z.string(),
+    manifest: manifestSchema,
+    updated_at: z.string(),
+    next_fires: z.array(z.string()),
+  })
+  .openapi("StoredManifest");
+const manifestListSchema = z
+  .object({ data: z.array(storedManifestSchema), next_cursor: z.string().optional(), links: pageLinks })
+  .openapi("ManifestList");
 
 async function runView(deps: ApiDeps, run: BatchRun, withRenders: boolean) {
   const url = async (key?: string) =>
@@ -162,6 +184,7 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
   const app = apiRouter();
   const manifests = apiRouter();
   const key = (c: Context<ApiEnv>) => c.get("key").id;
+  const notifyPlatforms = batch.notifyPlatforms ?? batch.chat?.platforms ?? [];
 
   app.post("/v1/batches", async (c) => {
     const dryRun = c.req.query("dry_run") === "true";
@@ -179,6 +202,7 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
     } else {
       parsed = await readManifest(c);
     }
+    checkNotifyTargets(parsed.manifest, notifyPlatforms, parsed.locate);
     if (dryRun) {
       const planned = await planBatch(batch, key(c), parsed.manifest, parsed.locate);
       const estimate = planned.estimate;
@@ -212,10 +236,22 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
     return c.json(await runView(deps, run, false), 202, { Location: `${rt.base(c)}/v1/batches/${run.id}` });
   });
 
+  /** `{data, next_cursor, links: {next}}`, as `GET /v1/renders` answers. */
+  const pageBody = <T>(c: Context<ApiEnv>, path: string, limit: number, data: T[], nextCursor?: string) => ({
+    data,
+    next_cursor: nextCursor,
+    links: {
+      next: nextCursor
+        ? `${rt.base(c)}${path}?${new URLSearchParams({ limit: String(limit), cursor: nextCursor })}`
+        : undefined,
+    },
+  });
+
   app.get("/v1/batches", async (c) => {
-    const limit = Math.min(100, Math.max(1, Number(c.req.query("limit") ?? 20) || 20));
-    const runs = await listRuns(batch, key(c), limit);
-    return c.json({ data: await Promise.all(runs.map((r) => runView(deps, r, false))) });
+    const { limit, cursor } = readPageQuery(c.req.query());
+    const page = await listRunsPage(batch, key(c), { limit, after: cursorOrFail(cursor) });
+    const data = await Promise.all(page.items.map((r) => runView(deps, r, false)));
+    return c.json(pageBody(c, "/v1/batches", limit, data, page.nextCursor));
   });
 
   app.get("/v1/batches/:id", async (c) => {
@@ -242,9 +278,18 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
         },
       ]);
     }
+    checkNotifyTargets(parsed.manifest, notifyPlatforms, parsed.locate);
+    // Per-manifest schedules (EventBridge on AWS): what they cannot express is refused here.
+    const unschedulable = batch.schedules?.check(parsed.manifest);
+    if (unschedulable) {
+      const path = unschedulable.field.replace(/^\$\./, "").split(".");
+      throw new ManifestError([{ ...unschedulable, ...parsed.locate(path) }]);
+    }
     // Expanding now reports bad render fields at PUT, not at 02:00 in a log.
     await planBatch(batch, key(c), parsed.manifest, parsed.locate);
     const existed = (await deps.ports.blobs.head(batchKeys.manifest(key(c), id))) !== null;
+    // The schedule first: if the scheduler refuses, nothing new is stored and the PUT can be repeated.
+    await batch.schedules?.sync(key(c), parsed.manifest);
     const stored: StoredManifest = {
       ownerKeyId: key(c),
       manifest: parsed.manifest,
@@ -257,8 +302,10 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
   });
 
   manifests.get("/v1/manifests", async (c) => {
-    const stored = await listStoredManifests(batch, key(c));
-    return c.json({ data: stored.map((s) => manifestView(s, rt.now())) });
+    const { limit, cursor } = readPageQuery(c.req.query());
+    const page = await listManifestsPage(batch, key(c), { limit, after: cursorOrFail(cursor) });
+    const data = page.items.map((s) => manifestView(s, rt.now()));
+    return c.json(pageBody(c, "/v1/manifests", limit, data, page.nextCursor));
   });
 
   manifests.get("/v1/manifests/:id", async (c) => {
@@ -273,6 +320,8 @@ export function batchRoutes(rt: ApiRuntime, options: BatchOptions = {}) {
       return problem(404, "not_found", `No stored manifest ${c.req.param("id")} for this API key.`);
     }
     await deps.ports.blobs.delete(blobKey);
+    // A schedule left behind by a failure here removes itself at its next fire (batches/trigger.ts).
+    await batch.schedules?.remove(key(c), c.req.param("id"));
     return c.body(null, 204);
   });
 
@@ -319,8 +368,14 @@ function registerDocs(app: ReturnType<typeof apiRouter>) {
     path: "/v1/batches",
     operationId: "listBatches",
     summary: "List your batch runs",
+    description:
+      "Newest first, a page at a time: follow `links.next` (or pass `next_cursor` as `cursor`) until it is absent.",
     security,
-    responses: { 200: { description: "Newest first" }, ...problems(401, 403, 429) },
+    request: { query: pageQuery },
+    responses: {
+      200: { description: "A page of runs, newest first", content: { "application/json": { schema: runListSchema } } },
+      ...problems(400, 401, 403, 429),
+    },
   });
   r.registerPath({
     method: "get",
@@ -359,8 +414,16 @@ function registerDocs(app: ReturnType<typeof apiRouter>) {
     path: "/v1/manifests",
     operationId: "listManifests",
     summary: "List your stored manifests with their next fire times",
+    description: "By id, a page at a time: follow `links.next` (or pass `next_cursor` as `cursor`) until it is absent.",
     security,
-    responses: { 200: { description: "Stored manifests" }, ...problems(401, 403, 429) },
+    request: { query: pageQuery },
+    responses: {
+      200: {
+        description: "A page of stored manifests, by id",
+        content: { "application/json": { schema: manifestListSchema } },
+      },
+      ...problems(400, 401, 403, 429),
+    },
   });
   r.registerPath({
     method: "get",

@@ -68,6 +68,9 @@ export const batchKeys = {
   allManifests: () => `batches/`,
   run: (keyId: string, runId: string) => `batches/${keyId}/runs/${runId}.json`,
   runs: (keyId: string) => `batches/${keyId}/runs/`,
+  /** Empty markers named `<inverted ms>_<run id>`: a key's runs newest first, for pages (pages.ts). */
+  runIndex: (keyId: string, name: string) => `batches/${keyId}/run-index/${name}`,
+  runIndexes: (keyId: string) => `batches/${keyId}/run-index/`,
   /** Marker of an unfinished run: the pump lists these instead of reading every run. */
   active: (keyId: string, runId: string) => `batch-active/${keyId}/${runId}`,
   allActive: () => `batch-active/`,

@@ -4,6 +4,7 @@ import { Cron } from "croner";
 import { type BatchDeps, pumpAll, startRun } from "./batch-service.js";
 import { type Manifest, manifestSchema } from "./manifest.js";
 import { batchKeys, readJson } from "./run-record.js";
+import { clearWarmups, emitWarmup, type WarmupResult } from "./warmup.js";
 
 /** A manifest as stored per key (`PUT /v1/manifests/{id}`). */
 export interface StoredManifest {
@@ -83,6 +84,8 @@ export async function fireManifest(
   try {
     const manifest = manifestSchema.parse(stored.manifest);
     const { run, created } = await startRun(deps, { ownerKeyId, manifest, trigger: "schedule", scheduledFor });
+    // Batch warm-up: the run's own stages take over from its warm-up messages.
+    if (manifest.schedule?.warmup_minutes) await clearWarmups(deps, scheduledFor);
     return { ...result, runId: run.id, created };
   } catch (e) {
     deps.log?.("warn", { err: String(e), ownerKeyId, manifestId }, "scheduled batch run did not start");
@@ -104,12 +107,30 @@ export async function schedulerTick(deps: BatchDeps, nowAt = deps.now?.() ?? new
     const schedule = stored.manifest.schedule;
     if (!schedule) continue;
     const after = new Date(Math.max(nowAt.getTime() - LOOKBACK_MS, Date.parse(stored.updatedAt)));
+    await tickWarmups(deps, stored, after, nowAt);
     for (const at of firesBetween(schedule, after, nowAt)) {
       results.push(await fireManifest(deps, stored.ownerKeyId, stored.manifest.id, at));
     }
   }
   await pumpAll(deps);
   return results;
+}
+
+/**
+ * Batch warm-up on the embedded trigger: a fire F whose warm-up time F − warmup_minutes fell in
+ * (after, now], and which has not come yet, gets its warm-up now.
+ */
+async function tickWarmups(deps: BatchDeps, stored: StoredManifest, after: Date, nowAt: Date): Promise<WarmupResult[]> {
+  const schedule = stored.manifest.schedule;
+  const minutes = schedule?.warmup_minutes;
+  if (!schedule || !minutes) return [];
+  const ms = minutes * 60_000;
+  const fires = firesBetween(schedule, new Date(after.getTime() + ms), new Date(nowAt.getTime() + ms));
+  const sent: WarmupResult[] = [];
+  for (const fire of fires.filter((f) => f.getTime() > nowAt.getTime())) {
+    sent.push(await emitWarmup(deps, stored.ownerKeyId, stored.manifest.id, fire));
+  }
+  return sent;
 }
 
 /**

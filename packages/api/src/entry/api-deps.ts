@@ -7,8 +7,10 @@ import { awsPortsOptionsFromConfig, openAwsPorts } from "@kiln/shared/aws";
 import { filePausePoints } from "@kiln/shared/node";
 
 import type { ApiDeps } from "../deps.js";
+import { batchChatNotifierFromConfig } from "./chat.js";
 import { apiDepsFromConfig, webhookEventSinkFromConfig } from "./config-deps.js";
 import { sharpContactSheet } from "./contact-sheet.js";
+import { eventBridgeSchedulesFromConfig } from "./eventbridge-schedules.js";
 import { resolveHostAddresses } from "./webhook-dispatcher.js";
 
 /**
@@ -45,6 +47,8 @@ export function apiDeps(config: KilnConfig, ports: Ports, log?: ApiDeps["log"]):
       resolveHost: resolveHostAddresses,
       log,
       contactSheet: sharpContactSheet,
+      batchChat: batchChatNotifierFromConfig(config),
+      manifestSchedules: eventBridgeSchedulesFromConfig(config),
     }),
     // Crash-safe submit: fault tests hold a submit between its writes (KILN_TEST_HOOKS only).
     ...(config.testHooksDir ? { pause: filePausePoints(config.testHooksDir, "api") } : {}),

@@ -1,5 +1,6 @@
 import type { KilnConfig, Ports } from "@kiln/shared";
 
+import { ChatBatchNotifier } from "../batches/chat-notifier.js";
 import { chatStatus, discordEnabled, slackEnabled } from "../channels/core/chat-deps.js";
 import { ChatDispatcher } from "../channels/core/dispatcher.js";
 import type { ChatPresenter } from "../channels/core/presenter.js";
@@ -46,4 +47,17 @@ export function chatDispatcherFromConfig(config: KilnConfig, ports: Ports, log: 
   }
   if (!presenters.discord && !presenters.slack) return undefined;
   return new ChatDispatcher({ ports, presenters, downloadUrlSeconds: config.downloadUrlSeconds, log });
+}
+
+/**
+ * Batch runs' end notices through the bots' tokens (Slack `chat.postMessage` via @slack/web-api,
+ * Discord channel messages via DiscordClient), or undefined when neither bot token is set.
+ */
+export function batchChatNotifierFromConfig(config: KilnConfig): ChatBatchNotifier | undefined {
+  const { slack, discord } = config.chat;
+  if (!slack.botToken && !discord.botToken) return undefined;
+  return new ChatBatchNotifier({
+    slack: slack.botToken ? slackWebApi({ token: slack.botToken, apiUrl: slack.apiUrl }) : undefined,
+    discord: discord.botToken ? discordClientFromConfig(config) : undefined,
+  });
 }

@@ -1,6 +1,7 @@
 import { DEFAULT_RENDER_LIMITS, type JobEventSink, type KilnConfig, type Ports } from "@kiln/shared";
 import { verifyDownloadSignature } from "@kiln/shared/signed-url";
 
+import { batchChatPlatforms } from "../batches/chat-notifier.js";
 import type { BatchOptions } from "../batches/routes.js";
 import { chatEventSink } from "../channels/core/deliveries.js";
 import type { ApiDeps } from "../deps.js";
@@ -19,6 +20,10 @@ export interface HostServices {
   log?: ApiDeps["log"];
   /** Batches: draws a run's contact sheet (sharp on Node hosts); absent: runs end without one. */
   contactSheet?: BatchOptions["contactSheet"];
+  /** Batches: posts a run's end to Slack/Discord (Node hosts that finish runs); absent: runs end untold in chat. */
+  batchChat?: BatchOptions["chat"];
+  /** Batches: per-manifest schedules outside the process (EventBridge Scheduler on AWS). */
+  manifestSchedules?: BatchOptions["schedules"];
 }
 
 export function apiDepsFromConfig(config: KilnConfig, ports: Ports, host: HostServices = {}): ApiDeps {
@@ -53,6 +58,10 @@ export function apiDepsFromConfig(config: KilnConfig, ports: Ports, host: HostSe
       stepSeconds: config.batches.stepSeconds,
       window: config.batches.window,
       contactSheet: host.contactSheet,
+      // Batch notifications: a manifest may name the chat platforms whose bot token is set.
+      chat: host.batchChat,
+      notifyPlatforms: batchChatPlatforms(config.chat),
+      schedules: host.manifestSchedules,
     },
     log: host.log,
   };

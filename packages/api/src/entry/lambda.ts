@@ -7,6 +7,7 @@ import { createApp } from "../app.js";
 import { chatStatus } from "../channels/core/chat-deps.js";
 import type { ApiTiming } from "../deps.js";
 import { apiDepsFromConfig } from "./config-deps.js";
+import { eventBridgeSchedulesFromConfig } from "./eventbridge-schedules.js";
 import { resolveHostAddresses } from "./webhook-dispatcher.js";
 
 /**
@@ -72,6 +73,8 @@ function createLambdaApp(env: Record<string, string | undefined>, timing: Partia
   const deps = apiDepsFromConfig(config, openAwsPorts(awsPortsOptionsFromConfig(config)), {
     resolveHost: resolveHostAddresses,
     log: (level, obj, msg) => logger[level](obj, msg),
+    // Batch schedules: PUT/DELETE /v1/manifests keep each manifest's EventBridge schedule.
+    manifestSchedules: eventBridgeSchedulesFromConfig(config),
   });
   // Chat channels: say at start-up which bots answer, or which variables they miss.
   const chat = chatStatus(config.chat);

@@ -34,6 +34,12 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Pr
     summary: "CPU cost per denoising step outside session.run at 1024² (real tensor sizes), per scheduler, n = 1 and 4",
     load: () => import("../bench/step-overhead-bench.js"),
   },
+  // Capacity simulator validation (issue 15).
+  "simulate-validate": {
+    summary:
+      "the real local stack with two simulated-GPU workers under time-compressed traces vs `kiln simulate` on the same arrivals: p50/p95 time to image",
+    load: () => import("../bench/simulate-validate-bench.js"),
+  },
   // Torch-exact noise.
   noise: {
     summary: "ms to draw one 1024² image's 65,536 torch-exact normals, AVX2 and scalar Box–Muller kernels",

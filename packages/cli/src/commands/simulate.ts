@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import { parseArgs } from "node:util";
 
-import { GPU_PROFILES } from "@kiln/gpu-worker";
+import { GPU_PROFILES, type GpuProfile } from "@kiln/gpu-worker";
 
 import { makePolicy, POLICY_NAMES } from "../simulate/policies.js";
 import { simulate } from "../simulate/simulator.js";
@@ -18,6 +18,10 @@ GPU-hours, cost and scale events (see docs/scaling.md).
   --hours H           simulated hours (default 24)
   --policy NAME       ${POLICY_NAMES.join(", ")} (default target-backlog)
   --gpu NAME          ${Object.keys(GPU_PROFILES).join(", ")} (default a10)
+  --profile FILE      JSON GPU profile fields over --gpu's (stepSeconds, vaeSeconds, stageOverheadSeconds,
+                      batchMarginal, bootSeconds, modelLoadSeconds, pricePerHour, …; see docs/scaling.md)
+  --poll SECONDS      an idle worker's poll cycle for interactive work (default 1, as the worker does today;
+                      0 = it notices work at once)
   --price USD         on-demand price per GPU-hour (default: the profile's)
   --target N          backlog per instance for target tracking (default 4)
   --max N             most instances (default 50; the fixed policy runs exactly this many)
@@ -40,6 +44,41 @@ function number(name: string, value: string | undefined, fallback: number, min =
 
 export class UsageError extends Error {}
 
+const PROFILE_NUMBERS = [
+  "stepSeconds",
+  "vaeSeconds",
+  "stageOverheadSeconds",
+  "batchMarginal",
+  "bootSeconds",
+  "modelLoadSeconds",
+  "pricePerHour",
+  "spotPricePerHour",
+  "spotInterruptionsPerHour",
+] as const;
+
+/** A GPU profile file: a JSON object of GpuProfile fields (numbers ≥ 0, and `name`). */
+function readProfile(file: string): Partial<GpuProfile> {
+  let o: unknown;
+  try {
+    o = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new UsageError(`--profile ${file}: ${(e as Error).message}`);
+  }
+  if (typeof o !== "object" || o === null || Array.isArray(o))
+    throw new UsageError(`--profile ${file}: expected a JSON object of GPU profile fields`);
+  const out: Partial<GpuProfile> = {};
+  for (const [k, v] of Object.entries(o)) {
+    if (k === "name" && typeof v === "string") out.name = v;
+    else if ((PROFILE_NUMBERS as readonly string[]).includes(k) && typeof v === "number" && v >= 0)
+      out[k as (typeof PROFILE_NUMBERS)[number]] = v;
+    else
+      throw new UsageError(
+        `--profile ${file}: "${k}" must be one of name, ${PROFILE_NUMBERS.join(", ")} (numbers ≥ 0), got ${JSON.stringify(v)}`,
+      );
+  }
+  return out;
+}
+
 export async function run(argv: string[]): Promise<void> {
   let values;
   try {
@@ -51,6 +90,8 @@ export async function run(argv: string[]): Promise<void> {
         hours: { type: "string" },
         policy: { type: "string", default: "target-backlog" },
         gpu: { type: "string", default: "a10" },
+        profile: { type: "string" },
+        poll: { type: "string" },
         price: { type: "string" },
         target: { type: "string" },
         max: { type: "string" },
@@ -77,7 +118,9 @@ export async function run(argv: string[]): Promise<void> {
     if (!values.trace) throw new UsageError("--trace is required");
     const base = GPU_PROFILES[values.gpu!];
     if (!base) throw new UsageError(`--gpu must be one of ${Object.keys(GPU_PROFILES).join(", ")}`);
-    const profile = { ...base, pricePerHour: number("price", values.price, base.pricePerHour, 0) };
+    const custom = values.profile ? readProfile(values.profile) : {};
+    const withFile = { ...base, ...custom };
+    const profile = { ...withFile, pricePerHour: number("price", values.price, withFile.pricePerHour, 0) };
     const hours = number("hours", values.hours, 24, 0.01, 24 * 366);
     const rate = number("rate", values.rate, 10, 0.001, 100_000);
     const seed = number("seed", values.seed, 1, 0);
@@ -103,6 +146,7 @@ export async function run(argv: string[]): Promise<void> {
       maxBatch: number("batch", values.batch, 1, 1, 16),
       spotShare: number("spot", values.spot, 0, 0, 1),
       pipelined: values.pipelined,
+      idlePollSeconds: number("poll", values.poll, 1, 0, 20),
     });
     const wallSeconds = (performance.now() - started) / 1000;
     if (values.svg) {

@@ -27,6 +27,15 @@ export interface SimulationOptions {
   scaleInAfterSeconds?: number;
   /** Count the CPU work around each stage as GPU idle time (today's worker) or hide it (pipelined). */
   pipelined?: boolean;
+  /**
+   * How an idle worker notices interactive work: 0 = at once; W > 0 = Kiln's worker loop today, which
+   * checks the interactive queues, then long-polls the batch base queue for W seconds, so an idle
+   * worker sees an interactive render at the next multiple of W after it went idle (a batch render
+   * wakes its long poll at once; a worker that just finished a stage checks every queue at once).
+   */
+  idlePollSeconds?: number;
+  /** Called as each render completes (the validation compares per-job times with the real stack's). */
+  onDone?: (arrival: Arrival, doneAt: number) => void;
 }
 
 export interface Sample {
@@ -55,6 +64,7 @@ export interface SimulationResult {
 
 interface Job {
   arrival: number;
+  source: Arrival;
   shape: RenderShape;
   batch: boolean;
 }
@@ -65,6 +75,10 @@ interface Instance {
   readyAt: number;
   spot: boolean;
   busy: boolean;
+  /** When it last went idle with nothing to take: its idle polls fall at multiples of the poll time after. */
+  idleSince: number;
+  /** A poll event pending for it (see idlePollSeconds). */
+  pollAt?: number;
   /** No new work: terminating (scale-in) or on a spot notice. */
   draining: boolean;
   terminatedAt?: number;
@@ -75,6 +89,7 @@ type Event =
   | { t: number; kind: "ready"; instance: Instance }
   | { t: number; kind: "done"; instance: Instance; jobs: Job[] }
   | { t: number; kind: "evaluate" }
+  | { t: number; kind: "poll"; instance: Instance }
   | { t: number; kind: "interrupt"; instance: Instance }
   | { t: number; kind: "reclaim"; instance: Instance };
 
@@ -154,8 +169,8 @@ export function simulate(trace: Trace, o: SimulationOptions): SimulationResult {
     if (inst.spot) spotSeconds += seconds;
   };
 
-  const takeWork = (): Job[] => {
-    const lane = interactive.length > 0 ? interactive : batchLane;
+  const takeWork = (only?: Lane): Job[] => {
+    const lane = only ?? (interactive.length > 0 ? interactive : batchLane);
     const first = lane.shift();
     if (!first) return [];
     const jobs = [first];
@@ -164,20 +179,54 @@ export function simulate(trace: Trace, o: SimulationOptions): SimulationResult {
     return jobs;
   };
 
-  const dispatch = (t: number) => {
+  const pollSeconds = o.idlePollSeconds ?? 0;
+  const free = (inst: Instance, t: number) => !inst.busy && !inst.draining && inst.readyAt <= t;
+  /** One instance checks the queues now; with nothing to take it goes (or stays) idle. */
+  const serve = (inst: Instance, t: number, only?: Lane): boolean => {
+    const jobs = takeWork(only);
+    if (jobs.length === 0) return false;
+    inst.busy = true;
+    inst.pollAt = undefined;
+    inService += jobs.length;
+    const gpu = renderSeconds(o.profile, jobs[0]!.shape, jobs.length, false);
+    const cpu = o.pipelined ? 0 : o.profile.stageOverheadSeconds * (jobs[0]!.shape.mode === "base" ? 1 : 2);
+    busySeconds += gpu;
+    events.push({ t: t + gpu + cpu, kind: "done", instance: inst, jobs });
+    return true;
+  };
+  /** A render arrived: which idle instance notices it, and when (see idlePollSeconds). */
+  const notice = (t: number, job: Job) => {
+    if (pollSeconds === 0) return dispatch(t);
+    let first: Instance | undefined;
+    let firstAt = Infinity;
     for (const inst of instances) {
-      if (inst.busy || inst.draining || inst.readyAt > t) continue;
-      const jobs = takeWork();
-      if (jobs.length === 0) return;
-      inst.busy = true;
-      inService += jobs.length;
-      const gpu = renderSeconds(o.profile, jobs[0]!.shape, jobs.length, false);
-      const cpu = o.pipelined ? 0 : o.profile.stageOverheadSeconds * (jobs[0]!.shape.mode === "base" ? 1 : 2);
-      busySeconds += gpu;
-      events.push({ t: t + gpu + cpu, kind: "done", instance: inst, jobs });
+      if (!free(inst, t)) continue;
+      // A batch render wakes an idle worker's long poll at once, and that worker takes it.
+      if (job.batch) {
+        serve(inst, t, batchLane);
+        return;
+      }
+      if (inst.pollAt !== undefined) continue;
+      const at = inst.idleSince + Math.ceil((t - inst.idleSince) / pollSeconds) * pollSeconds;
+      if (at < firstAt) [first, firstAt] = [inst, at];
+    }
+    // One poll per arrival, by the idle instance that polls soonest; others keep their phase.
+    if (first) {
+      first.pollAt = firstAt;
+      events.push({ t: firstAt, kind: "poll", instance: first });
     }
   };
-
+  const dispatch = (t: number) => {
+    for (const inst of instances) {
+      if (!free(inst, t)) continue;
+      if (!serve(inst, t)) return;
+    }
+  };
+  /** An instance became free (ready, or done): it checks every queue at once, else goes idle. */
+  const freed = (inst: Instance, t: number) => {
+    if (pollSeconds === 0) return dispatch(t);
+    if (!serve(inst, t)) inst.idleSince = t;
+  };
   const launch = (t: number) => {
     const spot = random() < o.spotShare;
     const inst: Instance = {
@@ -186,6 +235,7 @@ export function simulate(trace: Trace, o: SimulationOptions): SimulationResult {
       readyAt: t + o.profile.bootSeconds + o.profile.modelLoadSeconds,
       spot,
       busy: false,
+      idleSince: t + o.profile.bootSeconds + o.profile.modelLoadSeconds,
       draining: false,
     };
     instances.add(inst);
@@ -224,16 +274,23 @@ export function simulate(trace: Trace, o: SimulationOptions): SimulationResult {
     flushBuckets(t);
     switch (ev.kind) {
       case "arrival": {
-        const job = { arrival: t, shape: ev.arrival.shape, batch: ev.arrival.batch === true };
+        const job = { arrival: t, source: ev.arrival, shape: ev.arrival.shape, batch: ev.arrival.batch === true };
         (job.batch ? batchLane : interactive).push(job);
         lastWorkAt = t;
         scheduleNextArrival();
-        dispatch(t);
+        notice(t, job);
         break;
       }
       case "ready":
-        if (instances.has(ev.instance)) dispatch(t);
+        if (instances.has(ev.instance)) freed(ev.instance, t);
         break;
+      case "poll": {
+        const inst = ev.instance;
+        if (inst.pollAt !== t) break;
+        inst.pollAt = undefined;
+        if (instances.has(inst) && free(inst, t)) serve(inst, t);
+        break;
+      }
       case "done": {
         const inst = ev.instance;
         inst.busy = false;
@@ -249,10 +306,11 @@ export function simulate(trace: Trace, o: SimulationOptions): SimulationResult {
           latencies[done++] = latency;
           images += job.shape.n;
           bucketLatencies.push(latency);
+          o.onDone?.(job.source, t);
         }
         if (inst.draining) {
           if (inst.terminatedAt === undefined) retire(inst, t);
-        } else dispatch(t);
+        } else freed(inst, t);
         break;
       }
       case "interrupt": {

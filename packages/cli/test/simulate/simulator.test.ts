@@ -92,6 +92,54 @@ describe("capacity simulator", () => {
     assert.ok(Math.abs(count / (240 * 60) - 10) < 0.3, `${count / (240 * 60)}/min`);
   });
 
+  it("has an idle worker notice interactive work at its next poll, and a batch render at once", () => {
+    const gpu = renderSeconds(a10, DEFAULT_SHAPE, 1, false);
+    const o = { ...base, policy: fixed(1), pipelined: true, idlePollSeconds: 1 };
+    // Idle since it came up at t = 0: it checks the interactive queue at 0, 1, 2, … s.
+    assert.ok(Math.abs(simulate(arrivals(1000.3), o).p50_s - (0.7 + gpu)) < 1e-6);
+    assert.ok(Math.abs(simulate([{ t: 1000.3, shape: DEFAULT_SHAPE, batch: true }], o).p50_s - gpu) < 1e-6);
+    // A worker that just finished takes the next render at once; its poll phase restarts when it goes idle.
+    const done: number[] = [];
+    simulate(arrivals(1000, 1001, 1000 + 2 * gpu + 0.5), { ...o, onDone: (_a, t) => done.push(t) });
+    assert.ok(Math.abs(done[0]! - (1000 + gpu)) < 1e-6);
+    assert.ok(Math.abs(done[1]! - (1000 + 2 * gpu)) < 1e-6, "queued behind the first: no poll wait");
+    assert.ok(Math.abs(done[2]! - (1000 + 3 * gpu + 1)) < 1e-6, "idle since the second: next poll 1 s after");
+    // Two idle workers: the one whose poll comes first takes it.
+    const two = simulate(arrivals(1000, 1000 + gpu + 0.2, 1000 + gpu + 0.9), {
+      ...o,
+      policy: fixed(2),
+      onDone: (_a, t) => done.push(t),
+    });
+    assert.equal(two.jobs, 3);
+    assert.ok(Math.abs(done[5]! - (1000 + gpu + 1 + gpu)) < 1e-6, `${done.slice(3)}`);
+  });
+
+  it("kiln simulate lays a --profile file over --gpu and names a bad field", async () => {
+    const { run } = await import("../../src/commands/simulate.js");
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-sim-"));
+    const trace = path.join(dir, "one.csv");
+    fs.writeFileSync(trace, "1\n");
+    const profile = path.join(dir, "p.json");
+    const common = ["--trace", trace, "--policy", "fixed", "--max", "1", "--hours", "0.1", "--poll", "0"];
+    const lines: string[] = [];
+    const [log, error] = [console.log, console.error];
+    console.log = console.error = (x: string) => void lines.push(x);
+    try {
+      const fields = { stepSeconds: 0.01, vaeSeconds: 0, bootSeconds: 0, modelLoadSeconds: 0, stageOverheadSeconds: 0 };
+      fs.writeFileSync(profile, JSON.stringify(fields));
+      await run([...common, "--profile", profile, "--json"]);
+      assert.equal((JSON.parse(lines.pop()!) as { p50_s: number }).p50_s, 0.3, "30 steps × 10 ms");
+      fs.writeFileSync(profile, '{"stepSecs": 1}');
+      await run([...common, "--profile", profile, "--json"]);
+      assert.equal(process.exitCode, 2);
+      assert.match(lines.pop()!, /--profile .*p\.json: "stepSecs" must be one of name, stepSeconds/);
+    } finally {
+      [console.log, console.error] = [log, error];
+      process.exitCode = undefined;
+      fs.rmSync(dir, { recursive: true });
+    }
+  });
+
   it("reads arrival files and names the line of a bad one", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-sim-"));
     const good = path.join(dir, "good.csv");

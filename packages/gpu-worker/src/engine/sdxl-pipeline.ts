@@ -191,8 +191,9 @@ export async function runPipelineStage(
 
   // 5. Prepare the UNet's inputs: conditioning batched [negative × n, positive × n] (diffusers' order), and
   // one reusable tensor for the sample and one for the timestep, rewritten in place every step.
-  const unet = model.unet;
   const batch = guided ? 2 * n : n;
+  // A TensorRT engine built for this bucket and batch, when the worker has one; else the model's own session.
+  const unet = model.engines?.sessionFor("unet", w * SDXL_VAE_FACTOR, h * SDXL_VAE_FACTOR, batch) ?? model.unet;
   const conditioning = batchedConditioning(positive, negative, n);
   const conditioningChannels = imageStart?.conditioning ? imageStart.conditioning[0]!.length / (h * w) : 0;
   const sample = new FloatFeed(unet, "sample", [batch, SDXL_LATENT_CHANNELS + conditioningChannels, h, w]);
@@ -295,9 +296,12 @@ export async function runPipelineStage(
       },
     };
   }
+  const vaeDecoder =
+    model.engines?.sessionFor("vae_decoder", shape[3]! * SDXL_VAE_FACTOR, shape[2]! * SDXL_VAE_FACTOR, shape[0]!) ??
+    model.vaeDecoder;
   // diffusers' SDXL pipelines mark the decoded images before `postprocess` rounds them, and before `apply_overlay`.
   const decoded = await decodeLatentsToImages(
-    model.vaeDecoder,
+    vaeDecoder,
     latents,
     shape,
     model.vaeScalingFactor,

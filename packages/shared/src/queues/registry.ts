@@ -41,13 +41,24 @@ export type OutboundQueue = keyof typeof OUTBOUND_QUEUES;
 export const WEBHOOK_QUEUE = OUTBOUND_QUEUES.webhooks.name;
 export const CHAT_QUEUE = OUTBOUND_QUEUES.chat.name;
 
+/**
+ * Batch warm-up: queues that no worker reads, whose visible messages the fleet's autoscaling
+ * counts with the stage queues, so a scheduled run's warm-up starts workers before its burst
+ * (packages/api/src/batches/warmup.ts; docs/batches.md).
+ */
+export const SIGNAL_QUEUES = {
+  warmup: { name: "kiln-batch-warmup", link: "KilnBatchWarmup" },
+} as const satisfies Record<string, { name: string; link: string }>;
+export type SignalQueue = keyof typeof SIGNAL_QUEUES;
+export const WARMUP_QUEUE = SIGNAL_QUEUES.warmup.name;
+
 export interface QueueDefinition {
   /** Logical name: what code, KILN_QUEUE_URLS and GetQueueUrl (after KILN_QUEUE_PREFIX) use. */
   name: string;
   /** SST component stem: infra/ creates `${link}Queue` and `${link}Dlq`, which are also the link names. */
   link: string;
   /** What the queue carries. */
-  carries: { stage: StageKind; lane: StageLane } | { outbound: OutboundQueue };
+  carries: { stage: StageKind; lane: StageLane } | { outbound: OutboundQueue } | { signal: SignalQueue };
 }
 
 const capitalise = (s: string): string => s.charAt(0).toUpperCase() + s.slice(1);
@@ -73,6 +84,10 @@ export const QUEUES: readonly QueueDefinition[] = [
   ),
   ...(Object.entries(OUTBOUND_QUEUES) as [OutboundQueue, (typeof OUTBOUND_QUEUES)[OutboundQueue]][]).map(
     ([outbound, q]): QueueDefinition => ({ name: q.name, link: q.link, carries: { outbound } }),
+  ),
+  // Batch warm-up: signal queues come last, so earlier queues keep their places.
+  ...(Object.entries(SIGNAL_QUEUES) as [SignalQueue, (typeof SIGNAL_QUEUES)[SignalQueue]][]).map(
+    ([signal, q]): QueueDefinition => ({ name: q.name, link: q.link, carries: { signal } }),
   ),
 ];
 
