@@ -78,6 +78,7 @@ export async function startWorkerService(
     workerId,
     stages: config.stages,
     concurrency: config.workerConcurrency,
+    pipelined: config.workerPipeline,
     visibilitySeconds: config.visibilitySeconds,
     maxReceives: config.maxReceives,
     events: fanOutEvents(sinks),

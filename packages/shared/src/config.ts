@@ -54,6 +54,8 @@ const configSchema = z.object({
   KILN_DEVICE_ID: z.coerce.number().int().min(0).default(0),
   KILN_STAGES: csv(["base", "refine"] as const).default(["base", "refine"]),
   KILN_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(1),
+  // Pipelined worker (issue 15): claim and encode the next stage, finish the last one, while the GPU works.
+  KILN_WORKER_PIPELINE: boolish.default(true),
   KILN_VISIBILITY_SECONDS: z.coerce.number().int().min(2).max(43_200).default(60),
   KILN_DRAIN_SECONDS: z.coerce.number().int().min(0).max(3600).default(25),
   KILN_MAX_RECEIVES: z.coerce.number().int().min(1).max(1000).default(5),
@@ -334,6 +336,8 @@ function toConfig(e: KilnConfigEnv) {
     deviceId: e.KILN_DEVICE_ID,
     stages: e.KILN_STAGES,
     workerConcurrency: e.KILN_WORKER_CONCURRENCY,
+    /** Claim ahead and finish behind the GPU's work (KILN_WORKER_PIPELINE). */
+    workerPipeline: e.KILN_WORKER_PIPELINE,
     visibilitySeconds: e.KILN_VISIBILITY_SECONDS,
     drainSeconds: e.KILN_DRAIN_SECONDS,
     maxReceives: e.KILN_MAX_RECEIVES,

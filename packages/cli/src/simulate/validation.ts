@@ -112,7 +112,7 @@ export interface RealStack {
   stop(): Promise<void>;
 }
 
-/** The worker's long poll on its last queue (worker.ts: 1 s when it serves several queues). */
+/** The worker's long poll on the interactive base queue (worker.ts: 1 s when it serves several queues). */
 export const WORKER_IDLE_POLL_SECONDS = 1;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));

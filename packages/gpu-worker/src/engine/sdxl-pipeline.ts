@@ -5,6 +5,7 @@ import * as ort from "onnxruntime-node";
 import { reportReferencePrompt } from "../models/reference/prompt-report.js";
 import { SDXL_LATENT_CHANNELS, SDXL_VAE_FACTOR, sdxlLatentShape } from "../models/sdxl-spec.js";
 import { FloatFeed, outputAsFloat32, TimestepFeed } from "../onnx/tensors.js";
+import type { GpuTurn } from "../runtime/pipeline/gpu-turns.js";
 import { stageTimeIdInputs, timeIds } from "./conditioning.js";
 import { applyGuidance, fillModelInput } from "./guidance.js";
 import { type EncodedImage, encodeImageFile } from "./image-files.js";
@@ -32,6 +33,12 @@ export interface StageHooks {
   /** Checked between steps: aborting stops the stage at the next step boundary (cancel, drain). */
   signal?: AbortSignal;
   logger?: Logger;
+  /**
+   * The pipelined worker's GPU turn: taken right before the first UNet call and given back after the last
+   * GPU call (here after the VAE decode; a hand-over stage's executor gives it back as the stage returns), so
+   * prompt encoding before and image encoding after overlap another stage's GPU work.
+   */
+  gpu?: GpuTurn;
 }
 
 /** `unetSeconds`: time in the UNet's `session.run`; `denoiseSeconds`: the whole denoising loop, UNet included. */
@@ -220,8 +227,10 @@ export async function runPipelineStage(
   const noise = scheduler.stochastic ? (await noiseHelper(hooks.logger))?.open(generators, latents.length) : undefined;
   const steps = end - begin;
   let unetSeconds = 0;
-  const denoiseStarted = performance.now();
+  let denoiseStarted = performance.now();
   try {
+    await hooks.gpu?.acquire(hooks.signal);
+    denoiseStarted = performance.now();
     for (let i = begin; i < end; i++) {
       hooks.signal?.throwIfAborted();
       noise?.request();
@@ -297,6 +306,9 @@ export async function runPipelineStage(
     shape,
     model.vaeScalingFactor,
     plan.watermark === false ? undefined : watermarkDecoded,
+    // The last VAE call was the last GPU call: what follows (watermark, rounding, composite, PNG) overlaps the
+    // next stage's denoising.
+    () => hooks.gpu?.release(),
   );
   hooks.signal?.throwIfAborted();
   const source = job.source;

@@ -218,6 +218,7 @@ export class StageDelivery {
       const execution = this.options.execute(this.job, stage, input, {
         signal: stop.signal,
         logger: this.log,
+        gpu: this.options.gpu,
         onStep: (step, steps) => this.onStep(stage, step, steps),
       });
       execution.catch(() => undefined);

@@ -10,6 +10,7 @@ import type { Logger } from "@kiln/shared/node";
 
 import type { BestEffortWrites } from "./best-effort-writes.js";
 import type { WorkerMetrics } from "./metrics.js";
+import type { GpuTurn } from "./pipeline/gpu-turns.js";
 import { StageDelivery } from "./stage-delivery.js";
 import type { StageExecutor } from "./stage-executor.js";
 
@@ -40,6 +41,8 @@ export interface StageRunnerOptions {
   now?: () => Date;
   /** Fault tests' pause points: a stage waits at `stage<k>-step<n>` when a test armed it. */
   pause?: PausePoint;
+  /** The pipelined worker's GPU turn for this delivery (absent: the stage runs as soon as it is claimed). */
+  gpu?: GpuTurn;
 }
 
 export type StageOutcome =
