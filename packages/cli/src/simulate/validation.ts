@@ -152,7 +152,8 @@ export async function startRealStack(o: {
   const { key } = await createApiKey(ports.keys, { name: "simulate-validate", scopes: ["render"] });
   const workers = modelSets.map(
     (models, i) =>
-      // The runtime's Worker as `kiln worker` builds it, with the poll cycle compressed like the trace.
+      // The runtime's Worker as `kiln worker` builds it with KILN_WORKER_PIPELINE=false (the simulator's
+      // unpipelined model: CPU work between GPU calls), with the poll cycle compressed like the trace.
       new Worker({
         ports,
         execute: sdxlExecutor(models, { blobs: ports.blobs, noiseKernel: config.noiseKernel }),
