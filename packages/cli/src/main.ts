@@ -79,6 +79,11 @@ const COMMANDS: Record<string, Command> = {
       "usage: kiln bench [handoff|api|render|step-overhead|duty-cycle|noise …]\n\nWithout names, runs them all (figures for docs/benchmarks.md).",
     load: () => import("./commands/bench.js"),
   },
+  // TensorRT engines
+  engines: {
+    summary: "build TensorRT engines per GPU and size bucket, or list them (`kiln engines build --help`)",
+    load: () => import("./commands/engines.js"),
+  },
   // SDXL invisible watermark.
   watermark: {
     summary: "tell whether an image carries the SDXL invisible watermark (`kiln watermark detect FILE`)",

@@ -1,13 +1,25 @@
 import { randomBytes } from "node:crypto";
 import os from "node:os";
+import path from "node:path";
 
 import { batchDepsFrom, BatchScheduler, createApp } from "@kiln/api";
 import { chatDispatcherFromConfig, logChatStatus } from "@kiln/api/chat";
 import { webhookEventSinkFromConfig } from "@kiln/api/config";
 import { closeServer, serveOnNode, startRetentionSweep } from "@kiln/api/node";
 import { WebhookDispatcher } from "@kiln/api/webhook-dispatcher";
-import { eventLogSink, fanOutEvents, type ModelSet, sdxlExecutor, startHealthServer, Worker } from "@kiln/gpu-worker";
-import type { KilnConfig, Ports } from "@kiln/shared";
+import {
+  attachEngineSessions,
+  createWorkerMetrics,
+  EngineStore,
+  eventLogSink,
+  fanOutEvents,
+  type ModelSet,
+  sdxlExecutor,
+  startHealthServer,
+  type SyncReport,
+  Worker,
+} from "@kiln/gpu-worker";
+import { bucketId, type KilnConfig, type Ports } from "@kiln/shared";
 import { filePausePoints, type Logger } from "@kiln/shared/node";
 
 import { apiDeps, loadModels } from "./stack.js";
@@ -53,7 +65,9 @@ export async function startWorkerService(
   logger: Logger,
   models?: ModelSet,
 ): Promise<Service & { worker: Worker }> {
-  const loaded = models ?? (await loadModels(config, logger));
+  const syncs: Partial<Record<"base" | "refiner", SyncReport>> = {};
+  const loaded = models ?? (await loadModels(config, logger, syncs));
+  const metrics = createWorkerMetrics();
   const workerId = `${os.hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const sinks = [webhookEventSinkFromConfig(config, ports, (level, obj, msg) => logger[level](obj, msg))];
   if (config.eventLog) sinks.push(eventLogSink(config.eventLog, workerId));
@@ -64,20 +78,63 @@ export async function startWorkerService(
     workerId,
     stages: config.stages,
     concurrency: config.workerConcurrency,
+    pipelined: config.workerPipeline,
     visibilitySeconds: config.visibilitySeconds,
     maxReceives: config.maxReceives,
     events: fanOutEvents(sinks),
+    metrics,
+    ...(config.buckets.routing === "lanes" ? { buckets: workerBuckets(config) } : {}),
     // Fault tests hold a stage at a given step (KILN_TEST_HOOKS only).
     ...(config.testHooksDir ? { pause: filePausePoints(config.testHooksDir, workerId) } : {}),
   });
   worker.start();
+  // Cold start: time to ready (process start to polling) and what the model sync took.
+  const readySeconds = process.uptime();
+  metrics.readySeconds.set(readySeconds);
+  for (const [role, r] of Object.entries(syncs)) {
+    metrics.modelSyncSeconds.set({ role }, r.seconds);
+    metrics.modelSyncBytes.set({ role }, r.downloadedBytes);
+  }
+  logger.info(
+    {
+      timeToReadySeconds: Number(readySeconds.toFixed(3)),
+      modelSync: Object.fromEntries(
+        Object.entries(syncs).map(([role, r]) => [
+          role,
+          { seconds: Number(r.seconds.toFixed(3)), downloadedBytes: r.downloadedBytes, bytes: r.bytes },
+        ]),
+      ),
+    },
+    "worker ready",
+  );
   const info = Object.fromEntries(
     Object.entries(loaded).map(([role, m]) => [
       role,
       { dir: m!.dir, providers: m!.providers, tiny: m!.isTinyTestModel },
     ]),
   );
-  const health = await startHealthServer(worker, { models: info }, config.workerPort, config.host);
+  // TensorRT engines
+  const engines =
+    config.providers[0] === "tensorrt"
+      ? await attachEngineSessions(loaded, {
+          store: new EngineStore(ports.blobs),
+          cacheDir: path.join(config.dataDir, "engine-cache"),
+          // The buckets this worker serves (KILN_WORKER_BUCKETS, else every configured one); TensorRT engines need
+          // sides that are multiples of 64, so other sizes simply run on the next provider.
+          buckets: (config.buckets.worker === "all" ? config.buckets.list.map(bucketId) : config.buckets.worker)
+            .map((id) => id.split("x").map(Number) as [number, number])
+            .filter(([w, h]) => w % 64 === 0 && h % 64 === 0)
+            .map(([width, height]) => ({ width, height })),
+          deviceId: config.deviceId,
+          logger,
+        })
+      : undefined;
+  const health = await startHealthServer(
+    worker,
+    { models: info, ...(engines ? { engines } : {}) },
+    config.workerPort,
+    config.host,
+  );
   const address = health.address();
   logger.info(
     {
@@ -93,6 +150,7 @@ export async function startWorkerService(
       await worker.drain(config.drainSeconds);
       await new Promise<void>((r) => health.close(() => r()));
       // Models passed in belong to the caller (tests share them across stacks).
+      for (const m of Object.values(loaded)) await m?.engines?.release();
       if (!models) for (const m of Object.values(loaded)) await m?.release();
     },
   };
@@ -150,4 +208,13 @@ export function stopOnSignals(services: Service[], ports: Ports, logger: Logger,
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+}
+
+/**
+ * Resolution buckets, `lanes` routing: the bucket queues a worker reads. KILN_WORKER_BUCKETS=all (the
+ * default, and what a worker without TensorRT engines should say) reads every bucket's queues.
+ */
+export function workerBuckets(config: KilnConfig): { take: string[]; all: string[] } {
+  const all = config.buckets.list.map(bucketId);
+  return { take: config.buckets.worker === "all" ? all : [...config.buckets.worker], all };
 }

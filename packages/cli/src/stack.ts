@@ -8,11 +8,14 @@ import {
   type ModelSet,
   REFERENCE_MODEL_VERSION,
   type SdxlModel,
+  type SyncReport,
   writeReferenceModel,
   writeTinyModel,
 } from "@kiln/gpu-worker";
 import type { KilnConfig, Ports } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
+
+import { localModelDir } from "./models/remote-model-dirs.js";
 
 // Ports and API settings from config live with the API, so its Lambda entry can share them.
 export { localUrlSecret } from "@kiln/api/config";
@@ -28,9 +31,14 @@ export const buildApi = (config: KilnConfig, ports: Ports, logger: Logger) => cr
  * The models this worker runs. Without KILN_MODEL_DIR, Kiln generates its reference models (or, with
  * KILN_BUILTIN_MODELS=tiny, its tiny random ones) into the data dir and says loudly that they are not SDXL.
  */
-export async function loadModels(config: KilnConfig, logger: Logger): Promise<ModelSet> {
-  let baseDir = config.modelDir;
-  let refinerDir = config.refinerDir;
+export async function loadModels(
+  config: KilnConfig,
+  logger: Logger,
+  /** Model sync: filled with the report of each folder synced from s3:// (absent: local folders). */
+  syncs: Partial<Record<"base" | "refiner", SyncReport>> = {},
+): Promise<ModelSet> {
+  let baseDir = config.modelDir && (await localModelDir(config.modelDir, "base", config, logger, syncs));
+  let refinerDir = config.refinerDir && (await localModelDir(config.refinerDir, "refiner", config, logger, syncs));
   if (!baseDir) {
     if (!config.allowTinyModels) {
       throw new Error(
@@ -58,7 +66,15 @@ export async function loadModels(config: KilnConfig, logger: Logger): Promise<Mo
       );
     }
   }
-  const options = { providers: config.providers, deviceId: config.deviceId, logger };
+  // TensorRT engines: with tensorrt first, TensorRT runs only the prebuilt EPContext engines (attached by the
+  // worker); the model's own sessions open on the providers after it, so no engine is ever built at boot.
+  const providers =
+    config.providers[0] === "tensorrt"
+      ? config.providers.length > 1
+        ? config.providers.slice(1)
+        : (["cpu"] as const)
+      : config.providers;
+  const options = { providers: [...providers], deviceId: config.deviceId, logger };
   const needBase = config.stages.includes("base") || !refinerDir;
   const models: ModelSet = {};
   if (needBase) models.base = await loadSdxlModel(baseDir, "base", options);

@@ -45,3 +45,7 @@ export {
   type WatermarkDetection,
 } from "./engine/watermark/sdxl-watermark.js";
 export { detectSdxlWatermarkInFile } from "./engine/watermark/detect-file.js";
+// TensorRT engines
+export * from "./engines/index.js";
+// Model and engine sync from S3
+export * from "./models/sync/index.js";

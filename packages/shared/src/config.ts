@@ -1,5 +1,6 @@
 import { z } from "zod";
 
+import { parseBucket, type ResolutionBucket, SDXL_BUCKETS } from "./buckets/resolution-buckets.js";
 import { KilnError } from "./errors.js";
 import { readSstLinks, SST_LINKS } from "./sst-links.js";
 
@@ -53,6 +54,8 @@ const configSchema = z.object({
   KILN_DEVICE_ID: z.coerce.number().int().min(0).default(0),
   KILN_STAGES: csv(["base", "refine"] as const).default(["base", "refine"]),
   KILN_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(1),
+  // Pipelined worker (issue 15): claim and encode the next stage, finish the last one, while the GPU works.
+  KILN_WORKER_PIPELINE: boolish.default(true),
   KILN_VISIBILITY_SECONDS: z.coerce.number().int().min(2).max(43_200).default(60),
   KILN_DRAIN_SECONDS: z.coerce.number().int().min(0).max(3600).default(25),
   KILN_MAX_RECEIVES: z.coerce.number().int().min(1).max(1000).default(5),
@@ -178,6 +181,43 @@ const configSchema = z.object({
     .int()
     .refine((n) => [1, 2, 3, 5, 10, 15, 20, 30, 60].includes(n), "must be one of 1, 2, 3, 5, 10, 15, 20, 30, 60")
     .default(5),
+  // Resolution buckets and model sync (TensorRT engines per bucket; cold start from S3).
+  KILN_BUCKETS: z
+    .string()
+    .transform((s, ctx) => {
+      const out: ResolutionBucket[] = [];
+      for (const part of s
+        .split(",")
+        .map((x) => x.trim())
+        .filter(Boolean)) {
+        const b = parseBucket(part);
+        if (!b)
+          ctx.addIssue({ code: "custom", message: `"${part}" is not WIDTHxHEIGHT with sides that are multiples of 8` });
+        else out.push(b);
+      }
+      if (out.length === 0) ctx.addIssue({ code: "custom", message: "list at least one bucket, e.g. 1024x1024" });
+      return out;
+    })
+    .optional(),
+  KILN_STRICT_BUCKETS: boolish.default(false),
+  KILN_BUCKET_ROUTING: z.enum(["shared", "lanes"]).default("shared"),
+  KILN_WORKER_BUCKETS: z
+    .string()
+    .transform((s) =>
+      s
+        .split(",")
+        .map((x) => x.trim())
+        .filter(Boolean),
+    )
+    .pipe(
+      z
+        .array(z.string().regex(/^(all|\d{2,5}x\d{2,5})$/, "use all, or bucket ids such as 1024x1024"))
+        .min(1, "use all, or bucket ids such as 1024x1024"),
+    )
+    .default(["all"]),
+  KILN_MODEL_CACHE_DIR: z.string().min(1).optional(),
+  KILN_SYNC_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(8),
+  KILN_SYNC_PART_MIB: z.coerce.number().int().min(1).max(1024).default(16),
   // Batch schedules on EventBridge Scheduler (AWS): one schedule per stored manifest, set together.
   KILN_BATCH_SCHEDULE_GROUP: z.string().min(1).optional(),
   KILN_BATCH_SCHEDULER_ROLE_ARN: z.string().startsWith("arn:", "must be an IAM role ARN").optional(),
@@ -222,12 +262,49 @@ function checkCombinations(e: KilnConfigEnv, ctx: z.RefinementCtx): void {
       message: `KILN_RETENTION_HOURS (${e.KILN_RETENTION_HOURS}) must not exceed KILN_MAX_RETENTION_HOURS (${e.KILN_MAX_RETENTION_HOURS}).`,
     });
   }
+  // Resolution buckets: a worker can only hold engines of configured buckets.
+  if (e.KILN_BUCKETS && !e.KILN_WORKER_BUCKETS.includes("all")) {
+    const ids = new Set(e.KILN_BUCKETS.map((b) => `${b.width}x${b.height}`));
+    const unknown = e.KILN_WORKER_BUCKETS.filter((b) => !ids.has(b));
+    if (unknown.length)
+      ctx.addIssue({
+        code: "custom",
+        params: { combination: true },
+        path: ["KILN_WORKER_BUCKETS"],
+        message: `KILN_WORKER_BUCKETS lists ${unknown.join(", ")}, which KILN_BUCKETS does not; list only configured buckets (or all).`,
+      });
+  } else if (!e.KILN_WORKER_BUCKETS.includes("all")) {
+    const ids = new Set(SDXL_BUCKETS.map((b) => `${b.width}x${b.height}`));
+    const unknown = e.KILN_WORKER_BUCKETS.filter((b) => !ids.has(b));
+    if (unknown.length)
+      ctx.addIssue({
+        code: "custom",
+        params: { combination: true },
+        path: ["KILN_WORKER_BUCKETS"],
+        message: `KILN_WORKER_BUCKETS lists ${unknown.join(", ")}, which are not SDXL's standard buckets (KILN_BUCKETS is unset); list only configured buckets (or all).`,
+      });
+  }
 }
 
 /** The typed object code reads, from the validated variables. */
 function toConfig(e: KilnConfigEnv) {
   return {
     backend: e.KILN_BACKEND,
+    /** Resolution buckets: the sizes engines exist for, and how jobs are mapped to them and routed. */
+    buckets: {
+      list: e.KILN_BUCKETS ?? [...SDXL_BUCKETS],
+      strict: e.KILN_STRICT_BUCKETS,
+      /** `shared`: one queue per stage kind and lane; `lanes`: one per bucket too (see docs/architecture.md). */
+      routing: e.KILN_BUCKET_ROUTING,
+      /** Buckets this worker takes in `lanes` routing; `all` (the default, and any worker without engines) takes every one. */
+      worker: e.KILN_WORKER_BUCKETS.includes("all") ? ("all" as const) : e.KILN_WORKER_BUCKETS,
+    },
+    /** Model folders given as s3:// are synced here (default `<data dir>/models/s3`); parallel ranged GETs. */
+    modelSync: {
+      cacheDir: e.KILN_MODEL_CACHE_DIR,
+      concurrency: e.KILN_SYNC_CONCURRENCY,
+      partBytes: e.KILN_SYNC_PART_MIB * 1024 * 1024,
+    },
     /** Fault tests' pause-point control directory (KILN_TEST_HOOKS); undefined in production. */
     testHooksDir: e.KILN_TEST_HOOKS,
     dataDir: e.KILN_DATA_DIR,
@@ -259,6 +336,8 @@ function toConfig(e: KilnConfigEnv) {
     deviceId: e.KILN_DEVICE_ID,
     stages: e.KILN_STAGES,
     workerConcurrency: e.KILN_WORKER_CONCURRENCY,
+    /** Claim ahead and finish behind the GPU's work (KILN_WORKER_PIPELINE). */
+    workerPipeline: e.KILN_WORKER_PIPELINE,
     visibilitySeconds: e.KILN_VISIBILITY_SECONDS,
     drainSeconds: e.KILN_DRAIN_SECONDS,
     maxReceives: e.KILN_MAX_RECEIVES,

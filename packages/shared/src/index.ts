@@ -20,3 +20,4 @@ export * from "./jobs/job-transitions.js";
 // Event outbox: events stored with their transition, told after, re-told after a crash.
 export * from "./jobs/event-outbox.js";
 export * from "./orchestration/submit-outbox.js";
+export * from "./buckets/resolution-buckets.js";

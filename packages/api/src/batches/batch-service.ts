@@ -329,6 +329,8 @@ export async function pumpKey(deps: BatchDeps, keyId: string): Promise<void> {
           admission,
           jobId: render.jobId,
           lane: "batch",
+          // Resolution buckets: batch renders are mapped, never refused mid-run (a strict refusal belongs at upload).
+          buckets: deps.limits.buckets && { ...deps.limits.buckets, strict: false },
         });
         render.state = "submitted";
         render.status = job.status;

@@ -37,6 +37,11 @@ export function apiDepsFromConfig(config: KilnConfig, ports: Ports, host: HostSe
       maxSide: config.limits.maxSide,
       maxPixels: config.limits.maxPixels,
       maxRetentionHours: config.limits.maxRetentionHours,
+      buckets: {
+        buckets: config.buckets.list,
+        strict: config.buckets.strict,
+        routeByBucket: config.buckets.routing === "lanes",
+      },
       allowUnwatermarked: config.limits.allowUnwatermarked,
     },
     maxBodyBytes: config.limits.maxBodyBytes,

@@ -1,7 +1,9 @@
 import {
   applyTransition,
   blobKeys,
+  type BucketPolicy,
   type ChatOrigin,
+  chooseBucket,
   createQueuedJob,
   ensureEnqueued,
   isOverdue,
@@ -11,11 +13,13 @@ import {
   type JobTransition,
   jobTransitions,
   KilnError,
+  outputSize,
   type PausePoint,
   type PlannedInputs,
   planRender,
   type Ports,
   randomId,
+  type RenderPlan,
   type RenderRequest,
   tellEvent,
 } from "@kiln/shared";
@@ -57,6 +61,8 @@ export async function submitRender(
     chat?: ChatOrigin;
     /** Batch renders travel in the batch lane. */
     lane?: "batch";
+    /** Resolution buckets (KILN_BUCKETS): the size is mapped to one, or refused when strict; absent: kept as asked. */
+    buckets?: BucketPolicy;
   },
 ): Promise<JobRecord> {
   if (input.jobId) {
@@ -67,8 +73,9 @@ export async function submitRender(
   const seed = input.request.seed ?? crypto.getRandomValues(new Uint32Array(1))[0]!;
   const id = input.jobId ?? `job_${randomId(12)}`;
   const pictures = storedInputs(id, input.inputs);
+  const planned = plannedInputs(pictures, input.inputs, input.limits);
   const plan = {
-    ...planRender(input.request, seed, plannedInputs(pictures, input.inputs, input.limits)),
+    ...bucketedPlan(input.request, seed, planned, input.buckets, input.limits),
     ...(input.lane ? { lane: input.lane } : {}),
   };
   if (input.inputs && input.limits && plan.width * plan.height > input.limits.maxPixels) {
@@ -130,6 +137,34 @@ export async function submitRender(
     return ensureEnqueued(ports, existing, input.now);
   }
   return job;
+}
+
+/**
+ * Resolution buckets: plans the render, then maps its size to a bucket (see chooseBucket). A snapped
+ * size is planned again at the bucket, so every size-derived field (SDXL's size conditioning, the
+ * picture's resize) agrees with it. Outpaint keeps its size (its canvas is the picture plus `expand`),
+ * and so does a bucket beyond the server's size limits.
+ */
+function bucketedPlan(
+  request: RenderRequest,
+  seed: number,
+  inputs: PlannedInputs | undefined,
+  policy: BucketPolicy | undefined,
+  limits: { maxSide: number; maxPixels: number } | undefined,
+): RenderPlan {
+  const plan = planRender(request, seed, inputs);
+  if (!policy) return plan;
+  const choice = chooseBucket(plan.width, plan.height, policy);
+  const tag = (bucket: string) => ({ bucket, ...(policy.routeByBucket ? { route: bucket } : {}) });
+  if (!choice.snappedFrom) return choice.bucket ? { ...plan, ...tag(choice.bucket) } : plan;
+  if (request.mode === "outpaint" || !choice.bucket) return plan;
+  const snapped = planRender({ ...request, width: choice.width, height: choice.height }, seed, inputs);
+  // The output (after an SDEdit upscale too) must stay within the server's limits, as the size asked for did.
+  const out = outputSize(snapped);
+  const fits =
+    !limits || (Math.max(out.width, out.height) <= limits.maxSide && out.width * out.height <= limits.maxPixels);
+  if (!fits) return plan;
+  return { ...snapped, ...tag(choice.bucket), requestedSize: [plan.width, plan.height] };
 }
 
 /** The create lost to a concurrent submit with the same id; the admission gives back what it took. */

@@ -104,6 +104,7 @@ export function openAiImageEditRoutes(rt: ApiRuntime) {
         admission: renderAdmission(c.get("key"), deps),
         inputs,
         limits: deps.limits,
+        buckets: deps.limits.buckets,
       });
       return answerWhenEnded(rt, c, submitted, format);
     } catch (e) {

@@ -126,6 +126,7 @@ export function openAiImageRoutes(rt: ApiRuntime) {
         admission: renderAdmission(c.get("key"), deps),
         jobId: c.get("submitJobId"),
         pause: deps.pause,
+        buckets: deps.limits.buckets,
       });
       return (await answerWhenEnded(rt, c, submitted, body.response_format ?? "url")) as never;
     },

@@ -97,6 +97,7 @@ export function renderRoutes(rt: ApiRuntime) {
         traceparent: c.req.header("traceparent"),
         inputs,
         limits: deps.limits,
+        buckets: deps.limits.buckets,
         jobId: c.get("submitJobId"),
         pause: deps.pause,
       });

@@ -8,19 +8,27 @@ import { createLogger } from "@kiln/shared/node";
 
 import { startApiService, startWorkerService } from "../services.js";
 import { openPorts } from "../stack.js";
-import { fmt, table } from "./stats.js";
+import { fmt, percentile, table } from "./stats.js";
 
-interface Case {
+export interface Case {
   mode: "base" | "ensemble" | "sdedit";
   n: number;
   renders: number;
+  /** KILN_WORKER_PIPELINE: off is the worker before issue 15 (each stage from claim to acknowledgement). */
+  pipelined: boolean;
+  /** KILN_WORKER_CONCURRENCY: pipelined, the stages on the GPU at once (2: one's CPU step overlaps the other's UNet call). */
+  gpuSlots?: number;
 }
 
-const CASES: Case[] = [
+const SHAPES: Omit<Case, "pipelined">[] = [
   { mode: "ensemble", n: 1, renders: 8 },
   { mode: "ensemble", n: 4, renders: 3 },
   { mode: "base", n: 1, renders: 8 },
   { mode: "sdedit", n: 1, renders: 6 },
+];
+const CASES: Case[] = [
+  ...SHAPES.flatMap((c) => [false, true].map((pipelined) => ({ ...c, pipelined }))),
+  { ...SHAPES[0]!, pipelined: true, gpuSlots: 2 },
 ];
 
 /**
@@ -29,7 +37,7 @@ const CASES: Case[] = [
  * encoding, and the UNet and VAE replaced by waits of the H100 TensorRT profile (1.47 s per 1024²
  * ensemble render). The renders are queued before the worker starts, so it never waits for work.
  */
-export async function run(): Promise<string> {
+export async function run(cases: Case[] = CASES): Promise<string> {
   const profile = GPU_PROFILES.h100!;
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-bench-duty-"));
   const dirs = writeTinyModels(path.join(root, "models"));
@@ -43,11 +51,16 @@ export async function run(): Promise<string> {
   const rows: string[][] = [];
   let headline = 0;
   try {
-    for (const c of CASES) {
+    for (const c of cases) {
       const port = 18000 + Math.floor(Math.random() * 1000);
       const config = loadConfig({
-        KILN_DATA_DIR: path.join(root, `data-${c.mode}-${c.n}`),
+        KILN_DATA_DIR: path.join(
+          root,
+          `data-${c.mode}-${c.n}-${c.pipelined ? "pipelined" : "serial"}-${c.gpuSlots ?? 1}`,
+        ),
         PORT: String(port),
+        KILN_WORKER_PIPELINE: String(c.pipelined),
+        KILN_WORKER_CONCURRENCY: String(c.gpuSlots ?? 1),
         KILN_WORKER_PORT: "0",
         KILN_MAX_SIDE: "1024",
       });
@@ -65,32 +78,42 @@ export async function run(): Promise<string> {
         ids.push(((await res.json()) as { id: string }).id);
       }
       gpu.reset();
-      const started = performance.now();
+      const started = Date.now();
+      const cpu = process.cpuUsage();
       const worker = await startWorkerService(config, ports, logger, models);
       const finished: number[] = [];
+      let last = started;
       for (;;) {
         const jobs = await Promise.all(ids.map((id) => ports.jobs.get(id)));
         const bad = jobs.find((j) => j && (j.status === "failed" || j.status === "canceled"));
         if (bad) throw new Error(`bench render ${bad.id} ${bad.status}: ${JSON.stringify(bad.error)}`);
         if (jobs.every((j) => j?.status === "succeeded")) {
           for (const j of jobs) finished.push(Date.parse(j!.finishedAt!) - Date.parse(j!.createdAt));
+          last = Math.max(...jobs.map((j) => Date.parse(j!.finishedAt!)));
           break;
         }
-        await new Promise((r) => setTimeout(r, 5));
+        // The end is the last `finishedAt`, so this poll can be slow: it shares the worker's event loop.
+        await new Promise((r) => setTimeout(r, 200));
       }
-      const wall = (performance.now() - started) / 1000;
+      const wall = (last - started) / 1000;
+      const used = process.cpuUsage(cpu);
       await worker.stop();
       await api.stop();
       await ports.close();
       const duty = gpu.busySeconds() / wall;
-      if (c.mode === "ensemble" && c.n === 1) headline = duty;
+      if (c.mode === "ensemble" && c.n === 1 && c.pipelined && (c.gpuSlots ?? 1) === 1) headline = duty;
       rows.push([
         `${c.mode}, n = ${c.n}`,
+        c.pipelined ? `on${c.gpuSlots && c.gpuSlots > 1 ? `, ${c.gpuSlots} on the GPU` : ""}` : "off",
         String(c.renders),
         fmt(wall, 2),
         fmt(gpu.busySeconds(), 2),
         fmt(duty * 100, 1) + " %",
+        fmt((gpu.busySeconds() / gpu.spanSeconds()) * 100, 1) + " %",
+        fmt((used.user + used.system) / 1e6 / c.renders, 2),
         fmt((3600 / wall) * c.renders * c.n, 0),
+        fmt(percentile(finished, 50) / 1000, 2),
+        fmt(percentile(finished, 99) / 1000, 2),
       ]);
     }
   } finally {
@@ -100,7 +123,24 @@ export async function run(): Promise<string> {
   return [
     `One worker (concurrency 1) on the local family, 1024², 30 steps, renders queued before it starts; UNet and VAE simulated with the ${profile.name} profile (${fmt(profile.stepSeconds * 1000, 1)} ms per UNet step, ${fmt(profile.vaeSeconds * 1000, 0)} ms per VAE decode; see gpu-profiles.ts). Everything else is Kiln's real code on this CPU.`,
     "",
-    table(["case", "renders", "wall (s)", "GPU busy (s)", "duty cycle", "images per GPU-hour"], rows),
+    table(
+      [
+        "case",
+        "pipelined",
+        "renders",
+        "wall (s)",
+        "GPU busy (s)",
+        "duty cycle",
+        "steady duty cycle",
+        "CPU s per render",
+        "images per GPU-hour",
+        "time to image p50 (s)",
+        "p99 (s)",
+      ],
+      rows,
+    ),
+    "",
+    "Duty cycle: GPU busy / wall from the worker's start to the last `succeeded`. Steady: GPU busy / time from the first GPU call's start to the last one's end (without the first prompt encoding and the last image's finishing). CPU s per render: this process's CPU time (all threads: event loop, PNG encoding, ONNX text encoders) per render. Time to image: from submission to `succeeded`, all renders submitted at once (queue wait included).",
     "",
     `duty cycle: ${fmt(headline * 100, 1)} %`,
   ].join("\n");

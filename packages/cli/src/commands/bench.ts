@@ -34,6 +34,12 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Pr
     summary: "CPU cost per denoising step outside session.run at 1024² (real tensor sizes), per scheduler, n = 1 and 4",
     load: () => import("../bench/step-overhead-bench.js"),
   },
+  // Cold start: model sync from S3.
+  "model-sync": {
+    summary:
+      "a 1 GiB synthetic model file from the S3 stand-in to disk: Kiln's parallel ranged sync vs one GetObject stream",
+    load: () => import("../bench/model-sync-bench.js"),
+  },
   // Capacity simulator validation (issue 15).
   "simulate-validate": {
     summary:

@@ -20,8 +20,8 @@ GPU-hours, cost and scale events (see docs/scaling.md).
   --gpu NAME          ${Object.keys(GPU_PROFILES).join(", ")} (default a10)
   --profile FILE      JSON GPU profile fields over --gpu's (stepSeconds, vaeSeconds, stageOverheadSeconds,
                       batchMarginal, bootSeconds, modelLoadSeconds, pricePerHour, …; see docs/scaling.md)
-  --poll SECONDS      an idle worker's poll cycle for interactive work (default 1, as the worker does today;
-                      0 = it notices work at once)
+  --poll SECONDS      an idle worker's poll cycle, which delays batch work (default 1, as the worker does;
+                      interactive work wakes its long poll at once; 0 = it notices every render at once)
   --price USD         on-demand price per GPU-hour (default: the profile's)
   --target N          backlog per instance for target tracking (default 4)
   --max N             most instances (default 50; the fixed policy runs exactly this many)

@@ -28,10 +28,10 @@ export interface SimulationOptions {
   /** Count the CPU work around each stage as GPU idle time (today's worker) or hide it (pipelined). */
   pipelined?: boolean;
   /**
-   * How an idle worker notices interactive work: 0 = at once; W > 0 = Kiln's worker loop today, which
-   * checks the interactive queues, then long-polls the batch base queue for W seconds, so an idle
-   * worker sees an interactive render at the next multiple of W after it went idle (a batch render
-   * wakes its long poll at once; a worker that just finished a stage checks every queue at once).
+   * How an idle worker notices batch work: 0 = at once; W > 0 = Kiln's worker loop, which long-polls the
+   * interactive base queue for W seconds and checks the other queues between polls, so an idle worker
+   * sees a batch render at the next multiple of W after it went idle (an interactive render wakes its
+   * long poll at once; a worker that just finished a stage checks every queue at once).
    */
   idlePollSeconds?: number;
   /** Called as each render completes (the validation compares per-job times with the real stack's). */
@@ -201,9 +201,9 @@ export function simulate(trace: Trace, o: SimulationOptions): SimulationResult {
     let firstAt = Infinity;
     for (const inst of instances) {
       if (!free(inst, t)) continue;
-      // A batch render wakes an idle worker's long poll at once, and that worker takes it.
-      if (job.batch) {
-        serve(inst, t, batchLane);
+      // An interactive render wakes an idle worker's long poll at once, and that worker takes it.
+      if (!job.batch) {
+        serve(inst, t);
         return;
       }
       if (inst.pollAt !== undefined) continue;

@@ -112,7 +112,7 @@ export interface RealStack {
   stop(): Promise<void>;
 }
 
-/** The worker's long poll on its last queue (worker.ts: 1 s when it serves several queues). */
+/** The worker's long poll on the interactive base queue (worker.ts: 1 s when it serves several queues). */
 export const WORKER_IDLE_POLL_SECONDS = 1;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
@@ -152,7 +152,8 @@ export async function startRealStack(o: {
   const { key } = await createApiKey(ports.keys, { name: "simulate-validate", scopes: ["render"] });
   const workers = modelSets.map(
     (models, i) =>
-      // The runtime's Worker as `kiln worker` builds it, with the poll cycle compressed like the trace.
+      // The runtime's Worker as `kiln worker` builds it with KILN_WORKER_PIPELINE=false (the simulator's
+      // unpipelined model: CPU work between GPU calls), with the poll cycle compressed like the trace.
       new Worker({
         ports,
         execute: sdxlExecutor(models, { blobs: ports.blobs, noiseKernel: config.noiseKernel }),

@@ -92,20 +92,22 @@ describe("capacity simulator", () => {
     assert.ok(Math.abs(count / (240 * 60) - 10) < 0.3, `${count / (240 * 60)}/min`);
   });
 
-  it("has an idle worker notice interactive work at its next poll, and a batch render at once", () => {
+  it("has an idle worker take interactive work at once, and a batch render at its next poll", () => {
     const gpu = renderSeconds(a10, DEFAULT_SHAPE, 1, false);
     const o = { ...base, policy: fixed(1), pipelined: true, idlePollSeconds: 1 };
-    // Idle since it came up at t = 0: it checks the interactive queue at 0, 1, 2, … s.
-    assert.ok(Math.abs(simulate(arrivals(1000.3), o).p50_s - (0.7 + gpu)) < 1e-6);
-    assert.ok(Math.abs(simulate([{ t: 1000.3, shape: DEFAULT_SHAPE, batch: true }], o).p50_s - gpu) < 1e-6);
+    const batch = (...ts: number[]) => ts.map((t) => ({ t, shape: DEFAULT_SHAPE, batch: true }));
+    // Idle since it came up at t = 0: its long poll on the interactive queue ends at 1, 2, … s, when it
+    // checks the batch queues too.
+    assert.ok(Math.abs(simulate(arrivals(1000.3), o).p50_s - gpu) < 1e-6);
+    assert.ok(Math.abs(simulate(batch(1000.3), o).p50_s - (0.7 + gpu)) < 1e-6);
     // A worker that just finished takes the next render at once; its poll phase restarts when it goes idle.
     const done: number[] = [];
-    simulate(arrivals(1000, 1001, 1000 + 2 * gpu + 0.5), { ...o, onDone: (_a, t) => done.push(t) });
+    simulate(batch(1000, 1001, 1000 + 2 * gpu + 0.5), { ...o, onDone: (_a, t) => done.push(t) });
     assert.ok(Math.abs(done[0]! - (1000 + gpu)) < 1e-6);
     assert.ok(Math.abs(done[1]! - (1000 + 2 * gpu)) < 1e-6, "queued behind the first: no poll wait");
     assert.ok(Math.abs(done[2]! - (1000 + 3 * gpu + 1)) < 1e-6, "idle since the second: next poll 1 s after");
     // Two idle workers: the one whose poll comes first takes it.
-    const two = simulate(arrivals(1000, 1000 + gpu + 0.2, 1000 + gpu + 0.9), {
+    const two = simulate(batch(1000, 1000 + gpu + 0.2, 1000 + gpu + 0.9), {
       ...o,
       policy: fixed(2),
       onDone: (_a, t) => done.push(t),

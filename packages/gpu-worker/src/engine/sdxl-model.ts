@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 
+import type { EngineSessions } from "../engines/engine-sessions.js";
 import {
   loadModelFolder,
   type LoadModelFolderOptions,
@@ -37,6 +38,8 @@ export interface SdxlModel {
   schedulerConfigHash: string;
   forceZerosForEmptyPrompt: boolean;
   providers: string[];
+  /** TensorRT engines per part and bucket (KILN_PROVIDERS=tensorrt,…); absent: the sessions above run everything. */
+  engines?: EngineSessions;
   folder: ModelFolder;
   release(): Promise<void>;
 }

@@ -5,6 +5,7 @@ import * as ort from "onnxruntime-node";
 import { reportReferencePrompt } from "../models/reference/prompt-report.js";
 import { SDXL_LATENT_CHANNELS, SDXL_VAE_FACTOR, sdxlLatentShape } from "../models/sdxl-spec.js";
 import { FloatFeed, outputAsFloat32, TimestepFeed } from "../onnx/tensors.js";
+import type { GpuTurn } from "../runtime/pipeline/gpu-turns.js";
 import { stageTimeIdInputs, timeIds } from "./conditioning.js";
 import { applyGuidance, fillModelInput } from "./guidance.js";
 import { type EncodedImage, encodeImageFile } from "./image-files.js";
@@ -32,6 +33,12 @@ export interface StageHooks {
   /** Checked between steps: aborting stops the stage at the next step boundary (cancel, drain). */
   signal?: AbortSignal;
   logger?: Logger;
+  /**
+   * The pipelined worker's GPU turn: taken right before the first UNet call and given back after the last
+   * GPU call (here after the VAE decode; a hand-over stage's executor gives it back as the stage returns), so
+   * prompt encoding before and image encoding after overlap another stage's GPU work.
+   */
+  gpu?: GpuTurn;
 }
 
 /** `unetSeconds`: time in the UNet's `session.run`; `denoiseSeconds`: the whole denoising loop, UNet included. */
@@ -184,8 +191,9 @@ export async function runPipelineStage(
 
   // 5. Prepare the UNet's inputs: conditioning batched [negative × n, positive × n] (diffusers' order), and
   // one reusable tensor for the sample and one for the timestep, rewritten in place every step.
-  const unet = model.unet;
   const batch = guided ? 2 * n : n;
+  // A TensorRT engine built for this bucket and batch, when the worker has one; else the model's own session.
+  const unet = model.engines?.sessionFor("unet", w * SDXL_VAE_FACTOR, h * SDXL_VAE_FACTOR, batch) ?? model.unet;
   const conditioning = batchedConditioning(positive, negative, n);
   const conditioningChannels = imageStart?.conditioning ? imageStart.conditioning[0]!.length / (h * w) : 0;
   const sample = new FloatFeed(unet, "sample", [batch, SDXL_LATENT_CHANNELS + conditioningChannels, h, w]);
@@ -219,8 +227,10 @@ export async function runPipelineStage(
   const noise = scheduler.stochastic ? (await noiseHelper(hooks.logger))?.open(generators, latents.length) : undefined;
   const steps = end - begin;
   let unetSeconds = 0;
-  const denoiseStarted = performance.now();
+  let denoiseStarted = performance.now();
   try {
+    await hooks.gpu?.acquire(hooks.signal);
+    denoiseStarted = performance.now();
     for (let i = begin; i < end; i++) {
       hooks.signal?.throwIfAborted();
       noise?.request();
@@ -286,13 +296,19 @@ export async function runPipelineStage(
       },
     };
   }
+  const vaeDecoder =
+    model.engines?.sessionFor("vae_decoder", shape[3]! * SDXL_VAE_FACTOR, shape[2]! * SDXL_VAE_FACTOR, shape[0]!) ??
+    model.vaeDecoder;
   // diffusers' SDXL pipelines mark the decoded images before `postprocess` rounds them, and before `apply_overlay`.
   const decoded = await decodeLatentsToImages(
-    model.vaeDecoder,
+    vaeDecoder,
     latents,
     shape,
     model.vaeScalingFactor,
     plan.watermark === false ? undefined : watermarkDecoded,
+    // The last VAE call was the last GPU call: what follows (watermark, rounding, composite, PNG) overlaps the
+    // next stage's denoising.
+    () => hooks.gpu?.release(),
   );
   hooks.signal?.throwIfAborted();
   const source = job.source;

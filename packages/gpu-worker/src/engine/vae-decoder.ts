@@ -23,6 +23,8 @@ export async function decodeLatentsToImages(
   scalingFactor: number,
   /** Runs on each image's CHW floats before they are rounded to bytes (diffusers' watermark step). */
   beforeRounding?: (pixels: Float32Array, height: number, width: number) => void,
+  /** Called after the last image's VAE call, before its watermark and rounding (the pipelined worker's GPU turn ends there). */
+  afterLastRun?: () => void,
 ): Promise<DecodedImage[]> {
   const [n, c, h, w] = shape as [number, number, number, number];
   const per = c * h * w;
@@ -33,6 +35,7 @@ export async function decodeLatentsToImages(
     const scaled = new Float32Array(per);
     for (let i = 0; i < per; i++) scaled[i] = latents[b * per + i]! / factor;
     const out = await vae.session.run({ latent_sample: floatTensor(vae, "latent_sample", scaled, [1, c, h, w]) });
+    if (b === n - 1) afterLastRun?.();
     const sample = out.sample as ort.Tensor;
     const pixels = outputAsFloat32(sample);
     const bad = firstNonFinite(pixels);

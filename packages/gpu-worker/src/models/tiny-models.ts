@@ -125,7 +125,21 @@ export const attr = {
     type: onnx.AttributeProto.AttributeType.STRING,
     s: new TextEncoder().encode(s),
   }),
+  /** A STRING attribute holding raw bytes (ONNX strings are byte strings), e.g. a serialized engine. */
+  bytes: (name: string, s: Uint8Array): AttributeProto => ({
+    name,
+    type: onnx.AttributeProto.AttributeType.STRING,
+    s,
+  }),
 };
+
+/** Model-level fields a graph other than a tiny model needs (an EPContext wrapper imports `com.microsoft`). */
+export interface ModelMeta {
+  irVersion?: number;
+  producerName?: string;
+  producerVersion?: string;
+  opsetImport?: { domain: string; version: number }[];
+}
 
 interface Initializer {
   name: string;
@@ -178,6 +192,18 @@ export class GraphBuilder {
     return init.name;
   }
 
+  /** Adds a node in another operator domain with several outputs (e.g. `com.microsoft` `EPContext`). */
+  domainOp(
+    domain: string,
+    opType: string,
+    name: string,
+    inputs: string[],
+    outputs: string[],
+    attributes: AttributeProto[],
+  ): void {
+    this.nodes.push({ name, opType, domain, input: inputs, output: outputs, attribute: attributes });
+  }
+
   /** Adds a node and returns the name of its (first) output. */
   op(opType: string, inputs: string[], attributes: AttributeProto[] = [], output?: string): string {
     const out = output ?? `${opType.toLowerCase()}_${this.counter}`;
@@ -190,7 +216,7 @@ export class GraphBuilder {
    * Serializes the model. With `externalDataFile`, large initializers are stored in that file
    * (relative to the model) as the ONNX external-data convention describes.
    */
-  encode(externalDataFile?: string): { model: Uint8Array; externalData?: Uint8Array } {
+  encode(externalDataFile?: string, meta: ModelMeta = {}): { model: Uint8Array; externalData?: Uint8Array } {
     const chunks: Uint8Array[] = [];
     let offset = 0;
     const tensors: TensorProto[] = this.initializers.map((init) => {
@@ -214,14 +240,14 @@ export class GraphBuilder {
     });
 
     const model = {
-      irVersion: 8,
-      producerName: "kiln-tiny-models",
-      producerVersion: "1",
-      opsetImport: [{ domain: "", version: 17 }],
+      irVersion: meta.irVersion ?? 8,
+      producerName: meta.producerName ?? "kiln-tiny-models",
+      producerVersion: meta.producerVersion ?? "1",
+      opsetImport: meta.opsetImport ?? [{ domain: "", version: 17 }],
       graph: { name: this.name, node: this.nodes, initializer: tensors, input: this.inputs, output: this.outputs },
     };
     const problem = onnx.ModelProto.verify(model);
-    if (problem) throw new Error(`tiny model ${this.name} is not a valid ModelProto: ${problem}`);
+    if (problem) throw new Error(`ONNX model ${this.name} is not a valid ModelProto: ${problem}`);
     const encoded = onnx.ModelProto.encode(onnx.ModelProto.create(model)).finish();
     return externalDataFile ? { model: encoded, externalData: concat(chunks, offset) } : { model: encoded };
   }

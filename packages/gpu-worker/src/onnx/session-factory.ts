@@ -32,6 +32,8 @@ export interface CreateSessionOptions {
   deviceId?: number;
   logger?: SessionLogger;
   intraOpThreads?: number;
+  /** Default "all". EPContext wrappers (TensorRT engines) are opened with "disabled", as ORT advises. */
+  graphOptimizationLevel?: ort.InferenceSession.SessionOptions["graphOptimizationLevel"];
 }
 
 function providerConfig(name: ExecutionProviderName, deviceId: number): ort.InferenceSession.ExecutionProviderConfig {
@@ -60,7 +62,7 @@ export async function createSession(modelPath: string, options: CreateSessionOpt
     const provider = providers[i];
     const sessionOptions: ort.InferenceSession.SessionOptions = {
       executionProviders: providers.slice(i).map((p) => providerConfig(p, deviceId)),
-      graphOptimizationLevel: "all",
+      graphOptimizationLevel: options.graphOptimizationLevel ?? "all",
       ...(options.intraOpThreads !== undefined ? { intraOpNumThreads: options.intraOpThreads } : {}),
     };
     const started = performance.now();

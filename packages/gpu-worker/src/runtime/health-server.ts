@@ -1,11 +1,16 @@
 import http from "node:http";
 
+import type { EngineSlotHealth } from "../engines/engine-sessions.js";
 import type { Worker } from "./worker.js";
 
 /** `GET /healthz` (models, providers, last poll, current jobs) and `GET /metrics` (Prometheus) for one worker. */
 export function startHealthServer(
   worker: Worker,
-  info: { models: Record<string, { dir: string; providers: string[]; tiny: boolean }> },
+  info: {
+    models: Record<string, { dir: string; providers: string[]; tiny: boolean }>;
+    /** TensorRT engine state per model role, part and bucket, and the provider each session really uses. */
+    engines?: () => Record<string, EngineSlotHealth[]>;
+  },
   port: number,
   host = "127.0.0.1",
 ) {
@@ -20,7 +25,9 @@ export function startHealthServer(
       const healthy =
         worker.status.state === "running" && !worker.status.lastPollError && Date.now() - lastPoll < 60_000;
       res.writeHead(healthy || worker.status.current.length > 0 ? 200 : 503, { "content-type": "application/json" });
-      res.end(JSON.stringify({ ...worker.status, models: info.models }));
+      res.end(
+        JSON.stringify({ ...worker.status, models: info.models, ...(info.engines ? { engines: info.engines() } : {}) }),
+      );
       return;
     }
     res.writeHead(404, { "content-type": "application/problem+json" });

@@ -77,6 +77,24 @@ export function createWorkerMetrics() {
       registers: [registry],
     }),
     busy: new Gauge({ name: "kiln_stages_running", help: "Stages running on this worker now", registers: [registry] }),
+    // Cold start: model sync from S3 and time to ready.
+    modelSyncSeconds: new Gauge({
+      name: "kiln_model_sync_seconds",
+      help: "Wall time of the boot's model sync from S3, per model role (0 bytes fetched when the disk had it)",
+      labelNames: ["role"],
+      registers: [registry],
+    }),
+    modelSyncBytes: new Gauge({
+      name: "kiln_model_sync_downloaded_bytes",
+      help: "Bytes the boot's model sync fetched, per model role",
+      labelNames: ["role"],
+      registers: [registry],
+    }),
+    readySeconds: new Gauge({
+      name: "kiln_worker_ready_seconds",
+      help: "Seconds from process start to polling (model sync and session loads included)",
+      registers: [registry],
+    }),
   };
 }
 

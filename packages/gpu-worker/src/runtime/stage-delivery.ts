@@ -78,7 +78,7 @@ export class StageDelivery {
     private readonly delivery: QueueMessage,
     private readonly message: StageMessage,
   ) {
-    this.queueName = queueForStage(message.kind, message.lane);
+    this.queueName = queueForStage(message.kind, message.lane, message.route);
     this.log = options.logger.child({
       jobId: message.jobId,
       stage: message.stage,
@@ -222,6 +222,7 @@ export class StageDelivery {
       const execution = this.options.execute(this.job, stage, input, {
         signal: stop.signal,
         logger: this.log,
+        gpu: this.options.gpu,
         onStep: (step, steps) => this.onStep(stage, step, steps),
       });
       execution.catch(() => undefined);

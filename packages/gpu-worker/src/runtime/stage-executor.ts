@@ -33,12 +33,17 @@ export function sdxlExecutor(
     if (!model) throw new Error(`this worker has no model loaded for a ${stage.kind} stage`);
     const source = await readSource(job, stage, options.blobs);
     hooks.signal?.throwIfAborted();
-    return runPipelineStage(
-      model,
-      { jobId: job.id, plan: job.plan, stage, source, noiseKernel: options.noiseKernel },
-      input,
-      hooks,
-    );
+    try {
+      return await runPipelineStage(
+        model,
+        { jobId: job.id, plan: job.plan, stage, source, noiseKernel: options.noiseKernel },
+        input,
+        hooks,
+      );
+    } finally {
+      // A hand-over stage's last GPU call was its last step; a failed stage gives its turn back here too.
+      hooks.gpu?.release();
+    }
   };
 }
 

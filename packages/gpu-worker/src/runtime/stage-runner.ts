@@ -10,6 +10,7 @@ import type { Logger } from "@kiln/shared/node";
 
 import type { BestEffortWrites } from "./best-effort-writes.js";
 import type { WorkerMetrics } from "./metrics.js";
+import type { GpuTurn } from "./pipeline/gpu-turns.js";
 import { StageDelivery } from "./stage-delivery.js";
 import type { StageExecutor } from "./stage-executor.js";
 
@@ -40,6 +41,8 @@ export interface StageRunnerOptions {
   now?: () => Date;
   /** Fault tests' pause points: a stage waits at `stage<k>-step<n>` when a test armed it. */
   pause?: PausePoint;
+  /** The pipelined worker's GPU turn for this delivery (absent: the stage runs as soon as it is claimed). */
+  gpu?: GpuTurn;
 }
 
 export type StageOutcome =
@@ -59,9 +62,10 @@ export async function runStageMessage(options: StageRunnerOptions, delivery: Que
       { messageId: delivery.id, issues: parsed.error.issues },
       "stage message is invalid; releasing it towards the dead-letter queue",
     );
-    const body = delivery.body as { kind?: string; lane?: string };
+    const body = delivery.body as { kind?: string; lane?: string; route?: unknown };
+    const route = typeof body?.route === "string" && /^\d{2,5}x\d{2,5}$/.test(body.route) ? body.route : undefined;
     await options.ports.queue.release(
-      queueForStage(body?.kind === "refine" ? "refine" : "base", body?.lane === "batch" ? "batch" : undefined),
+      queueForStage(body?.kind === "refine" ? "refine" : "base", body?.lane === "batch" ? "batch" : undefined, route),
       delivery.receipt,
       0,
     );

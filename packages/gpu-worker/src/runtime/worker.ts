@@ -17,6 +17,7 @@ import type { Logger } from "@kiln/shared/node";
 
 import { BestEffortWrites } from "./best-effort-writes.js";
 import { createWorkerMetrics, type WorkerMetrics } from "./metrics.js";
+import { DEFAULT_PIPELINE_LIMITS, type PipelineEntry, StagePipeline } from "./pipeline/stage-pipeline.js";
 import { PollBeat } from "./poll-beat.js";
 import type { StageExecutor } from "./stage-executor.js";
 import { runStageMessage, type StageOutcome } from "./stage-runner.js";
@@ -44,11 +45,25 @@ export interface WorkerOptions {
   workerId?: string;
   metrics?: WorkerMetrics;
   events?: JobEventSink;
+  /**
+   * Resolution buckets, KILN_BUCKET_ROUTING=lanes: the bucket queues this worker reads besides the
+   * shared ones (the buckets it holds engines for; every configured bucket for a worker without
+   * engines), and every configured bucket, whose dead letters it sweeps. Absent: shared queues only.
+   */
+  buckets?: { take: readonly string[]; all: readonly string[] };
+  /**
+   * Pipelined (`KILN_WORKER_PIPELINE`): the next message is claimed and its prompt encoded while a stage is on
+   * the GPU, and results are encoded, stored and acknowledged while the next stage is; `concurrency` stages
+   * hold the GPU at once. Off: each loop runs one stage from claim to acknowledgement before the next.
+   */
+  pipelined?: boolean;
 }
 
 export interface WorkerStatus {
   workerId: string;
   stages: StageKind[];
+  /** Bucket queues it reads (`lanes` routing); absent: the shared queues only. */
+  buckets?: string[];
   state: "starting" | "running" | "draining" | "stopped";
   lastPollAt?: string;
   lastPollError?: string;
@@ -64,6 +79,8 @@ export interface WorkerStatus {
  */
 /** How often a worker tells the registry it is alive while busy (it beats on every poll when idle). */
 export const BUSY_BEAT_MS = 10_000;
+/** Pipelined and busy with empty queues: how often the queues are polled (without waiting) for work to claim ahead. */
+const BUSY_POLL_MS = 250;
 
 export class Worker {
   readonly metrics: WorkerMetrics;
@@ -75,25 +92,37 @@ export class Worker {
   private beating?: NodeJS.Timeout;
   private readonly beat: PollBeat;
   private readonly bestEffort: BestEffortWrites;
+  private readonly pipeline?: StagePipeline;
 
   constructor(private readonly options: WorkerOptions) {
     this.metrics = options.metrics ?? createWorkerMetrics();
     this.status = {
       workerId: options.workerId ?? `${os.hostname()}-${process.pid}`,
       stages: options.stages,
+      ...(options.buckets ? { buckets: [...options.buckets.take] } : {}),
       state: "starting",
       current: [],
       completed: {},
     };
     this.bestEffort = new BestEffortWrites(options.logger);
     this.beat = new PollBeat(options.ports.workers, this.status, this.bestEffort, options.beatIntervalMs);
+    if (options.pipelined)
+      this.pipeline = new StagePipeline({ ...DEFAULT_PIPELINE_LIMITS, gpuSlots: options.concurrency }, options.pause);
   }
 
   start(): void {
     this.status.state = "running";
-    for (let i = 0; i < this.options.concurrency; i++) this.loops.push(this.loop());
+    // Pipelined, one loop claims for the GPU's `concurrency` slots; else each loop runs one stage at a time.
+    const loops = this.pipeline ? 1 : this.options.concurrency;
+    for (let i = 0; i < loops; i++) this.loops.push(this.loop());
     const sweep = () =>
-      failDeadLetteredJobs(this.options.ports, this.options.stages, new Date(), this.options.events)
+      failDeadLetteredJobs(
+        this.options.ports,
+        this.options.stages,
+        new Date(),
+        this.options.events,
+        this.options.buckets?.all,
+      )
         .then(
           (ids) =>
             ids.length &&
@@ -139,7 +168,12 @@ export class Worker {
     clearInterval(this.sweeper);
     clearInterval(this.beating);
     this.pollAbort.abort();
-    const grace = setTimeout(() => this.drainAbort.abort(), graceSeconds * 1000);
+    // Claimed ahead but not on the GPU yet: released now, so another worker starts them without waiting for ours.
+    this.pipeline?.releaseWaiting();
+    const grace = setTimeout(() => {
+      this.drainAbort.abort();
+      this.pipeline?.stopAll();
+    }, graceSeconds * 1000);
     await Promise.allSettled(this.loops);
     clearTimeout(grace);
     this.status.state = "stopped";
@@ -150,17 +184,32 @@ export class Worker {
     // Batch lanes: interactive queues first (refine before base), then the batch queues, so batch work
     // is taken only when no interactive stage is waiting and a person waits at most one running stage.
     const kinds = (["refine", "base"] as const).filter((k) => this.options.stages.includes(k));
-    const order = LANES.flatMap((lane) => kinds.map((kind) => ({ kind, lane })));
+    // Resolution buckets (`lanes` routing): within a lane and kind, the shared queue first, then the bucket
+    // queues this worker holds, starting one further each round so that under load no bucket starves another.
+    const routes = this.options.buckets?.take ?? [];
+    let round = 0;
     let pollFailures = 0;
     while (!this.pollAbort.signal.aborted) {
+      // Back-pressure: claim only while the pipeline has room for one more stage waiting for the GPU.
+      if (this.pipeline && !(await this.pipeline.room(this.pollAbort.signal))) break;
+      const turn = round++ % Math.max(1, routes.length);
+      const rotated = [...routes.slice(turn), ...routes.slice(0, turn)];
+      const order = LANES.flatMap((lane) =>
+        kinds.flatMap((kind) => [undefined, ...rotated].map((route) => ({ kind, lane, route }))),
+      );
+      // An idle worker long-polls the queue new renders arrive on (the interactive lane's first-stage queue), so
+      // a person's render is claimed the moment it is sent; refine and batch queues are checked between polls.
+      const longPoll = order.findIndex((q) => q.lane === LANES[0] && q.kind === kinds[kinds.length - 1] && !q.route);
       let claimed = false;
-      for (const [i, { kind, lane }] of order.entries()) {
+      // While stages are in flight, a long poll would miss the refine stage our own hand-over sends
+      // meanwhile: poll without waiting, then wait for the pipeline to change.
+      const busy = (this.pipeline?.inFlight ?? 0) > 0;
+      for (const [i, { kind, lane, route }] of order.entries()) {
         if (this.pollAbort.signal.aborted) break;
-        // Only the last queue in priority order long-polls, so a waiting refine stage is seen quickly.
-        const wait = i === order.length - 1 ? (this.options.pollWaitSeconds ?? (order.length > 1 ? 1 : 10)) : 0;
+        const wait = i === longPoll && !busy ? (this.options.pollWaitSeconds ?? (order.length > 1 ? 1 : 10)) : 0;
         let messages;
         try {
-          messages = await ports.queue.receive(queueForStage(kind, lane), {
+          messages = await ports.queue.receive(queueForStage(kind, lane, route), {
             max: 1,
             visibilitySeconds: this.options.visibilitySeconds,
             waitSeconds: wait,
@@ -184,15 +233,18 @@ export class Worker {
         }
         for (const message of messages) {
           claimed = true;
-          await this.runOne(kind, message);
+          if (this.pipeline) void this.runOne(kind, message, this.pipeline);
+          else await this.runOne(kind, message);
         }
         if (claimed) break;
       }
+      if (busy && !claimed) await this.pipeline!.changed(BUSY_POLL_MS, this.pollAbort.signal);
     }
+    await this.pipeline?.idle();
   }
 
   /** Runs one claimed message; a store or queue failure leaves it to reappear after its visibility timeout. */
-  private async runOne(kind: StageKind, message: QueueMessage): Promise<void> {
+  private async runOne(kind: StageKind, message: QueueMessage, pipeline?: StagePipeline): Promise<void> {
     const { ports, logger } = this.options;
     const body = message.body as { jobId?: string; stage?: number };
     const current = {
@@ -203,6 +255,11 @@ export class Worker {
     };
     this.status.current.push(current);
     this.metrics.busy.set(this.status.current.length);
+    const entry: PipelineEntry | undefined = pipeline?.enter({
+      jobId: current.jobId,
+      stage: current.stage,
+      worker: this.status.workerId,
+    });
     try {
       const outcome = await runStageMessage(
         {
@@ -216,7 +273,8 @@ export class Worker {
           cancelPollMs: this.options.cancelPollMs,
           ioRetryMs: this.options.ioRetryMs,
           bestEffort: this.bestEffort,
-          drainSignal: this.drainAbort.signal,
+          drainSignal: entry?.signal ?? this.drainAbort.signal,
+          gpu: entry?.turn,
           events: this.options.events,
           pause: this.options.pause,
         },
@@ -230,6 +288,7 @@ export class Worker {
       );
       await sleep(1000, this.pollAbort.signal);
     } finally {
+      entry?.done();
       this.status.current = this.status.current.filter((c) => c !== current);
       this.metrics.busy.set(this.status.current.length);
     }

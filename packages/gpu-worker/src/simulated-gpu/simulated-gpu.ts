@@ -14,16 +14,20 @@ import type { GpuProfile } from "./gpu-profiles.js";
  */
 export interface SimulatedGpu {
   busySeconds(): number;
+  /** Seconds from the first call's start to the last call's end since `reset` (0 before any call). */
+  spanSeconds(): number;
   reset(): void;
 }
 
 export function simulateGpu(models: ModelSet, profile: GpuProfile): SimulatedGpu {
   let busy = 0;
+  let firstStart: number | undefined;
   /** Calls overlap only if the worker runs two stages at once; the GPU still does one at a time. */
   let freeAt = 0;
   const occupy = async (seconds: number) => {
     const now = performance.now();
     const start = Math.max(now, freeAt);
+    firstStart ??= start;
     freeAt = start + seconds * 1000;
     busy += seconds;
     await new Promise((resolve) => setTimeout(resolve, freeAt - now));
@@ -57,7 +61,11 @@ export function simulateGpu(models: ModelSet, profile: GpuProfile): SimulatedGpu
   }
   return {
     busySeconds: () => busy,
-    reset: () => void (busy = 0),
+    spanSeconds: () => (firstStart === undefined ? 0 : (freeAt - firstStart) / 1000),
+    reset: () => {
+      busy = 0;
+      firstStart = undefined;
+    },
   };
 }
 

@@ -18,11 +18,14 @@ export async function failDeadLetteredJobs(
   kinds: readonly ("base" | "refine")[],
   now = new Date(),
   events?: JobEventSink,
+  /** Resolution buckets (`lanes` routing): bucket queues whose dead letters are swept too. */
+  routes: readonly string[] = [],
 ): Promise<string[]> {
   const failed: string[] = [];
-  // Batch lanes: both lanes of each kind have dead letters.
-  for (const [kind, lane] of kinds.flatMap((k) => LANES.map((l) => [k, l] as const))) {
-    for (const message of await ports.queue.peekDeadLetters(queueForStage(kind, lane), { max: 10 })) {
+  // Batch lanes: both lanes of each kind have dead letters; so has each bucket queue.
+  const queues = kinds.flatMap((k) => LANES.flatMap((l) => [undefined, ...routes].map((r) => [k, l, r] as const)));
+  for (const [kind, lane, route] of queues) {
+    for (const message of await ports.queue.peekDeadLetters(queueForStage(kind, lane, route), { max: 10 })) {
       const parsed = stageMessageSchema.safeParse(message.body);
       if (!parsed.success) continue;
       const job = await ports.jobs.get(parsed.data.jobId);
@@ -31,7 +34,7 @@ export async function failDeadLetteredJobs(
       if (job.progress && job.progress.stage > parsed.data.stage) continue;
       const error = {
         code: "stage_dead_lettered",
-        message: `Stage ${parsed.data.stage} (${kind}) failed on each of its ${message.receiveCount} deliveries and was moved to the dead-letter queue ${deadLetterQueueOf(queueForStage(kind, lane))}. An operator can inspect it with \`kiln dlq list\` and re-run it with \`kiln dlq replay\`.`,
+        message: `Stage ${parsed.data.stage} (${kind}) failed on each of its ${message.receiveCount} deliveries and was moved to the dead-letter queue ${deadLetterQueueOf(queueForStage(kind, lane, route))}. An operator can inspect it with \`kiln dlq list\` and re-run it with \`kiln dlq replay\`.`,
       };
       const updated = await applyTransition(
         ports.jobs,
@@ -53,12 +56,13 @@ export async function replayDeadLetters(
   ports: Ports,
   kind: "base" | "refine",
   now = new Date(),
+  routes: readonly string[] = [],
 ): Promise<{ requeuedJobs: string[]; messages: number }> {
   const requeuedJobs: string[] = [];
   let messages = 0;
-  // Batch lanes: replay both lanes of the kind.
-  for (const lane of LANES) {
-    for (const message of await ports.queue.peekDeadLetters(queueForStage(kind, lane), { max: 1000 })) {
+  // Batch lanes: replay both lanes of the kind (and, with bucket routing, each bucket's queues).
+  for (const [lane, route] of LANES.flatMap((l) => [undefined, ...routes].map((r) => [l, r] as const))) {
+    for (const message of await ports.queue.peekDeadLetters(queueForStage(kind, lane, route), { max: 1000 })) {
       const parsed = stageMessageSchema.safeParse(message.body);
       if (!parsed.success) continue;
       const job = await ports.jobs.get(parsed.data.jobId);
@@ -71,7 +75,7 @@ export async function replayDeadLetters(
       const updated = await applyTransition(ports.jobs, job.id, jobTransitions.replay(job, now));
       if (updated) requeuedJobs.push(job.id);
     }
-    messages += await ports.queue.redrive(queueForStage(kind, lane));
+    messages += await ports.queue.redrive(queueForStage(kind, lane, route));
   }
   return { requeuedJobs, messages };
 }

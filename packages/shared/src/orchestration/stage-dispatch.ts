@@ -16,11 +16,12 @@ export function stageMessage(jobId: string, plan: RenderPlan, index: number, tra
     outputKey: stage.output === "latents" ? blobKeys.latents(jobId, index) : blobKeys.imagesPrefix(jobId),
     traceparent,
     ...(plan.lane === "batch" ? { lane: "batch" as const } : {}),
+    ...(plan.route ? { route: plan.route } : {}),
   };
 }
 
 export async function enqueueStage(queue: Queue, message: StageMessage): Promise<void> {
-  await queue.send(queueForStage(message.kind, message.lane), message, {
+  await queue.send(queueForStage(message.kind, message.lane, message.route), message, {
     attributes: message.traceparent ? { traceparent: message.traceparent } : undefined,
   });
 }

@@ -25,7 +25,7 @@ export async function createQueuedJob(
   if (ports.jobs.createWithMessages) {
     await options.pause?.("submit:before-commit", { jobId: job.id });
     return ports.jobs.createWithMessages(marked, [
-      { queue: queueForStage(first.kind, first.lane), body: first, attributes },
+      { queue: queueForStage(first.kind, first.lane, first.route), body: first, attributes },
     ]);
   }
   if (!(await ports.jobs.create(job))) return false;

@@ -27,6 +27,12 @@ export interface RenderPlan {
   v: 1;
   /** Batch lanes: renders of a batch run travel in the batch queues; absent = interactive. */
   lane?: "batch";
+  // Resolution buckets: the bucket the render size belongs to (`1024x1024`), absent for small unbucketed sizes;
+  // `requestedSize` is [width, height] as asked when the API snapped it to the bucket.
+  bucket?: string;
+  requestedSize?: [number, number];
+  /** Set when KILN_BUCKET_ROUTING=lanes: every stage of the job travels in the bucket's queues. */
+  route?: string;
   mode: RenderMode;
   prompt: string;
   prompt2?: string;

@@ -63,9 +63,29 @@ export interface QueueDefinition {
 
 const capitalise = (s: string): string => s.charAt(0).toUpperCase() + s.slice(1);
 
-/** The logical name of the queue carrying stages of `kind` in `lane`. */
-export function queueForStage(kind: StageKind, lane: StageLane = DEFAULT_STAGE_LANE): string {
-  return `kiln-${kind}${STAGE_LANES[lane].suffix}`;
+/**
+ * The logical name of the queue carrying stages of `kind` in `lane`; with `route` (a resolution
+ * bucket id such as `1024x1024`, KILN_BUCKET_ROUTING=lanes), the bucket's own queue: `kiln-base-1024x1024`.
+ */
+export function queueForStage(kind: StageKind, lane: StageLane = DEFAULT_STAGE_LANE, route?: string): string {
+  return `kiln-${kind}${STAGE_LANES[lane].suffix}${route ? `-${route}` : ""}`;
+}
+
+/**
+ * Resolution buckets, `lanes` routing: the bucket queues of `routes` beside the shared ones (which
+ * keep carrying unbucketed sizes). Not in QUEUES: which exist depends on KILN_BUCKETS, so infra/
+ * and the AWS stand-in tests create them from this list.
+ */
+export function bucketQueueDefinitions(routes: readonly string[]): QueueDefinition[] {
+  return (Object.entries(STAGE_LANES) as [StageLane, (typeof STAGE_LANES)[StageLane]][]).flatMap(([lane, l]) =>
+    routes.flatMap((route) =>
+      STAGE_KINDS.map((kind): QueueDefinition => ({
+        name: queueForStage(kind, lane, route),
+        link: `Kiln${capitalise(kind)}${l.link}B${route}`,
+        carries: { stage: kind, lane },
+      })),
+    ),
+  );
 }
 
 /** Every stage queue a worker serving `kinds` reads, most preferred lane first. */

@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
 
+import type { BucketPolicy } from "../buckets/resolution-buckets.js";
 import { JOB_EVENT_TYPES } from "./job-event.js";
 
 export const RENDER_MODES = ["base", "ensemble", "sdedit", "img2img", "inpaint", "outpaint"] as const;
@@ -34,6 +35,8 @@ export interface RenderLimits {
   maxPromptChars: number;
   /** Upper bound of `retention_hours` (KILN_MAX_RETENTION_HOURS); 30 days when absent. */
   maxRetentionHours?: number;
+  /** Resolution buckets (KILN_BUCKETS, KILN_STRICT_BUCKETS); absent: sizes are kept as asked, with no bucket. */
+  buckets?: BucketPolicy;
   /** Whether a request may send `watermark: false` (KILN_ALLOW_UNWATERMARKED); refused when absent. */
   allowUnwatermarked?: boolean;
 }

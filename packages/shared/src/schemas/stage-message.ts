@@ -19,6 +19,11 @@ export const stageMessageSchema = z
     traceparent: z.string().optional(),
     // Batch lanes: absent means the interactive lane.
     lane: z.enum(["batch"]).optional(),
+    // Resolution buckets (`lanes` routing): the bucket whose queue carries this job's stages.
+    route: z
+      .string()
+      .regex(/^\d{2,5}x\d{2,5}$/)
+      .optional(),
   })
   .strict();
 

@@ -79,6 +79,7 @@ export async function submitChatRender(
       chat: origin,
       inputs: input.inputs,
       limits: deps.limits,
+      buckets: deps.limits.buckets,
     });
   } catch (e) {
     if (e instanceof LimitExceededError) {

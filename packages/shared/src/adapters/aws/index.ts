@@ -129,3 +129,4 @@ export function openAwsPorts(options: AwsPortsOptions): Ports {
     },
   };
 }
+export { type RangedObjectSource, s3ObjectSource } from "./s3-object-source.js";

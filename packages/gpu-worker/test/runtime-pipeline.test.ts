@@ -1,0 +1,250 @@
+/**
+ * The pipelined worker (KILN_WORKER_PIPELINE) on the local family with the tiny models: while one stage holds
+ * the GPU, the next message is claimed and its prompt encoded; a drain releases that claimed-ahead message at
+ * once; a cancel of it ends only that job; and the images and the order in which stages take the GPU are those
+ * of the worker without pipelining. Kill -9 of a worker holding a claimed-ahead message: test/e2e/durability-pipeline.
+ */
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+
+import {
+  DEFAULT_RENDER_LIMITS,
+  enqueueStage,
+  type JobRecord,
+  type PausePoint,
+  planRender,
+  type Ports,
+  queueForStage,
+  renderRequestSchema,
+  stageMessage,
+} from "@kiln/shared";
+import { createLogger } from "@kiln/shared/node";
+import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
+
+import { loadSdxlModel, type ModelSet, sdxlExecutor, Worker, writeTinyModels } from "../src/index.js";
+
+const logger = createLogger({ level: (process.env.KILN_TEST_LOG as "silent") ?? "silent" });
+
+async function submit(ports: Ports, body: Record<string, unknown>): Promise<JobRecord> {
+  const plan = planRender(renderRequestSchema(DEFAULT_RENDER_LIMITS).parse(body), 3);
+  const at = new Date().toISOString();
+  const job: JobRecord = {
+    id: `job_${Math.random().toString(36).slice(2)}`,
+    ownerKeyId: "k",
+    status: "queued",
+    version: 1,
+    createdAt: at,
+    updatedAt: at,
+    plan,
+    images: [],
+    stageTimings: [],
+  };
+  await ports.jobs.create(job);
+  await enqueueStage(ports.queue, stageMessage(job.id, plan, 0));
+  return job;
+}
+
+async function until<T>(probe: () => Promise<T | undefined | null | false>, what: string, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** In-process pause points: a stage held at an armed point waits until the test lets it go; every call is recorded. */
+class Holds {
+  readonly seen: { point: string; jobId: string }[] = [];
+  private readonly armed = new Map<string, { reached: (info: Record<string, unknown>) => void; gate: Promise<void> }>();
+
+  arm(point: string): { reached: Promise<Record<string, unknown>>; release(): void } {
+    let reached!: (info: Record<string, unknown>) => void;
+    let release!: () => void;
+    const at = new Promise<Record<string, unknown>>((r) => (reached = r));
+    const gate = new Promise<void>((r) => (release = r));
+    this.armed.set(point, { reached, gate });
+    return { reached: at, release };
+  }
+
+  readonly pause: PausePoint = async (point, info = {}, prepare) => {
+    this.seen.push({ point, jobId: String(info.jobId) });
+    const hold = this.armed.get(point);
+    if (!hold) return;
+    this.armed.delete(point);
+    await prepare?.();
+    hold.reached(info);
+    await hold.gate;
+  };
+}
+
+const SMALL = { prompt: "a small boat", width: 64, height: 64, steps: 6 } as const;
+
+describe("pipelined worker", { timeout: 120_000 }, () => {
+  let models: ModelSet;
+  let modelDir: string;
+  const opened: TempLocalPorts[] = [];
+  const workers: Worker[] = [];
+
+  before(async () => {
+    modelDir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-pipeline-models-"));
+    const dirs = writeTinyModels(modelDir);
+    const options = { providers: ["cpu" as const], logger };
+    models = {
+      base: await loadSdxlModel(dirs.base, "base", options),
+      refiner: await loadSdxlModel(dirs.refiner, "refiner", options),
+    };
+  });
+  after(async () => {
+    for (const w of workers) await w.drain(0);
+    for (const p of opened) await p.close();
+    for (const m of Object.values(models ?? {})) await m?.release();
+    fs.rmSync(modelDir, { recursive: true, force: true });
+  });
+
+  function openPorts(): Ports {
+    const local = openTempLocalPorts({ prefix: "kiln-pipeline-", maxReceives: 3 });
+    opened.push(local);
+    return local.ports;
+  }
+
+  function startWorker(ports: Ports, pipelined: boolean, holds = new Holds()): Worker {
+    const worker = new Worker({
+      ports,
+      execute: sdxlExecutor(models, { blobs: ports.blobs }),
+      logger,
+      stages: ["base", "refine"],
+      concurrency: 1,
+      visibilitySeconds: 30,
+      maxReceives: 3,
+      pollWaitSeconds: 1,
+      cancelPollMs: 50,
+      deadLetterSweepMs: 60_000,
+      pause: holds.pause,
+      pipelined,
+    });
+    workers.push(worker);
+    worker.start();
+    return worker;
+  }
+
+  const ended = (ports: Ports, id: string) =>
+    until(async () => {
+      const j = await ports.jobs.get(id);
+      return j && ["succeeded", "failed", "canceled", "expired"].includes(j.status) ? j : undefined;
+    }, `job ${id} to end`);
+
+  async function imagesOf(ports: Ports, job: JobRecord): Promise<Buffer[]> {
+    return Promise.all(job.images.map(async (i) => Buffer.from((await ports.blobs.get(i.key))!)));
+  }
+
+  it("gives the same images as without pipelining; stages take the GPU in submission order, a refine at most one stage later", async () => {
+    const bodies = [
+      { ...SMALL, mode: "base", seed: 1 },
+      { ...SMALL, mode: "ensemble", seed: 2, prompt: "a lighthouse" },
+      { ...SMALL, mode: "base", seed: 3, n: 2 },
+      { ...SMALL, mode: "ensemble", seed: 4, scheduler: "euler_a" },
+    ];
+    const runs: { images: Buffer[][]; gpuOrder: string[] }[] = [];
+    for (const pipelined of [false, true]) {
+      const ports = openPorts();
+      const holds = new Holds();
+      // Queued before the worker starts, so the pipelined one always has a message to claim ahead.
+      const jobs: JobRecord[] = [];
+      for (const body of bodies) jobs.push(await submit(ports, body));
+      const worker = startWorker(ports, pipelined, holds);
+      const done = await Promise.all(jobs.map((j) => ended(ports, j.id)));
+      await worker.drain(5);
+      for (const j of done) assert.equal(j.status, "succeeded", JSON.stringify(j.error));
+      const index = new Map(jobs.map((j, i) => [j.id, i]));
+      runs.push({
+        images: await Promise.all(done.map((j) => imagesOf(ports, j))),
+        // Step 1 of each stage: the order in which stages took the GPU, as submission indices and stage numbers.
+        gpuOrder: holds.seen
+          .filter((s) => /^stage\d+-step1$/.test(s.point))
+          .map((s) => `${index.get(s.jobId)}:${s.point}`),
+      });
+      if (pipelined)
+        assert.ok(
+          holds.seen.some((s) => s.point === "gpu-wait"),
+          "a stage was claimed ahead and waited",
+        );
+    }
+    const [serial, pipelined] = runs as [(typeof runs)[0], (typeof runs)[0]];
+    assert.equal(serial.images.flat().length, 5);
+    serial.images.forEach((images, j) =>
+      images.forEach((image, i) => assert.ok(image.equals(pipelined.images[j]![i]!), `job ${j} image ${i} identical`)),
+    );
+    // First stages take the GPU in submission order. A refine stage can be overtaken by one base stage: the
+    // base stage after it was claimed ahead while the refine's own base stage was still on the GPU.
+    const firsts = (order: string[]) => order.filter((s) => s.endsWith("stage0-step1"));
+    assert.deepEqual(firsts(pipelined.gpuOrder), firsts(serial.gpuOrder));
+    for (const stage of serial.gpuOrder) {
+      const delay = pipelined.gpuOrder.indexOf(stage) - serial.gpuOrder.indexOf(stage);
+      assert.ok(delay <= 1, `${stage} took the GPU at most one stage later (${delay})`);
+    }
+  });
+
+  it("holds the next message, prompt encoded, while a stage is on the GPU; a drain releases it at once", async () => {
+    const ports = openPorts();
+    const holds = new Holds();
+    const onGpu = holds.arm("stage0-step2");
+    const worker = startWorker(ports, true, holds);
+    const a = await submit(ports, { ...SMALL, mode: "base", seed: 5 });
+    assert.equal((await onGpu.reached).jobId, a.id);
+    const waiting = holds.arm("gpu-wait");
+    const b = await submit(ports, { ...SMALL, mode: "base", seed: 6 });
+    assert.equal((await waiting.reached).jobId, b.id, "the next job was claimed and waits for the GPU");
+    assert.equal((await ports.jobs.get(b.id))!.status, "running");
+    assert.deepEqual(await ports.queue.depth(queueForStage("base")), { visible: 0, inFlight: 2, delayed: 0 });
+
+    const drained = worker.drain(60);
+    waiting.release();
+    await until(
+      async () => (await ports.jobs.get(b.id))?.status === "queued",
+      "the claimed-ahead job to be queued again",
+    );
+    await until(
+      async () => (await ports.queue.depth(queueForStage("base"))).visible === 1,
+      "its message to be released, not left to its visibility timeout",
+    );
+    assert.equal((await ports.jobs.get(a.id))!.status, "running", "the stage on the GPU goes on during the grace");
+    onGpu.release();
+    await drained;
+    assert.equal((await ports.jobs.get(a.id))!.status, "succeeded");
+
+    const next = startWorker(ports, true);
+    const done = await ended(ports, b.id);
+    assert.equal(done.status, "succeeded");
+    assert.equal(done.images.length, 1);
+    await next.drain(5);
+    assert.deepEqual(await ports.queue.depth(queueForStage("base")), { visible: 0, inFlight: 0, delayed: 0 });
+  });
+
+  it("a cancel of the claimed-ahead job ends only that job", async () => {
+    const ports = openPorts();
+    const holds = new Holds();
+    const onGpu = holds.arm("stage0-step2");
+    const worker = startWorker(ports, true, holds);
+    const a = await submit(ports, { ...SMALL, mode: "ensemble", seed: 7 });
+    assert.equal((await onGpu.reached).jobId, a.id);
+    const waiting = holds.arm("gpu-wait");
+    const b = await submit(ports, { ...SMALL, mode: "ensemble", seed: 8 });
+    assert.equal((await waiting.reached).jobId, b.id);
+    await ports.jobs.update(b.id, { status: ["running"] }, { cancelRequested: true });
+    waiting.release();
+    const canceled = await ended(ports, b.id);
+    assert.equal(canceled.status, "canceled");
+    assert.equal(canceled.images.length, 0);
+    assert.equal((await ports.jobs.get(a.id))!.status, "running", "the job on the GPU is untouched");
+    onGpu.release();
+    const done = await ended(ports, a.id);
+    assert.equal(done.status, "succeeded");
+    assert.equal(done.images.length, 1);
+    await worker.drain(5);
+  });
+});
