@@ -216,7 +216,7 @@ describe("kiln api + kiln worker on the AWS family", { timeout: 120_000 }, () =>
     Object.assign(process.env, cronEnv);
     try {
       // The cron also runs the submit reconciler; this job was enqueued, so nothing is re-sent.
-      assert.deepEqual(await deadLetterSweep(), { failed: [job.id], resent: [] });
+      assert.deepEqual(await deadLetterSweep(), { failed: [job.id], resent: [], told: [] });
     } finally {
       for (const k of Object.keys(cronEnv)) if (saved[k] === undefined) delete process.env[k];
       Object.assign(process.env, saved);

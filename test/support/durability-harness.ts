@@ -40,6 +40,11 @@ export type FamilyName = "local" | "aws";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const KILN_BIN = path.join(ROOT, "packages/cli/bin/kiln.js");
+/** The chaos run: `kiln` as one prebuilt bundle (see kiln-bundle.ts), which starts in a fraction of the time. */
+let kilnBin = KILN_BIN;
+export function useKilnBin(file: string | undefined): void {
+  kilnBin = file ?? KILN_BIN;
+}
 /** Tiny models loaded once per test process, for references and in-process stages. */
 let tinyModels: ReturnType<typeof loadTinyModels> | undefined;
 
@@ -201,7 +206,7 @@ export async function spawnKiln(
       ([k]) => !k.startsWith("KILN_") && !k.startsWith("AWS_") && !k.startsWith("SST_"),
     ),
   );
-  const child = spawn(process.execPath, [KILN_BIN, command], {
+  const child = spawn(process.execPath, [kilnBin, command], {
     cwd: ROOT,
     env: {
       ...inherited,

@@ -17,5 +17,7 @@ export * from "./orchestration/stage-dispatch.js";
 export * from "./orchestration/dead-letters.js";
 export * from "./orchestration/transient-errors.js";
 export * from "./jobs/job-transitions.js";
+// Event outbox: events stored with their transition, told after, re-told after a crash.
+export * from "./jobs/event-outbox.js";
 export * from "./orchestration/submit-outbox.js";
 export * from "./buckets/resolution-buckets.js";

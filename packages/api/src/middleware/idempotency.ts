@@ -6,8 +6,13 @@ import { fail } from "../http/problem.js";
 
 /** Records are kept this long (the issue's 24 h; Stripe keeps theirs as long). */
 const RECORD_SECONDS = 24 * 3600;
-/** A pending claim older than this belongs to a request that died; `Prefer: wait` may hold one for 60 s. */
-const LOCK_MS = 120_000;
+/**
+ * A pending claim not renewed for this long belongs to a request that died (its process killed):
+ * a running request renews its claim every RENEW_MS (`Prefer: wait` may run for 60 s), so a retry
+ * after a crash waits seconds, not minutes.
+ */
+const LOCK_MS = 15_000;
+const RENEW_MS = 5_000;
 /** How long a duplicate waits for the first request to finish before answering 409. */
 const DUPLICATE_WAIT_MS = 10_000;
 const KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;
@@ -87,6 +92,10 @@ export function idempotency(deps: ApiDeps, options: { duplicateWaitMs?: number }
       }
       if (existing.state === "completed" && existing.jobId === jobIdFor(id)) return replayJob(c, next, existing.jobId);
       if (existing.state === "completed" && existing.response) return replay(existing.response);
+      // Crash-safe submit: a pending claim whose job is already stored (the first attempt died after
+      // the commit, or is still answering) is answered with that job; nothing is created twice.
+      if (existing.state === "pending" && (await deps.ports.jobs.get(jobIdFor(id))))
+        return replayJob(c, next, jobIdFor(id));
       if (at - started >= duplicateWaitMs) {
         fail(
           409,
@@ -101,9 +110,14 @@ export function idempotency(deps: ApiDeps, options: { duplicateWaitMs?: number }
     }
 
     c.set("submitJobId", jobIdFor(id));
+    const renewal = setInterval(
+      () => void keys.renewIdempotency(id, token, nowMs() + LOCK_MS).catch(() => undefined),
+      RENEW_MS,
+    );
     try {
       await next();
     } finally {
+      clearInterval(renewal);
       const res = c.res;
       if (res.status >= 200 && res.status < 300) {
         const body = await res.clone().text();

@@ -21,6 +21,7 @@ import {
   randomId,
   type RenderPlan,
   type RenderRequest,
+  tellEvent,
 } from "@kiln/shared";
 
 import { sleep } from "../http/sleep.js";
@@ -223,19 +224,20 @@ export interface JobMoveOptions {
   log?: (level: "warn", obj: Record<string, unknown>, msg: string) => void;
 }
 
-/** Stores a transition of the job state machine; its event goes out without holding up the answer. */
-function move(ports: Ports, job: JobRecord, transition: JobTransition, options: JobMoveOptions) {
-  return applyTransition(ports.jobs, job.id, transition, {
-    at: options.now,
-    events: options.events
-      ? (event) => {
-          void options.events!(event).catch((e) =>
-            options.log?.("warn", { err: String(e), event: event.type, jobId: job.id }, "job event not delivered"),
-          );
-          return Promise.resolve();
-        }
-      : undefined,
-  });
+/**
+ * Stores a transition of the job state machine; its event goes out without holding up the answer
+ * (stored with the transition, it stays due on the record until told, so nothing is lost).
+ */
+async function move(ports: Ports, job: JobRecord, transition: JobTransition, options: JobMoveOptions) {
+  const stored = await applyTransition(ports.jobs, job.id, transition, { at: options.now });
+  if (stored && transition.event && options.events) {
+    void tellEvent(ports.jobs, options.events, transition.event, stored, {
+      at: options.now,
+      onError: (e, event) =>
+        options.log?.("warn", { err: String(e), event, jobId: job.id }, "job event not delivered; it stays due"),
+    });
+  }
+  return stored;
 }
 
 /**

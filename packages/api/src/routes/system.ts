@@ -23,7 +23,8 @@ export function systemRoutes(rt: ApiRuntime) {
           content: { "application/json": { schema: z.object({ status: z.literal("ok") }) } },
         },
         503: {
-          description: "Starting or a port is unreachable",
+          description:
+            "Starting, a port is unreachable, or the stores are unusable (local: the database cannot be reopened or written)",
           content: { [PROBLEM_CONTENT_TYPE]: { schema: problemSchema } },
         },
       },
@@ -31,6 +32,17 @@ export function systemRoutes(rt: ApiRuntime) {
     async (c) => {
       const ready = (await rt.deps.ready?.()) ?? true;
       if (!ready) fail(503, "not_ready", "Kiln is starting; retry in a moment.");
+      // The stores themselves (local: the database can be reopened and written): an orchestrator
+      // restarts an API whose writes would be lost, rather than letting it accept work.
+      const stores = (await rt.deps.ports.health?.()) ?? { ok: true };
+      if (!stores.ok) {
+        rt.deps.log?.("error", { reason: stores.reason }, "health check failed: the stores are unusable");
+        fail(
+          503,
+          "store_unusable",
+          `Kiln's stores are unusable: ${stores.reason}. Restart this process once they are back.`,
+        );
+      }
       return c.json({ status: "ok" as const }, 200);
     },
   );

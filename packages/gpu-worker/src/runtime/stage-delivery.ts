@@ -20,6 +20,8 @@ import {
   type StageMessage,
   stageMessage,
   type StagePlan,
+  tellDueEvents,
+  tellEvent,
 } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
 
@@ -124,12 +126,14 @@ export class StageDelivery {
       return this.ackWith("skipped");
     }
     this.job = job;
+    const told = await this.io("tell due events", () => this.tellDue(job));
     if (isTerminal(job.status)) {
       this.log.info({ status: job.status }, "job already ended; acknowledging a duplicate or late stage message");
       // This very message (not a copy) ended the job and came back: its earlier delivery may have
       // died between storing the transition and telling the sink.
-      if (this.delivery.receiveCount > 1 && job.progress?.stage === message.stage)
-        await this.emit(TERMINAL_EVENTS[job.status]!, job);
+      const terminal = TERMINAL_EVENTS[job.status]!;
+      if (this.delivery.receiveCount > 1 && job.progress?.stage === message.stage && !told.includes(terminal))
+        await this.emit(terminal, job, false);
       return this.ackWith("skipped");
     }
     const stage = job.plan.stages[message.stage];
@@ -530,11 +534,24 @@ export class StageDelivery {
    * or going on (started), so an event is lost only if the worker dies between the stored transition
    * and the sink — and a redelivery of the finishing message then tells it again (at least once).
    */
-  private async emit(type: JobEventType, job: JobRecord | null | undefined): Promise<void> {
+  private async emit(type: JobEventType, job: JobRecord | null | undefined, fresh = true): Promise<void> {
     if (!job || !this.options.events) return;
-    await this.options
-      .events({ type, job, at: new Date().toISOString() })
-      .catch((e) => this.log.warn({ err: describeError(e), event: type }, "job event not delivered"));
+    // A fresh transition's event may be held by a fault test between the stored write and the sink.
+    await tellEvent(this.options.ports.jobs, this.options.events, type, job, {
+      pause: fresh ? this.options.pause : undefined,
+      onError: (e) =>
+        this.log.warn({ err: describeError(e), event: type }, "job event not delivered; it stays due on the job"),
+    });
+  }
+
+  /** Event outbox: events a crash left untold on the record are told by whoever next handles the job. */
+  private async tellDue(job: JobRecord): Promise<JobEventType[]> {
+    if (!job.eventsDue?.length || !this.options.events) return [];
+    const told = await tellDueEvents(this.options.ports.jobs, this.options.events, job, (e, type) =>
+      this.log.warn({ err: describeError(e), event: type }, "due job event not delivered; it stays due"),
+    );
+    if (told.length) this.log.info({ events: told }, "told job events a crash had left untold");
+    return told;
   }
 
   private enqueueNext(stage: StagePlan): Promise<unknown> {

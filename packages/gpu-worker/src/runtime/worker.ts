@@ -10,6 +10,7 @@ import {
   queueForStage,
   type QueueMessage,
   reconcileQueuedJobs,
+  redeliverDueEvents,
   type StageKind,
 } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
@@ -136,7 +137,19 @@ export class Worker {
               "re-sent stage 0 of queued jobs whose submit died before marking them",
             ),
         )
-        .catch((e) => this.options.logger.warn({ err: describeError(e) }, "dead-letter or submit-outbox sweep failed"));
+        // Event outbox: events a crash left due on a job no stage message will bring back.
+        .then(() =>
+          this.options.events
+            ? redeliverDueEvents(this.options.ports.jobs, this.options.events, {
+                onError: (e, event) =>
+                  this.options.logger.warn({ err: describeError(e), event }, "due job event not delivered"),
+              })
+            : [],
+        )
+        .then(
+          (ids) => ids.length && this.options.logger.warn({ jobIds: ids }, "told job events a crash had left untold"),
+        )
+        .catch((e) => this.options.logger.warn({ err: describeError(e) }, "dead-letter or outbox sweep failed"));
     this.sweeper = setInterval(sweep, this.options.deadLetterSweepMs ?? 15_000);
     // A worker running a long stage does not poll: it beats anyway, so one killed mid-stage stops
     // counting as busy within a minute (the API's BUSY_LIVENESS_MS) instead of lingering.

@@ -1,6 +1,8 @@
+import type { PausePoint } from "../orchestration/submit-outbox.js";
 import type { JobCondition, JobPatch, JobStore } from "../ports/job-store.js";
 import type { JobError, JobImage, JobProgress, JobRecord, JobStatus, StageTiming } from "../schemas/job.js";
 import type { JobEventSink, JobEventType } from "../schemas/job-event.js";
+import { tellEvent } from "./event-outbox.js";
 
 /**
  * Kiln's one job state machine: `queued → running → succeeded | failed | canceled | expired`.
@@ -54,6 +56,15 @@ export function retentionEnd(job: JobRecord): number | undefined {
   return Math.ceil(finished + retention);
 }
 
+/**
+ * Event outbox: a job with somewhere to tell (a webhook, a chat channel) stores the event in the
+ * transition's own write, so a crash between the write and the event sink cannot lose it.
+ */
+export function owing(job: JobRecord, event: JobEventType | undefined): JobPatch {
+  if (!event || (!job.webhook && !job.chat)) return {};
+  return { eventsDue: [...(job.eventsDue ?? []).filter((e) => e !== event), event] };
+}
+
 /** Any end: the status, when, why (not for success), and the expiry moved to the end. */
 function endJob(
   job: JobRecord,
@@ -64,7 +75,13 @@ function endJob(
 ): JobTransition {
   return {
     condition: { ...condition, status: END_FROM[status] },
-    patch: { ...extra, status, finishedAt: at.toISOString(), expiresAt: expiresAtOnEnd(job, at) },
+    patch: {
+      ...extra,
+      status,
+      finishedAt: at.toISOString(),
+      expiresAt: expiresAtOnEnd(job, at),
+      ...owing(job, status),
+    },
     event: status,
   };
 }
@@ -78,6 +95,7 @@ export const jobTransitions = {
   /** A worker claims the job for a stage (from `queued`, or `running` for a later stage or a retry). */
   start(job: JobRecord, stage: { index: number; kind: StageTiming["kind"] }, worker: string, at: Date): JobTransition {
     const startedAt = at.toISOString();
+    const event = job.startedAt ? undefined : "started";
     return {
       condition: { version: job.version, status: ["queued", "running"] },
       patch: {
@@ -88,8 +106,9 @@ export const jobTransitions = {
           ...job.stageTimings.filter((t) => t.stage !== stage.index),
           { stage: stage.index, kind: stage.kind, worker, startedAt },
         ],
+        ...owing(job, event),
       },
-      event: job.startedAt ? undefined : "started",
+      event,
     };
   },
 
@@ -160,20 +179,28 @@ export function isOverdue(job: JobRecord, at: Date): boolean {
 }
 
 /**
- * Stores a transition and tells its event. Returns the stored record, or null when the condition
- * failed (someone else moved the job first: no event). A failed delivery is the sink's to report.
+ * Stores a transition and tells its event (see `tellEvent`). Returns the stored record, or null
+ * when the condition failed (someone else moved the job first: no event). A failed delivery is
+ * the sink's to report; the event then stays due on the record for the sweep.
  */
 export async function applyTransition(
   jobs: JobStore,
   id: string,
   transition: JobTransition,
-  options: { events?: JobEventSink; at?: Date; onEventError?: (e: unknown, type: JobEventType) => void } = {},
+  options: {
+    events?: JobEventSink;
+    at?: Date;
+    onEventError?: (e: unknown, type: JobEventType) => void;
+    pause?: PausePoint;
+  } = {},
 ): Promise<JobRecord | null> {
   const stored = await jobs.update(id, transition.condition, transition.patch);
   if (stored && transition.event && options.events) {
-    await options
-      .events({ type: transition.event, job: stored, at: (options.at ?? new Date()).toISOString() })
-      .catch((e) => options.onEventError?.(e, transition.event!));
+    await tellEvent(jobs, options.events, transition.event, stored, {
+      at: options.at,
+      pause: options.pause,
+      onError: options.onEventError,
+    });
   }
   return stored;
 }

@@ -18,5 +18,13 @@ export interface Ports {
   keys: KeyStore;
   /** Both families provide it; a host without it makes waiting reasons say "unknown". */
   workers?: WorkerRegistry;
+  /**
+   * Health of the stores themselves, for the API's /healthz: the local family checks that its
+   * database can still be reopened and written (a deleted WAL loses every later write). Absent:
+   * nothing to check beyond the requests themselves.
+   */
+  health?(): Promise<StoreHealth>;
   close(): Promise<void>;
 }
+
+export type StoreHealth = { ok: true } | { ok: false; reason: string };

@@ -1,4 +1,5 @@
 import type { JobProgress, JobRecord, JobStatus } from "../schemas/job.js";
+import type { JobEventType } from "../schemas/job-event.js";
 
 /**
  * The JobStore port. Every state transition is conditional on the current version (and,
@@ -56,6 +57,17 @@ export interface JobStore {
    * race with cancel or finish). Applies only while the job is `running`.
    */
   setProgress(id: string, progress: JobProgress): Promise<void>;
+  /**
+   * Event outbox: removes `told` from the job's `eventsDue` (the events a transition stored with
+   * itself) once the event sink has them. Like progress, it does not bump the version, so it never
+   * makes a worker's conditional transition fail.
+   */
+  clearEventsDue(id: string, told: readonly JobEventType[]): Promise<void>;
+  /**
+   * Event outbox: up to `limit` jobs with events due, last updated before `updatedBefore` (ISO),
+   * for the sweep that re-tells events a crash left untold.
+   */
+  listEventsDue(updatedBefore: string, limit: number): Promise<JobRecord[]>;
   listByOwner(ownerKeyId: string, options: ListJobsOptions): Promise<JobPage>;
   /** Jobs in `queued` state created before the given job, for queue position. */
   countQueuedBefore(job: Pick<JobRecord, "id" | "createdAt">): Promise<number>;

@@ -98,6 +98,11 @@ export interface KeyStore {
     token: string,
     result: Pick<IdempotencyRecord, "response" | "jobId">,
   ): Promise<boolean>;
+  /**
+   * Moves a pending record's `lockedUntil` while its request still runs; false if `token` no longer
+   * holds it. A short lock kept alive this way lapses soon after its request dies with its process.
+   */
+  renewIdempotency(id: string, token: string, lockedUntil: number): Promise<boolean>;
   /** Deletes a pending record held by `token`; false if it no longer holds it. */
   releaseIdempotency(id: string, token: string): Promise<boolean>;
   close?(): Promise<void>;

@@ -76,6 +76,11 @@ export interface JobRecord {
   webhook?: WebhookTarget;
   /** Chat channels: where a Discord or Slack render reports progress and delivers its images. */
   chat?: ChatOrigin;
+  /**
+   * Event outbox: events stored with their transition (in the same write) and not yet handed to
+   * the event sink; cleared once told, re-told by the next delivery or the sweep after a crash.
+   */
+  eventsDue?: JobEventType[];
 }
 
 export interface WebhookTarget {

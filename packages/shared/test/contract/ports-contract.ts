@@ -453,6 +453,34 @@ export function describePortsContract(
         await jobs().setProgress("job-missing", progress);
       });
 
+      // Event outbox: events stored with their transition, cleared once told, listed for the sweep.
+      it("stores due events with a transition, clears told ones without bumping the version, lists the rest", async () => {
+        await jobs().create(makeJob("job-due", "key-1", 0));
+        const stored = await jobs().update("job-due", { version: 1 }, { status: "running", eventsDue: ["started"] });
+        assert.deepEqual(stored?.eventsDue, ["started"]);
+        const ended = await jobs().update(
+          "job-due",
+          { version: 2 },
+          { status: "succeeded", eventsDue: ["started", "succeeded"] },
+        );
+        assert.ok(ended);
+        const later = new Date(Date.parse(ended.updatedAt) + 1000).toISOString();
+        assert.deepEqual(
+          (await jobs().listEventsDue(later, 10)).map((j) => j.id),
+          ["job-due"],
+        );
+        assert.deepEqual(await jobs().listEventsDue(ended.updatedAt, 10), [], "not before its last update");
+
+        await jobs().clearEventsDue("job-due", ["started"]);
+        const cleared = await jobs().get("job-due");
+        assert.deepEqual(cleared?.eventsDue, ["succeeded"]);
+        assert.equal(cleared?.version, 3, "clearing does not bump the version");
+        await jobs().clearEventsDue("job-due", ["succeeded", "failed"]);
+        assert.equal("eventsDue" in (await jobs().get("job-due"))!, false, "nothing due: the field is gone");
+        assert.deepEqual(await jobs().listEventsDue(later, 10), []);
+        await jobs().clearEventsDue("job-missing", ["started"]);
+      });
+
       it("lists an owner's jobs newest first, across pages, with a status filter", async () => {
         const statusOf = (i: number): JobStatus => (i % 3 === 0 ? "succeeded" : "queued");
         for (let i = 0; i < 7; i++) await jobs().create(makeJob(`job-${i}`, "key-1", i, statusOf(i)));
@@ -683,6 +711,22 @@ export function describePortsContract(
           assert.equal(await keys().releaseIdempotency("idem-r", "tok-a"), true);
           assert.equal(await keys().getIdempotency("idem-r", t0), null);
           assert.equal(await keys().putIdempotency(claim("idem-r", "tok-b"), t0), null);
+        });
+
+        // Crash-safe submit: a running request keeps its short claim alive; a dead one's lapses.
+        it("renews a pending claim for its holder only, keeping it from lapsing", async () => {
+          await keys().putIdempotency(claim("idem-n", "tok-a"), t0);
+          assert.equal(await keys().renewIdempotency("idem-n", "tok-b", t0 + 180_000), false, "not another token's");
+          assert.equal(await keys().renewIdempotency("idem-n", "tok-a", t0 + 180_000), true);
+          assert.equal((await keys().getIdempotency("idem-n", t0))?.lockedUntil, t0 + 180_000);
+          assert.equal(
+            (await keys().putIdempotency(claim("idem-n", "tok-c"), t0 + 120_000))?.token,
+            "tok-a",
+            "the renewed claim has not lapsed",
+          );
+          await keys().completeIdempotency("idem-n", "tok-a", { jobId: "job-n" });
+          assert.equal(await keys().renewIdempotency("idem-n", "tok-a", t0 + 240_000), false, "only a pending claim");
+          assert.equal(await keys().renewIdempotency("idem-missing", "tok-a", t0), false);
         });
 
         it("lets a claim be taken over once its lock lapsed, and a record be replaced once it expired", async () => {

@@ -108,14 +108,8 @@ export function webhookEventSink(options: WebhookSinkOptions): JobEventSink {
         await options.queue.send(WEBHOOK_QUEUE, delivery);
         return;
       } catch (e) {
-        if (attempt >= SEND_ATTEMPTS) {
-          options.log?.(
-            "warn",
-            { err: String(e), jobId: event.job.id, event: event.type, webhookId: delivery.id },
-            "webhook delivery could not be queued; it is lost",
-          );
-          return;
-        }
+        // The event stays due on the job (event outbox) and is told again by the next delivery or the sweep.
+        if (attempt >= SEND_ATTEMPTS) throw e;
         await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
       }
     }

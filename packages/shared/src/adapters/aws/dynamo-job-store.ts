@@ -21,6 +21,7 @@ import {
 import { KilnError } from "../../errors.js";
 import type { JobCondition, JobPage, JobPatch, JobStore, ListJobsOptions } from "../../ports/job-store.js";
 import type { JobProgress, JobRecord } from "../../schemas/job.js";
+import type { JobEventType } from "../../schemas/job-event.js";
 import {
   createdSortKey,
   GSI_BY_OWNER,
@@ -280,6 +281,55 @@ export class DynamoJobStore implements JobStore {
           ":s2": "canceled",
           ":s3": "expired",
         },
+      },
+    );
+    for await (const page of pages) {
+      items.push(...(page.Items ?? []));
+      if (items.length >= limit) break;
+    }
+    return items.slice(0, limit).map((item) => stripLayout<JobRecord>(item));
+  }
+
+  /**
+   * Event outbox: read, then write the rest conditional on the version read (a transition in
+   * between bumps it, and may have added an event: read again). No version bump of its own.
+   */
+  async clearEventsDue(id: string, told: readonly JobEventType[]): Promise<void> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const job = await this.get(id);
+      const due = job?.eventsDue;
+      if (!job || !due) return;
+      const rest = due.filter((e) => !told.includes(e));
+      if (rest.length === due.length) return;
+      try {
+        await this.doc.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: jobKey(id),
+            UpdateExpression: rest.length ? "SET #due = :rest" : "REMOVE #due",
+            ConditionExpression: "#version = :version",
+            ExpressionAttributeNames: { "#due": "eventsDue", "#version": "version" },
+            ExpressionAttributeValues: { ":version": job.version, ...(rest.length ? { ":rest": rest } : {}) },
+          }),
+        );
+        return;
+      } catch (e) {
+        if (!isConditionalCheckFailed(e)) throw e;
+      }
+    }
+    // Still contended: the events stay due and the sweep tells them again (receivers dedupe by webhook-id).
+  }
+
+  /** A filtered Scan, like `listExpired`: for the periodic event-outbox sweep, not a request path. */
+  async listEventsDue(updatedBefore: string, limit: number): Promise<JobRecord[]> {
+    const items: Record<string, unknown>[] = [];
+    const pages = paginateScan(
+      { client: this.doc },
+      {
+        TableName: this.table,
+        FilterExpression: "begins_with(#pk, :job) AND attribute_exists(#due) AND #updatedAt < :before",
+        ExpressionAttributeNames: { "#pk": "pk", "#due": "eventsDue", "#updatedAt": "updatedAt" },
+        ExpressionAttributeValues: { ":job": "JOB#", ":before": updatedBefore },
       },
     );
     for await (const page of pages) {

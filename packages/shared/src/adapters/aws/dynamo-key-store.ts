@@ -338,6 +338,25 @@ export class DynamoKeyStore implements KeyStore {
     }
   }
 
+  async renewIdempotency(id: string, token: string, lockedUntil: number): Promise<boolean> {
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.table,
+          Key: idempotencyKey(id),
+          UpdateExpression: "SET #lockedUntil = :until",
+          ConditionExpression: "#token = :token AND #state = :pending",
+          ExpressionAttributeNames: { "#state": "state", "#token": "token", "#lockedUntil": "lockedUntil" },
+          ExpressionAttributeValues: { ":token": token, ":pending": "pending", ":until": lockedUntil },
+        }),
+      );
+      return true;
+    } catch (e) {
+      if (isConditionalCheckFailed(e)) return false;
+      throw e;
+    }
+  }
+
   async releaseIdempotency(id: string, token: string): Promise<boolean> {
     try {
       await this.doc.send(

@@ -3,6 +3,7 @@ import path from "node:path";
 import type { Ports } from "../../ports/index.js";
 import { FileBlobStore } from "./file-blob-store.js";
 import { openSqliteDatabase } from "./sqlite-database.js";
+import { sqliteHealthCheck } from "./sqlite-health.js";
 import { SqliteJobStore } from "./sqlite-job-store.js";
 import { SqliteKeyStore } from "./sqlite-key-store.js";
 import { SqliteQueue } from "./sqlite-queue.js";
@@ -46,6 +47,7 @@ export function openLocalPorts(options: LocalPortsOptions): Ports {
       jobs: new SqliteJobStore(db, { now, queue }),
       keys: new SqliteKeyStore(db, { now }),
       workers: new SqliteWorkerRegistry(db),
+      health: sqliteHealthCheck(db, path.join(dataDir, "kiln.db")),
       async close() {
         await queue.close();
         db.close();

@@ -10,6 +10,7 @@ import type {
   OutboxMessage,
 } from "../../ports/job-store.js";
 import type { JobProgress, JobRecord } from "../../schemas/job.js";
+import type { JobEventType } from "../../schemas/job-event.js";
 import type { SqliteDatabase } from "./sqlite-database.js";
 import type { SqliteQueue } from "./sqlite-queue.js";
 import { writeBatchOf } from "./sqlite-write-batch.js";
@@ -47,6 +48,8 @@ export class SqliteJobStore implements JobStore {
   readonly createWithMessages?: (job: JobRecord, messages: readonly OutboxMessage[]) => Promise<boolean>;
   private readonly expiredStmt;
   private readonly deleteStmt;
+  private readonly eventsDueStmt;
+  private readonly clearEventsDueTx: (id: string, told: readonly JobEventType[]) => void;
   /** update and listByOwner build their SQL from the patch and filters; each shape is prepared once. */
   private readonly statements = new Map<string, Statement<unknown[], unknown>>();
 
@@ -78,6 +81,23 @@ export class SqliteJobStore implements JobStore {
       "SELECT record FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled', 'expired') AND json_extract(record, '$.expiresAt') < ? ORDER BY created_ms LIMIT ?",
     );
     this.deleteStmt = db.prepare<[string]>("DELETE FROM jobs WHERE id = ?");
+    this.eventsDueStmt = db.prepare<[string, number], JobRow>(
+      "SELECT record FROM jobs WHERE json_extract(record, '$.eventsDue') IS NOT NULL AND json_extract(record, '$.updatedAt') < ? ORDER BY created_ms LIMIT ?",
+    );
+    const setDue = db.prepare<[string, string]>(
+      "UPDATE jobs SET record = json_set(record, '$.eventsDue', json(?)) WHERE id = ?",
+    );
+    const removeDue = db.prepare<[string]>("UPDATE jobs SET record = json_remove(record, '$.eventsDue') WHERE id = ?");
+    this.clearEventsDueTx = db.transaction((id: string, told: readonly JobEventType[]) => {
+      const row = this.getStmt.get(id);
+      if (!row) return;
+      const due = (JSON.parse(row.record) as JobRecord).eventsDue;
+      if (!due) return;
+      const rest = due.filter((e) => !told.includes(e));
+      if (rest.length === due.length) return;
+      if (rest.length) setDue.run(JSON.stringify(rest), id);
+      else removeDue.run(id);
+    });
   }
 
   async create(job: JobRecord): Promise<boolean> {
@@ -164,6 +184,17 @@ export class SqliteJobStore implements JobStore {
 
   async setProgress(id: string, progress: JobProgress): Promise<void> {
     this.progressStmt.run(JSON.stringify(progress), id);
+  }
+
+  // Event outbox: the events a transition stored in its own row write.
+  async clearEventsDue(id: string, told: readonly JobEventType[]): Promise<void> {
+    // Read and write in one transaction, so an event a concurrent transition adds is never dropped.
+    this.clearEventsDueTx(id, told);
+  }
+
+  async listEventsDue(updatedBefore: string, limit: number): Promise<JobRecord[]> {
+    // A sweep every few seconds over the jobs in retention; no index is worth its writes on one box.
+    return this.eventsDueStmt.all(updatedBefore, limit).map((r) => JSON.parse(r.record) as JobRecord);
   }
 
   /** Newest first; ties on creation time are broken by id, so pages never skip or repeat a job. */

@@ -56,6 +56,7 @@ export class SqliteKeyStore implements KeyStore {
   private readonly getIdempotencyStmt;
   private readonly completeIdempotencyStmt;
   private readonly releaseIdempotencyStmt;
+  private readonly renewIdempotencyStmt;
 
   constructor(db: SqliteDatabase, options: SqliteKeyStoreOptions = {}) {
     this.now = options.now ?? Date.now;
@@ -107,6 +108,10 @@ export class SqliteKeyStore implements KeyStore {
     this.getIdempotencyStmt = db.prepare<[string], string>("SELECT record FROM idempotency WHERE id = ?").pluck();
     this.completeIdempotencyStmt = db.prepare<{ id: string; token: string; record: string }>(
       `UPDATE idempotency SET record = @record
+       WHERE id = @id AND json_extract(record, '$.token') = @token AND json_extract(record, '$.state') = 'pending'`,
+    );
+    this.renewIdempotencyStmt = db.prepare<{ id: string; token: string; until: number }>(
+      `UPDATE idempotency SET record = json_set(record, '$.lockedUntil', @until)
        WHERE id = @id AND json_extract(record, '$.token') = @token AND json_extract(record, '$.state') = 'pending'`,
     );
     this.releaseIdempotencyStmt = db.prepare<{ id: string; token: string }>(
@@ -228,6 +233,10 @@ export class SqliteKeyStore implements KeyStore {
     if (row === undefined) return false;
     const completed: IdempotencyRecord = { ...(JSON.parse(row) as IdempotencyRecord), ...result, state: "completed" };
     return this.completeIdempotencyStmt.run({ id, token, record: JSON.stringify(completed) }).changes === 1;
+  }
+
+  async renewIdempotency(id: string, token: string, lockedUntil: number): Promise<boolean> {
+    return this.renewIdempotencyStmt.run({ id, token, until: lockedUntil }).changes === 1;
   }
 
   async releaseIdempotency(id: string, token: string): Promise<boolean> {
