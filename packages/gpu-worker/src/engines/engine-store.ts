@@ -4,6 +4,7 @@ import path from "node:path";
 
 import type { BlobStore } from "@kiln/shared";
 
+import { sha256File } from "../models/sync/manifest.js";
 import {
   type Bucket,
   bucketLabel,
@@ -49,6 +50,8 @@ export const DEFAULT_CHUNK_BYTES = 256 * 1024 * 1024;
 
 export interface EngineStoreOptions {
   chunkBytes?: number;
+  /** Chunks fetched at once (each up to `chunkBytes` in memory). */
+  fetchConcurrency?: number;
 }
 
 export interface ManifestEntry extends EngineKey {
@@ -83,6 +86,18 @@ export interface EngineQuery {
   target: EngineTarget;
   /** Tried in order; default fp16 then fp32. */
   precisions?: readonly EnginePrecision[];
+}
+
+/** The chunks a killed fetch already wrote and checked, if its record is for this very file. */
+function readDoneChunks(record: string, fileSha256: string, partial: string): number[] {
+  if (!fs.existsSync(record) || !fs.existsSync(partial)) return [];
+  try {
+    const parsed = JSON.parse(fs.readFileSync(record, "utf8")) as { sha256?: string; done?: unknown };
+    if (parsed.sha256 !== fileSha256 || !Array.isArray(parsed.done)) return [];
+    return parsed.done.filter((i): i is number => Number.isInteger(i));
+  } catch {
+    return [];
+  }
 }
 
 function sha256(bytes: Uint8Array): string {
@@ -137,12 +152,14 @@ export function lookupEngine(manifest: EngineManifest | null, q: EngineQuery): E
 
 export class EngineStore {
   private readonly chunkBytes: number;
+  private readonly fetchConcurrency: number;
 
   constructor(
     private readonly blobs: BlobStore,
     options: EngineStoreOptions = {},
   ) {
     this.chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+    this.fetchConcurrency = Math.max(1, options.fetchConcurrency ?? 3);
   }
 
   /** Stores bytes or a file (read a chunk at a time) under `blobKey`, chunked when larger than a chunk. */
@@ -178,38 +195,66 @@ export class EngineStore {
     }
   }
 
-  /** Writes a stored file to `local` (via a temp file), checking every chunk's and the whole file's hash. */
+  /**
+   * Writes a stored file to `local` through `<local>.partial`: chunks are fetched `fetchConcurrency` at a
+   * time and written at their offsets, each checked against its hash and recorded in
+   * `<local>.partial.json` once on disk, so a worker killed mid-fetch resumes with the chunks it had
+   * (a 5-GB engine is 20 chunks). The whole file's hash is checked before it is renamed into place.
+   */
   private async fetchFile(file: StoredFile, local: string): Promise<void> {
-    const tmp = `${local}.tmp-${process.pid}`;
-    const fd = fs.openSync(tmp, "w");
-    const whole = createHash("sha256");
-    try {
-      for (const chunk of file.chunks ?? [file]) {
-        const bytes = await this.blobs.get(chunk.key);
-        if (!bytes)
-          throw new Error(`engine file ${chunk.key} is listed in the manifest but missing from the store; rebuild it`);
-        const actual = sha256(bytes);
-        if (actual !== chunk.sha256)
-          throw new Error(
-            `engine file ${chunk.key} has sha256 ${actual.slice(0, 12)}, the manifest says ${chunk.sha256.slice(0, 12)}; it is corrupt, rebuild it`,
-          );
-        whole.update(bytes);
-        fs.writeSync(fd, bytes);
-      }
-    } catch (e) {
+    const partial = `${local}.partial`;
+    const record = `${partial}.json`;
+    const chunks = file.chunks ?? [file];
+    const offsets = chunks.map((_, i) => chunks.slice(0, i).reduce((n, c) => n + c.size, 0));
+    const done = new Set<number>(readDoneChunks(record, file.sha256, partial));
+    if (done.size === 0) fs.rmSync(partial, { force: true });
+    const fd = fs.openSync(partial, fs.existsSync(partial) ? "r+" : "w");
+    const fail = (e: unknown): never => {
       fs.closeSync(fd);
-      fs.rmSync(tmp, { force: true });
+      fs.rmSync(partial, { force: true });
+      fs.rmSync(record, { force: true });
       throw e;
+    };
+    try {
+      const todo = chunks.map((_, i) => i).filter((i) => !done.has(i));
+      let next = 0;
+      const fetchOne = async (): Promise<void> => {
+        while (next < todo.length) {
+          const i = todo[next++]!;
+          const chunk = chunks[i]!;
+          const bytes = await this.blobs.get(chunk.key);
+          if (!bytes)
+            throw new Error(
+              `engine file ${chunk.key} is listed in the manifest but missing from the store; rebuild it`,
+            );
+          const actual = sha256(bytes);
+          if (actual !== chunk.sha256)
+            throw new Error(
+              `engine file ${chunk.key} has sha256 ${actual.slice(0, 12)}, the manifest says ${chunk.sha256.slice(0, 12)}; it is corrupt, rebuild it`,
+            );
+          let written = 0;
+          while (written < bytes.byteLength)
+            written += fs.writeSync(fd, bytes, written, bytes.byteLength - written, offsets[i]! + written);
+          fs.fsyncSync(fd);
+          done.add(i);
+          fs.writeFileSync(record, JSON.stringify({ sha256: file.sha256, done: [...done] }));
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(this.fetchConcurrency, todo.length) }, fetchOne));
+    } catch (e) {
+      fail(e);
     }
     fs.closeSync(fd);
-    const actual = whole.digest("hex");
+    const actual = await sha256File(partial);
     if (actual !== file.sha256) {
-      fs.rmSync(tmp, { force: true });
+      fs.rmSync(partial, { force: true });
+      fs.rmSync(record, { force: true });
       throw new Error(
         `engine file ${file.key} reassembled to sha256 ${actual.slice(0, 12)}, the manifest says ${file.sha256.slice(0, 12)}; it is corrupt, rebuild it`,
       );
     }
-    fs.renameSync(tmp, local);
+    fs.renameSync(partial, local);
+    fs.rmSync(record, { force: true });
   }
 
   manifestKey(modelId: string): string {

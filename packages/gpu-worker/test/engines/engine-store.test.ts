@@ -133,6 +133,52 @@ function describeStore(name: string, open: () => Promise<{ blobs: BlobStore; clo
       assert.equal(fs.statSync(engineCopy).mtimeMs, before);
     });
 
+    it("resumes a fetch killed part-way with the chunks it had written and checked", async () => {
+      const found = lookupEngine(await new EngineStore(blobs).manifest(key.modelId), { ...key, target: A10G });
+      if (found.state !== "ready") throw new Error("expected a ready engine");
+      const engine = found.entry.engine!;
+      const whole = fs.readFileSync(path.join(dir, "cache", engineDir(key), ENGINE_FILE));
+      const gets: string[] = [];
+      const counting = new Proxy(blobs, {
+        get(target, prop) {
+          if (prop === "get")
+            return (k: string) => {
+              gets.push(k);
+              return target.get(k);
+            };
+          const v = Reflect.get(target, prop) as unknown;
+          return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+      // What a worker killed after its third chunk leaves: those chunks on disk and in the record, the rest zeros.
+      const leave = (cache: string, recordSha: string) => {
+        const local = path.join(cache, engineDir(key), ENGINE_FILE);
+        fs.mkdirSync(path.dirname(local), { recursive: true });
+        const partial = Buffer.alloc(whole.byteLength);
+        const upTo = engine.chunks!.slice(0, 3).reduce((n, c) => n + c.size, 0);
+        whole.copy(partial, 0, 0, upTo);
+        fs.writeFileSync(`${local}.partial`, partial);
+        fs.writeFileSync(`${local}.partial.json`, JSON.stringify({ sha256: recordSha, done: [0, 1, 2] }));
+        return local;
+      };
+      const resumed = leave(path.join(dir, "cache-resume"), engine.sha256);
+      await new EngineStore(counting, { fetchConcurrency: 2 }).fetch(found.entry, path.join(dir, "cache-resume"));
+      assert.deepEqual(
+        gets.filter((k) => k.startsWith(engine.key)).sort(),
+        engine.chunks!.slice(3).map((c) => c.key),
+        "only the chunks the killed fetch had not finished are fetched again",
+      );
+      assert.ok(whole.equals(fs.readFileSync(resumed)));
+      assert.ok(!fs.existsSync(`${resumed}.partial.json`), "the record goes once the file is in place");
+
+      // A record left by a fetch of another engine file is not trusted: everything is fetched again.
+      gets.length = 0;
+      const other = leave(path.join(dir, "cache-other"), "0".repeat(64));
+      await new EngineStore(counting).fetch(found.entry, path.join(dir, "cache-other"));
+      assert.equal(gets.filter((k) => k.startsWith(engine.key)).length, engine.chunks!.length);
+      assert.ok(whole.equals(fs.readFileSync(other)));
+    });
+
     it("says why an engine does not fit: other GPU, other TensorRT, other model, other bucket", async () => {
       const store = new EngineStore(blobs);
       const manifest = await store.manifest(key.modelId);
