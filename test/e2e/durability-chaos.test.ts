@@ -20,6 +20,7 @@ import { after, before, describe, it, type TestContext } from "node:test";
 
 import { createApiKey, type JobRecord } from "@kiln/shared";
 
+import { seededRandom } from "../../packages/cli/src/simulate/random.js";
 import {
   type ChildKiln,
   type ChildWorker,
@@ -71,18 +72,6 @@ const imageBody = (body: ReturnType<typeof bodyFor>) => {
   const { webhook: _webhook, ...rest } = body;
   return rest;
 };
-
-/** mulberry32: small, seeded, good enough to pick kill points reproducibly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function freePort(): Promise<number> {
   const server = net.createServer();
@@ -340,7 +329,7 @@ function describeChaos(name: FamilyName, kills: number): void {
     it(`chaos: ${kills} random kill points of the API, the worker or both during a burst of submits with webhooks`, async (t: TestContext) => {
       const seed = SEED + (name === "aws" ? 1 : 0);
       t.diagnostic(`KILN_CHAOS_SEED=${SEED} (this family: ${seed}), ${kills} kill points`);
-      const random = prng(seed);
+      const random = seededRandom(seed);
       const pick = <T>(items: readonly T[]) => items[Math.floor(random() * items.length)]!;
       const workerPoints = [1, 2, 3, 4, 5, 6]
         .map((s) => `stage0-step${s}`)

@@ -1,6 +1,6 @@
-import { z } from "@hono/zod-openapi";
 import { KilnError } from "@kiln/shared";
 
+import { type PageQuery, pageQuery } from "../http/page-query.js";
 import { fail } from "../http/problem.js";
 import type { BatchDeps } from "./batch-service.js";
 import { batchKeys, type BatchRun, readJson } from "./run-record.js";
@@ -12,22 +12,7 @@ import type { StoredManifest } from "./schedule.js";
  * Both lists are read from sorted blob listings, so a page reads only its own records: runs through
  * an index of markers whose names sort newest first, manifests by id.
  */
-export const pageQuery = z.object({
-  limit: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .max(100)
-    .default(20)
-    .openapi({ param: { name: "limit", in: "query" }, description: "Page size, 1–100." }),
-  cursor: z
-    .string()
-    .min(1)
-    .max(1024)
-    .optional()
-    .openapi({ param: { name: "cursor", in: "query" }, description: "`next_cursor` of the previous page." }),
-});
-export type PageQuery = z.infer<typeof pageQuery>;
+export { pageQuery, type PageQuery } from "../http/page-query.js";
 
 /** Reads `limit` and `cursor` as the renders list does: a bad one is a 400 naming the parameter. */
 export function readPageQuery(query: Record<string, string | undefined>): PageQuery {

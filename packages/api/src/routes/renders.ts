@@ -4,6 +4,7 @@ import type { Context } from "hono";
 
 import type { ApiEnv } from "../deps.js";
 import { apiRouter, problems } from "../http/openapi.js";
+import { pageQuery } from "../http/page-query.js";
 import { MAX_PREFER_WAIT_SECONDS, preferWait } from "../http/prefer.js";
 import { fail, problemFromError, validationProblem } from "../http/problem.js";
 import { DEFAULT_IMAGE_INPUT_LIMITS, receiveInputs } from "../inputs/image-inputs.js";
@@ -23,20 +24,7 @@ const idParam = z.object({
 const security = [{ bearer: [] }];
 const renderJson = { content: { "application/json": { schema: jobViewSchema } } };
 
-const listQuery = z.object({
-  limit: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .max(100)
-    .default(20)
-    .openapi({ param: { name: "limit", in: "query" }, description: "Page size, 1–100." }),
-  cursor: z
-    .string()
-    .min(1)
-    .max(1024)
-    .optional()
-    .openapi({ param: { name: "cursor", in: "query" }, description: "`next_cursor` of the previous page." }),
+const listQuery = pageQuery.extend({
   status: z
     .enum(JOB_STATUSES)
     .optional()
