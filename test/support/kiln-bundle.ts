@@ -13,6 +13,8 @@ import { build } from "esbuild";
 const ROOT = path.resolve(import.meta.dirname, "../..");
 
 export async function bundleKiln(): Promise<{ file: string; remove(): void }> {
+  // A fresh clone's node_modules has no .cache yet.
+  fs.mkdirSync(path.join(ROOT, "node_modules/.cache"), { recursive: true });
   const outdir = fs.mkdtempSync(path.join(ROOT, "node_modules/.cache/kiln-bundle-"));
   await build({
     entryPoints: { kiln: path.join(ROOT, "packages/cli/src/main.ts") },
