@@ -65,8 +65,13 @@ for (const phase of phases) {
     out += chunk;
   });
   const code = await new Promise((resolve) => child.on("close", (c) => resolve(c ?? 1)));
-  for (const key of Object.keys(totals))
-    totals[key] += Number(out.match(new RegExp(`^# ${key} (\\d+)$`, "m"))?.[1] ?? 0);
+  const count = (key) => Number(out.match(new RegExp(`^# ${key} (\\d+)$`, "m"))?.[1] ?? 0);
+  totals.pass += count("pass");
+  totals.skipped += count("skipped");
+  // A test cancelled because its suite's hook failed did not pass: it counts as failed, and a phase that
+  // exits non-zero with nothing counted (a file that cannot load) counts as one failure.
+  const failed = count("fail") + count("cancelled");
+  totals.fail += failed === 0 && code !== 0 ? 1 : failed;
   if (code !== 0) status = code;
 }
 // One closing line over both phases.
