@@ -52,7 +52,7 @@ let status = 0;
 for (const phase of phases) {
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=600000", ...phase],
+    ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=1200000", ...phase],
     {
       cwd: root,
       stdio: ["ignore", "pipe", "inherit"],
