@@ -20,6 +20,7 @@ import { runPipelineStage, type StageHooks, type StageResult } from "../../src/e
 import { UnetGroup } from "../../src/engine/unet-group.js";
 import { writeTinyModel } from "../../src/models/tiny-models.js";
 import { GpuTurns } from "../../src/runtime/pipeline/gpu-turns.js";
+import { recordUnetRows } from "./unet-calls.js";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-unet-group-"));
 const logger = createLogger({ level: "silent" });
@@ -34,16 +35,7 @@ before(async () => {
   models.base = await loadSdxlModel(path.join(tmp, "base"), "base", options);
   models.refiner = await loadSdxlModel(path.join(tmp, "refiner"), "refiner", options);
   for (const m of [models.base, models.refiner]) {
-    const seen: number[] = [];
-    calls.set(m, seen);
-    const session = m.unet.session as {
-      run: (feeds: Record<string, { dims: readonly number[] }>, ...r: unknown[]) => unknown;
-    };
-    const run = session.run.bind(session);
-    session.run = (feeds, ...rest) => {
-      seen.push(feeds.sample!.dims[0]!);
-      return run(feeds, ...rest);
-    };
+    calls.set(m, recordUnetRows(m));
   }
 });
 
@@ -124,7 +116,7 @@ const MIXED: Job[] = [
 describe("UNet batches of several jobs' stages", { timeout: 180_000 }, () => {
   it("four jobs (n = 1 and 2, two schedulers, several prompts, seeds and guidance) give the bytes they give alone, in one batch per step", async () => {
     const model = models.base!;
-    const solo = [];
+    const solo: StageResult[] = [];
     for (const [i, j] of MIXED.entries()) solo.push(await alone(model, j, i));
     const { result, batches } = await unetCalls(model, () => together(model, MIXED));
     assert.deepEqual(batches, [12, 12, 12, 12, 12], "one call per step over 2 + 4 + 2 + 4 rows");
@@ -178,7 +170,7 @@ describe("UNet batches of several jobs' stages", { timeout: 180_000 }, () => {
 
   it("a job canceled mid-batch leaves at the next step; the others finish with the bytes they give alone", async () => {
     const model = models.base!;
-    const solo = [];
+    const solo: StageResult[] = [];
     for (const [i, j] of MIXED.entries()) solo.push(await alone(model, j, i));
     const cancel = new AbortController();
     const jobs = MIXED.map((j, i) =>
@@ -201,7 +193,7 @@ describe("UNet batches of several jobs' stages", { timeout: 180_000 }, () => {
 
   it("a job whose own step fails fails alone; a job that leaves before denoising does not hold the others", async () => {
     const model = models.base!;
-    const solo = [];
+    const solo: StageResult[] = [];
     for (const [i, j] of MIXED.entries()) solo.push(await alone(model, j, i));
     const jobs = MIXED.map((j, i) =>
       i === 2
@@ -233,7 +225,7 @@ describe("UNet batches of several jobs' stages", { timeout: 180_000 }, () => {
       { plan: plan({ mode: "base", guidance_scale: 1, n: 2 }, 24) },
       { plan: plan({ mode: "base", prompt: "a teapot" }, 25) },
     ];
-    const solo = [];
+    const solo: StageResult[] = [];
     for (const [i, j] of jobs.entries()) solo.push(await alone(model, j, i));
     const turns = new GpuTurns(1);
     const { result, batches } = await unetCalls(model, () => together(model, jobs, turns));

@@ -34,6 +34,7 @@ import {
   Worker,
   writeTinyModels,
 } from "../../src/index.js";
+import { recordUnetRows } from "./unet-calls.js";
 
 const logger = createLogger({ level: (process.env.KILN_TEST_LOG as "silent") ?? "silent" });
 
@@ -108,16 +109,7 @@ describe("worker batching (KILN_WORKER_BATCH)", { timeout: 240_000 }, () => {
       refiner: await loadSdxlModel(dirs.refiner, "refiner", options),
     };
     for (const m of [models.base!, models.refiner!]) {
-      const seen: number[] = [];
-      calls.set(m, seen);
-      const session = m.unet.session as {
-        run: (feeds: Record<string, { dims: readonly number[] }>, ...r: unknown[]) => unknown;
-      };
-      const run = session.run.bind(session);
-      session.run = (feeds, ...rest) => {
-        seen.push(feeds.sample!.dims[0]!);
-        return run(feeds, ...rest);
-      };
+      calls.set(m, recordUnetRows(m));
     }
   });
   after(async () => {
