@@ -18,13 +18,14 @@ import { createLogger } from "@kiln/shared/node";
 import { loadSdxlModel, type SdxlModel } from "../../src/engine/sdxl-model.js";
 import { runPipelineStage, type StageHooks, type StageResult } from "../../src/engine/sdxl-pipeline.js";
 import { UnetGroup } from "../../src/engine/unet-group.js";
+import { writeReferenceModel } from "../../src/models/reference/reference-models.js";
 import { writeTinyModel } from "../../src/models/tiny-models.js";
 import { GpuTurns } from "../../src/runtime/pipeline/gpu-turns.js";
 import { recordUnetRows } from "./unet-calls.js";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-unet-group-"));
 const logger = createLogger({ level: "silent" });
-const models: { base?: SdxlModel; refiner?: SdxlModel } = {};
+const models: { base?: SdxlModel; refiner?: SdxlModel; referenceBase?: SdxlModel; referenceRefiner?: SdxlModel } = {};
 /** Batch size of every UNet call, per model. */
 const calls = new Map<SdxlModel, number[]>();
 
@@ -34,6 +35,12 @@ before(async () => {
   writeTinyModel(path.join(tmp, "refiner"), { role: "refiner" });
   models.base = await loadSdxlModel(path.join(tmp, "base"), "base", options);
   models.refiner = await loadSdxlModel(path.join(tmp, "refiner"), "refiner", options);
+  // The reference models' UNet is another graph (the exact denoiser of a picture set): a second check that rows
+  // do not depend on their batch on the CPU provider.
+  writeReferenceModel(path.join(tmp, "reference-base"), { role: "base" });
+  writeReferenceModel(path.join(tmp, "reference-refiner"), { role: "refiner" });
+  models.referenceBase = await loadSdxlModel(path.join(tmp, "reference-base"), "base", options);
+  models.referenceRefiner = await loadSdxlModel(path.join(tmp, "reference-refiner"), "refiner", options);
   for (const m of [models.base, models.refiner]) {
     calls.set(m, recordUnetRows(m));
   }
@@ -166,6 +173,37 @@ describe("UNet batches of several jobs' stages", { timeout: 180_000 }, () => {
     );
     assert.ok(batches.length > 0 && batches.every((b) => b === 8), `refine batches of 2 + 4 + 2 rows: ${batches}`);
     result.forEach((r, i) => assert.ok(bytes(value(r)).equals(bytes(solo[i]!)), `job ${i}: identical images`));
+  });
+
+  it("on the reference models too: an ensemble of three prompts grouped gives the images each gives alone", async () => {
+    const prompts = [
+      "a small red circle at the left on a blue background",
+      "a large green square at the right on a yellow background",
+      "a red circle on a blue background",
+    ];
+    const jobs = prompts.map((prompt, i) =>
+      plan({ mode: "ensemble", prompt, steps: 8, guidance_scale: 3 + i, n: i === 2 ? 2 : 1 }, 40 + i),
+    );
+    const solo: StageResult[] = [];
+    for (const [i, p] of jobs.entries()) {
+      const base = await alone(models.referenceBase!, { plan: p }, i);
+      const input = base.kind === "latents" ? base.latents : undefined;
+      solo.push(await alone(models.referenceRefiner!, { plan: p, stage: 1, input }, i));
+    }
+    const bases = (
+      await together(
+        models.referenceBase!,
+        jobs.map((p) => ({ plan: p })),
+      )
+    ).map(value);
+    const refined = await together(
+      models.referenceRefiner!,
+      jobs.map((p, i) => {
+        const b = bases[i]!;
+        return { plan: p, stage: 1, input: b.kind === "latents" ? b.latents : undefined };
+      }),
+    );
+    refined.forEach((r, i) => assert.ok(bytes(value(r)).equals(bytes(solo[i]!)), `job ${i}: identical images`));
   });
 
   it("a job canceled mid-batch leaves at the next step; the others finish with the bytes they give alone", async () => {
