@@ -78,7 +78,40 @@ export function unetBatchSignature(m: DenoiseMember): string {
 }
 
 const sampleSize = (m: DenoiseMember) => m.shape[2]! * m.shape[3]!;
-const rowsOf = (m: DenoiseMember) => (m.guided ? 2 * m.n : m.n);
+/** A member's rows in the UNet batch. */
+export const rowsOf = (m: DenoiseMember): number => (m.guided ? 2 * m.n : m.n);
+
+/** The session a UNet batch of `rows` rows runs on: a TensorRT engine inside its batch profile, else the model's. */
+export function unetSessionFor(m: DenoiseMember, rows: number): SdxlModel["unet"] {
+  const [, , h, w] = m.shape as [number, number, number, number];
+  return m.model.engines?.sessionFor("unet", w * SDXL_VAE_FACTOR, h * SDXL_VAE_FACTOR, rows) ?? m.model.unet;
+}
+
+/**
+ * Cuts members of one signature, in order, into UNet batches that each run on the session their first member
+ * runs on alone: a TensorRT engine's profile covers 2–8 rows, and a larger batch would fall back to the model's own
+ * (far slower) session, so batching never moves a stage off its engine. `sessionOf(first, rows)`: `unetSessionFor`.
+ */
+export function splitBySession<M extends DenoiseMember>(
+  members: readonly M[],
+  sessionOf: (first: M, rows: number) => unknown = unetSessionFor,
+): M[][] {
+  const batches: M[][] = [];
+  let current: M[] = [];
+  let rows = 0;
+  for (const m of members) {
+    const first = current[0];
+    if (first && sessionOf(first, rows + rowsOf(m)) !== sessionOf(first, rowsOf(first))) {
+      batches.push(current);
+      current = [];
+      rows = 0;
+    }
+    current.push(m);
+    rows += rowsOf(m);
+  }
+  if (current.length) batches.push(current);
+  return batches;
+}
 
 /** The UNet's feeds for the members in the batch: each member's rows, one after another. */
 class UnetBatch {
@@ -101,8 +134,7 @@ class UnetBatch {
       batch += rowsOf(m);
     }
     // A TensorRT engine built for this bucket and batch, when the worker has one; else the model's own session.
-    this.unet =
-      first.model.engines?.sessionFor("unet", w * SDXL_VAE_FACTOR, h * SDXL_VAE_FACTOR, batch) ?? first.model.unet;
+    this.unet = unetSessionFor(first, batch);
     const cat = (part: (m: DenoiseMember) => Float32Array) => {
       if (members.length === 1) return part(first);
       const out = new Float32Array(members.reduce((s, m) => s + part(m).length, 0));

@@ -1,7 +1,13 @@
 import type { Logger } from "@kiln/shared/node";
 
 import type { GpuTurn } from "../runtime/pipeline/gpu-turns.js";
-import { type DenoiseMember, type DenoiseTimes, denoiseTogether, unetBatchSignature } from "./unet-batch.js";
+import {
+  type DenoiseMember,
+  type DenoiseTimes,
+  denoiseTogether,
+  splitBySession,
+  unetBatchSignature,
+} from "./unet-batch.js";
 
 /** One stage's place in a `UnetGroup`: what its `runPipelineStage` gets as `hooks.group` and `hooks.gpu`. */
 export interface UnetGroupSeat {
@@ -119,18 +125,19 @@ export class UnetGroup {
   }
 
   private async run(): Promise<void> {
-    const batches = new Map<string, Arrival[]>();
-    for (const a of this.arrivals) {
-      const key = unetBatchSignature(a.member);
-      batches.set(key, [...(batches.get(key) ?? []), a]);
+    const bySignature = new Map<string, DenoiseMember[]>();
+    for (const { member } of this.arrivals) {
+      const key = unetBatchSignature(member);
+      bySignature.set(key, [...(bySignature.get(key) ?? []), member]);
     }
-    if (batches.size > 1)
+    const batches = [...bySignature.values()].flatMap((members) => splitBySession(members));
+    if (batches.length > 1)
       this.logger?.info(
-        { batches: [...batches.values()].map((b) => b.length) },
+        { batches: batches.map((b) => b.length) },
         "stages claimed together need different UNet batches; running them one batch after another",
       );
-    for (const batch of batches.values()) {
-      const members = batch.map((a) => a.member);
+    const arrivalOf = new Map(this.arrivals.map((a) => [a.member, a]));
+    for (const members of batches) {
       const settled = await denoiseTogether(members, {
         gpu: { acquire: (signal) => this.acquire(signal), release: () => undefined },
         signal: allAborted(members.map((m) => m.signal)),
@@ -138,7 +145,11 @@ export class UnetGroup {
       }).catch((e: unknown) =>
         members.map((): PromiseSettledResult<DenoiseTimes> => ({ status: "rejected", reason: e })),
       );
-      settled.forEach((r, k) => (r.status === "fulfilled" ? batch[k]!.resolve(r.value) : batch[k]!.reject(r.reason)));
+      settled.forEach((r, k) => {
+        const arrival = arrivalOf.get(members[k]!)!;
+        if (r.status === "fulfilled") arrival.resolve(r.value);
+        else arrival.reject(r.reason);
+      });
     }
   }
 }

@@ -17,6 +17,7 @@ import { createLogger } from "@kiln/shared/node";
 
 import { loadSdxlModel, type SdxlModel } from "../../src/engine/sdxl-model.js";
 import { runPipelineStage, type StageHooks, type StageResult } from "../../src/engine/sdxl-pipeline.js";
+import { type DenoiseMember, splitBySession } from "../../src/engine/unet-batch.js";
 import { UnetGroup } from "../../src/engine/unet-group.js";
 import { writeReferenceModel } from "../../src/models/reference/reference-models.js";
 import { writeTinyModel } from "../../src/models/tiny-models.js";
@@ -274,5 +275,20 @@ describe("UNet batches of several jobs' stages", { timeout: 180_000 }, () => {
     );
     result.forEach((r, i) => assert.ok(bytes(value(r)).equals(bytes(solo[i]!)), `job ${i}: identical`));
     assert.equal(turns.busy, 0, "the group gave its one GPU turn back");
+  });
+
+  it("a batch is cut where it would leave the TensorRT engine's batch profile (2–8 rows) for the model's own session", () => {
+    // The engine profile as batchRange("unet", 4) builds it; only the batch arithmetic is exercised here (no GPU).
+    const sessionOf = (_: DenoiseMember, rows: number) => (rows >= 2 && rows <= 8 ? "engine" : "own");
+    const member = (n: number, guided = true) => ({ n, guided }) as DenoiseMember;
+    const rows = (batches: DenoiseMember[][]) => batches.map((b) => b.map((m) => (m.guided ? 2 * m.n : m.n)));
+    assert.deepEqual(rows(splitBySession([member(1), member(2), member(1), member(1), member(2)], sessionOf)), [
+      [2, 4, 2],
+      [2, 4],
+    ]);
+    assert.deepEqual(rows(splitBySession([member(4), member(1)], sessionOf)), [[8], [2]]);
+    assert.deepEqual(rows(splitBySession([member(1, false), member(1, false)], sessionOf)), [[1], [1]]);
+    // Without engines every size runs on the model's own session: one batch.
+    assert.deepEqual(rows(splitBySession([member(4), member(4), member(4)], () => "own")), [[8, 8, 8]]);
   });
 });
