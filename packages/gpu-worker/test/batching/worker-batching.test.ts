@@ -1,7 +1,8 @@
 /**
  * The worker with batching on (KILN_WORKER_BATCH) on the local family (real SQLite queue and stores, tiny models):
  * stages claimed together denoise in one UNet batch and give the images the same jobs give run one at a time,
- * pipelined or not; a cancel of one job mid-batch ends only that job; a delivery that ends before computing and
+ * pipelined or not; a cancel of one job mid-batch ends only that job; a drain past its grace releases the whole
+ * batch; a delivery that ends before computing and
  * stages that cannot share a batch hold nobody up; every message is acknowledged. The UNet's calls are observed
  * (batch sizes) by wrapping the session's `run`, which still runs.
  */
@@ -241,6 +242,34 @@ describe("worker batching (KILN_WORKER_BATCH)", { timeout: 240_000 }, () => {
       const images = await imagesOf(ports, done[j]!);
       images.forEach((image, i) => assert.ok(image.equals(alone.images[j]![i]!), `job ${j} image ${i} identical`));
     }
+    await queuesEmpty(ports);
+  });
+
+  it("a drain whose grace runs out mid-batch releases every message of the batch for another worker", async () => {
+    const ports = openPorts();
+    const bodies = BODIES.slice(0, 3).map((b) => ({ ...b, mode: "base" }));
+    const jobs: JobRecord[] = [];
+    for (const body of bodies) jobs.push(await submit(ports, body));
+    const holds = new Holds();
+    const held = holds.arm("stage0-step2");
+    resetCalls();
+    const worker = startWorker(ports, { batch: 4, pipelined: true, holds });
+    await held.reached;
+    const drained = worker.drain(0);
+    // The grace (0 s) has run out once the timer fires; the batch then stops at its next step boundary.
+    await new Promise((r) => setTimeout(r, 0));
+    held.release();
+    await drained;
+    assert.deepEqual(unetRows(), [8, 8], "the batch stopped after its second step");
+    for (const j of jobs) assert.equal((await ports.jobs.get(j.id))!.status, "queued", `${j.id} queued again`);
+    assert.deepEqual(await ports.queue.depth(queueForStage("base")), { visible: 3, inFlight: 0, delayed: 0 });
+    const next = startWorker(ports, { batch: 4, pipelined: true });
+    const done = await Promise.all(jobs.map((j) => ended(ports, j.id)));
+    await next.drain(5);
+    assert.deepEqual(
+      done.map((j) => j.status),
+      ["succeeded", "succeeded", "succeeded"],
+    );
     await queuesEmpty(ports);
   });
 
