@@ -2,9 +2,8 @@
  * The worker with batching on (KILN_WORKER_BATCH) on the local family (real SQLite queue and stores, tiny models):
  * stages claimed together denoise in one UNet batch and give the images the same jobs give run one at a time,
  * pipelined or not; a cancel of one job mid-batch ends only that job; a drain past its grace releases the whole
- * batch; a delivery that ends before computing and
- * stages that cannot share a batch hold nobody up; every message is acknowledged. The UNet's calls are observed
- * (batch sizes) by wrapping the session's `run`, which still runs.
+ * batch; a delivery that ends before computing and stages that cannot share a batch hold nobody up; every message
+ * is acknowledged. The UNet's calls are observed (batch sizes) by wrapping the session's `run`, which still runs.
  */
 import assert from "node:assert/strict";
 import fs from "node:fs";
