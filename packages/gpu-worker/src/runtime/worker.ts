@@ -262,6 +262,7 @@ export class Worker {
       stage: Number(first?.stage),
       worker: this.status.workerId,
     });
+    this.metrics.claimedTogether.observe({ kind }, messages.length);
     const group = messages.length > 1 ? new UnetGroup(messages.length, entry?.turn, this.options.logger) : undefined;
     if (group)
       this.options.logger.info(

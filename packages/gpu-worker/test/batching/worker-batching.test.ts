@@ -180,7 +180,8 @@ describe("worker batching (KILN_WORKER_BATCH)", { timeout: 240_000 }, () => {
     await worker.drain(5);
     for (const j of done) assert.equal(j.status, "succeeded", JSON.stringify(j.error));
     await queuesEmpty(ports);
-    return { images: await Promise.all(done.map((j) => imagesOf(ports, j))), rows: unetRows() };
+    const metrics = await worker.metrics.registry.metrics();
+    return { images: await Promise.all(done.map((j) => imagesOf(ports, j))), rows: unetRows(), metrics };
   }
 
   const BODIES = [
@@ -198,6 +199,9 @@ describe("worker batching (KILN_WORKER_BATCH)", { timeout: 240_000 }, () => {
       // The four base stages were queued together: one claim, one batch of 2 + 2 + 4 + 2 rows for each of the
       // base's 5 steps (the refine stages join in batches as their hand-overs arrive).
       assert.ok(grouped.rows.filter((r) => r === 10).length >= 5, `base stages in one batch (${grouped.rows})`);
+      // The first receive of the base queue took all four messages.
+      assert.match(grouped.metrics, /kiln_stages_claimed_together_bucket\{le="4",kind="base"\} 1\n/);
+      assert.match(grouped.metrics, /kiln_stages_claimed_together_bucket\{le="3",kind="base"\} 0\n/);
       grouped.images.forEach((images, j) => {
         assert.equal(images.length, j === 2 ? 2 : 1);
         images.forEach((image, i) => assert.ok(image.equals(alone.images[j]![i]!), `job ${j} image ${i} identical`));
