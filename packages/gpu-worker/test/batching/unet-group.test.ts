@@ -14,7 +14,9 @@ import { after, before, describe, it } from "node:test";
 
 import { type Latents, planRender, type RenderPlan, type RenderRequestInput, renderRequestSchema } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
+import sharp from "sharp";
 
+import { type PreparedSource, prepareSource } from "../../src/engine/img2img/source-image.js";
 import { loadSdxlModel, type SdxlModel } from "../../src/engine/sdxl-model.js";
 import { runPipelineStage, type StageHooks, type StageResult } from "../../src/engine/sdxl-pipeline.js";
 import { type DenoiseMember, splitBySession } from "../../src/engine/unet-batch.js";
@@ -26,7 +28,13 @@ import { recordUnetRows } from "./unet-calls.js";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-unet-group-"));
 const logger = createLogger({ level: "silent" });
-const models: { base?: SdxlModel; refiner?: SdxlModel; referenceBase?: SdxlModel; referenceRefiner?: SdxlModel } = {};
+const models: {
+  base?: SdxlModel;
+  refiner?: SdxlModel;
+  inpainting?: SdxlModel;
+  referenceBase?: SdxlModel;
+  referenceRefiner?: SdxlModel;
+} = {};
 /** Batch size of every UNet call, per model. */
 const calls = new Map<SdxlModel, number[]>();
 
@@ -36,15 +44,15 @@ before(async () => {
   writeTinyModel(path.join(tmp, "refiner"), { role: "refiner" });
   models.base = await loadSdxlModel(path.join(tmp, "base"), "base", options);
   models.refiner = await loadSdxlModel(path.join(tmp, "refiner"), "refiner", options);
+  writeTinyModel(path.join(tmp, "inpaint"), { role: "base", unetInChannels: 9 });
+  models.inpainting = await loadSdxlModel(path.join(tmp, "inpaint"), "base", options);
   // The reference models' UNet is another graph (the exact denoiser of a picture set): a second check that rows
   // do not depend on their batch on the CPU provider.
   writeReferenceModel(path.join(tmp, "reference-base"), { role: "base" });
   writeReferenceModel(path.join(tmp, "reference-refiner"), { role: "refiner" });
   models.referenceBase = await loadSdxlModel(path.join(tmp, "reference-base"), "base", options);
   models.referenceRefiner = await loadSdxlModel(path.join(tmp, "reference-refiner"), "refiner", options);
-  for (const m of [models.base, models.refiner]) {
-    calls.set(m, recordUnetRows(m));
-  }
+  for (const m of [models.base, models.refiner, models.inpainting]) calls.set(m, recordUnetRows(m));
 });
 
 after(async () => {
@@ -63,9 +71,15 @@ interface Job {
   stage?: number;
   input?: Latents;
   hooks?: StageHooks;
+  source?: PreparedSource;
 }
 
-const jobOf = (j: Job, i: number) => ({ jobId: `job_${i}`, plan: j.plan, stage: j.plan.stages[j.stage ?? 0]! });
+const jobOf = (j: Job, i: number) => ({
+  jobId: `job_${i}`,
+  plan: j.plan,
+  stage: j.plan.stages[j.stage ?? 0]!,
+  source: j.source,
+});
 
 async function alone(model: SdxlModel, j: Job, i: number): Promise<StageResult> {
   return runPipelineStage(model, jobOf(j, i), j.input, j.hooks);
@@ -205,6 +219,50 @@ describe("UNet batches of several jobs' stages", { timeout: 180_000 }, () => {
       }),
     );
     refined.forEach((r, i) => assert.ok(bytes(value(r)).equals(bytes(solo[i]!)), `job ${i}: identical images`));
+  });
+
+  it("inpainting grouped (4-channel blend per job; 9-channel UNet inputs per job) gives the images it gives alone", async () => {
+    const rgb = new Uint8Array(64 * 64 * 3).map((_, i) => (i * 37 + (i >> 7) * 11) & 255);
+    const picture = await sharp(rgb, { raw: { width: 64, height: 64, channels: 3 } })
+      .png()
+      .toBuffer();
+    const mask = await sharp(
+      new Uint8Array(64 * 64).map((_, p) => (p % 64 >= 32 ? 255 : 0)),
+      { raw: { width: 64, height: 64, channels: 1 } },
+    )
+      .png()
+      .toBuffer();
+    const inpaintJob = async (body: Partial<RenderRequestInput>, seed: number): Promise<Job> => {
+      const request = renderRequestSchema().parse({
+        prompt: "a fox",
+        steps: 4,
+        image: "x",
+        mask: "m",
+        mode: "inpaint",
+        ...body,
+      });
+      const p = planRender(request, seed, {
+        image: { key: "image", width: 64, height: 64 },
+        mask: { key: "mask", width: 64, height: 64 },
+      });
+      return { plan: p, source: await prepareSource(p.source!, "inpaint", picture, mask, p.seed) };
+    };
+    for (const model of [models.base!, models.inpainting!]) {
+      const jobs = [
+        await inpaintJob({}, 31),
+        await inpaintJob({ prompt: "a hare", n: 2, guidance_scale: 6 }, 32),
+        await inpaintJob({ prompt: "an owl", strength: 0.7 }, 31),
+        await inpaintJob({ prompt: "a stoat", strength: 0.7, scheduler: "euler_a" }, 33),
+      ];
+      const solo: StageResult[] = [];
+      for (const [i, j] of jobs.entries()) solo.push(await alone(model, j, i));
+      const { result, batches } = await unetCalls(model, () => together(model, jobs));
+      // Strength 0.9999 and 0.7 start at other timesteps: two batches, 2 + 4 rows and 2 + 2 rows.
+      assert.deepEqual([...new Set(batches)].sort(), [4, 6], `${model.unetInChannels} channels: ${batches}`);
+      result.forEach((r, i) =>
+        assert.ok(bytes(value(r)).equals(bytes(solo[i]!)), `${model.unetInChannels} channels, job ${i}: identical`),
+      );
+    }
   });
 
   it("a job canceled mid-batch leaves at the next step; the others finish with the bytes they give alone", async () => {
