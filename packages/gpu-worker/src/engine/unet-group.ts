@@ -84,17 +84,17 @@ export class UnetGroup {
       leave,
       denoise: (member) => {
         if (state !== "seated") return Promise.reject(new Error("a group seat denoises once"));
-        if (this.started) return Promise.reject(new Error("the group's batch already started"));
         state = "joined";
+        // Not expected (the group starts only once every seat has arrived or left), but never worth a job: alone.
+        if (this.started) return this.denoiseAlone(member);
         return new Promise<DenoiseTimes>((resolve, reject) => {
           const arrival: Arrival = { member, resolve, reject };
           // Canceled or drained while the group waits for its other members: out at once.
+          // (It has arrived, so the group no longer waits for it either way.)
           const onAbort = () => {
             if (this.started) return;
             this.arrivals.splice(this.arrivals.indexOf(arrival), 1);
-            this.waitingFor--;
             reject(member.signal!.reason);
-            this.maybeStart();
           };
           member.signal?.addEventListener("abort", onAbort, { once: true });
           arrival.resolve = (t) => (member.signal?.removeEventListener("abort", onAbort), resolve(t));
@@ -102,10 +102,20 @@ export class UnetGroup {
           this.arrivals.push(arrival);
           this.waitingFor--;
           if (member.signal?.aborted) onAbort();
-          else this.maybeStart();
+          this.maybeStart();
         });
       },
     };
+  }
+
+  private async denoiseAlone(member: DenoiseMember): Promise<DenoiseTimes> {
+    const [result] = await denoiseTogether([member], {
+      gpu: { acquire: (signal) => this.acquire(signal), release: () => undefined },
+      signal: member.signal,
+      logger: this.logger,
+    });
+    if (result!.status === "rejected") throw result!.reason;
+    return result!.value;
   }
 
   /** The group's one turn, taken once for all its batches (a failed take is tried again by the next batch). */

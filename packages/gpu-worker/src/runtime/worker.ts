@@ -315,6 +315,7 @@ export class Worker {
         { err: describeError(e), jobId: current.jobId },
         "stage run failed against the queue or stores; the message will be redelivered",
       );
+      seat?.leave();
       await sleep(1000, this.pollAbort.signal);
     } finally {
       // A delivery that ended without denoising (a duplicate, a cancel, a failure) no longer holds up its group.

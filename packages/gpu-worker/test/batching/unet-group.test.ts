@@ -313,6 +313,39 @@ describe("UNet batches of several jobs' stages", { timeout: 180_000 }, () => {
     for (const i of [0, 1, 3]) assert.ok(bytes(value(result[i]!)).equals(bytes(solo[i]!)), `job ${i}: identical`);
   });
 
+  it("a job canceled while its group waits for a late member leaves at once; the group still waits for the late one", async () => {
+    const model = models.base!;
+    const jobs = [MIXED[0]!, MIXED[1]!, MIXED[2]!];
+    const solo: StageResult[] = [];
+    for (const [i, j] of jobs.entries()) solo.push(await alone(model, j, i));
+    const group = new UnetGroup(3, undefined, logger);
+    const cancel = new AbortController();
+    let joined!: () => void;
+    const oneJoined = new Promise<void>((r) => (joined = r));
+    // Seat 1 as the stage sees it, telling the test when its stage has arrived at step 6.
+    const seat1 = { ...group.seat(1), denoise: (m: DenoiseMember) => (setImmediate(joined), group.seat(1).denoise(m)) };
+    const { result, batches } = await unetCalls(model, async () => {
+      const first = [
+        runPipelineStage(model, jobOf(jobs[0]!, 0), undefined, { group: group.seat(0) }),
+        runPipelineStage(model, jobOf(jobs[1]!, 1), undefined, { group: seat1, signal: cancel.signal }),
+      ].map((p) =>
+        p.then(
+          (r) => ({ status: "fulfilled" as const, value: r }),
+          (e: unknown) => ({ status: "rejected" as const, reason: e }),
+        ),
+      );
+      await oneJoined;
+      cancel.abort(new Error("canceled while waiting"));
+      const canceled = await first[1]!;
+      assert.equal(canceled.status, "rejected", "out at once, before the late member arrives");
+      const late = runPipelineStage(model, jobOf(jobs[2]!, 2), undefined, { group: group.seat(2) });
+      return [await first[0]!, canceled, await late.then((r) => ({ status: "fulfilled" as const, value: r }))];
+    });
+    assert.deepEqual(batches, [4, 4, 4, 4, 4], "jobs 0 and 2 in one batch, job 1 never in it");
+    assert.equal(((result[1] as PromiseRejectedResult).reason as Error).message, "canceled while waiting");
+    for (const i of [0, 2]) assert.ok(bytes(value(result[i]!)).equals(bytes(solo[i]!)), `job ${i}: identical`);
+  });
+
   it("stages that cannot share a batch (other steps, guidance off) run in their own batches, identical to alone", async () => {
     const model = models.base!;
     const jobs: Job[] = [
