@@ -56,6 +56,8 @@ const configSchema = z.object({
   KILN_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(1),
   // Pipelined worker (issue 15): claim and encode the next stage, finish the last one, while the GPU works.
   KILN_WORKER_PIPELINE: boolish.default(true),
+  // Finishing threads (issue 15, duty cycle): watermark and encode images off the event loop; 0 = in-line.
+  KILN_FINISHING_THREADS: z.coerce.number().int().min(0).max(8).default(1),
   KILN_VISIBILITY_SECONDS: z.coerce.number().int().min(2).max(43_200).default(60),
   KILN_DRAIN_SECONDS: z.coerce.number().int().min(0).max(3600).default(25),
   KILN_MAX_RECEIVES: z.coerce.number().int().min(1).max(1000).default(5),
@@ -338,6 +340,8 @@ function toConfig(e: KilnConfigEnv) {
     workerConcurrency: e.KILN_WORKER_CONCURRENCY,
     /** Claim ahead and finish behind the GPU's work (KILN_WORKER_PIPELINE). */
     workerPipeline: e.KILN_WORKER_PIPELINE,
+    /** Threads that watermark, composite and encode decoded images (KILN_FINISHING_THREADS; 0: on the main thread). */
+    finishingThreads: e.KILN_FINISHING_THREADS,
     visibilitySeconds: e.KILN_VISIBILITY_SECONDS,
     drainSeconds: e.KILN_DRAIN_SECONDS,
     maxReceives: e.KILN_MAX_RECEIVES,
