@@ -74,7 +74,12 @@ export async function loadModels(
         ? config.providers.slice(1)
         : (["cpu"] as const)
       : config.providers;
-  const options = { providers: [...providers], deviceId: config.deviceId, logger };
+  const options = {
+    providers: [...providers],
+    deviceId: config.deviceId,
+    logger,
+    finishingThreads: config.finishingThreads,
+  };
   const needBase = config.stages.includes("base") || !refinerDir;
   const models: ModelSet = {};
   if (needBase) models.base = await loadSdxlModel(baseDir, "base", options);

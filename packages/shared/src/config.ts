@@ -59,6 +59,8 @@ const configSchema = z.object({
   // Batching (issue 15): claim up to this many stages of one queue at once and denoise compatible ones in one
   // UNet batch; 10 is SQS's most per receive.
   KILN_WORKER_BATCH: z.coerce.number().int().min(1).max(10).default(1),
+  // Finishing threads (issue 15, duty cycle): watermark and encode images off the event loop; 0 = in-line.
+  KILN_FINISHING_THREADS: z.coerce.number().int().min(0).max(8).default(1),
   KILN_VISIBILITY_SECONDS: z.coerce.number().int().min(2).max(43_200).default(60),
   KILN_DRAIN_SECONDS: z.coerce.number().int().min(0).max(3600).default(25),
   KILN_MAX_RECEIVES: z.coerce.number().int().min(1).max(1000).default(5),
@@ -343,6 +345,8 @@ function toConfig(e: KilnConfigEnv) {
     workerPipeline: e.KILN_WORKER_PIPELINE,
     /** Stages claimed together and denoised in one UNet batch where compatible (KILN_WORKER_BATCH; 1 = off). */
     workerBatch: e.KILN_WORKER_BATCH,
+    /** Threads that watermark, composite and encode decoded images (KILN_FINISHING_THREADS; 0: on the main thread). */
+    finishingThreads: e.KILN_FINISHING_THREADS,
     visibilitySeconds: e.KILN_VISIBILITY_SECONDS,
     drainSeconds: e.KILN_DRAIN_SECONDS,
     maxReceives: e.KILN_MAX_RECEIVES,

@@ -18,16 +18,21 @@ export interface Case {
   pipelined: boolean;
   /** KILN_WORKER_CONCURRENCY: pipelined, the stages on the GPU at once (2: one's CPU step overlaps the other's UNet call). */
   gpuSlots?: number;
+  /** False: images finished on the worker's event loop, as before the finishing threads (KILN_FINISHING_THREADS=0). */
+  finishingThreads?: boolean;
 }
 
+// Enough renders that the worker's start (first prompt encoding) and tail (last image's finishing and
+// acknowledgement) are a small share of the wall time (~25 s of simulated GPU per case).
 const SHAPES: Omit<Case, "pipelined">[] = [
-  { mode: "ensemble", n: 1, renders: 8 },
-  { mode: "ensemble", n: 4, renders: 3 },
-  { mode: "base", n: 1, renders: 8 },
-  { mode: "sdedit", n: 1, renders: 6 },
+  { mode: "ensemble", n: 1, renders: 16 },
+  { mode: "ensemble", n: 4, renders: 4 },
+  { mode: "base", n: 1, renders: 16 },
+  { mode: "sdedit", n: 1, renders: 12 },
 ];
 const CASES: Case[] = [
   ...SHAPES.flatMap((c) => [false, true].map((pipelined) => ({ ...c, pipelined }))),
+  { ...SHAPES[0]!, pipelined: true, finishingThreads: false },
   { ...SHAPES[0]!, pipelined: true, gpuSlots: 2 },
 ];
 
@@ -48,8 +53,13 @@ export async function run(cases: Case[] = CASES): Promise<string> {
     refiner: await loadSdxlModel(dirs.refiner, "refiner", options),
   };
   const gpu = simulateGpu(models, profile);
+  // The same models with their images finished on the event loop (sessions shared, so still simulated).
+  const inline = {
+    base: { ...models.base, finishing: undefined },
+    refiner: { ...models.refiner, finishing: undefined },
+  };
   const rows: string[][] = [];
-  let headline = 0;
+  const summary: string[] = [];
   try {
     for (const c of cases) {
       const port = 18000 + Math.floor(Math.random() * 1000);
@@ -80,7 +90,7 @@ export async function run(cases: Case[] = CASES): Promise<string> {
       gpu.reset();
       const started = Date.now();
       const cpu = process.cpuUsage();
-      const worker = await startWorkerService(config, ports, logger, models);
+      const worker = await startWorkerService(config, ports, logger, c.finishingThreads === false ? inline : models);
       const finished: number[] = [];
       let last = started;
       for (;;) {
@@ -101,19 +111,31 @@ export async function run(cases: Case[] = CASES): Promise<string> {
       await api.stop();
       await ports.close();
       const duty = gpu.busySeconds() / wall;
-      if (c.mode === "ensemble" && c.n === 1 && c.pipelined && (c.gpuSlots ?? 1) === 1) headline = duty;
+      const steady = gpu.busySeconds() / gpu.spanSeconds();
+      const p50 = percentile(finished, 50) / 1000;
+      const p99 = percentile(finished, 99) / 1000;
+      const slots = c.gpuSlots ?? 1;
+      if (c.mode === "ensemble" && c.n === 1 && c.pipelined) {
+        const figures = `${fmt(duty * 100, 1)} % (steady ${fmt(steady * 100, 1)} %; time to image p50 ${fmt(p50, 2)} s, p99 ${fmt(p99, 2)} s)`;
+        // The one `duty cycle: NN.N %` line: 1024² ensemble n = 1, pipelined, one stage on the GPU, finishing threads.
+        if (slots === 1 && c.finishingThreads !== false)
+          summary.unshift(`duty cycle: ${fmt(duty * 100, 1)} %`, `  ${figures}`);
+        else if (slots === 1) summary.push(`finishing in-line (KILN_FINISHING_THREADS=0): ${figures}`);
+        else summary.push(`${slots} stages on the GPU (KILN_WORKER_CONCURRENCY=${slots}): ${figures}`);
+      }
       rows.push([
         `${c.mode}, n = ${c.n}`,
-        c.pipelined ? `on${c.gpuSlots && c.gpuSlots > 1 ? `, ${c.gpuSlots} on the GPU` : ""}` : "off",
+        c.pipelined ? `on${slots > 1 ? `, ${slots} on the GPU` : ""}` : "off",
+        c.finishingThreads === false ? "in-line" : "thread",
         String(c.renders),
         fmt(wall, 2),
         fmt(gpu.busySeconds(), 2),
         fmt(duty * 100, 1) + " %",
-        fmt((gpu.busySeconds() / gpu.spanSeconds()) * 100, 1) + " %",
+        fmt(steady * 100, 1) + " %",
         fmt((used.user + used.system) / 1e6 / c.renders, 2),
         fmt((3600 / wall) * c.renders * c.n, 0),
-        fmt(percentile(finished, 50) / 1000, 2),
-        fmt(percentile(finished, 99) / 1000, 2),
+        fmt(p50, 2),
+        fmt(p99, 2),
       ]);
     }
   } finally {
@@ -127,6 +149,7 @@ export async function run(cases: Case[] = CASES): Promise<string> {
       [
         "case",
         "pipelined",
+        "finishing",
         "renders",
         "wall (s)",
         "GPU busy (s)",
@@ -140,8 +163,8 @@ export async function run(cases: Case[] = CASES): Promise<string> {
       rows,
     ),
     "",
-    "Duty cycle: GPU busy / wall from the worker's start to the last `succeeded`. Steady: GPU busy / time from the first GPU call's start to the last one's end (without the first prompt encoding and the last image's finishing). CPU s per render: this process's CPU time (all threads: event loop, PNG encoding, ONNX text encoders) per render. Time to image: from submission to `succeeded`, all renders submitted at once (queue wait included).",
+    "Duty cycle: GPU busy / wall from the worker's start to the last `succeeded`. Steady: GPU busy / time from the first GPU call's start to the last one's end (without the first prompt encoding and the last image's finishing). CPU s per render: this process's CPU time (all threads: event loop, finishing thread, PNG encoding, ONNX text encoders) per render. Finishing: where the decoded image is checked, watermarked, rounded and encoded (`thread`: KILN_FINISHING_THREADS=1, the default). Time to image: from submission to `succeeded`, all renders submitted at once (queue wait included).",
     "",
-    `duty cycle: ${fmt(headline * 100, 1)} %`,
+    ...summary,
   ].join("\n");
 }

@@ -2,7 +2,7 @@ import { Worker } from "node:worker_threads";
 
 import { KilnError } from "@kiln/shared";
 
-import type { NoiseSource } from "./noise.js";
+import { drawNoise, NoiseSource, type NoiseState } from "./noise.js";
 
 /**
  * Draws ancestral step noise on a helper thread while the UNet runs.
@@ -41,6 +41,16 @@ const { parentPort, workerData } = require("node:worker_threads");
         Atomics.store(s.control, 0, done);
         Atomics.notify(s.control, 0);
       }
+    } else if (m.type === "initial") {
+      let reply;
+      try {
+        const sources = m.states.map((s) => NoiseSource.restore(s));
+        const values = drawNoise(sources, new Float32Array(m.length));
+        reply = { type: "initial", id: m.id, values, states: sources.map((s) => s.snapshot()) };
+        parentPort.postMessage(reply, [values.buffer]);
+      } catch (e) {
+        parentPort.postMessage({ type: "initial", id: m.id, error: String((e && e.stack) || e) });
+      }
     } else if (m.type === "close") {
       streams.delete(m.id);
     }
@@ -49,13 +59,51 @@ const { parentPort, workerData } = require("node:worker_threads");
 })().catch((e) => parentPort.postMessage({ type: "failed", error: String((e && e.stack) || e) }));
 `;
 
+interface InitialReply {
+  type: "initial";
+  id: number;
+  values?: Float32Array;
+  states?: NoiseState[];
+  error?: string;
+}
+
 class NoiseHelper {
   private nextId = 0;
   private dead = false;
+  private readonly initial = new Map<number, { resolve(r: InitialReply): void; reject(e: Error): void }>();
 
   constructor(private readonly worker: Worker) {
-    worker.on("error", () => (this.dead = true));
-    worker.on("exit", () => (this.dead = true));
+    const die = () => {
+      this.dead = true;
+      for (const p of this.initial.values()) p.reject(new Error("the noise helper stopped"));
+      this.initial.clear();
+    };
+    worker.on("error", die);
+    worker.on("exit", die);
+    worker.on("message", (m: InitialReply) => {
+      if (m.type !== "initial") return;
+      const p = this.initial.get(m.id);
+      this.initial.delete(m.id);
+      if (this.initial.size === 0) worker.unref();
+      if (m.error) p?.reject(new Error(m.error));
+      else p?.resolve(m);
+    });
+  }
+
+  /**
+   * Draws a stage's initial noise on the helper and continues `sources` (replaced in place) from where the
+   * helper's draw left them, so later draws are those of an in-line draw.
+   */
+  async drawInitial(sources: NoiseSource[], length: number): Promise<Float32Array> {
+    const id = this.nextId++;
+    const reply = await new Promise<InitialReply>((resolve, reject) => {
+      this.initial.set(id, { resolve, reject });
+      // Referenced while awaited: a one-shot render must not exit waiting for it.
+      this.worker.ref();
+      this.worker.postMessage({ type: "initial", id, states: sources.map((s) => s.snapshot()), length });
+    });
+    reply.states!.forEach((state, i) => (sources[i] = NoiseSource.restore(state)));
+    return reply.values!;
   }
 
   get alive(): boolean {
@@ -158,4 +206,28 @@ function startHelper(logger?: WarnLogger): Promise<NoiseHelper | undefined> {
       resolve(new NoiseHelper(worker));
     });
   });
+}
+
+/**
+ * A first stage's initial latents noise (`length` values, image by image), drawn on the helper thread so the
+ * ~5–25 ms of a 1024² draw does not hold the event loop while another stage's UNet step is due; in-line when
+ * the helper is unavailable. Same values either way; `sources` end where an in-line draw leaves them.
+ */
+export async function drawInitialNoise(
+  sources: NoiseSource[],
+  length: number,
+  logger?: WarnLogger,
+): Promise<Float32Array> {
+  const helper = await noiseHelper(logger);
+  if (helper) {
+    try {
+      return await helper.drawInitial(sources, length);
+    } catch (e) {
+      logger?.warn(
+        { error: String(e) },
+        "the noise helper failed to draw initial noise; drawing it on the main thread",
+      );
+    }
+  }
+  return drawNoise(sources, new Float32Array(length));
 }

@@ -11,6 +11,7 @@ import {
 } from "../models/model-folder.js";
 import { SDXL_VAE_SCALING_FACTOR, type SdxlTimeIdsWidth } from "../models/sdxl-spec.js";
 import type { LoadedSession } from "../onnx/tensors.js";
+import { acquireFinishingPool, type FinishingPool } from "./finishing/finishing-threads.js";
 import { noiseHelper } from "./noise-helper.js";
 import type { TextEncoderPair } from "./prompt-encoder.js";
 import { parseSchedulerConfigText } from "./schedulers/index.js";
@@ -41,13 +42,27 @@ export interface SdxlModel {
   /** TensorRT engines per part and bucket (KILN_PROVIDERS=tensorrt,…); absent: the sessions above run everything. */
   engines?: EngineSessions;
   folder: ModelFolder;
+  /** Threads that watermark and encode decoded images (KILN_FINISHING_THREADS); absent: in-line. */
+  finishing?: FinishingPool;
   release(): Promise<void>;
 }
 
-export async function loadSdxlModel(dir: string, role: ModelRole, options: LoadModelFolderOptions): Promise<SdxlModel> {
+export interface LoadSdxlModelOptions extends LoadModelFolderOptions {
+  /** Finishing threads, shared by the models of the process (default 1; 0 finishes images on the main thread). */
+  finishingThreads?: number;
+}
+
+export async function loadSdxlModel(dir: string, role: ModelRole, options: LoadSdxlModelOptions): Promise<SdxlModel> {
   // Started alongside the sessions so the first ancestral render does not wait for the helper thread.
   void noiseHelper(options.logger);
-  const folder = await loadModelFolder(dir, role, options);
+  const finishing = acquireFinishingPool(options.finishingThreads ?? 1, options.logger);
+  let folder: ModelFolder;
+  try {
+    folder = await loadModelFolder(dir, role, options);
+  } catch (e) {
+    await finishing?.release();
+    throw e;
+  }
   const schedulerFile = path.join(folder.dir, "scheduler", "scheduler_config.json");
   const schedulerConfig = parseSchedulerConfigText(folder.schedulerConfigJson, schedulerFile);
   const tokenizer = folder.tokenizerDirs.tokenizer
@@ -80,7 +95,11 @@ export async function loadSdxlModel(dir: string, role: ModelRole, options: LoadM
       ),
     ],
     folder,
-    release: () => folder.release(),
+    finishing: finishing?.pool,
+    release: async () => {
+      await finishing?.release();
+      await folder.release();
+    },
   };
 }
 

@@ -5,13 +5,13 @@ import { reportReferencePrompt } from "../models/reference/prompt-report.js";
 import { SDXL_LATENT_CHANNELS, SDXL_VAE_FACTOR, sdxlLatentShape } from "../models/sdxl-spec.js";
 import type { GpuTurn } from "../runtime/pipeline/gpu-turns.js";
 import { stageTimeIdInputs, timeIds } from "./conditioning.js";
-import { type EncodedImage, encodeImageFile } from "./image-files.js";
-import { compositeOverOriginal } from "./img2img/mask.js";
-import { pasteCropBack } from "./img2img/mask-crop.js";
+import { decodeAndFinish } from "./finishing/decode-and-finish.js";
+import type { EncodedImage } from "./image-files.js";
 import { type ImageStart, prepareImageStart, prepareRefineBlend } from "./img2img/prepare-latents.js";
 import type { PreparedSource } from "./img2img/source-image.js";
 import { resizeLatentsBilinear } from "./latent-ops.js";
-import { drawNoise, type NoiseKernel, NoiseSource } from "./noise.js";
+import { type NoiseKernel, NoiseSource } from "./noise.js";
+import { drawInitialNoise } from "./noise-helper.js";
 import { encodePromptPair, type PromptEmbeddings } from "./prompt-encoder.js";
 import { convertLatentSpace, createScheduler } from "./schedulers/index.js";
 import type { Scheduler } from "./schedulers/scheduler.js";
@@ -19,8 +19,6 @@ import type { SdxlModel } from "./sdxl-model.js";
 import { ensembleSplit, sdeditStart } from "./stage-split.js";
 import { type DenoiseMember, type DenoiseTimes, denoiseTogether } from "./unet-batch.js";
 import type { UnetGroupSeat } from "./unet-group.js";
-import { decodeLatentsToImages } from "./vae-decoder.js";
-import { watermarkDecoded } from "./watermark/sdxl-watermark.js";
 
 export interface StageHooks {
   /**
@@ -169,7 +167,7 @@ export async function runPipelineStage(
     latents = imageStart.latents;
   } else if (!input) {
     shape = sdxlLatentShape(n, plan.width, plan.height);
-    latents = drawNoise(generators, new Float32Array(n * SDXL_LATENT_CHANNELS * shape[2]! * shape[3]!));
+    latents = await drawInitialNoise(generators, n * SDXL_LATENT_CHANNELS * shape[2]! * shape[3]!, hooks.logger);
     for (let j = 0; j < latents.length; j++) latents[j] = latents[j]! * scheduler.initNoiseSigma;
   } else if (stage.strength !== undefined) {
     // SDEdit: the input is fully denoised (σ = 0, where both latent spaces agree); upscale as A1111's
@@ -181,7 +179,7 @@ export async function runPipelineStage(
         ? input.data
         : resizeLatentsBilinear(input.data, input.shape, shape[2]!, shape[3]!);
     // After an inpaint the re-noise is the blend's noise, drawn after the picture's latents (diffusers' order).
-    const eps = refineBlend?.noise ?? drawNoise(generators, new Float32Array(x0.length));
+    const eps = refineBlend?.noise ?? (await drawInitialNoise(generators, x0.length, hooks.logger));
     latents = scheduler.addNoise(x0, eps, begin);
   } else {
     // Ensemble of experts: continue from the noisy latents as they are, re-expressed if the families differ.
@@ -257,44 +255,22 @@ export async function runPipelineStage(
   const vaeDecoder =
     model.engines?.sessionFor("vae_decoder", shape[3]! * SDXL_VAE_FACTOR, shape[2]! * SDXL_VAE_FACTOR, shape[0]!) ??
     model.vaeDecoder;
-  // diffusers' SDXL pipelines mark the decoded images before `postprocess` rounds them, and before `apply_overlay`.
-  const decoded = await decodeLatentsToImages(
-    vaeDecoder,
-    latents,
-    shape,
-    model.vaeScalingFactor,
-    plan.watermark === false ? undefined : watermarkDecoded,
-    // The last VAE call was the last GPU call: what follows (watermark, rounding, composite, PNG) overlaps the
-    // next stage's denoising.
-    () => hooks.gpu?.release(),
-  );
-  hooks.signal?.throwIfAborted();
+  // diffusers' order after the decode: watermark, `postprocess`, `apply_overlay`, then the file (finishing/).
   const source = job.source;
-  if (source?.mask) {
-    // The final composite (diffusers' `apply_overlay`): outside the mask the picture comes back as sent; with
-    // `padding_mask_crop` the crop is first resized back and placed at its region.
-    for (const image of decoded) {
-      image.rgb = source.crop
-        ? await pasteCropBack(image.rgb, image.width, image.height, source.crop.region, {
-            width: source.width,
-            height: source.height,
-            rgb: source.crop.rgb,
-            mask: source.crop.mask,
-          })
-        : compositeOverOriginal(image.rgb, source.rgb, source.mask);
-    }
-  }
-  const images: EncodedImage[] = [];
-  for (let i = 0; i < decoded.length; i++) {
-    images.push(
-      await encodeImageFile(
-        decoded[i]!,
-        plan.outputFormat,
-        plan.outputQuality,
-        generationParameters(plan, model, i, scheduler.name),
-      ),
-    );
-  }
+  const images = await decodeAndFinish(vaeDecoder, latents, shape, {
+    scalingFactor: model.vaeScalingFactor,
+    watermark: plan.watermark !== false,
+    composite: source?.mask
+      ? { width: source.width, height: source.height, rgb: source.rgb, mask: source.mask, crop: source.crop }
+      : undefined,
+    format: plan.outputFormat,
+    quality: plan.outputQuality,
+    parameters: (i) => generationParameters(plan, model, i, scheduler.name),
+    pool: model.finishing,
+    // The last VAE call was the last GPU call: what follows overlaps the next stage's denoising.
+    afterLastRun: () => hooks.gpu?.release(),
+    signal: hooks.signal,
+  });
   return { kind: "images", images, unetSeconds, denoiseSeconds, steps };
 }
 

@@ -24,13 +24,13 @@ export function simulateGpu(models: ModelSet, profile: GpuProfile): SimulatedGpu
   let firstStart: number | undefined;
   /** Calls overlap only if the worker runs two stages at once; the GPU still does one at a time. */
   let freeAt = 0;
-  const occupy = async (seconds: number) => {
-    const now = performance.now();
-    const start = Math.max(now, freeAt);
+  /** `calledAt`: when `session.run` was called (work the call did before waiting is part of the call). */
+  const occupy = async (seconds: number, calledAt: number) => {
+    const start = Math.max(calledAt, freeAt);
     firstStart ??= start;
     freeAt = start + seconds * 1000;
     busy += seconds;
-    await new Promise((resolve) => setTimeout(resolve, freeAt - now));
+    await new Promise((resolve) => setTimeout(resolve, freeAt - performance.now()));
   };
   const seen = new Set<unknown>();
   for (const model of Object.values(models)) {
@@ -39,23 +39,30 @@ export function simulateGpu(models: ModelSet, profile: GpuProfile): SimulatedGpu
     if (!seen.has(unet.session)) {
       seen.add(unet.session);
       (unet.session as { run: unknown }).run = async (feeds: Record<string, ort.Tensor>) => {
+        const calledAt = performance.now();
         const sample = feeds.sample!;
+        // onnxruntime-node returns a fresh output buffer, written by the device-to-host copy inside `run`. Made and
+        // written here, inside the call's time: left untouched, its page faults would land on the loop's first
+        // read of it (guidance), which a real call has already paid for.
+        const output = new Float32Array(sample.size).fill(0);
         const [batch, , h, w] = sample.dims as number[];
         const pixels = h! * 8 * w! * 8;
         // The CFG batch is 2n: the profile's step time is for one image's CFG pair.
         const images = batch! / 2 || 1;
-        await occupy(profile.stepSeconds * pixelScale(pixels) * (1 + profile.batchMarginal * (images - 1)));
-        return { out_sample: new ort.Tensor("float32", new Float32Array(sample.size), sample.dims) };
+        await occupy(profile.stepSeconds * pixelScale(pixels) * (1 + profile.batchMarginal * (images - 1)), calledAt);
+        return { out_sample: new ort.Tensor("float32", output, sample.dims) };
       };
     }
     if (!seen.has(vaeDecoder.session)) {
       seen.add(vaeDecoder.session);
       (vaeDecoder.session as { run: unknown }).run = async (feeds: Record<string, ort.Tensor>) => {
+        const calledAt = performance.now();
         const latent = feeds.latent_sample!;
         const [n, , h, w] = latent.dims as number[];
-        await occupy(profile.vaeSeconds * pixelScale(h! * 8 * w! * 8) * n!);
         const dims = [n!, 3, h! * 8, w! * 8];
-        return { sample: new ort.Tensor("float32", picture(dims.reduce((a, b) => a * b, 1)), dims) };
+        const output = picture(dims.reduce((a, b) => a * b, 1));
+        await occupy(profile.vaeSeconds * pixelScale(h! * 8 * w! * 8) * n!, calledAt);
+        return { sample: new ort.Tensor("float32", output, dims) };
       };
     }
   }
@@ -87,7 +94,9 @@ function picture(size: number): Float32Array {
     }
     pictures.set(size, p);
   }
-  // Shared, not copied: the VAE decoder only reads its output.
+  // Shared, not copied: a finishing thread marks its own copy; finished in-line (KILN_FINISHING_THREADS=0) the
+  // watermark marks this one in place, which changes only the simulated picture, not the work done on it.
+  // Made inside the first VAE call's time (once per size), so making it is not charged as GPU idle time.
   return p;
 }
 
