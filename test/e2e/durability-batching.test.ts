@@ -35,7 +35,7 @@ const BODIES = [
 const BATCH = { KILN_WORKER_BATCH: String(BODIES.length) };
 
 for (const name of ["local", "aws"] as const)
-  describe(`durability of batched stages on the ${name} family`, { timeout: 300_000 }, () => {
+  describe(`durability of batched stages on the ${name} family`, { timeout: 900_000 }, () => {
     let family: Family;
     let ns: Namespace;
     const hooks = new PauseControl();

@@ -43,7 +43,7 @@ const MID_STEP = 3;
 const VISIBILITY_SECONDS = 5;
 
 for (const name of ["local", "aws"] as const)
-  describe(`durability of img2img jobs on the ${name} family`, { timeout: 240_000 }, () => {
+  describe(`durability of img2img jobs on the ${name} family`, { timeout: 900_000 }, () => {
     let family: Family;
     let ns: Namespace;
     let pool: ChildWorker[] = [];

@@ -29,7 +29,7 @@ import { PauseControl } from "../support/pause-control.js";
 const FIRST = { prompt: "a lighthouse in a storm", mode: "ensemble", width: 256, height: 256, steps: 20, seed: 3 };
 const SECOND = { prompt: "a small boat", mode: "ensemble", width: 256, height: 256, steps: 20, seed: 4 };
 
-describe("durability of the pipelined worker (local family)", { timeout: 240_000 }, () => {
+describe("durability of the pipelined worker (local family)", { timeout: 900_000 }, () => {
   let family: Family;
   let ns: Namespace;
   const hooks = new PauseControl();
@@ -77,7 +77,10 @@ describe("durability of the pipelined worker (local family)", { timeout: 240_000
     victim.signal("SIGKILL");
     assert.equal((await victim.exited).signal, "SIGKILL");
     assert.equal((await ns.ports.jobs.get(second.id))!.status, "running", "claimed, then its worker died");
-    assert.equal((await ns.ports.queue.depth(queueForStage("base"))).inFlight, 2, "both messages still claimed");
+    // Claimed or already back (their 3 s visibility may pass while this runs on a loaded machine), but both there:
+    // a kill acknowledges nothing.
+    const depth = await ns.ports.queue.depth(queueForStage("base"));
+    assert.equal(depth.inFlight + depth.visible, 2, "both messages still in the queue, neither acknowledged");
 
     const survivor = await spawnWorker(ns);
     await assertOneResult(first, FIRST);

@@ -50,7 +50,7 @@ const VISIBILITY_SECONDS = 5;
 const MID_STEP = 10;
 
 export function describeDurability(name: FamilyName): void {
-  describe(`durability on the ${name} family`, { timeout: 300_000 }, () => {
+  describe(`durability on the ${name} family`, { timeout: 900_000 }, () => {
     let family: Family;
     let ns: Namespace;
     let pool: ChildWorker[] = [];
@@ -198,18 +198,25 @@ export function describeDurability(name: FamilyName): void {
     it("the queue and stores refusing service for a few seconds: backoff, recovery, nothing lost", async () => {
       const retriesBefore = await poolMetric("kiln_io_retries_total");
       const { job, paused } = await startHeld(LONG);
+      // Hold the stage again after its last step, so the outage meets the calls its hand-over needs however slowly
+      // the steps run on a loaded machine (the wait below is for those calls, not for the steps).
+      const last = `stage0-step${job.progress!.steps}`;
+      hooks.arm(last);
+      paused.release();
+      const end = await hooks.paused(last, 600_000);
+      assert.equal(end.info.jobId, job.id);
       const retried = () =>
         pool.some((w) =>
           w.logs.some((l) => l.msg === "queue or store call failed transiently; retrying" && Number(l.time) >= started),
         );
       const started = Date.now();
       const restore = await refuseService(ns);
-      paused.release();
+      end.release();
       // At least 4 s, and until a worker has had to retry a call its stage needs (the hand-over).
       await waitFor(
         "a worker to retry a store call",
         async () => Date.now() - started >= 4_000 && retried(),
-        60_000,
+        120_000,
         50,
       ).finally(restore);
       await assertOneResult(job, LONG);
