@@ -314,7 +314,9 @@ export class StageDelivery {
       }
       await write().catch((e) => this.log.warn({ err: String(e) }, "progress at a pause point not recorded"));
     });
-    void this.emit("progress", { ...this.job, progress });
+    // Not a transition's event (progress is never in the outbox), so never held at `event:before-tell`:
+    // a fault test holding there must find the process between a stored transition and its event.
+    void this.emit("progress", { ...this.job, progress }, false);
   }
 
   private timing(stage: StagePlan, startedAt: string, stageStarted: number, result: StageResult): StageTiming {
