@@ -74,6 +74,8 @@ export class StageDelivery {
   private progressWrites: Promise<void> = Promise.resolve();
   /** Settles once this stage's `running` transition was written (or failed). */
   private started: Promise<unknown> = Promise.resolve();
+  /** Stops the stage's computation (cancel, drain, superseded). */
+  private stop?: AbortController;
 
   constructor(
     private readonly options: StageRunnerOptions,
@@ -215,6 +217,7 @@ export class StageDelivery {
       }
     }
     const stop = new AbortController();
+    this.stop = stop;
     const onDrain = () => stop.abort(new StageStop("drain"));
     this.options.drainSignal?.addEventListener("abort", onDrain, { once: true });
     if (this.options.drainSignal?.aborted) onDrain();
@@ -300,18 +303,28 @@ export class StageDelivery {
   private onStep(stage: StagePlan, step: number, steps: number): void | Promise<void> {
     this.options.metrics?.steps.inc({ kind: stage.kind });
     this.recordProgress(stage, step, steps, false);
+    if (!this.options.pause) return;
     // A stage paused by a fault test records its progress first, so the test sees where it stands. The
     // stage computes while its `running` transition is written; a held stage waits for that write, so the
     // job it holds is `running` with this step recorded (tiny models reach step 3 before a dynalite write returns).
-    return this.options.pause?.(
-      `stage${stage.index}-step${step}`,
-      { jobId: this.job.id, worker: this.options.workerId },
-      async () => {
+    let held = false;
+    return this.options
+      .pause(`stage${stage.index}-step${step}`, { jobId: this.job.id, worker: this.options.workerId }, async () => {
+        held = true;
         await this.started;
         this.recordProgress(stage, step, steps, true);
         return this.progressWrites;
-      },
-    );
+      })
+      .then(() => (held ? this.stopIfCanceled() : undefined));
+  }
+
+  /**
+   * A stage let go from a pause point looks at its job at once instead of at the next cancel poll: a
+   * test that canceled the job while the stage was held sees it stop before the next step, exactly.
+   */
+  private async stopIfCanceled(): Promise<void> {
+    const fresh = await this.options.ports.jobs.get(this.job.id).catch(() => null);
+    if (fresh?.cancelRequested || (fresh && isTerminal(fresh.status))) this.stop?.abort(new StageStop("canceled"));
   }
 
   private recordProgress(stage: StagePlan, step: number, steps: number, always: boolean): void {
