@@ -12,6 +12,8 @@ import type { ApiDeps } from "../src/deps.js";
 export interface AppFixture {
   app: KilnApp;
   ports: Ports;
+  /** The family's data directory (kiln.db and the blobs). */
+  dataDir: string;
   /** A new key's bearer header (and JSON content type). */
   keyHeaders(options?: { scopes?: KeyScope[]; limits?: KeyLimits }): Promise<Record<string, string>>;
   close(): Promise<void>;
@@ -37,6 +39,7 @@ export function openAppFixture(overrides: Partial<ApiDeps> = {}): AppFixture {
   return {
     app,
     ports,
+    dataDir: dir,
     async keyHeaders(options = {}) {
       const { key } = await createApiKey(ports.keys, {
         name: "test",
@@ -46,8 +49,11 @@ export function openAppFixture(overrides: Partial<ApiDeps> = {}): AppFixture {
       return { authorization: `Bearer ${key}`, "content-type": "application/json" };
     },
     async close() {
-      await ports.close();
-      fs.rmSync(dir, { recursive: true, force: true });
+      try {
+        await ports.close();
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
     },
   };
 }

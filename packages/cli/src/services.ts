@@ -179,7 +179,7 @@ export function startWebhookService(config: KilnConfig, ports: Ports, logger: Lo
  */
 export function startChatService(config: KilnConfig, ports: Ports, logger: Logger): Service {
   const log = logger.child({ component: "chat" });
-  const dispatcher = chatDispatcherFromConfig(config, ports, (level, obj, msg) => log[level](obj, msg));
+  const dispatcher = chatDispatcherFromConfig(config, ports, log);
   dispatcher?.start();
   return { name: "chat", stop: async () => dispatcher?.stop() };
 }

@@ -2,11 +2,13 @@ import type { KilnConfig, Ports } from "@kiln/shared";
 
 import { ChatBatchNotifier } from "../batches/chat-notifier.js";
 import { chatStatus, discordEnabled, slackEnabled } from "../channels/core/chat-deps.js";
-import { ChatDispatcher } from "../channels/core/dispatcher.js";
+import type { ChatDelivery } from "../channels/core/deliveries.js";
+import { chatDispatcher } from "../channels/core/dispatcher.js";
 import type { ChatPresenter } from "../channels/core/presenter.js";
 import { DiscordClient } from "../channels/discord/client.js";
 import { DiscordPresenter } from "../channels/discord/presenter.js";
 import { SlackPresenter } from "../channels/slack/presenter.js";
+import type { OutboundDispatcher, OutboundLogger } from "../outbound/dispatcher.js";
 import { slackWebApi } from "./slack-web-api.js";
 
 export { DISCORD_COMMANDS } from "../channels/discord/commands.js";
@@ -29,7 +31,12 @@ export function discordClientFromConfig(config: KilnConfig): DiscordClient {
  * The chat follow-up sender for the configured bots, or undefined when neither is enabled. Runs
  * beside the webhook dispatcher (`kiln start`, `kiln worker`); any number may share the queue.
  */
-export function chatDispatcherFromConfig(config: KilnConfig, ports: Ports, log: Log): ChatDispatcher | undefined {
+export function chatDispatcherFromConfig(
+  config: KilnConfig,
+  ports: Ports,
+  logger: OutboundLogger,
+): OutboundDispatcher<ChatDelivery> | undefined {
+  const log: Log = (level, obj, msg) => logger[level](obj, msg);
   const presenters: Partial<Record<"discord" | "slack", ChatPresenter>> = {};
   if (discordEnabled(config.chat))
     presenters.discord = new DiscordPresenter(discordClientFromConfig(config), {
@@ -46,7 +53,7 @@ export function chatDispatcherFromConfig(config: KilnConfig, ports: Ports, log: 
     });
   }
   if (!presenters.discord && !presenters.slack) return undefined;
-  return new ChatDispatcher({ ports, presenters, downloadUrlSeconds: config.downloadUrlSeconds, log });
+  return chatDispatcher({ ports, presenters, downloadUrlSeconds: config.downloadUrlSeconds, logger });
 }
 
 /**

@@ -1,5 +1,5 @@
 /**
- * Carries work that leaves Kiln (webhooks now, chat replies next) through a queue: receive →
+ * Carries work that leaves Kiln (webhooks and chat follow-ups) through a queue: receive →
  * attempt → resend with backoff → ack. A delivery handler says what one attempt is; this loop owns
  * durability, so every outbound channel gets it the same way.
  *
@@ -44,6 +44,11 @@ export interface DeliveryHandler<T> {
    */
   notBefore?(message: T): number | undefined;
   attempt(message: T, context: { log: OutboundLogger; now: number }): Promise<AttemptOutcome<T>>;
+  /**
+   * Messages with the same key are handled one after another within a process, in the order received (a
+   * job's chat follow-ups, so a late progress edit cannot overwrite its result). Unkeyed messages run in parallel.
+   */
+  orderKey?(message: T): string | undefined;
 }
 
 export interface OutboundDispatcherOptions {
@@ -76,6 +81,7 @@ export class OutboundDispatcher<T> {
   private readonly abort = new AbortController();
   private loop?: Promise<void>;
   private readonly now: () => number;
+  private readonly inOrder = new Map<string, Promise<void>>();
 
   constructor(
     private readonly handler: DeliveryHandler<T>,
@@ -115,7 +121,7 @@ export class OutboundDispatcher<T> {
       }
       await Promise.all(
         messages.map((m) =>
-          this.handle(m).catch((e) =>
+          this.inTurn(m).catch((e) =>
             logger.error(
               { err: describeError(e), messageId: m.id },
               `${name} handling failed; the message will be redelivered`,
@@ -126,7 +132,27 @@ export class OutboundDispatcher<T> {
     }
   }
 
-  private async handle(received: QueueMessage): Promise<void> {
+  /** Runs `handle` after the messages received before with the same order key. */
+  private inTurn(received: QueueMessage): Promise<void> {
+    const message = this.handler.parse(received.body);
+    const key = message === undefined ? undefined : this.handler.orderKey?.(message);
+    if (key === undefined) return this.handle(received);
+    const next = (this.inOrder.get(key) ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(() => this.handle(received))
+      .finally(() => {
+        if (this.inOrder.get(key) === next) this.inOrder.delete(key);
+      });
+    this.inOrder.set(key, next);
+    return next;
+  }
+
+  /**
+   * Handles one received message to its end: acknowledged, or re-sent delayed and acknowledged. Throws when it
+   * could do neither (the message comes back after its visibility timeout). Public so a queue-triggered function
+   * (one SQS record in a Lambda) runs the same code as the polling loop.
+   */
+  async handle(received: QueueMessage): Promise<void> {
     const ack = () => this.options.queue.ack(this.handler.queue, received.receipt);
     const message = this.handler.parse(received.body);
     if (message === undefined) {

@@ -10,9 +10,10 @@ import sharp from "sharp";
 
 import { startDiscordStandIn } from "../../../../test/support/chat-platforms.js";
 import { CHAT_QUEUE, chatEventSink, enqueueChatDelivery } from "../../src/channels/core/deliveries.js";
-import { ChatDispatcher } from "../../src/channels/core/dispatcher.js";
+import { chatDispatcher } from "../../src/channels/core/dispatcher.js";
 import { DiscordClient } from "../../src/channels/discord/client.js";
 import { DiscordPresenter } from "../../src/channels/discord/presenter.js";
+import type { OutboundLogger } from "../../src/outbound/dispatcher.js";
 import { jobRecord } from "../fixtures.js";
 
 const APP = "555666777888999000";
@@ -47,16 +48,22 @@ describe("chat dispatcher", () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  function dispatcher(): ChatDispatcher {
+  function dispatcher(): ReturnType<typeof chatDispatcher> {
     // A short in-place wait, so Discord's 1.5 s retry_after goes back to the queue as a delayed message.
     const client = new DiscordClient({ apiUrl: discord.url, applicationId: APP, maxInlineWaitMs: 100 });
     const log = (level: string, _obj: object, msg: string) => void logs.push({ level, msg });
     const presenter = new DiscordPresenter(client, { blobs: ports.blobs, publicUrl: "http://kiln.test", log });
-    return new ChatDispatcher({
+    const logger: OutboundLogger = {
+      info: (obj, msg) => log("info", obj, msg),
+      warn: (obj, msg) => log("warn", obj, msg),
+      error: (obj, msg) => log("error", obj, msg),
+      child: () => logger,
+    };
+    return chatDispatcher({
       ports,
       presenters: { discord: presenter },
       downloadUrlSeconds: 600,
-      log,
+      logger,
       pollWaitSeconds: 1,
     });
   }

@@ -23,8 +23,10 @@ describe("Idempotency-Key middleware", () => {
   let ports: Ports;
   let clock: number | undefined;
   let runs: number;
-  /** What the route answers next (status), and how long it takes. */
-  let answer: { status: number; delayMs: number };
+  /** What the route answers next (status), and how long it takes (or until `hold` resolves). */
+  let answer: { status: number; delayMs: number; hold?: Promise<void> };
+  /** Resolved each time the route starts running. */
+  let routeStarted: () => void = () => undefined;
 
   beforeEach(() => {
     local = openTempLocalPorts({ prefix: "kiln-idem-", publicBaseUrl: "http://127.0.0.1" });
@@ -45,8 +47,10 @@ describe("Idempotency-Key middleware", () => {
     hono.use("/r", idempotency(deps, options));
     hono.post("/r", async (c) => {
       const n = ++runs;
+      routeStarted();
       const body = await c.req.json();
       await sleep(answer.delayMs);
+      await answer.hold;
       return c.json({ id: `job_${n}`, echo: body }, answer.status as 202, { Location: `http://x/r/job_${n}` });
     });
     return (body: unknown, headers: Record<string, string> = {}) =>
@@ -127,11 +131,15 @@ describe("Idempotency-Key middleware", () => {
   });
 
   it("answers 409 with Retry-After when the first request outlasts a duplicate's wait", async () => {
-    answer = { status: 202, delayMs: 400 };
+    // The first request holds inside the route until the duplicate has had its answer: no race with the clock.
+    let release!: () => void;
+    answer = { status: 202, delayMs: 0, hold: new Promise<void>((resolve) => (release = resolve)) };
+    const started = new Promise<void>((resolve) => (routeStarted = resolve));
     const post = app({ duplicateWaitMs: 100 });
     const first = post({ prompt: "slow" }, { "idempotency-key": "k-5" });
-    await sleep(20);
+    await started;
     const dup = await post({ prompt: "slow" }, { "idempotency-key": "k-5" });
+    release();
     assert.equal(dup.status, 409);
     assert.equal(dup.headers.get("retry-after"), "1");
     assert.equal((await first).status, 202);

@@ -119,4 +119,51 @@ describe("outbound dispatcher", () => {
     const [hop] = await ports.queue.receive(QUEUE, { visibilitySeconds: 30 });
     assert.deepEqual(hop?.body, later, "the same message, re-sent for the next hop");
   });
+  it("runs messages with the same order key one after another, and others beside them", async () => {
+    interface Keyed {
+      id: string;
+      group: string;
+    }
+    const log: string[] = [];
+    const gates = new Map<string, () => void>();
+    const keyed: DeliveryHandler<Keyed> = {
+      queue: QUEUE,
+      name: "keyed message",
+      parse: (body) => body as Keyed,
+      describe: (m) => ({ id: m.id }),
+      orderKey: (m) => m.group,
+      async attempt(m) {
+        log.push(`start ${m.id}`);
+        await new Promise<void>((resolve) => gates.set(m.id, resolve));
+        log.push(`end ${m.id}`);
+        return { kind: "delivered" };
+      },
+    };
+    for (const [id, group] of [
+      ["a1", "a"],
+      ["a2", "a"],
+      ["b1", "b"],
+    ])
+      await ports.queue.send(QUEUE, { id, group });
+    const keyedDispatcher = new OutboundDispatcher(keyed, {
+      queue: ports.queue,
+      logger,
+      attemptTimeoutMs: 30_000,
+      pollWaitSeconds: 1,
+    });
+    keyedDispatcher.start();
+    try {
+      await until(() => gates.has("a1") && gates.has("b1"));
+      assert.ok(!gates.has("a2"), "a2 waits for a1, which has not ended");
+      gates.get("b1")!();
+      gates.get("a1")!();
+      await until(() => gates.has("a2"));
+      gates.get("a2")!();
+      await until(settled);
+      assert.ok(log.indexOf("end a1") < log.indexOf("start a2"));
+    } finally {
+      for (const release of gates.values()) release();
+      await keyedDispatcher.stop();
+    }
+  });
 });

@@ -1,40 +1,20 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, it } from "node:test";
 
-import type { Ports } from "@kiln/shared";
-import { openLocalPorts } from "@kiln/shared/local";
-
-import { createApp, type KilnApp } from "../../src/app.js";
+import type { KilnApp } from "../../src/app.js";
+import { type AppFixture, openAppFixture } from "../app-fixture.js";
 
 /** /healthz on the local family: unhealthy once the database can no longer be reopened or written. */
 describe("GET /healthz checks the local stores", () => {
-  let dir: string;
-  let ports: Ports;
-  afterEach(async () => {
-    await ports.close().catch(() => undefined);
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  let fixture: AppFixture;
+  // The database was broken under the process on purpose: closing it may fail; the files go regardless.
+  afterEach(() => fixture.close().catch(() => undefined));
 
   function open(): { app: KilnApp; db: string } {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-healthz-"));
-    ports = openLocalPorts({
-      dataDir: dir,
-      publicBaseUrl: "http://kiln.test",
-      urlSecret: "s".repeat(32),
-      maxReceives: 3,
-    });
-    const app = createApp({
-      ports,
-      publicUrl: "http://kiln.test",
-      limits: { minSide: 64, maxSide: 2048, maxPixels: 2048 * 2048, maxPromptChars: 4000 },
-      maxBodyBytes: 65536,
-      downloadUrlSeconds: 600,
-      retentionHours: 1,
-    });
-    return { app, db: path.join(dir, "kiln.db") };
+    fixture = openAppFixture();
+    return { app: fixture.app, db: path.join(fixture.dataDir, "kiln.db") };
   }
 
   async function assertUnhealthy(app: KilnApp, pattern: RegExp) {

@@ -29,8 +29,8 @@ export const LANES: readonly StageLane[] = Object.keys(STAGE_LANES) as StageLane
 export type Lane = StageLane;
 
 /**
- * Queues of work that leaves Kiln: webhooks (carried by the outbound dispatcher) and chat replies
- * (carried, for now, by the chat channels' own ChatDispatcher).
+ * Queues of work that leaves Kiln: webhooks and chat replies, both carried by the outbound dispatcher
+ * (packages/api/src/outbound/dispatcher.ts) with their own delivery handler.
  */
 export const OUTBOUND_QUEUES = {
   webhooks: { name: "kiln-webhooks", link: "KilnWebhook" },
