@@ -454,8 +454,10 @@ describe(`API fuzz (seed ${SEED})`, () => {
       SEED,
     );
     assert.deepEqual(failures.slice(0, 10), [], `seed ${SEED}; statuses ${JSON.stringify(statuses)}`);
-    // The mix must reach success paths too, or it only tests the front door.
-    for (const s of [200, 201, 202, 400, 401, 404, 409, 415])
+    // The mix must reach success paths too, or it only tests the front door. Not 201: a `Prefer: wait` render
+    // finishes within the 1 s cap only while the worker keeps up with the fuzzed backlog, which a loaded machine
+    // does not promise (the 201 path has its own tests).
+    for (const s of [200, 202, 400, 401, 404, 409, 415])
       assert.ok((statuses as Record<number, number>)[s], `some ${s} in ${JSON.stringify(statuses)}`);
   });
 

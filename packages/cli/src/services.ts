@@ -79,6 +79,7 @@ export async function startWorkerService(
     stages: config.stages,
     concurrency: config.workerConcurrency,
     pipelined: config.workerPipeline,
+    batch: config.workerBatch,
     visibilitySeconds: config.visibilitySeconds,
     maxReceives: config.maxReceives,
     events: fanOutEvents(sinks),

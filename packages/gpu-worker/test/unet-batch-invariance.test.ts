@@ -1,5 +1,5 @@
 /**
- * What batching compatible jobs into one UNet batch (issue 15) would rest on: on the CPU provider, the tiny
+ * What batching compatible jobs into one UNet batch (issue 15, engine/unet-batch.ts) rests on: on the CPU provider, the tiny
  * UNet's output for a job is byte-identical whether the job's CFG pair runs alone (batch 2) or beside other
  * jobs' pairs (batch 4, 6, 8 in diffusers' [negatives…, positives…] layout). Measured for the tiny models only;
  * a real SDXL UNet's kernels may pick other code paths by batch size (unverified here).

@@ -56,6 +56,9 @@ const configSchema = z.object({
   KILN_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(1),
   // Pipelined worker (issue 15): claim and encode the next stage, finish the last one, while the GPU works.
   KILN_WORKER_PIPELINE: boolish.default(true),
+  // Batching (issue 15): claim up to this many stages of one queue at once and denoise compatible ones in one
+  // UNet batch; 10 is SQS's most per receive.
+  KILN_WORKER_BATCH: z.coerce.number().int().min(1).max(10).default(1),
   KILN_VISIBILITY_SECONDS: z.coerce.number().int().min(2).max(43_200).default(60),
   KILN_DRAIN_SECONDS: z.coerce.number().int().min(0).max(3600).default(25),
   KILN_MAX_RECEIVES: z.coerce.number().int().min(1).max(1000).default(5),
@@ -338,6 +341,8 @@ function toConfig(e: KilnConfigEnv) {
     workerConcurrency: e.KILN_WORKER_CONCURRENCY,
     /** Claim ahead and finish behind the GPU's work (KILN_WORKER_PIPELINE). */
     workerPipeline: e.KILN_WORKER_PIPELINE,
+    /** Stages claimed together and denoised in one UNet batch where compatible (KILN_WORKER_BATCH; 1 = off). */
+    workerBatch: e.KILN_WORKER_BATCH,
     visibilitySeconds: e.KILN_VISIBILITY_SECONDS,
     drainSeconds: e.KILN_DRAIN_SECONDS,
     maxReceives: e.KILN_MAX_RECEIVES,

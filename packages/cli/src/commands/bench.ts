@@ -46,6 +46,12 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Pr
       "the real local stack with two simulated-GPU workers under time-compressed traces vs `kiln simulate` on the same arrivals: p50/p95 time to image",
     load: () => import("../bench/simulate-validate-bench.js"),
   },
+  // Batching of compatible jobs into one UNet batch (issue 15).
+  batching: {
+    summary:
+      "one saturated simulated-H100 worker over the same queued 1024² renders with KILN_WORKER_BATCH 1, 2 and 4: images per GPU-hour, wall, time to image p50/p99",
+    load: () => import("../bench/batching-bench.js"),
+  },
   // Torch-exact noise.
   noise: {
     summary: "ms to draw one 1024² image's 65,536 torch-exact normals, AVX2 and scalar Box–Muller kernels",

@@ -1,26 +1,24 @@
 import { KilnError, type Latents, outputSize, type RenderPlan, type StagePlan } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
-import * as ort from "onnxruntime-node";
 
 import { reportReferencePrompt } from "../models/reference/prompt-report.js";
 import { SDXL_LATENT_CHANNELS, SDXL_VAE_FACTOR, sdxlLatentShape } from "../models/sdxl-spec.js";
-import { FloatFeed, outputAsFloat32, TimestepFeed } from "../onnx/tensors.js";
 import type { GpuTurn } from "../runtime/pipeline/gpu-turns.js";
 import { stageTimeIdInputs, timeIds } from "./conditioning.js";
-import { applyGuidance, fillModelInput } from "./guidance.js";
 import { type EncodedImage, encodeImageFile } from "./image-files.js";
-import { blendKnownLatents, compositeOverOriginal, fillInpaintModelInput } from "./img2img/mask.js";
+import { compositeOverOriginal } from "./img2img/mask.js";
 import { pasteCropBack } from "./img2img/mask-crop.js";
 import { type ImageStart, prepareImageStart, prepareRefineBlend } from "./img2img/prepare-latents.js";
 import type { PreparedSource } from "./img2img/source-image.js";
-import { firstNonFinite, resizeLatentsBilinear } from "./latent-ops.js";
+import { resizeLatentsBilinear } from "./latent-ops.js";
 import { drawNoise, type NoiseKernel, NoiseSource } from "./noise.js";
-import { noiseHelper } from "./noise-helper.js";
 import { encodePromptPair, type PromptEmbeddings } from "./prompt-encoder.js";
 import { convertLatentSpace, createScheduler } from "./schedulers/index.js";
 import type { Scheduler } from "./schedulers/scheduler.js";
 import type { SdxlModel } from "./sdxl-model.js";
 import { ensembleSplit, sdeditStart } from "./stage-split.js";
+import { type DenoiseMember, type DenoiseTimes, denoiseTogether } from "./unet-batch.js";
+import type { UnetGroupSeat } from "./unet-group.js";
 import { decodeLatentsToImages } from "./vae-decoder.js";
 import { watermarkDecoded } from "./watermark/sdxl-watermark.js";
 
@@ -39,6 +37,11 @@ export interface StageHooks {
    * prompt encoding before and image encoding after overlap another stage's GPU work.
    */
   gpu?: GpuTurn;
+  /**
+   * Batching (KILN_WORKER_BATCH): this stage's seat in a group of jobs' stages claimed together; its denoising
+   * runs in one UNet batch with the group's compatible members. Absent: the stage denoises alone.
+   */
+  group?: UnetGroupSeat;
 }
 
 /** `unetSeconds`: time in the UNet's `session.run`; `denoiseSeconds`: the whole denoising loop, UNet included. */
@@ -65,8 +68,6 @@ export function stageSchedule(
   if (stage.strength !== undefined) begin = sdeditStart(plan.steps, stage.strength, scheduler.order).initTimestepIndex;
   return { begin, end };
 }
-
-const UNET_FETCHES = ["out_sample"];
 
 /**
  * Runs one stage of an SDXL render, in the order of diffusers' SDXL pipelines:
@@ -189,87 +190,44 @@ export async function runPipelineStage(
   }
   const [, , h, w] = shape as [number, number, number, number];
 
-  // 5. Prepare the UNet's inputs: conditioning batched [negative × n, positive × n] (diffusers' order), and
-  // one reusable tensor for the sample and one for the timestep, rewritten in place every step.
-  const batch = guided ? 2 * n : n;
-  // A TensorRT engine built for this bucket and batch, when the worker has one; else the model's own session.
-  const unet = model.engines?.sessionFor("unet", w * SDXL_VAE_FACTOR, h * SDXL_VAE_FACTOR, batch) ?? model.unet;
+  // 5. Prepare the UNet's conditioning: this job's rows [negative × n, positive × n] (diffusers' order), or
+  // [positive × n] without guidance. The feeds are built by the denoising loop, for this job alone or for the
+  // UNet batch it joins.
   const conditioning = batchedConditioning(positive, negative, n);
-  const conditioningChannels = imageStart?.conditioning ? imageStart.conditioning[0]!.length / (h * w) : 0;
-  const sample = new FloatFeed(unet, "sample", [batch, SDXL_LATENT_CHANNELS + conditioningChannels, h, w]);
-  const timestep = new TimestepFeed(unet, batch);
-  const feeds = {
-    sample: sample.tensor,
-    timestep: timestep.tensor,
-    encoder_hidden_states: new FloatFeed(
-      unet,
-      "encoder_hidden_states",
-      [batch, positive.tokens, positive.width],
-      conditioning.hidden,
-    ).tensor,
-    text_embeds: new FloatFeed(unet, "text_embeds", [batch, positive.pooled.length], conditioning.pooled).tensor,
-    time_ids: new FloatFeed(
-      unet,
-      "time_ids",
-      [batch, model.timeIdsWidth],
-      timeIds(stageTimeIdInputs(plan, [h * SDXL_VAE_FACTOR, w * SDXL_VAE_FACTOR]), model.timeIdsWidth, n, guided),
-    ).tensor,
+  const member: DenoiseMember = {
+    model,
+    n,
+    guided,
+    guidanceScale: plan.guidanceScale,
+    guidanceRescale: plan.guidanceRescale,
+    scheduler,
+    begin,
+    end,
+    latents,
+    shape,
+    hidden: conditioning.hidden,
+    pooled: conditioning.pooled,
+    timeIds: timeIds(
+      stageTimeIdInputs(plan, [h * SDXL_VAE_FACTOR, w * SDXL_VAE_FACTOR]),
+      model.timeIdsWidth,
+      n,
+      guided,
+    ),
+    tokens: positive.tokens,
+    width: positive.width,
+    inpaintConditioning: imageStart?.conditioning,
+    blend: imageStart?.blend ?? refineBlend,
+    generators,
+    onStep: hooks.onStep,
+    signal: hooks.signal,
   };
 
-  // 6. Denoise. Nothing is allocated per step on our side: the sample is scaled in one pass and copied natively
-  // into the second CFG half, guidance writes into a fixed buffer, the scheduler steps `latents` in place, and
-  // ancestral noise is drawn on a helper thread while the UNet runs (else on this thread, with the same values).
-  const guidedNoise = guided ? new Float32Array(latents.length) : undefined;
-  const fp16Output =
-    unet.outputs.find((o) => o.name === "out_sample")?.dtype === "float16"
-      ? new Float32Array((batch * latents.length) / n)
-      : undefined;
-  const noise = scheduler.stochastic ? (await noiseHelper(hooks.logger))?.open(generators, latents.length) : undefined;
+  // 6. Denoise (`unet-batch.ts`): alone, or as one UNet batch with other jobs' compatible stages (`hooks.group`),
+  // this job keeping its own prompts, noise, latents, scheduler and guidance.
   const steps = end - begin;
-  let unetSeconds = 0;
-  let denoiseStarted = performance.now();
-  try {
-    await hooks.gpu?.acquire(hooks.signal);
-    denoiseStarted = performance.now();
-    for (let i = begin; i < end; i++) {
-      hooks.signal?.throwIfAborted();
-      noise?.request();
-      if (imageStart?.conditioning)
-        fillInpaintModelInput(latents, scheduler.modelInputDivisor(), imageStart.conditioning, sample.values);
-      else fillModelInput(latents, scheduler.modelInputDivisor(), sample.values);
-      sample.sync();
-      timestep.set(scheduler.timesteps[i]!);
-      const started = performance.now();
-      const out = await unet.session.run(feeds, UNET_FETCHES);
-      unetSeconds += (performance.now() - started) / 1000;
-      const predicted = outputAsFloat32(out.out_sample as ort.Tensor, fp16Output);
-      const noisePred = guidedNoise
-        ? applyGuidance(predicted, n, plan.guidanceScale, plan.guidanceRescale, guidedNoise)
-        : predicted;
-      scheduler.step(noisePred, latents, noise ? noise.take() : generators, latents);
-      const blend = imageStart?.blend ?? refineBlend;
-      if (blend) {
-        // diffusers' 4-channel inpainting: outside the mask, the picture re-noised to the next step's level
-        // (clean after the schedule's last step).
-        const known =
-          i + 1 < scheduler.timesteps.length
-            ? scheduler.addNoise(blend.imageLatents, blend.noise, i + 1)
-            : blend.imageLatents;
-        blendKnownLatents(latents, known, blend.mask);
-      }
-      await hooks.onStep?.(i - begin + 1, steps, latents, shape);
-    }
-  } finally {
-    noise?.close();
-  }
-  const denoiseSeconds = (performance.now() - denoiseStarted) / 1000;
-  const bad = firstNonFinite(latents);
-  if (bad >= 0) {
-    throw new KilnError(
-      "latents_non_finite",
-      `Denoising produced ${latents[bad]} in the latents; the model or its precision is broken (try fp32 or another scheduler).`,
-    );
-  }
+  const { unetSeconds, denoiseSeconds } = hooks.group
+    ? await hooks.group.denoise(member)
+    : await denoiseAlone(member, hooks);
 
   // 7. Hand over (unscaled scheduler-space latents, diffusers' `output_type="latent"`) or decode.
   if (stage.output === "latents") {
@@ -338,6 +296,13 @@ export async function runPipelineStage(
     );
   }
   return { kind: "images", images, unetSeconds, denoiseSeconds, steps };
+}
+
+/** The denoising loop for one job alone: the batch of one. */
+async function denoiseAlone(member: DenoiseMember, hooks: StageHooks): Promise<DenoiseTimes> {
+  const [result] = await denoiseTogether([member], { gpu: hooks.gpu, signal: hooks.signal, logger: hooks.logger });
+  if (result!.status === "rejected") throw result!.reason;
+  return result!.value;
 }
 
 /** [negative × n, positive × n] (or [positive × n] without guidance) for the UNet's conditioning inputs. */

@@ -95,6 +95,14 @@ export function createWorkerMetrics() {
       help: "Seconds from process start to polling (model sync and session loads included)",
       registers: [registry],
     }),
+    // Batching (KILN_WORKER_BATCH).
+    claimedTogether: new Histogram({
+      name: "kiln_stages_claimed_together",
+      help: "Stage messages taken by one receive and run as one group (1: alone); with KILN_WORKER_BATCH > 1, how often batching happens",
+      labelNames: ["kind"],
+      buckets: [1, 2, 3, 4, 6, 8, 10],
+      registers: [registry],
+    }),
   };
 }
 

@@ -29,11 +29,11 @@ export function sdxlExecutor(
   options: { blobs?: BlobStore; noiseKernel?: NoiseKernel } = {},
 ): StageExecutor {
   return async (job, stage, input, hooks) => {
-    const model = stage.model === "refiner" ? (models.refiner ?? models.base) : models.base;
-    if (!model) throw new Error(`this worker has no model loaded for a ${stage.kind} stage`);
-    const source = await readSource(job, stage, options.blobs);
-    hooks.signal?.throwIfAborted();
     try {
+      const model = stage.model === "refiner" ? (models.refiner ?? models.base) : models.base;
+      if (!model) throw new Error(`this worker has no model loaded for a ${stage.kind} stage`);
+      const source = await readSource(job, stage, options.blobs);
+      hooks.signal?.throwIfAborted();
       return await runPipelineStage(
         model,
         { jobId: job.id, plan: job.plan, stage, source, noiseKernel: options.noiseKernel },
@@ -43,6 +43,8 @@ export function sdxlExecutor(
     } finally {
       // A hand-over stage's last GPU call was its last step; a failed stage gives its turn back here too.
       hooks.gpu?.release();
+      // A stage that failed before denoising no longer holds up its batching group.
+      hooks.group?.leave();
     }
   };
 }

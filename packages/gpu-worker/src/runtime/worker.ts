@@ -15,6 +15,7 @@ import {
 } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
 
+import { UnetGroup, type UnetGroupSeat } from "../engine/unet-group.js";
 import { BestEffortWrites } from "./best-effort-writes.js";
 import { createWorkerMetrics, type WorkerMetrics } from "./metrics.js";
 import { DEFAULT_PIPELINE_LIMITS, type PipelineEntry, StagePipeline } from "./pipeline/stage-pipeline.js";
@@ -57,6 +58,12 @@ export interface WorkerOptions {
    * hold the GPU at once. Off: each loop runs one stage from claim to acknowledgement before the next.
    */
   pipelined?: boolean;
+  /**
+   * Batching (`KILN_WORKER_BATCH`): up to this many messages are claimed at once from a queue that holds several,
+   * and their stages denoise as one UNet batch where they are compatible (engine/unet-group.ts). Each message
+   * stays its own delivery. 1 (the default): one message at a time.
+   */
+  batch?: number;
 }
 
 export interface WorkerStatus {
@@ -210,7 +217,7 @@ export class Worker {
         let messages;
         try {
           messages = await ports.queue.receive(queueForStage(kind, lane, route), {
-            max: 1,
+            max: this.options.batch ?? 1,
             visibilitySeconds: this.options.visibilitySeconds,
             waitSeconds: wait,
             signal: this.pollAbort.signal,
@@ -231,10 +238,10 @@ export class Worker {
           await sleep(backoffMs, this.pollAbort.signal);
           continue;
         }
-        for (const message of messages) {
+        if (messages.length > 0) {
           claimed = true;
-          if (this.pipeline) void this.runOne(kind, message, this.pipeline);
-          else await this.runOne(kind, message);
+          if (this.pipeline) void this.runClaimed(kind, messages, this.pipeline);
+          else await this.runClaimed(kind, messages);
         }
         if (claimed) break;
       }
@@ -243,8 +250,34 @@ export class Worker {
     await this.pipeline?.idle();
   }
 
+  /**
+   * Runs the messages claimed in one receive from one queue. One message: as it always ran. Several (batching):
+   * one place in the pipeline and one GPU turn for all, each message its own delivery (heartbeat, progress,
+   * hand-over, acknowledgement), their stages denoising together through a `UnetGroup`.
+   */
+  private async runClaimed(kind: StageKind, messages: QueueMessage[], pipeline?: StagePipeline): Promise<void> {
+    const first = messages[0]!.body as { jobId?: string; stage?: number };
+    const entry: PipelineEntry | undefined = pipeline?.enter({
+      jobId: String(first?.jobId),
+      stage: Number(first?.stage),
+      worker: this.status.workerId,
+    });
+    this.metrics.claimedTogether.observe({ kind }, messages.length);
+    const group = messages.length > 1 ? new UnetGroup(messages.length, entry?.turn, this.options.logger) : undefined;
+    if (group)
+      this.options.logger.info(
+        { jobIds: messages.map((m) => (m.body as { jobId?: string })?.jobId), kind },
+        "claimed several stages together; their compatible stages share UNet batches",
+      );
+    try {
+      await Promise.all(messages.map((m, i) => this.runOne(kind, m, entry, group?.seat(i))));
+    } finally {
+      entry?.done();
+    }
+  }
+
   /** Runs one claimed message; a store or queue failure leaves it to reappear after its visibility timeout. */
-  private async runOne(kind: StageKind, message: QueueMessage, pipeline?: StagePipeline): Promise<void> {
+  private async runOne(kind: StageKind, message: QueueMessage, entry?: PipelineEntry, seat?: UnetGroupSeat) {
     const { ports, logger } = this.options;
     const body = message.body as { jobId?: string; stage?: number };
     const current = {
@@ -255,16 +288,12 @@ export class Worker {
     };
     this.status.current.push(current);
     this.metrics.busy.set(this.status.current.length);
-    const entry: PipelineEntry | undefined = pipeline?.enter({
-      jobId: current.jobId,
-      stage: current.stage,
-      worker: this.status.workerId,
-    });
+    const execute = this.options.execute;
     try {
       const outcome = await runStageMessage(
         {
           ports,
-          execute: this.options.execute,
+          execute: seat ? (job, stage, input, hooks) => execute(job, stage, input, { ...hooks, group: seat }) : execute,
           logger,
           metrics: this.metrics,
           workerId: this.status.workerId,
@@ -274,7 +303,7 @@ export class Worker {
           ioRetryMs: this.options.ioRetryMs,
           bestEffort: this.bestEffort,
           drainSignal: entry?.signal ?? this.drainAbort.signal,
-          gpu: entry?.turn,
+          gpu: seat?.gpu ?? entry?.turn,
           events: this.options.events,
           pause: this.options.pause,
         },
@@ -286,9 +315,12 @@ export class Worker {
         { err: describeError(e), jobId: current.jobId },
         "stage run failed against the queue or stores; the message will be redelivered",
       );
+      seat?.leave();
       await sleep(1000, this.pollAbort.signal);
     } finally {
-      entry?.done();
+      // A delivery that ended without denoising (a duplicate, a cancel, a failure) no longer holds up its group.
+      seat?.leave();
+      seat?.gpu.release();
       this.status.current = this.status.current.filter((c) => c !== current);
       this.metrics.busy.set(this.status.current.length);
     }
