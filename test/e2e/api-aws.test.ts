@@ -12,7 +12,7 @@ import {
   type LambdaStreamHandler,
 } from "@kiln/api/lambda";
 import { sdxlExecutor, Worker } from "@kiln/gpu-worker";
-import { createApiKey, type Ports, stageQueues } from "@kiln/shared";
+import { createApiKey, type PausePoint, type Ports, stageQueues } from "@kiln/shared";
 import { createLogger } from "@kiln/shared/node";
 import sharp from "sharp";
 
@@ -133,6 +133,8 @@ describe("API on the AWS family through the Lambda handler", () => {
   let lambdaEnv: Record<string, string>;
   const timing = { preferWaitCapSeconds: 25, syncWaitSeconds: 25, eventStreamSeconds: 20, pollMs: 100 };
   let worker: Worker;
+  /** The in-process worker's pause point: set only while a test holds one of its own jobs. */
+  let hold: PausePoint | undefined;
   const savedEnv = { ...process.env };
 
   before(async () => {
@@ -172,6 +174,8 @@ describe("API on the AWS family through the Lambda handler", () => {
       visibilitySeconds: 30,
       maxReceives: 3,
       cancelPollMs: 200,
+      // Inert unless a test arms a hold (see `holdAt`), and only for that test's job.
+      pause: (point, info, prepare) => hold?.(point, info, prepare) ?? Promise.resolve(),
     });
     worker.start();
   });
@@ -273,35 +277,77 @@ describe("API on the AWS family through the Lambda handler", () => {
     assert.ok(done.json.data.every((j: { status: string }) => j.status === "succeeded"));
   });
 
+  /**
+   * Holds the stage of the job whose prompt is `prompt` at `point` (e.g. `stage0-step3`), its progress
+   * recorded, until `release`. Every other job and point passes; `disarm` (in a `finally`) lets a held
+   * stage go and takes the hold away, so later tests run on a worker that never pauses.
+   */
+  function holdAt(point: string, prompt: string) {
+    let reached!: (info: Record<string, unknown>) => void;
+    let release!: () => void;
+    const at = new Promise<Record<string, unknown>>((r) => (reached = r));
+    const gate = new Promise<void>((r) => (release = r));
+    let claimed = false;
+    hold = async (p, info = {}, prepare) => {
+      if (p !== point || claimed) return;
+      if ((await ports.jobs.get(String(info.jobId)))?.plan.prompt !== prompt || claimed) return;
+      claimed = true;
+      await prepare?.();
+      reached(info);
+      await gate;
+    };
+    return {
+      reached: at,
+      release,
+      disarm() {
+        hold = undefined;
+        release();
+      },
+    };
+  }
+
   it("cancels a running render on the AWS family: it stops at the next step", async () => {
-    const created = await invoke("apigw", "POST", "/v1/renders", {
-      prompt: "long",
-      mode: "base",
-      width: 1024,
-      height: 1024,
-      steps: 150,
-    });
-    assert.equal(created.statusCode, 202);
-    const deadline = Date.now() + 60_000;
-    let view;
-    do {
-      view = (await invoke("apigw", "GET", `/v1/renders/${created.json.id}`)).json;
-      if (view.progress.step >= 1 || Date.now() > deadline) break;
-      await new Promise((r) => setTimeout(r, 50));
-    } while (true);
-    assert.equal(view.status, "running");
-    const canceled = await invoke("apigw", "DELETE", `/v1/renders/${created.json.id}`);
-    assert.equal(canceled.statusCode, 202, canceled.raw);
-    let end;
-    do {
-      end = (await invoke("apigw", "GET", `/v1/renders/${created.json.id}`)).json;
-      await new Promise((r) => setTimeout(r, 100));
-    } while (!["canceled", "succeeded", "failed"].includes(end.status) && Date.now() < deadline);
-    assert.equal(end.status, "canceled");
-    assert.ok(end.progress.step < end.progress.steps);
-    const again = await invoke("apigw", "DELETE", `/v1/renders/${created.json.id}`);
-    assert.equal(again.statusCode, 409);
-    assert.equal(again.headers["content-type"], "application/problem+json");
+    // Held at step 3 of 8 while the cancel is requested: no race with the render's speed.
+    const prompt = "cancel me at step 3";
+    const held = holdAt("stage0-step3", prompt);
+    try {
+      const created = await invoke("apigw", "POST", "/v1/renders", {
+        prompt,
+        mode: "base",
+        width: 64,
+        height: 64,
+        steps: 8,
+      });
+      assert.equal(created.statusCode, 202, created.raw);
+      const id = created.json.id as string;
+      assert.equal((await held.reached).jobId, id);
+      const view = (await invoke("apigw", "GET", `/v1/renders/${id}`)).json;
+      assert.equal(view.status, "running");
+      assert.deepEqual([view.progress.step, view.progress.steps], [3, 8]);
+
+      const canceled = await invoke("apigw", "DELETE", `/v1/renders/${id}`);
+      assert.equal(canceled.statusCode, 202, canceled.raw);
+      assert.equal(canceled.json.cancel_requested, true);
+      // Let go, the stage looks at its job before step 4 and stops there.
+      held.release();
+
+      const deadline = Date.now() + 60_000;
+      let end;
+      do {
+        end = (await invoke("apigw", "GET", `/v1/renders/${id}`)).json;
+        if (["canceled", "succeeded", "failed"].includes(end.status)) break;
+        await new Promise((r) => setTimeout(r, 50));
+      } while (Date.now() < deadline);
+      assert.equal(end.status, "canceled");
+      assert.equal(end.error.code, "canceled");
+      assert.equal(end.images.length, 0);
+      assert.deepEqual([end.progress.step, end.progress.steps], [3, 8], "stopped before step 4");
+      const again = await invoke("apigw", "DELETE", `/v1/renders/${id}`);
+      assert.equal(again.statusCode, 409);
+      assert.equal(again.headers["content-type"], "application/problem+json");
+    } finally {
+      held.disarm();
+    }
   });
 
   it("answers the OpenAI Images subset synchronously", async () => {

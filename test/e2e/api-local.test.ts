@@ -5,6 +5,7 @@ import { createApiKey } from "@kiln/shared";
 import sharp from "sharp";
 
 import { api, download, type LocalStack, startLocalStack, waitForJob } from "../support/local-stack.js";
+import { PauseControl, type Paused } from "../support/pause-control.js";
 
 /** The public API over real HTTP on the local family: happy paths, errors and limits of every endpoint. */
 
@@ -31,10 +32,15 @@ function assertProblem(res: { status: number; headers: Headers; json: any }, sta
 
 describe("API with a worker (local family)", () => {
   let stack: LocalStack;
+  // Pause points (KILN_TEST_HOOKS): inert unless a test arms one; each test that arms one disarms it.
+  const hooks = new PauseControl();
   before(async () => {
-    stack = await startLocalStack({ env: { KILN_MAX_RETENTION_HOURS: "48" } });
+    stack = await startLocalStack({ env: { KILN_MAX_RETENTION_HOURS: "48", ...hooks.env } });
   });
-  after(() => stack.stop());
+  after(async () => {
+    await stack.stop();
+    hooks.remove();
+  });
 
   it("POST with Prefer: wait answers 201 with the finished render and Preference-Applied", async () => {
     const res = await api(
@@ -78,31 +84,39 @@ describe("API with a worker (local family)", () => {
   });
 
   it("DELETE stops a running render in its refine stage at the next step", async () => {
-    // The base runs 10% of 150 steps, the refiner the rest: long enough to cancel mid-refine.
-    const created = await api(stack, "POST", "/v1/renders", {
-      prompt: "long refine",
-      width: 2048,
-      height: 2048,
-      steps: 150,
-      high_noise_frac: 0.1,
-    });
-    assert.equal(created.status, 202);
-    const refining = await waitForJob(
-      stack,
-      created.json.id,
-      (j) => (j.progress.stage === 1 && j.progress.step >= 1) || ["succeeded", "failed"].includes(j.status),
-    );
-    assert.equal(refining.status, "running", "the render was still refining when canceled");
-    const canceled = await api(stack, "DELETE", `/v1/renders/${created.json.id}`);
-    assert.equal(canceled.status, 202, canceled.text);
-    assert.equal(canceled.json.cancel_requested, true);
-    const end = await waitForJob(stack, created.json.id);
-    assert.equal(end.status, "canceled");
-    assert.equal(end.error.code, "canceled");
-    assert.equal(end.images.length, 0);
-    assert.equal(end.progress.stage, 1);
-    assert.ok(end.progress.step < end.progress.steps, `stopped at step ${end.progress.step} of ${end.progress.steps}`);
-    assertProblem(await api(stack, "DELETE", `/v1/renders/${created.json.id}`), 409);
+    // Held at step 2 of its 5 refine steps (a pause point, not a race with the render's speed) while it is canceled.
+    const point = "stage1-step2";
+    hooks.arm(point);
+    let paused: Paused | undefined;
+    try {
+      const created = await api(stack, "POST", "/v1/renders", {
+        prompt: "long refine",
+        width: 64,
+        height: 64,
+        steps: 10,
+        high_noise_frac: 0.5,
+      });
+      assert.equal(created.status, 202);
+      paused = await hooks.paused(point);
+      assert.equal(paused.info.jobId, created.json.id);
+      const refining = (await api(stack, "GET", `/v1/renders/${created.json.id}`)).json;
+      assert.equal(refining.status, "running");
+      assert.deepEqual(refining.progress, { stage: 1, stages: 2, stage_kind: "refine", step: 2, steps: 5 });
+      const canceled = await api(stack, "DELETE", `/v1/renders/${created.json.id}`);
+      assert.equal(canceled.status, 202, canceled.text);
+      assert.equal(canceled.json.cancel_requested, true);
+      // Let go, the stage looks at its job before step 3 and stops there.
+      paused.release();
+      const end = await waitForJob(stack, created.json.id);
+      assert.equal(end.status, "canceled");
+      assert.equal(end.error.code, "canceled");
+      assert.equal(end.images.length, 0);
+      assert.deepEqual([end.progress.stage, end.progress.step, end.progress.steps], [1, 2, 5], "stopped before step 3");
+      assertProblem(await api(stack, "DELETE", `/v1/renders/${created.json.id}`), 409);
+    } finally {
+      hooks.disarm(point);
+      paused?.release();
+    }
   });
 
   it("POST /v1/images/generations answers an OpenAI-SDK-shaped request with URLs or base64 images", async () => {

@@ -312,28 +312,22 @@ function describeChaos(name: FamilyName, kills: number): void {
       });
     }
 
-    // Known defect (issue 8, open): once in four runs under two concurrent suites the record no longer held the
-    // event when the worker paused before telling it — a best-effort progress write racing the transition is
-    // suspected of rewriting the record without `eventsDue`. Marked todo so it keeps running and reporting.
-    it(
-      "a worker killed between a stored transition and its event: the webhook is still delivered",
-      {
-        todo: "eventsDue was seen cleared before the tell under heavy load (issue 8)",
-      },
-      async () => {
-        const body = bodyFor(7, receiver.url);
-        hooks.arm("event:before-tell");
-        const accepted = await submitUntilAccepted(keys.slot, "event-kill", body);
-        const paused = await hooks.paused("event:before-tell");
-        const worker = workerHolding(paused.pid);
-        assert.ok(worker, "a worker holds between the transition and the event");
-        assert.equal(paused.info.jobId, accepted.id);
-        const held = (await ns.ports.jobs.get(accepted.id))!;
-        assert.deepEqual(held.eventsDue, [paused.info.event], "the event is stored with its transition");
-        await killWorker(worker);
-        await checkJobs([{ id: accepted.id, body }]);
-      },
-    );
+    // The point is reached only between a stored transition and the event it stored (the worker's progress
+    // events, which are not in the outbox, pass it by), so the record holds exactly that event here.
+    it("a worker killed between a stored transition and its event: the webhook is still delivered", async () => {
+      const body = bodyFor(7, receiver.url);
+      hooks.arm("event:before-tell");
+      const accepted = await submitUntilAccepted(keys.slot, "event-kill", body);
+      const paused = await hooks.paused("event:before-tell");
+      const worker = workerHolding(paused.pid);
+      assert.ok(worker, "a worker holds between the transition and the event");
+      assert.equal(paused.info.jobId, accepted.id);
+      assert.equal(paused.info.event, "started", "the first event a transition stores");
+      const held = (await ns.ports.jobs.get(accepted.id))!;
+      assert.deepEqual(held.eventsDue, [paused.info.event], "the event is stored with its transition");
+      await killWorker(worker);
+      await checkJobs([{ id: accepted.id, body }]);
+    });
 
     it(`chaos: ${kills} random kill points of the API, the worker or both during a burst of submits with webhooks`, async (t: TestContext) => {
       const seed = SEED + (name === "aws" ? 1 : 0);

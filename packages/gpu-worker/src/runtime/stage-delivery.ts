@@ -72,6 +72,10 @@ export class StageDelivery {
   private lastProgress = 0;
   /** Progress writes are chained, so they land in order and all before the hand-over or the finish. */
   private progressWrites: Promise<void> = Promise.resolve();
+  /** Settles once this stage's `running` transition was written (or failed). */
+  private started: Promise<unknown> = Promise.resolve();
+  /** Stops the stage's computation (cancel, drain, superseded). */
+  private stop?: AbortController;
 
   constructor(
     private readonly options: StageRunnerOptions,
@@ -200,7 +204,7 @@ export class StageDelivery {
   private async execute(stage: StagePlan, prefetched?: Promise<Uint8Array | null>): Promise<StageOutcome> {
     const startedAt = this.nowIso();
     const transition = this.start(stage, startedAt);
-    transition.catch(() => undefined);
+    this.started = transition.catch(() => undefined);
     let input: Latents | undefined;
     if (prefetched) {
       try {
@@ -213,6 +217,7 @@ export class StageDelivery {
       }
     }
     const stop = new AbortController();
+    this.stop = stop;
     const onDrain = () => stop.abort(new StageStop("drain"));
     this.options.drainSignal?.addEventListener("abort", onDrain, { once: true });
     if (this.options.drainSignal?.aborted) onDrain();
@@ -254,9 +259,21 @@ export class StageDelivery {
   }
 
   /** The conditional `queued|running → running(stage)` transition that claims the job for this stage. */
-  private start(stage: StagePlan, startedAt: string): Promise<JobRecord | null> {
-    const { condition, patch } = jobTransitions.start(this.job, stage, this.options.workerId, new Date(startedAt));
-    return this.io("start stage", () => this.options.ports.jobs.update(this.job.id, condition, patch));
+  private async start(stage: StagePlan, startedAt: string): Promise<JobRecord | null> {
+    const { ports, workerId } = this.options;
+    const claim = (job: JobRecord) => {
+      const { condition, patch } = jobTransitions.start(job, stage, workerId, new Date(startedAt));
+      return this.io("start stage", () => ports.jobs.update(job.id, condition, patch));
+    };
+    const running = await claim(this.job);
+    if (running || this.job.status !== "queued") return running;
+    // On the AWS family the submit marks the job `enqueuedAt` after sending stage 0, which bumps the version: a
+    // worker that read the job before the mark lost its claim to it and the delivery was wasted (released, received
+    // again, one receive of the job's budget spent). A job still queued was not started by anyone: claim it from
+    // the fresh record. Started, canceled or ended, it was moved by someone else and this delivery is superseded.
+    const fresh = await this.io("get job", () => ports.jobs.get(this.job.id));
+    if (!fresh || fresh.status !== "queued" || fresh.cancelRequested || isOverdue(fresh, this.at())) return null;
+    return claim(fresh);
   }
 
   /** Only the read is retried: a blob that fails to decode is corrupt, not unreachable. */
@@ -286,15 +303,28 @@ export class StageDelivery {
   private onStep(stage: StagePlan, step: number, steps: number): void | Promise<void> {
     this.options.metrics?.steps.inc({ kind: stage.kind });
     this.recordProgress(stage, step, steps, false);
-    // A stage paused by a fault test records its progress first, so the test sees where it stands.
-    return this.options.pause?.(
-      `stage${stage.index}-step${step}`,
-      { jobId: this.job.id, worker: this.options.workerId },
-      () => {
+    if (!this.options.pause) return;
+    // A stage paused by a fault test records its progress first, so the test sees where it stands. The
+    // stage computes while its `running` transition is written; a held stage waits for that write, so the
+    // job it holds is `running` with this step recorded (tiny models reach step 3 before a dynalite write returns).
+    let held = false;
+    return this.options
+      .pause(`stage${stage.index}-step${step}`, { jobId: this.job.id, worker: this.options.workerId }, async () => {
+        held = true;
+        await this.started;
         this.recordProgress(stage, step, steps, true);
         return this.progressWrites;
-      },
-    );
+      })
+      .then(() => (held ? this.stopIfCanceled() : undefined));
+  }
+
+  /**
+   * A stage let go from a pause point looks at its job at once instead of at the next cancel poll: a
+   * test that canceled the job while the stage was held sees it stop before the next step, exactly.
+   */
+  private async stopIfCanceled(): Promise<void> {
+    const fresh = await this.options.ports.jobs.get(this.job.id).catch(() => null);
+    if (fresh?.cancelRequested || (fresh && isTerminal(fresh.status))) this.stop?.abort(new StageStop("canceled"));
   }
 
   private recordProgress(stage: StagePlan, step: number, steps: number, always: boolean): void {
@@ -314,7 +344,9 @@ export class StageDelivery {
       }
       await write().catch((e) => this.log.warn({ err: String(e) }, "progress at a pause point not recorded"));
     });
-    void this.emit("progress", { ...this.job, progress });
+    // Not a transition's event (progress is never in the outbox), so never held at `event:before-tell`:
+    // a fault test holding there must find the process between a stored transition and its event.
+    void this.emit("progress", { ...this.job, progress }, false);
   }
 
   private timing(stage: StagePlan, startedAt: string, stageStarted: number, result: StageResult): StageTiming {

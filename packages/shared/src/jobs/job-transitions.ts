@@ -58,11 +58,15 @@ export function retentionEnd(job: JobRecord): number | undefined {
 
 /**
  * Event outbox: a job with somewhere to tell (a webhook, a chat channel) stores the event in the
- * transition's own write, so a crash between the write and the event sink cannot lose it.
+ * transition's own write, so a crash between the write and the event sink cannot lose it. The patch
+ * names only this transition's event; the store adds it to what the record holds at the write (see
+ * `JobStore.update`). Built from the caller's copy of the outbox instead, a transition from an old
+ * copy brought back events already told (the worker's `succeeded` re-added `started`) and could drop
+ * ones stored since.
  */
 export function owing(job: JobRecord, event: JobEventType | undefined): JobPatch {
   if (!event || (!job.webhook && !job.chat)) return {};
-  return { eventsDue: [...(job.eventsDue ?? []).filter((e) => e !== event), event] };
+  return { eventsDue: [event] };
 }
 
 /** Any end: the status, when, why (not for success), and the expiry moved to the end. */

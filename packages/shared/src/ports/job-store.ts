@@ -49,6 +49,10 @@ export interface JobStore {
   /**
    * Applies `patch` if `condition` holds, bumping `version` and `updatedAt`. Top-level fields of the
    * patch replace the stored ones; an optional field present with the value `undefined` is removed.
+   * Except the event outbox: `eventsDue` in a patch is *added* to the events the record holds, in the
+   * same conditional write (never replaced, never removed: only `clearEventsDue` removes). A writer
+   * holding an old copy of the job can then neither drop an event another transition stored since
+   * nor bring back one already told.
    * Returns the updated record, or null when the condition failed (or the job does not exist).
    */
   update(id: string, condition: JobCondition, patch: JobPatch): Promise<JobRecord | null>;

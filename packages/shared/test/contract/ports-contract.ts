@@ -481,6 +481,36 @@ export function describePortsContract(
         await jobs().clearEventsDue("job-missing", ["started"]);
       });
 
+      // Event outbox: a transition adds its event to what the record holds; it never rewrites the outbox.
+      it("adds a transition's due events to the record's own: a writer with an old copy drops none and revives none", async () => {
+        await jobs().create(makeJob("job-due-add", "key-1", 0));
+        const running = await jobs().update(
+          "job-due-add",
+          { version: 1 },
+          { status: "running", eventsDue: ["started"] },
+        );
+        assert.deepEqual(running?.eventsDue, ["started"]);
+        // Not told yet: the end transition names only its own event, and "started" stays due beside it.
+        const ended = await jobs().update(
+          "job-due-add",
+          { status: ["running"] },
+          { status: "failed", eventsDue: ["failed"] },
+        );
+        assert.deepEqual(ended?.eventsDue, ["started", "failed"], "an event stored before is kept");
+        assert.deepEqual((await jobs().get("job-due-add"))?.eventsDue, ["started", "failed"]);
+        // An event already due is added once; a patch that leaves it out, or clears it with undefined, removes nothing.
+        await jobs().update("job-due-add", {}, { eventsDue: ["failed"] });
+        await jobs().update("job-due-add", {}, { eventsDue: undefined, error: { code: "x", message: "y" } });
+        assert.deepEqual((await jobs().get("job-due-add"))?.eventsDue, ["started", "failed"]);
+        // Told and cleared, an event is not brought back by a later write of the record.
+        await jobs().clearEventsDue("job-due-add", ["started", "failed"]);
+        const after = await jobs().update("job-due-add", {}, { error: { code: "x", message: "z" } });
+        assert.equal(after && "eventsDue" in after, false);
+        // A failed condition adds nothing.
+        assert.equal(await jobs().update("job-due-add", { status: ["running"] }, { eventsDue: ["canceled"] }), null);
+        assert.equal("eventsDue" in (await jobs().get("job-due-add"))!, false);
+      });
+
       it("lists an owner's jobs newest first, across pages, with a status filter", async () => {
         const statusOf = (i: number): JobStatus => (i % 3 === 0 ? "succeeded" : "queued");
         for (let i = 0; i < 7; i++) await jobs().create(makeJob(`job-${i}`, "key-1", i, statusOf(i)));

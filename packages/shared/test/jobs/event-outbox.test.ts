@@ -88,6 +88,27 @@ describe("the event outbox", () => {
     assert.deepEqual(await tellDueEvents(ports.jobs, sink, (await ports.jobs.get(job.id))!), [], "nothing twice");
   });
 
+  it("a transition from a copy read before an event was told does not bring that event back", async () => {
+    const job = await queuedJob(WEBHOOK);
+    const told: JobEvent[] = [];
+    const sink = async (e: JobEvent) => void told.push(e);
+    // The worker keeps the record its start transition returned, then tells "started" (which clears it)…
+    const start = jobTransitions.start(job, plan.stages[0]!, "w1", AT);
+    const running = (await applyTransition(ports.jobs, job.id, start, { events: sink }))!;
+    assert.deepEqual(running.eventsDue, ["started"]);
+    assert.equal("eventsDue" in (await ports.jobs.get(job.id))!, false);
+    // …and ends the job from that copy.
+    const end = jobTransitions.succeed(running, { images: [], stageTimings: [], progress: running.progress! }, AT);
+    assert.deepEqual(end.patch.eventsDue, ["succeeded"], "the transition names only its own event");
+    const ended = (await applyTransition(ports.jobs, job.id, end, { events: sink }))!;
+    assert.deepEqual(ended.eventsDue, ["succeeded"]);
+    assert.equal("eventsDue" in (await ports.jobs.get(job.id))!, false, "nothing left for the sweep to tell twice");
+    assert.deepEqual(
+      told.map((e) => e.type),
+      ["started", "succeeded"],
+    );
+  });
+
   it("a job with nowhere to tell stores no due events", async () => {
     const job = await queuedJob();
     const running = (await applyTransition(ports.jobs, job.id, jobTransitions.start(job, plan.stages[0]!, "w1", AT)))!;

@@ -83,7 +83,7 @@ export class DynamoJobStore implements JobStore {
     const { Item } = await this.doc.send(
       new GetCommand({ TableName: this.table, Key: jobKey(id), ConsistentRead: true }),
     );
-    return Item ? stripLayout<JobRecord>(Item) : null;
+    return Item ? jobOf(Item) : null;
   }
 
   async update(id: string, condition: JobCondition, patch: JobPatch): Promise<JobRecord | null> {
@@ -98,6 +98,16 @@ export class DynamoJobStore implements JobStore {
     let n = 0;
     for (const [field, value] of Object.entries(patch)) {
       if (IMMUTABLE_FIELDS.has(field) || (value === undefined && REQUIRED_FIELDS.has(field))) continue;
+      if (field === "eventsDue") {
+        // The event outbox is appended to inside this conditional write (see JobStore.update); an event
+        // that was already due appears twice in the stored list, once in every record read (`jobOf`).
+        if (!Array.isArray(value) || value.length === 0) continue;
+        names["#due"] = "eventsDue";
+        values[":due"] = value;
+        values[":none"] = [];
+        sets.push("#due = list_append(if_not_exists(#due, :none), :due)");
+        continue;
+      }
       const name = `#f${n}`;
       names[name] = field;
       // An optional field present with the value undefined is cleared (`{ error: undefined }`).
@@ -142,7 +152,7 @@ export class DynamoJobStore implements JobStore {
           ReturnValues: "ALL_NEW",
         }),
       );
-      return Attributes ? stripLayout<JobRecord>(Attributes) : null;
+      return Attributes ? jobOf(Attributes) : null;
     } catch (e) {
       if (isConditionalCheckFailed(e)) return null;
       throw e;
@@ -219,7 +229,7 @@ export class DynamoJobStore implements JobStore {
     const jobs = items.slice(0, options.limit);
     const last = jobs.at(-1);
     return {
-      jobs: jobs.map((item) => stripLayout<JobRecord>(item)),
+      jobs: jobs.map((item) => jobOf(item)),
       nextCursor: items.length > options.limit && last ? encodeCursor(String(last[GSI_BY_OWNER.sortKey])) : undefined,
     };
   }
@@ -287,7 +297,7 @@ export class DynamoJobStore implements JobStore {
       items.push(...(page.Items ?? []));
       if (items.length >= limit) break;
     }
-    return items.slice(0, limit).map((item) => stripLayout<JobRecord>(item));
+    return items.slice(0, limit).map((item) => jobOf(item));
   }
 
   /**
@@ -336,12 +346,19 @@ export class DynamoJobStore implements JobStore {
       items.push(...(page.Items ?? []));
       if (items.length >= limit) break;
     }
-    return items.slice(0, limit).map((item) => stripLayout<JobRecord>(item));
+    return items.slice(0, limit).map((item) => jobOf(item));
   }
 
   async delete(id: string): Promise<void> {
     await this.doc.send(new DeleteCommand({ TableName: this.table, Key: jobKey(id) }));
   }
+}
+
+/** A stored item as a JobRecord: without the layout keys, each due event once (`update` appends). */
+function jobOf(item: Record<string, unknown>): JobRecord {
+  const job = stripLayout<JobRecord>(item);
+  if (job.eventsDue) job.eventsDue = [...new Set(job.eventsDue)];
+  return job;
 }
 
 // base64url with Web-standard calls (no Buffer), so the family also runs on edge runtimes.

@@ -151,6 +151,13 @@ export class SqliteJobStore implements JobStore {
     let statusChange = "";
     for (const [field, value] of Object.entries(patch)) {
       if (IMMUTABLE_FIELDS.has(field)) continue;
+      if (field === "eventsDue") {
+        // The event outbox is added to, from the row as this very statement finds it (see JobStore.update).
+        if (!Array.isArray(value) || value.length === 0) continue;
+        record = `json_set(${record}, '$.eventsDue', json((SELECT json_group_array(value) FROM (SELECT value FROM json_each(jobs.record, '$.eventsDue') WHERE value NOT IN (SELECT value FROM json_each(?)) UNION ALL SELECT DISTINCT value FROM json_each(?)))))`;
+        params.push(JSON.stringify(value), JSON.stringify(value));
+        continue;
+      }
       if (value === undefined) {
         if (!REQUIRED_FIELDS.has(field)) removed.push(field);
         continue;
