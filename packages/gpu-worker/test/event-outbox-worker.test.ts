@@ -5,79 +5,27 @@
  * due for the sweep to tell a second time.
  */
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import {
-  DEFAULT_RENDER_LIMITS,
-  enqueueStage,
-  type JobEvent,
-  type JobEventType,
-  type JobRecord,
-  type PausePoint,
-  planRender,
-  type Ports,
-  renderRequestSchema,
-  stageMessage,
-} from "@kiln/shared";
-import { createLogger } from "@kiln/shared/node";
+import { type JobEvent, type JobEventType, type PausePoint } from "@kiln/shared";
 import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
 
-import { loadSdxlModel, type ModelSet, sdxlExecutor, Worker, writeTinyModels } from "../src/index.js";
-
-const logger = createLogger({ level: (process.env.KILN_TEST_LOG as "silent") ?? "silent" });
-
-async function submit(ports: Ports, body: Record<string, unknown>): Promise<JobRecord> {
-  const plan = planRender(renderRequestSchema(DEFAULT_RENDER_LIMITS).parse(body), 3);
-  const at = new Date().toISOString();
-  const job: JobRecord = {
-    id: `job_${Math.random().toString(36).slice(2)}`,
-    ownerKeyId: "k",
-    status: "queued",
-    version: 1,
-    createdAt: at,
-    updatedAt: at,
-    plan,
-    images: [],
-    stageTimings: [],
-    webhook: { url: "https://hooks.example.com/kiln" },
-  };
-  await ports.jobs.create(job);
-  await enqueueStage(ports.queue, stageMessage(job.id, plan, 0));
-  return job;
-}
-
-async function until<T>(probe: () => Promise<T | undefined | null | false>, what: string, timeoutMs = 60_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+import { type ModelSet, sdxlExecutor, Worker } from "../src/index.js";
+import { loadTinyModelSet, submit, testLogger as logger, until } from "./support/worker-harness.js";
 
 describe("the worker and the event outbox", { timeout: 120_000 }, () => {
   let models: ModelSet;
-  let modelDir: string;
+  let tiny: Awaited<ReturnType<typeof loadTinyModelSet>>;
   let local: TempLocalPorts;
 
   before(async () => {
-    modelDir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-outbox-models-"));
-    const dirs = writeTinyModels(modelDir);
-    const options = { providers: ["cpu" as const], logger };
-    models = {
-      base: await loadSdxlModel(dirs.base, "base", options),
-      refiner: await loadSdxlModel(dirs.refiner, "refiner", options),
-    };
+    tiny = await loadTinyModelSet("kiln-outbox-models-");
+    models = tiny.models;
     local = openTempLocalPorts({ prefix: "kiln-outbox-", maxReceives: 3 });
   });
   after(async () => {
     await local?.close();
-    for (const m of Object.values(models ?? {})) await m?.release();
-    fs.rmSync(modelDir, { recursive: true, force: true });
+    await tiny?.release();
   });
 
   for (const mode of ["base", "ensemble"] as const) {
@@ -106,7 +54,12 @@ describe("the worker and the event outbox", { timeout: 120_000 }, () => {
       });
       worker.start();
       try {
-        const job = await submit(ports, { prompt: `an outbox, ${mode}`, mode, width: 64, height: 64, steps: 6 });
+        // A webhook, so every transition stores an event for the outbox.
+        const job = await submit(
+          ports,
+          { prompt: `an outbox, ${mode}`, mode, width: 64, height: 64, steps: 6 },
+          { webhook: { url: "https://hooks.example.com/kiln" } },
+        );
         const ended = await until(async () => {
           const j = await ports.jobs.get(job.id);
           return j?.status === "succeeded" || j?.status === "failed" ? j : undefined;

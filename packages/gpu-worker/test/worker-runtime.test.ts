@@ -1,56 +1,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
-import {
-  DEFAULT_RENDER_LIMITS,
-  enqueueStage,
-  type JobRecord,
-  KilnError,
-  planRender,
-  type Ports,
-  renderRequestSchema,
-  stageMessage,
-  type WorkerBeat,
-} from "@kiln/shared";
-import { createLogger } from "@kiln/shared/node";
+import { KilnError, type Ports, type WorkerBeat } from "@kiln/shared";
 import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
 
 import { nullExecutor, type StageExecutor, startHealthServer, Worker } from "../src/index.js";
-
-const logger = createLogger({ level: (process.env.KILN_TEST_LOG as "silent") ?? "silent" });
-
-async function submit(ports: Ports, body: Record<string, unknown>): Promise<JobRecord> {
-  const plan = planRender(renderRequestSchema(DEFAULT_RENDER_LIMITS).parse(body), 3);
-  const at = new Date().toISOString();
-  const job: JobRecord = {
-    id: `job_${Math.random().toString(36).slice(2)}`,
-    ownerKeyId: "k",
-    status: "queued",
-    version: 1,
-    createdAt: at,
-    updatedAt: at,
-    plan,
-    images: [],
-    stageTimings: [],
-  };
-  await ports.jobs.create(job);
-  await enqueueStage(ports.queue, stageMessage(job.id, plan, 0));
-  return job;
-}
-
-async function until<T>(
-  probe: () => Promise<T | undefined | null | false>,
-  what: string,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+import { submit, testLogger as logger, until } from "./support/worker-harness.js";
 
 describe("worker runtime: health, metrics, registry beats", () => {
   let local: TempLocalPorts;

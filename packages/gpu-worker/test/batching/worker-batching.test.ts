@@ -6,108 +6,28 @@
  * is acknowledged. The UNet's calls are observed (batch sizes) by wrapping the session's `run`, which still runs.
  */
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import {
-  DEFAULT_RENDER_LIMITS,
-  enqueueStage,
-  type JobRecord,
-  type PausePoint,
-  planRender,
-  type Ports,
-  queueForStage,
-  renderRequestSchema,
-  stageMessage,
-} from "@kiln/shared";
-import { createLogger } from "@kiln/shared/node";
+import { type JobRecord, type Ports, queueForStage } from "@kiln/shared";
 import { openTempLocalPorts, type TempLocalPorts } from "@kiln/shared/testing";
 
-import {
-  loadSdxlModel,
-  type ModelSet,
-  sdxlExecutor,
-  type SdxlModel,
-  type StageExecutor,
-  Worker,
-  writeTinyModels,
-} from "../../src/index.js";
+import { type ModelSet, sdxlExecutor, type SdxlModel, type StageExecutor, Worker } from "../../src/index.js";
+import { Holds, loadTinyModelSet, submit, testLogger as logger, until } from "../support/worker-harness.js";
 import { recordUnetRows } from "./unet-calls.js";
-
-const logger = createLogger({ level: (process.env.KILN_TEST_LOG as "silent") ?? "silent" });
-
-async function submit(ports: Ports, body: Record<string, unknown>): Promise<JobRecord> {
-  const plan = planRender(renderRequestSchema(DEFAULT_RENDER_LIMITS).parse(body), 3);
-  const at = new Date().toISOString();
-  const job: JobRecord = {
-    id: `job_${Math.random().toString(36).slice(2)}`,
-    ownerKeyId: "k",
-    status: "queued",
-    version: 1,
-    createdAt: at,
-    updatedAt: at,
-    plan,
-    images: [],
-    stageTimings: [],
-  };
-  await ports.jobs.create(job);
-  await enqueueStage(ports.queue, stageMessage(job.id, plan, 0));
-  return job;
-}
-
-async function until<T>(probe: () => Promise<T | undefined | null | false>, what: string, timeoutMs = 60_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-/** In-process pause points: a stage held at an armed point waits until the test lets it go. */
-class Holds {
-  private readonly armed = new Map<string, { reached: (info: Record<string, unknown>) => void; gate: Promise<void> }>();
-
-  arm(point: string): { reached: Promise<Record<string, unknown>>; release(): void } {
-    let reached!: (info: Record<string, unknown>) => void;
-    let release!: () => void;
-    const at = new Promise<Record<string, unknown>>((r) => (reached = r));
-    const gate = new Promise<void>((r) => (release = r));
-    this.armed.set(point, { reached, gate });
-    return { reached: at, release };
-  }
-
-  readonly pause: PausePoint = async (point, info = {}, prepare) => {
-    const hold = this.armed.get(point);
-    if (!hold) return;
-    this.armed.delete(point);
-    await prepare?.();
-    hold.reached(info);
-    await hold.gate;
-  };
-}
 
 const SMALL = { prompt: "a small boat", width: 64, height: 64, steps: 6 } as const;
 
 describe("worker batching (KILN_WORKER_BATCH)", { timeout: 240_000 }, () => {
   let models: ModelSet;
-  let modelDir: string;
+  let tiny: Awaited<ReturnType<typeof loadTinyModelSet>>;
   const opened: TempLocalPorts[] = [];
   const workers: Worker[] = [];
   /** Rows of every UNet call, per model. */
   const calls = new Map<SdxlModel, number[]>();
 
   before(async () => {
-    modelDir = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-batching-models-"));
-    const dirs = writeTinyModels(modelDir);
-    const options = { providers: ["cpu" as const], logger };
-    models = {
-      base: await loadSdxlModel(dirs.base, "base", options),
-      refiner: await loadSdxlModel(dirs.refiner, "refiner", options),
-    };
+    tiny = await loadTinyModelSet("kiln-batching-models-");
+    models = tiny.models;
     for (const m of [models.base!, models.refiner!]) {
       calls.set(m, recordUnetRows(m));
     }
@@ -115,8 +35,7 @@ describe("worker batching (KILN_WORKER_BATCH)", { timeout: 240_000 }, () => {
   after(async () => {
     for (const w of workers) await w.drain(0);
     for (const p of opened) await p.close();
-    for (const m of Object.values(models ?? {})) await m?.release();
-    fs.rmSync(modelDir, { recursive: true, force: true });
+    await tiny?.release();
   });
 
   const unetRows = () => [...calls.get(models.base!)!, ...calls.get(models.refiner!)!];
