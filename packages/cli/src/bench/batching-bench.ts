@@ -1,13 +1,4 @@
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
-
-import { GPU_PROFILES, loadSdxlModel, simulateGpu, writeTinyModels } from "@kiln/gpu-worker";
-import { createApiKey, loadConfig } from "@kiln/shared";
-import { createLogger } from "@kiln/shared/node";
-
-import { startApiService, startWorkerService } from "../services.js";
-import { openPorts } from "../stack.js";
+import { runSaturatedWorker, simulatedH100 } from "./saturated-worker.js";
 import { fmt, percentile, table } from "./stats.js";
 
 interface Case {
@@ -31,68 +22,25 @@ const CASES: Case[] = (["ensemble", "base"] as const).flatMap((mode) =>
  * KILN_WORKER_BATCH 1, 2 and 4.
  */
 export async function run(cases: Case[] = CASES): Promise<string> {
-  const profile = GPU_PROFILES.h100!;
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-bench-batching-"));
-  const dirs = writeTinyModels(path.join(root, "models"));
-  const logger = createLogger({ level: "silent" });
-  const options = { providers: ["cpu" as const], logger };
-  const models = {
-    base: await loadSdxlModel(dirs.base, "base", options),
-    refiner: await loadSdxlModel(dirs.refiner, "refiner", options),
-  };
-  const gpu = simulateGpu(models, profile);
+  const h100 = await simulatedH100();
+  const { profile, models, gpu } = h100;
   const rows: string[][] = [];
   try {
     for (const c of cases) {
-      const config = loadConfig({
-        KILN_DATA_DIR: path.join(root, `data-${c.mode}-${c.n}-${c.batch}`),
-        PORT: String(19000 + Math.floor(Math.random() * 1000)),
+      const config = h100.config(`${c.mode}-${c.n}-${c.batch}`, {
         KILN_WORKER_PIPELINE: "true",
         KILN_WORKER_BATCH: String(c.batch),
-        KILN_WORKER_PORT: "0",
-        KILN_MAX_SIDE: "1024",
       });
-      const ports = openPorts(config);
-      const api = await startApiService(config, ports, logger);
-      const { key } = await createApiKey(ports.keys, { name: "bench", scopes: ["render"] });
-      const ids: string[] = [];
-      for (let i = 0; i < c.renders; i++) {
-        const res = await fetch(`${config.publicUrl}/v1/renders`, {
-          method: "POST",
-          headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-          // Other prompts and seeds per render: a batch of jobs, not one job's images.
-          body: JSON.stringify({
-            prompt: `a red circle, variation ${i}`,
-            mode: c.mode,
-            n: c.n,
-            width: 1024,
-            height: 1024,
-            seed: i,
-          }),
-        });
-        if (res.status !== 202) throw new Error(`submit failed: ${res.status} ${await res.text()}`);
-        ids.push(((await res.json()) as { id: string }).id);
-      }
-      gpu.reset();
-      const started = Date.now();
-      const worker = await startWorkerService(config, ports, logger, models);
-      const finished: number[] = [];
-      let last = started;
-      for (;;) {
-        const jobs = await Promise.all(ids.map((id) => ports.jobs.get(id)));
-        const bad = jobs.find((j) => j && (j.status === "failed" || j.status === "canceled"));
-        if (bad) throw new Error(`bench render ${bad.id} ${bad.status}: ${JSON.stringify(bad.error)}`);
-        if (jobs.every((j) => j?.status === "succeeded")) {
-          for (const j of jobs) finished.push(Date.parse(j!.finishedAt!) - Date.parse(j!.createdAt));
-          last = Math.max(...jobs.map((j) => Date.parse(j!.finishedAt!)));
-          break;
-        }
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      const wall = (last - started) / 1000;
-      await worker.stop();
-      await api.stop();
-      await ports.close();
+      // Other prompts and seeds per render: a batch of jobs, not one job's images.
+      const bodies = Array.from({ length: c.renders }, (_, i) => ({
+        prompt: `a red circle, variation ${i}`,
+        mode: c.mode,
+        n: c.n,
+        width: 1024,
+        height: 1024,
+        seed: i,
+      }));
+      const { wallSeconds: wall, timeToImageMs: finished } = await runSaturatedWorker(config, models, bodies, h100);
       rows.push([
         `${c.mode}, n = ${c.n}`,
         String(c.batch),
@@ -107,8 +55,7 @@ export async function run(cases: Case[] = CASES): Promise<string> {
       ]);
     }
   } finally {
-    for (const m of Object.values(models)) await m.release();
-    fs.rmSync(root, { recursive: true, force: true });
+    await h100.close();
   }
   return [
     `One pipelined worker (concurrency 1) on the local family, 1024², 30 steps, ${RENDERS} renders (other prompts and seeds) queued before it starts; UNet and VAE simulated with the ${profile.name} profile (${fmt(profile.stepSeconds * 1000, 1)} ms per UNet step for one image's CFG pair, each further image in the batch ${fmt(profile.batchMarginal * 100, 0)} % of that; ${fmt(profile.vaeSeconds * 1000, 0)} ms per VAE decode per image). Everything else is Kiln's real code on this CPU.`,

@@ -1,13 +1,4 @@
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
-
-import { GPU_PROFILES, loadSdxlModel, simulateGpu, writeTinyModels } from "@kiln/gpu-worker";
-import { createApiKey, loadConfig } from "@kiln/shared";
-import { createLogger } from "@kiln/shared/node";
-
-import { startApiService, startWorkerService } from "../services.js";
-import { openPorts } from "../stack.js";
+import { runSaturatedWorker, simulatedH100 } from "./saturated-worker.js";
 import { fmt, percentile, table } from "./stats.js";
 
 export interface Case {
@@ -43,16 +34,8 @@ const CASES: Case[] = [
  * ensemble render). The renders are queued before the worker starts, so it never waits for work.
  */
 export async function run(cases: Case[] = CASES): Promise<string> {
-  const profile = GPU_PROFILES.h100!;
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-bench-duty-"));
-  const dirs = writeTinyModels(path.join(root, "models"));
-  const logger = createLogger({ level: "silent" });
-  const options = { providers: ["cpu" as const], logger };
-  const models = {
-    base: await loadSdxlModel(dirs.base, "base", options),
-    refiner: await loadSdxlModel(dirs.refiner, "refiner", options),
-  };
-  const gpu = simulateGpu(models, profile);
+  const h100 = await simulatedH100();
+  const { profile, models, gpu } = h100;
   // The same models with their images finished on the event loop (sessions shared, so still simulated).
   const inline = {
     base: { ...models.base, finishing: undefined },
@@ -62,54 +45,22 @@ export async function run(cases: Case[] = CASES): Promise<string> {
   const summary: string[] = [];
   try {
     for (const c of cases) {
-      const port = 18000 + Math.floor(Math.random() * 1000);
-      const config = loadConfig({
-        KILN_DATA_DIR: path.join(
-          root,
-          `data-${c.mode}-${c.n}-${c.pipelined ? "pipelined" : "serial"}-${c.gpuSlots ?? 1}`,
-        ),
-        PORT: String(port),
+      const config = h100.config(`${c.mode}-${c.n}-${c.pipelined ? "pipelined" : "serial"}-${c.gpuSlots ?? 1}`, {
         KILN_WORKER_PIPELINE: String(c.pipelined),
         KILN_WORKER_CONCURRENCY: String(c.gpuSlots ?? 1),
-        KILN_WORKER_PORT: "0",
-        KILN_MAX_SIDE: "1024",
       });
-      const ports = openPorts(config);
-      const api = await startApiService(config, ports, logger);
-      const { key } = await createApiKey(ports.keys, { name: "bench", scopes: ["render"] });
-      const ids: string[] = [];
-      for (let i = 0; i < c.renders; i++) {
-        const res = await fetch(`${config.publicUrl}/v1/renders`, {
-          method: "POST",
-          headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-          body: JSON.stringify({ prompt: "a red circle", mode: c.mode, n: c.n, width: 1024, height: 1024, seed: i }),
-        });
-        if (res.status !== 202) throw new Error(`submit failed: ${res.status} ${await res.text()}`);
-        ids.push(((await res.json()) as { id: string }).id);
-      }
-      gpu.reset();
-      const started = Date.now();
-      const cpu = process.cpuUsage();
-      const worker = await startWorkerService(config, ports, logger, c.finishingThreads === false ? inline : models);
-      const finished: number[] = [];
-      let last = started;
-      for (;;) {
-        const jobs = await Promise.all(ids.map((id) => ports.jobs.get(id)));
-        const bad = jobs.find((j) => j && (j.status === "failed" || j.status === "canceled"));
-        if (bad) throw new Error(`bench render ${bad.id} ${bad.status}: ${JSON.stringify(bad.error)}`);
-        if (jobs.every((j) => j?.status === "succeeded")) {
-          for (const j of jobs) finished.push(Date.parse(j!.finishedAt!) - Date.parse(j!.createdAt));
-          last = Math.max(...jobs.map((j) => Date.parse(j!.finishedAt!)));
-          break;
-        }
-        // The end is the last `finishedAt`, so this poll can be slow: it shares the worker's event loop.
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      const wall = (last - started) / 1000;
-      const used = process.cpuUsage(cpu);
-      await worker.stop();
-      await api.stop();
-      await ports.close();
+      const bodies = Array.from({ length: c.renders }, (_, i) => ({
+        prompt: "a red circle",
+        mode: c.mode,
+        n: c.n,
+        width: 1024,
+        height: 1024,
+        seed: i,
+      }));
+      const measured = await runSaturatedWorker(config, c.finishingThreads === false ? inline : models, bodies, h100);
+      const wall = measured.wallSeconds;
+      const finished = measured.timeToImageMs;
+      const used = measured.cpu;
       const duty = gpu.busySeconds() / wall;
       const steady = gpu.busySeconds() / gpu.spanSeconds();
       const p50 = percentile(finished, 50) / 1000;
@@ -139,8 +90,7 @@ export async function run(cases: Case[] = CASES): Promise<string> {
       ]);
     }
   } finally {
-    for (const m of Object.values(models)) await m.release();
-    fs.rmSync(root, { recursive: true, force: true });
+    await h100.close();
   }
   return [
     `One worker (concurrency 1) on the local family, 1024², 30 steps, renders queued before it starts; UNet and VAE simulated with the ${profile.name} profile (${fmt(profile.stepSeconds * 1000, 1)} ms per UNet step, ${fmt(profile.vaeSeconds * 1000, 0)} ms per VAE decode; see gpu-profiles.ts). Everything else is Kiln's real code on this CPU.`,
