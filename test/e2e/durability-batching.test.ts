@@ -10,18 +10,13 @@ import { after, before, describe, it } from "node:test";
 import { type JobRecord, queueForStage } from "@kiln/shared";
 
 import {
-  eventLog,
+  assertOneResult,
   type Family,
-  isEnded,
   killAllWorkers,
   type Namespace,
-  referenceImages,
   spawnWorker,
   startFamily,
-  storedImages,
   submitJob,
-  waitFor,
-  waitForJob,
   waitForQueuesEmpty,
 } from "../support/durability-harness.js";
 import { PauseControl } from "../support/pause-control.js";
@@ -51,23 +46,6 @@ for (const name of ["local", "aws"] as const)
       await family?.stop();
     });
 
-    async function assertOneResult(job: JobRecord, body: Record<string, unknown>) {
-      const done = await waitForJob(ns, job.id, isEnded, `job ${job.id} to end`, 180_000);
-      assert.equal(done.status, "succeeded", JSON.stringify(done.error));
-      const succeeded = () =>
-        new Set(
-          eventLog(ns)
-            .filter((e) => e.jobId === job.id && e.type === "succeeded")
-            .map((e) => e.version),
-        );
-      await waitFor("the succeeded event", async () => succeeded().size > 0, 10_000);
-      const reference = await referenceImages(body);
-      const stored = await storedImages(ns.ports, done);
-      assert.equal(stored.length, reference.length, "one set of images");
-      stored.forEach((image, i) => assert.ok(image.equals(reference[i]!), `image ${i} is byte-identical`));
-      assert.deepEqual([...succeeded()], [done.version], "one succeeded transition");
-    }
-
     it("kill -9 mid-batch: every message comes back after its visibility timeout; one result each, as alone", async () => {
       // Queued before the worker starts, so its first receive claims all three together.
       const jobs: JobRecord[] = [];
@@ -90,7 +68,7 @@ for (const name of ["local", "aws"] as const)
       assert.equal((await victim.exited).signal, "SIGKILL");
 
       const survivor = await spawnWorker(ns, BATCH);
-      for (const [i, job] of jobs.entries()) await assertOneResult(job, BODIES[i]!);
+      for (const [i, job] of jobs.entries()) await assertOneResult(ns, job, BODIES[i]!);
       await waitForQueuesEmpty(ns);
       await survivor.stop();
     });

@@ -7,21 +7,16 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
-import { type JobRecord, queueForStage } from "@kiln/shared";
+import { queueForStage } from "@kiln/shared";
 
 import {
-  eventLog,
+  assertOneResult,
   type Family,
-  isEnded,
   killAllWorkers,
   type Namespace,
-  referenceImages,
   spawnWorker,
   startFamily,
-  storedImages,
   submitJob,
-  waitFor,
-  waitForJob,
   waitForQueuesEmpty,
 } from "../support/durability-harness.js";
 import { PauseControl } from "../support/pause-control.js";
@@ -45,23 +40,6 @@ describe("durability of the pipelined worker (local family)", { timeout: 900_000
     await family?.stop();
   });
 
-  async function assertOneResult(job: JobRecord, body: Record<string, unknown>) {
-    const done = await waitForJob(ns, job.id, isEnded, `job ${job.id} to end`, 120_000);
-    assert.equal(done.status, "succeeded", JSON.stringify(done.error));
-    const succeeded = () =>
-      new Set(
-        eventLog(ns)
-          .filter((e) => e.jobId === job.id && e.type === "succeeded")
-          .map((e) => e.version),
-      );
-    await waitFor("the succeeded event", async () => succeeded().size > 0, 10_000);
-    const reference = await referenceImages(body);
-    const stored = await storedImages(ns.ports, done);
-    assert.equal(stored.length, reference.length, "one set of images");
-    stored.forEach((image, i) => assert.ok(image.equals(reference[i]!), `image ${i} is byte-identical`));
-    assert.deepEqual([...succeeded()], [done.version], "one succeeded transition");
-  }
-
   it("kill -9 with a message claimed ahead: both come back after the visibility timeout; one result each", async () => {
     hooks.arm("stage0-step5");
     const victim = await spawnWorker(ns, hooks.env);
@@ -83,8 +61,8 @@ describe("durability of the pipelined worker (local family)", { timeout: 900_000
     assert.equal(depth.inFlight + depth.visible, 2, "both messages still in the queue, neither acknowledged");
 
     const survivor = await spawnWorker(ns);
-    await assertOneResult(first, FIRST);
-    await assertOneResult(second, SECOND);
+    await assertOneResult(ns, first, FIRST);
+    await assertOneResult(ns, second, SECOND);
     await waitForQueuesEmpty(ns);
     await survivor.stop();
   });

@@ -3,6 +3,7 @@
  * processes on them, and the observations the tests make — the job record, the blob store, the
  * workers' event logs (KILN_EVENT_LOG) and their /metrics — none of it mocked.
  */
+import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -474,6 +475,39 @@ export const waitForJob = (
   );
 
 export const isEnded = (job: JobRecord) => ["succeeded", "failed", "canceled", "expired"].includes(job.status);
+
+/**
+ * The job ends `succeeded` with exactly one `succeeded` transition and the images of a fault-free run of `body`.
+ * Events are at least once (a redelivered finishing message tells the sink again), so a transition is a distinct
+ * version: a second `succeeded` transition would have a new one. `queuesEmpty`: also wait until nothing is left
+ * on the stage queues (when no other job is still running).
+ */
+export async function assertOneResult(
+  ns: Namespace,
+  job: JobRecord,
+  body: Record<string, unknown>,
+  options: { queuesEmpty?: boolean } = {},
+): Promise<JobRecord> {
+  const done = await waitForJob(ns, job.id, isEnded, `job ${job.id} to end`, 180_000);
+  assert.equal(done.status, "succeeded", JSON.stringify(done.error));
+  const transitions = (type: string) =>
+    new Set(
+      eventLog(ns)
+        .filter((e) => e.jobId === job.id && e.type === type)
+        .map((e) => e.version),
+    );
+  await waitFor("the succeeded event", async () => transitions("succeeded").size > 0, 10_000);
+  const reference = await referenceImages(body);
+  const stored = await storedImages(ns.ports, done);
+  assert.equal(stored.length, reference.length, "one set of images");
+  assert.equal(done.images.length, reference.length);
+  stored.forEach((image, i) =>
+    assert.ok(image.equals(reference[i]!), `image ${i} is byte-identical to a fault-free render`),
+  );
+  if (options.queuesEmpty) await waitForQueuesEmpty(ns);
+  assert.deepEqual([...transitions("succeeded")], [done.version], "one succeeded transition");
+  return done;
+}
 
 /** A Prometheus counter's value summed over the series matching every given label. */
 export function metricSum(text: string, name: string, labels: Record<string, string> = {}): number {

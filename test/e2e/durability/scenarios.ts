@@ -15,6 +15,7 @@ import { blobKeys, enqueueStage, type JobRecord, queueForStage, stageMessage } f
 import Database from "better-sqlite3";
 
 import {
+  assertOneResult as assertResult,
   type ChildWorker,
   eventLog,
   type Family,
@@ -24,14 +25,12 @@ import {
   killAllWorkers,
   metricSum,
   type Namespace,
-  referenceImages,
   spawnWorker,
   startFamily,
   storedImages,
   submitJob,
   waitFor,
   waitForJob,
-  waitForQueuesEmpty,
 } from "../../support/durability-harness.js";
 import { PauseControl, type Paused } from "../../support/pause-control.js";
 
@@ -76,29 +75,8 @@ export function describeDurability(name: FamilyName): void {
       ).reduce((a, b) => a + b, 0);
 
     /** One `succeeded` transition, the images of a fault-free run, nothing left on the queues. */
-    async function assertOneResult(job: JobRecord, body: Record<string, unknown>) {
-      const done = await waitForJob(ns, job.id, isEnded, `job ${job.id} to end`, 120_000);
-      assert.equal(done.status, "succeeded", JSON.stringify(done.error));
-      // Events are at least once (a redelivered finishing message tells the sink again), so a
-      // transition is a distinct version: a second `succeeded` transition would have a new one.
-      const transitions = (type: string) =>
-        new Set(
-          eventLog(ns)
-            .filter((e) => e.jobId === job.id && e.type === type)
-            .map((e) => e.version),
-        );
-      await waitFor("the succeeded event", async () => transitions("succeeded").size > 0, 10_000);
-      const reference = await referenceImages(body);
-      const stored = await storedImages(ns.ports, done);
-      assert.equal(stored.length, reference.length, "one set of images");
-      assert.equal(done.images.length, reference.length);
-      stored.forEach((image, i) =>
-        assert.ok(image.equals(reference[i]!), `image ${i} is byte-identical to a fault-free render`),
-      );
-      await waitForQueuesEmpty(ns);
-      assert.deepEqual([...transitions("succeeded")], [done.version], "one succeeded transition");
-      return done;
-    }
+    const assertOneResult = (job: JobRecord, body: Record<string, unknown>) =>
+      assertResult(ns, job, body, { queuesEmpty: true });
 
     /**
      * Submits `body` with its stage 0 held at step `MID_STEP` by a pause point: the worker stops
