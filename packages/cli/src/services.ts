@@ -64,11 +64,13 @@ export async function startWorkerService(
   ports: Ports,
   logger: Logger,
   models?: ModelSet,
+  /** Harnesses only (the simulator's validation): a compressed poll cycle and a readable worker id. */
+  harness?: { pollWaitSeconds?: number; workerId?: string },
 ): Promise<Service & { worker: Worker }> {
   const syncs: Partial<Record<"base" | "refiner", SyncReport>> = {};
   const loaded = models ?? (await loadModels(config, logger, syncs));
   const metrics = createWorkerMetrics();
-  const workerId = `${os.hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+  const workerId = harness?.workerId ?? `${os.hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const sinks = [webhookEventSinkFromConfig(config, ports, (level, obj, msg) => logger[level](obj, msg))];
   if (config.eventLog) sinks.push(eventLogSink(config.eventLog, workerId));
   const worker = new Worker({
@@ -82,6 +84,7 @@ export async function startWorkerService(
     batch: config.workerBatch,
     visibilitySeconds: config.visibilitySeconds,
     maxReceives: config.maxReceives,
+    ...(harness?.pollWaitSeconds !== undefined ? { pollWaitSeconds: harness.pollWaitSeconds } : {}),
     events: fanOutEvents(sinks),
     metrics,
     ...(config.buckets.routing === "lanes" ? { buckets: workerBuckets(config) } : {}),

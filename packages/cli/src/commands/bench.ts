@@ -46,6 +46,19 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Pr
       "the real local stack with two simulated-GPU workers under time-compressed traces vs `kiln simulate` on the same arrivals: p50/p95 time to image",
     load: () => import("../bench/simulate-validate-bench.js"),
   },
+  // One worker setup of it: the pipelined default, or pipelined with KILN_WORKER_BATCH=4 on bursts.
+  ...Object.fromEntries(
+    (["unpipelined", "pipelined", "batched"] as const).map((mode) => [
+      `simulate-validate-${mode}`,
+      {
+        summary: `simulate-validate for the ${mode} worker only`,
+        load: async () => {
+          const bench = await import("../bench/simulate-validate-bench.js");
+          return { run: () => bench.runMode(mode) };
+        },
+      },
+    ]),
+  ),
   // Batching of compatible jobs into one UNet batch (issue 15).
   batching: {
     summary:

@@ -1,4 +1,4 @@
-import { type GpuProfile, renderSeconds, type RenderShape } from "@kiln/gpu-worker";
+import { type GpuProfile, renderSeconds, type RenderShape, stageSeconds, stageSteps } from "@kiln/gpu-worker";
 
 import { EventHeap } from "./heap.js";
 import type { ScalingPolicy } from "./policies.js";
@@ -25,8 +25,18 @@ export interface SimulationOptions {
   hours: number;
   /** Scale in only after the policy has wanted fewer instances this long (AWS target tracking: ~5 min). */
   scaleInAfterSeconds?: number;
-  /** Count the CPU work around each stage as GPU idle time (today's worker) or hide it (pipelined). */
+  /**
+   * The worker's model. Unpipelined (`KILN_WORKER_PIPELINE=false`): a render holds its instance from claim to
+   * image, its CPU work (`stageOverheadSeconds` per stage) between GPU calls. Pipelined (the worker's default),
+   * stage by stage as the runtime does it: the GPU runs one stage at a time; an instance with a stage on the
+   * GPU claims one more (its prefetch slot) — its own hand-over's refine stage, else the head of the queue —
+   * at each change of its pipeline and every `busyPollSeconds`; a stage's CPU work follows its GPU work off
+   * the GPU (hand-over, or image encoding and records), so it delays the render, not the GPU. A refine stage
+   * handed over while another render's first stage waits in the prefetch slot runs after that stage.
+   */
   pipelined?: boolean;
+  /** Pipelined: a busy worker's poll of its queues between pipeline changes (the runtime's BUSY_POLL_MS). */
+  busyPollSeconds?: number;
   /**
    * How an idle worker notices batch work: 0 = at once; W > 0 = Kiln's worker loop, which long-polls the
    * interactive base queue for W seconds and checks the other queues between polls, so an idle worker
@@ -67,6 +77,8 @@ interface Job {
   source: Arrival;
   shape: RenderShape;
   batch: boolean;
+  /** Pipelined model: the stage this job is at (0 = the first). */
+  stage: number;
 }
 
 interface Instance {
@@ -82,6 +94,12 @@ interface Instance {
   /** No new work: terminating (scale-in) or on a spot notice. */
   draining: boolean;
   terminatedAt?: number;
+  /** Pipelined model: stages claimed and waiting for the GPU (the prefetch slot). */
+  waiting?: Job[];
+  /** Pipelined model: claimed stage groups not yet ended (waiting, on the GPU, handing over or finishing). */
+  inFlight: number;
+  /** Pipelined model: when its pipeline last changed; a busy worker polls at multiples of busyPollSeconds after. */
+  changedAt: number;
 }
 
 type Event =
@@ -91,7 +109,9 @@ type Event =
   | { t: number; kind: "evaluate" }
   | { t: number; kind: "poll"; instance: Instance }
   | { t: number; kind: "interrupt"; instance: Instance }
-  | { t: number; kind: "reclaim"; instance: Instance };
+  | { t: number; kind: "reclaim"; instance: Instance }
+  | { t: number; kind: "stage-end"; instance: Instance; jobs: Job[] }
+  | { t: number; kind: "stage-after"; instance: Instance; jobs: Job[] };
 
 /** A FIFO of jobs with O(1) shift, for queues that grow to millions. */
 class Lane {
@@ -189,7 +209,7 @@ export function simulate(trace: Trace, o: SimulationOptions): SimulationResult {
     inst.pollAt = undefined;
     inService += jobs.length;
     const gpu = renderSeconds(o.profile, jobs[0]!.shape, jobs.length, false);
-    const cpu = o.pipelined ? 0 : o.profile.stageOverheadSeconds * (jobs[0]!.shape.mode === "base" ? 1 : 2);
+    const cpu = o.profile.stageOverheadSeconds * stageSteps(jobs[0]!.shape).length;
     busySeconds += gpu;
     events.push({ t: t + gpu + cpu, kind: "done", instance: inst, jobs });
     return true;
@@ -227,6 +247,97 @@ export function simulate(trace: Trace, o: SimulationOptions): SimulationResult {
     if (pollSeconds === 0) return dispatch(t);
     if (!serve(inst, t)) inst.idleSince = t;
   };
+  // The pipelined worker, stage by stage (see SimulationOptions.pipelined).
+  const refineInteractive = new Lane();
+  const refineBatch = new Lane();
+  const busyPoll = o.busyPollSeconds ?? 0.25;
+  /** The worker's claim order: refine before first stages, interactive before batch. */
+  const claimOrder = [refineInteractive, interactive, refineBatch, batchLane];
+  const stageKey = (j: Job) =>
+    `${j.shape.width}x${j.shape.height}|${j.shape.steps}|${j.shape.mode}|${j.shape.highNoiseFrac}|${j.shape.strength}|${j.stage}`;
+  /** GPU seconds of stages claimed together: compatible ones share a UNet batch, the others run after it. */
+  const groupSeconds = (jobs: Job[]) => {
+    const groups = new Map<string, { job: Job; images: number }>();
+    for (const j of jobs) {
+      const g = groups.get(stageKey(j));
+      if (g) g.images += j.shape.n;
+      else groups.set(stageKey(j), { job: j, images: j.shape.n });
+    }
+    let seconds = 0;
+    for (const g of groups.values())
+      seconds += stageSeconds(o.profile, { ...g.job.shape, n: 1 }, g.job.stage, g.images);
+    return seconds;
+  };
+  const startStages = (inst: Instance, jobs: Job[], t: number) => {
+    inst.busy = true;
+    const gpu = groupSeconds(jobs);
+    busySeconds += gpu;
+    events.push({ t: t + gpu, kind: "stage-end", instance: inst, jobs });
+  };
+  /** One poll of the queues: up to `maxBatch` stages of the first queue holding any, onto the GPU or into the prefetch slot. */
+  const claimStages = (inst: Instance, t: number): boolean => {
+    if (inst.draining || inst.readyAt > t || inst.waiting) return false;
+    const lane = claimOrder.find((l) => l.length > 0);
+    if (!lane) return false;
+    const jobs: Job[] = [];
+    while (jobs.length < o.maxBatch && lane.length > 0) jobs.push(lane.shift()!);
+    for (const j of jobs) if (j.stage === 0) inService++;
+    inst.inFlight++;
+    inst.pollAt = undefined;
+    if (inst.busy) inst.waiting = jobs;
+    else startStages(inst, jobs, t);
+    return true;
+  };
+  /** Its pipeline changed: the worker polls at once, claiming while it has room. */
+  const pipelineChanged = (inst: Instance, t: number) => {
+    inst.changedAt = t;
+    if (!instances.has(inst)) return;
+    while (claimStages(inst, t));
+    if (inst.inFlight === 0) inst.idleSince = t;
+  };
+  /** Stages are queued: the worker that polls first claims them (idle: its long poll or next cycle; busy: next poll). */
+  const offerStages = (t: number) => {
+    for (;;) {
+      const lane = claimOrder.find((l) => l.length > 0);
+      if (!lane) return;
+      const head = lane.peek()!;
+      let first: Instance | undefined;
+      let firstAt = Infinity;
+      for (const inst of instances) {
+        if (inst.draining || inst.readyAt > t || inst.waiting) continue;
+        let at: number;
+        if (inst.inFlight === 0) {
+          // An idle worker's long poll on the interactive first-stage queue returns at once; other queues wait a cycle.
+          const wakes = pollSeconds === 0 || (!head.batch && head.stage === 0);
+          at = wakes ? t : inst.idleSince + Math.ceil((t - inst.idleSince) / pollSeconds) * pollSeconds;
+        } else {
+          at = busyPoll === 0 ? t : inst.changedAt + Math.ceil((t - inst.changedAt) / busyPoll) * busyPoll;
+        }
+        if (at < firstAt) [first, firstAt] = [inst, at];
+      }
+      if (!first) return;
+      if (firstAt > t) {
+        if (first.pollAt === undefined || first.pollAt > firstAt) {
+          first.pollAt = firstAt;
+          events.push({ t: firstAt, kind: "poll", instance: first });
+        }
+        return;
+      }
+      if (!claimStages(first, t)) return;
+      while (claimStages(first, t));
+    }
+  };
+  /** A draining worker releases the stages waiting in its prefetch slot to the queues' heads. */
+  const releaseWaiting = (inst: Instance) => {
+    if (!inst.waiting) return;
+    for (const j of [...inst.waiting].reverse()) {
+      if (j.stage === 0) inService--;
+      (j.stage === 0 ? (j.batch ? batchLane : interactive) : j.batch ? refineBatch : refineInteractive).unshift(j);
+    }
+    inst.waiting = undefined;
+    inst.inFlight--;
+  };
+
   const launch = (t: number) => {
     const spot = random() < o.spotShare;
     const inst: Instance = {
@@ -237,6 +348,8 @@ export function simulate(trace: Trace, o: SimulationOptions): SimulationResult {
       busy: false,
       idleSince: t + o.profile.bootSeconds + o.profile.modelLoadSeconds,
       draining: false,
+      inFlight: 0,
+      changedAt: t + o.profile.bootSeconds + o.profile.modelLoadSeconds,
     };
     instances.add(inst);
     events.push({ t: inst.readyAt, kind: "ready", instance: inst });
@@ -265,6 +378,19 @@ export function simulate(trace: Trace, o: SimulationOptions): SimulationResult {
     }
   };
 
+  const complete = (job: Job, t: number) => {
+    const latency = t - job.arrival;
+    if (done === latencies.length) {
+      const grown = new Float64Array(latencies.length * 2);
+      grown.set(latencies);
+      latencies = grown;
+    }
+    latencies[done++] = latency;
+    images += job.shape.n;
+    bucketLatencies.push(latency);
+    o.onDone?.(job.source, t);
+  };
+
   let lastT = 0;
   let wantsFewerSince: number | undefined;
   const scaleInAfter = o.scaleInAfterSeconds ?? 300;
@@ -274,21 +400,69 @@ export function simulate(trace: Trace, o: SimulationOptions): SimulationResult {
     flushBuckets(t);
     switch (ev.kind) {
       case "arrival": {
-        const job = { arrival: t, source: ev.arrival, shape: ev.arrival.shape, batch: ev.arrival.batch === true };
+        const job = {
+          arrival: t,
+          source: ev.arrival,
+          shape: ev.arrival.shape,
+          batch: ev.arrival.batch === true,
+          stage: 0,
+        };
         (job.batch ? batchLane : interactive).push(job);
         lastWorkAt = t;
         scheduleNextArrival();
-        notice(t, job);
+        if (o.pipelined) offerStages(t);
+        else notice(t, job);
         break;
       }
       case "ready":
-        if (instances.has(ev.instance)) freed(ev.instance, t);
+        if (!instances.has(ev.instance)) break;
+        if (o.pipelined) {
+          pipelineChanged(ev.instance, t);
+          offerStages(t);
+        } else freed(ev.instance, t);
         break;
       case "poll": {
         const inst = ev.instance;
         if (inst.pollAt !== t) break;
         inst.pollAt = undefined;
-        if (instances.has(inst) && free(inst, t)) serve(inst, t);
+        if (o.pipelined) {
+          if (instances.has(inst)) while (claimStages(inst, t));
+          offerStages(t);
+        } else if (instances.has(inst) && free(inst, t)) serve(inst, t);
+        break;
+      }
+      case "stage-end": {
+        // The stages' GPU work is done: their CPU work follows off the GPU, and the stage waiting takes the GPU.
+        const inst = ev.instance;
+        inst.busy = false;
+        events.push({ t: t + o.profile.stageOverheadSeconds, kind: "stage-after", instance: inst, jobs: ev.jobs });
+        if (inst.waiting) {
+          const next = inst.waiting;
+          inst.waiting = undefined;
+          startStages(inst, next, t);
+        }
+        if (inst.draining) {
+          if (!inst.busy && inst.terminatedAt === undefined) retire(inst, t);
+        } else pipelineChanged(inst, t);
+        offerStages(t);
+        break;
+      }
+      case "stage-after": {
+        // Handed over (the next stage is queued) or finished (images stored, recorded, acknowledged).
+        const inst = ev.instance;
+        inst.inFlight--;
+        lastWorkAt = t;
+        for (const job of ev.jobs) {
+          if (job.stage + 1 < stageSteps(job.shape).length) {
+            job.stage++;
+            (job.batch ? refineBatch : refineInteractive).push(job);
+          } else {
+            inService--;
+            complete(job, t);
+          }
+        }
+        if (!inst.draining) pipelineChanged(inst, t);
+        offerStages(t);
         break;
       }
       case "done": {
@@ -296,18 +470,7 @@ export function simulate(trace: Trace, o: SimulationOptions): SimulationResult {
         inst.busy = false;
         inService -= ev.jobs.length;
         lastWorkAt = t;
-        for (const job of ev.jobs) {
-          const latency = t - job.arrival;
-          if (done === latencies.length) {
-            const grown = new Float64Array(latencies.length * 2);
-            grown.set(latencies);
-            latencies = grown;
-          }
-          latencies[done++] = latency;
-          images += job.shape.n;
-          bucketLatencies.push(latency);
-          o.onDone?.(job.source, t);
-        }
+        for (const job of ev.jobs) complete(job, t);
         if (inst.draining) {
           if (inst.terminatedAt === undefined) retire(inst, t);
         } else freed(inst, t);
@@ -319,6 +482,7 @@ export function simulate(trace: Trace, o: SimulationOptions): SimulationResult {
         // The two-minute notice: the worker drains (SIGTERM), finishes its render, takes no more.
         interruptions++;
         inst.draining = true;
+        releaseWaiting(inst);
         events.push({ t: t + 120, kind: "reclaim", instance: inst });
         if (!inst.busy) retire(inst, t);
         break;
@@ -357,6 +521,7 @@ export function simulate(trace: Trace, o: SimulationOptions): SimulationResult {
           scaleEvents++;
           for (const inst of victims) {
             inst.draining = true;
+            releaseWaiting(inst);
             if (!inst.busy) retire(inst, t);
           }
         }

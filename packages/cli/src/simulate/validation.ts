@@ -7,20 +7,18 @@ import {
   type ModelSet,
   renderSeconds,
   type RenderShape,
-  sdxlExecutor,
   type SimulatedGpu,
   simulateGpu,
   stageSteps,
-  Worker,
   writeTinyModels,
 } from "@kiln/gpu-worker";
-import { createApiKey, loadConfig } from "@kiln/shared";
+import { createApiKey, type KilnConfig, loadConfig } from "@kiln/shared";
 import type { Logger } from "@kiln/shared/node";
 
-import { startApiService } from "../services.js";
+import { type Service, startApiService, startWorkerService } from "../services.js";
 import { openPorts } from "../stack.js";
 import { makePolicy } from "./policies.js";
-import { seededRandom } from "./random.js";
+import { exponential, seededRandom } from "./random.js";
 import { simulate, type SimulationResult } from "./simulator.js";
 import { type Arrival, fileTrace, makeTrace } from "./traces.js";
 
@@ -64,13 +62,30 @@ export function validationTrace(
   const random = seededRandom(o.seed ^ 0x51a9e);
   const total = o.mix.reduce((s, m) => s + m.weight, 0);
   const out: Arrival[] = [];
-  for (const a of makeTrace(name, { ratePerMinute: o.ratePerMinute, hours: o.seconds / 3600, seed: o.seed })) {
+  const times =
+    name === "bursts"
+      ? burstArrivals(o.ratePerMinute, o.seconds, o.seed)
+      : makeTrace(name, { ratePerMinute: o.ratePerMinute, hours: o.seconds / 3600, seed: o.seed });
+  for (const a of times) {
     if (out.length >= o.maxJobs) break;
     let pick = random() * total;
     const m = o.mix.find((x) => (pick -= x.weight) < 0) ?? o.mix[o.mix.length - 1]!;
     out.push({ t: a.t, shape: m.shape });
   }
   return out;
+}
+
+/**
+ * Bursts compressed for a validation run (the `bursty` trace's bursts last minutes): bursts arrive as a
+ * Poisson process at `burstsPerMinute`, each 2–6 renders sent within a few tens of milliseconds — a channel
+ * asking for several images at once — so that a worker finds several compatible renders queued together.
+ */
+export function* burstArrivals(burstsPerMinute: number, seconds: number, seed: number): Generator<{ t: number }> {
+  const random = seededRandom(seed);
+  for (let t = exponential(random, burstsPerMinute / 60); t < seconds; t += exponential(random, burstsPerMinute / 60)) {
+    const size = 2 + Math.floor(random() * 5);
+    for (let i = 0, at = t; i < size; i++, at += 0.005 + 0.02 * random()) yield { t: at };
+  }
 }
 
 /** The FILE trace format of `kiln simulate --trace FILE`: `seconds,WxH,mode,steps,n` per line. */
@@ -107,6 +122,8 @@ export interface RealRun {
 }
 
 export interface RealStack {
+  /** The configuration the workers run with (`workerPipeline`, `workerBatch`: what the simulator is given). */
+  config: KilnConfig;
   /** Submits the arrivals on their schedule (seconds from now) and waits for every job to succeed. */
   run(arrivals: readonly Arrival[]): Promise<RealRun>;
   stop(): Promise<void>;
@@ -117,7 +134,12 @@ export const WORKER_IDLE_POLL_SECONDS = 1;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
-/** Starts the local stack with `workers` in-process workers, each on its own simulated GPU. */
+/**
+ * Starts the local stack with `workers` in-process workers, each on its own simulated GPU. The workers are
+ * `kiln worker`'s (`startWorkerService`) configured from `env` as it is from the environment — so
+ * `KILN_WORKER_PIPELINE` and `KILN_WORKER_BATCH` take their defaults unless set — with only the poll cycle
+ * compressed like the trace.
+ */
 export async function startRealStack(o: {
   root: string;
   workers: number;
@@ -125,6 +147,8 @@ export async function startRealStack(o: {
   logger: Logger;
   /** The workers' long poll on their last queue (the runtime's default is WORKER_IDLE_POLL_SECONDS). */
   pollSeconds: number;
+  /** `KILN_*` variables for the workers, as `kiln worker` reads them (e.g. `KILN_WORKER_PIPELINE: "false"`). */
+  env?: Record<string, string>;
 }): Promise<RealStack> {
   const dirs = writeTinyModels(path.join(o.root, "models"));
   const options = { providers: ["cpu" as const], logger: o.logger };
@@ -145,28 +169,21 @@ export async function startRealStack(o: {
     KILN_WORKER_PORT: "0",
     KILN_MAX_SIDE: "1024",
     KILN_WORKER_CONCURRENCY: "1",
+    ...o.env,
   });
   const ports = openPorts(config);
   const api = await startApiService(config, ports, o.logger);
   const url = `http://127.0.0.1:${api.port}`;
   const { key } = await createApiKey(ports.keys, { name: "simulate-validate", scopes: ["render"] });
-  const workers = modelSets.map(
-    (models, i) =>
-      // The runtime's Worker as `kiln worker` builds it with KILN_WORKER_PIPELINE=false (the simulator's
-      // unpipelined model: CPU work between GPU calls), with the poll cycle compressed like the trace.
-      new Worker({
-        ports,
-        execute: sdxlExecutor(models, { blobs: ports.blobs, noiseKernel: config.noiseKernel }),
-        logger: o.logger,
+  const workers: Service[] = [];
+  for (const [i, models] of modelSets.entries()) {
+    workers.push(
+      await startWorkerService(config, ports, o.logger, models, {
         workerId: `validate-${i}`,
-        stages: config.stages,
-        concurrency: 1,
-        visibilitySeconds: config.visibilitySeconds,
-        maxReceives: config.maxReceives,
         pollWaitSeconds: o.pollSeconds,
       }),
-  );
-  for (const w of workers) w.start();
+    );
+  }
 
   const submit = async (shape: RenderShape, seed: number): Promise<string> => {
     const res = await fetch(`${url}/v1/renders`, {
@@ -230,8 +247,9 @@ export async function startRealStack(o: {
         await sleep(50);
       }
     },
+    config,
     async stop() {
-      for (const w of workers) await w.drain(5);
+      for (const w of workers) await w.stop();
       await api.stop();
       await ports.close();
       for (const models of modelSets) for (const m of Object.values(models)) await m?.release();
@@ -256,6 +274,17 @@ export interface Prediction {
   done: number[];
 }
 
+/** How the simulator models a worker with this configuration (`--pipelined`, `--batch`). */
+export interface WorkerModel {
+  pipelined: boolean;
+  maxBatch: number;
+}
+
+/** The simulator's model of the workers a configuration starts: pipelined or not, and the batch they claim. */
+export function workerModel(config: Pick<KilnConfig, "workerPipeline" | "workerBatch">): WorkerModel {
+  return { pipelined: config.workerPipeline, maxBatch: config.workerBatch };
+}
+
 /**
  * What `kiln simulate --trace FILE --policy fixed --max N` predicts for the measured arrivals: the
  * arrivals as the API recorded them, written to and read back from the FILE format.
@@ -266,6 +295,7 @@ export function predict(
   profile: GpuProfile,
   workers: number,
   idlePollSeconds = WORKER_IDLE_POLL_SECONDS,
+  model: WorkerModel = { pipelined: false, maxBatch: 1 },
 ): Prediction {
   // Written in time order (the file reader sorts, stably), and mapped back to the callers' indices.
   const order = arrivals.map((_, i) => i).sort((x, y) => arrivals[x]!.t - arrivals[y]!.t);
@@ -279,7 +309,8 @@ export function predict(
   const result = simulate(trace, {
     profile,
     policy: makePolicy("fixed", { targetBacklog: 1, maxInstances: workers, idleSeconds: 0 }),
-    maxBatch: 1,
+    maxBatch: model.maxBatch,
+    pipelined: model.pipelined,
     spotShare: 0,
     seed: 1,
     hours: Math.max(0.01, (trace.at(-1)?.t ?? 0) / 3600 + 0.01),
@@ -314,6 +345,10 @@ export const SCENARIO = {
       { shape: { ...shape, mode: "base" }, weight: 1 },
       { shape: { ...shape, n: 2 }, weight: 1 },
     ];
+  },
+  /** The batching trace's one shape, so every render queued behind another can share its UNet batch. */
+  burstMix(): ShapeMix[] {
+    return [{ shape: { width: 256, height: 256, steps: 30, mode: "ensemble", n: 1 }, weight: 1 }];
   },
 } as const;
 

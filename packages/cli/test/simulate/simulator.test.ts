@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
 
-import { DEFAULT_SHAPE, GPU_PROFILES, renderSeconds, stageSteps } from "@kiln/gpu-worker";
+import { DEFAULT_SHAPE, GPU_PROFILES, renderSeconds, stageSeconds, stageSteps } from "@kiln/gpu-worker";
 
 import { makePolicy } from "../../src/simulate/policies.js";
 import { simulate } from "../../src/simulate/simulator.js";
@@ -35,19 +35,45 @@ describe("capacity simulator", () => {
     assert.ok(Math.abs(r.busy_gpu_hours - (3 * renderSeconds(a10, DEFAULT_SHAPE, 1, false)) / 3600) < 0.001);
   });
 
-  it("hides the CPU work around stages when pipelined", () => {
-    const gpu = renderSeconds(a10, DEFAULT_SHAPE, 1, false);
-    const r = simulate(arrivals(1000), { ...base, policy: fixed(1), pipelined: true });
-    assert.ok(Math.abs(r.p50_s - gpu) < 0.002);
+  it("pipelined: keeps the GPU on stages back to back, a refine stage after the first stage claimed ahead", () => {
+    const [b, r, c] = [
+      stageSeconds(a10, DEFAULT_SHAPE, 0),
+      stageSeconds(a10, DEFAULT_SHAPE, 1),
+      a10.stageOverheadSeconds,
+    ];
+    const done: number[] = [];
+    const o = { ...base, policy: fixed(1), pipelined: true, onDone: (_a: unknown, t: number) => void done.push(t) };
+    const three = simulate(arrivals(1000, 1000, 1000), o);
+    // A's base stage; B's claimed ahead takes the GPU next, then C's (claimed while A's hand-over ran); then the
+    // refine stages in order. Each render's CPU work follows its last GPU call; the GPU never waits for it.
+    const expected = [3 * b + r + c, 3 * b + 2 * r + c, 3 * b + 3 * r + c].map((x) => 1000 + x);
+    for (const [i, t] of done.entries()) assert.ok(Math.abs(t - expected[i]!) < 1e-6, `${done} vs ${expected}`);
+    assert.ok(Math.abs(three.busy_gpu_hours * 3600 - 3 * (b + r)) < 2);
+    // Alone, a render's time is its GPU and CPU work, as unpipelined.
+    const alone = simulate(arrivals(1000), o);
+    assert.ok(Math.abs(alone.p50_s - renderSeconds(a10, DEFAULT_SHAPE)) < 0.002);
   });
 
-  it("batches compatible renders waiting in the queue into one UNet batch at the profile's marginal cost", () => {
-    // The first render occupies the GPU; the three behind it go in as one batch when it is free.
-    const r = simulate(arrivals(999, 1000, 1000, 1000), { ...base, policy: fixed(1), maxBatch: 3, pipelined: true });
-    const one = renderSeconds(a10, DEFAULT_SHAPE, 1, false);
-    const batch = renderSeconds(a10, DEFAULT_SHAPE, 3, false);
-    assert.ok(Math.abs(r.max_s - (one + batch - 1)) < 0.002, `${r.max_s} vs ${one + batch - 1}`);
-    assert.ok(batch < 3 * one);
+  it("batches the stages a worker claims together into one UNet batch at the profile's marginal cost", () => {
+    const [b, r, c] = [
+      stageSeconds(a10, DEFAULT_SHAPE, 0),
+      stageSeconds(a10, DEFAULT_SHAPE, 1),
+      a10.stageOverheadSeconds,
+    ];
+    const [b3, r3] = [stageSeconds(a10, DEFAULT_SHAPE, 0, 3), stageSeconds(a10, DEFAULT_SHAPE, 1, 3)];
+    // A's base stage from 999; its worker's next poll, at 1000.25, claims the three arrived since as one batch.
+    // The batch's base stage runs next, then A's refine stage, then the batch's three refine stages together.
+    const done: number[] = [];
+    simulate(arrivals(999, 1000.1, 1000.1, 1000.1), {
+      ...base,
+      policy: fixed(1),
+      maxBatch: 3,
+      pipelined: true,
+      onDone: (_a, t) => void done.push(t),
+    });
+    const expected = [999 + b + b3 + r + c, ...[0, 1, 2].map(() => 999 + b + b3 + r + r3 + c)];
+    for (const [i, t] of done.entries()) assert.ok(Math.abs(t - expected[i]!) < 1e-6, `${done} vs ${expected}`);
+    assert.ok(b3 + r3 < 3 * (b + r));
   });
 
   it("scales from zero on the first render and back to zero once idle", () => {
@@ -74,7 +100,7 @@ describe("capacity simulator", () => {
     const sorted = [r.p50_s, r.max_s];
     assert.ok(sorted[1]! > 150 * one);
     const interactiveOnly = simulate([trace[200]!], { ...base, policy: fixed(1), pipelined: true });
-    assert.ok(interactiveOnly.max_s <= one + 0.002);
+    assert.ok(interactiveOnly.max_s <= renderSeconds(a10, DEFAULT_SHAPE) + 0.002);
   });
 
   it("is deterministic per seed and keeps a diurnal trace's mean rate", () => {
@@ -94,7 +120,8 @@ describe("capacity simulator", () => {
 
   it("has an idle worker take interactive work at once, and a batch render at its next poll", () => {
     const gpu = renderSeconds(a10, DEFAULT_SHAPE, 1, false);
-    const o = { ...base, policy: fixed(1), pipelined: true, idlePollSeconds: 1 };
+    // The unpipelined worker with no CPU work, so that times are whole renders of GPU time.
+    const o = { ...base, profile: { ...a10, stageOverheadSeconds: 0 }, policy: fixed(1), idlePollSeconds: 1 };
     const batch = (...ts: number[]) => ts.map((t) => ({ t, shape: DEFAULT_SHAPE, batch: true }));
     // Idle since it came up at t = 0: its long poll on the interactive queue ends at 1, 2, … s, when it
     // checks the batch queues too.

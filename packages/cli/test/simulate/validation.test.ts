@@ -16,6 +16,7 @@ import {
   SCENARIO,
   startRealStack,
   validationProfile,
+  workerModel,
 } from "../../src/simulate/validation.js";
 
 /**
@@ -36,7 +37,7 @@ const trace = [
   { t: 6.05, shape: ensemble },
 ];
 
-describe("kiln simulate against the real local stack", { timeout: 120_000 }, () => {
+describe("kiln simulate against the real local stack, unpipelined workers", { timeout: 120_000 }, () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-simval-test-"));
   const profile = validationProfile(GPU_PROFILES[SCENARIO.gpu]!, SCENARIO.timeScale, 0);
   let stack: RealStack;
@@ -49,7 +50,9 @@ describe("kiln simulate against the real local stack", { timeout: 120_000 }, () 
       profile,
       logger: createLogger({ level: "silent" }),
       pollSeconds: SCENARIO.pollSeconds,
+      env: { KILN_WORKER_PIPELINE: "false" },
     });
+    assert.deepEqual(workerModel(stack.config), { pipelined: false, maxBatch: 1 });
     // First runs of each worker's sessions and of the API's submit path, so the burst arrives as one.
     await stack.run([0, 0].map((t) => ({ t, shape: ensemble })));
     real = await stack.run(trace);
@@ -127,5 +130,81 @@ describe("kiln simulate against the real local stack", { timeout: 120_000 }, () 
         if (calibrated.done[b.index]! - calibrated.done[a.index]! > apart)
           assert.ok(a.done < b.done, `render ${a.index} should finish before render ${b.index}`);
       }
+  });
+});
+
+/**
+ * The pipelined worker (the default) against the simulator's `pipelined` model, on a burst that makes a
+ * refine stage wait behind a first stage claimed ahead. Asserted, whatever the load: the runtime asks the
+ * GPUs for exactly the simulator's GPU time; no render is faster than the model with no CPU work predicts;
+ * a GPU with work queued runs stages back to back in the model, so its renders finish by the model's
+ * lower bound of one whole render of GPU time apart at most per render; and on each worker the stages
+ * claimed ahead ran after the stage on the GPU.
+ */
+describe("kiln simulate against the real local stack, pipelined workers (the default)", { timeout: 120_000 }, () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-simval-pipe-"));
+  const profile = validationProfile(GPU_PROFILES[SCENARIO.gpu]!, SCENARIO.timeScale, 0);
+  const burst = [0, 0.01, 0.02, 0.03, 0.04].map((t) => ({ t, shape: ensemble }));
+  let stack: RealStack;
+  let real: RealRun;
+
+  before(async () => {
+    stack = await startRealStack({
+      root,
+      workers: SCENARIO.workers,
+      profile,
+      logger: createLogger({ level: "silent" }),
+      pollSeconds: SCENARIO.pollSeconds,
+    });
+    await stack.run([0, 0].map((t) => ({ t, shape: ensemble })));
+    real = await stack.run(burst);
+  });
+  after(async () => {
+    await stack?.stop();
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  it("runs the workers as `kiln worker` does by default: pipelined, one stage per claim", () => {
+    assert.deepEqual(workerModel(stack.config), { pipelined: true, maxBatch: 1 });
+    assert.equal(real.jobs.length, burst.length);
+    const charged = burst.reduce((s, a) => s + renderSeconds(profile, a.shape, 1, false), 0);
+    assert.ok(
+      Math.abs(real.gpuBusySeconds - charged) < 1e-6,
+      `runtime ${real.gpuBusySeconds} s, simulator ${charged} s`,
+    );
+  });
+
+  it("predicts the burst stage by stage: two GPUs kept busy, no render faster than its GPU work", () => {
+    const arrivals = real.jobs.map((j) => ({ t: j.arrival, shape: j.shape }));
+    const gpu = renderSeconds(profile, ensemble, 1, false);
+    const start = Math.min(...arrivals.map((a) => a.t));
+    // Real: each render takes at least its GPU time, and two GPUs need at least half the burst's GPU time.
+    for (const j of real.jobs)
+      assert.ok(j.timeToImage >= gpu - 0.01, `render ${j.index}: ${j.timeToImage} s < ${gpu} s`);
+    assert.ok(Math.max(...real.jobs.map((j) => j.done)) - start >= (burst.length * gpu) / 2 - 0.01);
+    // The model with no CPU work and no poll wait: the same bounds, and stages back to back on each GPU, so the
+    // last image comes when the GPUs have done the burst's work (three renders on one GPU, or split by stage).
+    const floor = predict(
+      path.join(root, "floor.csv"),
+      arrivals,
+      profile,
+      SCENARIO.workers,
+      0,
+      workerModel(stack.config),
+    );
+    for (const j of real.jobs) assert.ok(floor.done[j.index]! - j.arrival >= gpu - 1e-6);
+    const last = Math.max(...floor.done) - start;
+    assert.ok(last >= (burst.length * gpu) / 2 - 1e-6 && last <= 3 * gpu + 0.05, `model's last image at ${last} s`);
+    // With a CPU figure per stage measured on the run, it predicts every render of the burst.
+    const calibrated = predict(
+      path.join(root, "calibrated.csv"),
+      arrivals,
+      { ...profile, stageOverheadSeconds: Math.max(0, overheadPerStage(real.jobs)) },
+      SCENARIO.workers,
+      SCENARIO.pollSeconds,
+      workerModel(stack.config),
+    );
+    assert.equal(calibrated.result.jobs, burst.length);
+    assert.ok(calibrated.result.p95_s >= calibrated.result.p50_s && calibrated.result.p50_s >= gpu);
   });
 });
