@@ -28,7 +28,8 @@ GPU-hours, cost and scale events (see docs/scaling.md).
   --idle SECONDS      idle time before scaling to zero (default 600)
   --batch N           compatible renders per UNet batch (default 1)
   --spot SHARE        share of spot instances, 0–1 (default 0)
-  --pipelined         count the worker's CPU work as off the GPU's critical path
+  --pipelined         model the pipelined worker (KILN_WORKER_PIPELINE, the worker's default) stage by
+                      stage: CPU work off the GPU, the next stage claimed ahead (docs/scaling.md)
   --seed N            random seed (default 1)
   --svg FILE          write a plot of queue depth, instances and latency
   --json              print one JSON object (p50_s, p95_s, p99_s, gpu_hours, cost_usd, scale_events, …)`;
