@@ -11,6 +11,8 @@ export interface Case {
   gpuSlots?: number;
   /** False: images finished on the worker's event loop, as before the finishing threads (KILN_FINISHING_THREADS=0). */
   finishingThreads?: boolean;
+  /** False: UNet and VAE sessions on the worker's main thread (KILN_GPU_THREAD=false), each call holding its event loop. */
+  gpuThread?: boolean;
 }
 
 // Enough renders that the worker's start (first prompt encoding) and tail (last image's finishing and
@@ -25,6 +27,8 @@ const CASES: Case[] = [
   ...SHAPES.flatMap((c) => [false, true].map((pipelined) => ({ ...c, pipelined }))),
   { ...SHAPES[0]!, pipelined: true, finishingThreads: false },
   { ...SHAPES[0]!, pipelined: true, gpuSlots: 2 },
+  { ...SHAPES[0]!, pipelined: false, gpuThread: false },
+  { ...SHAPES[0]!, pipelined: true, gpuThread: false },
 ];
 
 /**
@@ -35,16 +39,17 @@ const CASES: Case[] = [
  */
 export async function run(cases: Case[] = CASES): Promise<string> {
   const h100 = await simulatedH100();
-  const { profile, models, gpu } = h100;
+  const { profile } = h100;
   // The same models with their images finished on the event loop (sessions shared, so still simulated).
   const inline = {
-    base: { ...models.base, finishing: undefined },
-    refiner: { ...models.refiner, finishing: undefined },
+    base: { ...h100.models.base, finishing: undefined },
+    refiner: { ...h100.models.refiner, finishing: undefined },
   };
   const rows: string[][] = [];
   const summary: string[] = [];
   try {
     for (const c of cases) {
+      const { models, gpu } = c.gpuThread === false ? h100.mainThread : h100;
       const config = h100.config(`${c.mode}-${c.n}-${c.pipelined ? "pipelined" : "serial"}-${c.gpuSlots ?? 1}`, {
         KILN_WORKER_PIPELINE: String(c.pipelined),
         KILN_WORKER_CONCURRENCY: String(c.gpuSlots ?? 1),
@@ -57,7 +62,10 @@ export async function run(cases: Case[] = CASES): Promise<string> {
         height: 1024,
         seed: i,
       }));
-      const measured = await runSaturatedWorker(config, c.finishingThreads === false ? inline : models, bodies, h100);
+      const measured = await runSaturatedWorker(config, c.finishingThreads === false ? inline : models, bodies, {
+        ...h100,
+        gpu,
+      });
       const wall = measured.wallSeconds;
       const finished = measured.timeToImageMs;
       const used = measured.cpu;
@@ -69,14 +77,16 @@ export async function run(cases: Case[] = CASES): Promise<string> {
       if (c.mode === "ensemble" && c.n === 1 && c.pipelined) {
         const figures = `${fmt(duty * 100, 1)} % (steady ${fmt(steady * 100, 1)} %; time to image p50 ${fmt(p50, 2)} s, p99 ${fmt(p99, 2)} s)`;
         // The one `duty cycle: NN.N %` line: 1024² ensemble n = 1, pipelined, one stage on the GPU, finishing threads.
-        if (slots === 1 && c.finishingThreads !== false)
+        if (c.gpuThread === false) summary.push(`sessions on the main thread (KILN_GPU_THREAD=false): ${figures}`);
+        else if (slots === 1 && c.finishingThreads !== false)
           summary.unshift(`duty cycle: ${fmt(duty * 100, 1)} %`, `  ${figures}`);
         else if (slots === 1) summary.push(`finishing in-line (KILN_FINISHING_THREADS=0): ${figures}`);
         else summary.push(`${slots} stages on the GPU (KILN_WORKER_CONCURRENCY=${slots}): ${figures}`);
       }
       rows.push([
         `${c.mode}, n = ${c.n}`,
-        c.pipelined ? `on${slots > 1 ? `, ${slots} on the GPU` : ""}` : "off",
+        (c.pipelined ? `on${slots > 1 ? `, ${slots} on the GPU` : ""}` : "off") +
+          (c.gpuThread === false ? ", sessions on the main thread" : ""),
         c.finishingThreads === false ? "in-line" : "thread",
         String(c.renders),
         fmt(wall, 2),

@@ -9,22 +9,33 @@ import { createLogger } from "@kiln/shared/node";
 import { startApiService, startWorkerService } from "../services.js";
 import { openPorts } from "../stack.js";
 
-/** The tiny models on the CPU with their UNet and VAE replaced by the H100 profile's waits, in a scratch folder. */
+/**
+ * The tiny models on the CPU with their UNet and VAE replaced by the H100 profile's waits, in a scratch folder:
+ * `models` on the device thread (KILN_GPU_THREAD, the default), `mainThread` with the sessions on the worker's main
+ * thread (KILN_GPU_THREAD=false), each set with its own simulated GPU.
+ */
 export async function simulatedH100() {
   const profile = GPU_PROFILES.h100!;
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-bench-saturated-"));
   const dirs = writeTinyModels(path.join(root, "models"));
   const logger = createLogger({ level: "silent" });
-  const options = { providers: ["cpu" as const], logger };
-  const models = {
-    base: await loadSdxlModel(dirs.base, "base", options),
-    refiner: await loadSdxlModel(dirs.refiner, "refiner", options),
+  const load = async (gpuThread: boolean) => {
+    const options = { providers: ["cpu" as const], logger, gpuThread };
+    const models = {
+      base: await loadSdxlModel(dirs.base, "base", options),
+      refiner: await loadSdxlModel(dirs.refiner, "refiner", options),
+    };
+    const gpu = simulateGpu(models, profile);
+    await gpu.ready;
+    return { models, gpu };
   };
-  const gpu = simulateGpu(models, profile);
+  const { models, gpu } = await load(true);
+  const mainThread = await load(false);
   return {
     profile,
     models,
     gpu,
+    mainThread,
     logger,
     /** A fresh data directory per run, so one run's queue and records never meet another's. */
     config(name: string, env: Record<string, string>): KilnConfig {
@@ -37,7 +48,7 @@ export async function simulatedH100() {
       });
     },
     async close() {
-      for (const m of Object.values(models)) await m.release();
+      for (const m of [...Object.values(models), ...Object.values(mainThread.models)]) await m.release();
       fs.rmSync(root, { recursive: true, force: true });
     },
   };
