@@ -43,19 +43,23 @@ const CASES: Case[] = [
 
 /**
  * `kiln bench duty-cycle --family aws --renders 4`: a subset of the cases, e.g. while working on one family.
- * `family`: only this family's cases; `renders`: renders per case instead of each case's own (fewer: a quick
+ * `family`: only this family's cases; `mode`: only this mode's (`ensemble1`: the headline's ensemble n = 1); `renders`: renders per case instead of each case's own (fewer: a quick
  * look, not a figure for the docs).
  */
 function selectCases(options: Record<string, unknown>): Case[] {
-  const { family, renders } = options;
+  const { family, renders, mode } = options;
   if (family !== undefined && family !== "local" && family !== "aws")
     throw new UsageError(`--family must be local or aws, not "${family}"`);
+  if (mode !== undefined && mode !== "ensemble" && mode !== "base" && mode !== "sdedit" && mode !== "ensemble1")
+    throw new UsageError(`--mode must be base, ensemble, ensemble1 (n = 1 only) or sdedit, not "${String(mode)}"`);
   const count = typeof renders === "string" ? Number(renders) : undefined;
   if (count !== undefined && !(Number.isInteger(count) && count >= 1 && count <= 1000))
     throw new UsageError(`--renders must be a whole number from 1 to 1000, not "${String(renders)}"`);
-  return CASES.filter((c) => !family || (c.family ?? "local") === family).map((c) =>
-    count === undefined ? c : { ...c, renders: count },
-  );
+  return CASES.filter(
+    (c) =>
+      (!family || (c.family ?? "local") === family) &&
+      (!mode || (mode === "ensemble1" ? c.mode === "ensemble" && c.n === 1 : c.mode === mode)),
+  ).map((c) => (count === undefined ? c : { ...c, renders: count }));
 }
 
 /**

@@ -32,9 +32,9 @@ const BENCHES: Record<string, Bench> = {
   },
   "duty-cycle": {
     summary:
-      "GPU busy time / wall time of one saturated worker with a simulated H100 (real runtime, stores and PNG encoding), per mode and family (`--family local|aws`, `--renders N`)",
+      "GPU busy time / wall time of one saturated worker with a simulated H100 (real runtime, stores and PNG encoding), per mode and family (`--family local|aws`, `--mode base|ensemble|ensemble1|sdedit`, `--renders N`)",
     // Both families: a subset of the cases.
-    flags: { family: { type: "string" }, renders: { type: "string" } },
+    flags: { family: { type: "string" }, mode: { type: "string" }, renders: { type: "string" } },
     load: () => import("../bench/duty-cycle-bench.js"),
   },
   // Image inputs.
