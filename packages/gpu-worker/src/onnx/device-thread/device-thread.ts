@@ -3,6 +3,7 @@ import { Worker } from "node:worker_threads";
 import { KilnError } from "@kiln/shared";
 import * as ort from "onnxruntime-node";
 
+import { BEHIND_THE_GPU_NICE } from "../../engine/finishing/finishing-threads.js";
 import type { GpuProfile } from "../../simulated-gpu/gpu-profiles.js";
 import type { SimulatedPart } from "../../simulated-gpu/simulated-calls.js";
 import type { CreateSessionOptions, LoadedSession, RunnableSession, SessionLogger } from "../session-factory.js";
@@ -29,6 +30,7 @@ import type { FeedMessage, ThreadErrorShape, ThreadReply, ThreadRequest } from "
 const THREAD_SOURCE = `
 const { parentPort, workerData } = require("node:worker_threads");
 (async () => {
+  if (workerData.nice) try { require("node:os").setPriority(0, workerData.nice); } catch {}
   if (workerData.tsxApi) (await import(workerData.tsxApi)).register();
   const { serveDeviceThread } = await import(workerData.module);
   serveDeviceThread(parentPort);
@@ -90,6 +92,8 @@ export class DeviceThread {
       logger?: SessionLogger;
       /** The module whose `serveDeviceThread` the thread runs (tests point it at one with fault hooks). */
       module?: string;
+      /** The thread's nice value on Linux (0: as the process). */
+      nice?: number;
     } = {},
   ) {}
 
@@ -228,7 +232,7 @@ export class DeviceThread {
     return new Promise((resolve, reject) => {
       const worker = new Worker(THREAD_SOURCE, {
         eval: true,
-        workerData: { module, tsxApi },
+        workerData: { module, tsxApi, nice: this.options.nice ?? 0 },
         name: this.options.name ?? "kiln-device",
       });
       const thread: Running = { worker, open: new Set(), pins: new WeakMap(), pinned: 0 };
@@ -333,7 +337,9 @@ export function acquireDeviceThread(
   let entry = shared.get(key);
   if (!entry) {
     const name = role === "unet" ? `kiln-device-${deviceId}` : `kiln-encoders-${deviceId}`;
-    entry = { thread: new DeviceThread({ name, logger }), users: 0 };
+    // Prompt encoding is ahead of the GPU (the next stage's, pipelined): it yields the CPU to the threads feeding it.
+    const nice = role === "unet" ? 0 : BEHIND_THE_GPU_NICE;
+    entry = { thread: new DeviceThread({ name, logger, nice }), users: 0 };
     shared.set(key, entry);
   }
   const held = entry;
