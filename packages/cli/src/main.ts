@@ -76,7 +76,7 @@ const COMMANDS: Record<string, Command> = {
   bench: {
     summary: "run Kiln's benchmarks and print the figures",
     usage:
-      "usage: kiln bench [handoff|api|render|step-overhead|duty-cycle|batching|noise …]\n\nWithout names, runs them all (figures for docs/benchmarks.md).",
+      "usage: kiln bench [handoff|api|render|step-overhead|duty-cycle|batching|noise …]\n       kiln bench duty-cycle [--family local|aws] [--renders N]\n\nWithout names, runs them all (figures for docs/benchmarks.md).",
     load: () => import("./commands/bench.js"),
   },
   // TensorRT engines

@@ -79,6 +79,7 @@ export async function loadModels(
     deviceId: config.deviceId,
     logger,
     finishingThreads: config.finishingThreads,
+    gpuThread: config.gpuThread,
   };
   const needBase = config.stages.includes("base") || !refinerDir;
   const models: ModelSet = {};

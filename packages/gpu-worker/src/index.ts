@@ -33,6 +33,8 @@ export {
   stageSteps,
 } from "./simulated-gpu/gpu-profiles.js";
 export { simulateGpu, type SimulatedGpu } from "./simulated-gpu/simulated-gpu.js";
+export { DeviceThread, pinFeed } from "./onnx/device-thread/device-thread.js";
+export type { LoadedSession, RunnableSession } from "./onnx/session-factory.js";
 // Image inputs (img2img, inpaint, outpaint).
 export { prepareSource, type PreparedSource } from "./engine/img2img/source-image.js";
 export { encodeImageLatents, rgb8ToVaeInput } from "./engine/img2img/vae-encoder.js";

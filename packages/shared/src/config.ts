@@ -61,6 +61,8 @@ const configSchema = z.object({
   KILN_WORKER_BATCH: z.coerce.number().int().min(1).max(10).default(1),
   // Finishing threads (issue 15, duty cycle): watermark and encode images off the event loop; 0 = in-line.
   KILN_FINISHING_THREADS: z.coerce.number().int().min(0).max(8).default(1),
+  // Device thread (issue 15, duty cycle): the UNet and VAE sessions run on their own thread, off the event loop.
+  KILN_GPU_THREAD: boolish.default(true),
   KILN_VISIBILITY_SECONDS: z.coerce.number().int().min(2).max(43_200).default(60),
   KILN_DRAIN_SECONDS: z.coerce.number().int().min(0).max(3600).default(25),
   KILN_MAX_RECEIVES: z.coerce.number().int().min(1).max(1000).default(5),
@@ -347,6 +349,8 @@ function toConfig(e: KilnConfigEnv) {
     workerBatch: e.KILN_WORKER_BATCH,
     /** Threads that watermark, composite and encode decoded images (KILN_FINISHING_THREADS; 0: on the main thread). */
     finishingThreads: e.KILN_FINISHING_THREADS,
+    /** UNet and VAE sessions on a device thread per GPU (KILN_GPU_THREAD; false: on the main thread). */
+    gpuThread: e.KILN_GPU_THREAD,
     visibilitySeconds: e.KILN_VISIBILITY_SECONDS,
     drainSeconds: e.KILN_DRAIN_SECONDS,
     maxReceives: e.KILN_MAX_RECEIVES,

@@ -1,7 +1,13 @@
+import { UsageError } from "../cli/args.js";
 import { runSaturatedWorker, simulatedH100 } from "./saturated-worker.js";
+import { type AwsStandins, openStandinNamespace, startStandinsProcess } from "./standins-process.js";
 import { fmt, percentile, table } from "./stats.js";
 
+export type Family = "local" | "aws";
+
 export interface Case {
+  /** local: SQLite + files (default); aws: SQS + S3 (fauxqs) and DynamoDB (dynalite) stand-ins on loopback. */
+  family?: Family;
   mode: "base" | "ensemble" | "sdedit";
   n: number;
   renders: number;
@@ -11,6 +17,8 @@ export interface Case {
   gpuSlots?: number;
   /** False: images finished on the worker's event loop, as before the finishing threads (KILN_FINISHING_THREADS=0). */
   finishingThreads?: boolean;
+  /** False: UNet and VAE sessions on the worker's main thread (KILN_GPU_THREAD=false), each call holding its event loop. */
+  gpuThread?: boolean;
 }
 
 // Enough renders that the worker's start (first prompt encoding) and tail (last image's finishing and
@@ -25,29 +33,68 @@ const CASES: Case[] = [
   ...SHAPES.flatMap((c) => [false, true].map((pipelined) => ({ ...c, pipelined }))),
   { ...SHAPES[0]!, pipelined: true, finishingThreads: false },
   { ...SHAPES[0]!, pipelined: true, gpuSlots: 2 },
+  // Before the device thread: the UNet and VAE calls on the event loop, as onnxruntime-node runs them there.
+  { ...SHAPES[0]!, pipelined: false, gpuThread: false },
+  { ...SHAPES[0]!, pipelined: true, gpuThread: false },
+  // Both families: the same worker on the AWS family, its stand-ins in a process of their own.
+  ...[false, true].map((pipelined) => ({ ...SHAPES[0]!, family: "aws" as const, pipelined })),
+  { ...SHAPES[0]!, family: "aws", pipelined: true, gpuSlots: 2 },
 ];
 
 /**
+ * `kiln bench duty-cycle --family aws --renders 4`: a subset of the cases, e.g. while working on one family.
+ * `family`: only this family's cases; `mode`: only this mode's (`ensemble1`: the headline's ensemble n = 1); `renders`: renders per case instead of each case's own (fewer: a quick
+ * look, not a figure for the docs).
+ */
+function selectCases(options: Record<string, unknown>): Case[] {
+  const { family, renders, mode } = options;
+  if (family !== undefined && family !== "local" && family !== "aws")
+    throw new UsageError(`--family must be local or aws, not "${family}"`);
+  if (mode !== undefined && mode !== "ensemble" && mode !== "base" && mode !== "sdedit" && mode !== "ensemble1")
+    throw new UsageError(`--mode must be base, ensemble, ensemble1 (n = 1 only) or sdedit, not "${String(mode)}"`);
+  const count = typeof renders === "string" ? Number(renders) : undefined;
+  if (count !== undefined && !(Number.isInteger(count) && count >= 1 && count <= 1000))
+    throw new UsageError(`--renders must be a whole number from 1 to 1000, not "${String(renders)}"`);
+  return CASES.filter(
+    (c) =>
+      (!family || (c.family ?? "local") === family) &&
+      (!mode || (mode === "ensemble1" ? c.mode === "ensemble" && c.n === 1 : c.mode === mode)),
+  ).map((c) => (count === undefined ? c : { ...c, renders: count }));
+}
+
+/**
  * Issue 15's figure: the duty cycle of one saturated worker — simulated-GPU busy time / wall time —
- * on the local family, with the real runtime, queue, stores, tiny text encoders, hand-over and PNG
+ * on the local family and, for ensemble n = 1, the AWS family (stand-ins on loopback), with the real runtime, queue, stores, tiny text encoders, hand-over and PNG
  * encoding, and the UNet and VAE replaced by waits of the H100 TensorRT profile (1.47 s per 1024²
  * ensemble render). The renders are queued before the worker starts, so it never waits for work.
  */
-export async function run(cases: Case[] = CASES): Promise<string> {
+export async function run(options: Record<string, unknown> = {}): Promise<string> {
+  const cases = selectCases(options);
   const h100 = await simulatedH100();
-  const { profile, models, gpu } = h100;
+  const { profile } = h100;
   // The same models with their images finished on the event loop (sessions shared, so still simulated).
   const inline = {
-    base: { ...models.base, finishing: undefined },
-    refiner: { ...models.refiner, finishing: undefined },
+    base: { ...h100.models.base, finishing: undefined },
+    refiner: { ...h100.models.refiner, finishing: undefined },
   };
   const rows: string[][] = [];
   const summary: string[] = [];
+  let standins: AwsStandins | undefined;
   try {
-    for (const c of cases) {
-      const config = h100.config(`${c.mode}-${c.n}-${c.pipelined ? "pipelined" : "serial"}-${c.gpuSlots ?? 1}`, {
+    for (const [i, c] of cases.entries()) {
+      const { models, gpu } = c.gpuThread === false ? h100.mainThread : h100;
+      const family = c.family ?? "local";
+      // A fresh namespace per case (queues, bucket, table), as the local family's fresh data directory.
+      standins ??= family === "aws" ? await startStandinsProcess() : undefined;
+      const aws =
+        family === "aws"
+          ? await openStandinNamespace(standins!, `duty${i}`, { maxReceives: 5, visibilitySeconds: 60 })
+          : undefined;
+      const name = `${family}-${c.mode}-${c.n}-${c.pipelined ? "pipelined" : "serial"}-${c.gpuSlots ?? 1}-${i}`;
+      const config = h100.config(name, {
         KILN_WORKER_PIPELINE: String(c.pipelined),
         KILN_WORKER_CONCURRENCY: String(c.gpuSlots ?? 1),
+        ...aws?.env,
       });
       const bodies = Array.from({ length: c.renders }, (_, i) => ({
         prompt: "a red circle",
@@ -57,7 +104,13 @@ export async function run(cases: Case[] = CASES): Promise<string> {
         height: 1024,
         seed: i,
       }));
-      const measured = await runSaturatedWorker(config, c.finishingThreads === false ? inline : models, bodies, h100);
+      const measured = await runSaturatedWorker(
+        config,
+        c.finishingThreads === false ? inline : models,
+        bodies,
+        { ...h100, gpu },
+        aws?.ports,
+      );
       const wall = measured.wallSeconds;
       const finished = measured.timeToImageMs;
       const used = measured.cpu;
@@ -69,14 +122,23 @@ export async function run(cases: Case[] = CASES): Promise<string> {
       if (c.mode === "ensemble" && c.n === 1 && c.pipelined) {
         const figures = `${fmt(duty * 100, 1)} % (steady ${fmt(steady * 100, 1)} %; time to image p50 ${fmt(p50, 2)} s, p99 ${fmt(p99, 2)} s)`;
         // The one `duty cycle: NN.N %` line: 1024² ensemble n = 1, pipelined, one stage on the GPU, finishing threads.
-        if (slots === 1 && c.finishingThreads !== false)
+        if (c.gpuThread === false) summary.push(`sessions on the main thread (KILN_GPU_THREAD=false): ${figures}`);
+        else if (family === "aws")
+          summary.push(
+            slots === 1
+              ? `aws family: ${figures}`
+              : `aws family, ${slots} stages on the GPU (KILN_WORKER_CONCURRENCY=${slots}): ${figures}`,
+          );
+        else if (slots === 1 && c.finishingThreads !== false)
           summary.unshift(`duty cycle: ${fmt(duty * 100, 1)} %`, `  ${figures}`);
         else if (slots === 1) summary.push(`finishing in-line (KILN_FINISHING_THREADS=0): ${figures}`);
         else summary.push(`${slots} stages on the GPU (KILN_WORKER_CONCURRENCY=${slots}): ${figures}`);
       }
       rows.push([
+        family,
         `${c.mode}, n = ${c.n}`,
-        c.pipelined ? `on${slots > 1 ? `, ${slots} on the GPU` : ""}` : "off",
+        (c.pipelined ? `on${slots > 1 ? `, ${slots} on the GPU` : ""}` : "off") +
+          (c.gpuThread === false ? ", sessions on the main thread" : ""),
         c.finishingThreads === false ? "in-line" : "thread",
         String(c.renders),
         fmt(wall, 2),
@@ -90,13 +152,15 @@ export async function run(cases: Case[] = CASES): Promise<string> {
       ]);
     }
   } finally {
+    await standins?.stop();
     await h100.close();
   }
   return [
-    `One worker (concurrency 1) on the local family, 1024², 30 steps, renders queued before it starts; UNet and VAE simulated with the ${profile.name} profile (${fmt(profile.stepSeconds * 1000, 1)} ms per UNet step, ${fmt(profile.vaeSeconds * 1000, 0)} ms per VAE decode; see gpu-profiles.ts). Everything else is Kiln's real code on this CPU.`,
+    `One worker (concurrency 1), 1024², 30 steps, renders queued before it starts; UNet and VAE simulated with the ${profile.name} profile (${fmt(profile.stepSeconds * 1000, 1)} ms per UNet step, ${fmt(profile.vaeSeconds * 1000, 0)} ms per VAE decode; see gpu-profiles.ts). Everything else is Kiln's real code on this CPU. Family local: SQLite queue and records, files; aws: SQS + S3 (fauxqs) and DynamoDB (dynalite) stand-ins on 127.0.0.1 in a process of their own, a fresh namespace per case.`,
     "",
     table(
       [
+        "family",
         "case",
         "pipelined",
         "finishing",
@@ -113,7 +177,7 @@ export async function run(cases: Case[] = CASES): Promise<string> {
       rows,
     ),
     "",
-    "Duty cycle: GPU busy / wall from the worker's start to the last `succeeded`. Steady: GPU busy / time from the first GPU call's start to the last one's end (without the first prompt encoding and the last image's finishing). CPU s per render: this process's CPU time (all threads: event loop, finishing thread, PNG encoding, ONNX text encoders) per render. Finishing: where the decoded image is checked, watermarked, rounded and encoded (`thread`: KILN_FINISHING_THREADS=1, the default). Time to image: from submission to `succeeded`, all renders submitted at once (queue wait included).",
+    "Duty cycle: GPU busy / wall from the worker's start to the last `succeeded`. Steady: GPU busy / time from the first GPU call's start to the last one's end (without the first prompt encoding and the last image's finishing). CPU s per render: this process's CPU time (all threads: event loop, finishing thread, PNG encoding, ONNX text encoders) per render; the aws stand-ins' process is not counted. Finishing: where the decoded image is checked, watermarked, rounded and encoded (`thread`: KILN_FINISHING_THREADS=1, the default). Time to image: from submission to `succeeded`, all renders submitted at once (queue wait included).",
     "",
     ...summary,
   ].join("\n");

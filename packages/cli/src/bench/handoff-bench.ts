@@ -1,9 +1,6 @@
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import readline from "node:readline";
-import { fileURLToPath } from "node:url";
 
 import { nullExecutor, Worker } from "@kiln/gpu-worker";
 import {
@@ -20,7 +17,7 @@ import {
 import { openLocalPorts } from "@kiln/shared/local";
 import { createLogger } from "@kiln/shared/node";
 
-import type { AwsStandins } from "../../../shared/test/support/aws-standins.js";
+import { openStandinPorts, startStandinsProcess } from "./standins-process.js";
 import { fmt, percentile, table } from "./stats.js";
 
 /** 1024² latents: 4×128×128 fp16 = 128 KiB of payload, the size a real SDXL hand-over carries. */
@@ -230,28 +227,9 @@ async function openLocal(): Promise<Family> {
   };
 }
 
-/**
- * The stand-ins run in a process of their own, as AWS's servers are elsewhere: in the bench's
- * process they would share one event loop with the workers measured, serialising requests the
- * runtime sends in parallel. fauxqs and dynalite are dev dependencies; the stand-ins live with the tests.
- */
+/** The AWS family on the stand-ins, which run in a process of their own (standins-process.ts). */
 async function openAws(): Promise<Family> {
-  const { openStandinPorts } = await import("../../../shared/test/support/aws-standins.js");
-  const server = spawn(
-    process.execPath,
-    ["--import", "tsx", fileURLToPath(new URL("../../../shared/test/support/standins-server.ts", import.meta.url))],
-    {
-      stdio: ["ignore", "pipe", "inherit"],
-    },
-  );
-  const exited = new Promise((resolve) => server.once("exit", resolve));
-  const endpoints = await new Promise<Omit<AwsStandins, "stop">>((resolve, reject) => {
-    server.once("exit", (code) => reject(new Error(`the stand-ins server exited (${code}) before listening`)));
-    readline
-      .createInterface({ input: server.stdout! })
-      .once("line", (line) => resolve(JSON.parse(line) as Omit<AwsStandins, "stop">));
-  });
-  const standins: AwsStandins = { ...endpoints, stop: async () => void (server.kill("SIGTERM"), await exited) };
+  const standins = await startStandinsProcess();
   const { ports } = await openStandinPorts(standins, {
     queues: [...stageQueues(), "floor"],
     maxReceives: 5,

@@ -1,12 +1,22 @@
 import os from "node:os";
+import type { ParseArgsConfig } from "node:util";
 
-import { UsageError } from "../cli/args.js";
+import { parseFlags, UsageError } from "../cli/args.js";
 
 /**
  * `kiln bench [name …]` — Kiln's benchmarks. Each prints its figures as a Markdown table, with the
  * machine and date, ready for docs/benchmarks.md. Speed is measured here, never asserted in tests.
  */
-const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Promise<string> }> }> = {
+type Bench =
+  | { summary: string; flags?: undefined; load: () => Promise<{ run(): Promise<string> }> }
+  | {
+      summary: string;
+      /** Options the bench takes after its name (`kiln bench duty-cycle --family aws`), checked by its `run`. */
+      flags: NonNullable<ParseArgsConfig["options"]>;
+      load: () => Promise<{ run(options?: Record<string, unknown>): Promise<string> }>;
+    };
+
+const BENCHES: Record<string, Bench> = {
   handoff: {
     summary:
       "per-hand-over overhead of the worker runtime with a null model, local and AWS (stand-ins on loopback), as a ratio to the raw queue+blob floor",
@@ -22,7 +32,9 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Pr
   },
   "duty-cycle": {
     summary:
-      "GPU busy time / wall time of one saturated worker with a simulated H100 (real runtime, stores and PNG encoding), per mode",
+      "GPU busy time / wall time of one saturated worker with a simulated H100 (real runtime, stores and PNG encoding), per mode and family (`--family local|aws`, `--mode base|ensemble|ensemble1|sdedit`, `--renders N`)",
+    // Both families: a subset of the cases.
+    flags: { family: { type: "string" }, mode: { type: "string" }, renders: { type: "string" } },
     load: () => import("../bench/duty-cycle-bench.js"),
   },
   // Image inputs.
@@ -78,16 +90,32 @@ const BENCHES: Record<string, { summary: string; load: () => Promise<{ run(): Pr
 };
 
 export async function run(argv: string[]): Promise<void> {
-  const names = argv.length ? argv : Object.keys(BENCHES);
+  // Names first, then the options of the one bench named (`kiln bench duty-cycle --family aws`).
+  const flagAt = argv.findIndex((a) => a.startsWith("-"));
+  const named = flagAt === -1 ? argv : argv.slice(0, flagAt);
+  const names = named.length ? named : Object.keys(BENCHES);
   for (const name of names) {
     if (!BENCHES[name])
       throw new UsageError(`unknown benchmark "${name}"; choose from ${Object.keys(BENCHES).join(", ")}`);
+  }
+  let options: Record<string, unknown> | undefined;
+  if (flagAt !== -1) {
+    const flags = named.length === 1 ? BENCHES[named[0]!]!.flags : undefined;
+    if (!flags) {
+      const taking = Object.keys(BENCHES).filter((n) => BENCHES[n]!.flags);
+      throw new UsageError(
+        `${argv[flagAt]}: options go after the one benchmark that takes them (${taking.join(", ")})`,
+      );
+    }
+    options = parseFlags(argv.slice(flagAt), flags).values;
   }
   console.log(
     `Machine: ${os.cpus()[0]?.model ?? "unknown CPU"}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()} ${os.arch()}. Date: ${new Date().toISOString().slice(0, 10)}.\n`,
   );
   for (const name of names) {
     console.error(`running ${name} …`);
-    console.log(`## ${name}\n\n${await (await BENCHES[name]!.load()).run()}\n`);
+    const bench = BENCHES[name]!;
+    const figures = bench.flags ? await (await bench.load()).run(options) : await (await bench.load()).run();
+    console.log(`## ${name}\n\n${figures}\n`);
   }
 }

@@ -15,6 +15,7 @@ import {
   loadSdxlModel,
   NO_GPU_MESSAGE,
   probeGpu,
+  type RunnableSession,
   ToolMissingError,
   writeTinyModel,
 } from "@kiln/gpu-worker";
@@ -49,7 +50,7 @@ function feeds(): Record<string, ort.Tensor> {
   };
 }
 
-async function timeRuns(session: ort.InferenceSession, f: Record<string, ort.Tensor>): Promise<number> {
+async function timeRuns(session: RunnableSession, f: Record<string, ort.Tensor>): Promise<number> {
   await session.run(f);
   const times: number[] = [];
   for (let i = 0; i < TIMED_RUNS; i++) {

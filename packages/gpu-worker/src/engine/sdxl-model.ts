@@ -2,6 +2,8 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 
+import { KilnError } from "@kiln/shared";
+
 import type { EngineSessions } from "../engines/engine-sessions.js";
 import {
   loadModelFolder,
@@ -10,6 +12,8 @@ import {
   type ModelRole,
 } from "../models/model-folder.js";
 import { SDXL_VAE_SCALING_FACTOR, type SdxlTimeIdsWidth } from "../models/sdxl-spec.js";
+import { acquireDeviceThread, type DeviceThread } from "../onnx/device-thread/device-thread.js";
+import { createSession, type SessionLogger, type SessionOpener } from "../onnx/session-factory.js";
 import type { LoadedSession } from "../onnx/tensors.js";
 import { acquireFinishingPool, type FinishingPool } from "./finishing/finishing-threads.js";
 import { noiseHelper } from "./noise-helper.js";
@@ -50,17 +54,32 @@ export interface SdxlModel {
 export interface LoadSdxlModelOptions extends LoadModelFolderOptions {
   /** Finishing threads, shared by the models of the process (default 1; 0 finishes images on the main thread). */
   finishingThreads?: number;
+  /**
+   * Where the sessions run (KILN_GPU_THREAD): by default the UNet and VAE on the process's device thread for
+   * `deviceId` and the text encoders on its encoder thread (both shared with the other model on that GPU); `false`
+   * all on this thread.
+   */
+  gpuThread?: boolean;
 }
 
 export async function loadSdxlModel(dir: string, role: ModelRole, options: LoadSdxlModelOptions): Promise<SdxlModel> {
   // Started alongside the sessions so the first ancestral render does not wait for the helper thread.
   void noiseHelper(options.logger);
   const finishing = acquireFinishingPool(options.finishingThreads ?? 1, options.logger);
+  const device = options.gpuThread === false ? undefined : acquireDeviceThread(options.deviceId ?? 0, options.logger);
+  const encoders =
+    options.gpuThread === false ? undefined : acquireDeviceThread(options.deviceId ?? 0, options.logger, "encoders");
   let folder: ModelFolder;
   try {
-    folder = await loadModelFolder(dir, role, options);
+    folder = await loadModelFolder(dir, role, {
+      ...options,
+      ...(device ? { openGpuSession: onDeviceThread(device.thread, options.logger) } : {}),
+      ...(encoders ? { openEncoderSession: onDeviceThread(encoders.thread, options.logger) } : {}),
+    });
   } catch (e) {
     await finishing?.release();
+    await device?.release();
+    await encoders?.release();
     throw e;
   }
   const schedulerFile = path.join(folder.dir, "scheduler", "scheduler_config.json");
@@ -99,7 +118,28 @@ export async function loadSdxlModel(dir: string, role: ModelRole, options: LoadS
     release: async () => {
       await finishing?.release();
       await folder.release();
+      await device?.release();
+      await encoders?.release();
     },
+  };
+}
+
+/**
+ * Opens a session on the device thread; if the thread itself cannot start (not a session's fault), on this thread
+ * with a warning, so a worker still serves, only without the overlap.
+ */
+function onDeviceThread(thread: DeviceThread, logger: SessionLogger | undefined): SessionOpener {
+  return async (file, options) => {
+    try {
+      return await thread.open(file, options);
+    } catch (e) {
+      if (!(e instanceof KilnError) || e.code !== "device_thread_failed") throw e;
+      logger?.warn(
+        { modelPath: file, error: e.message },
+        "the device thread did not start; this session runs on the main thread (GPU calls will hold its event loop)",
+      );
+      return createSession(file, options);
+    }
   };
 }
 

@@ -3,6 +3,7 @@ import type { Logger } from "@kiln/shared/node";
 import type * as ort from "onnxruntime-node";
 
 import { SDXL_LATENT_CHANNELS, SDXL_VAE_FACTOR } from "../models/sdxl-spec.js";
+import { pinFeed } from "../onnx/device-thread/device-thread.js";
 import { FloatFeed, outputAsFloat32, TimestepFeed } from "../onnx/tensors.js";
 import type { GpuTurn } from "../runtime/pipeline/gpu-turns.js";
 import { applyGuidance, fillModelInput } from "./guidance.js";
@@ -149,27 +150,34 @@ class UnetBatch {
       SDXL_LATENT_CHANNELS + (first.inpaintConditioning ? first.inpaintConditioning[0]!.length / (h * w) : 0);
     this.sample = new FloatFeed(this.unet, "sample", [batch, this.channels, h, w]);
     this.timestep = new TimestepFeed(this.unet, batch);
+    // The conditioning is the same on every step: pinned, a device thread receives it once per batch.
     this.feeds = {
       sample: this.sample.tensor,
       timestep: this.timestep.tensor,
-      encoder_hidden_states: new FloatFeed(
-        this.unet,
-        "encoder_hidden_states",
-        [batch, first.tokens, first.width],
-        cat((m) => m.hidden),
-      ).tensor,
-      text_embeds: new FloatFeed(
-        this.unet,
-        "text_embeds",
-        [batch, first.pooled.length / rowsOf(first)],
-        cat((m) => m.pooled),
-      ).tensor,
-      time_ids: new FloatFeed(
-        this.unet,
-        "time_ids",
-        [batch, first.timeIds.length / rowsOf(first)],
-        cat((m) => m.timeIds),
-      ).tensor,
+      encoder_hidden_states: pinFeed(
+        new FloatFeed(
+          this.unet,
+          "encoder_hidden_states",
+          [batch, first.tokens, first.width],
+          cat((m) => m.hidden),
+        ).tensor,
+      ),
+      text_embeds: pinFeed(
+        new FloatFeed(
+          this.unet,
+          "text_embeds",
+          [batch, first.pooled.length / rowsOf(first)],
+          cat((m) => m.pooled),
+        ).tensor,
+      ),
+      time_ids: pinFeed(
+        new FloatFeed(
+          this.unet,
+          "time_ids",
+          [batch, first.timeIds.length / rowsOf(first)],
+          cat((m) => m.timeIds),
+        ).tensor,
+      ),
     };
     this.fp16Output =
       this.unet.outputs.find((o) => o.name === "out_sample")?.dtype === "float16"

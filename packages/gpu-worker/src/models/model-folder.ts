@@ -10,6 +10,7 @@ import {
   type IoSpec,
   type LoadedSession,
   type SessionLogger,
+  type SessionOpener,
 } from "../onnx/session-factory.js";
 import {
   SDXL_BIGG_WIDTH,
@@ -86,6 +87,10 @@ export interface LoadModelFolderOptions {
   deviceId?: number;
   logger?: SessionLogger;
   intraOpThreads?: number;
+  /** Opens the UNet and VAE sessions (the GPU's heavy calls): a device thread's `open`; default `createSession` here. */
+  openGpuSession?: SessionOpener;
+  /** Opens the text encoders: a second device thread's `open`; default `createSession` here. */
+  openEncoderSession?: SessionOpener;
 }
 
 const ROLE_SHAPE = {
@@ -478,8 +483,9 @@ export async function loadModelFolder(
     : undefined;
 
   const opened: LoadedSession[] = [];
-  const open = async (file: string): Promise<LoadedSession> => {
-    const loaded = await createSession(file, options).catch((e: unknown) => {
+  const open = async (file: string, part: "gpu" | "encoder"): Promise<LoadedSession> => {
+    const opener = (part === "gpu" ? options.openGpuSession : options.openEncoderSession) ?? createSession;
+    const loaded = await opener(file, options).catch((e: unknown) => {
       throw asFileProblem(file, e) ?? e;
     });
     opened.push(loaded);
@@ -487,17 +493,17 @@ export async function loadModelFolder(
   };
   try {
     // The UNet first: its widths tell a base from a refiner.
-    const unetSession = await open(unetFile);
+    const unetSession = await open(unetFile, "gpu");
     const unet = inspectUnet(unetSession, role, logger);
-    const textEncoderSession = textEncoderFile ? await open(textEncoderFile) : undefined;
+    const textEncoderSession = textEncoderFile ? await open(textEncoderFile, "encoder") : undefined;
     const textEncoder = textEncoderSession
       ? inspectTextEncoder(textEncoderSession, SDXL_CLIP_L_WIDTH, undefined)
       : undefined;
-    const textEncoder2Session = await open(textEncoder2File);
+    const textEncoder2Session = await open(textEncoder2File, "encoder");
     const textEncoder2 = inspectTextEncoder(textEncoder2Session, SDXL_BIGG_WIDTH, "text_embeds");
-    const vaeDecoderSession = await open(vaeDecoderFile);
+    const vaeDecoderSession = await open(vaeDecoderFile, "gpu");
     const vaeDecoderDtype = inspectVaeDecoder(vaeDecoderSession);
-    const vaeEncoderSession = vaeEncoderFile ? await open(vaeEncoderFile) : undefined;
+    const vaeEncoderSession = vaeEncoderFile ? await open(vaeEncoderFile, "gpu") : undefined;
     if (vaeEncoderSession) inspectVaeEncoder(vaeEncoderSession);
 
     const isTinyTestModel = index[TINY_MODEL_MARKER] === true;

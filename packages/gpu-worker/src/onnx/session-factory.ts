@@ -17,8 +17,24 @@ export interface SessionLogger {
   warn(obj: object, msg: string): void;
 }
 
+/**
+ * What the engine calls on a session: an `ort.InferenceSession` on this thread, or a `RemoteSession` whose
+ * `run` goes to the device thread (onnx/device-thread/), where the synchronous native call cannot hold the
+ * event loop.
+ */
+export interface RunnableSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  run(feeds: ort.InferenceSession.FeedsType): Promise<ort.InferenceSession.ReturnType>;
+  run(feeds: ort.InferenceSession.FeedsType, fetches: readonly string[]): Promise<ort.InferenceSession.ReturnType>;
+  release(): Promise<void>;
+}
+
+/** Opens a session: `createSession` on this thread, or a device thread's `open`. */
+export type SessionOpener = (modelPath: string, options: CreateSessionOptions) => Promise<LoadedSession>;
+
 export interface LoadedSession {
-  session: ort.InferenceSession;
+  session: RunnableSession;
   /** The provider at the head of the chain that loaded; nodes it cannot run go to the providers after it. */
   provider: ExecutionProviderName;
   modelPath: string;
@@ -106,7 +122,7 @@ export async function createSession(modelPath: string, options: CreateSessionOpt
 }
 
 /** Runs the session once so the first real request does not pay for lazy allocations; returns the time taken in ms. */
-export async function warmup(session: ort.InferenceSession, feeds: ort.InferenceSession.FeedsType): Promise<number> {
+export async function warmup(session: RunnableSession, feeds: ort.InferenceSession.FeedsType): Promise<number> {
   const started = performance.now();
   await session.run(feeds);
   return performance.now() - started;

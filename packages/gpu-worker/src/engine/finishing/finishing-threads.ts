@@ -24,6 +24,8 @@ import type { FinishRequest } from "./finish-image.js";
 const THREAD_SOURCE = `
 const { parentPort, workerData } = require("node:worker_threads");
 (async () => {
+  // Below the threads that feed the GPU: on Linux a thread's nice value is its own (no privilege needed to lower it).
+  try { require("node:os").setPriority(0, workerData.nice); } catch {}
   if (workerData.tsxApi) (await import(workerData.tsxApi)).register();
   const { finishImage } = await import(workerData.module);
   parentPort.on("message", async (m) => {
@@ -42,6 +44,13 @@ const { parentPort, workerData } = require("node:worker_threads");
   parentPort.postMessage({ type: "ready" });
 })().catch((e) => parentPort.postMessage({ type: "failed", error: String((e && e.stack) || e) }));
 `;
+
+/**
+ * The finishing threads' nice value. Their work is behind the GPU (the image of a stage already off it); the event
+ * loop and the device thread, which feed the GPU its next call, are not. Where cores are few, the scheduler then
+ * runs those first, and finishing takes the cycles left over.
+ */
+export const BEHIND_THE_GPU_NICE = 10;
 
 /** Staging buffers kept per image size. */
 const STAGING_KEPT = 4;
@@ -203,7 +212,11 @@ export class FinishingPool {
     const module = this.module;
     const tsxApi = module.endsWith(".ts") ? import.meta.resolve("tsx/esm/api") : undefined;
     return new Promise((resolve) => {
-      const worker = new Worker(THREAD_SOURCE, { eval: true, workerData: { module, tsxApi }, name: "kiln-finishing" });
+      const worker = new Worker(THREAD_SOURCE, {
+        eval: true,
+        workerData: { module, tsxApi, nice: BEHIND_THE_GPU_NICE },
+        name: "kiln-finishing",
+      });
       let ready = false;
       const fail = (error: string) => {
         if (ready) return;

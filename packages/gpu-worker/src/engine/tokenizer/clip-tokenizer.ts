@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
 
@@ -310,6 +311,9 @@ function checkTokenizerJson(dir: string, json: Record<string, unknown>): void {
 // ---------------------------------------------------------------------------------------------
 
 /** CLIP's tokenizer as the SDXL pipeline uses it: 77 ids per window, BOS … EOS, padded with the folder's pad token. */
+/** BPE tokenizers built in this process, by the hash of their files; held while a model holds them. */
+const loaded = new Map<string, WeakRef<Tokenizer>>();
+
 export class ClipTokenizer {
   readonly bosId: number;
   readonly eosId: number;
@@ -350,10 +354,22 @@ export class ClipTokenizer {
     const map = await readJsonObject(dir, "special_tokens_map.json", "a JSON object naming the special tokens");
     const names = specialTokenNames(map, config);
 
-    let json: Record<string, unknown>;
+    let json: Record<string, unknown> | undefined;
     let source: string;
     const tokenizerJsonText = await readText(dir, "tokenizer.json");
-    if (tokenizerJsonText !== undefined) {
+    // One tokenizer per distinct vocabulary in the process: SDXL's base and refiner folders ship the same CLIP BPE
+    // files up to three times, ~20 MB of heap each, which every full garbage collection of the worker's event loop
+    // (the thread that feeds the GPU) must walk. Tokenizers are immutable once built.
+    const key = createHash("sha256")
+      .update(JSON.stringify([names.bos, names.eos, names.unk]))
+      .update(
+        tokenizerJsonText ??
+          `${(await readText(dir, "vocab.json")) ?? ""}\0${(await readText(dir, "merges.txt")) ?? ""}`,
+      )
+      .digest("hex");
+    let tokenizer = loaded.get(key)?.deref();
+    if (tokenizer) source = tokenizerJsonText !== undefined ? "tokenizer.json" : "vocab.json";
+    else if (tokenizerJsonText !== undefined) {
       source = "tokenizer.json";
       json = parseJsonObject(dir, source, tokenizerJsonText, "a Hugging Face tokenizers file");
       checkTokenizerJson(dir, json);
@@ -375,15 +391,17 @@ export class ClipTokenizer {
       const merges = parseMerges(dir, mergesText, vocab);
       json = buildClipTokenizerJson({ vocab, merges, bosToken: names.bos, eosToken: names.eos, unkToken: names.unk });
     }
-
-    let tokenizer: Tokenizer;
-    try {
-      tokenizer = new Tokenizer(json, {});
-    } catch (e) {
-      throw invalid(dir, source, `could not be loaded as a tokenizer (${(e as Error).message})`, e);
+    if (!tokenizer) {
+      try {
+        tokenizer = new Tokenizer(json!, {});
+      } catch (e) {
+        throw invalid(dir, source, `could not be loaded as a tokenizer (${(e as Error).message})`, e);
+      }
+      loaded.set(key, new WeakRef(tokenizer));
     }
+    const shared = tokenizer;
     const idOf = (role: string, token: string, file: string) => {
-      const id = tokenizer.token_to_id(token);
+      const id = shared.token_to_id(token);
       if (id === undefined)
         throw invalid(dir, file, `has no ${role} token ${JSON.stringify(token)}; expected a CLIP vocabulary`);
       return id;
@@ -394,7 +412,7 @@ export class ClipTokenizer {
         : config?.pad_token !== undefined
           ? "tokenizer_config.json"
           : source;
-    return new ClipTokenizer(tokenizer, {
+    return new ClipTokenizer(shared, {
       bos: idOf("BOS", names.bos, source),
       eos: idOf("EOS", names.eos, source),
       pad: idOf("pad", names.pad, padFile),
