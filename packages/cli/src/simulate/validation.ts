@@ -151,16 +151,19 @@ export async function startRealStack(o: {
   env?: Record<string, string>;
 }): Promise<RealStack> {
   const dirs = writeTinyModels(path.join(o.root, "models"));
-  const options = { providers: ["cpu" as const], logger: o.logger };
   const gpus: SimulatedGpu[] = [];
   const modelSets: ModelSet[] = [];
   for (let i = 0; i < o.workers; i++) {
-    // One model set per worker: each worker has its own GPU, whose calls do not wait for another's.
+    // One model set per worker: each worker has its own GPU — its own device thread (deviceId), as one process per
+    // GPU has in a fleet — whose calls do not wait for another's.
+    const options = { providers: ["cpu" as const], logger: o.logger, deviceId: i };
     const models = {
       base: await loadSdxlModel(dirs.base, "base", options),
       refiner: await loadSdxlModel(dirs.refiner, "refiner", options),
     };
-    gpus.push(simulateGpu(models, o.profile));
+    const gpu = simulateGpu(models, o.profile);
+    await gpu.ready;
+    gpus.push(gpu);
     modelSets.push(models);
   }
   const config = loadConfig({
