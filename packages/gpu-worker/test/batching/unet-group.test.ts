@@ -143,6 +143,11 @@ describe("UNet batches of several jobs' stages", { timeout: 180_000 }, () => {
     const { result, batches } = await unetCalls(model, () => together(model, MIXED));
     assert.deepEqual(batches, [12, 12, 12, 12, 12], "one call per step over 2 + 4 + 2 + 4 rows");
     result.forEach((r, i) => assert.ok(bytes(value(r)).equals(bytes(solo[i]!)), `job ${i}: identical`));
+    // Each job's UNet time is its rows' share of the shared calls: 2 : 4 : 2 : 4, not the whole time four times.
+    const unet = result.map((r) => value(r).unetSeconds);
+    assert.ok(unet.every((t) => t > 0));
+    for (const [i, rows] of [2, 4, 2, 4].entries())
+      assert.ok(Math.abs(unet[i]! / unet[0]! - rows / 2) < 1e-9, `job ${i}: ${unet[i]} s for ${rows} rows`);
   });
 
   it("an ensemble's base and refine stages, each grouped, give the images the jobs give alone", async () => {
