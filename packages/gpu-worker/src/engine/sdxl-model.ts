@@ -45,6 +45,8 @@ export interface SdxlModel {
   providers: string[];
   /** TensorRT engines per part and bucket (KILN_PROVIDERS=tensorrt,…); absent: the sessions above run everything. */
   engines?: EngineSessions;
+  /** Opens a session where this model's UNet and VAE run (its device thread, or this thread): for its engines. */
+  openGpuSession: SessionOpener;
   folder: ModelFolder;
   /** Threads that watermark and encode decoded images (KILN_FINISHING_THREADS); absent: in-line. */
   finishing?: FinishingPool;
@@ -69,11 +71,12 @@ export async function loadSdxlModel(dir: string, role: ModelRole, options: LoadS
   const device = options.gpuThread === false ? undefined : acquireDeviceThread(options.deviceId ?? 0, options.logger);
   const encoders =
     options.gpuThread === false ? undefined : acquireDeviceThread(options.deviceId ?? 0, options.logger, "encoders");
+  const openGpuSession = device ? onDeviceThread(device.thread, options.logger) : createSession;
   let folder: ModelFolder;
   try {
     folder = await loadModelFolder(dir, role, {
       ...options,
-      ...(device ? { openGpuSession: onDeviceThread(device.thread, options.logger) } : {}),
+      openGpuSession,
       ...(encoders ? { openEncoderSession: onDeviceThread(encoders.thread, options.logger) } : {}),
     });
   } catch (e) {
@@ -114,6 +117,7 @@ export async function loadSdxlModel(dir: string, role: ModelRole, options: LoadS
       ),
     ],
     folder,
+    openGpuSession,
     finishing: finishing?.pool,
     release: async () => {
       await finishing?.release();

@@ -52,7 +52,10 @@ export interface DenoiseMember {
   signal?: AbortSignal;
 }
 
-/** `unetSeconds`: time in the UNet's `session.run` (shared by the batch); `denoiseSeconds`: the whole loop. */
+/**
+ * `unetSeconds`: this member's share of the time in the UNet's `session.run` (each call's time split by its rows,
+ * so the members' shares add up to the GPU time, not a multiple of it); `denoiseSeconds`: the whole loop.
+ */
 export interface DenoiseTimes {
   unetSeconds: number;
   denoiseSeconds: number;
@@ -223,7 +226,7 @@ export async function denoiseTogether(
   );
   const { begin, end } = members[0]!;
   const steps = end - begin;
-  let unetSeconds = 0;
+  const unetSeconds = members.map(() => 0);
   let denoiseStarted = performance.now();
   let active = members.map((_, k) => k);
   try {
@@ -254,7 +257,9 @@ export async function denoiseTogether(
       b.timestep.set(members[batchOf[0]!]!.scheduler.timesteps[i]!);
       const started = performance.now();
       const out = await b.unet.session.run(b.feeds, UNET_FETCHES);
-      unetSeconds += (performance.now() - started) / 1000;
+      const seconds = (performance.now() - started) / 1000;
+      const rows = b.offsets.at(-1)! + rowsOf(members[batchOf.at(-1)!]!);
+      for (const k of batchOf) unetSeconds[k]! += (seconds * rowsOf(members[k]!)) / rows;
       const predicted = outputAsFloat32(out.out_sample as ort.Tensor, b.fp16Output);
       for (const [slot, k] of batchOf.entries()) {
         const m = members[k]!;
@@ -298,7 +303,7 @@ export async function denoiseTogether(
         ),
       );
     }
-    results[k] ??= { status: "fulfilled", value: { unetSeconds, denoiseSeconds } };
+    results[k] ??= { status: "fulfilled", value: { unetSeconds: unetSeconds[k]!, denoiseSeconds } };
   }
   return results.map((r) => r!);
 }

@@ -9,6 +9,12 @@ import {
   unetBatchSignature,
 } from "./unet-batch.js";
 
+/**
+ * How long a group's prepared members wait for the rest before they denoise without them: far above a stage's
+ * preparation (prompt encoding, input read: ~0.1 s, ~1 s on a loaded machine), far below a store retry's 30 s.
+ */
+export const GROUP_WAIT_MS = 10_000;
+
 /** One stage's place in a `UnetGroup`: what its `runPipelineStage` gets as `hooks.group` and `hooks.gpu`. */
 export interface UnetGroupSeat {
   /**
@@ -45,12 +51,18 @@ export class UnetGroup {
   private unreleased: number;
   private acquired?: Promise<void>;
   private readonly seats: UnetGroupSeat[] = [];
+  private lateTimer?: ReturnType<typeof setTimeout>;
 
   constructor(
     size: number,
     /** The group's GPU turn (the pipelined worker's); absent: the group runs as soon as it is complete. */
     private readonly turn?: GpuTurn,
     private readonly logger?: Logger,
+    /**
+     * How long the members that have arrived wait for the others (ms): a stage slow to prepare (its input read
+     * retried through a store outage) must not hold its group-mates for as long. It denoises alone when it comes.
+     */
+    private readonly waitMs = GROUP_WAIT_MS,
   ) {
     this.waitingFor = size;
     this.unreleased = size;
@@ -85,7 +97,7 @@ export class UnetGroup {
       denoise: (member) => {
         if (state !== "seated") return Promise.reject(new Error("a group seat denoises once"));
         state = "joined";
-        // Not expected (the group starts only once every seat has arrived or left), but never worth a job: alone.
+        // Late: the group started without it (see `waitMs`). It runs alone, within the group's GPU turn.
         if (this.started) return this.denoiseAlone(member);
         return new Promise<DenoiseTimes>((resolve, reject) => {
           const arrival: Arrival = { member, resolve, reject };
@@ -103,6 +115,17 @@ export class UnetGroup {
           this.waitingFor--;
           if (member.signal?.aborted) onAbort();
           this.maybeStart();
+          if (!this.started && !this.lateTimer) {
+            this.lateTimer = setTimeout(() => {
+              if (this.started || this.arrivals.length === 0) return;
+              this.logger?.warn(
+                { waitingFor: this.waitingFor, waitMs: this.waitMs },
+                "stages claimed together: starting the UNet batch without the ones not yet prepared; they run alone",
+              );
+              this.started = true;
+              void this.run();
+            }, this.waitMs);
+          }
         });
       },
     };
@@ -130,6 +153,7 @@ export class UnetGroup {
 
   private maybeStart(): void {
     if (this.started || this.waitingFor > 0) return;
+    clearTimeout(this.lateTimer);
     this.started = true;
     void this.run();
   }

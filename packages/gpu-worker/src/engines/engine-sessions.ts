@@ -6,6 +6,7 @@ import {
   type ExecutionProviderName,
   type LoadedSession,
   type SessionLogger,
+  type SessionOpener,
 } from "../onnx/session-factory.js";
 import { batchRange, MAX_IMAGES_PER_REQUEST } from "./build-plan.js";
 import { type Bucket, bucketLabel, type EnginePart, type EngineTarget, modelIdOf, partHash } from "./engine-key.js";
@@ -45,6 +46,8 @@ export interface LoadEngineSessionsOptions {
   engineProviders?: readonly ExecutionProviderName[];
   deviceId?: number;
   logger?: SessionLogger;
+  /** Opens an engine's session: the model's device thread (`SdxlModel.openGpuSession`); default this thread. */
+  open?: SessionOpener;
 }
 
 interface Slot {
@@ -97,7 +100,7 @@ export class EngineSessions {
         try {
           // ORT's TensorRT provider advises no graph optimization on EPContext models: there is
           // nothing for ORT to optimise in one node, and the engine is already optimised.
-          const session = await createSession(wrapper, {
+          const session = await (options.open ?? createSession)(wrapper, {
             providers: options.engineProviders ?? ["tensorrt"],
             deviceId: options.deviceId,
             graphOptimizationLevel: "disabled",
@@ -187,6 +190,7 @@ export async function attachEngineSessions(
       ...(options.engineProviders ? { engineProviders: options.engineProviders } : {}),
       deviceId: options.deviceId,
       logger: options.logger,
+      open: m.openGpuSession,
     });
   }
   return () =>

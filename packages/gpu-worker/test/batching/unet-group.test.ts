@@ -143,6 +143,11 @@ describe("UNet batches of several jobs' stages", { timeout: 180_000 }, () => {
     const { result, batches } = await unetCalls(model, () => together(model, MIXED));
     assert.deepEqual(batches, [12, 12, 12, 12, 12], "one call per step over 2 + 4 + 2 + 4 rows");
     result.forEach((r, i) => assert.ok(bytes(value(r)).equals(bytes(solo[i]!)), `job ${i}: identical`));
+    // Each job's UNet time is its rows' share of the shared calls: 2 : 4 : 2 : 4, not the whole time four times.
+    const unet = result.map((r) => value(r).unetSeconds);
+    assert.ok(unet.every((t) => t > 0));
+    for (const [i, rows] of [2, 4, 2, 4].entries())
+      assert.ok(Math.abs(unet[i]! / unet[0]! - rows / 2) < 1e-9, `job ${i}: ${unet[i]} s for ${rows} rows`);
   });
 
   it("an ensemble's base and refine stages, each grouped, give the images the jobs give alone", async () => {
@@ -318,7 +323,8 @@ describe("UNet batches of several jobs' stages", { timeout: 180_000 }, () => {
     const jobs = [MIXED[0]!, MIXED[1]!, MIXED[2]!];
     const solo: StageResult[] = [];
     for (const [i, j] of jobs.entries()) solo.push(await alone(model, j, i));
-    const group = new UnetGroup(3, undefined, logger);
+    // The late member is waited for however slow the machine (the group's own deadline is the next test's).
+    const group = new UnetGroup(3, undefined, logger, 600_000);
     const cancel = new AbortController();
     let joined!: () => void;
     const oneJoined = new Promise<void>((r) => (joined = r));
@@ -344,6 +350,22 @@ describe("UNet batches of several jobs' stages", { timeout: 180_000 }, () => {
     assert.deepEqual(batches, [4, 4, 4, 4, 4], "jobs 0 and 2 in one batch, job 1 never in it");
     assert.equal(((result[1] as PromiseRejectedResult).reason as Error).message, "canceled while waiting");
     for (const i of [0, 2]) assert.ok(bytes(value(result[i]!)).equals(bytes(solo[i]!)), `job ${i}: identical`);
+  });
+
+  it("members that have arrived do not wait past the group's deadline for one not prepared; it denoises alone after", async () => {
+    const model = models.base!;
+    const jobs = [MIXED[0]!, MIXED[2]!];
+    const solo: StageResult[] = [];
+    for (const [i, j] of jobs.entries()) solo.push(await alone(model, j, i));
+    // The second stage starts only once the first has finished: without the deadline the first would wait forever.
+    const group = new UnetGroup(2, undefined, logger, 50);
+    const { result, batches } = await unetCalls(model, async () => {
+      const first = await runPipelineStage(model, jobOf(jobs[0]!, 0), undefined, { group: group.seat(0) });
+      const late = await runPipelineStage(model, jobOf(jobs[1]!, 1), undefined, { group: group.seat(1) });
+      return [first, late];
+    });
+    assert.deepEqual(batches, [2, 2, 2, 2, 2, 2, 2, 2, 2, 2], "each alone: 5 steps of 2 rows, one after the other");
+    result.forEach((r, i) => assert.ok(bytes(r).equals(bytes(solo[i]!)), `job ${i}: identical`));
   });
 
   it("stages that cannot share a batch (other steps, guidance off) run in their own batches, identical to alone", async () => {
