@@ -1,11 +1,8 @@
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import readline from "node:readline";
 import { pipeline } from "node:stream/promises";
-import { fileURLToPath } from "node:url";
 
 import {
   CompleteMultipartUploadCommand,
@@ -16,7 +13,7 @@ import {
 import { syncObjects } from "@kiln/gpu-worker";
 import { createAwsClients, ensureBucket, s3ObjectSource } from "@kiln/shared/aws";
 
-import type { AwsStandins } from "../../../shared/test/support/aws-standins.js";
+import { startStandinsProcess } from "./standins-process.js";
 import { fmt, table } from "./stats.js";
 
 const MiB = 1024 * 1024;
@@ -35,18 +32,7 @@ const KEY = "synthetic/unet/model.onnx_data";
  * this process (fauxqs itself keeps objects in memory).
  */
 export async function run(): Promise<string> {
-  const server = spawn(
-    process.execPath,
-    ["--import", "tsx", fileURLToPath(new URL("../../../shared/test/support/standins-server.ts", import.meta.url))],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
-  const exited = new Promise((resolve) => server.once("exit", resolve));
-  const endpoints = await new Promise<Omit<AwsStandins, "stop">>((resolve, reject) => {
-    server.once("exit", (code) => reject(new Error(`the stand-ins server exited (${code}) before listening`)));
-    readline
-      .createInterface({ input: server.stdout! })
-      .once("line", (line) => resolve(JSON.parse(line) as Omit<AwsStandins, "stop">));
-  });
+  const endpoints = await startStandinsProcess();
   const { s3 } = createAwsClients({
     region: endpoints.region,
     s3Endpoint: endpoints.s3Endpoint,
@@ -113,8 +99,7 @@ export async function run(): Promise<string> {
   } finally {
     s3.destroy();
     fs.rmSync(work, { recursive: true, force: true });
-    server.kill("SIGTERM");
-    await exited;
+    await endpoints.stop();
   }
 }
 
