@@ -109,13 +109,15 @@ describe("pipelined worker", { timeout: 120_000 }, () => {
     serial.images.forEach((images, j) =>
       images.forEach((image, i) => assert.ok(image.equals(pipelined.images[j]![i]!), `job ${j} image ${i} identical`)),
     );
-    // First stages take the GPU in submission order. A refine stage can be overtaken by one base stage: the
-    // base stage after it was claimed ahead while the refine's own base stage was still on the GPU.
+    // First stages take the GPU in submission order, and every stage of the serial run took it in the pipelined
+    // one. A refine stage takes it after its own base stage, but how many base stages overtake it is the
+    // machine's timing (those claimed before its hand-over has sent it; usually one), so it is not asserted.
     const firsts = (order: string[]) => order.filter((s) => s.endsWith("stage0-step1"));
     assert.deepEqual(firsts(pipelined.gpuOrder), firsts(serial.gpuOrder));
-    for (const stage of serial.gpuOrder) {
-      const delay = pipelined.gpuOrder.indexOf(stage) - serial.gpuOrder.indexOf(stage);
-      assert.ok(delay <= 1, `${stage} took the GPU at most one stage later (${delay})`);
+    assert.deepEqual([...pipelined.gpuOrder].sort(), [...serial.gpuOrder].sort());
+    for (const stage of serial.gpuOrder.filter((s) => s.endsWith("stage1-step1"))) {
+      const base = stage.replace("stage1", "stage0");
+      assert.ok(pipelined.gpuOrder.indexOf(base) < pipelined.gpuOrder.indexOf(stage), `${stage} after its base stage`);
     }
   });
 
