@@ -14,6 +14,7 @@ import type { EventLogLine } from "@kiln/gpu-worker";
 import { runPipelineStage, sdxlExecutor } from "@kiln/gpu-worker";
 import {
   blobKeys,
+  createQueuedJob,
   decodeLatents,
   DEFAULT_RENDER_LIMITS,
   encodeLatents,
@@ -290,11 +291,18 @@ export async function spawnKiln(
   };
 }
 
-/** Writes a job and its first stage message, as the API's submit does. */
+/**
+ * Writes a job and its first stage message through the submit outbox, as the API's submit does: marked enqueued,
+ * so a worker's reconciling sweep does not re-send stage 0 when the worker starts more than its grace later.
+ */
 export async function submitJob(ports: Ports, body: Record<string, unknown>): Promise<JobRecord> {
-  const job = await createJob(ports, body);
-  await enqueueStage(ports.queue, stageMessage(job.id, job.plan, 0));
-  return job;
+  return submitBuilt(ports, await buildJob(ports, body));
+}
+
+async function submitBuilt(ports: Ports, job: JobRecord): Promise<JobRecord> {
+  const now = new Date();
+  if (!(await createQueuedJob(ports, job, { now }))) throw new Error(`job ${job.id} already exists`);
+  return (await ports.jobs.get(job.id)) ?? job;
 }
 
 /**
@@ -328,7 +336,15 @@ export async function handOverDamaged(
   return running!;
 }
 
-async function createJob(
+/** Writes a queued job with no stage message (a test then plays the stages itself). */
+async function createJob(ports: Ports, body: Record<string, unknown>): Promise<JobRecord> {
+  const job = await buildJob(ports, body);
+  await ports.jobs.create(job);
+  return job;
+}
+
+/** A new job's record for `body` (its picture, if any, stored under it first, as the API's submit does). */
+async function buildJob(
   ports: Ports,
   body: Record<string, unknown>,
   picture?: { bytes: Uint8Array; width: number; height: number },
@@ -354,7 +370,6 @@ async function createJob(
     images: [],
     stageTimings: [],
   };
-  await ports.jobs.create(job);
   return job;
 }
 
@@ -364,9 +379,7 @@ export async function submitImageJob(
   body: Record<string, unknown>,
   picture: { bytes: Uint8Array; width: number; height: number },
 ): Promise<JobRecord> {
-  const job = await createJob(ports, body, picture);
-  await enqueueStage(ports.queue, stageMessage(job.id, job.plan, 0));
-  return job;
+  return submitBuilt(ports, await buildJob(ports, body, picture));
 }
 
 /**
