@@ -37,6 +37,24 @@ const trace = [
   { t: 6.05, shape: ensemble },
 ];
 
+/** The scenario's real stack, its workers' sessions and the API's submit path run once so a burst arrives as one. */
+async function startWarmStack(
+  root: string,
+  profile: ReturnType<typeof validationProfile>,
+  env?: Record<string, string>,
+): Promise<RealStack> {
+  const stack = await startRealStack({
+    root,
+    workers: SCENARIO.workers,
+    profile,
+    logger: createLogger({ level: "silent" }),
+    pollSeconds: SCENARIO.pollSeconds,
+    ...(env ? { env } : {}),
+  });
+  await stack.run([0, 0].map((t) => ({ t, shape: ensemble })));
+  return stack;
+}
+
 describe("kiln simulate against the real local stack, unpipelined workers", { timeout: 120_000 }, () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "kiln-simval-test-"));
   const profile = validationProfile(GPU_PROFILES[SCENARIO.gpu]!, SCENARIO.timeScale, 0);
@@ -44,17 +62,8 @@ describe("kiln simulate against the real local stack, unpipelined workers", { ti
   let real: RealRun;
 
   before(async () => {
-    stack = await startRealStack({
-      root,
-      workers: SCENARIO.workers,
-      profile,
-      logger: createLogger({ level: "silent" }),
-      pollSeconds: SCENARIO.pollSeconds,
-      env: { KILN_WORKER_PIPELINE: "false" },
-    });
+    stack = await startWarmStack(root, profile, { KILN_WORKER_PIPELINE: "false" });
     assert.deepEqual(workerModel(stack.config), { pipelined: false, maxBatch: 1 });
-    // First runs of each worker's sessions and of the API's submit path, so the burst arrives as one.
-    await stack.run([0, 0].map((t) => ({ t, shape: ensemble })));
     real = await stack.run(trace);
   });
   after(async () => {
@@ -149,14 +158,7 @@ describe("kiln simulate against the real local stack, pipelined workers (the def
   let real: RealRun;
 
   before(async () => {
-    stack = await startRealStack({
-      root,
-      workers: SCENARIO.workers,
-      profile,
-      logger: createLogger({ level: "silent" }),
-      pollSeconds: SCENARIO.pollSeconds,
-    });
-    await stack.run([0, 0].map((t) => ({ t, shape: ensemble })));
+    stack = await startWarmStack(root, profile);
     real = await stack.run(burst);
   });
   after(async () => {
