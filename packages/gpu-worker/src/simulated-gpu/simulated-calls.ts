@@ -20,7 +20,7 @@ export interface PlainTensor {
  */
 export const GPU_STATS_SLOTS = 3;
 
-export function simulatedCall(
+function simulatedCall(
   part: SimulatedPart,
   dims: readonly number[],
   profile: GpuProfile,
@@ -46,7 +46,7 @@ export function simulatedCall(
 }
 
 /** Holds the calling thread for `ms` without using the CPU (a blocked thread, like one inside a GPU call). */
-export function blockFor(ms: number): void {
+function blockFor(ms: number): void {
   if (ms > 0) Atomics.wait(sleeper, 0, 0, ms);
 }
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
