@@ -1,3 +1,5 @@
+import { divideInto, scaleRange } from "./latent-ops.js";
+
 /**
  * The UNet's sample input for one step: the latents divided by the scheduler's input divisor (`scale_model_input`)
  * in the first `latents.length` values of `out`, copied into the second half when `out` is twice as long (CFG: the
@@ -9,7 +11,7 @@ export function fillModelInput(latents: Float32Array, divisor: number, out: Floa
   if (out.length !== per && out.length !== 2 * per)
     throw new RangeError(`a model input of ${out.length} values for ${per} latents`);
   if (divisor === 1) out.set(latents);
-  else for (let i = 0; i < per; i++) out[i] = latents[i]! / divisor;
+  else divideInto(out, latents, divisor);
   if (out.length === 2 * per) out.copyWithin(per, 0, per);
   return out;
 }
@@ -29,20 +31,25 @@ export function applyGuidance(
 ): Float32Array {
   const per = out.length / n;
   const half = per * n;
-  for (let i = 0; i < half; i++) {
-    const u = modelOutput[i]!;
-    out[i] = u + scale * (modelOutput[half + i]! - u);
-  }
+  guideInto(out, modelOutput, half, scale);
   if (rescale > 0) {
     for (let b = 0; b < n; b++) {
       const start = b * per;
       const stdPos = std(modelOutput, half + start, per);
       const stdCfg = std(out, start, per);
       const factor = stdCfg > 0 ? rescale * (stdPos / stdCfg) + (1 - rescale) : 1;
-      for (let i = start; i < start + per; i++) out[i] = out[i]! * factor;
+      scaleRange(out, start, start + per, factor);
     }
   }
   return out;
+}
+
+/** out[i] = u + g·(c − u) over the first `half` values, u = output[i], c = output[half + i] (a kernel: see latent-ops.ts). */
+function guideInto(out: Float32Array, output: Float32Array, half: number, scale: number): void {
+  for (let i = 0; i < half; i++) {
+    const u = output[i]!;
+    out[i] = u + scale * (output[half + i]! - u);
+  }
 }
 
 function std(x: Float32Array, start: number, count: number): number {

@@ -9,7 +9,7 @@ import { decodeAndFinish } from "./finishing/decode-and-finish.js";
 import type { EncodedImage } from "./image-files.js";
 import { type ImageStart, prepareImageStart, prepareRefineBlend } from "./img2img/prepare-latents.js";
 import type { PreparedSource } from "./img2img/source-image.js";
-import { resizeLatentsBilinear } from "./latent-ops.js";
+import { resizeLatentsBilinear, scaleRange } from "./latent-ops.js";
 import { type NoiseKernel, NoiseSource } from "./noise.js";
 import { drawInitialNoise } from "./noise-helper.js";
 import { encodePromptPair, type PromptEmbeddings } from "./prompt-encoder.js";
@@ -168,7 +168,7 @@ export async function runPipelineStage(
   } else if (!input) {
     shape = sdxlLatentShape(n, plan.width, plan.height);
     latents = await drawInitialNoise(generators, n * SDXL_LATENT_CHANNELS * shape[2]! * shape[3]!, hooks.logger);
-    for (let j = 0; j < latents.length; j++) latents[j] = latents[j]! * scheduler.initNoiseSigma;
+    scaleRange(latents, 0, latents.length, scheduler.initNoiseSigma);
   } else if (stage.strength !== undefined) {
     // SDEdit: the input is fully denoised (σ = 0, where both latent spaces agree); upscale as A1111's
     // "Latent" hires fix does (bilinear, no antialias), then re-noise to `strength` at timesteps[begin].

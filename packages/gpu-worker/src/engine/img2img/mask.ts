@@ -3,6 +3,8 @@
  * its denoising loop) and `VaeImageProcessor`'s mask handling. Masks are white = repaint.
  */
 
+import { divideInto } from "../latent-ops.js";
+
 const f32 = Math.fround;
 
 /** Grey bytes to diffusers' binarised mask (`do_binarize`: `x/255 < 0.5 → 0`, else 1). */
@@ -87,7 +89,7 @@ export function fillInpaintModelInput(
     const i = r % n;
     const base = r * (per + conditioning[i]!.length);
     if (divisor === 1) out.set(latents.subarray(i * per, (i + 1) * per), base);
-    else for (let j = 0; j < per; j++) out[base + j] = latents[i * per + j]! / divisor;
+    else divideInto(out.subarray(base, base + per), latents.subarray(i * per, (i + 1) * per), divisor);
     out.set(conditioning[i]!, base + per);
   }
   return out;

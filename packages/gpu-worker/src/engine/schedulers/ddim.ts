@@ -1,3 +1,4 @@
+import { combine2 } from "../latent-ops.js";
 import { roundHalfEven, spacedTimesteps, type TrainSchedule, trainSchedule } from "./noise-schedule.js";
 import {
   checkIndex,
@@ -99,14 +100,9 @@ export class DdimScheduler implements Scheduler {
       // Unclipped, x' is linear in (x, m): one multiply-add pair per value.
       const cx = sqrtAlphaPrev * a + direction * c;
       const cm = sqrtAlphaPrev * b + direction * d;
-      for (let i = 0; i < out.length; i++) out[i] = cx * sample[i]! + cm * modelOutput[i]!;
+      combine2(out, cx, sample, cm, modelOutput);
     } else {
-      for (let i = 0; i < out.length; i++) {
-        const x = sample[i]!;
-        const m = modelOutput[i]!;
-        const x0 = Math.min(clip, Math.max(-clip, a * x + b * m));
-        out[i] = sqrtAlphaPrev * x0 + direction * (c * x + d * m);
-      }
+      clippedStep(out, sample, modelOutput, clip, a, b, c, d, sqrtAlphaPrev, direction);
     }
     this.index++;
     return out;
@@ -121,7 +117,7 @@ export class DdimScheduler implements Scheduler {
     const a = f32(Math.sqrt(alpha));
     const b = f32(Math.sqrt(f32(1 - alpha)));
     const out = new Float32Array(original.length);
-    for (let i = 0; i < out.length; i++) out[i] = a * original[i]! + b * noise[i]!;
+    combine2(out, a, original, b, noise);
     return out;
   }
 
@@ -135,5 +131,26 @@ export class DdimScheduler implements Scheduler {
 
   private alphaCumprodAt(t: number): number {
     return t >= 0 ? this.train.alphasCumprod[t]! : this.finalAlphaCumprod;
+  }
+}
+
+/** The clipped DDIM step's pass (a kernel: see latent-ops.ts). */
+function clippedStep(
+  out: Float32Array,
+  sample: Float32Array,
+  modelOutput: Float32Array,
+  clip: number,
+  a: number,
+  b: number,
+  c: number,
+  d: number,
+  sqrtAlphaPrev: number,
+  direction: number,
+): void {
+  for (let i = 0; i < out.length; i++) {
+    const x = sample[i]!;
+    const m = modelOutput[i]!;
+    const x0 = Math.min(clip, Math.max(-clip, a * x + b * m));
+    out[i] = sqrtAlphaPrev * x0 + direction * (c * x + d * m);
   }
 }

@@ -1,3 +1,4 @@
+import { combine2 } from "../latent-ops.js";
 import {
   arange,
   interpAtTimesteps,
@@ -160,7 +161,7 @@ export class DpmSolverPlusPlus2MScheduler implements Scheduler {
       throw schedulerMisuse(`dpmpp_2m: ${noise.length} noise values for ${original.length} latents.`);
     const { alpha, sigmaT } = vp(this.sigmas[timestepIndex]!);
     const out = new Float32Array(original.length);
-    for (let i = 0; i < out.length; i++) out[i] = alpha * original[i]! + sigmaT * noise[i]!;
+    combine2(out, alpha, original, sigmaT, noise);
     return out;
   }
 
@@ -210,13 +211,27 @@ export class DpmSolverPlusPlus2MScheduler implements Scheduler {
     const v = this.settings.predictionType === "v_prediction";
     const a = v ? s.alpha : 1 / s.alpha;
     const b = v ? -s.sigmaT : -s.sigmaT / s.alpha;
-    const x0 = this.currentX0;
-    const prev = this.previousX0;
-    for (let k = 0; k < out.length; k++) {
-      const x = sample[k]!;
-      const p = a * x + b * modelOutput[k]!;
-      x0[k] = p;
-      out[k] = cSample * x - cX0 * p + cPrev * prev[k]!;
-    }
+    multistepUpdate(out, sample, modelOutput, this.currentX0, this.previousX0, a, b, cSample, cX0, cPrev);
+  }
+}
+
+/** x₀ = a·x + b·m (kept), x' = cSample·x − cX0·x₀ + cPrev·x₀_prev, in one pass (a kernel: see latent-ops.ts). */
+function multistepUpdate(
+  out: Float32Array,
+  sample: Float32Array,
+  modelOutput: Float32Array,
+  x0: Float32Array,
+  prev: Float32Array,
+  a: number,
+  b: number,
+  cSample: number,
+  cX0: number,
+  cPrev: number,
+): void {
+  for (let k = 0; k < out.length; k++) {
+    const x = sample[k]!;
+    const p = a * x + b * modelOutput[k]!;
+    x0[k] = p;
+    out[k] = cSample * x - cX0 * p + cPrev * prev[k]!;
   }
 }

@@ -1,5 +1,6 @@
 import type { SchedulerName } from "@kiln/shared";
 
+import { addScaled, combine2, combine3, divideInto } from "../latent-ops.js";
 import { drawNoise } from "../noise.js";
 import {
   interpAtTimesteps,
@@ -106,7 +107,7 @@ export abstract class VeScheduler implements Scheduler {
   scaleModelInput(sample: Float32Array): Float32Array {
     const divisor = this.modelInputDivisor();
     const out = new Float32Array(sample.length);
-    for (let i = 0; i < sample.length; i++) out[i] = sample[i]! / divisor;
+    divideInto(out, sample, divisor);
     return out;
   }
 
@@ -136,9 +137,9 @@ export abstract class VeScheduler implements Scheduler {
     const cModel = -k * b;
     if (this.stochastic) {
       const z = this.stepNoise(noise, sample.length);
-      for (let i = 0; i < out.length; i++) out[i] = cSample * sample[i]! + cModel * modelOutput[i]! + up * z[i]!;
+      combine3(out, cSample, sample, cModel, modelOutput, up, z);
     } else {
-      for (let i = 0; i < out.length; i++) out[i] = cSample * sample[i]! + cModel * modelOutput[i]!;
+      combine2(out, cSample, sample, cModel, modelOutput);
     }
     this.index++;
     return out;
@@ -162,7 +163,7 @@ export abstract class VeScheduler implements Scheduler {
       throw schedulerMisuse(`${this.name}: ${noise.length} noise values for ${original.length} latents.`);
     const sigma = this.sigmas[timestepIndex]!;
     const out = new Float32Array(original.length);
-    for (let i = 0; i < out.length; i++) out[i] = original[i]! + noise[i]! * sigma;
+    addScaled(out, original, noise, sigma);
     return out;
   }
 
