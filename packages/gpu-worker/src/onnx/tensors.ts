@@ -1,6 +1,7 @@
 import { float16BitsToFloat32, float32ToFloat16Bits, toFloat16 } from "@kiln/shared";
 import * as ort from "onnxruntime-node";
 
+import { isRemote } from "./device-thread/device-thread.js";
 import type { IoSpec, LoadedSession } from "./session-factory.js";
 
 export type { LoadedSession } from "./session-factory.js";
@@ -45,9 +46,14 @@ export class FloatFeed {
   private readonly bits: Uint16Array | undefined;
 
   constructor(s: LoadedSession, name: string, dims: readonly number[], values?: Float32Array) {
-    this.values = values ?? new Float32Array(dims.reduce((a, b) => a * b, 1));
+    const size = dims.reduce((a, b) => a * b, 1);
     const fp16 = inputSpec(s, name).dtype === "float16";
-    this.bits = fp16 ? new Uint16Array(this.values.length) : undefined;
+    // For a session on a device thread, shared memory: the thread is handed the buffer itself with each call instead
+    // of a structured clone (~0.5 MiB per UNet step at 1024², serialized here on the path from one GPU call to the
+    // next). The loop writes it only between calls (it awaits each), so it never changes during one.
+    const memory = (bytes: number) => (isRemote(s.session) ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes));
+    this.values = values ?? new Float32Array(fp16 ? new ArrayBuffer(size * 4) : memory(size * 4));
+    this.bits = fp16 ? new Uint16Array(memory(size * 2)) : undefined;
     this.tensor = this.bits ? new ort.Tensor("float16", this.bits, dims) : new ort.Tensor("float32", this.values, dims);
     this.sync();
   }

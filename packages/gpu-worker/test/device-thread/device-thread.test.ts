@@ -12,6 +12,7 @@ import { runPipelineStage } from "../../src/engine/sdxl-pipeline.js";
 import { writeTinyModels } from "../../src/models/tiny-models.js";
 import { DeviceThread, pinFeed, RemoteSession } from "../../src/onnx/device-thread/device-thread.js";
 import { createSession, type LoadedSession } from "../../src/onnx/session-factory.js";
+import { FloatFeed } from "../../src/onnx/tensors.js";
 import { GPU_PROFILES } from "../../src/simulated-gpu/gpu-profiles.js";
 import { simulateGpu } from "../../src/simulated-gpu/simulated-gpu.js";
 import { testLogger } from "../support/worker-harness.js";
@@ -104,6 +105,36 @@ describe("device thread", () => {
     const a = await remote.session.run(unetFeeds(1, conditioning), ["out_sample"]);
     const b = await remote.session.run(unetFeeds(2, conditioning), ["out_sample"]);
     assert.ok(!bytes(a.out_sample!).equals(bytes(b.out_sample!)));
+  });
+
+  it("takes a sample in shared memory (FloatFeed, for its sessions only), with several calls in flight at once", async () => {
+    const thread = newThread();
+    const remote = await thread.open(unetPath, { providers: ["cpu"] });
+    // The feed a denoising loop rewrites each step: shared with a device thread, plain memory for a local session.
+    assert.ok(new FloatFeed(remote, "sample", [2, 4, 16, 16]).values.buffer instanceof SharedArrayBuffer);
+    assert.ok(new FloatFeed(local, "sample", [2, 4, 16, 16]).values.buffer instanceof ArrayBuffer);
+    const conditioning = conditioningFeeds();
+    for (const t of Object.values(conditioning)) pinFeed(t);
+    const seeds = [1, 2, 3, 4, 5, 6];
+    const feeds = seeds.map((seed) => {
+      const f = new FloatFeed(remote, "sample", [2, 4, 16, 16]);
+      f.values.set(unetFeeds(seed).sample.data as Float32Array);
+      f.sync();
+      return { ...unetFeeds(seed, conditioning), sample: f.tensor };
+    });
+    // All sent before the first returns: each call's copy of its shared sample is its own while it waits its turn.
+    const there = await Promise.all(feeds.map((f) => remote.session.run(f, ["out_sample"])));
+    for (const [i, seed] of seeds.entries()) {
+      const here = await local.session.run(unetFeeds(seed, conditioning), ["out_sample"]);
+      same(here.out_sample!, there[i]!.out_sample!);
+    }
+    // The shared sample rewritten between calls, as the loop does: the next call sees the new values.
+    const f = new FloatFeed(remote, "sample", [2, 4, 16, 16]);
+    for (const seed of [7, 8]) {
+      f.values.set(unetFeeds(seed).sample.data as Float32Array);
+      const out = await remote.session.run({ ...unetFeeds(seed, conditioning), sample: f.tensor }, ["out_sample"]);
+      same((await local.session.run(unetFeeds(seed, conditioning), ["out_sample"])).out_sample!, out.out_sample!);
+    }
   });
 
   it("fails a bad call with the runtime's message and serves the next one", async () => {

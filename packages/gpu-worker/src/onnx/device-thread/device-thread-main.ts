@@ -23,13 +23,29 @@ export function serveDeviceThread(port: MessagePort): void {
     warn: (obj: object, msg: string) => reply({ type: "log", level: "warn", obj, msg }),
   };
 
-  const tensorOf = (f: FeedMessage): ort.Tensor => {
+  /**
+   * Buffers for feeds sent in shared memory, free for reuse by byte length. onnxruntime-node does not take shared
+   * memory, and the sender rewrites it after the call: each call copies its feed into one of these (a copy in place
+   * of the structured clone, into memory already mapped) and gives it back when the call ends.
+   */
+  const spare = new Map<number, ArrayBuffer[]>();
+  const tensorOf = (f: FeedMessage, borrowed: ArrayBuffer[]): ort.Tensor => {
     if ("ref" in f) {
       const t = pinned.get(f.ref);
       if (!t) throw new Error(`pinned feed ${f.ref} is not held by the device thread`);
       return t;
     }
-    const t = new ort.Tensor(f.type as "float32", f.data as Float32Array, f.dims);
+    let data = f.data;
+    if (data.buffer instanceof SharedArrayBuffer) {
+      // A pinned feed is kept past the call: its copy is its own.
+      const buffer =
+        (f.pin === undefined ? spare.get(data.byteLength)?.pop() : undefined) ?? new ArrayBuffer(data.byteLength);
+      if (f.pin === undefined) borrowed.push(buffer);
+      const copy = new (data.constructor as Float32ArrayConstructor)(buffer);
+      copy.set(data as Float32Array);
+      data = copy;
+    }
+    const t = new ort.Tensor(f.type as "float32", data as Float32Array, f.dims);
     if (f.pin !== undefined) pinned.set(f.pin, t);
     return t;
   };
@@ -58,29 +74,18 @@ export function serveDeviceThread(port: MessagePort): void {
       }
       case "run": {
         for (const id of m.unpin) pinned.delete(id);
-        const entry = sessionOf(m.session);
         const feeds: Record<string, ort.Tensor> = {};
-        for (const [name, f] of Object.entries(m.feeds)) feeds[name] = tensorOf(f);
-        if (entry.simulated) {
-          const { part, profile, stats } = entry.simulated;
-          const input = feeds[part === "unet" ? "sample" : "latent_sample"]!;
-          const { output, name } = runSimulatedCall(part, input.dims, profile, stats);
-          reply({ type: "ran", id: m.id, outputs: { [name]: output } }, [output.data.buffer as ArrayBuffer]);
-          return;
+        const borrowed: ArrayBuffer[] = [];
+        try {
+          for (const [name, f] of Object.entries(m.feeds)) feeds[name] = tensorOf(f, borrowed);
+          await runOn(m, feeds);
+        } finally {
+          for (const b of borrowed) {
+            const free = spare.get(b.byteLength) ?? [];
+            if (free.length < SPARE_KEPT) free.push(b);
+            spare.set(b.byteLength, free);
+          }
         }
-        const out = m.fetches
-          ? await entry.loaded.session.run(feeds, m.fetches)
-          : await entry.loaded.session.run(feeds);
-        const outputs: Record<string, WireTensor> = {};
-        const transfer: ArrayBuffer[] = [];
-        for (const [name, t] of Object.entries(out)) {
-          let data = (t as ort.Tensor).data as Float32Array;
-          // Transferred, not copied: the binding gives each output its own buffer (copied when it does not).
-          if (data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength) data = data.slice();
-          outputs[name] = { type: (t as ort.Tensor).type, dims: (t as ort.Tensor).dims, data };
-          transfer.push(data.buffer as ArrayBuffer);
-        }
-        reply({ type: "ran", id: m.id, outputs }, transfer);
         return;
       }
       case "simulate": {
@@ -102,12 +107,37 @@ export function serveDeviceThread(port: MessagePort): void {
     }
   }
 
+  async function runOn(m: Extract<ThreadRequest, { type: "run" }>, feeds: Record<string, ort.Tensor>): Promise<void> {
+    const entry = sessionOf(m.session);
+    if (entry.simulated) {
+      const { part, profile, stats } = entry.simulated;
+      const input = feeds[part === "unet" ? "sample" : "latent_sample"]!;
+      const { output, name } = runSimulatedCall(part, input.dims, profile, stats);
+      reply({ type: "ran", id: m.id, outputs: { [name]: output } }, [output.data.buffer as ArrayBuffer]);
+      return;
+    }
+    const out = m.fetches ? await entry.loaded.session.run(feeds, m.fetches) : await entry.loaded.session.run(feeds);
+    const outputs: Record<string, WireTensor> = {};
+    const transfer: ArrayBuffer[] = [];
+    for (const [name, t] of Object.entries(out)) {
+      let data = (t as ort.Tensor).data as Float32Array;
+      // Transferred, not copied: the binding gives each output its own buffer (copied when it does not).
+      if (data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength) data = data.slice();
+      outputs[name] = { type: (t as ort.Tensor).type, dims: (t as ort.Tensor).dims, data };
+      transfer.push(data.buffer as ArrayBuffer);
+    }
+    reply({ type: "ran", id: m.id, outputs }, transfer);
+  }
+
   function sessionOf(id: number) {
     const entry = sessions.get(id);
     if (!entry) throw new Error(`session ${id} is not open on the device thread`);
     return entry;
   }
 }
+
+/** Spare feed buffers kept per size (calls queued at once × their unpinned feeds). */
+const SPARE_KEPT = 4;
 
 interface Simulated {
   part: SimulatedPart;

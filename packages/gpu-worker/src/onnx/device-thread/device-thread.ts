@@ -280,6 +280,11 @@ export class DeviceThread {
   }
 }
 
+/** True for a session whose calls run on a device thread (its feeds may be in shared memory; see `FloatFeed`). */
+export function isRemote(session: RunnableSession): boolean {
+  return session instanceof RemoteSession;
+}
+
 /** A session open on a device thread: `run` sends the call there and resolves with its outputs. */
 export class RemoteSession implements RunnableSession {
   constructor(
