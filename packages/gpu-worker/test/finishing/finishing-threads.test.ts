@@ -100,6 +100,22 @@ describe("finishing threads", () => {
     assert.equal(readPngText(png.bytes).parameters, "a red circle\nSteps: 4, Version: Kiln");
   });
 
+  it("take an owned image's buffer itself (transferred, not copied), with the same bytes; a view is copied", async () => {
+    const threads = sharedPool();
+    const here = await finishImage(request());
+    const given = request();
+    const remote = await threads.finish(given, { owned: true });
+    assert.ok(remote && Buffer.from(remote.bytes).equals(Buffer.from(here.bytes)), "identical bytes");
+    assert.equal(given.pixels.buffer.byteLength, 0, "the caller's buffer went to the thread (detached here)");
+    // A view into a larger buffer cannot be handed over whole: it is copied, and the caller's memory stays.
+    const whole = new Float32Array(3 * W * H + 16);
+    whole.set(pixels(1), 16);
+    const view = request({ pixels: whole.subarray(16) });
+    const copied = await threads.finish(view, { owned: true });
+    assert.ok(copied && Buffer.from(copied.bytes).equals(Buffer.from(here.bytes)), "identical bytes from the copy");
+    assert.equal(view.pixels.length, 3 * W * H, "the view is left as it was");
+  });
+
   it("marks the image: the watermark reads back from the thread's PNG", async () => {
     const image = (await sharedPool().finish(request()))!;
     const { data, info } = await (

@@ -3,6 +3,7 @@ import type * as ort from "onnxruntime-node";
 
 import { floatTensor, type LoadedSession, outputAsFloat32 } from "../../onnx/tensors.js";
 import type { EncodedImage } from "../image-files.js";
+import { divideInto } from "../latent-ops.js";
 import { type FinishComposite, finishImage, type FinishRequest } from "./finish-image.js";
 import type { FinishingPool } from "./finishing-threads.js";
 
@@ -41,7 +42,7 @@ export async function decodeAndFinish(
   try {
     for (let b = 0; b < n; b++) {
       const scaled = new Float32Array(per);
-      for (let i = 0; i < per; i++) scaled[i] = latents[b * per + i]! / factor;
+      divideInto(scaled, latents.subarray(b * per, (b + 1) * per), factor);
       const out = await vae.session.run({ latent_sample: floatTensor(vae, "latent_sample", scaled, [1, c, h, w]) });
       if (b === n - 1) options.afterLastRun?.();
       const sample = out.sample as ort.Tensor;
@@ -58,7 +59,13 @@ export async function decodeAndFinish(
         parameters: options.parameters(b),
       };
       const pool = options.pool;
-      finishing.push(pool ? pool.finish(request).then((image) => image ?? finishImage(request)) : finishImage(request));
+      // The decoder's output is this stage's alone (a device thread's is transferred to us, a session's is new per
+      // call): the pool may hand the buffer itself to a thread.
+      finishing.push(
+        pool
+          ? pool.finish(request, { owned: true }).then((image) => image ?? finishImage(request))
+          : finishImage(request),
+      );
       // In-line, an image finishes before the next decode, as it always did: a failure stops the stage early.
       if (!pool) await finishing[b];
     }

@@ -99,13 +99,14 @@ class FinishingThread {
     return this.pending.size;
   }
 
-  finish(request: FinishRequest): Promise<EncodedImage> {
+  /** Throws (DataCloneError) before anything is sent when a buffer in `transfer` cannot be transferred. */
+  finish(request: FinishRequest, transfer: ArrayBuffer[] = []): Promise<EncodedImage> {
     if (this.dead) return Promise.reject(threadFailed("it had stopped"));
     const id = this.nextId++;
+    this.worker.postMessage({ id, request }, transfer);
     return new Promise<EncodedImage>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       this.worker.ref();
-      this.worker.postMessage({ id, request });
     });
   }
 
@@ -164,14 +165,32 @@ export class FinishingPool {
    * Finishes one image on the least loaded thread. Resolves to undefined when no thread can run (it did not
    * start, or the pool is closed): the caller then finishes in-line.
    */
-  async finish(request: FinishRequest): Promise<EncodedImage | undefined> {
+  async finish(request: FinishRequest, options: { owned?: boolean } = {}): Promise<EncodedImage | undefined> {
     if (this.closed) return undefined;
     const live = (await Promise.all(this.threads.map((_, i) => this.thread(i)))).filter(
       (t): t is FinishingThread => !!t && !t.dead,
     );
     if (live.length === 0 || this.closed) return undefined;
     const thread = live.reduce((a, b) => (b.load < a.load ? b : a));
-    // A copy the thread owns (the decoder's output may be shared or reused), in reused shared memory: a fresh
+    const { pixels: given } = request;
+    // `owned`: the caller gives the pixels away. A whole buffer of its own is transferred, not copied: the copy of a
+    // 1024² image (12 MiB) held the event loop for milliseconds while the next stage's UNet step was due.
+    if (
+      options.owned &&
+      given.buffer instanceof ArrayBuffer &&
+      given.byteOffset === 0 &&
+      given.byteLength === given.buffer.byteLength
+    ) {
+      const sent = (() => {
+        try {
+          return thread.finish(request, [given.buffer]);
+        } catch {
+          return undefined; // not transferable (memory the binding owns): copied below
+        }
+      })();
+      if (sent) return await sent;
+    }
+    // Else a copy the thread owns (the decoder's output may be shared or reused), in reused shared memory: a fresh
     // 12 MiB buffer per 1024² image costs the main thread page faults and zero-filling, a copy only a memcpy.
     const staging = this.stagingFor(request.pixels.byteLength);
     const pixels = new Float32Array(staging);
