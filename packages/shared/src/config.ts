@@ -53,7 +53,8 @@ const configSchema = z.object({
   KILN_PROVIDERS: csv(["tensorrt", "cuda", "cpu"] as const).default(["cpu"]),
   KILN_DEVICE_ID: z.coerce.number().int().min(0).default(0),
   KILN_STAGES: csv(["base", "refine"] as const).default(["base", "refine"]),
-  KILN_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(16).default(1),
+  // Default: `defaultWorkerConcurrency` (2 stages on a GPU worker's GPU, pipelined; else 1).
+  KILN_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(16).optional(),
   // Pipelined worker (issue 15): claim and encode the next stage, finish the last one, while the GPU works.
   KILN_WORKER_PIPELINE: boolish.default(true),
   // Batching (issue 15): claim up to this many stages of one queue at once and denoise compatible ones in one
@@ -342,7 +343,8 @@ function toConfig(e: KilnConfigEnv) {
     providers: e.KILN_PROVIDERS,
     deviceId: e.KILN_DEVICE_ID,
     stages: e.KILN_STAGES,
-    workerConcurrency: e.KILN_WORKER_CONCURRENCY,
+    /** Stages at once (pipelined: on the GPU at once); KILN_WORKER_CONCURRENCY, else `defaultWorkerConcurrency`. */
+    workerConcurrency: e.KILN_WORKER_CONCURRENCY ?? defaultWorkerConcurrency(e.KILN_PROVIDERS, e.KILN_WORKER_PIPELINE),
     /** Claim ahead and finish behind the GPU's work (KILN_WORKER_PIPELINE). */
     workerPipeline: e.KILN_WORKER_PIPELINE,
     /** Stages claimed together and denoised in one UNet batch where compatible (KILN_WORKER_BATCH; 1 = off). */
@@ -502,4 +504,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     );
   }
   return config;
+}
+
+/**
+ * The stages a worker runs at once when KILN_WORKER_CONCURRENCY is not set. A pipelined worker with a GPU provider
+ * keeps two stages on the GPU: each UNet call is followed by ~1 ms of guidance, scheduler step and thread hops on
+ * the CPU before the next, and a second stage's call, queued behind it, fills that gap (issue 15: 1024² ensemble
+ * on a saturated worker, ~95 % busy with one stage, ≥ 98 % with two; docs/benchmarks.md). The two stages share the
+ * GPU step by step, so with exactly two renders and nothing queued behind them the first finishes about one render
+ * later (set 1 where that matters more than throughput). On the CPU provider there is no idle device to fill: two
+ * stages would only share the same cores.
+ */
+export function defaultWorkerConcurrency(providers: readonly string[], pipelined: boolean): number {
+  return pipelined && providers.some((p) => p === "cuda" || p === "tensorrt") ? 2 : 1;
 }

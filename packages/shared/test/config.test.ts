@@ -14,6 +14,16 @@ describe("config", () => {
     assert.equal(c.publicUrl, "http://127.0.0.1:8787");
   });
 
+  it("keeps two stages on a GPU worker's GPU by default, one on the CPU or unpipelined; an explicit value wins", () => {
+    assert.equal(loadConfig({}).workerConcurrency, 1, "CPU provider");
+    assert.equal(loadConfig({ KILN_PROVIDERS: "tensorrt,cuda,cpu" }).workerConcurrency, 2, "the image's providers");
+    assert.equal(loadConfig({ KILN_PROVIDERS: "cuda,cpu" }).workerConcurrency, 2, "the fleet's providers");
+    assert.equal(loadConfig({ KILN_PROVIDERS: "cuda", KILN_WORKER_PIPELINE: "false" }).workerConcurrency, 1);
+    assert.equal(loadConfig({ KILN_PROVIDERS: "cuda", KILN_WORKER_CONCURRENCY: "1" }).workerConcurrency, 1);
+    assert.equal(loadConfig({ KILN_WORKER_CONCURRENCY: "3" }).workerConcurrency, 3);
+    assert.throws(() => loadConfig({ KILN_WORKER_CONCURRENCY: "0" }), /KILN_WORKER_CONCURRENCY/);
+  });
+
   it("reads lists and numbers", () => {
     const c = loadConfig({ KILN_PROVIDERS: "tensorrt, cuda,cpu", PORT: "9000", KILN_STAGES: "refine" });
     assert.deepEqual(c.providers, ["tensorrt", "cuda", "cpu"]);
