@@ -1,3 +1,5 @@
+import { defaultWorkerConcurrency } from "@kiln/shared";
+
 import { UsageError } from "../cli/args.js";
 import { runSaturatedWorker, simulatedH100 } from "./saturated-worker.js";
 import { type AwsStandins, openStandinNamespace, startStandinsProcess } from "./standins-process.js";
@@ -13,7 +15,10 @@ export interface Case {
   renders: number;
   /** KILN_WORKER_PIPELINE: off is the worker before issue 15 (each stage from claim to acknowledgement). */
   pipelined: boolean;
-  /** KILN_WORKER_CONCURRENCY: pipelined, the stages on the GPU at once (2: one's CPU step overlaps the other's UNet call). */
+  /**
+   * KILN_WORKER_CONCURRENCY: pipelined, the stages on the GPU at once (2: one's CPU step overlaps the other's UNet
+   * call). Default: a GPU worker's default (`defaultWorkerConcurrency` with the image's providers).
+   */
   gpuSlots?: number;
   /** False: images finished on the worker's event loop, as before the finishing threads (KILN_FINISHING_THREADS=0). */
   finishingThreads?: boolean;
@@ -22,9 +27,11 @@ export interface Case {
 }
 
 // Enough renders that the worker's start (first prompt encoding) and tail (last image's finishing and
-// acknowledgement) are a small share of the wall time (~25 s of simulated GPU per case).
+// acknowledgement) are a small share of the wall time: ~25 s of simulated GPU per case, and ~94 s for the headline's
+// ensemble n = 1, where 16 renders left ~1.6 points of the wall to that start and tail (a saturated worker runs for
+// hours).
 const SHAPES: Omit<Case, "pipelined">[] = [
-  { mode: "ensemble", n: 1, renders: 16 },
+  { mode: "ensemble", n: 1, renders: 64 },
   { mode: "ensemble", n: 4, renders: 4 },
   { mode: "base", n: 1, renders: 16 },
   { mode: "sdedit", n: 1, renders: 12 },
@@ -32,14 +39,17 @@ const SHAPES: Omit<Case, "pipelined">[] = [
 const CASES: Case[] = [
   ...SHAPES.flatMap((c) => [false, true].map((pipelined) => ({ ...c, pipelined }))),
   { ...SHAPES[0]!, pipelined: true, finishingThreads: false },
-  { ...SHAPES[0]!, pipelined: true, gpuSlots: 2 },
+  { ...SHAPES[0]!, pipelined: true, gpuSlots: 1 },
   // Before the device thread: the UNet and VAE calls on the event loop, as onnxruntime-node runs them there.
   { ...SHAPES[0]!, pipelined: false, gpuThread: false },
-  { ...SHAPES[0]!, pipelined: true, gpuThread: false },
+  { ...SHAPES[0]!, pipelined: true, gpuThread: false, gpuSlots: 1 },
   // Both families: the same worker on the AWS family, its stand-ins in a process of their own.
   ...[false, true].map((pipelined) => ({ ...SHAPES[0]!, family: "aws" as const, pipelined })),
-  { ...SHAPES[0]!, family: "aws", pipelined: true, gpuSlots: 2 },
+  { ...SHAPES[0]!, family: "aws", pipelined: true, gpuSlots: 1 },
 ];
+
+/** The stages on the GPU at once of a case: its own, else what a GPU worker (the image's providers) defaults to. */
+const slotsOf = (c: Case) => c.gpuSlots ?? defaultWorkerConcurrency(["tensorrt", "cuda", "cpu"], c.pipelined);
 
 /**
  * `kiln bench duty-cycle --family aws --renders 4`: a subset of the cases, e.g. while working on one family.
@@ -90,10 +100,10 @@ export async function run(options: Record<string, unknown> = {}): Promise<string
         family === "aws"
           ? await openStandinNamespace(standins!, `duty${i}`, { maxReceives: 5, visibilitySeconds: 60 })
           : undefined;
-      const name = `${family}-${c.mode}-${c.n}-${c.pipelined ? "pipelined" : "serial"}-${c.gpuSlots ?? 1}-${i}`;
+      const name = `${family}-${c.mode}-${c.n}-${c.pipelined ? "pipelined" : "serial"}-${slotsOf(c)}-${i}`;
       const config = h100.config(name, {
         KILN_WORKER_PIPELINE: String(c.pipelined),
-        KILN_WORKER_CONCURRENCY: String(c.gpuSlots ?? 1),
+        KILN_WORKER_CONCURRENCY: String(slotsOf(c)),
         ...aws?.env,
       });
       const bodies = Array.from({ length: c.renders }, (_, i) => ({
@@ -118,21 +128,23 @@ export async function run(options: Record<string, unknown> = {}): Promise<string
       const steady = gpu.busySeconds() / gpu.spanSeconds();
       const p50 = percentile(finished, 50) / 1000;
       const p99 = percentile(finished, 99) / 1000;
-      const slots = c.gpuSlots ?? 1;
+      const slots = slotsOf(c);
+      const gpuDefault = c.gpuSlots === undefined;
       if (c.mode === "ensemble" && c.n === 1 && c.pipelined) {
         const figures = `${fmt(duty * 100, 1)} % (steady ${fmt(steady * 100, 1)} %; time to image p50 ${fmt(p50, 2)} s, p99 ${fmt(p99, 2)} s)`;
-        // The one `duty cycle: NN.N %` line: 1024² ensemble n = 1, pipelined, one stage on the GPU, finishing threads.
-        if (c.gpuThread === false) summary.push(`sessions on the main thread (KILN_GPU_THREAD=false): ${figures}`);
-        else if (family === "aws")
-          summary.push(
-            slots === 1
-              ? `aws family: ${figures}`
-              : `aws family, ${slots} stages on the GPU (KILN_WORKER_CONCURRENCY=${slots}): ${figures}`,
-          );
-        else if (slots === 1 && c.finishingThreads !== false)
-          summary.unshift(`duty cycle: ${fmt(duty * 100, 1)} %`, `  ${figures}`);
-        else if (slots === 1) summary.push(`finishing in-line (KILN_FINISHING_THREADS=0): ${figures}`);
-        else summary.push(`${slots} stages on the GPU (KILN_WORKER_CONCURRENCY=${slots}): ${figures}`);
+        const setting = gpuDefault
+          ? `${slots} stages on the GPU, a GPU worker's default`
+          : `${slots} stage${slots > 1 ? "s" : ""} on the GPU (KILN_WORKER_CONCURRENCY=${slots})`;
+        // The one `duty cycle: NN.N %` line: 1024² ensemble n = 1, local, a GPU worker's defaults (pipelined, two
+        // stages on the GPU, finishing threads, device thread).
+        if (c.gpuThread === false)
+          summary.push(`sessions on the main thread (KILN_GPU_THREAD=false), ${setting}: ${figures}`);
+        else if (family === "aws") summary.push(`aws family, ${setting}: ${figures}`);
+        else if (gpuDefault && c.finishingThreads !== false)
+          summary.unshift(`duty cycle: ${fmt(duty * 100, 1)} %`, `  local family, ${setting}: ${figures}`);
+        else if (c.finishingThreads === false)
+          summary.push(`finishing in-line (KILN_FINISHING_THREADS=0), ${setting}: ${figures}`);
+        else summary.push(`local family, ${setting}: ${figures}`);
       }
       rows.push([
         family,
@@ -156,7 +168,7 @@ export async function run(options: Record<string, unknown> = {}): Promise<string
     await h100.close();
   }
   return [
-    `One worker (concurrency 1), 1024², 30 steps, renders queued before it starts; UNet and VAE simulated with the ${profile.name} profile (${fmt(profile.stepSeconds * 1000, 1)} ms per UNet step, ${fmt(profile.vaeSeconds * 1000, 0)} ms per VAE decode; see gpu-profiles.ts). Everything else is Kiln's real code on this CPU. Family local: SQLite queue and records, files; aws: SQS + S3 (fauxqs) and DynamoDB (dynalite) stand-ins on 127.0.0.1 in a process of their own, a fresh namespace per case.`,
+    `One worker, 1024², 30 steps, renders queued before it starts; UNet and VAE simulated with the ${profile.name} profile (${fmt(profile.stepSeconds * 1000, 1)} ms per UNet step, ${fmt(profile.vaeSeconds * 1000, 0)} ms per VAE decode; see gpu-profiles.ts). Everything else is Kiln's real code on this CPU. Family local: SQLite queue and records, files; aws: SQS + S3 (fauxqs) and DynamoDB (dynalite) stand-ins on 127.0.0.1 in a process of their own, a fresh namespace per case.`,
     "",
     table(
       [
