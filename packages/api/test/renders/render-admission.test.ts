@@ -54,16 +54,29 @@ describe("render admission", () => {
   });
 
   it("holds the concurrency limit when submits interleave between counting and writing", async () => {
-    // Slow reads of the store let every submit count before any writes: only the in-flight counter stops the excess.
+    // Every submit counts before any writes: each read of the store waits until all ten submits have made the same
+    // read (a barrier, not a sleep — under load, sleeps let a fast submit write its job before a slow one counted,
+    // which the slow one then counts twice, in the store and in the in-flight counter). Only the in-flight counter
+    // stops the excess.
+    const submits = 10;
+    const arrived = new Map<string, { count: number; all: Promise<void>; open: () => void }>();
     const listByOwner = ports.jobs.listByOwner.bind(ports.jobs);
     ports.jobs.listByOwner = async (...args) => {
-      await sleep(20);
+      const status = String(args[1]?.status);
+      let gate = arrived.get(status);
+      if (!gate) {
+        let open!: () => void;
+        const all = new Promise<void>((resolve) => (open = resolve));
+        arrived.set(status, (gate = { count: 0, all, open }));
+      }
+      if (++gate.count === submits) gate.open();
+      await gate.all;
       return listByOwner(...args);
     };
     const admission = renderAdmission(key({ concurrentJobs: 3 }), {});
     let n = 0;
     const results = await Promise.allSettled(
-      Array.from({ length: 10 }, () =>
+      Array.from({ length: submits }, () =>
         admitRender(ports, admission, request(), new Date(), async () => {
           await sleep(5);
           return ports.jobs.create(jobRecord({}, { id: `job_${n++}`, ownerKeyId: "key_adm" }));
