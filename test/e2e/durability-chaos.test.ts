@@ -374,7 +374,14 @@ function describeChaos(name: FamilyName, kills: number): void {
         }
         // Slow under load: the key's 4 slots hold admissions back while killed stages come back.
         const paused = await hooks.paused(point, 600_000);
-        const worker = workerHolding(paused.pid);
+        let worker = workerHolding(paused.pid);
+        // A worker started after an earlier kill can claim a stage and reach a pause point before its "worker
+        // polling" line has reached this process (under load the two arrive in either order): wait for the starting
+        // workers to report, then look again.
+        if (!worker && paused.pid !== api.pid) {
+          await Promise.allSettled([...starting]);
+          worker = workerHolding(paused.pid);
+        }
         // The spare API runs the same sweeps as the serving one (events due, the submit outbox), so it can be the
         // process that reaches an event point first: then it is the API instance killed there.
         const spare = await spareApi;
